@@ -1,0 +1,125 @@
+// Package history holds the spend-history records: one per real rotation,
+// written by the rotator inside its saga, and queried by `spendchecker history`.
+package history
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/spendchecker/spendchecker/internal/mongoidx"
+)
+
+// Record is one spend-history document (DESIGN.md schema). Its _id is the
+// rotation id, so inserting it twice is harmless.
+type Record struct {
+	ID             string    `bson:"_id" json:"id"`
+	Pool           string    `bson:"pool" json:"pool"`
+	KeyID          string    `bson:"keyId" json:"keyId"`
+	APIKeyMasked   string    `bson:"apiKeyMasked" json:"apiKeyMasked"`
+	Spend          float64   `bson:"spend" json:"spend"`
+	Threshold      float64   `bson:"threshold" json:"threshold"`
+	Budget         *float64  `bson:"budget" json:"budget"`
+	CheckedAt      time.Time `bson:"checkedAt" json:"checkedAt"`
+	WasActive      bool      `bson:"wasActive" json:"wasActive"`
+	RotatedAt      time.Time `bson:"rotatedAt" json:"rotatedAt"`
+	RotationReason string    `bson:"rotationReason" json:"rotationReason"`
+	NewKeyID       string    `bson:"newKeyId" json:"newKeyId"`
+	Provider       string    `bson:"provider" json:"provider"`
+	Instance       string    `bson:"instance" json:"instance"`
+	LeaseEpoch     int64     `bson:"leaseEpoch" json:"leaseEpoch"`
+}
+
+// Observation is what the caller of a rotation knows about the key's spend;
+// the rotator completes it into a Record.
+type Observation struct {
+	Spend      float64
+	Threshold  float64
+	Budget     *float64
+	CheckedAt  time.Time
+	Provider   string
+	Instance   string
+	LeaseEpoch int64
+}
+
+// Mask shows the first 5 and last 4 characters of a secret, never more.
+func Mask(secret string) string {
+	if len(secret) < 16 {
+		return "****"
+	}
+	return secret[:5] + "..." + secret[len(secret)-4:]
+}
+
+// Fingerprint is a short, stable, non-reversible identifier of a secret.
+func Fingerprint(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return hex.EncodeToString(sum[:4])
+}
+
+// Store reads a pool's history collection.
+type Store struct {
+	coll *mongo.Collection
+}
+
+// NewStore returns a Store over coll.
+func NewStore(coll *mongo.Collection) *Store { return &Store{coll: coll} }
+
+// EnsureIndexes creates the indexes queries rely on; idempotent.
+func (s *Store) EnsureIndexes(ctx context.Context) error {
+	return mongoidx.Ensure(ctx, s.coll,
+		mongoidx.Index{Name: "rotatedAt_1", Keys: bson.D{{Key: "rotatedAt", Value: 1}}},
+		mongoidx.Index{Name: "keyId_1", Keys: bson.D{{Key: "keyId", Value: 1}}},
+	)
+}
+
+// Since returns the records rotated at or after t, oldest first.
+func (s *Store) Since(ctx context.Context, t time.Time) ([]Record, error) {
+	cur, err := s.coll.Find(ctx, bson.M{"rotatedAt": bson.M{"$gte": t}}, options.Find().SetSort(bson.D{{Key: "rotatedAt", Value: 1}}))
+	if err != nil {
+		return nil, fmt.Errorf("history query: %w", err)
+	}
+	var out []Record
+	if err := cur.All(ctx, &out); err != nil {
+		return nil, fmt.Errorf("history query: %w", err)
+	}
+	return out, nil
+}
+
+// TTLIndex reports a TTL index on the history collection, if any: older
+// deployments carried one on checkedAt that silently deletes history.
+func (s *Store) TTLIndex(ctx context.Context) (name string, after time.Duration, found bool, err error) {
+	specs, err := mongoidx.Specs(ctx, s.coll)
+	if err != nil {
+		return "", 0, false, err
+	}
+	name, after, found = TTLOf(specs)
+	return name, after, found, nil
+}
+
+// TTLOf finds a TTL index among index specifications.
+func TTLOf(specs []bson.Raw) (name string, after time.Duration, found bool) {
+	for _, spec := range specs {
+		v, err := spec.LookupErr("expireAfterSeconds")
+		if err != nil {
+			continue
+		}
+		secs, ok := v.AsInt64OK()
+		if !ok {
+			if f, fok := v.AsFloat64OK(); fok {
+				secs, ok = int64(f), true
+			}
+		}
+		if !ok {
+			continue
+		}
+		name, _ = spec.Lookup("name").StringValueOK()
+		return name, time.Duration(secs) * time.Second, true
+	}
+	return "", 0, false
+}

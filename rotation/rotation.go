@@ -1,0 +1,484 @@
+// Package rotation is the one algorithm that swaps a key for a backup key,
+// shared by the spend checker and the serving proxy.
+//
+// A rotation is a saga whose every step is idempotent. Who wins a race is
+// decided only by single-document inserts against unique indexes (the journal
+// _id for the key, the journal backupId for the backup) and by delete counts,
+// so it is correct on MongoDB standalone, replica sets and FerretDB alike,
+// without transactions and without trusting findAndModify.
+package rotation
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/spendchecker/spendchecker/history"
+)
+
+// Outcome says what a Rotate call did; callers branch on it.
+type Outcome int
+
+const (
+	// Rotated: this call rotated the key.
+	Rotated Outcome = iota + 1
+	// AlreadyRotated: the key was rotated before; nothing written.
+	AlreadyRotated
+	// InProgress: another caller owns the rotation and has not finished;
+	// nothing written. Recover completes it if that caller died.
+	InProgress
+	// NoBackup: no unused backup key was left; nothing written.
+	NoBackup
+	// NotFound: no such key and no record of its rotation; nothing written.
+	NotFound
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case Rotated:
+		return "rotated"
+	case AlreadyRotated:
+		return "already_rotated"
+	case InProgress:
+		return "in_progress"
+	case NoBackup:
+		return "no_backup"
+	case NotFound:
+		return "not_found"
+	}
+	return "unknown"
+}
+
+// Result is the outcome of a rotation with the ids the caller may report.
+type Result struct {
+	Outcome    Outcome
+	RotationID string
+	OldKeyID   string
+	NewKeyID   string
+}
+
+// Step names one step of the saga, in order.
+type Step int
+
+const (
+	StepClaim Step = iota + 1
+	StepInsertKey
+	StepMarkBackup
+	StepMoveBindings
+	StepArchive
+	StepDeleteOld
+	StepHistory
+	StepDone
+)
+
+// Steps lists every step in the order they run.
+var Steps = []Step{StepClaim, StepInsertKey, StepMarkBackup, StepMoveBindings, StepArchive, StepDeleteOld, StepHistory, StepDone}
+
+func (s Step) String() string {
+	return [...]string{"?", "claim", "insert_key", "mark_backup", "move_bindings", "archive", "delete_old", "history", "done"}[s]
+}
+
+// Journal states.
+const (
+	stateClaimed = "claimed"
+	stateDone    = "done"
+)
+
+// ErrKeyCollision means the new key's id already holds a different key.
+var ErrKeyCollision = errors.New("new key id already holds a different key")
+
+// ErrBackupVanished means a claimed backup disappeared before its key was
+// inserted; the claim is dropped so the key can be rotated again.
+var ErrBackupVanished = errors.New("claimed backup vanished before use")
+
+// Options configure a Rotator.
+type Options struct {
+	// Owner identifies this process in the journal and archive.
+	Owner string
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+	// Logger receives one line per rotation and recovery; discarded when nil.
+	Logger *slog.Logger
+	// AfterStep, when set, runs after each completed step; an error aborts the
+	// saga there, as a crash would. For tests and fault injection.
+	AfterStep func(ctx context.Context, rotationID string, s Step) error
+	// Candidates is how many backups one read fetches (default 8).
+	Candidates int
+}
+
+// Rotator rotates the keys of one pool.
+type Rotator struct {
+	pool     Pool
+	opts     Options
+	log      *slog.Logger
+	keys     *mongo.Collection
+	backups  *mongo.Collection
+	bindings *mongo.Collection
+	history  *mongo.Collection
+	journal  *mongo.Collection
+	archive  *mongo.Collection
+
+	// cache of backups seen unused; only a hint, the journal insert decides.
+	mu     sync.Mutex
+	cached []backupDoc
+}
+
+// New returns a Rotator for pool in db.
+func New(db *mongo.Database, pool Pool, opts Options) (*Rotator, error) {
+	if err := pool.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Candidates <= 0 {
+		opts.Candidates = 8
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Rotator{
+		pool:     pool,
+		opts:     opts,
+		log:      log.With("pool", pool.Name),
+		keys:     db.Collection(pool.KeysCollection),
+		backups:  db.Collection(pool.BackupsCollection),
+		bindings: db.Collection(pool.BindingsCollection),
+		history:  db.Collection(pool.HistoryCollection),
+		journal:  db.Collection(JournalCollection),
+		archive:  db.Collection(ArchiveCollection),
+	}, nil
+}
+
+// Pool returns the pool this rotator serves.
+func (r *Rotator) Pool() Pool { return r.pool }
+
+// journalEntry is a key_rotations document. It carries everything recovery
+// needs except secrets, which stay in the key and backup documents.
+type journalEntry struct {
+	ID           string         `bson:"_id"`
+	Pool         string         `bson:"pool"`
+	OldKeyID     string         `bson:"oldKeyId"`
+	BackupID     string         `bson:"backupId"`
+	NewKeyID     string         `bson:"newKeyId"`
+	State        string         `bson:"state"`
+	Reason       string         `bson:"reason"`
+	Owner        string         `bson:"owner"`
+	APIKeyMasked string         `bson:"apiKeyMasked"`
+	StartedAt    time.Time      `bson:"startedAt"`
+	FinishedAt   *time.Time     `bson:"finishedAt,omitempty"`
+	History      history.Record `bson:"history"`
+}
+
+type backupDoc struct {
+	ID     string
+	APIKey string
+}
+
+// Option adjusts one Rotate call.
+type Option func(*request)
+
+type request struct {
+	obs    *history.Observation
+	keyDoc bson.Raw
+}
+
+// WithObservation records the spend observation that led to the rotation in
+// its history record.
+func WithObservation(o history.Observation) Option {
+	return func(r *request) { r.obs = &o }
+}
+
+// WithKeyDocument passes the key document the caller already read, saving
+// the rotator a round trip. It must be the document whose _id is keyID.
+func WithKeyDocument(doc bson.Raw) Option {
+	return func(r *request) { r.keyDoc = doc }
+}
+
+// RotationID derives the id of the rotation of one key document from the
+// pool, the key's id and its secret: every caller rotating the same document
+// computes the same id and so collides on the journal's _id.
+func RotationID(pool, keyID, secret string) string {
+	h := sha256.New()
+	for _, s := range []string{pool, keyID, secret} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	return "rot_" + hex.EncodeToString(h.Sum(nil)[:12])
+}
+
+// Rotate swaps keyID for a backup key. It returns an error only when the
+// saga stopped part-way (a retry or Recover completes it) or could not start.
+func (r *Rotator) Rotate(ctx context.Context, keyID, reason string, opts ...Option) (Result, error) {
+	var req request
+	for _, o := range opts {
+		o(&req)
+	}
+	res := Result{OldKeyID: keyID}
+	doc := req.keyDoc
+	if doc == nil {
+		var err error
+		doc, err = r.keys.FindOne(ctx, bson.M{"_id": keyID}).Raw()
+		if errors.Is(err, mongo.ErrNoDocuments) {
+			return r.missingKey(ctx, keyID)
+		}
+		if err != nil {
+			return res, fmt.Errorf("read key %s: %w", keyID, err)
+		}
+	}
+	key, err := decodeKey(doc)
+	if err != nil {
+		return res, fmt.Errorf("key %s: %w", keyID, err)
+	}
+	if key.ID != keyID {
+		return res, fmt.Errorf("key document has _id %q, want %q", key.ID, keyID)
+	}
+	res.RotationID = RotationID(r.pool.Name, keyID, key.APIKey)
+	now := r.opts.Now().UTC()
+	entry := journalEntry{
+		ID:           res.RotationID,
+		Pool:         r.pool.Name,
+		OldKeyID:     keyID,
+		State:        stateClaimed,
+		Reason:       reason,
+		Owner:        r.opts.Owner,
+		APIKeyMasked: history.Mask(key.APIKey),
+		StartedAt:    now,
+	}
+	entry.History = r.historyRecord(entry, key, req.obs)
+
+	backup, err := r.claim(ctx, &entry)
+	if err != nil {
+		return res, err
+	}
+	if backup == nil {
+		return r.claimLost(ctx, res)
+	}
+	res.NewKeyID = entry.NewKeyID
+	log := r.log.With("key", keyID, "rotation", entry.ID)
+	if err := r.after(ctx, entry.ID, StepClaim); err != nil {
+		return res, err
+	}
+	s := &saga{r: r, e: entry, oldKey: doc, backupSecret: backup.APIKey}
+	if err := s.run(ctx, StepInsertKey); err != nil {
+		log.Warn("rotation stopped part-way; recovery will finish it", "err", err)
+		return res, err
+	}
+	res.Outcome = Rotated
+	log.Info("key rotated", "new_key", entry.NewKeyID, "reason", reason, "apiKeyMasked", entry.APIKeyMasked)
+	return res, nil
+}
+
+// missingKey tells an already rotated key from one that never existed.
+func (r *Rotator) missingKey(ctx context.Context, keyID string) (Result, error) {
+	res := Result{OldKeyID: keyID, Outcome: NotFound}
+	var e journalEntry
+	err := r.journal.FindOne(ctx, bson.M{"pool": r.pool.Name, "oldKeyId": keyID},
+		options.FindOne().SetSort(bson.D{{Key: "startedAt", Value: -1}})).Decode(&e)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return res, nil
+	}
+	if err != nil {
+		return res, fmt.Errorf("read journal for %s: %w", keyID, err)
+	}
+	return entryResult(e), nil
+}
+
+// claimLost reports the rotation someone else claimed first.
+func (r *Rotator) claimLost(ctx context.Context, res Result) (Result, error) {
+	var e journalEntry
+	err := r.journal.FindOne(ctx, bson.M{"_id": res.RotationID}).Decode(&e)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		res.Outcome = NoBackup
+		return res, nil
+	}
+	if err != nil {
+		return res, fmt.Errorf("read journal %s: %w", res.RotationID, err)
+	}
+	return entryResult(e), nil
+}
+
+func entryResult(e journalEntry) Result {
+	res := Result{OldKeyID: e.OldKeyID, RotationID: e.ID, NewKeyID: e.NewKeyID, Outcome: InProgress}
+	if e.State == stateDone {
+		res.Outcome = AlreadyRotated
+	}
+	return res
+}
+
+// claim inserts the journal entry with the first backup nobody else holds.
+// It returns nil (and no error) when the rotation is already claimed or no
+// backup is left; claimLost tells which.
+func (r *Rotator) claim(ctx context.Context, e *journalEntry) (*backupDoc, error) {
+	tried := map[string]bool{}
+	for {
+		cands, err := r.candidates(ctx, tried)
+		if err != nil {
+			return nil, err
+		}
+		if len(cands) == 0 {
+			return nil, nil
+		}
+		for _, b := range cands {
+			tried[b.ID] = true
+			e.BackupID, e.NewKeyID = b.ID, b.ID
+			e.History.NewKeyID = b.ID
+			_, err := r.journal.InsertOne(ctx, e)
+			if err == nil {
+				return &b, nil
+			}
+			if !mongo.IsDuplicateKeyError(err) {
+				return nil, fmt.Errorf("claim backup %s: %w", b.ID, err)
+			}
+			r.forget(b.ID)
+			// A duplicate is on _id (the rotation is someone else's) or on
+			// backupId (that backup is taken): only a read tells which.
+			n, err := r.journal.CountDocuments(ctx, bson.M{"_id": e.ID})
+			if err != nil {
+				return nil, fmt.Errorf("read journal %s: %w", e.ID, err)
+			}
+			if n > 0 {
+				return nil, nil
+			}
+		}
+	}
+}
+
+// candidates returns backups that looked unused, from the cache when it has
+// any not yet tried.
+func (r *Rotator) candidates(ctx context.Context, tried map[string]bool) ([]backupDoc, error) {
+	r.mu.Lock()
+	var out []backupDoc
+	for _, b := range r.cached {
+		if !tried[b.ID] {
+			out = append(out, b)
+		}
+	}
+	r.mu.Unlock()
+	if len(out) > 0 {
+		return out, nil
+	}
+	exclude := make([]string, 0, len(tried))
+	for id := range tried {
+		exclude = append(exclude, id)
+	}
+	filter := bson.M{"isUsed": bson.M{"$ne": true}}
+	if len(exclude) > 0 {
+		filter["_id"] = bson.M{"$nin": exclude}
+	}
+	cur, err := r.backups.Find(ctx, filter, options.Find().
+		SetSort(bson.D{{Key: "createdAt", Value: 1}, {Key: "_id", Value: 1}}).
+		SetLimit(int64(r.opts.Candidates)).
+		SetProjection(bson.M{"_id": 1, "apiKey": 1}))
+	if err != nil {
+		return nil, fmt.Errorf("find backups: %w", err)
+	}
+	var raws []bson.Raw
+	if err := cur.All(ctx, &raws); err != nil {
+		return nil, fmt.Errorf("find backups: %w", err)
+	}
+	for _, raw := range raws {
+		id, ok := raw.Lookup("_id").StringValueOK()
+		secret, ok2 := raw.Lookup("apiKey").StringValueOK()
+		if !ok || !ok2 || id == "" || secret == "" {
+			r.log.Warn("skipping malformed backup document (needs string _id and apiKey)", "backup", raw.Lookup("_id").String())
+			continue
+		}
+		out = append(out, backupDoc{ID: id, APIKey: secret})
+	}
+	r.mu.Lock()
+	r.cached = append([]backupDoc(nil), out...)
+	r.mu.Unlock()
+	if len(out) == 0 && len(raws) > 0 {
+		// Every candidate was malformed: look past them.
+		for _, raw := range raws {
+			tried[raw.Lookup("_id").String()] = true
+		}
+		return nil, nil
+	}
+	return out, nil
+}
+
+func (r *Rotator) forget(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, b := range r.cached {
+		if b.ID == id {
+			r.cached = append(r.cached[:i], r.cached[i+1:]...)
+			return
+		}
+	}
+}
+
+func (r *Rotator) after(ctx context.Context, id string, s Step) error {
+	if r.opts.AfterStep == nil {
+		return nil
+	}
+	if err := r.opts.AfterStep(ctx, id, s); err != nil {
+		return fmt.Errorf("after step %s: %w", s, err)
+	}
+	return nil
+}
+
+func (r *Rotator) historyRecord(e journalEntry, key keyDoc, obs *history.Observation) history.Record {
+	rec := history.Record{
+		ID:             e.ID,
+		Pool:           r.pool.Name,
+		KeyID:          e.OldKeyID,
+		APIKeyMasked:   e.APIKeyMasked,
+		Spend:          key.TotalSpend,
+		CheckedAt:      e.StartedAt,
+		WasActive:      key.Status == "healthy",
+		RotatedAt:      e.StartedAt,
+		RotationReason: e.Reason,
+		Instance:       r.opts.Owner,
+	}
+	if obs != nil {
+		rec.Spend, rec.Threshold, rec.Budget = obs.Spend, obs.Threshold, obs.Budget
+		rec.Provider, rec.LeaseEpoch = obs.Provider, obs.LeaseEpoch
+		if !obs.CheckedAt.IsZero() {
+			rec.CheckedAt = obs.CheckedAt.UTC()
+		}
+		if obs.Instance != "" {
+			rec.Instance = obs.Instance
+		}
+	}
+	return rec
+}
+
+type keyDoc struct {
+	ID         string
+	APIKey     string
+	Status     string
+	TotalSpend float64
+}
+
+// decodeKey reads the fields the rotator needs, leniently: a key without a
+// string _id or apiKey cannot be rotated, anything else is tolerated.
+func decodeKey(doc bson.Raw) (keyDoc, error) {
+	var k keyDoc
+	var ok bool
+	if k.ID, ok = doc.Lookup("_id").StringValueOK(); !ok {
+		return k, errors.New("_id is not a string")
+	}
+	if k.APIKey, ok = doc.Lookup("apiKey").StringValueOK(); !ok || k.APIKey == "" {
+		return k, errors.New("apiKey missing or not a string")
+	}
+	k.Status, _ = doc.Lookup("status").StringValueOK()
+	if v, err := doc.LookupErr("totalSpend"); err == nil {
+		if f, ok := v.AsFloat64OK(); ok {
+			k.TotalSpend = f
+		}
+	}
+	return k, nil
+}

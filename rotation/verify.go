@@ -1,0 +1,151 @@
+package rotation
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/spendchecker/spendchecker/history"
+	"github.com/spendchecker/spendchecker/internal/mongoidx"
+)
+
+// Problem is one broken invariant or schema defect found by Verify.
+type Problem struct {
+	Kind   string // stable identifier, e.g. "orphan_binding"
+	Detail string
+}
+
+func (p Problem) String() string { return p.Kind + ": " + p.Detail }
+
+// Verify checks the pool's rotation invariants and schema by querying the
+// database: orphan bindings, unfinished claims, rotated keys lost from the
+// pool, keys sharing a secret, missing history or archive copies, missing
+// indexes and a TTL index on history. It writes nothing.
+func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
+	var probs []Problem
+	add := func(kind, format string, a ...any) {
+		probs = append(probs, Problem{Kind: kind, Detail: fmt.Sprintf(format, a...)})
+	}
+
+	keyIDs := map[string]bool{}
+	secrets := map[string]string{}
+	cur, err := r.keys.Find(ctx, bson.M{}, options.Find().SetProjection(bson.M{"_id": 1, "apiKey": 1}))
+	if err != nil {
+		return nil, fmt.Errorf("verify keys: %w", err)
+	}
+	for cur.Next(ctx) {
+		id, ok := cur.Current.Lookup("_id").StringValueOK()
+		if !ok {
+			add("malformed_key", "key %s: _id is not a string", cur.Current.Lookup("_id"))
+			continue
+		}
+		keyIDs[id] = true
+		secret, _ := cur.Current.Lookup("apiKey").StringValueOK()
+		if secret == "" {
+			add("malformed_key", "key %s: apiKey missing or not a string", id)
+			continue
+		}
+		if other, dup := secrets[secret]; dup {
+			add("duplicate_secret", "keys %s and %s hold the same secret (%s)", other, id, history.Mask(secret))
+		}
+		secrets[secret] = id
+	}
+	if err := cur.Err(); err != nil {
+		return nil, fmt.Errorf("verify keys: %w", err)
+	}
+
+	bcur, err := r.bindings.Find(ctx, bson.M{}, options.Find().SetProjection(bson.M{"_id": 1, r.pool.BindingKeyField: 1}))
+	if err != nil {
+		return nil, fmt.Errorf("verify bindings: %w", err)
+	}
+	for bcur.Next(ctx) {
+		kid, ok := bcur.Current.Lookup(r.pool.BindingKeyField).StringValueOK()
+		if ok && !keyIDs[kid] {
+			add("orphan_binding", "binding %s points at missing key %s", bcur.Current.Lookup("_id"), kid)
+		}
+	}
+	if err := bcur.Err(); err != nil {
+		return nil, fmt.Errorf("verify bindings: %w", err)
+	}
+
+	var entries []journalEntry
+	jcur, err := r.journal.Find(ctx, bson.M{"pool": r.pool.Name})
+	if err != nil {
+		return nil, fmt.Errorf("verify journal: %w", err)
+	}
+	if err := jcur.All(ctx, &entries); err != nil {
+		return nil, fmt.Errorf("verify journal: %w", err)
+	}
+	rotatedAway := map[string]bool{}
+	for _, e := range entries {
+		rotatedAway[e.OldKeyID] = true
+	}
+	histIDs, err := ids(ctx, r.history)
+	if err != nil {
+		return nil, err
+	}
+	archIDs, err := ids(ctx, r.archive)
+	if err != nil {
+		return nil, err
+	}
+	done := map[string]bool{}
+	for _, e := range entries {
+		if e.State != stateDone {
+			add("unfinished_rotation", "rotation %s of key %s (backup %s) is %s; run recover", e.ID, e.OldKeyID, e.BackupID, e.State)
+			continue
+		}
+		done[e.ID] = true
+		if !keyIDs[e.NewKeyID] && !rotatedAway[e.NewKeyID] {
+			add("lost_key", "rotation %s: new key %s is neither live nor rotated again", e.ID, e.NewKeyID)
+		}
+		if keyIDs[e.OldKeyID] {
+			add("old_key_live", "rotation %s: old key %s is still in the pool", e.ID, e.OldKeyID)
+		}
+		if !histIDs[e.ID] {
+			add("missing_history", "rotation %s has no history record", e.ID)
+		}
+		if !archIDs[e.ID] {
+			add("missing_archive", "rotation %s: old key %s was not archived", e.ID, e.OldKeyID)
+		}
+	}
+	for id := range histIDs {
+		// Older deployments wrote history for every check, under other ids.
+		if strings.HasPrefix(id, "rot_") && !done[id] {
+			add("stray_history", "history record %s has no finished rotation", id)
+		}
+	}
+
+	if names, err := mongoidx.Names(ctx, r.journal); err != nil {
+		return nil, err
+	} else if !names[journalBackupIndex] {
+		add("missing_index", "%s has no unique index on backupId; run with index creation enabled", JournalCollection)
+	}
+	name, after, found, err := history.NewStore(r.history).TTLIndex(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if found {
+		add("history_ttl", "%s has TTL index %s (%s): it silently deletes spend history", r.pool.HistoryCollection, name, after)
+	}
+	sort.SliceStable(probs, func(i, j int) bool { return probs[i].Kind < probs[j].Kind })
+	return probs, nil
+}
+
+func ids(ctx context.Context, c *mongo.Collection) (map[string]bool, error) {
+	cur, err := c.Find(ctx, bson.M{}, options.Find().SetProjection(bson.M{"_id": 1}))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", c.Name(), err)
+	}
+	out := map[string]bool{}
+	for cur.Next(ctx) {
+		if id, ok := cur.Current.Lookup("_id").StringValueOK(); ok {
+			out[id] = true
+		}
+	}
+	return out, cur.Err()
+}
