@@ -335,6 +335,7 @@ func (r *Rotator) claim(ctx context.Context, e *journalEntry) (*backupDoc, error
 			e.History.NewKeyID = b.ID
 			_, err := r.journal.InsertOne(ctx, e)
 			if err == nil {
+				r.forget(b.ID)
 				return &b, nil
 			}
 			if !mongo.IsDuplicateKeyError(err) {

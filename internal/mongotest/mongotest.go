@@ -45,7 +45,7 @@ func New(tb testing.TB) *DB {
 	var store *embedded.Store
 	if uri == "" {
 		logs := &lockedBuffer{}
-		logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelError}))
 		s, err := embedded.Start(tb.TempDir(), logger)
 		if err != nil {
 			tb.Fatalf("mongotest: %v", err)

@@ -1,0 +1,418 @@
+// Package lease is a MongoDB lease that makes one replica the leader, after
+// Kubernetes client-go's leader election: the holder renews every retry
+// period and steps down by itself if it could not renew within the renew
+// deadline; a candidate takes over only after it has itself seen the record
+// unchanged for the lease duration, timed on its own monotonic clock, so the
+// wall clocks of different machines are never compared.
+//
+// Each acquisition is its own document, _id = name/epoch, won by a unique
+// insert: two candidates can never hold the same epoch, even on a store whose
+// filtered updates are not atomic. The epoch is a fencing token.
+//
+// The lease stops replicas polling the same keys; it is never what makes a
+// rotation correct.
+package lease
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/spendchecker/spendchecker/internal/mongoidx"
+)
+
+// Collection is the default lease collection.
+const Collection = "leases"
+
+var (
+	// ErrNotLeader is what IsLeader returns on a non-leader.
+	ErrNotLeader = errors.New("not the lease holder")
+	// ErrHeld means another live instance holds the lease.
+	ErrHeld = errors.New("lease held by another live instance")
+)
+
+// Config sets up a Lease. Zero durations take the defaults 15 s / 10 s / 2 s.
+type Config struct {
+	Name          string
+	Instance      string
+	LeaseDuration time.Duration
+	RenewDeadline time.Duration
+	RetryPeriod   time.Duration
+	// Clock is the monotonic clock decisions are timed on; real when nil.
+	Clock clockwork.Clock
+	// Logger gets acquire, renew failure, step-down and release lines.
+	Logger *slog.Logger
+	// OnChange is called (from the lease's goroutine) when leadership changes.
+	OnChange func(leader bool, epoch int64)
+}
+
+// Validate reports durations that break the lease's safety argument.
+func (c Config) Validate() error {
+	switch {
+	case c.Name == "" || c.Instance == "":
+		return errors.New("lease: name and instance must be set")
+	case c.RetryPeriod <= 0 || c.RenewDeadline <= 0 || c.LeaseDuration <= 0:
+		return errors.New("lease: durations must be positive")
+	case c.RenewDeadline >= c.LeaseDuration:
+		return fmt.Errorf("lease: renew deadline %s must be shorter than the lease duration %s", c.RenewDeadline, c.LeaseDuration)
+	case c.RetryPeriod >= c.RenewDeadline:
+		return fmt.Errorf("lease: retry period %s must be shorter than the renew deadline %s", c.RetryPeriod, c.RenewDeadline)
+	}
+	return nil
+}
+
+// Record is one epoch's document.
+type Record struct {
+	ID         string     `bson:"_id"`
+	Name       string     `bson:"name"`
+	Epoch      int64      `bson:"epoch"`
+	Holder     string     `bson:"holder"`
+	AcquiredAt time.Time  `bson:"acquiredAt"`
+	RenewedAt  time.Time  `bson:"renewedAt"`
+	Renewals   int64      `bson:"renewals"`
+	Released   bool       `bson:"released"`
+	ReleasedAt *time.Time `bson:"releasedAt,omitempty"`
+}
+
+// Lease is one candidate's view of the lease.
+type Lease struct {
+	coll  *mongo.Collection
+	cfg   Config
+	clock clockwork.Clock
+	log   *slog.Logger
+
+	mu        sync.Mutex
+	held      bool
+	epoch     int64
+	lastRenew time.Time // start of the last successful renewal, own clock
+	leaderCtx context.Context
+	cancel    context.CancelFunc
+	deadline  clockwork.Timer
+	// what this candidate last saw of another holder's record, and when
+	observed   string
+	observedAt time.Time
+}
+
+// New returns a candidate for the lease named cfg.Name in coll.
+func New(coll *mongo.Collection, cfg Config) (*Lease, error) {
+	if cfg.LeaseDuration == 0 && cfg.RenewDeadline == 0 && cfg.RetryPeriod == 0 {
+		cfg.LeaseDuration, cfg.RenewDeadline, cfg.RetryPeriod = 15*time.Second, 10*time.Second, 2*time.Second
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clockwork.NewRealClock()
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Lease{coll: coll, cfg: cfg, clock: cfg.Clock, log: log.With("lease", cfg.Name, "instance", cfg.Instance)}, nil
+}
+
+func docID(name string, epoch int64) string { return fmt.Sprintf("%s/%020d", name, epoch) }
+
+// IsLeader returns nil while this instance holds the lease and its last
+// renewal is within the renew deadline — judged on its own clock, so it turns
+// false on time even when renewing and releasing both fail. It satisfies
+// gocron's Elector.
+func (l *Lease) IsLeader(context.Context) error {
+	if _, ok := l.Epoch(); ok {
+		return nil
+	}
+	return ErrNotLeader
+}
+
+// Epoch returns the held epoch (the fencing token) and whether it is held.
+func (l *Lease) Epoch() (int64, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.held && l.clock.Since(l.lastRenew) < l.cfg.RenewDeadline {
+		return l.epoch, true
+	}
+	return 0, false
+}
+
+// LeaderContext returns a context that ends when the current leadership
+// ends (step-down, release or missed renew deadline), and false when not
+// leader. Work started as leader watches it so it stops once the lease is
+// gone: gocron's elector only gates the start of a run.
+func (l *Lease) LeaderContext() (context.Context, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.held || l.clock.Since(l.lastRenew) >= l.cfg.RenewDeadline {
+		return nil, false
+	}
+	return l.leaderCtx, true
+}
+
+// Run takes part in the election until ctx ends, then releases the lease if
+// held. It returns nil after a clean release.
+func (l *Lease) Run(ctx context.Context) error {
+	t := l.clock.NewTicker(l.cfg.RetryPeriod)
+	defer t.Stop()
+	for {
+		l.Tick(ctx)
+		select {
+		case <-ctx.Done():
+			return l.Release(context.WithoutCancel(ctx))
+		case <-t.Chan():
+		}
+	}
+}
+
+// Acquire tries until it holds the lease, or returns ErrHeld as soon as it
+// sees another holder renew (that holder is alive), or ctx's error.
+func (l *Lease) Acquire(ctx context.Context) error {
+	t := l.clock.NewTicker(l.cfg.RetryPeriod)
+	defer t.Stop()
+	first := true
+	for {
+		before := l.observedKey()
+		l.Tick(ctx)
+		if _, ok := l.Epoch(); ok {
+			return nil
+		}
+		if after := l.observedKey(); !first && after != "" && after != before {
+			return ErrHeld
+		}
+		first = false
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.Chan():
+		}
+	}
+}
+
+func (l *Lease) observedKey() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.observed
+}
+
+// Tick is one round of the election: renew when holding, otherwise look at
+// the record and take it over when it is free, released or expired.
+func (l *Lease) Tick(ctx context.Context) {
+	l.mu.Lock()
+	held := l.held
+	l.mu.Unlock()
+	if held {
+		l.renew(ctx)
+		return
+	}
+	l.tryAcquire(ctx)
+}
+
+// attemptTimeout bounds each store call so a renewal that succeeds is always
+// visible before a candidate could have waited out the lease duration.
+func (l *Lease) attemptTimeout() time.Duration {
+	return min(l.cfg.RetryPeriod, l.cfg.LeaseDuration-l.cfg.RenewDeadline)
+}
+
+func (l *Lease) renew(ctx context.Context) {
+	start := l.clock.Now()
+	l.mu.Lock()
+	epoch, lastRenew := l.epoch, l.lastRenew
+	l.mu.Unlock()
+	if l.clock.Since(lastRenew) >= l.cfg.RenewDeadline {
+		l.stepDown("renew deadline passed", nil)
+		return
+	}
+	actx, cancel := context.WithTimeout(ctx, l.attemptTimeout())
+	defer cancel()
+	err := l.renewOnce(actx, epoch, start)
+	if err == nil {
+		l.mu.Lock()
+		expired := l.leaderCtx.Err() != nil
+		if l.held && l.epoch == epoch && !expired {
+			l.lastRenew = start
+			l.deadline.Reset(l.cfg.RenewDeadline - l.clock.Since(start))
+		}
+		l.mu.Unlock()
+		if expired {
+			l.stepDown("renew deadline passed during the renewal", nil)
+		}
+		return
+	}
+	if errors.Is(err, errSuperseded) {
+		l.stepDown("a newer epoch exists", err)
+		return
+	}
+	if l.clock.Since(lastRenew) >= l.cfg.RenewDeadline {
+		l.stepDown("could not renew within the renew deadline", err)
+		return
+	}
+	l.log.Warn("lease renewal failed; still leader until the renew deadline", "epoch", epoch, "err", err,
+		"deadline_in", (l.cfg.RenewDeadline - l.clock.Since(lastRenew)).Round(time.Millisecond))
+}
+
+var errSuperseded = errors.New("lease superseded")
+
+func (l *Lease) renewOnce(ctx context.Context, epoch int64, now time.Time) error {
+	res, err := l.coll.UpdateOne(ctx,
+		bson.M{"_id": docID(l.cfg.Name, epoch), "holder": l.cfg.Instance, "released": false},
+		bson.M{"$set": bson.M{"renewedAt": now.UTC()}, "$inc": bson.M{"renewals": int64(1)}})
+	if err != nil {
+		return fmt.Errorf("renew: %w", err)
+	}
+	if res.MatchedCount == 0 {
+		return fmt.Errorf("%w: epoch %d record gone", errSuperseded, epoch)
+	}
+	// A candidate can only have inserted a newer epoch after seeing ours
+	// unchanged for the lease duration; check anyway, it is one cheap read.
+	n, err := l.coll.CountDocuments(ctx, bson.M{"name": l.cfg.Name, "epoch": bson.M{"$gt": epoch}}, options.Count().SetLimit(1))
+	if err != nil {
+		return fmt.Errorf("renew check: %w", err)
+	}
+	if n > 0 {
+		return fmt.Errorf("%w by a newer epoch", errSuperseded)
+	}
+	return nil
+}
+
+func (l *Lease) tryAcquire(ctx context.Context) {
+	actx, cancel := context.WithTimeout(ctx, l.attemptTimeout())
+	defer cancel()
+	sent := l.clock.Now()
+	latest, err := l.Latest(actx)
+	if err != nil {
+		l.log.Debug("lease read failed", "err", err)
+		return
+	}
+	next := int64(1)
+	if latest != nil {
+		next = latest.Epoch + 1
+		if !latest.Released {
+			key := fmt.Sprintf("%d/%s/%d", latest.Epoch, latest.Holder, latest.Renewals)
+			l.mu.Lock()
+			if key != l.observed {
+				// Timed from when the read returned: later than the write,
+				// so the wait is never shorter than the holder's.
+				l.observed, l.observedAt = key, l.clock.Now()
+				l.mu.Unlock()
+				return
+			}
+			waited := sent.Sub(l.observedAt)
+			l.mu.Unlock()
+			if waited < l.cfg.LeaseDuration {
+				return
+			}
+			l.log.Info("lease expired; taking over", "holder", latest.Holder, "epoch", latest.Epoch, "unchanged_for", waited.Round(time.Millisecond))
+		}
+	}
+	start := l.clock.Now()
+	wall := start.UTC()
+	_, err = l.coll.InsertOne(actx, Record{
+		ID: docID(l.cfg.Name, next), Name: l.cfg.Name, Epoch: next, Holder: l.cfg.Instance,
+		AcquiredAt: wall, RenewedAt: wall,
+	})
+	if mongo.IsDuplicateKeyError(err) {
+		l.log.Debug("another candidate won the epoch", "epoch", next)
+		return
+	}
+	if err != nil {
+		l.log.Debug("lease insert failed", "err", err)
+		return
+	}
+	l.mu.Lock()
+	l.held, l.epoch, l.lastRenew = true, next, start
+	l.observed = ""
+	l.leaderCtx, l.cancel = context.WithCancel(context.Background())
+	cancelLeader := l.cancel
+	l.deadline = l.clock.AfterFunc(l.cfg.RenewDeadline-l.clock.Since(start), cancelLeader)
+	l.mu.Unlock()
+	l.log.Info("lease acquired", "epoch", next)
+	l.notify(true, next)
+	// Old epochs are history; keep a few for operators.
+	if _, err := l.coll.DeleteMany(actx, bson.M{"name": l.cfg.Name, "epoch": bson.M{"$lt": next - 4}}); err != nil {
+		l.log.Debug("lease cleanup failed", "err", err)
+	}
+}
+
+func (l *Lease) stepDown(why string, err error) {
+	l.mu.Lock()
+	if !l.held {
+		l.mu.Unlock()
+		return
+	}
+	epoch := l.epoch
+	l.dropLocked()
+	l.mu.Unlock()
+	l.log.Warn("stepped down", "epoch", epoch, "reason", why, "err", err)
+	l.notify(false, epoch)
+}
+
+func (l *Lease) dropLocked() {
+	l.held = false
+	if l.cancel != nil {
+		l.cancel()
+	}
+	if l.deadline != nil {
+		l.deadline.Stop()
+	}
+}
+
+// Release gives the lease up so a standby takes over within one retry
+// period. Only this instance's own epoch is marked released. It uses its own
+// timeout, so it works after the caller's context has ended.
+func (l *Lease) Release(ctx context.Context) error {
+	l.mu.Lock()
+	if !l.held {
+		l.mu.Unlock()
+		return nil
+	}
+	epoch := l.epoch
+	l.dropLocked()
+	l.mu.Unlock()
+	l.notify(false, epoch)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	now := l.clock.Now().UTC()
+	_, err := l.coll.UpdateOne(ctx, bson.M{"_id": docID(l.cfg.Name, epoch), "holder": l.cfg.Instance},
+		bson.M{"$set": bson.M{"released": true, "releasedAt": now}})
+	if err != nil {
+		l.log.Warn("lease release failed; a standby takes over after the lease duration", "epoch", epoch, "err", err)
+		return fmt.Errorf("release lease: %w", err)
+	}
+	l.log.Info("lease released", "epoch", epoch)
+	return nil
+}
+
+func (l *Lease) notify(leader bool, epoch int64) {
+	if l.cfg.OnChange != nil {
+		l.cfg.OnChange(leader, epoch)
+	}
+}
+
+// Latest returns the newest epoch's record, or nil when there is none.
+func (l *Lease) Latest(ctx context.Context) (*Record, error) {
+	return Latest(ctx, l.coll, l.cfg.Name)
+}
+
+// Latest returns the newest record of the lease name in coll, or nil.
+func Latest(ctx context.Context, coll *mongo.Collection, name string) (*Record, error) {
+	var r Record
+	err := coll.FindOne(ctx, bson.M{"name": name}, options.FindOne().SetSort(bson.D{{Key: "epoch", Value: -1}})).Decode(&r)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read lease %s: %w", name, err)
+	}
+	return &r, nil
+}
+
+// EnsureIndexes creates the index the latest-epoch query uses; idempotent.
+func EnsureIndexes(ctx context.Context, coll *mongo.Collection) error {
+	return mongoidx.Ensure(ctx, coll, mongoidx.Index{Name: "name_1_epoch_-1", Keys: bson.D{{Key: "name", Value: 1}, {Key: "epoch", Value: -1}}})
+}

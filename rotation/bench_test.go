@@ -1,0 +1,183 @@
+package rotation_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/event"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/spendchecker/spendchecker/internal/mongotest"
+	"github.com/spendchecker/spendchecker/rotation"
+)
+
+// countingDB returns a database handle whose client counts the commands it
+// sends: one command is one round trip.
+func countingDB(b *testing.B, mdb *mongotest.DB) (*mongo.Database, *atomic.Int64) {
+	var n atomic.Int64
+	c := mdb.NewClient(b, options.Client().SetMonitor(&event.CommandMonitor{
+		Started: func(context.Context, *event.CommandStartedEvent) { n.Add(1) },
+	}))
+	return c.Database(mdb.Name), &n
+}
+
+// seedsRotate is the step sequence of the rotators this project replaces:
+// find, claim with findAndModify, archive, delete, insert, move bindings.
+// Nothing in it decides a race, so racing callers each rotate the key.
+func seedsRotate(ctx context.Context, db *mongo.Database, keyID string) (bool, error) {
+	p := testPool
+	old, err := db.Collection(p.KeysCollection).FindOne(ctx, bson.M{"_id": keyID}).Raw()
+	if err != nil {
+		return false, nil
+	}
+	var backup struct {
+		ID     string `bson:"_id"`
+		APIKey string `bson:"apiKey"`
+	}
+	err = db.Collection(p.BackupsCollection).FindOneAndUpdate(ctx, bson.M{"isUsed": false},
+		bson.M{"$set": bson.M{"isUsed": true, "usedFor": keyID, "usedAt": time.Now()}}).Decode(&backup)
+	if err != nil {
+		return false, nil
+	}
+	if _, err := db.Collection(rotation.ArchiveCollection).InsertOne(ctx, bson.M{"sourceId": keyID, "document": old}); err != nil {
+		return false, err
+	}
+	if _, err := db.Collection(p.KeysCollection).DeleteOne(ctx, bson.M{"_id": keyID}); err != nil {
+		return false, err
+	}
+	newID := fmt.Sprintf("k-%s-%d", backup.ID, time.Now().UnixNano())
+	if _, err := db.Collection(p.KeysCollection).InsertOne(ctx, bson.M{"_id": newID, "apiKey": backup.APIKey, "status": "healthy"}); err != nil {
+		return false, err
+	}
+	_, err = db.Collection(p.BindingsCollection).UpdateMany(ctx, bson.M{p.BindingKeyField: keyID}, bson.M{"$set": bson.M{p.BindingKeyField: newID}})
+	return true, err
+}
+
+func resetPool(b *testing.B, db *mongo.Database, keys, backups int) {
+	b.Helper()
+	for _, c := range []string{testPool.KeysCollection, testPool.BackupsCollection, testPool.BindingsCollection,
+		testPool.HistoryCollection, rotation.JournalCollection, rotation.ArchiveCollection} {
+		if _, err := db.Collection(c).DeleteMany(context.Background(), bson.M{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	seed(b, db, keys, backups, 3)
+}
+
+// BenchmarkRotate measures one rotation's round trips and latency against
+// the seeds' sequence on the same store.
+//
+//	go test -run '^$' -bench BenchmarkRotate -benchtime 200x ./rotation
+func BenchmarkRotate(b *testing.B) {
+	ctx := context.Background()
+	variants := []struct {
+		name   string
+		rotate func(b *testing.B, e benchEnv, key string)
+	}{
+		{"seeds", func(b *testing.B, e benchEnv, key string) {
+			if ok, err := seedsRotate(ctx, e.counted, key); !ok || err != nil {
+				b.Fatalf("seeds rotate %s: %v %v", key, ok, err)
+			}
+		}},
+		{"ours-cold", func(b *testing.B, e benchEnv, key string) {
+			r, _ := rotation.New(e.counted, testPool, rotation.Options{Owner: "bench"})
+			mustRotate(b, r, key)
+		}},
+		{"ours-warm", func(b *testing.B, e benchEnv, key string) {
+			mustRotate(b, e.r, key)
+		}},
+		// The checker's path: it streamed the key document before deciding.
+		{"ours-checker", func(b *testing.B, e benchEnv, key string) {
+			b.StopTimer()
+			doc, err := e.plain.Collection(testPool.KeysCollection).FindOne(context.Background(), bson.M{"_id": key}).Raw()
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+			mustRotate(b, e.r, key, rotation.WithKeyDocument(doc))
+		}},
+	}
+	for _, v := range variants {
+		b.Run(v.name, func(b *testing.B) {
+			mdb := mongotest.New(b)
+			db, n := countingDB(b, mdb)
+			resetPool(b, mdb.Database, b.N, b.N)
+			r, _ := rotation.New(db, testPool, rotation.Options{Owner: "bench"})
+			n.Store(0)
+			b.ResetTimer()
+			for i := range b.N {
+				v.rotate(b, benchEnv{counted: db, plain: mdb.Database, r: r}, fmt.Sprintf("key-%03d", i))
+			}
+			b.ReportMetric(float64(n.Load())/float64(b.N), "roundtrips/op")
+		})
+	}
+}
+
+type benchEnv struct {
+	counted, plain *mongo.Database
+	r              *rotation.Rotator
+}
+
+func mustRotate(b *testing.B, r *rotation.Rotator, key string, opts ...rotation.Option) {
+	res, err := r.Rotate(context.Background(), key, "proactive_threshold_9.99", opts...)
+	if err != nil || res.Outcome != rotation.Rotated {
+		b.Fatalf("rotate %s: %+v %v", key, res, err)
+	}
+}
+
+// BenchmarkRace100 has 100 goroutines rotate the same key and counts
+// correctness violations: extra keys in the pool and extra backups burnt.
+//
+//	go test -run '^$' -bench BenchmarkRace100 -benchtime 5x ./rotation
+func BenchmarkRace100(b *testing.B) {
+	ctx := context.Background()
+	for _, name := range []string{"seeds", "ours"} {
+		b.Run(name, func(b *testing.B) {
+			mdb := mongotest.New(b)
+			var violations int64
+			for range b.N {
+				b.StopTimer()
+				resetPool(b, mdb.Database, 10, 100)
+				b.StartTimer()
+				var wg sync.WaitGroup
+				start := make(chan struct{})
+				for g := range 100 {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						<-start
+						if name == "seeds" {
+							_, _ = seedsRotate(ctx, mdb.Database, "key-005")
+							return
+						}
+						r, _ := rotation.New(mdb.Database, testPool, rotation.Options{Owner: fmt.Sprint(g)})
+						if _, err := r.Rotate(ctx, "key-005", "manual"); err != nil {
+							b.Error(err)
+						}
+					}()
+				}
+				close(start)
+				wg.Wait()
+				b.StopTimer()
+				keys := count(b, mdb.Database, testPool.KeysCollection, bson.M{})
+				used := count(b, mdb.Database, testPool.BackupsCollection, bson.M{"isUsed": true})
+				violations += abs(keys-10) + abs(used-1)
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(violations)/float64(b.N), "violations/op")
+		})
+	}
+}
+
+func abs(n int64) int64 {
+	if n < 0 {
+		return -n
+	}
+	return n
+}
