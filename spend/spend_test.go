@@ -1,0 +1,230 @@
+package spend_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/spendchecker/spendchecker/spend"
+)
+
+// Real-shaped answers, as each provider documents them.
+const (
+	openhandsOK   = `{"results":[{"date":"2026-11-20","metrics":{"spend":3.1,"api_requests":12}}],"metadata":{"total_spend":9.97,"total_api_requests":120,"page":1,"total_pages":1,"has_more":false}}`
+	openhandsOver = `{"error":{"message":"Budget has been exceeded! Current cost: 10.02, Max budget: 10.0 budget_exceeded: Spend=10.02, Budget=10.0","type":"budget_exceeded","param":null,"code":"400"}}`
+	litellmOK     = `{"key":"sk-...abcd","info":{"key_name":"sk-...abcd","spend":4.25,"max_budget":10.0,"models":[],"team_id":null}}`
+	litellmNoCap  = `{"key":"sk-...abcd","info":{"spend":4.25,"max_budget":null}}`
+	openrouterOK  = `{"data":{"label":"sk-or-v1-abc...","usage":7.5,"limit":10,"is_free_tier":false,"limit_remaining":2.5}}`
+)
+
+func f(v float64) *float64 { return &v }
+
+func TestParsers(t *testing.T) {
+	type parser func(int, []byte) (spend.Result, error)
+	tests := []struct {
+		name    string
+		parse   parser
+		status  int
+		body    string
+		want    spend.Result
+		wantErr string // "unclear", "unauthorized" or ""
+	}{
+		{"openhands ok", spend.ParseOpenHands, 200, openhandsOK, spend.Result{Spend: 9.97}, ""},
+		{"openhands budget exceeded", spend.ParseOpenHands, 400, openhandsOver, spend.Result{Spend: 10.02, Budget: f(10), BudgetExceeded: true}, ""},
+		{"openhands other 400", spend.ParseOpenHands, 400, `{"error":"bad date"}`, spend.Result{}, "unclear"},
+		{"openhands 401", spend.ParseOpenHands, 401, `{"error":"invalid key"}`, spend.Result{}, "unauthorized"},
+		{"openhands 403", spend.ParseOpenHands, 403, ``, spend.Result{}, "unauthorized"},
+		{"openhands missing metadata", spend.ParseOpenHands, 200, `{"results":[]}`, spend.Result{}, "unclear"},
+		{"openhands string spend", spend.ParseOpenHands, 200, `{"metadata":{"total_spend":"9.99"}}`, spend.Result{}, "unclear"},
+		{"openhands null spend", spend.ParseOpenHands, 200, `{"metadata":{"total_spend":null}}`, spend.Result{}, "unclear"},
+		{"openhands negative", spend.ParseOpenHands, 200, `{"metadata":{"total_spend":-1}}`, spend.Result{}, "unclear"},
+		{"openhands NaN", spend.ParseOpenHands, 200, `{"metadata":{"total_spend":NaN}}`, spend.Result{}, "unclear"},
+		{"openhands overflow", spend.ParseOpenHands, 200, `{"metadata":{"total_spend":1e999}}`, spend.Result{}, "unclear"},
+		{"openhands truncated", spend.ParseOpenHands, 200, `{"metadata":{"total_sp`, spend.Result{}, "unclear"},
+		{"openhands html", spend.ParseOpenHands, 200, `<html>502 Bad Gateway</html>`, spend.Result{}, "unclear"},
+		{"budget_exceeded without figure", spend.ParseOpenHands, 400, `{"error":"budget_exceeded"}`, spend.Result{}, "unclear"},
+		{"litellm ok", spend.ParseLiteLLM, 200, litellmOK, spend.Result{Spend: 4.25, Budget: f(10)}, ""},
+		{"litellm no budget", spend.ParseLiteLLM, 200, litellmNoCap, spend.Result{Spend: 4.25}, ""},
+		{"litellm budget string", spend.ParseLiteLLM, 200, `{"info":{"spend":1,"max_budget":"ten"}}`, spend.Result{}, "unclear"},
+		{"litellm missing info", spend.ParseLiteLLM, 200, `{"key":"x"}`, spend.Result{}, "unclear"},
+		{"openrouter ok", spend.ParseOpenRouter, 200, openrouterOK, spend.Result{Spend: 7.5, Budget: f(10)}, ""},
+		{"openrouter unlimited", spend.ParseOpenRouter, 200, `{"data":{"usage":0.25,"limit":null}}`, spend.Result{Spend: 0.25}, ""},
+		{"openrouter missing usage", spend.ParseOpenRouter, 200, `{"data":{"limit":10}}`, spend.Result{}, "unclear"},
+		{"openrouter 404", spend.ParseOpenRouter, 404, `not found`, spend.Result{}, "unclear"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := tt.parse(tt.status, []byte(tt.body))
+			var uc *spend.UnclearError
+			switch tt.wantErr {
+			case "unclear":
+				if !errors.As(err, &uc) {
+					t.Fatalf("err %v, want unclear", err)
+				}
+				return
+			case "unauthorized":
+				if !errors.Is(err, spend.ErrUnauthorized) {
+					t.Fatalf("err %v, want unauthorized", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Spend != tt.want.Spend || got.BudgetExceeded != tt.want.BudgetExceeded || !sameBudget(got.Budget, tt.want.Budget) {
+				t.Errorf("got %+v (budget %v), want %+v", got, got.Budget, tt.want)
+			}
+		})
+	}
+}
+
+func sameBudget(a, b *float64) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+// noWait records the waits the client asked for instead of sleeping.
+type noWait struct{ waits []time.Duration }
+
+func (n *noWait) wait(_ context.Context, d time.Duration) error {
+	n.waits = append(n.waits, d)
+	return nil
+}
+
+func TestClientAgainstMisbehavingUpstream(t *testing.T) {
+	tests := []struct {
+		name      string
+		handler   func(n int) (status int, header http.Header, body string)
+		wantCalls int64
+		wantErr   string // "unclear", "exhausted", "" (success)
+		wantWaits []time.Duration
+	}{
+		{"429 with Retry-After then ok", func(n int) (int, http.Header, string) {
+			if n == 1 {
+				return 429, http.Header{"Retry-After": {"3"}}, `{"error":"rate limited"}`
+			}
+			return 200, nil, openhandsOK
+		}, 2, "", []time.Duration{3 * time.Second}},
+		{"500 twice then ok", func(n int) (int, http.Header, string) {
+			if n <= 2 {
+				return 500, nil, `oops`
+			}
+			return 200, nil, openhandsOK
+		}, 3, "", nil},
+		{"always 503", func(int) (int, http.Header, string) { return 503, nil, `` }, 4, "exhausted", nil},
+		{"Retry-After too long", func(int) (int, http.Header, string) {
+			return 429, http.Header{"Retry-After": {"3600"}}, ``
+		}, 1, "exhausted", nil},
+		{"huge body", func(int) (int, http.Header, string) {
+			return 200, nil, `{"metadata":{"total_spend":1},"pad":"` + strings.Repeat("x", 3<<20) + `"}`
+		}, 1, "unclear", nil},
+		{"401 not retried", func(int) (int, http.Header, string) { return 401, nil, `{}` }, 1, "unauthorized", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var calls atomic.Int64
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				n := calls.Add(1)
+				if got := r.Header.Get("Authorization"); got != "Bearer sk-test-secret-key-0001" {
+					t.Errorf("Authorization %q", got)
+				}
+				if r.URL.Path != "/user/daily/activity" || r.URL.Query().Get("page_size") != "100" || r.URL.Query().Get("start_date") == "" {
+					t.Errorf("request %s", r.URL)
+				}
+				status, h, body := tt.handler(int(n))
+				for k, v := range h {
+					w.Header()[k] = v
+				}
+				w.WriteHeader(status)
+				_, _ = w.Write([]byte(body))
+			}))
+			defer srv.Close()
+			nw := &noWait{}
+			p, err := spend.New("openhands", srv.URL, &spend.Client{Wait: nw.wait, MaxBackoff: 30 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := p.Spend(context.Background(), spend.Key{Secret: "sk-test-secret-key-0001"})
+			var uc *spend.UnclearError
+			switch tt.wantErr {
+			case "":
+				if err != nil || res.Spend != 9.97 {
+					t.Fatalf("got %+v, %v", res, err)
+				}
+			case "unclear":
+				if !errors.As(err, &uc) {
+					t.Fatalf("err %v, want unclear", err)
+				}
+			case "unauthorized":
+				if !errors.Is(err, spend.ErrUnauthorized) {
+					t.Fatalf("err %v, want unauthorized", err)
+				}
+			case "exhausted":
+				if err == nil || errors.As(err, &uc) {
+					t.Fatalf("err %v, want a retryable failure", err)
+				}
+			}
+			if calls.Load() != tt.wantCalls {
+				t.Errorf("%d calls, want %d", calls.Load(), tt.wantCalls)
+			}
+			if tt.wantWaits != nil && len(nw.waits) > 0 && nw.waits[0] != tt.wantWaits[0] {
+				t.Errorf("waited %v, want %v", nw.waits, tt.wantWaits)
+			}
+		})
+	}
+}
+
+func TestClientTimeout(t *testing.T) {
+	block := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-block:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(block)
+	nw := &noWait{}
+	p, _ := spend.New("openrouter", srv.URL, &spend.Client{Wait: nw.wait, RequestTimeout: 50 * time.Millisecond, MaxAttempts: 2})
+	_, err := p.Spend(context.Background(), spend.Key{Secret: "k"})
+	if err == nil || !strings.Contains(err.Error(), "after 2 attempts") {
+		t.Fatalf("err %v, want timeout after 2 attempts", err)
+	}
+}
+
+func TestNewValidates(t *testing.T) {
+	for _, tc := range []struct{ name, url string }{{"litellm", ""}, {"nope", "http://x"}, {"openhands", "ftp://x"}, {"openrouter", "::"}} {
+		if _, err := spend.New(tc.name, tc.url, &spend.Client{}); err == nil {
+			t.Errorf("New(%q, %q) accepted", tc.name, tc.url)
+		}
+	}
+}
+
+func FuzzParsers(f *testing.F) {
+	for _, s := range []string{openhandsOK, openhandsOver, litellmOK, litellmNoCap, openrouterOK, `{"metadata":{"total_spend":-0}}`, `{"info":{"spend":1e308}}`, `Spend=1.5`} {
+		f.Add(200, []byte(s))
+		f.Add(400, []byte(s))
+	}
+	f.Fuzz(func(t *testing.T, status int, body []byte) {
+		for _, parse := range []func(int, []byte) (spend.Result, error){spend.ParseOpenHands, spend.ParseLiteLLM, spend.ParseOpenRouter} {
+			r, err := parse(status, body)
+			if err != nil {
+				continue
+			}
+			// A clear answer is always a finite, non-negative figure.
+			if r.Spend < 0 || r.Spend != r.Spend || r.Spend > 1e308 {
+				t.Fatalf("accepted spend %v from %q", r.Spend, body)
+			}
+			if r.Budget != nil && (*r.Budget < 0 || *r.Budget != *r.Budget) {
+				t.Fatalf("accepted budget %v", *r.Budget)
+			}
+		}
+	})
+}
