@@ -1,0 +1,473 @@
+// Package checker runs check cycles: for each pool it finishes unfinished
+// rotations, streams the healthy keys that are due, asks the upstream what
+// each has spent with bounded concurrency, rotates the ones over threshold
+// through the shared rotator, and writes the observations back in bulk.
+package checker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/spendchecker/spendchecker/history"
+	"github.com/spendchecker/spendchecker/internal/mongoidx"
+	"github.com/spendchecker/spendchecker/rotation"
+	"github.com/spendchecker/spendchecker/spend"
+)
+
+// Fields the checker keeps on key documents. totalSpend and lastSpendCheck
+// are read by the proxy's admin pages; the other two are the cadence plan,
+// kept with the key so it survives restarts and replica changes.
+const (
+	fieldSpend     = "totalSpend"
+	fieldLastCheck = "lastSpendCheck"
+	fieldNextCheck = "nextSpendCheck"
+	fieldRate      = "spendRate" // fastest spend seen, USD per second
+)
+
+// Pool is one pool to check, with its own provider and thresholds.
+type Pool struct {
+	Pool               rotation.Pool
+	Provider           spend.Provider
+	Threshold          float64 // USD; rotate at or above
+	BudgetRatio        float64 // 0: off; else also rotate at ratio × a known budget
+	RotateUnauthorized bool
+}
+
+// Config configures a Checker.
+type Config struct {
+	Pools       []Pool
+	Concurrency int // simultaneous upstream requests per cycle; default 16
+	Adaptive    bool
+	MinInterval time.Duration // default 10 s
+	MaxInterval time.Duration // default 30 min
+	DryRun      bool
+	Instance    string
+	BatchSize   int // cursor batch and bulk-write size; default 500
+	Clock       clockwork.Clock
+	Logger      *slog.Logger
+	// Epoch returns the lease epoch to record with rotations (0 without one).
+	Epoch func() int64
+}
+
+// Checker runs cycles over its pools.
+type Checker struct {
+	db    *mongo.Database
+	cfg   Config
+	log   *slog.Logger
+	pools []poolRun
+}
+
+type poolRun struct {
+	Pool
+	rot  *rotation.Rotator
+	keys *mongo.Collection
+}
+
+// New returns a Checker over db.
+func New(db *mongo.Database, cfg Config) (*Checker, error) {
+	if len(cfg.Pools) == 0 {
+		return nil, errors.New("checker: no pools")
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 16
+	}
+	if cfg.MinInterval <= 0 {
+		cfg.MinInterval = 10 * time.Second
+	}
+	if cfg.MaxInterval < cfg.MinInterval {
+		cfg.MaxInterval = max(30*time.Minute, cfg.MinInterval)
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 500
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clockwork.NewRealClock()
+	}
+	if cfg.Epoch == nil {
+		cfg.Epoch = func() int64 { return 0 }
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c := &Checker{db: db, cfg: cfg, log: log}
+	seen := map[string]bool{}
+	for _, p := range cfg.Pools {
+		if seen[p.Pool.Name] {
+			return nil, fmt.Errorf("checker: pool %q configured twice", p.Pool.Name)
+		}
+		seen[p.Pool.Name] = true
+		if p.Threshold <= 0 || p.BudgetRatio < 0 {
+			return nil, fmt.Errorf("checker: pool %q: threshold must be > 0 and budget ratio >= 0", p.Pool.Name)
+		}
+		rot, err := rotation.New(db, p.Pool, rotation.Options{Owner: cfg.Instance, Now: cfg.Clock.Now, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		c.pools = append(c.pools, poolRun{Pool: p, rot: rot, keys: db.Collection(p.Pool.KeysCollection)})
+	}
+	return c, nil
+}
+
+// Rotators returns each pool's rotator, for recover, rotate and verify.
+func (c *Checker) Rotators() []*rotation.Rotator {
+	out := make([]*rotation.Rotator, len(c.pools))
+	for i, p := range c.pools {
+		out[i] = p.rot
+	}
+	return out
+}
+
+// EnsureIndexes creates every index the pools rely on; idempotent.
+func (c *Checker) EnsureIndexes(ctx context.Context) error {
+	for _, p := range c.pools {
+		if err := p.rot.EnsureIndexes(ctx); err != nil {
+			return err
+		}
+		if err := mongoidx.Ensure(ctx, p.keys, mongoidx.Index{Name: "status_1_nextSpendCheck_1",
+			Keys: bson.D{{Key: "status", Value: 1}, {Key: fieldNextCheck, Value: 1}}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// PoolSummary counts one pool's cycle.
+type PoolSummary struct {
+	Pool           string
+	Due            int // keys polled this cycle
+	Checked        int // clear answers
+	Failed         int // unclear answers or transport errors
+	Unauthorized   int
+	Over           int // over threshold (or rejected) and so to rotate
+	Rotated        int
+	AlreadyRotated int
+	NoBackup       int
+	RotateErrors   int
+	Recovered      int
+	BackupsLeft    int64
+	Errors         []string // one line each, for the summary
+}
+
+// Summary is a whole cycle.
+type Summary struct {
+	Pools    []PoolSummary
+	Duration time.Duration
+}
+
+// Total adds the pools up.
+func (s Summary) Total() PoolSummary {
+	var t PoolSummary
+	for _, p := range s.Pools {
+		t.Due += p.Due
+		t.Checked += p.Checked
+		t.Failed += p.Failed
+		t.Unauthorized += p.Unauthorized
+		t.Over += p.Over
+		t.Rotated += p.Rotated
+		t.AlreadyRotated += p.AlreadyRotated
+		t.NoBackup += p.NoBackup
+		t.RotateErrors += p.RotateErrors
+		t.Recovered += p.Recovered
+		t.BackupsLeft += p.BackupsLeft
+		t.Errors = append(t.Errors, p.Errors...)
+	}
+	return t
+}
+
+// Clean reports a cycle where every due key was checked and every rotation
+// that was needed happened.
+func (s Summary) Clean() bool {
+	t := s.Total()
+	return t.Failed == 0 && t.NoBackup == 0 && t.RotateErrors == 0 && len(t.Errors) == 0
+}
+
+// String is the one-line summary for logs and systemd's STATUS=.
+func (s Summary) String() string {
+	t := s.Total()
+	return fmt.Sprintf("checked %d, failed %d, over threshold %d, rotated %d, already rotated %d, no backup %d, backups left %d, in %s",
+		t.Checked, t.Failed, t.Over, t.Rotated, t.AlreadyRotated, t.NoBackup, t.BackupsLeft, s.Duration.Round(time.Millisecond))
+}
+
+// Cycle runs one check over every pool. ctx should end when leadership
+// does: no new poll or rotation starts after that.
+func (c *Checker) Cycle(ctx context.Context) (Summary, error) {
+	start := c.cfg.Clock.Now()
+	var sum Summary
+	var errs []error
+	for i := range c.pools {
+		ps, err := c.checkPool(ctx, &c.pools[i])
+		sum.Pools = append(sum.Pools, ps)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("pool %s: %w", c.pools[i].rot.Pool().Name, err))
+		}
+	}
+	sum.Duration = c.cfg.Clock.Since(start)
+	return sum, errors.Join(errs...)
+}
+
+// observation is one key's outcome, for the bulk write-back.
+type observation struct {
+	id        string
+	spend     float64
+	rate      float64
+	nextCheck time.Time
+	at        time.Time
+}
+
+func (c *Checker) checkPool(ctx context.Context, p *poolRun) (PoolSummary, error) {
+	ps := PoolSummary{Pool: p.rot.Pool().Name}
+	log := c.log.With("pool", p.rot.Pool().Name)
+	if !c.cfg.DryRun {
+		rep, err := p.rot.Recover(ctx)
+		ps.Recovered = rep.Completed
+		if err != nil {
+			ps.Errors = append(ps.Errors, "recover: "+err.Error())
+		}
+	}
+	now := c.cfg.Clock.Now().UTC()
+	filter := bson.M{"status": "healthy"}
+	if c.cfg.Adaptive {
+		filter["$or"] = bson.A{
+			bson.M{fieldNextCheck: bson.M{"$exists": false}},
+			bson.M{fieldNextCheck: bson.M{"$lte": now}},
+		}
+	}
+	cur, err := p.keys.Find(ctx, filter, options.Find().SetBatchSize(int32(c.cfg.BatchSize)))
+	if err != nil {
+		return ps, fmt.Errorf("stream keys: %w", err)
+	}
+	defer cur.Close(context.WithoutCancel(ctx))
+
+	var (
+		mu   sync.Mutex
+		wg   sync.WaitGroup
+		sem  = make(chan struct{}, c.cfg.Concurrency)
+		obs  = make(chan observation, c.cfg.BatchSize)
+		wErr = make(chan error, 1)
+	)
+	go func() { wErr <- c.writeBack(context.WithoutCancel(ctx), p.keys, obs) }()
+	count := func(f func(*PoolSummary)) {
+		mu.Lock()
+		defer mu.Unlock()
+		f(&ps)
+	}
+	for cur.Next(ctx) {
+		doc := make(bson.Raw, len(cur.Current))
+		copy(doc, cur.Current)
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			c.checkKey(ctx, p, doc, log, count, obs)
+		}()
+	}
+	wg.Wait()
+	close(obs)
+	streamErr := cur.Err()
+	if err := <-wErr; err != nil {
+		ps.Errors = append(ps.Errors, "write back: "+err.Error())
+	}
+	if n, err := p.rot.BackupsAvailable(context.WithoutCancel(ctx)); err == nil {
+		ps.BackupsLeft = n
+	}
+	if streamErr != nil && ctx.Err() == nil {
+		return ps, fmt.Errorf("stream keys: %w", streamErr)
+	}
+	return ps, ctx.Err()
+}
+
+func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *slog.Logger, count func(func(*PoolSummary)), obs chan<- observation) {
+	k, err := readKey(doc)
+	if err != nil {
+		count(func(s *PoolSummary) { s.Failed++; s.Due++ })
+		log.Warn("skipping malformed key document", "key", doc.Lookup("_id").String(), "err", err)
+		return
+	}
+	count(func(s *PoolSummary) { s.Due++ })
+	log = log.With("key", k.id)
+	res, err := p.Provider.Spend(ctx, spend.Key{Secret: k.secret, CreatedAt: k.createdAt})
+	at := c.cfg.Clock.Now().UTC()
+	reason := ""
+	switch {
+	case errors.Is(err, spend.ErrUnauthorized):
+		count(func(s *PoolSummary) { s.Unauthorized++ })
+		if !p.RotateUnauthorized {
+			log.Warn("upstream rejects the key; not rotating (rotate-unauthorized is off)", "apiKeyMasked", history.Mask(k.secret))
+			return
+		}
+		reason = "unauthorized"
+		res.Spend = k.spend
+	case err != nil:
+		count(func(s *PoolSummary) { s.Failed++ })
+		if ctx.Err() == nil {
+			log.Warn("spend check failed; will retry next cycle", "err", err)
+		}
+		return
+	default:
+		count(func(s *PoolSummary) { s.Checked++ })
+		spendStr := strconv.FormatFloat(res.Spend, 'f', 2, 64)
+		switch {
+		case res.BudgetExceeded:
+			reason = "budget_exceeded_" + spendStr
+		case res.Spend >= p.Threshold:
+			reason = "proactive_threshold_" + spendStr
+		case p.BudgetRatio > 0 && res.Budget != nil && res.Spend >= p.BudgetRatio*(*res.Budget):
+			reason = "proactive_threshold_" + spendStr
+		}
+	}
+	if reason == "" {
+		if !c.cfg.DryRun {
+			o := c.plan(p, k, res, at)
+			select {
+			case obs <- o:
+			case <-ctx.Done():
+			}
+		}
+		log.Debug("spend checked", "spend", res.Spend, "threshold", p.Threshold)
+		return
+	}
+	count(func(s *PoolSummary) { s.Over++ })
+	if c.cfg.DryRun {
+		log.Info("would rotate (dry run)", "spend", res.Spend, "threshold", p.Threshold, "reason", reason)
+		return
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	r, err := p.rot.Rotate(ctx, k.id, reason, rotation.WithKeyDocument(doc), rotation.WithObservation(history.Observation{
+		Spend: res.Spend, Threshold: p.Threshold, Budget: res.Budget, CheckedAt: at,
+		Provider: p.Provider.Name(), Instance: c.cfg.Instance, LeaseEpoch: c.cfg.Epoch(),
+	}))
+	switch {
+	case err != nil:
+		count(func(s *PoolSummary) { s.RotateErrors++ })
+		log.Error("rotation failed; recovery will finish it", "err", err)
+	case r.Outcome == rotation.Rotated:
+		count(func(s *PoolSummary) { s.Rotated++ })
+		log.Info("rotated", "spend", res.Spend, "threshold", p.Threshold, "rotation", r.RotationID, "new_key", r.NewKeyID, "reason", reason)
+	case r.Outcome == rotation.NoBackup:
+		count(func(s *PoolSummary) {
+			s.NoBackup++
+			s.Errors = append(s.Errors, fmt.Sprintf("key %s is over threshold (%s) but no backup key is left", k.id, reason))
+		})
+		log.Error("no backup key left; key stays in service over threshold", "spend", res.Spend, "threshold", p.Threshold)
+	default:
+		count(func(s *PoolSummary) { s.AlreadyRotated++ })
+		log.Info("already rotated elsewhere", "outcome", r.Outcome.String())
+	}
+}
+
+type keyInfo struct {
+	id        string
+	secret    string
+	spend     float64
+	lastCheck time.Time
+	rate      float64
+	createdAt time.Time
+}
+
+// readKey reads a key leniently: only a string _id and apiKey are required;
+// wrongly typed optional fields are ignored.
+func readKey(doc bson.Raw) (keyInfo, error) {
+	var k keyInfo
+	var ok bool
+	if k.id, ok = doc.Lookup("_id").StringValueOK(); !ok {
+		return k, errors.New("_id is not a string")
+	}
+	if k.secret, ok = doc.Lookup("apiKey").StringValueOK(); !ok || k.secret == "" {
+		return k, errors.New("apiKey missing or not a string")
+	}
+	if v, err := doc.LookupErr(fieldSpend); err == nil {
+		k.spend, _ = v.AsFloat64OK()
+	}
+	if v, err := doc.LookupErr(fieldRate); err == nil {
+		k.rate, _ = v.AsFloat64OK()
+	}
+	if v, err := doc.LookupErr(fieldLastCheck); err == nil {
+		if t, ok := v.TimeOK(); ok {
+			k.lastCheck = t
+		}
+	}
+	if v, err := doc.LookupErr("createdAt"); err == nil {
+		if t, ok := v.TimeOK(); ok {
+			k.createdAt = t
+		}
+	}
+	return k, nil
+}
+
+// plan decides the key's next check (adaptive cadence).
+func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) observation {
+	rate := k.rate
+	if !k.lastCheck.IsZero() && at.After(k.lastCheck) && res.Spend >= k.spend {
+		rate = max(rate, (res.Spend-k.spend)/at.Sub(k.lastCheck).Seconds())
+	}
+	limit := p.Threshold
+	if p.BudgetRatio > 0 && res.Budget != nil {
+		limit = min(limit, p.BudgetRatio*(*res.Budget))
+	}
+	next := NextInterval(limit-res.Spend, rate, c.cfg.MinInterval, c.cfg.MaxInterval)
+	return observation{id: k.id, spend: res.Spend, rate: rate, nextCheck: at.Add(next), at: at}
+}
+
+// NextInterval plans the wait before a key's next check: half the time the
+// key would need to cross its threshold at the fastest rate seen for it,
+// clamped to [min, max]. A key with no known rate is checked again at the
+// minimum, to learn one.
+func NextInterval(headroom, rate float64, minI, maxI time.Duration) time.Duration {
+	if headroom <= 0 {
+		return minI
+	}
+	if rate <= 0 {
+		return minI
+	}
+	secs := 0.5 * headroom / rate
+	if secs >= maxI.Seconds() {
+		return maxI
+	}
+	return max(minI, time.Duration(secs*float64(time.Second)))
+}
+
+// writeBack stores observations in bulk, one unordered write per batch. An
+// update of a key rotated meanwhile matches nothing, which is right.
+func (c *Checker) writeBack(ctx context.Context, keys *mongo.Collection, obs <-chan observation) error {
+	var errs []error
+	batch := make([]mongo.WriteModel, 0, c.cfg.BatchSize)
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		if _, err := keys.BulkWrite(ctx, batch, options.BulkWrite().SetOrdered(false)); err != nil {
+			errs = append(errs, err)
+		}
+		batch = batch[:0]
+	}
+	for o := range obs {
+		batch = append(batch, mongo.NewUpdateOneModel().SetFilter(bson.M{"_id": o.id}).SetUpdate(bson.M{"$set": bson.M{
+			fieldSpend: o.spend, fieldLastCheck: o.at, fieldNextCheck: o.nextCheck, fieldRate: o.rate,
+		}}))
+		if len(batch) == cap(batch) {
+			flush()
+		}
+	}
+	flush()
+	return errors.Join(errs...)
+}

@@ -1,0 +1,152 @@
+// Package fakeupstream is a local upstream that answers spend queries as the
+// providers document them, for tests, benchmarks and the demo.
+package fakeupstream
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Server answers for one provider kind: openhands, litellm or openrouter.
+type Server struct {
+	URL  string
+	srv  *httptest.Server
+	kind string
+
+	// Latency delays every answer (for throughput benchmarks).
+	Latency time.Duration
+	// OnRequest, if set, runs before a key's answer is computed.
+	OnRequest func(secret string)
+
+	mu     sync.Mutex
+	spend  map[string]float64
+	budget map[string]float64
+	status map[string]int
+	calls  map[string]int
+
+	inflight, maxInflight atomic.Int64
+	total                 atomic.Int64
+}
+
+// New starts a server on loopback.
+func New(kind string) *Server {
+	s := &Server{kind: kind, spend: map[string]float64{}, budget: map[string]float64{}, status: map[string]int{}, calls: map[string]int{}}
+	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
+	s.URL = s.srv.URL
+	return s
+}
+
+// Close stops the server.
+func (s *Server) Close() { s.srv.Close() }
+
+// SetSpend sets a key's spend; AddSpend adds to it.
+func (s *Server) SetSpend(secret string, v float64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.spend[secret] = v
+}
+
+// AddSpend adds to a key's spend.
+func (s *Server) AddSpend(secret string, v float64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.spend[secret] += v
+}
+
+// Spend returns a key's current spend.
+func (s *Server) Spend(secret string) float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.spend[secret]
+}
+
+// SetBudget sets a key's budget; a key at or over it is refused with
+// LiteLLM's budget_exceeded error.
+func (s *Server) SetBudget(secret string, v float64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.budget[secret] = v
+}
+
+// SetStatus makes every answer for a key use this HTTP status (0 resets).
+func (s *Server) SetStatus(secret string, status int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.status[secret] = status
+}
+
+// Calls returns how often a key was queried.
+func (s *Server) Calls(secret string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.calls[secret]
+}
+
+// TotalCalls returns the number of queries.
+func (s *Server) TotalCalls() int64 { return s.total.Load() }
+
+// MaxInFlight returns the most queries that were ever being answered at once.
+func (s *Server) MaxInFlight() int64 { return s.maxInflight.Load() }
+
+func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	n := s.inflight.Add(1)
+	defer s.inflight.Add(-1)
+	for {
+		m := s.maxInflight.Load()
+		if n <= m || s.maxInflight.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	s.total.Add(1)
+	secret := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if s.OnRequest != nil {
+		s.OnRequest(secret)
+	}
+	if s.Latency > 0 {
+		t := time.NewTimer(s.Latency)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+			return
+		}
+	}
+	s.mu.Lock()
+	s.calls[secret]++
+	spend, known := s.spend[secret]
+	budget, hasBudget := s.budget[secret]
+	status := s.status[secret]
+	s.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	switch {
+	case status != 0:
+		w.WriteHeader(status)
+		fmt.Fprintf(w, `{"error":{"message":"status %d","code":"%d"}}`, status, status)
+		return
+	case !known:
+		w.WriteHeader(http.StatusUnauthorized)
+		fmt.Fprint(w, `{"error":{"message":"Authentication Error, Invalid proxy server token passed.","type":"auth_error","code":"401"}}`)
+		return
+	case hasBudget && spend >= budget && s.kind != "openrouter":
+		w.WriteHeader(http.StatusBadRequest)
+		fmt.Fprintf(w, `{"error":{"message":"Budget has been exceeded! budget_exceeded: Spend=%.4f, Budget=%.1f","type":"budget_exceeded","param":null,"code":"400"}}`, spend, budget)
+		return
+	}
+	budgetJSON := "null"
+	if hasBudget {
+		budgetJSON = fmt.Sprint(budget)
+	}
+	switch s.kind {
+	case "litellm":
+		fmt.Fprintf(w, `{"key":"sk-...","info":{"spend":%v,"max_budget":%s,"models":[]}}`, spend, budgetJSON)
+	case "openrouter":
+		fmt.Fprintf(w, `{"data":{"label":"sk-or-...","usage":%v,"limit":%s,"is_free_tier":false}}`, spend, budgetJSON)
+	default:
+		fmt.Fprintf(w, `{"results":[],"metadata":{"total_spend":%v,"total_api_requests":1,"page":1,"total_pages":1,"has_more":false}}`, spend)
+	}
+}
