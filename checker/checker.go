@@ -32,6 +32,7 @@ const (
 	fieldLastCheck = "lastSpendCheck"
 	fieldNextCheck = "nextSpendCheck"
 	fieldRate      = "spendRate" // fastest spend seen, USD per second
+	fieldBudget    = "spendBudget"
 )
 
 // Pool is one pool to check, with its own provider and thresholds.
@@ -223,6 +224,7 @@ type observation struct {
 	rate      float64
 	nextCheck time.Time
 	at        time.Time
+	budget    *float64
 }
 
 func (c *Checker) checkPool(ctx context.Context, p *poolRun) (PoolSummary, error) {
@@ -238,9 +240,12 @@ func (c *Checker) checkPool(ctx context.Context, p *poolRun) (PoolSummary, error
 	now := c.cfg.Clock.Now().UTC()
 	filter := bson.M{"status": "healthy"}
 	if c.cfg.Adaptive {
+		// A key planned a moment after this cycle is polled now rather than a
+		// whole cycle late: cycles do not start on the exact planned instant.
+		dueBy := now.Add(c.cfg.MinInterval / 2)
 		filter["$or"] = bson.A{
 			bson.M{fieldNextCheck: bson.M{"$exists": false}},
-			bson.M{fieldNextCheck: bson.M{"$lte": now}},
+			bson.M{fieldNextCheck: bson.M{"$lte": dueBy}},
 		}
 	}
 	cur, err := p.keys.Find(ctx, filter, options.Find().SetBatchSize(int32(c.cfg.BatchSize)))
@@ -425,7 +430,7 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 		limit = min(limit, p.BudgetRatio*(*res.Budget))
 	}
 	next := NextInterval(limit-res.Spend, rate, c.cfg.MinInterval, c.cfg.MaxInterval)
-	return observation{id: k.id, spend: res.Spend, rate: rate, nextCheck: at.Add(next), at: at}
+	return observation{id: k.id, spend: res.Spend, rate: rate, nextCheck: at.Add(next), at: at, budget: res.Budget}
 }
 
 // NextInterval plans the wait before a key's next check: half the time the
@@ -461,9 +466,11 @@ func (c *Checker) writeBack(ctx context.Context, keys *mongo.Collection, obs <-c
 		batch = batch[:0]
 	}
 	for o := range obs {
-		batch = append(batch, mongo.NewUpdateOneModel().SetFilter(bson.M{"_id": o.id}).SetUpdate(bson.M{"$set": bson.M{
-			fieldSpend: o.spend, fieldLastCheck: o.at, fieldNextCheck: o.nextCheck, fieldRate: o.rate,
-		}}))
+		set := bson.M{fieldSpend: o.spend, fieldLastCheck: o.at, fieldNextCheck: o.nextCheck, fieldRate: o.rate}
+		if o.budget != nil {
+			set[fieldBudget] = *o.budget
+		}
+		batch = append(batch, mongo.NewUpdateOneModel().SetFilter(bson.M{"_id": o.id}).SetUpdate(bson.M{"$set": set}))
 		if len(batch) == cap(batch) {
 			flush()
 		}

@@ -1,0 +1,373 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/peterbourgon/ff/v4"
+	"github.com/robfig/cron/v3"
+
+	"github.com/spendchecker/spendchecker/rotation"
+	"github.com/spendchecker/spendchecker/spend"
+)
+
+// PoolConfig is one pool's settings: a preset with optional overrides.
+type PoolConfig struct {
+	Pool               string  `json:"pool"`
+	KeysCollection     string  `json:"keys-collection"`
+	BackupsCollection  string  `json:"backups-collection"`
+	BindingsCollection string  `json:"bindings-collection"`
+	BindingKeyField    string  `json:"binding-key-field"`
+	HistoryCollection  string  `json:"history-collection"`
+	Provider           string  `json:"provider"`
+	ProviderURL        string  `json:"provider-url"`
+	Threshold          float64 `json:"threshold"`
+	BudgetRatio        float64 `json:"budget-ratio"`
+	RotateUnauthorized *bool   `json:"rotate-unauthorized"`
+}
+
+// Config is the whole configuration after flags, environment and file.
+type Config struct {
+	Command   string
+	Args      []string
+	MongoURI  string
+	Database  string
+	Pools     []PoolConfig
+	Schedule  string
+	Interval  time.Duration
+	Adaptive  bool
+	MinCheck  time.Duration
+	MaxCheck  time.Duration
+	Conc      int
+	ReqTO     time.Duration
+	RateLimit float64
+	LeaseName string
+	LeaseDur  time.Duration
+	LeaseRen  time.Duration
+	LeaseRetr time.Duration
+	Instance  string
+	Listen    string
+	LogFormat string
+	LogLevel  string
+	DryRun    bool
+	Once      bool
+	Grace     time.Duration
+	Reason    string
+	Since     string
+	Version   bool
+}
+
+// UsageError is bad usage or configuration: exit code 2, nothing touched.
+type UsageError struct{ Err error }
+
+func (e *UsageError) Error() string { return e.Err.Error() }
+func (e *UsageError) Unwrap() error { return e.Err }
+
+func usage(format string, a ...any) error { return &UsageError{fmt.Errorf(format, a...)} }
+
+// Commands are the subcommands; "" is the daemon.
+var Commands = []string{"status", "rotate", "recover", "verify", "history", "healthcheck", "version"}
+
+// Parse reads the configuration: flags win over SPENDCHECKER_* environment
+// variables, which win over --config FILE, which wins over defaults.
+func Parse(args []string) (*Config, error) {
+	c := &Config{}
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		c.Command = args[0]
+		args = args[1:]
+		known := false
+		for _, k := range Commands {
+			known = known || k == c.Command
+		}
+		if !known {
+			return nil, usage("unknown command %q (commands: %s)", c.Command, strings.Join(Commands, ", "))
+		}
+	}
+	// rotate KEY_ID may come before the flags.
+	if c.Command == "rotate" && len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		c.Args = append(c.Args, args[0])
+		args = args[1:]
+	}
+
+	fs := flag.NewFlagSet("spendchecker", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var p PoolConfig
+	var rotateUnauth bool
+	fs.String("config", "", "read settings (and several pools) from this JSON file")
+	fs.StringVar(&c.MongoURI, "mongo-uri", "", "MongoDB connection string (required)")
+	fs.StringVar(&c.Database, "database", "", "database name (default: the URI's, else fproxy)")
+	fs.StringVar(&p.Pool, "pool", "openhands", "pool preset: "+strings.Join(rotation.PresetNames(), " or "))
+	fs.StringVar(&p.KeysCollection, "keys-collection", "", "override the pool's keys collection")
+	fs.StringVar(&p.BackupsCollection, "backups-collection", "", "override the pool's backups collection")
+	fs.StringVar(&p.BindingsCollection, "bindings-collection", "", "override the pool's bindings collection")
+	fs.StringVar(&p.BindingKeyField, "binding-key-field", "", "override the bindings' key field")
+	fs.StringVar(&p.HistoryCollection, "history-collection", "", "override the pool's history collection")
+	fs.StringVar(&p.Provider, "provider", "openhands", "upstream: "+strings.Join(spend.Names, ", "))
+	fs.StringVar(&p.ProviderURL, "provider-url", "", "upstream base URL (default: the provider's public URL)")
+	fs.Float64Var(&p.Threshold, "threshold", 9.95, "USD spend at or above which a key rotates")
+	fs.Float64Var(&p.BudgetRatio, "budget-ratio", 0, "also rotate at this fraction of a known budget (0: off)")
+	fs.BoolVar(&rotateUnauth, "rotate-unauthorized", true, "rotate keys the upstream rejects (401/403)")
+	fs.StringVar(&c.Schedule, "schedule", "", "cron expression for cycles (5 fields, or 6 with seconds)")
+	fs.DurationVar(&c.Interval, "interval", 10*time.Second, "cycle interval when no --schedule")
+	fs.BoolVar(&c.Adaptive, "adaptive", true, "poll only the keys that are due")
+	fs.DurationVar(&c.MinCheck, "min-check-interval", 10*time.Second, "shortest wait between two checks of a key")
+	fs.DurationVar(&c.MaxCheck, "max-check-interval", 30*time.Minute, "longest wait between two checks of a key")
+	fs.IntVar(&c.Conc, "concurrency", 16, "simultaneous upstream requests")
+	fs.DurationVar(&c.ReqTO, "request-timeout", 15*time.Second, "per upstream request")
+	fs.Float64Var(&c.RateLimit, "rate-limit", 0, "upstream requests per second at most (0: no limit)")
+	fs.StringVar(&c.LeaseName, "lease-name", "spendchecker", "lease record name")
+	fs.DurationVar(&c.LeaseDur, "lease-duration", 15*time.Second, "lease duration")
+	fs.DurationVar(&c.LeaseRen, "lease-renew-deadline", 0, "renew deadline (default: 2/3 of the lease duration)")
+	fs.DurationVar(&c.LeaseRetr, "lease-retry-period", 0, "retry period (default: 2/15 of the lease duration)")
+	fs.StringVar(&c.Instance, "instance", defaultInstance(), "this replica's identity")
+	fs.StringVar(&c.Listen, "listen", "127.0.0.1:9090", "address for /metrics, /healthz, /readyz (empty: off)")
+	fs.StringVar(&c.LogFormat, "log-format", "auto", "auto, text or json")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&c.DryRun, "dry-run", false, "report what would rotate; write nothing")
+	fs.BoolVar(&c.Once, "once", false, "run one cycle, then exit")
+	fs.DurationVar(&c.Grace, "shutdown-grace", 30*time.Second, "how long a cycle in flight may finish after SIGTERM")
+	fs.StringVar(&c.Reason, "reason", "manual", "rotate: the rotation reason")
+	fs.StringVar(&c.Since, "since", "24h", "history: a duration back from now, or a date (2006-01-02 or RFC 3339)")
+	fs.BoolVar(&c.Version, "version", false, "print the version and exit")
+
+	var filePools []PoolConfig
+	err := ff.Parse(fs, args,
+		ff.WithEnvVarPrefix("SPENDCHECKER"),
+		ff.WithConfigFileFlag("config"),
+		ff.WithConfigFileParser(jsonParser(&filePools)),
+	)
+	if err != nil {
+		return nil, usage("%s", strings.TrimPrefix(err.Error(), "parse args: "))
+	}
+	c.Args = append(c.Args, fs.Args()...)
+	if c.Version {
+		c.Command = "version"
+	}
+	p.RotateUnauthorized = &rotateUnauth
+	if len(filePools) > 0 {
+		// Pools from the file inherit the top-level settings they leave out.
+		for _, fp := range filePools {
+			c.Pools = append(c.Pools, inherit(fp, p))
+		}
+	} else {
+		c.Pools = []PoolConfig{p}
+	}
+	if c.LeaseRen == 0 {
+		c.LeaseRen = c.LeaseDur * 2 / 3
+	}
+	if c.LeaseRetr == 0 {
+		c.LeaseRetr = c.LeaseDur * 2 / 15
+	}
+	return c, c.validate()
+}
+
+func inherit(fp, top PoolConfig) PoolConfig {
+	if fp.Pool == "" {
+		fp.Pool = top.Pool
+	}
+	if fp.Provider == "" {
+		fp.Provider = top.Provider
+	}
+	if fp.ProviderURL == "" && fp.Provider == top.Provider {
+		fp.ProviderURL = top.ProviderURL
+	}
+	if fp.Threshold == 0 {
+		fp.Threshold = top.Threshold
+	}
+	if fp.BudgetRatio == 0 {
+		fp.BudgetRatio = top.BudgetRatio
+	}
+	if fp.RotateUnauthorized == nil {
+		fp.RotateUnauthorized = top.RotateUnauthorized
+	}
+	return fp
+}
+
+// jsonParser reads a JSON object: flat keys are flag names (ff applies them
+// with the right precedence and rejects unknown ones); "pools" is a list of
+// pool objects, decoded strictly.
+func jsonParser(pools *[]PoolConfig) ff.ConfigFileParseFunc {
+	return func(r io.Reader, set func(name, value string) error) error {
+		var top map[string]json.RawMessage
+		dec := json.NewDecoder(r)
+		if err := dec.Decode(&top); err != nil {
+			return fmt.Errorf("config file: %w", err)
+		}
+		for k, raw := range top {
+			if k == "pools" {
+				pd := json.NewDecoder(bytes.NewReader(raw))
+				pd.DisallowUnknownFields()
+				if err := pd.Decode(pools); err != nil {
+					return fmt.Errorf("config file: pools: %w", err)
+				}
+				continue
+			}
+			if k == "config" {
+				return errors.New("config file: \"config\" cannot be set from a config file")
+			}
+			var v any
+			if err := json.Unmarshal(raw, &v); err != nil {
+				return fmt.Errorf("config file: %s: %w", k, err)
+			}
+			var s string
+			switch x := v.(type) {
+			case string:
+				s = x
+			case bool:
+				s = strconv.FormatBool(x)
+			case float64:
+				s = strconv.FormatFloat(x, 'f', -1, 64)
+			default:
+				return fmt.Errorf("config file: %s: want a string, number or boolean", k)
+			}
+			if err := set(k, s); err != nil {
+				return fmt.Errorf("config file: %s: %w", k, err)
+			}
+		}
+		return nil
+	}
+}
+
+func (c *Config) validate() error {
+	needsDB := c.Command != "healthcheck" && c.Command != "version"
+	if needsDB && c.MongoURI == "" {
+		return usage("--mongo-uri (or SPENDCHECKER_MONGO_URI) is required")
+	}
+	if c.MongoURI != "" {
+		u, err := url.Parse(c.MongoURI)
+		if err != nil || (u.Scheme != "mongodb" && u.Scheme != "mongodb+srv") {
+			return usage("--mongo-uri must be a mongodb:// or mongodb+srv:// URI")
+		}
+		if c.Database == "" {
+			c.Database = strings.TrimPrefix(u.Path, "/")
+		}
+	}
+	if c.Database == "" {
+		c.Database = "fproxy"
+	}
+	if c.Schedule != "" {
+		parser := cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+		if len(strings.Fields(c.Schedule)) == 6 {
+			parser = cron.NewParser(cron.Second | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow)
+		}
+		if _, err := parser.Parse(c.Schedule); err != nil {
+			return usage("--schedule %q: %v", c.Schedule, err)
+		}
+	}
+	switch {
+	case c.Interval <= 0:
+		return usage("--interval must be positive")
+	case c.MinCheck <= 0 || c.MaxCheck < c.MinCheck:
+		return usage("--min-check-interval must be positive and at most --max-check-interval")
+	case c.Conc <= 0 || c.Conc > 10000:
+		return usage("--concurrency must be between 1 and 10000")
+	case c.ReqTO <= 0:
+		return usage("--request-timeout must be positive")
+	case c.RateLimit < 0:
+		return usage("--rate-limit must not be negative")
+	case c.LeaseName == "" || c.Instance == "":
+		return usage("--lease-name and --instance must not be empty")
+	case !(c.LeaseRetr > 0 && c.LeaseRetr < c.LeaseRen && c.LeaseRen < c.LeaseDur):
+		return usage("lease timings must satisfy 0 < retry period (%s) < renew deadline (%s) < lease duration (%s)", c.LeaseRetr, c.LeaseRen, c.LeaseDur)
+	case c.Grace < 0:
+		return usage("--shutdown-grace must not be negative")
+	}
+	switch c.LogFormat {
+	case "auto", "text", "json":
+	default:
+		return usage("--log-format must be auto, text or json")
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return usage("--log-level must be debug, info, warn or error")
+	}
+	if c.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+			return usage("--listen %q: %v", c.Listen, err)
+		}
+	}
+	if c.Command == "rotate" && len(c.Args) != 1 {
+		return usage("usage: spendchecker rotate KEY_ID [--reason R]")
+	}
+	if c.Command == "history" {
+		if _, err := parseSince(c.Since, time.Now()); err != nil {
+			return usage("--since: %v", err)
+		}
+	}
+	if len(c.Args) > 0 && c.Command != "rotate" {
+		return usage("unexpected argument %q", c.Args[0])
+	}
+	names := map[string]bool{}
+	for _, p := range c.Pools {
+		pool, err := p.resolve()
+		if err != nil {
+			return &UsageError{err}
+		}
+		if names[pool.Name] {
+			return usage("pool %q configured twice", pool.Name)
+		}
+		names[pool.Name] = true
+		if p.Threshold <= 0 || p.Threshold != p.Threshold {
+			return usage("pool %s: --threshold must be greater than 0", pool.Name)
+		}
+		if p.BudgetRatio < 0 || p.BudgetRatio > 1 {
+			return usage("pool %s: --budget-ratio must be between 0 and 1", pool.Name)
+		}
+		if _, err := spend.New(p.Provider, p.ProviderURL, &spend.Client{}); err != nil {
+			return usage("pool %s: %v", pool.Name, err)
+		}
+	}
+	return nil
+}
+
+// resolve turns the preset and overrides into the rotation package's Pool.
+func (p PoolConfig) resolve() (rotation.Pool, error) {
+	pool, err := rotation.Preset(p.Pool)
+	if err != nil {
+		return pool, fmt.Errorf("--pool: %w", err)
+	}
+	for _, o := range []struct {
+		dst *string
+		v   string
+	}{
+		{&pool.KeysCollection, p.KeysCollection}, {&pool.BackupsCollection, p.BackupsCollection},
+		{&pool.BindingsCollection, p.BindingsCollection}, {&pool.BindingKeyField, p.BindingKeyField},
+		{&pool.HistoryCollection, p.HistoryCollection},
+	} {
+		if o.v != "" {
+			*o.dst = o.v
+		}
+	}
+	return pool, pool.Validate()
+}
+
+func parseSince(s string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
+		return now.Add(-d), nil
+	}
+	for _, layout := range []string{time.RFC3339, time.DateOnly} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%q is neither a duration (24h) nor a date (2006-01-02)", s)
+}
+
+func defaultInstance() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		h = "spendchecker"
+	}
+	return fmt.Sprintf("%s-%d", h, os.Getpid())
+}

@@ -1,0 +1,200 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/spendchecker/spendchecker/checker"
+	"github.com/spendchecker/spendchecker/lease"
+)
+
+// daemon runs until ctx ends: the lease loop, the scheduler and the HTTP
+// server share one context; on shutdown the cycle in flight finishes within
+// the grace period, then the lease is released.
+func (a *app) daemon(ctx context.Context) int {
+	// Start-up never fails on the store: the daemon reports and keeps trying.
+	for {
+		err := a.prepare(ctx)
+		if err == nil {
+			break
+		}
+		a.log.Error("store not ready; retrying", "err", redact(err.Error()))
+		select {
+		case <-ctx.Done():
+			return ExitOK
+		case <-time.After(a.cfg.LeaseRetr):
+		}
+	}
+	var schedulerUp atomic.Bool
+	srv, err := a.serveHTTP(&schedulerUp)
+	if err != nil {
+		a.log.Error("cannot listen", "listen", a.cfg.Listen, "err", err)
+		return ExitUsage
+	}
+	leaseCtx, stopLease := context.WithCancel(context.WithoutCancel(ctx))
+	leaseDone := make(chan error, 1)
+	a.lease.Tick(ctx) // lead at once if the lease is free, so the first cycle is not skipped
+	go func() { leaseDone <- a.lease.Run(leaseCtx) }()
+
+	stopWatchdog := a.watchdog(&schedulerUp)
+	err = a.chk.RunDaemon(ctx, checker.DaemonConfig{
+		Schedule: a.cfg.Schedule, Interval: a.cfg.Interval, Grace: a.cfg.Grace,
+		Leader: a.lease, Logger: a.log,
+		OnCycle: func(sum checker.Summary, err error) {
+			a.met.cycle(sum, err, float64(time.Now().Unix()))
+			_, _ = daemon.SdNotify(false, "STATUS="+sum.String())
+		},
+		OnSkip: func() { a.met.cycles.WithLabelValues("skipped").Inc() },
+		Started: func() {
+			schedulerUp.Store(true)
+			_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
+			a.log.Info("spendchecker started", "instance", a.cfg.Instance, "pools", len(a.cfg.Pools),
+				"interval", a.cfg.Interval.String(), "schedule", a.cfg.Schedule, "listen", a.cfg.Listen, "dry_run", a.cfg.DryRun)
+		},
+	})
+	schedulerUp.Store(false)
+	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
+	stopWatchdog()
+	stopLease()
+	if lerr := <-leaseDone; lerr != nil {
+		a.log.Warn("lease release failed", "err", lerr)
+	}
+	if srv != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = srv.Shutdown(sctx)
+		cancel()
+	}
+	if err != nil {
+		a.log.Error("scheduler stopped with an error", "err", err)
+		return ExitPartial
+	}
+	a.log.Info("spendchecker stopped")
+	return ExitOK
+}
+
+// watchdog pings systemd at half of WatchdogSec while the scheduler runs.
+func (a *app) watchdog(up *atomic.Bool) func() {
+	interval, err := daemon.SdWatchdogEnabled(false)
+	if err != nil || interval <= 0 {
+		return func() {}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(interval / 2)
+		defer t.Stop()
+		for {
+			if up.Load() {
+				_, _ = daemon.SdNotify(false, daemon.SdNotifyWatchdog)
+			}
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
+func (a *app) serveHTTP(schedulerUp *atomic.Bool) (*http.Server, error) {
+	if a.cfg.Listen == "" {
+		return nil, nil
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(a.met.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		var problems []string
+		if err := a.client.Ping(ctx, nil); err != nil {
+			problems = append(problems, "store unreachable")
+		}
+		if !schedulerUp.Load() {
+			problems = append(problems, "scheduler not running")
+		}
+		if len(problems) > 0 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, problems)
+			return
+		}
+		_, _ = io.WriteString(w, "ready\n")
+	})
+	ln, err := net.Listen("tcp", a.cfg.Listen)
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error("http server stopped", "err", err)
+		}
+	}()
+	return srv, nil
+}
+
+// once takes the lease (exit 3 if a live instance holds it), recovers, runs
+// one cycle and releases.
+func (a *app) once(ctx context.Context, out io.Writer) int {
+	if err := a.prepare(ctx); err != nil {
+		fmt.Fprintf(out, "store not ready: %v\n", redact(err.Error()))
+		return ExitPartial
+	}
+	if !a.cfg.DryRun {
+		err := a.lease.Acquire(ctx)
+		if errors.Is(err, lease.ErrHeld) {
+			rec, _ := a.lease.Latest(context.WithoutCancel(ctx))
+			holder := "another instance"
+			if rec != nil {
+				holder = rec.Holder
+			}
+			fmt.Fprintf(out, "lease %q is held by %s; nothing done\n", a.cfg.LeaseName, holder)
+			return ExitLeaseHeld
+		}
+		if err != nil {
+			fmt.Fprintf(out, "could not take the lease: %v\n", err)
+			return ExitPartial
+		}
+		defer func() { _ = a.lease.Release(context.WithoutCancel(ctx)) }()
+	}
+	cctx := ctx
+	if lctx, ok := a.lease.LeaderContext(); ok {
+		var cancel context.CancelFunc
+		cctx, cancel = context.WithCancel(lctx)
+		defer cancel()
+		stop := context.AfterFunc(ctx, cancel)
+		defer stop()
+	}
+	sum, err := a.chk.Cycle(cctx)
+	a.met.cycle(sum, err, float64(time.Now().Unix()))
+	for _, p := range sum.Pools {
+		fmt.Fprintf(out, "pool %s: due %d, checked %d, failed %d, unauthorized %d, over threshold %d, rotated %d, already rotated %d, no backup %d, backups left %d\n",
+			p.Pool, p.Due, p.Checked, p.Failed, p.Unauthorized, p.Over, p.Rotated, p.AlreadyRotated, p.NoBackup, p.BackupsLeft)
+		for _, e := range p.Errors {
+			fmt.Fprintf(out, "  error: %s\n", e)
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(out, "cycle error: %v\n", redact(err.Error()))
+		return ExitPartial
+	}
+	if !sum.Clean() {
+		return ExitPartial
+	}
+	return ExitOK
+}

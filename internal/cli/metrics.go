@@ -1,0 +1,87 @@
+package cli
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/spendchecker/spendchecker/checker"
+)
+
+// metrics are the Prometheus series of DESIGN.md, on a registry of their own.
+type metrics struct {
+	reg         *prometheus.Registry
+	cycles      *prometheus.CounterVec
+	checked     *prometheus.CounterVec
+	rotations   *prometheus.CounterVec
+	backups     *prometheus.GaugeVec
+	duration    prometheus.Histogram
+	isLeader    prometheus.Gauge
+	epoch       prometheus.Gauge
+	lastSuccess prometheus.Gauge
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		cycles: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "spendchecker_cycles_total",
+			Help: "Check cycles by result: ok, partial (some keys failed), error, skipped (not leader)."}, []string{"result"}),
+		checked: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "spendchecker_keys_checked_total",
+			Help: "Keys polled by result: ok, failed, unauthorized, over_threshold."}, []string{"pool", "result"}),
+		rotations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "spendchecker_rotations_total",
+			Help: "Rotation attempts by outcome: rotated, already_rotated, no_backup, error."}, []string{"pool", "outcome"}),
+		backups: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "spendchecker_backup_keys_available",
+			Help: "Backup keys not yet used."}, []string{"pool"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "spendchecker_cycle_duration_seconds",
+			Help: "Duration of check cycles.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 14)}),
+		isLeader: prometheus.NewGauge(prometheus.GaugeOpts{Name: "spendchecker_leader",
+			Help: "1 while this replica holds the lease."}),
+		epoch: prometheus.NewGauge(prometheus.GaugeOpts{Name: "spendchecker_lease_epoch",
+			Help: "Epoch of the lease this replica last held."}),
+		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{Name: "spendchecker_last_success_timestamp_seconds",
+			Help: "Unix time of the last cycle that checked every due key."}),
+	}
+	m.reg.MustRegister(m.cycles, m.checked, m.rotations, m.backups, m.duration, m.isLeader, m.epoch, m.lastSuccess,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, r := range []string{"ok", "partial", "error", "skipped"} {
+		m.cycles.WithLabelValues(r)
+	}
+	return m
+}
+
+func (m *metrics) leader(on bool, epoch int64) {
+	if on {
+		m.isLeader.Set(1)
+		m.epoch.Set(float64(epoch))
+		return
+	}
+	m.isLeader.Set(0)
+}
+
+func (m *metrics) cycle(sum checker.Summary, err error, nowUnix float64) {
+	result := "ok"
+	switch {
+	case err != nil:
+		result = "error"
+	case !sum.Clean():
+		result = "partial"
+	}
+	m.cycles.WithLabelValues(result).Inc()
+	m.duration.Observe(sum.Duration.Seconds())
+	if result == "ok" {
+		m.lastSuccess.Set(nowUnix)
+	}
+	for _, p := range sum.Pools {
+		add := func(v *prometheus.CounterVec, label string, n int) {
+			v.WithLabelValues(p.Pool, label).Add(float64(n))
+		}
+		add(m.checked, "ok", p.Checked)
+		add(m.checked, "failed", p.Failed)
+		add(m.checked, "unauthorized", p.Unauthorized)
+		add(m.checked, "over_threshold", p.Over)
+		add(m.rotations, "rotated", p.Rotated)
+		add(m.rotations, "already_rotated", p.AlreadyRotated)
+		add(m.rotations, "no_backup", p.NoBackup)
+		add(m.rotations, "error", p.RotateErrors)
+		m.backups.WithLabelValues(p.Pool).Set(float64(p.BackupsLeft))
+	}
+}

@@ -1,0 +1,224 @@
+// Package cli is the spendchecker program: configuration, wiring, signals,
+// the daemon and the subcommands. cmd/spendchecker is a thin main around it,
+// and the demo drives the same code.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/lmittmann/tint"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"golang.org/x/time/rate"
+
+	"github.com/spendchecker/spendchecker/checker"
+	"github.com/spendchecker/spendchecker/lease"
+	"github.com/spendchecker/spendchecker/spend"
+)
+
+// Exit codes (DESIGN.md contract).
+const (
+	ExitOK        = 0
+	ExitPartial   = 1
+	ExitUsage     = 2
+	ExitLeaseHeld = 3
+)
+
+// Version is set at build time with -ldflags "-X .../internal/cli.Version=...".
+var Version = "dev"
+
+// Env is what the program reads and writes besides its arguments.
+type Env struct {
+	Stdout, Stderr io.Writer
+	// Getenv is unused by flags (ff reads the process environment) but kept
+	// for NOTIFY_SOCKET-style lookups in tests.
+	Getenv func(string) string
+}
+
+// Run runs the program with args (without the program name) and returns the
+// exit code. ctx ending is a shutdown request (SIGINT/SIGTERM).
+func Run(ctx context.Context, args []string, env Env) int {
+	cfg, err := Parse(args)
+	if err != nil {
+		var ue *UsageError
+		if errors.As(err, &ue) {
+			fmt.Fprintf(env.Stderr, "spendchecker: %v\n", redact(err.Error()))
+			return ExitUsage
+		}
+		fmt.Fprintf(env.Stderr, "spendchecker: %v\n", err)
+		return ExitUsage
+	}
+	log := newLogger(cfg, env.Stderr)
+	switch cfg.Command {
+	case "version":
+		fmt.Fprintln(env.Stdout, versionString())
+		return ExitOK
+	case "healthcheck":
+		return healthcheck(ctx, cfg, env)
+	}
+	a, err := connect(ctx, cfg, log)
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "spendchecker: %v\n", redact(err.Error()))
+		return ExitPartial
+	}
+	defer a.close()
+	switch cfg.Command {
+	case "status":
+		return a.status(ctx, env.Stdout)
+	case "rotate":
+		return a.rotate(ctx, env.Stdout)
+	case "recover":
+		return a.recoverAll(ctx, env.Stdout)
+	case "verify":
+		return a.verify(ctx, env.Stdout)
+	case "history":
+		return a.history(ctx, env.Stdout)
+	}
+	if cfg.Once {
+		return a.once(ctx, env.Stdout)
+	}
+	return a.daemon(ctx)
+}
+
+// app holds the wired dependencies.
+type app struct {
+	cfg    *Config
+	log    *slog.Logger
+	client *mongo.Client
+	db     *mongo.Database
+	chk    *checker.Checker
+	lease  *lease.Lease
+	leases *mongo.Collection
+	met    *metrics
+}
+
+func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*app, error) {
+	client, err := mongo.Connect(options.Client().ApplyURI(cfg.MongoURI).
+		SetServerSelectionTimeout(10 * time.Second).SetAppName("spendchecker"))
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	db := client.Database(cfg.Database)
+	httpc := &spend.Client{RequestTimeout: cfg.ReqTO}
+	if cfg.RateLimit > 0 {
+		httpc.Limiter = rate.NewLimiter(rate.Limit(cfg.RateLimit), max(1, int(cfg.RateLimit)))
+	}
+	var pools []checker.Pool
+	for _, p := range cfg.Pools {
+		pool, _ := p.resolve() // validated by Parse
+		prov, err := spend.New(p.Provider, p.ProviderURL, httpc)
+		if err != nil {
+			return nil, err
+		}
+		pools = append(pools, checker.Pool{Pool: pool, Provider: prov, Threshold: p.Threshold, BudgetRatio: p.BudgetRatio,
+			RotateUnauthorized: p.RotateUnauthorized == nil || *p.RotateUnauthorized})
+	}
+	a := &app{cfg: cfg, log: log, client: client, db: db, leases: db.Collection(lease.Collection), met: newMetrics()}
+	l, err := lease.New(a.leases, lease.Config{
+		Name: cfg.LeaseName, Instance: cfg.Instance,
+		LeaseDuration: cfg.LeaseDur, RenewDeadline: cfg.LeaseRen, RetryPeriod: cfg.LeaseRetr,
+		Logger: log,
+		OnChange: func(leader bool, epoch int64) {
+			a.met.leader(leader, epoch)
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.lease = l
+	a.chk, err = checker.New(db, checker.Config{
+		Pools: pools, Concurrency: cfg.Conc, Adaptive: cfg.Adaptive,
+		MinInterval: cfg.MinCheck, MaxInterval: cfg.MaxCheck, DryRun: cfg.DryRun,
+		Instance: cfg.Instance, Logger: log,
+		Epoch: func() int64 { e, _ := l.Epoch(); return e },
+	})
+	if err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+func (a *app) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = a.client.Disconnect(ctx)
+}
+
+// prepare creates indexes and warns about a TTL on history; writes nothing
+// in dry-run mode.
+func (a *app) prepare(ctx context.Context) error {
+	if a.cfg.DryRun {
+		return nil
+	}
+	if err := a.chk.EnsureIndexes(ctx); err != nil {
+		return err
+	}
+	if err := lease.EnsureIndexes(ctx, a.leases); err != nil {
+		return err
+	}
+	a.warnHistoryTTL(ctx)
+	return nil
+}
+
+func newLogger(cfg *Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	format := cfg.LogFormat
+	if format == "auto" {
+		format = "json"
+		if f, ok := w.(*os.File); ok {
+			if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+				format = "tint"
+			}
+		}
+	}
+	switch format {
+	case "tint":
+		return slog.New(tint.NewHandler(w, &tint.Options{Level: level, TimeFormat: time.TimeOnly}))
+	case "text":
+		return slog.New(tint.NewHandler(w, &tint.Options{Level: level, TimeFormat: time.TimeOnly, NoColor: true}))
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+// redact hides the password of any MongoDB URI in a message.
+func redact(s string) string {
+	for _, scheme := range []string{"mongodb://", "mongodb+srv://"} {
+		i := strings.Index(s, scheme)
+		if i < 0 {
+			continue
+		}
+		end := strings.IndexAny(s[i:], " \"'\n")
+		if end < 0 {
+			end = len(s) - i
+		}
+		if u, err := url.Parse(s[i : i+end]); err == nil && u.User != nil {
+			if _, has := u.User.Password(); has {
+				u.User = url.UserPassword(u.User.Username(), "xxxxx")
+				s = s[:i] + u.String() + s[i+end:]
+			}
+		}
+	}
+	return s
+}
+
+func versionString() string {
+	v := Version
+	if bi, ok := debug.ReadBuildInfo(); ok && v == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		v = bi.Main.Version
+	}
+	gv := "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		gv = bi.GoVersion
+	}
+	return fmt.Sprintf("spendchecker %s (%s)", v, gv)
+}
