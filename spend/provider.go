@@ -54,6 +54,13 @@ func DefaultURL(name string) string {
 
 // New returns the named provider talking to baseURL through c.
 func New(name, baseURL string, c *Client) (Provider, error) {
+	known := false
+	for _, n := range Names {
+		known = known || n == name
+	}
+	if !known {
+		return nil, fmt.Errorf("unknown provider %q (known: %s)", name, strings.Join(Names, ", "))
+	}
 	if baseURL == "" {
 		baseURL = DefaultURL(name)
 	}

@@ -1,0 +1,412 @@
+package main_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"debug/elf"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+
+	"github.com/spendchecker/spendchecker/internal/fakeupstream"
+	"github.com/spendchecker/spendchecker/internal/mongotest"
+	"github.com/spendchecker/spendchecker/rotation"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// binary builds the production binary once, static, as the Dockerfile does.
+func binary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "spendchecker-e2e-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "spendchecker")
+		cmd := exec.Command("go", "build", "-o", binPath, ".")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+var openhands, _ = rotation.Preset("openhands")
+
+func secret(id string) string { return "sk-e2e-" + id + "-abcdef0123" }
+
+func seed(t *testing.T, db *mongo.Database, up *fakeupstream.Server, keys map[string]float64, backups int) {
+	t.Helper()
+	ctx := context.Background()
+	for id, s := range keys {
+		if _, err := db.Collection(openhands.KeysCollection).InsertOne(ctx, bson.M{"_id": id, "apiKey": secret(id), "status": "healthy"}); err != nil {
+			t.Fatal(err)
+		}
+		up.SetSpend(secret(id), s)
+	}
+	for i := range backups {
+		id := fmt.Sprintf("b%02d", i)
+		if _, err := db.Collection(openhands.BackupsCollection).InsertOne(ctx, bson.M{"_id": id, "apiKey": secret(id), "isUsed": false}); err != nil {
+			t.Fatal(err)
+		}
+		up.SetSpend(secret(id), 0)
+	}
+}
+
+type env struct {
+	mdb *mongotest.DB
+	up  *fakeupstream.Server
+}
+
+func newEnv(t *testing.T, keys map[string]float64, backups int) env {
+	mdb := mongotest.New(t)
+	up := fakeupstream.New("openhands")
+	t.Cleanup(up.Close)
+	seed(t, mdb.Database, up, keys, backups)
+	return env{mdb, up}
+}
+
+func (e env) args(extra ...string) []string {
+	return append([]string{"--mongo-uri", e.mdb.URI, "--database", e.mdb.Name, "--provider-url", e.up.URL, "--listen", "", "--log-format", "json"}, extra...)
+}
+
+func run(t *testing.T, args []string, envv ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(binary(t), args...)
+	cmd.Env = append(os.Environ(), envv...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode(), out.String()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return 0, out.String()
+}
+
+func TestOnceRotatesAndExitsZero(t *testing.T) {
+	e := newEnv(t, map[string]float64{"a": 9.99, "b": 1, "c": 12}, 3)
+	code, out := run(t, e.args("--once"))
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	if !strings.Contains(out, "rotated 2") {
+		t.Errorf("output lacks the summary:\n%s", out)
+	}
+	if strings.Contains(out, secret("a")) {
+		t.Error("output shows a full API key")
+	}
+	n, _ := e.mdb.Database.Collection(openhands.HistoryCollection).CountDocuments(context.Background(), bson.M{})
+	if n != 2 {
+		t.Errorf("%d history records, want 2", n)
+	}
+	if code, out := run(t, append([]string{"verify"}, e.args()...)); code != 0 {
+		t.Errorf("verify exit %d:\n%s", code, out)
+	}
+}
+
+func TestOnceExitsOneWithoutBackups(t *testing.T) {
+	e := newEnv(t, map[string]float64{"a": 10, "b": 11}, 1)
+	code, out := run(t, e.args("--once"))
+	if code != 1 || !strings.Contains(out, "no backup key is left") {
+		t.Fatalf("exit %d, want 1 with a clear error:\n%s", code, out)
+	}
+}
+
+func TestBadConfigurationExitsTwoAndTouchesNothing(t *testing.T) {
+	mdb := mongotest.New(t)
+	dir := t.TempDir()
+	file := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	uri := mdb.URI
+	tests := []struct {
+		name string
+		args []string
+		env  []string
+		want string
+	}{
+		{"missing uri", []string{"--once"}, nil, "--mongo-uri"},
+		{"bad cron", []string{"--mongo-uri", uri, "--schedule", "61 * * * *"}, nil, "--schedule"},
+		{"zero threshold", []string{"--mongo-uri", uri, "--threshold", "0", "--once"}, nil, "threshold"},
+		{"negative threshold from env", []string{"--mongo-uri", uri, "--once"}, []string{"SPENDCHECKER_THRESHOLD=-1"}, "threshold"},
+		{"unknown provider", []string{"--mongo-uri", uri, "--provider", "acme", "--once"}, nil, "unknown provider"},
+		{"litellm without url", []string{"--mongo-uri", uri, "--provider", "litellm", "--once"}, nil, "needs a URL"},
+		{"unknown pool", []string{"--mongo-uri", uri, "--pool", "nope", "--once"}, nil, "unknown pool preset"},
+		{"unknown flag", []string{"--mongo-uri", uri, "--treshold", "5"}, nil, "treshold"},
+		{"bad duration", []string{"--mongo-uri", uri, "--interval", "soon"}, nil, "interval"},
+		{"unknown command", []string{"rotat", "k"}, nil, "unknown command"},
+		{"rotate without key", []string{"rotate", "--mongo-uri", uri}, nil, "KEY_ID"},
+		{"unknown file key", []string{"--config", file("a.json", `{"mongo-uri":"`+uri+`","tresh":1}`)}, nil, "tresh"},
+		{"unknown pool key in file", []string{"--config", file("b.json", `{"mongo-uri":"`+uri+`","pools":[{"pool":"factory","tresh":1}]}`)}, nil, "tresh"},
+		{"malformed file", []string{"--config", file("c.json", `{"mongo-uri":`)}, nil, "config file"},
+		{"missing file", []string{"--config", filepath.Join(dir, "none.json")}, nil, "none.json"},
+		{"same pool twice", []string{"--config", file("d.json", `{"mongo-uri":"`+uri+`","pools":[{"pool":"factory"},{"pool":"factory"}]}`)}, nil, "twice"},
+		{"lease timings", []string{"--mongo-uri", uri, "--lease-duration", "1s", "--lease-renew-deadline", "2s"}, nil, "lease timings"},
+		{"password not echoed", []string{"--mongo-uri", "mongodb://user:hunter2@127.0.0.1:1/x", "--threshold", "0"}, nil, "threshold"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out := run(t, tt.args, tt.env...)
+			if code != 2 {
+				t.Fatalf("exit %d, want 2:\n%s", code, out)
+			}
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			if len(lines) != 1 || !strings.Contains(out, tt.want) {
+				t.Errorf("want one line mentioning %q, got:\n%s", tt.want, out)
+			}
+			if strings.Contains(out, "hunter2") {
+				t.Errorf("password printed: %s", out)
+			}
+		})
+	}
+	names, err := mdb.Client.ListDatabaseNames(context.Background(), bson.M{"name": bson.M{"$ne": mdb.Name}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		if n == "fproxy" {
+			t.Errorf("bad configuration wrote database %s", n)
+		}
+	}
+	if cs, _ := mdb.Database.ListCollectionNames(context.Background(), bson.M{}); len(cs) != 0 {
+		t.Errorf("bad configuration created collections %v", cs)
+	}
+}
+
+// daemonProc is a running daemon whose JSON log lines are readable as events.
+type daemonProc struct {
+	cmd    *exec.Cmd
+	events chan string
+}
+
+func startDaemon(t *testing.T, args []string, envv ...string) *daemonProc {
+	t.Helper()
+	cmd := exec.Command(binary(t), args...)
+	cmd.Env = append(os.Environ(), envv...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d := &daemonProc{cmd: cmd, events: make(chan string, 1000)}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			var line struct{ Msg string }
+			if json.Unmarshal(sc.Bytes(), &line) == nil {
+				select {
+				case d.events <- line.Msg:
+				default:
+				}
+			}
+		}
+		close(d.events)
+	}()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return d
+}
+
+// waitFor blocks until the daemon logs msg; false if it exits first or the
+// deadline passes.
+func (d *daemonProc) waitFor(msg string, within time.Duration) bool {
+	deadline := time.After(within)
+	for {
+		select {
+		case m, ok := <-d.events:
+			if !ok {
+				return false
+			}
+			if m == msg {
+				return true
+			}
+		case <-deadline:
+			return false
+		}
+	}
+}
+
+func TestOnceExitsThreeWhileLeaseHeld(t *testing.T) {
+	e := newEnv(t, map[string]float64{"a": 1}, 1)
+	d := startDaemon(t, e.args("--interval", "1s", "--lease-duration", "3s", "--instance", "holder"))
+	if !d.waitFor("lease acquired", 20*time.Second) {
+		t.Fatal("daemon never took the lease")
+	}
+	code, out := run(t, e.args("--once", "--lease-duration", "3s", "--instance", "once"))
+	if code != 3 || !strings.Contains(out, "held by holder") {
+		t.Fatalf("exit %d, want 3:\n%s", code, out)
+	}
+}
+
+// Two daemons side by side: only the leader polls; SIGTERM hands over within
+// a couple of retry periods, SIGKILL after the lease duration.
+func TestTwoDaemonsFailover(t *testing.T) {
+	const leaseDur = 3 * time.Second // renew deadline 2 s, retry period 400 ms
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
+		t.Run(sig.String(), func(t *testing.T) {
+			e := newEnv(t, map[string]float64{"a": 1, "b": 2}, 1)
+			// Each daemon polls its own upstream, so polls count per process.
+			up2 := fakeupstream.New("openhands")
+			defer up2.Close()
+			for _, id := range []string{"a", "b", "b00"} {
+				up2.SetSpend(secret(id), e.up.Spend(secret(id)))
+			}
+			common := []string{"--interval", "200ms", "--adaptive=false", "--lease-duration", leaseDur.String()}
+			first := startDaemon(t, append(e.args(common...), "--instance", "first"))
+			if !first.waitFor("lease acquired", 20*time.Second) {
+				t.Fatal("first daemon never led")
+			}
+			args2 := append(e.args(common...), "--instance", "second")
+			for i, a := range args2 {
+				if a == e.up.URL {
+					args2[i] = up2.URL
+				}
+			}
+			second := startDaemon(t, args2)
+			if !second.waitFor("spendchecker started", 20*time.Second) || !first.waitFor("cycle done", 10*time.Second) || !first.waitFor("cycle done", 10*time.Second) {
+				t.Fatal("daemons did not run")
+			}
+			if up2.TotalCalls() != 0 || e.up.TotalCalls() == 0 {
+				t.Fatalf("follower polled %d times, leader %d", up2.TotalCalls(), e.up.TotalCalls())
+			}
+			if err := first.cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			from := time.Now()
+			if !second.waitFor("lease acquired", 4*leaseDur) {
+				t.Fatal("standby never took over")
+			}
+			took := time.Since(from)
+			t.Logf("%v: standby led after %v", sig, took)
+			switch sig {
+			case syscall.SIGTERM:
+				if took > 2*leaseDur/2 {
+					t.Errorf("graceful handover took %v", took)
+				}
+				if err := first.cmd.Wait(); err != nil {
+					t.Errorf("leader exit after SIGTERM: %v", err)
+				}
+			case syscall.SIGKILL:
+				if took < leaseDur-leaseDur*2/15 {
+					t.Errorf("standby took over after %v, before the lease duration %v", took, leaseDur)
+				}
+			}
+			if !second.waitFor("cycle done", 10*time.Second) {
+				t.Fatal("new leader does not poll")
+			}
+		})
+	}
+}
+
+func TestSdNotify(t *testing.T) {
+	e := newEnv(t, map[string]float64{"a": 1}, 1)
+	sock := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	got := make(chan string, 100)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, _, err := conn.ReadFromUnix(buf)
+			if err != nil {
+				close(got)
+				return
+			}
+			for _, l := range strings.Split(string(buf[:n]), "\n") {
+				got <- l
+			}
+		}
+	}()
+	d := startDaemon(t, e.args("--interval", "200ms"), "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=200000")
+	want := func(prefix string) {
+		t.Helper()
+		deadline := time.After(20 * time.Second)
+		for {
+			select {
+			case l := <-got:
+				if strings.HasPrefix(l, prefix) {
+					return
+				}
+			case <-deadline:
+				t.Fatalf("no %s notification", prefix)
+			}
+		}
+	}
+	want("READY=1")
+	want("WATCHDOG=1")
+	want("STATUS=checked")
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	want("STOPPING=1")
+	if err := d.cmd.Wait(); err != nil {
+		t.Errorf("exit after SIGTERM: %v", err)
+	}
+}
+
+func TestBinaryIsStaticWithoutFerretDB(t *testing.T) {
+	f, err := elf.Open(binary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			t.Error("binary is dynamically linked")
+		}
+	}
+	out, err := exec.Command("go", "list", "-deps", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	if strings.Contains(string(out), "FerretDB") || strings.Contains(string(out), "internal/embedded") {
+		t.Error("the production binary imports the embedded store")
+	}
+}
+
+func TestDemoRuns(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the demo")
+	}
+	cmd := exec.Command("go", "run", "../spendchecker-demo")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("demo: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "verify clean") || !strings.Contains(string(out), "proactive_threshold_") {
+		t.Fatalf("demo output lacks a rotation or a clean verify:\n%s", out)
+	}
+}
