@@ -67,6 +67,7 @@ func (r *Rotator) EnsureIndexes(ctx context.Context) error {
 	err := mongoidx.Ensure(ctx, r.journal,
 		mongoidx.Index{Name: journalBackupIndex, Keys: bson.D{{Key: "backupId", Value: 1}}, Unique: true},
 		mongoidx.Index{Name: "pool_1_oldKeyId_1", Keys: bson.D{{Key: "pool", Value: 1}, {Key: "oldKeyId", Value: 1}}},
+		mongoidx.Index{Name: "pool_1_newKeyId_1", Keys: bson.D{{Key: "pool", Value: 1}, {Key: "newKeyId", Value: 1}}},
 		mongoidx.Index{Name: "pool_1_state_1", Keys: bson.D{{Key: "pool", Value: 1}, {Key: "state", Value: 1}}},
 	)
 	if err != nil {

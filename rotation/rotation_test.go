@@ -474,3 +474,47 @@ func TestPresets(t *testing.T) {
 		t.Error("keys and backups in one collection accepted")
 	}
 }
+
+// A rotation left unfinished before it moved its bindings, whose new key is
+// then rotated again by someone else, must not end with bindings on the
+// deleted key (found by TestSIGKILLDuringRotations).
+func TestRotateKeyWhoseArrivalIsUnfinished(t *testing.T) {
+	ctx := context.Background()
+	for _, k := range []rotation.Step{rotation.StepClaim, rotation.StepInsertKey, rotation.StepMarkBackup} {
+		t.Run("first crashes after "+k.String(), func(t *testing.T) {
+			db := mongotest.New(t).Database
+			seed(t, db, 3, 3, 2)
+			crashing := newRotator(t, db, rotation.Options{AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
+				if s == k {
+					return errCrash
+				}
+				return nil
+			}})
+			first, err := crashing.Rotate(ctx, "key-001", "manual")
+			if !errors.Is(err, errCrash) {
+				t.Fatalf("rotate: %v, want simulated crash", err)
+			}
+			other := newRotator(t, db, rotation.Options{})
+			if k == rotation.StepClaim {
+				// The new key is not live yet: nothing to rotate.
+				res, err := other.Rotate(ctx, first.NewKeyID, "manual")
+				if err != nil || res.Outcome != rotation.NotFound {
+					t.Fatalf("rotate %s: %+v, %v", first.NewKeyID, res, err)
+				}
+			} else {
+				res, err := other.Rotate(ctx, first.NewKeyID, "manual")
+				if err != nil || res.Outcome != rotation.Rotated {
+					t.Fatalf("rotate %s: %+v, %v", first.NewKeyID, res, err)
+				}
+				// The second rotation finished the first on its way.
+				if n := count(t, db, testPool.BindingsCollection, bson.M{testPool.BindingKeyField: res.NewKeyID}); n != 2 {
+					t.Errorf("%d bindings on %s, want the 2 of key-001", n, res.NewKeyID)
+				}
+			}
+			if _, err := other.Recover(ctx); err != nil {
+				t.Fatal(err)
+			}
+			checkInvariants(t, db, 3)
+		})
+	}
+}

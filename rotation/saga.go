@@ -24,6 +24,9 @@ type saga struct {
 	oldKey bson.Raw
 	// backupSecret is empty on recovery: insertKey reads the backup then.
 	backupSecret string
+	// depth counts predecessors being completed, to stop a corrupt journal
+	// from recursing forever.
+	depth int
 }
 
 func (s *saga) run(ctx context.Context, from Step) error {
@@ -141,7 +144,48 @@ func (s *saga) markBackup(ctx context.Context) error {
 	return err
 }
 
+// settleArrival completes an unfinished rotation that brought the old key
+// in. Its bindings must land on the old key before they move on: resumed
+// after this rotation, it would move them onto a deleted key. Only a key a
+// rotation inserted (it carries replacedKey) can have one, and its claim was
+// written before the key existed, so this read cannot miss it.
+func (s *saga) settleArrival(ctx context.Context) error {
+	if s.oldKey != nil {
+		if _, err := s.oldKey.LookupErr("replacedKey"); err != nil {
+			return nil
+		}
+	}
+	if s.depth >= maxChain {
+		return fmt.Errorf("more than %d unfinished rotations chained before %s", maxChain, s.e.OldKeyID)
+	}
+	cur, err := s.r.journal.Find(ctx, bson.M{"pool": s.r.pool.Name, "newKeyId": s.e.OldKeyID, "state": stateClaimed})
+	if err != nil {
+		return fmt.Errorf("find rotation that brought %s in: %w", s.e.OldKeyID, err)
+	}
+	var prev []journalEntry
+	if err := cur.All(ctx, &prev); err != nil {
+		return fmt.Errorf("find rotation that brought %s in: %w", s.e.OldKeyID, err)
+	}
+	for _, e := range prev {
+		p := &saga{r: s.r, e: e, depth: s.depth + 1}
+		if err := p.run(ctx, StepInsertKey); err != nil {
+			if errors.Is(err, ErrBackupVanished) {
+				// Not this rotation's backup: its own claim must not be dropped.
+				return fmt.Errorf("complete rotation that brought %s in: %v", s.e.OldKeyID, err)
+			}
+			return fmt.Errorf("complete rotation that brought %s in: %w", s.e.OldKeyID, err)
+		}
+		s.r.log.Info("unfinished rotation completed", "key", e.OldKeyID, "rotation", e.ID, "new_key", e.NewKeyID)
+	}
+	return nil
+}
+
+const maxChain = 64
+
 func (s *saga) moveBindings(ctx context.Context) error {
+	if err := s.settleArrival(ctx); err != nil {
+		return err
+	}
 	f := s.r.pool.BindingKeyField
 	_, err := s.r.bindings.UpdateMany(ctx, bson.M{f: s.e.OldKeyID}, bson.M{"$set": bson.M{
 		f:           s.e.NewKeyID,
