@@ -141,7 +141,8 @@ func Parse(args []string) (*Config, error) {
 	fs.BoolVar(&c.Version, "version", false, "print the version and exit")
 
 	var filePools []PoolConfig
-	err := ff.Parse(fs, args,
+	ffs := ff.NewFlagSetFrom("spendchecker", fs)
+	err := ff.Parse(ffs, args,
 		ff.WithEnvVarPrefix("SPENDCHECKER"),
 		ff.WithConfigFileFlag("config"),
 		ff.WithConfigFileParser(jsonParser(&filePools)),
@@ -149,7 +150,7 @@ func Parse(args []string) (*Config, error) {
 	if err != nil {
 		return nil, usage("%s", strings.TrimPrefix(err.Error(), "parse args: "))
 	}
-	c.Args = append(c.Args, fs.Args()...)
+	c.Args = append(c.Args, ffs.GetArgs()...)
 	if c.Version {
 		c.Command = "version"
 	}
@@ -239,6 +240,14 @@ func jsonParser(pools *[]PoolConfig) ff.ConfigFileParseFunc {
 }
 
 func (c *Config) validate() error {
+	// Flags after a stray argument are not parsed: say so before anything
+	// they would have set looks missing.
+	if len(c.Args) > 0 && c.Command != "rotate" {
+		return usage("unexpected argument %q (flags go before arguments)", c.Args[0])
+	}
+	if c.Command == "rotate" && len(c.Args) > 1 {
+		return usage("unexpected argument %q (flags go before arguments)", c.Args[1])
+	}
 	needsDB := c.Command != "healthcheck" && c.Command != "version"
 	if needsDB && c.MongoURI == "" {
 		return usage("--mongo-uri (or SPENDCHECKER_MONGO_URI) is required")
@@ -304,9 +313,6 @@ func (c *Config) validate() error {
 		if _, err := parseSince(c.Since, time.Now()); err != nil {
 			return usage("--since: %v", err)
 		}
-	}
-	if len(c.Args) > 0 && c.Command != "rotate" {
-		return usage("unexpected argument %q", c.Args[0])
 	}
 	names := map[string]bool{}
 	for _, p := range c.Pools {

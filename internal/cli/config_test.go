@@ -1,0 +1,205 @@
+package cli
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const uri = "mongodb://localhost:27017/fproxy"
+
+func writeFile(t *testing.T, text string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "config.json")
+	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestParseValid(t *testing.T) {
+	tests := []struct {
+		name  string
+		args  []string
+		env   map[string]string
+		file  string // written to a temp file passed as --config
+		check func(t *testing.T, c *Config)
+	}{
+		{
+			name: "defaults",
+			args: []string{"--mongo-uri", uri},
+			check: func(t *testing.T, c *Config) {
+				p := c.Pools[0]
+				if c.Database != "fproxy" || p.Pool != "openhands" || p.Provider != "openhands" || p.Threshold != 9.95 ||
+					c.Interval != 10*time.Second || !c.Adaptive || c.Conc != 16 || c.LeaseDur != 15*time.Second ||
+					c.LeaseRen != 10*time.Second || c.LeaseRetr != 2*time.Second || !*p.RotateUnauthorized {
+					t.Errorf("defaults: %+v %+v", c, p)
+				}
+			},
+		},
+		{
+			name: "database from the URI, else fproxy",
+			args: []string{"--mongo-uri", "mongodb://h/other?replicaSet=rs0"},
+			check: func(t *testing.T, c *Config) {
+				if c.Database != "other" {
+					t.Errorf("database %q", c.Database)
+				}
+			},
+		},
+		{
+			name: "environment",
+			env:  map[string]string{"SPENDCHECKER_MONGO_URI": uri, "SPENDCHECKER_THRESHOLD": "8.5", "SPENDCHECKER_MIN_CHECK_INTERVAL": "20s"},
+			check: func(t *testing.T, c *Config) {
+				if c.MongoURI != uri || c.Pools[0].Threshold != 8.5 || c.MinCheck != 20*time.Second {
+					t.Errorf("env not applied: %+v", c)
+				}
+			},
+		},
+		{
+			name: "flags win over environment",
+			args: []string{"--mongo-uri", uri, "--threshold", "7"},
+			env:  map[string]string{"SPENDCHECKER_THRESHOLD": "8.5"},
+			check: func(t *testing.T, c *Config) {
+				if c.Pools[0].Threshold != 7 {
+					t.Errorf("threshold %v", c.Pools[0].Threshold)
+				}
+			},
+		},
+		{
+			name: "environment wins over the file",
+			env:  map[string]string{"SPENDCHECKER_CONCURRENCY": "4"},
+			file: `{"mongo-uri": "` + uri + `", "concurrency": 32, "adaptive": false, "lease-duration": "30s"}`,
+			check: func(t *testing.T, c *Config) {
+				if c.Conc != 4 || c.Adaptive || c.LeaseDur != 30*time.Second || c.LeaseRetr != 4*time.Second {
+					t.Errorf("file/env precedence: %+v", c)
+				}
+			},
+		},
+		{
+			name: "several pools inherit what they leave out",
+			args: []string{"--threshold", "9"},
+			file: `{"mongo-uri": "` + uri + `", "pools": [
+				{"pool": "openhands"},
+				{"pool": "factory", "provider": "litellm", "provider-url": "http://litellm:4000", "threshold": 4.5, "rotate-unauthorized": false}]}`,
+			check: func(t *testing.T, c *Config) {
+				if len(c.Pools) != 2 {
+					t.Fatalf("pools %+v", c.Pools)
+				}
+				a, b := c.Pools[0], c.Pools[1]
+				if a.Threshold != 9 || a.Provider != "openhands" || !*a.RotateUnauthorized {
+					t.Errorf("first pool %+v", a)
+				}
+				if b.Threshold != 4.5 || b.Provider != "litellm" || *b.RotateUnauthorized {
+					t.Errorf("second pool %+v", b)
+				}
+			},
+		},
+		{
+			name: "rotate takes the key id before or after flags",
+			args: []string{"rotate", "key-1", "--mongo-uri", uri, "--reason", "leaked"},
+			check: func(t *testing.T, c *Config) {
+				if c.Command != "rotate" || len(c.Args) != 1 || c.Args[0] != "key-1" || c.Reason != "leaked" {
+					t.Errorf("rotate: %+v", c)
+				}
+			},
+		},
+		{
+			name: "healthcheck needs no database",
+			args: []string{"healthcheck", "--listen", ":9090"},
+			check: func(t *testing.T, c *Config) {
+				if c.Command != "healthcheck" {
+					t.Errorf("command %q", c.Command)
+				}
+			},
+		},
+		{
+			name: "six-field cron",
+			args: []string{"--mongo-uri", uri, "--schedule", "*/15 * * * * *"},
+			check: func(t *testing.T, c *Config) {
+				if c.Schedule == "" {
+					t.Error("schedule lost")
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			args := tt.args
+			if tt.file != "" {
+				args = append(args, "--config", writeFile(t, tt.file))
+			}
+			c, err := Parse(args)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, c)
+		})
+	}
+}
+
+func TestParseInvalid(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		file string
+		want string // in the one-line message
+	}{
+		{"missing URI", nil, "", "--mongo-uri (or SPENDCHECKER_MONGO_URI) is required"},
+		{"not a mongodb URI", []string{"--mongo-uri", "http://x"}, "", "mongodb://"},
+		{"bad cron", []string{"--mongo-uri", uri, "--schedule", "61 * * * *"}, "", "--schedule"},
+		{"zero threshold", []string{"--mongo-uri", uri, "--threshold", "0"}, "", "--threshold must be greater than 0"},
+		{"negative threshold", []string{"--mongo-uri", uri, "--threshold", "-1"}, "", "--threshold must be greater than 0"},
+		{"threshold not a number", []string{"--mongo-uri", uri, "--threshold", "ten"}, "", "threshold"},
+		{"unknown provider", []string{"--mongo-uri", uri, "--provider", "acme"}, "", "acme"},
+		{"litellm without URL", []string{"--mongo-uri", uri, "--provider", "litellm"}, "", "litellm"},
+		{"unknown pool", []string{"--mongo-uri", uri, "--pool", "nope"}, "", "nope"},
+		{"unknown flag", []string{"--mongo-uri", uri, "--thresold", "1"}, "", "thresold"},
+		{"unknown command", []string{"rotat"}, "", "unknown command"},
+		{"rotate without key", []string{"rotate", "--mongo-uri", uri}, "", "rotate KEY_ID"},
+		{"stray argument", []string{"status", "x", "--mongo-uri", uri}, "", "unexpected argument"},
+		{"bad interval", []string{"--mongo-uri", uri, "--interval", "0s"}, "", "--interval"},
+		{"min above max", []string{"--mongo-uri", uri, "--min-check-interval", "1h"}, "", "--min-check-interval"},
+		{"zero concurrency", []string{"--mongo-uri", uri, "--concurrency", "0"}, "", "--concurrency"},
+		{"lease timings", []string{"--mongo-uri", uri, "--lease-retry-period", "20s"}, "", "lease timings"},
+		{"bad log level", []string{"--mongo-uri", uri, "--log-level", "loud"}, "", "--log-level"},
+		{"bad listen", []string{"--mongo-uri", uri, "--listen", "9090"}, "", "--listen"},
+		{"bad since", []string{"history", "--mongo-uri", uri, "--since", "yesterday"}, "", "--since"},
+		{"budget ratio above 1", []string{"--mongo-uri", uri, "--budget-ratio", "2"}, "", "--budget-ratio"},
+		{"unknown file key", nil, `{"mongo-uri": "` + uri + `", "treshold": 5}`, "treshold"},
+		{"unknown pool key", nil, `{"mongo-uri": "` + uri + `", "pools": [{"pool": "factory", "limit": 5}]}`, "limit"},
+		{"pool twice", nil, `{"mongo-uri": "` + uri + `", "pools": [{"pool": "factory"}, {"pool": "factory"}]}`, "configured twice"},
+		{"malformed file", nil, `{"mongo-uri": `, "config file"},
+		{"nested value", nil, `{"mongo-uri": "` + uri + `", "threshold": {"x": 1}}`, "threshold"},
+		{"missing file", []string{"--mongo-uri", uri, "--config", "/nonexistent/spendchecker.json"}, "", "spendchecker.json"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := tt.args
+			if tt.file != "" {
+				args = append(args, "--config", writeFile(t, tt.file))
+			}
+			_, err := Parse(args)
+			var ue *UsageError
+			if !errors.As(err, &ue) {
+				t.Fatalf("Parse(%q) = %v, want a usage error", args, err)
+			}
+			if msg := err.Error(); !strings.Contains(msg, tt.want) || strings.Contains(msg, "\n") {
+				t.Errorf("message %q: want one line containing %q", msg, tt.want)
+			}
+		})
+	}
+}
+
+func TestRedactHidesPasswords(t *testing.T) {
+	for _, in := range []string{"mongodb://user:s3cr3t-pass@h:27017/db", "mongodb+srv://u:s3cr3t-pass@cluster.example/db?x=1"} {
+		if out := redact(in); strings.Contains(out, "s3cr3t-pass") {
+			t.Errorf("redact(%q) = %q", in, out)
+		}
+	}
+}
