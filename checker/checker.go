@@ -422,27 +422,31 @@ func readKey(doc bson.Raw) (keyInfo, error) {
 // plan decides the key's next check (adaptive cadence).
 func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) observation {
 	rate := k.rate
-	if !k.lastCheck.IsZero() && at.After(k.lastCheck) && res.Spend >= k.spend {
+	switch {
+	case !k.lastCheck.IsZero() && at.After(k.lastCheck) && res.Spend >= k.spend:
 		rate = max(rate, (res.Spend-k.spend)/at.Sub(k.lastCheck).Seconds())
+	case k.lastCheck.IsZero() && rate <= 0:
+		rate = -1 // first check: no rate yet
 	}
 	limit := p.Threshold
 	if p.BudgetRatio > 0 && res.Budget != nil {
 		limit = min(limit, p.BudgetRatio*(*res.Budget))
 	}
 	next := NextInterval(limit-res.Spend, rate, c.cfg.MinInterval, c.cfg.MaxInterval)
-	return observation{id: k.id, spend: res.Spend, rate: rate, nextCheck: at.Add(next), at: at, budget: res.Budget}
+	return observation{id: k.id, spend: res.Spend, rate: max(rate, 0), nextCheck: at.Add(next), at: at, budget: res.Budget}
 }
 
 // NextInterval plans the wait before a key's next check: half the time the
 // key would need to cross its threshold at the fastest rate seen for it,
-// clamped to [min, max]. A key with no known rate is checked again at the
-// minimum, to learn one.
+// clamped to [min, max]. A key with no known rate (rate < 0) is checked
+// again at the minimum, to learn one; a key seen spending nothing waits the
+// maximum.
 func NextInterval(headroom, rate float64, minI, maxI time.Duration) time.Duration {
-	if headroom <= 0 {
+	if headroom <= 0 || rate < 0 {
 		return minI
 	}
-	if rate <= 0 {
-		return minI
+	if rate == 0 {
+		return maxI
 	}
 	secs := 0.5 * headroom / rate
 	if secs >= maxI.Seconds() {

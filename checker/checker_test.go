@@ -338,7 +338,8 @@ func TestNextInterval(t *testing.T) {
 		want           time.Duration
 	}{
 		{"over", -1, 1, minI},
-		{"unknown rate", 5, 0, minI},
+		{"unknown rate", 5, -1, minI},
+		{"idle", 5, 0, maxI},
 		{"far and slow", 9, 0.0001, maxI},
 		{"near and fast", 0.05, 0.01, minI},
 		{"in between", 1, 0.001, 500 * time.Second},
@@ -357,11 +358,11 @@ func TestNextInterval(t *testing.T) {
 func TestAdaptiveCadence(t *testing.T) {
 	ctx := context.Background()
 	clock := clockwork.NewFakeClockAt(time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC))
-	s := newSetup(t, map[string]float64{"slow": 1, "near": 9}, 2, func(c *checker.Config) {
+	s := newSetup(t, map[string]float64{"slow": 1, "near": 9, "idle": 2}, 2, func(c *checker.Config) {
 		c.Adaptive, c.Clock = true, clock
 		c.MinInterval, c.MaxInterval = 10*time.Second, 30*time.Minute
 	})
-	rates := map[string]float64{"slow": 0.00001, "near": 0.0005} // USD per second; near crosses 9.95 after 1900 s
+	rates := map[string]float64{"slow": 0.00001, "near": 0.0005, "idle": 0} // USD per second; near crosses 9.95 after 1900 s
 	polls := map[string][]time.Time{}
 	spendAtPoll := map[string]float64{}
 	s.up.OnRequest = func(sec string) {
@@ -389,6 +390,9 @@ func TestAdaptiveCadence(t *testing.T) {
 			minGap, maxGap = min(minGap, g), max(maxGap, g)
 		}
 		return minGap, maxGap
+	}
+	if n := len(polls["idle"]); n > 4 {
+		t.Errorf("idle key polled %d times in an hour, want at most 4", n)
 	}
 	slowMin, _ := gaps("slow")
 	nearMin, nearMax := gaps("near")

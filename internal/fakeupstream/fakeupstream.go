@@ -28,6 +28,9 @@ type Server struct {
 	budget map[string]float64
 	status map[string]int
 	calls  map[string]int
+	// defSpend answers keys never set, when hasDef (large benchmarks).
+	defSpend float64
+	hasDef   bool
 
 	inflight, maxInflight atomic.Int64
 	total                 atomic.Int64
@@ -49,6 +52,13 @@ func (s *Server) SetSpend(secret string, v float64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.spend[secret] = v
+}
+
+// SetDefaultSpend makes keys never set answer v instead of 401.
+func (s *Server) SetDefaultSpend(v float64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.defSpend, s.hasDef = v, true
 }
 
 // AddSpend adds to a key's spend.
@@ -119,6 +129,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.calls[secret]++
 	spend, known := s.spend[secret]
+	if !known && s.hasDef {
+		spend, known = s.defSpend, true
+	}
 	budget, hasBudget := s.budget[secret]
 	status := s.status[secret]
 	s.mu.Unlock()

@@ -1,0 +1,488 @@
+// Command bench measures the spend checker and prints figures with their
+// bounds: cycle throughput against the ideal N·latency/concurrency, database
+// round trips per cycle, peak heap by key count, and adaptive against fixed
+// polling over a simulated hour.
+//
+//	go run ./bench                      # everything (a few minutes)
+//	go run ./bench -run throughput      # or memory, adaptive
+//
+// The embedded store (and, for the memory figures, the upstream) run in a
+// child process, so the heap measured is the checker's own.
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/event"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/spendchecker/spendchecker/checker"
+	"github.com/spendchecker/spendchecker/history"
+	"github.com/spendchecker/spendchecker/internal/embedded"
+	"github.com/spendchecker/spendchecker/internal/fakeupstream"
+	"github.com/spendchecker/spendchecker/rotation"
+	"github.com/spendchecker/spendchecker/spend"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+type settings struct {
+	serve       bool
+	latency     time.Duration
+	what        string
+	keys        int
+	concurrency int
+	memKeys     string
+	simKeys     int
+	seed        uint64
+}
+
+func run(args []string) error {
+	var s settings
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.BoolVar(&s.serve, "serve", false, "internal: serve the store and upstream for the measuring process")
+	fs.DurationVar(&s.latency, "latency", 20*time.Millisecond, "upstream answer latency (throughput)")
+	fs.StringVar(&s.what, "run", "throughput,memory,adaptive", "which figures")
+	fs.IntVar(&s.keys, "keys", 10000, "keys in the throughput cycle")
+	fs.IntVar(&s.concurrency, "concurrency", 100, "upstream concurrency in the throughput cycle")
+	fs.StringVar(&s.memKeys, "mem-keys", "1000,10000,100000", "key counts for the memory figures")
+	fs.IntVar(&s.simKeys, "sim-keys", 200, "keys in the simulated hour")
+	fs.Uint64Var(&s.seed, "seed", 1, "random seed of the simulated trajectories")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if s.serve {
+		return serve(s.latency)
+	}
+	fmt.Printf("# spendchecker bench — %s, %d CPUs, GOMAXPROCS %d, %s/%s\n", runtime.Version(), runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH)
+	ctx := context.Background()
+	for _, w := range strings.Split(s.what, ",") {
+		var err error
+		switch strings.TrimSpace(w) {
+		case "throughput":
+			err = throughput(ctx, s)
+		case "memory":
+			err = memory(ctx, s)
+		case "adaptive":
+			err = adaptive(ctx, s)
+		default:
+			err = fmt.Errorf("unknown figure %q (throughput, memory, adaptive)", w)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", w, err)
+		}
+	}
+	return nil
+}
+
+// serve is the child: the store and an upstream where every key has spent
+// $1, until stdin closes.
+func serve(latency time.Duration) error {
+	dir, err := os.MkdirTemp("", "spendchecker-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	store, err := embedded.Start(dir, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	up := fakeupstream.New("openhands")
+	defer up.Close()
+	up.Latency = latency
+	up.SetDefaultSpend(1)
+	fmt.Println(store.URI(), up.URL)
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	return nil
+}
+
+type child struct {
+	uri, upstream string
+	cmd           *exec.Cmd
+	stdin         io.Closer
+}
+
+func startChild(latency time.Duration) (*child, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(self, "-serve", "-latency", latency.String())
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	f := strings.Fields(line)
+	if err != nil || len(f) != 2 {
+		_ = cmd.Process.Kill()
+		return nil, fmt.Errorf("child store did not start: %q %v", line, err)
+	}
+	return &child{uri: f[0], upstream: f[1], cmd: cmd, stdin: in}, nil
+}
+
+func (c *child) stop() {
+	_ = c.stdin.Close()
+	_ = c.cmd.Wait()
+}
+
+// roundTrips counts the commands a client sends.
+type roundTrips struct{ n atomic.Int64 }
+
+func (r *roundTrips) monitor() *event.CommandMonitor {
+	return &event.CommandMonitor{Started: func(context.Context, *event.CommandStartedEvent) { r.n.Add(1) }}
+}
+
+func connect(uri string, rt *roundTrips) (*mongo.Client, error) {
+	o := options.Client().ApplyURI(uri)
+	if rt != nil {
+		o.SetMonitor(rt.monitor())
+	}
+	return mongo.Connect(o)
+}
+
+var pool, _ = rotation.Preset("openhands")
+
+func secretOf(i int) string { return fmt.Sprintf("sk-bench-%07d-0123456789abcdef", i) }
+
+// seedKeys writes n healthy keys in batches, as the proxy would have.
+func seedKeys(ctx context.Context, db *mongo.Database, n int) error {
+	now := time.Now().UTC()
+	for lo := 0; lo < n; lo += 1000 {
+		var docs []any
+		for i := lo; i < min(n, lo+1000); i++ {
+			docs = append(docs, bson.D{{Key: "_id", Value: fmt.Sprintf("key-%07d", i)}, {Key: "apiKey", Value: secretOf(i)},
+				{Key: "status", Value: "healthy"}, {Key: "tokensUsed", Value: int64(0)}, {Key: "createdAt", Value: now}})
+		}
+		if _, err := db.Collection(pool.KeysCollection).InsertMany(ctx, docs, options.InsertMany().SetOrdered(false)); err != nil {
+			return fmt.Errorf("seed: %w", err)
+		}
+	}
+	return nil
+}
+
+func newChecker(db *mongo.Database, upstream string, conc, batch int, adaptive bool, clock clockwork.Clock) (*checker.Checker, error) {
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConns: conc, MaxIdleConnsPerHost: conc}}
+	prov, err := spend.New("openhands", upstream, &spend.Client{HTTP: hc})
+	if err != nil {
+		return nil, err
+	}
+	chk, err := checker.New(db, checker.Config{
+		Pools:       []checker.Pool{{Pool: pool, Provider: prov, Threshold: 9.95, RotateUnauthorized: true}},
+		Concurrency: conc, Adaptive: adaptive, BatchSize: batch, Instance: "bench", Clock: clock,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return chk, chk.EnsureIndexes(context.Background())
+}
+
+func cycleOnce(ctx context.Context, chk *checker.Checker, n int) (time.Duration, error) {
+	start := time.Now()
+	sum, err := chk.Cycle(ctx)
+	d := time.Since(start)
+	if err != nil {
+		return d, err
+	}
+	if t := sum.Total(); t.Checked != n || t.Failed != 0 {
+		return d, fmt.Errorf("cycle checked %d, failed %d; want %d, 0", t.Checked, t.Failed, n)
+	}
+	return d, nil
+}
+
+// throughput: one cycle over N keys, upstream latency L, concurrency C,
+// against the ideal N·L/C and against per-key reads and writes (batch 1).
+func throughput(ctx context.Context, s settings) error {
+	ch, err := startChild(s.latency)
+	if err != nil {
+		return err
+	}
+	defer ch.stop()
+	var rt roundTrips
+	client, err := connect(ch.uri, &rt)
+	if err != nil {
+		return err
+	}
+	defer client.Disconnect(ctx)
+	db := client.Database("throughput")
+	if err := seedKeys(ctx, db, s.keys); err != nil {
+		return err
+	}
+	ideal := time.Duration(float64(s.keys) * float64(s.latency) / float64(s.concurrency))
+	fmt.Printf("\n## cycle throughput: %d keys, upstream latency %v, concurrency %d (ideal N·L/C = %v)\n", s.keys, s.latency, s.concurrency, ideal)
+	fmt.Printf("%-28s %10s %10s %12s %14s\n", "variant", "wall", "vs ideal", "round trips", "vs N/250")
+	for _, v := range []struct {
+		name  string
+		batch int
+	}{{"ours (batches of 500)", 500}, {"baseline: per-key (batch 1)", 1}} {
+		chk, err := newChecker(db, ch.upstream, s.concurrency, v.batch, false, nil)
+		if err != nil {
+			return err
+		}
+		rt.n.Store(0)
+		d, err := cycleOnce(ctx, chk, s.keys)
+		if err != nil {
+			return err
+		}
+		n := rt.n.Load()
+		fmt.Printf("%-28s %10v %9.3fx %12d %13.2fx\n", v.name, d.Round(time.Millisecond), float64(d)/float64(ideal), n, float64(n)/(float64(s.keys)/250))
+	}
+	return nil
+}
+
+// memory: peak heap during one cycle, by key count, against reading the
+// whole collection into memory (what a naive checker does).
+func memory(ctx context.Context, s settings) error {
+	ch, err := startChild(0)
+	if err != nil {
+		return err
+	}
+	defer ch.stop()
+	client, err := connect(ch.uri, nil)
+	if err != nil {
+		return err
+	}
+	defer client.Disconnect(ctx)
+	fmt.Printf("\n## peak heap during one cycle (concurrency 100, batches of 500; budget 64 MiB at 100k keys)\n")
+	fmt.Printf("%8s %14s %12s %22s %12s\n", "keys", "ours peak", "per key", "whole collection peak", "per key")
+	for _, f := range strings.Split(s.memKeys, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			return fmt.Errorf("bad -mem-keys entry %q", f)
+		}
+		db := client.Database(fmt.Sprintf("mem_%d", n))
+		if err := seedKeys(ctx, db, n); err != nil {
+			return err
+		}
+		chk, err := newChecker(db, ch.upstream, 100, 500, false, nil)
+		if err != nil {
+			return err
+		}
+		ours, err := peakHeap(func() error { _, err := cycleOnce(ctx, chk, n); return err })
+		if err != nil {
+			return err
+		}
+		naive, err := peakHeap(func() error {
+			cur, err := db.Collection(pool.KeysCollection).Find(ctx, bson.M{"status": "healthy"})
+			if err != nil {
+				return err
+			}
+			var all []bson.M
+			if err := cur.All(ctx, &all); err != nil {
+				return err
+			}
+			runtime.KeepAlive(all)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		fmt.Printf("%8d %11.1f MiB %10.0f B %19.1f MiB %10.0f B\n", n, mib(ours), float64(ours)/float64(n), mib(naive), float64(naive)/float64(n))
+		_ = db.Drop(ctx)
+	}
+	return nil
+}
+
+func mib(b uint64) float64 { return float64(b) / (1 << 20) }
+
+// peakHeap runs f and returns the highest heap in use above what was live
+// before, sampled every millisecond.
+func peakHeap(f func() error) (uint64, error) {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	base := ms.HeapAlloc
+	var peak atomic.Uint64
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(time.Millisecond)
+		defer t.Stop()
+		var m runtime.MemStats
+		for {
+			runtime.ReadMemStats(&m)
+			if m.HeapAlloc > peak.Load() {
+				peak.Store(m.HeapAlloc)
+			}
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	err := f()
+	close(stop)
+	<-done
+	if p := peak.Load(); p > base {
+		return p - base, err
+	}
+	return 0, err
+}
+
+// adaptive: one simulated hour (a cycle every 10 s on a fake clock) of keys
+// with varied, bursty spend, polled adaptively and at the fixed minimum
+// interval. Both runs see the same trajectories.
+func adaptive(ctx context.Context, s settings) error {
+	ch, err := startChild(0)
+	if err != nil {
+		return err
+	}
+	defer ch.stop()
+	client, err := connect(ch.uri, nil)
+	if err != nil {
+		return err
+	}
+	defer client.Disconnect(ctx)
+	fmt.Printf("\n## adaptive vs fixed polling: %d keys, one simulated hour, cycle and min interval 10 s, max 30 min, threshold $9.95\n", s.simKeys)
+	fmt.Printf("%-22s %14s %10s %16s %16s\n", "variant", "upstream calls", "rotations", "worst overshoot", "mean overshoot")
+	var fixedCalls int64
+	var fixedWorst float64
+	for _, adaptiveOn := range []bool{false, true} {
+		r, err := simulate(ctx, client, s, adaptiveOn)
+		if err != nil {
+			return err
+		}
+		name := "fixed (every 10 s)"
+		if adaptiveOn {
+			name = "adaptive"
+		}
+		fmt.Printf("%-22s %14d %10d %15.4f$ %15.4f$\n", name, r.calls, r.rotations, r.worst, r.mean)
+		if !adaptiveOn {
+			fixedCalls, fixedWorst = r.calls, r.worst
+			continue
+		}
+		fmt.Printf("adaptive makes %.1fx fewer calls (target >= 10x); worst overshoot %.4f$ vs fixed %.4f$ (target: not larger)\n",
+			float64(fixedCalls)/float64(r.calls), r.worst, fixedWorst)
+	}
+	return nil
+}
+
+type simResult struct {
+	calls, rotations int64
+	worst, mean      float64
+}
+
+// trajectory is one key's spend process: a base rate, and bursts at a
+// multiple of it.
+type trajectory struct {
+	base, burst float64 // USD per second
+	burstLeft   int     // ticks of the current burst
+}
+
+func simulate(ctx context.Context, client *mongo.Client, s settings, adaptiveOn bool) (simResult, error) {
+	var res simResult
+	name := "sim_fixed"
+	if adaptiveOn {
+		name = "sim_adaptive"
+	}
+	db := client.Database(name)
+	_ = db.Drop(ctx)
+	up := fakeupstream.New("openhands")
+	defer up.Close()
+	rng := rand.New(rand.NewPCG(s.seed, 42))
+	clock := clockwork.NewFakeClockAt(time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC))
+	// Every key and every backup (which becomes a key) has its own process.
+	total := s.simKeys * 2
+	traj := make([]trajectory, total)
+	var keys, backups []any
+	for i := range total {
+		// Base rates from idle to $10 in ~1.4 h, log-uniform; bursts 2-4x.
+		base := 0.0
+		if rng.Float64() > 0.1 {
+			base = math.Exp(math.Log(1e-6) + rng.Float64()*(math.Log(2e-3)-math.Log(1e-6)))
+		}
+		traj[i] = trajectory{base: base, burst: base * (2 + 2*rng.Float64())}
+		doc := bson.D{{Key: "_id", Value: fmt.Sprintf("sim-%04d", i)}, {Key: "apiKey", Value: secretOf(i)}, {Key: "status", Value: "healthy"}, {Key: "createdAt", Value: clock.Now()}}
+		if i < s.simKeys {
+			up.SetSpend(secretOf(i), rng.Float64()*9)
+			keys = append(keys, doc)
+		} else {
+			up.SetSpend(secretOf(i), 0)
+			backups = append(backups, append(doc[:2:2], bson.E{Key: "isUsed", Value: false}, bson.E{Key: "createdAt", Value: clock.Now().Add(time.Duration(i) * time.Millisecond)}))
+		}
+	}
+	if _, err := db.Collection(pool.KeysCollection).InsertMany(ctx, keys); err != nil {
+		return res, err
+	}
+	if _, err := db.Collection(pool.BackupsCollection).InsertMany(ctx, backups); err != nil {
+		return res, err
+	}
+	chk, err := newChecker(db, up.URL, 16, 500, adaptiveOn, clock)
+	if err != nil {
+		return res, err
+	}
+	for range 360 {
+		clock.Advance(10 * time.Second)
+		for i := range traj {
+			t := &traj[i]
+			if t.burstLeft == 0 && rng.Float64() < 0.01 { // a burst every ~17 min on average
+				t.burstLeft = 1 + rng.IntN(30) // up to 5 minutes
+			}
+			r := t.base
+			if t.burstLeft > 0 {
+				r, t.burstLeft = t.burst, t.burstLeft-1
+			}
+			up.AddSpend(secretOf(i), r*10)
+		}
+		if _, err := chk.Cycle(ctx); err != nil {
+			return res, err
+		}
+	}
+	res.calls = up.TotalCalls()
+	cur, err := db.Collection(pool.HistoryCollection).Find(ctx, bson.M{})
+	if err != nil {
+		return res, err
+	}
+	var recs []history.Record
+	if err := cur.All(ctx, &recs); err != nil {
+		return res, err
+	}
+	for _, r := range recs {
+		over := r.Spend - r.Threshold
+		if over < 0 {
+			return res, errors.New("a key rotated under its threshold")
+		}
+		res.worst = max(res.worst, over)
+		res.mean += over
+	}
+	res.rotations = int64(len(recs))
+	if len(recs) > 0 {
+		res.mean /= float64(len(recs))
+	}
+	return res, db.Drop(ctx)
+}
