@@ -54,8 +54,11 @@ type Config struct {
 	DryRun      bool
 	Instance    string
 	BatchSize   int // cursor batch and bulk-write size; default 500
-	Clock       clockwork.Clock
-	Logger      *slog.Logger
+	// WriteBatch caps the statements of one write-back command; default
+	// BatchSize, or ferretWriteBatch on FerretDB.
+	WriteBatch int
+	Clock      clockwork.Clock
+	Logger     *slog.Logger
 	// Epoch returns the lease epoch to record with rotations (0 without one).
 	Epoch func() int64
 }
@@ -66,6 +69,43 @@ type Checker struct {
 	cfg   Config
 	log   *slog.Logger
 	pools []poolRun
+
+	writeBatchMu sync.Mutex
+	writeBatch   int // 0 until the server is known
+}
+
+// ferretWriteBatch caps write-back commands on FerretDB v1, which keeps a
+// SQLite connection open for every statement of an update command until the
+// command ends (handler/msg_update.go defers each statement's close), out of
+// a pool of 100: one update of about 100 statements waits forever for a
+// connection. 32 leaves room for a couple of such commands at once.
+const ferretWriteBatch = 32
+
+// writeTimeout bounds one write-back command.
+const writeTimeout = 30 * time.Second
+
+// writeBatchSize is the number of statements per write-back command: the
+// configured or batch size, or ferretWriteBatch when the server says it is
+// FerretDB (its buildInfo carries ferretdbVersion).
+func (c *Checker) writeBatchSize(ctx context.Context) int {
+	if c.cfg.WriteBatch > 0 {
+		return c.cfg.WriteBatch
+	}
+	c.writeBatchMu.Lock()
+	defer c.writeBatchMu.Unlock()
+	if c.writeBatch > 0 {
+		return c.writeBatch
+	}
+	var info bson.Raw
+	if err := c.db.RunCommand(ctx, bson.D{{Key: "buildInfo", Value: 1}}).Decode(&info); err != nil {
+		// Unknown server: the small size is safe everywhere; ask again next time.
+		return min(c.cfg.BatchSize, ferretWriteBatch)
+	}
+	c.writeBatch = c.cfg.BatchSize
+	if _, err := info.LookupErr("ferretdbVersion"); err == nil {
+		c.writeBatch = min(c.cfg.BatchSize, ferretWriteBatch)
+	}
+	return c.writeBatch
 }
 
 type poolRun struct {
@@ -436,9 +476,16 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 	return observation{id: k.id, spend: res.Spend, rate: max(rate, 0), nextCheck: at.Add(next), at: at, budget: res.Budget}
 }
 
-// NextInterval plans the wait before a key's next check: half the time the
-// key would need to cross its threshold at the fastest rate seen for it,
-// clamped to [min, max]. A key with no known rate (rate < 0) is checked
+// burstFactor divides the time a key needs to cross its threshold at the
+// fastest rate seen for it: spend comes in bursts (measured bursts ran at up
+// to 4 times a key's usual rate), and a key must be back at the minimum
+// interval before a burst can carry it over; the rest is margin. With it,
+// adaptive polling overshoots no more than polling every key every cycle.
+const burstFactor = 8
+
+// NextInterval plans the wait before a key's next check: 1/burstFactor of
+// the time the key would need to cross its threshold at the fastest rate
+// seen for it, clamped to [min, max]. A key with no known rate (rate < 0) is checked
 // again at the minimum, to learn one; a key seen spending nothing waits the
 // maximum.
 func NextInterval(headroom, rate float64, minI, maxI time.Duration) time.Duration {
@@ -448,7 +495,7 @@ func NextInterval(headroom, rate float64, minI, maxI time.Duration) time.Duratio
 	if rate == 0 {
 		return maxI
 	}
-	secs := 0.5 * headroom / rate
+	secs := headroom / rate / burstFactor
 	if secs >= maxI.Seconds() {
 		return maxI
 	}
@@ -459,12 +506,17 @@ func NextInterval(headroom, rate float64, minI, maxI time.Duration) time.Duratio
 // update of a key rotated meanwhile matches nothing, which is right.
 func (c *Checker) writeBack(ctx context.Context, keys *mongo.Collection, obs <-chan observation) error {
 	var errs []error
-	batch := make([]mongo.WriteModel, 0, c.cfg.BatchSize)
+	batch := make([]mongo.WriteModel, 0, c.writeBatchSize(ctx))
 	flush := func() {
 		if len(batch) == 0 {
 			return
 		}
-		if _, err := keys.BulkWrite(ctx, batch, options.BulkWrite().SetOrdered(false)); err != nil {
+		// ctx outlives the cycle (observations made are worth keeping), so
+		// each write gets its own bound: a stalled store must not hang the
+		// cycle, or shutdown behind it.
+		wctx, cancel := context.WithTimeout(ctx, writeTimeout)
+		defer cancel()
+		if _, err := keys.BulkWrite(wctx, batch, options.BulkWrite().SetOrdered(false)); err != nil {
 			errs = append(errs, err)
 		}
 		batch = batch[:0]

@@ -342,7 +342,7 @@ func TestNextInterval(t *testing.T) {
 		{"idle", 5, 0, maxI},
 		{"far and slow", 9, 0.0001, maxI},
 		{"near and fast", 0.05, 0.01, minI},
-		{"in between", 1, 0.001, 500 * time.Second},
+		{"in between", 1, 0.001, 125 * time.Second},
 	}
 	for _, tt := range tests {
 		if got := checker.NextInterval(tt.headroom, tt.rate, minI, maxI); got != tt.want {
@@ -409,5 +409,27 @@ func TestAdaptiveCadence(t *testing.T) {
 	}
 	if over := h.Spend - 9.95; over < 0 || over > rates["near"]*10+1e-9 {
 		t.Errorf("rotated at %.4f: overshoot %.4f exceeds one minimum interval's spend", h.Spend, over)
+	}
+}
+
+// More keys than FerretDB v1 can hold statements open for in one update
+// command (about 100): the write-back must still complete, every key
+// written. With one bulk write per 500 keys it deadlocks the store.
+func TestWriteBackOfManyKeys(t *testing.T) {
+	ctx := context.Background()
+	keys := map[string]float64{}
+	for i := range 250 {
+		keys[fmt.Sprintf("k%03d", i)] = float64(i%9) + 0.5
+	}
+	s := newSetup(t, keys, 0, nil)
+	sum, err := s.chk.Cycle(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sum.Total(); got.Checked != 250 || got.Failed != 0 || len(got.Errors) != 0 {
+		t.Fatalf("summary %+v", got)
+	}
+	if n := countDocs(t, s.db.Collection(openhands.KeysCollection), bson.M{"totalSpend": bson.M{"$gt": 0}, "lastSpendCheck": bson.M{"$exists": true}}); n != 250 {
+		t.Fatalf("%d keys written back, want 250", n)
 	}
 }

@@ -52,7 +52,8 @@ func DefaultURL(name string) string {
 	return ""
 }
 
-// New returns the named provider talking to baseURL through c.
+// New returns the named provider talking to baseURL through c (nil: the
+// default client settings).
 func New(name, baseURL string, c *Client) (Provider, error) {
 	known := false
 	for _, n := range Names {
@@ -70,6 +71,9 @@ func New(name, baseURL string, c *Client) (Provider, error) {
 	u, err := url.Parse(baseURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("provider URL %q is not an http(s) URL", baseURL)
+	}
+	if c == nil {
+		c = &Client{}
 	}
 	base := strings.TrimRight(baseURL, "/")
 	switch name {

@@ -21,6 +21,15 @@ type Store struct {
 	done   chan struct{}
 }
 
+// sqliteQuery tunes SQLite for many concurrent writers. SQLite's busy handler
+// is not fair, so under heavy contention (many racing rotations under -race on
+// two cores) a writer can wait longer than FerretDB's default 10 s and fail
+// with SQLITE_BUSY; a minute's patience, write transactions that take the
+// lock when they begin, and commits that do not fsync the WAL every time
+// (durable against a process crash, not a power cut, which is what an
+// embedded test and demo store needs) keep the queue short.
+const sqliteQuery = "_pragma=busy_timeout(60000)&_pragma=synchronous(normal)&_txlock=immediate"
+
 // Start starts FerretDB on a random loopback port, keeping its SQLite files in
 // dir (created if missing). FerretDB logs go to logger; pass a discarding
 // logger to keep them quiet.
@@ -36,7 +45,7 @@ func Start(dir string, logger *slog.Logger) (*Store, error) {
 		Listener:  ferretdb.ListenerConfig{TCP: "127.0.0.1:0"},
 		Logger:    logger,
 		Handler:   "sqlite",
-		SQLiteURL: (&url.URL{Scheme: "file", Path: abs + "/"}).String(),
+		SQLiteURL: (&url.URL{Scheme: "file", Path: abs + "/", RawQuery: sqliteQuery}).String(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("embedded store: %w", err)

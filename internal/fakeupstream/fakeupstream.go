@@ -4,6 +4,7 @@ package fakeupstream
 
 import (
 	"fmt"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -28,6 +29,7 @@ type Server struct {
 	budget map[string]float64
 	status map[string]int
 	calls  map[string]int
+	served map[string]float64 // the highest spend answered per key
 	// defSpend answers keys never set, when hasDef (large benchmarks).
 	defSpend float64
 	hasDef   bool
@@ -38,7 +40,7 @@ type Server struct {
 
 // New starts a server on loopback.
 func New(kind string) *Server {
-	s := &Server{kind: kind, spend: map[string]float64{}, budget: map[string]float64{}, status: map[string]int{}, calls: map[string]int{}}
+	s := &Server{kind: kind, spend: map[string]float64{}, budget: map[string]float64{}, status: map[string]int{}, calls: map[string]int{}, served: map[string]float64{}}
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
 	s.URL = s.srv.URL
 	return s
@@ -65,7 +67,9 @@ func (s *Server) SetDefaultSpend(v float64) {
 func (s *Server) AddSpend(secret string, v float64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.spend[secret] += v
+	// Upstreams report spend to a fixed precision; keep repeated additions
+	// from drifting into float noise (9.980000000000008).
+	s.spend[secret] = math.Round((s.spend[secret]+v)*1e9) / 1e9
 }
 
 // Spend returns a key's current spend.
@@ -95,6 +99,14 @@ func (s *Server) Calls(secret string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.calls[secret]
+}
+
+// MaxServed returns the highest spend ever answered for a key: a rotation
+// recording more than that acted on a number the upstream never gave.
+func (s *Server) MaxServed(secret string) float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.served[secret]
 }
 
 // TotalCalls returns the number of queries.
@@ -134,6 +146,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	budget, hasBudget := s.budget[secret]
 	status := s.status[secret]
+	if known && status == 0 {
+		s.served[secret] = max(s.served[secret], spend)
+	}
 	s.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
 	switch {

@@ -1,0 +1,378 @@
+package main_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+
+	"github.com/spendchecker/spendchecker/history"
+	"github.com/spendchecker/spendchecker/internal/fakeupstream"
+	"github.com/spendchecker/spendchecker/internal/mongotest"
+	"github.com/spendchecker/spendchecker/rotation"
+)
+
+// EnvChaos sets how long TestChaos runs (a Go duration); unset, a bounded
+// run of 2 minutes, which CI takes.
+//
+//	SPENDCHECKER_CHAOS=15m go test -run TestChaos -timeout 30m ./cmd/spendchecker
+const EnvChaos = "SPENDCHECKER_CHAOS"
+
+const (
+	chaosKeys      = 30
+	chaosBackups   = 300
+	chaosThreshold = 9.95
+)
+
+// Three daemons against one store and an upstream whose keys cross their
+// thresholds at random times, while a driver SIGKILLs and restarts them,
+// SIGTERMs them, and cuts the store off for seconds at a time. Afterwards,
+// and after a final recovery, every rotation invariant must hold.
+func TestChaos(t *testing.T) {
+	if testing.Short() {
+		t.Skip("chaos test skipped in -short mode")
+	}
+	dur := 2 * time.Minute
+	if v := os.Getenv(EnvChaos); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("%s=%q: %v", EnvChaos, v, err)
+		}
+		dur = d
+	}
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("chaos for %v, seed %d", dur, seed)
+	rng := rand.New(rand.NewPCG(seed, 7))
+
+	mdb := mongotest.New(t)
+	proxy := mdb.Proxy(t)
+	up := fakeupstream.New("openhands")
+	t.Cleanup(up.Close)
+	secrets := chaosSeed(t, mdb.Database, up, rng)
+
+	logDir, err := os.MkdirTemp("", "spendchecker-chaos-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("daemon logs kept in %s", logDir)
+			return
+		}
+		_ = os.RemoveAll(logDir)
+	})
+	uri := strings.Replace(proxy.URI(), "/?", "/"+mdb.Name+"?", 1)
+	c := &chaos{t: t, bin: binary(t), logDir: logDir, args: []string{
+		"--mongo-uri", uri, "--provider-url", up.URL, "--listen", "", "--log-format", "json",
+		"--interval", "300ms", "--min-check-interval", "1s", "--max-check-interval", "5s",
+		"--lease-duration", "3s", "--request-timeout", "2s", "--shutdown-grace", "3s",
+		"--concurrency", "8", "--threshold", fmt.Sprint(chaosThreshold),
+	}}
+	for slot := range 3 {
+		c.start(slot)
+	}
+
+	// Spend grows at a per-key rate: keys cross their thresholds within
+	// seconds to minutes; fresh backups start at $0 and grow slower.
+	stopSpend := make(chan struct{})
+	spendDone := make(chan struct{})
+	rates := map[string]float64{}
+	for i, s := range secrets {
+		if i < chaosKeys {
+			rates[s] = 0.01 + 0.2*rng.Float64()
+		} else {
+			rates[s] = 0.05 * rng.Float64()
+		}
+	}
+	go func() {
+		defer close(spendDone)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stopSpend:
+				return
+			case <-tick.C:
+				for s, r := range rates {
+					up.AddSpend(s, r/10)
+				}
+			}
+		}
+	}()
+
+	var kills, terms, pauses int
+	deadline := time.Now().Add(dur)
+	for time.Now().Before(deadline) {
+		time.Sleep(time.Duration(500+rng.IntN(2000)) * time.Millisecond) // the chaos driver's own pace, not a wait for an event
+		slot := rng.IntN(3)
+		switch p := rng.Float64(); {
+		case p < 0.35:
+			if c.kill(slot) {
+				kills++
+				time.Sleep(time.Duration(rng.IntN(2000)) * time.Millisecond)
+				c.start(slot)
+			}
+		case p < 0.6:
+			if c.term(slot) {
+				terms++
+				c.start(slot)
+			}
+		case p < 0.85:
+			pauses++
+			proxy.Pause()
+			time.Sleep(time.Duration(1000+rng.IntN(2000)) * time.Millisecond)
+			proxy.Resume()
+		}
+	}
+	close(stopSpend)
+	<-spendDone
+	proxy.Resume()
+	for slot := range 3 {
+		c.term(slot)
+	}
+
+	// A final recovery, then the invariants, by the binary and by querying.
+	direct := []string{"--mongo-uri", mdb.URI, "--database", mdb.Name, "--provider-url", up.URL, "--listen", "", "--log-format", "json"}
+	if code, out := run(t, append([]string{"recover"}, direct...)); code != 0 {
+		t.Fatalf("recover exit %d:\n%s", code, out)
+	}
+	if code, out := run(t, append([]string{"verify"}, direct...)); code != 0 {
+		t.Errorf("verify exit %d:\n%s", code, out)
+	}
+	rotations := chaosInvariants(t, mdb.Database, up)
+	t.Logf("%d rotations; %d SIGKILLs, %d SIGTERMs, %d store pauses; %d daemon processes", rotations, kills, terms, pauses, c.started)
+	if rotations < 5 || kills == 0 || pauses == 0 {
+		t.Errorf("too little happened to prove anything: %d rotations, %d kills, %d pauses", rotations, kills, pauses)
+	}
+}
+
+// chaosSeed writes the keys (with a binding each) and backups, and returns
+// every secret, keys first.
+func chaosSeed(t *testing.T, db *mongo.Database, up *fakeupstream.Server, rng *rand.Rand) []string {
+	t.Helper()
+	ctx := context.Background()
+	var keys, bindings, backups []any
+	var secrets []string
+	now := time.Now().UTC()
+	for i := range chaosKeys {
+		id := fmt.Sprintf("k%02d", i)
+		keys = append(keys, bson.M{"_id": id, "apiKey": secret(id), "status": "healthy", "createdAt": now})
+		for j := range 2 {
+			bindings = append(bindings, bson.M{"_id": fmt.Sprintf("bind-%s-%d", id, j), "proxyId": fmt.Sprintf("p%d", j), openhands.BindingKeyField: id, "priority": j})
+		}
+		up.SetSpend(secret(id), 5+4.9*rng.Float64())
+		secrets = append(secrets, secret(id))
+	}
+	for i := range chaosBackups {
+		id := fmt.Sprintf("b%03d", i)
+		backups = append(backups, bson.M{"_id": id, "apiKey": secret(id), "isUsed": false, "createdAt": now.Add(time.Duration(i) * time.Millisecond)})
+		up.SetSpend(secret(id), 0)
+		secrets = append(secrets, secret(id))
+	}
+	for coll, docs := range map[string][]any{openhands.KeysCollection: keys, openhands.BindingsCollection: bindings, openhands.BackupsCollection: backups} {
+		if _, err := db.Collection(coll).InsertMany(ctx, docs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return secrets
+}
+
+// chaos runs the daemons, one per slot.
+type chaos struct {
+	t      *testing.T
+	bin    string
+	logDir string
+	args   []string
+
+	mu      sync.Mutex
+	procs   [3]*chaosProc
+	started int
+}
+
+type chaosProc struct {
+	cmd      *exec.Cmd
+	expected bool // a signal the driver sent
+	done     chan struct{}
+	log      string
+}
+
+func (c *chaos) start(slot int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.started++
+	name := fmt.Sprintf("d%d-%d", slot, c.started)
+	logPath := filepath.Join(c.logDir, name+".log")
+	f, err := os.Create(logPath)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	cmd := exec.Command(c.bin, append(c.args, "--instance", name)...)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	p := &chaosProc{cmd: cmd, done: make(chan struct{}), log: logPath}
+	c.procs[slot] = p
+	go func() {
+		err := cmd.Wait()
+		_ = f.Close()
+		c.mu.Lock()
+		expected := p.expected
+		c.mu.Unlock()
+		if !expected {
+			c.t.Errorf("daemon %s exited by itself (%v); log %s:\n%s", name, err, logPath, tail(logPath))
+		}
+		close(p.done)
+	}()
+	c.t.Cleanup(func() {
+		c.mu.Lock()
+		p.expected = true
+		c.mu.Unlock()
+		_ = cmd.Process.Kill()
+		<-p.done
+	})
+}
+
+// kill SIGKILLs the slot's daemon; false if it is not running.
+func (c *chaos) kill(slot int) bool {
+	p := c.expect(slot)
+	if p == nil {
+		return false
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+	return true
+}
+
+// term SIGTERMs the slot's daemon, which must exit 0 within its grace.
+func (c *chaos) term(slot int) bool {
+	p := c.expect(slot)
+	if p == nil {
+		return false
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(20 * time.Second):
+		c.t.Errorf("daemon did not stop within 20 s of SIGTERM; log %s:\n%s", p.log, tail(p.log))
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		return true
+	}
+	if st := p.cmd.ProcessState; !st.Success() {
+		c.t.Errorf("daemon exited %v after SIGTERM; log %s:\n%s", st, p.log, tail(p.log))
+	}
+	return true
+}
+
+func (c *chaos) expect(slot int) *chaosProc {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.procs[slot]
+	if p == nil {
+		return nil
+	}
+	select {
+	case <-p.done:
+		return nil
+	default:
+	}
+	p.expected = true
+	c.procs[slot] = nil
+	return p
+}
+
+func tail(path string) string {
+	b, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return strings.Join(lines[max(0, len(lines)-15):], "\n")
+}
+
+// chaosInvariants checks DESIGN.md's guarantees by querying the store, and
+// returns the number of rotations.
+func chaosInvariants(t *testing.T, db *mongo.Database, up *fakeupstream.Server) int {
+	t.Helper()
+	ctx := context.Background()
+	all := func(coll string, filter any) []bson.M {
+		cur, err := db.Collection(coll).Find(ctx, filter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []bson.M
+		if err := cur.All(ctx, &out); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	keys := map[any]bool{}
+	for _, k := range all(openhands.KeysCollection, bson.M{}) {
+		keys[k["_id"]] = true
+	}
+	if len(keys) != chaosKeys {
+		t.Errorf("pool holds %d keys, want %d", len(keys), chaosKeys)
+	}
+	journal := all(rotation.JournalCollection, bson.M{})
+	done := map[any]bson.M{}
+	rotatedAgain := map[any]bool{}
+	byBackup := map[any]int{}
+	for _, e := range journal {
+		if e["state"] != "done" {
+			t.Errorf("journal entry %v left %v", e["_id"], e["state"])
+		}
+		done[e["_id"]] = e
+		rotatedAgain[e["oldKeyId"]] = true
+		byBackup[e["backupId"]]++
+	}
+	for b, n := range byBackup {
+		if n > 1 {
+			t.Errorf("backup %v used by %d rotations", b, n)
+		}
+	}
+	for _, b := range all(openhands.BackupsCollection, bson.M{"isUsed": true}) {
+		if !keys[b["_id"]] && !rotatedAgain[b["_id"]] {
+			t.Errorf("used backup %v is neither a live key nor rotated again", b["_id"])
+		}
+		if byBackup[b["_id"]] != 1 {
+			t.Errorf("used backup %v has %d journal entries", b["_id"], byBackup[b["_id"]])
+		}
+	}
+	for _, b := range all(openhands.BindingsCollection, bson.M{}) {
+		if !keys[b[openhands.BindingKeyField]] {
+			t.Errorf("binding %v points at missing key %v", b["_id"], b[openhands.BindingKeyField])
+		}
+	}
+	if n := len(all(openhands.BindingsCollection, bson.M{})); n != 2*chaosKeys {
+		t.Errorf("%d bindings, want %d", n, 2*chaosKeys)
+	}
+	hist := all(openhands.HistoryCollection, bson.M{})
+	if len(hist) != len(done) {
+		t.Errorf("%d history records for %d completed rotations", len(hist), len(done))
+	}
+	for _, h := range hist {
+		var r history.Record
+		raw, _ := bson.Marshal(h)
+		if err := bson.Unmarshal(raw, &r); err != nil {
+			t.Fatal(err)
+		}
+		if done[r.ID] == nil {
+			t.Errorf("history %s has no completed rotation", r.ID)
+		}
+		if !strings.HasPrefix(r.RotationReason, "proactive_threshold_") && !strings.HasPrefix(r.RotationReason, "budget_exceeded_") {
+			t.Errorf("key %s rotated for %q", r.KeyID, r.RotationReason)
+		}
+		if r.Spend < chaosThreshold || r.Spend > up.MaxServed(secret(r.KeyID))+1e-9 {
+			t.Errorf("key %s rotated at $%v: under the threshold or above anything the upstream answered ($%v)", r.KeyID, r.Spend, up.MaxServed(secret(r.KeyID)))
+		}
+	}
+	return len(done)
+}
