@@ -24,6 +24,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -76,8 +77,20 @@ func run(args []string) error {
 	fs.IntVar(&s.simKeys, "sim-keys", 200, "keys in the simulated hour")
 	fs.Uint64Var(&s.seed, "seed", 1, "random seed of the simulated trajectories")
 	fs.StringVar(&s.variants, "variants", "fixed,adaptive", "adaptive: which polling variants to simulate")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the measuring process to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *cpuProfile != "" && !s.serve {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	if s.serve {
 		return serve(s.latency)

@@ -307,9 +307,24 @@ func (c *Checker) checkPool(ctx context.Context, p *poolRun) (PoolSummary, error
 		defer mu.Unlock()
 		f(&ps)
 	}
-	for cur.Next(ctx) {
-		doc := make(bson.Raw, len(cur.Current))
-		copy(doc, cur.Current)
+	// The cursor is read ahead by its own goroutine, so fetching the next
+	// batch overlaps with the polls in flight instead of stalling them.
+	docs := make(chan bson.Raw, c.cfg.BatchSize)
+	var streamErr error
+	go func() {
+		defer close(docs)
+		for cur.Next(ctx) {
+			doc := make(bson.Raw, len(cur.Current))
+			copy(doc, cur.Current)
+			select {
+			case docs <- doc:
+			case <-ctx.Done():
+				return
+			}
+		}
+		streamErr = cur.Err()
+	}()
+	for doc := range docs {
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
@@ -324,9 +339,11 @@ func (c *Checker) checkPool(ctx context.Context, p *poolRun) (PoolSummary, error
 			c.checkKey(ctx, p, doc, log, count, obs)
 		}()
 	}
+	for range docs {
+		// Drain after a cancellation, so the reader can finish.
+	}
 	wg.Wait()
 	close(obs)
-	streamErr := cur.Err()
 	if err := <-wErr; err != nil {
 		ps.Errors = append(ps.Errors, "write back: "+err.Error())
 	}

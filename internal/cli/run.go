@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"os"
 	"runtime/debug"
@@ -108,7 +109,12 @@ func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*app, error) {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
 	db := client.Database(cfg.Database)
-	httpc := &spend.Client{RequestTimeout: cfg.ReqTO}
+	// Keep a connection per concurrent request alive: the default transport
+	// keeps two per host, so every other poll would pay a new TLS handshake.
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = cfg.Conc
+	tr.MaxIdleConns = cfg.Conc * len(cfg.Pools)
+	httpc := &spend.Client{HTTP: &http.Client{Transport: tr}, RequestTimeout: cfg.ReqTO}
 	if cfg.RateLimit > 0 {
 		httpc.Limiter = rate.NewLimiter(rate.Limit(cfg.RateLimit), max(1, int(cfg.RateLimit)))
 	}
