@@ -142,9 +142,12 @@ type child struct {
 	uri, upstream string
 	cmd           *exec.Cmd
 	stdin         io.Closer
+	client        *mongo.Client
 }
 
-func startChild(latency time.Duration) (*child, error) {
+// startChild starts the serving process and connects to its store; rt, when
+// not nil, counts the commands the client sends.
+func startChild(latency time.Duration, rt *roundTrips) (*child, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -168,10 +171,18 @@ func startChild(latency time.Duration) (*child, error) {
 		_ = cmd.Process.Kill()
 		return nil, fmt.Errorf("child store did not start: %q %v", line, err)
 	}
-	return &child{uri: f[0], upstream: f[1], cmd: cmd, stdin: in}, nil
+	c := &child{uri: f[0], upstream: f[1], cmd: cmd, stdin: in}
+	if c.client, err = connect(c.uri, rt); err != nil {
+		c.stop()
+		return nil, err
+	}
+	return c, nil
 }
 
 func (c *child) stop() {
+	if c.client != nil {
+		_ = c.client.Disconnect(context.Background())
+	}
 	_ = c.stdin.Close()
 	_ = c.cmd.Wait()
 }
@@ -249,17 +260,13 @@ func cycleOnce(ctx context.Context, chk *checker.Checker, n int) (time.Duration,
 // store, not the checker. The full cycle, write-back included, is measured
 // on fewer keys.
 func throughput(ctx context.Context, s settings) error {
-	ch, err := startChild(s.latency)
+	var rt roundTrips
+	ch, err := startChild(s.latency, &rt)
 	if err != nil {
 		return err
 	}
 	defer ch.stop()
-	var rt roundTrips
-	client, err := connect(ch.uri, &rt)
-	if err != nil {
-		return err
-	}
-	defer client.Disconnect(ctx)
+	client := ch.client
 	fmt.Printf("\n## cycle throughput: upstream latency %v, concurrency %d; ideal = N·L/C\n", s.latency, s.concurrency)
 	fmt.Printf("%-44s %7s %9s %9s %9s %12s %10s\n", "variant", "keys", "ideal", "wall", "vs ideal", "round trips", "vs N/250")
 	for _, v := range []struct {
@@ -297,16 +304,12 @@ func throughput(ctx context.Context, s settings) error {
 // memory: peak heap during one cycle, by key count, against reading the
 // whole collection into memory (what a naive checker does).
 func memory(ctx context.Context, s settings) error {
-	ch, err := startChild(0)
+	ch, err := startChild(0, nil)
 	if err != nil {
 		return err
 	}
 	defer ch.stop()
-	client, err := connect(ch.uri, nil)
-	if err != nil {
-		return err
-	}
-	defer client.Disconnect(ctx)
+	client := ch.client
 	// Dry runs, for the reason given at throughput: what holds memory is the
 	// stream and the polls in flight; the write-back holds one batch.
 	fmt.Printf("\n## peak heap during one cycle (dry run, concurrency 100, batches of 500; budget 64 MiB at 100k keys)\n")
@@ -391,16 +394,12 @@ func peakHeap(f func() error) (uint64, error) {
 // with varied, bursty spend, polled adaptively and at the fixed minimum
 // interval. Both runs see the same trajectories.
 func adaptive(ctx context.Context, s settings) error {
-	ch, err := startChild(0)
+	ch, err := startChild(0, nil)
 	if err != nil {
 		return err
 	}
 	defer ch.stop()
-	client, err := connect(ch.uri, nil)
-	if err != nil {
-		return err
-	}
-	defer client.Disconnect(ctx)
+	client := ch.client
 	fmt.Printf("\n## adaptive vs fixed polling: %d keys, one simulated hour, cycle and min interval 10 s, max 30 min, threshold $9.95\n", s.simKeys)
 	fmt.Printf("%-22s %14s %10s %16s %16s\n", "variant", "upstream calls", "rotations", "worst overshoot", "mean overshoot")
 	var fixedCalls int64

@@ -283,8 +283,10 @@ func (c *Checker) checkPool(ctx context.Context, p *poolRun) (PoolSummary, error
 		// A key planned a moment after this cycle is polled now rather than a
 		// whole cycle late: cycles do not start on the exact planned instant.
 		dueBy := now.Add(c.cfg.MinInterval / 2)
+		// Never planned — or a plan that is not a date, which no comparison
+		// would ever match — means due now.
 		filter["$or"] = bson.A{
-			bson.M{fieldNextCheck: bson.M{"$exists": false}},
+			bson.M{fieldNextCheck: bson.M{"$not": bson.M{"$type": "date"}}},
 			bson.M{fieldNextCheck: bson.M{"$lte": dueBy}},
 		}
 	}

@@ -274,9 +274,12 @@ func TestConcurrencyBound(t *testing.T) {
 
 func TestMalformedKeyDocuments(t *testing.T) {
 	ctx := context.Background()
-	s := newSetup(t, map[string]float64{"good": 1}, 1, nil)
+	s := newSetup(t, map[string]float64{"good": 1}, 1, func(c *checker.Config) { c.Adaptive = true })
 	keys := s.db.Collection(openhands.KeysCollection)
 	bad := []any{
+		// A plan that is not a date must not hide the key from every cycle.
+		bson.M{"_id": "string-plan", "apiKey": secret("string-plan"), "status": "healthy", "nextSpendCheck": "soon"},
+		bson.M{"_id": "null-plan", "apiKey": secret("null-plan"), "status": "healthy", "nextSpendCheck": nil},
 		bson.M{"_id": "no-secret", "status": "healthy"},
 		bson.M{"_id": "num-secret", "apiKey": 42, "status": "healthy"},
 		bson.M{"_id": 7, "apiKey": "sk-int-id-000000000", "status": "healthy"},
@@ -285,16 +288,22 @@ func TestMalformedKeyDocuments(t *testing.T) {
 	if _, err := keys.InsertMany(ctx, bad); err != nil {
 		t.Fatal(err)
 	}
-	s.up.SetSpend(secret("string-spend"), 2)
+	for _, id := range []string{"string-spend", "string-plan", "null-plan"} {
+		s.up.SetSpend(secret(id), 2)
+	}
 	sum, err := s.chk.Cycle(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := sum.Total(); got.Checked != 2 || got.Failed != 3 || got.Rotated != 0 {
+	if got := sum.Total(); got.Checked != 4 || got.Failed != 3 || got.Rotated != 0 {
 		t.Fatalf("summary %+v", got)
 	}
-	if n := countDocs(t, keys, bson.M{}); n != 5 {
-		t.Errorf("%d keys, want 5: malformed documents must be left alone", n)
+	if n := countDocs(t, keys, bson.M{}); n != 7 {
+		t.Errorf("%d keys, want 7: malformed documents must be left alone", n)
+	}
+	// The checked ones now carry well-typed spend and plan.
+	if n := countDocs(t, keys, bson.M{"totalSpend": 2.0, "nextSpendCheck": bson.M{"$type": "date"}}); n != 3 {
+		t.Errorf("%d of the 3 mistyped keys rewritten with a number and a date", n)
 	}
 }
 

@@ -86,9 +86,15 @@ func (r *Rotator) EnsureIndexes(ctx context.Context) error {
 
 const journalBackupIndex = "backupId_unique"
 
-// BackupsAvailable counts the backups not marked used.
+// BackupsAvailable counts the backups not marked used that a rotation can
+// take: malformed ones (no string _id or apiKey) are not counted, so the
+// backups-left alert sees what is really usable.
 func (r *Rotator) BackupsAvailable(ctx context.Context) (int64, error) {
-	n, err := r.backups.CountDocuments(ctx, bson.M{"isUsed": bson.M{"$ne": true}})
+	n, err := r.backups.CountDocuments(ctx, bson.M{
+		"isUsed": bson.M{"$ne": true},
+		"_id":    bson.M{"$type": "string", "$ne": ""},
+		"apiKey": bson.M{"$type": "string", "$ne": ""},
+	})
 	if err != nil {
 		return 0, fmt.Errorf("count backups: %w", err)
 	}

@@ -369,44 +369,46 @@ func (r *Rotator) candidates(ctx context.Context, tried map[string]bool) ([]back
 	if len(out) > 0 {
 		return out, nil
 	}
-	exclude := make([]string, 0, len(tried))
+	// Excluded: backups this claim already tried, and malformed ones by
+	// their raw _id (which may not be a string), so a run of malformed
+	// documents ahead in claim order cannot hide good backups behind them.
+	exclude := make([]any, 0, len(tried))
 	for id := range tried {
 		exclude = append(exclude, id)
 	}
-	filter := bson.M{"isUsed": bson.M{"$ne": true}}
-	if len(exclude) > 0 {
-		filter["_id"] = bson.M{"$nin": exclude}
-	}
-	cur, err := r.backups.Find(ctx, filter, options.Find().
-		SetSort(bson.D{{Key: "createdAt", Value: 1}, {Key: "_id", Value: 1}}).
-		SetLimit(int64(r.opts.Candidates)).
-		SetProjection(bson.M{"_id": 1, "apiKey": 1}))
-	if err != nil {
-		return nil, fmt.Errorf("find backups: %w", err)
-	}
-	var raws []bson.Raw
-	if err := cur.All(ctx, &raws); err != nil {
-		return nil, fmt.Errorf("find backups: %w", err)
-	}
-	for _, raw := range raws {
-		id, ok := raw.Lookup("_id").StringValueOK()
-		secret, ok2 := raw.Lookup("apiKey").StringValueOK()
-		if !ok || !ok2 || id == "" || secret == "" {
-			r.log.Warn("skipping malformed backup document (needs string _id and apiKey)", "backup", raw.Lookup("_id").String())
-			continue
+	for {
+		filter := bson.M{"isUsed": bson.M{"$ne": true}}
+		if len(exclude) > 0 {
+			filter["_id"] = bson.M{"$nin": exclude}
 		}
-		out = append(out, backupDoc{ID: id, APIKey: secret})
+		cur, err := r.backups.Find(ctx, filter, options.Find().
+			SetSort(bson.D{{Key: "createdAt", Value: 1}, {Key: "_id", Value: 1}}).
+			SetLimit(int64(r.opts.Candidates)).
+			SetProjection(bson.M{"_id": 1, "apiKey": 1}))
+		if err != nil {
+			return nil, fmt.Errorf("find backups: %w", err)
+		}
+		var raws []bson.Raw
+		if err := cur.All(ctx, &raws); err != nil {
+			return nil, fmt.Errorf("find backups: %w", err)
+		}
+		for _, raw := range raws {
+			id, ok := raw.Lookup("_id").StringValueOK()
+			secret, ok2 := raw.Lookup("apiKey").StringValueOK()
+			if !ok || !ok2 || id == "" || secret == "" {
+				r.log.Warn("skipping malformed backup document (needs string _id and apiKey)", "backup", raw.Lookup("_id").String())
+				exclude = append(exclude, raw.Lookup("_id"))
+				continue
+			}
+			out = append(out, backupDoc{ID: id, APIKey: secret})
+		}
+		if len(out) > 0 || len(raws) == 0 {
+			break
+		}
 	}
 	r.mu.Lock()
 	r.cached = append([]backupDoc(nil), out...)
 	r.mu.Unlock()
-	if len(out) == 0 && len(raws) > 0 {
-		// Every candidate was malformed: look past them.
-		for _, raw := range raws {
-			tried[raw.Lookup("_id").String()] = true
-		}
-		return nil, nil
-	}
 	return out, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -144,6 +145,41 @@ func snapshot(t testing.TB, db *mongo.Database) string {
 		}
 	}
 	return out
+}
+
+// Malformed backups ahead of good ones in claim order are skipped, not taken
+// for an empty backup pool, and are left as they are.
+func TestRotateSkipsMalformedBackups(t *testing.T) {
+	ctx := context.Background()
+	db := mongotest.New(t).Database
+	seed(t, db, 2, 1, 1)
+	early := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	var bad []any
+	for i := range 20 { // more than one batch of candidates
+		bad = append(bad,
+			bson.M{"_id": fmt.Sprintf("no-secret-%02d", i), "isUsed": false, "createdAt": early},
+			bson.M{"_id": int32(i), "apiKey": fmt.Sprintf("sk-live-numeric-id-%02d", i), "isUsed": false, "createdAt": early},
+			bson.M{"_id": fmt.Sprintf("empty-secret-%02d", i), "apiKey": "", "isUsed": false, "createdAt": early},
+			bson.M{"_id": fmt.Sprintf("number-secret-%02d", i), "apiKey": 42, "isUsed": false, "createdAt": early})
+	}
+	if _, err := db.Collection(testPool.BackupsCollection).InsertMany(ctx, bad); err != nil {
+		t.Fatal(err)
+	}
+	r := newRotator(t, db, rotation.Options{})
+	res, err := r.Rotate(ctx, "key-000", "manual")
+	if err != nil || res.Outcome != rotation.Rotated || res.NewKeyID != "backup-000" {
+		t.Fatalf("rotate = %+v, %v; want rotated onto backup-000", res, err)
+	}
+	if n := count(t, db, testPool.BackupsCollection, bson.M{"isUsed": false}); n != int64(len(bad)) {
+		t.Errorf("%d unused backups left, want the %d malformed ones untouched", n, len(bad))
+	}
+	if n, err := r.BackupsAvailable(ctx); err != nil || n != 0 {
+		t.Errorf("backups available = %d, %v; want 0: malformed backups cannot be used", n, err)
+	}
+	res, err = r.Rotate(ctx, "key-001", "manual")
+	if err != nil || res.Outcome != rotation.NoBackup {
+		t.Fatalf("second rotate = %+v, %v; want no backup", res, err)
+	}
 }
 
 func TestRotateAfterDoneReportsAlreadyRotated(t *testing.T) {
