@@ -148,7 +148,9 @@ func Parse(args []string) (*Config, error) {
 		ff.WithConfigFileParser(jsonParser(&filePools)),
 	)
 	if err != nil {
-		return nil, usage("%s", strings.TrimPrefix(err.Error(), "parse args: "))
+		msg := strings.TrimPrefix(err.Error(), "parse args: ")
+		msg = strings.Replace(msg, "parse config file: config file: ", "config file: ", 1)
+		return nil, usage("%s", explainParseError(msg, fs))
 	}
 	c.Args = append(c.Args, ffs.GetArgs()...)
 	if c.Version {
@@ -197,6 +199,41 @@ func inherit(fp, top PoolConfig) PoolConfig {
 // jsonParser reads a JSON object: flat keys are flag names (ff applies them
 // with the right precedence and rejects unknown ones); "pools" is a list of
 // pool objects, decoded strictly.
+// explainParseError replaces the flag package's bare "parse error" (it drops
+// strconv's reason) with what the setting wants, whichever of the flag, the
+// environment variable or the file key carried the value.
+func explainParseError(msg string, fs *flag.FlagSet) string {
+	rest, ok := strings.CutSuffix(msg, "parse error")
+	if !ok {
+		return msg
+	}
+	want := ""
+	fs.VisitAll(func(f *flag.Flag) {
+		env := "SPENDCHECKER_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_")) + "="
+		if !strings.Contains(msg, "--"+f.Name+":") && !strings.Contains(msg, env) && !strings.Contains(msg, "config file: "+f.Name+":") {
+			return
+		}
+		g, ok := f.Value.(flag.Getter)
+		if !ok {
+			return
+		}
+		switch g.Get().(type) {
+		case float64:
+			want = "want a number"
+		case int:
+			want = "want a whole number"
+		case bool:
+			want = "want true or false"
+		case time.Duration:
+			want = "want a duration with a unit, such as 30s or 5m"
+		}
+	})
+	if want == "" {
+		return msg
+	}
+	return rest + want
+}
+
 func jsonParser(pools *[]PoolConfig) ff.ConfigFileParseFunc {
 	return func(r io.Reader, set func(name, value string) error) error {
 		var top map[string]json.RawMessage
@@ -232,7 +269,8 @@ func jsonParser(pools *[]PoolConfig) ff.ConfigFileParseFunc {
 				return fmt.Errorf("config file: %s: want a string, number or boolean", k)
 			}
 			if err := set(k, s); err != nil {
-				return fmt.Errorf("config file: %s: %w", k, err)
+				// ff's error starts with the name again.
+				return fmt.Errorf("config file: %s: set %q: %s", k, s, strings.TrimPrefix(err.Error(), k+": "))
 			}
 		}
 		return nil

@@ -155,7 +155,10 @@ func TestParseInvalid(t *testing.T) {
 		{"bad cron", []string{"--mongo-uri", uri, "--schedule", "61 * * * *"}, "", "--schedule"},
 		{"zero threshold", []string{"--mongo-uri", uri, "--threshold", "0"}, "", "--threshold must be greater than 0"},
 		{"negative threshold", []string{"--mongo-uri", uri, "--threshold", "-1"}, "", "--threshold must be greater than 0"},
-		{"threshold not a number", []string{"--mongo-uri", uri, "--threshold", "ten"}, "", "threshold"},
+		{"threshold not a number", []string{"--mongo-uri", uri, "--threshold", "ten"}, "", `--threshold: set "ten": want a number`},
+		{"interval without unit", []string{"--mongo-uri", uri, "--min-check-interval", "60"}, "", "--min-check-interval: set \"60\": want a duration"},
+		{"file threshold not a number", nil, `{"mongo-uri": "` + uri + `", "threshold": "ten"}`, `config file: threshold: set "ten": want a number`},
+		{"file duration without unit", nil, `{"mongo-uri": "` + uri + `", "interval": 60}`, `config file: interval: set "60": want a duration`},
 		{"unknown provider", []string{"--mongo-uri", uri, "--provider", "acme"}, "", "acme"},
 		{"litellm without URL", []string{"--mongo-uri", uri, "--provider", "litellm"}, "", "litellm"},
 		{"unknown pool", []string{"--mongo-uri", uri, "--pool", "nope"}, "", "nope"},
@@ -188,6 +191,39 @@ func TestParseInvalid(t *testing.T) {
 			var ue *UsageError
 			if !errors.As(err, &ue) {
 				t.Fatalf("Parse(%q) = %v, want a usage error", args, err)
+			}
+			if msg := err.Error(); !strings.Contains(msg, tt.want) || strings.Contains(msg, "\n") {
+				t.Errorf("message %q: want one line containing %q", msg, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseInvalidEnvironment(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{"threshold not a number", map[string]string{"SPENDCHECKER_THRESHOLD": "ten"}, `SPENDCHECKER_THRESHOLD="ten": want a number`},
+		{"concurrency not whole", map[string]string{"SPENDCHECKER_CONCURRENCY": "2.5"}, "SPENDCHECKER_CONCURRENCY=\"2.5\": want a whole number"},
+		{"negative concurrency", map[string]string{"SPENDCHECKER_CONCURRENCY": "-3"}, "--concurrency"},
+		{"adaptive not a boolean", map[string]string{"SPENDCHECKER_ADAPTIVE": "maybe"}, "SPENDCHECKER_ADAPTIVE=\"maybe\": want true or false"},
+		{"interval without unit", map[string]string{"SPENDCHECKER_INTERVAL": "60"}, "SPENDCHECKER_INTERVAL=\"60\": want a duration with a unit"},
+		{"unknown provider", map[string]string{"SPENDCHECKER_PROVIDER": "acme"}, "acme"},
+		{"bad cron", map[string]string{"SPENDCHECKER_SCHEDULE": "every minute"}, "--schedule"},
+		{"missing config file", map[string]string{"SPENDCHECKER_CONFIG": "/nonexistent/sc.json"}, "sc.json"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("SPENDCHECKER_MONGO_URI", uri)
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			_, err := Parse(nil)
+			var ue *UsageError
+			if !errors.As(err, &ue) {
+				t.Fatalf("Parse with %v = %v, want a usage error", tt.env, err)
 			}
 			if msg := err.Error(); !strings.Contains(msg, tt.want) || strings.Contains(msg, "\n") {
 				t.Errorf("message %q: want one line containing %q", msg, tt.want)
