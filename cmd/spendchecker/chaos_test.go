@@ -111,15 +111,28 @@ func TestChaos(t *testing.T) {
 	}()
 
 	var kills, terms, pauses int
-	deadline := time.Now().Add(dur)
-	for time.Now().Before(deadline) {
-		time.Sleep(time.Duration(500+rng.IntN(2000)) * time.Millisecond) // the chaos driver's own pace, not a wait for an event
+	// The driver's own pace: random gaps between faults, cut short when
+	// the run's time is up (nothing here waits for an event).
+	runCtx, stopRun := context.WithTimeout(context.Background(), dur)
+	defer stopRun()
+	pace := func(minMs, spreadMs int) {
+		t := time.NewTimer(time.Duration(minMs+rng.IntN(spreadMs)) * time.Millisecond)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-runCtx.Done():
+		}
+	}
+	for {
+		if pace(500, 2000); runCtx.Err() != nil {
+			break
+		}
 		slot := rng.IntN(3)
 		switch p := rng.Float64(); {
 		case p < 0.35:
 			if c.kill(slot) {
 				kills++
-				time.Sleep(time.Duration(rng.IntN(2000)) * time.Millisecond)
+				pace(0, 2000)
 				c.start(slot)
 			}
 		case p < 0.6:
@@ -130,7 +143,7 @@ func TestChaos(t *testing.T) {
 		case p < 0.85:
 			pauses++
 			proxy.Pause()
-			time.Sleep(time.Duration(1000+rng.IntN(2000)) * time.Millisecond)
+			pace(1000, 2000)
 			proxy.Resume()
 		}
 	}
