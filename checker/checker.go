@@ -55,7 +55,7 @@ type Config struct {
 	Instance    string
 	BatchSize   int // cursor batch and bulk-write size; default 500
 	// WriteBatch caps the statements of one write-back command; default
-	// BatchSize, or ferretWriteBatch on FerretDB.
+	// BatchSize, or FerretWriteBatch on FerretDB.
 	WriteBatch int
 	Clock      clockwork.Clock
 	Logger     *slog.Logger
@@ -74,18 +74,18 @@ type Checker struct {
 	writeBatch   int // 0 until the server is known
 }
 
-// ferretWriteBatch caps write-back commands on FerretDB v1, which keeps a
+// FerretWriteBatch caps write-back commands on FerretDB v1, which keeps a
 // SQLite connection open for every statement of an update command until the
 // command ends (handler/msg_update.go defers each statement's close), out of
 // a pool of 100: one update of about 100 statements waits forever for a
 // connection. 32 leaves room for a couple of such commands at once.
-const ferretWriteBatch = 32
+const FerretWriteBatch = 32
 
 // writeTimeout bounds one write-back command.
 const writeTimeout = 30 * time.Second
 
 // writeBatchSize is the number of statements per write-back command: the
-// configured or batch size, or ferretWriteBatch when the server says it is
+// configured or batch size, or FerretWriteBatch when the server says it is
 // FerretDB (its buildInfo carries ferretdbVersion).
 func (c *Checker) writeBatchSize(ctx context.Context) int {
 	if c.cfg.WriteBatch > 0 {
@@ -99,11 +99,11 @@ func (c *Checker) writeBatchSize(ctx context.Context) int {
 	var info bson.Raw
 	if err := c.db.RunCommand(ctx, bson.D{{Key: "buildInfo", Value: 1}}).Decode(&info); err != nil {
 		// Unknown server: the small size is safe everywhere; ask again next time.
-		return min(c.cfg.BatchSize, ferretWriteBatch)
+		return min(c.cfg.BatchSize, FerretWriteBatch)
 	}
 	c.writeBatch = c.cfg.BatchSize
 	if _, err := info.LookupErr("ferretdbVersion"); err == nil {
-		c.writeBatch = min(c.cfg.BatchSize, ferretWriteBatch)
+		c.writeBatch = min(c.cfg.BatchSize, FerretWriteBatch)
 	}
 	return c.writeBatch
 }
@@ -425,8 +425,8 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 		count(func(s *PoolSummary) { s.RotateErrors++ })
 		log.Error("rotation failed; recovery will finish it", "err", err)
 	case r.Outcome == rotation.Rotated:
+		// The rotator logs the rotation, with the spend and threshold.
 		count(func(s *PoolSummary) { s.Rotated++ })
-		log.Info("rotated", "spend", res.Spend, "threshold", p.Threshold, "rotation", r.RotationID, "new_key", r.NewKeyID, "reason", reason)
 	case r.Outcome == rotation.NoBackup:
 		count(func(s *PoolSummary) {
 			s.NoBackup++
