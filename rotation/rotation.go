@@ -275,7 +275,11 @@ func (r *Rotator) Rotate(ctx context.Context, keyID, reason string, opts ...Opti
 		return res, err
 	}
 	res.Outcome = Rotated
-	log.Info("key rotated", "new_key", entry.NewKeyID, "reason", reason, "apiKeyMasked", entry.APIKeyMasked)
+	attrs := []any{"new_key", entry.NewKeyID, "reason", reason, "apiKeyMasked", entry.APIKeyMasked}
+	if req.obs != nil {
+		attrs = append(attrs, "spend", req.obs.Spend, "threshold", req.obs.Threshold)
+	}
+	log.Info("key rotated", attrs...)
 	return res, nil
 }
 
