@@ -311,12 +311,12 @@ func throughput(ctx context.Context, s settings) error {
 			if err := seedKeys(ctx, db, v.keys); err != nil {
 				return err
 			}
+			if err := ch.indexIDs(db.Name()); err != nil {
+				return err
+			}
 		}
 		chk, err := newChecker(db, ch.upstream, s.concurrency, v.batch, false, v.dryRun, nil)
 		if err != nil {
-			return err
-		}
-		if err := ch.indexIDs(db.Name()); err != nil {
 			return err
 		}
 		ideal := time.Duration(float64(v.keys) * float64(s.latency) / float64(s.concurrency))
@@ -390,6 +390,9 @@ func memory(ctx context.Context, s settings) error {
 		if err := seedKeys(ctx, db, n); err != nil {
 			return err
 		}
+		if err := ch.indexIDs(db.Name()); err != nil {
+			return err
+		}
 		chk, err := newChecker(db, ch.upstream, 100, 500, false, true, nil)
 		if err != nil {
 			return err
@@ -400,9 +403,6 @@ func memory(ctx context.Context, s settings) error {
 		}
 		full, err := newChecker(db, ch.upstream, 100, 500, false, false, nil)
 		if err != nil {
-			return err
-		}
-		if err := ch.indexIDs(db.Name()); err != nil {
 			return err
 		}
 		oursFull, err := peakHeap(func() error { _, err := cycleOnce(ctx, full, n); return err })
