@@ -21,8 +21,11 @@ type Server struct {
 
 	// Latency delays every answer (for throughput benchmarks).
 	Latency time.Duration
-	// OnRequest, if set, runs before a key's answer is computed.
+	// OnRequest, if set, runs before a key's answer is computed. Calls are
+	// serialised, so a hook may keep state without locking; it may call the
+	// server's methods.
 	OnRequest func(secret string)
+	hookMu    sync.Mutex
 
 	mu     sync.Mutex
 	spend  map[string]float64
@@ -127,7 +130,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.total.Add(1)
 	secret := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if s.OnRequest != nil {
+		s.hookMu.Lock()
 		s.OnRequest(secret)
+		s.hookMu.Unlock()
 	}
 	if s.Latency > 0 {
 		t := time.NewTimer(s.Latency)
