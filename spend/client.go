@@ -8,7 +8,9 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"strconv"
+	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -25,9 +27,37 @@ func (e *UnclearError) Error() string { return "unclear upstream answer: " + e.R
 
 func unclear(format string, a ...any) error { return &UnclearError{Reason: fmt.Sprintf(format, a...)} }
 
+// RetryAfterError: the upstream asked not to ask about this key again
+// before Until (a 429 or 503 with Retry-After longer than the client waits,
+// or its last attempt). The checker plans the key's next check no earlier.
+type RetryAfterError struct {
+	Until time.Time
+	Err   error
+}
+
+func (e *RetryAfterError) Error() string {
+	return fmt.Sprintf("upstream asks to retry this key after %s: %v", e.Until.UTC().Format(time.RFC3339), e.Err)
+}
+func (e *RetryAfterError) Unwrap() error { return e.Err }
+
+// HostBackoffError: requests to the host failed and it is left alone until
+// Until; no request was sent.
+type HostBackoffError struct {
+	Host     string
+	Until    time.Time
+	Failures int
+}
+
+func (e *HostBackoffError) Error() string {
+	return fmt.Sprintf("upstream %s failing (%d in a row); backing off until %s", e.Host, e.Failures, e.Until.UTC().Format(time.RFC3339))
+}
+
 // Client performs upstream GETs with a per-request timeout, retries with
 // exponential backoff and full jitter on 429, 5xx and network errors
-// (honouring Retry-After), a cap on the body size and an optional rate limit.
+// (honouring Retry-After), a cap on the body size, an optional global rate
+// limit and an optional rate per upstream host. It remembers, across
+// cycles, a Retry-After per key and a backoff per host while the host
+// fails (README, Reliability). Use one Client per process, by pointer.
 type Client struct {
 	HTTP           *http.Client
 	RequestTimeout time.Duration // per attempt; default 15 s
@@ -36,34 +66,109 @@ type Client struct {
 	MaxBackoff     time.Duration // longest wait between attempts, Retry-After included; default 30 s
 	MaxBody        int64         // default 1 MiB
 	Limiter        *rate.Limiter // nil: no global rate limit
-	// Wait sleeps between attempts; tests replace it to run without sleeping.
+	// HostRate is the most requests per second to one upstream host (0:
+	// none); HostBurst its burst (default 1).
+	HostRate  float64
+	HostBurst int
+	// HostBackoff is the first pause of a host after a request to it failed
+	// for good (default 1 s); it doubles while the host keeps failing, up to
+	// MaxHostBackoff (default 5 min).
+	HostBackoff    time.Duration
+	MaxHostBackoff time.Duration
+	// Now and Wait are the clock; tests replace them to run without
+	// sleeping. Wait sleeps between attempts and for the rate limits.
+	Now  func() time.Time
 	Wait func(ctx context.Context, d time.Duration) error
+
+	mu    sync.Mutex
+	hosts map[string]*hostState
+	keys  map[string]time.Time // a key's Retry-After, by secret; in memory only
 }
 
-func (c *Client) defaults() Client {
-	d := *c
-	if d.HTTP == nil {
-		d.HTTP = http.DefaultClient
+type hostState struct {
+	lim       *rate.Limiter
+	failures  int
+	notBefore time.Time
+}
+
+// settings are the Client's knobs with defaults filled in.
+type settings struct {
+	http                                                *http.Client
+	timeout, base, maxBackoff, hostBackoff, maxHostBack time.Duration
+	attempts                                            int
+	maxBody                                             int64
+}
+
+func (c *Client) settings() settings {
+	d := settings{http: c.HTTP, timeout: c.RequestTimeout, attempts: c.MaxAttempts, base: c.BaseBackoff,
+		maxBackoff: c.MaxBackoff, maxBody: c.MaxBody, hostBackoff: c.HostBackoff, maxHostBack: c.MaxHostBackoff}
+	if d.http == nil {
+		d.http = http.DefaultClient
 	}
-	if d.RequestTimeout <= 0 {
-		d.RequestTimeout = 15 * time.Second
+	// Never follow a redirect to another host (or down to http): Go drops
+	// the bearer token there, and the other host's 401 would look like a
+	// dead key.
+	hc := *d.http
+	hc.CheckRedirect = refuseCrossHost(d.http.CheckRedirect)
+	d.http = &hc
+	if d.timeout <= 0 {
+		d.timeout = 15 * time.Second
 	}
-	if d.MaxAttempts <= 0 {
-		d.MaxAttempts = 4
+	if d.attempts <= 0 {
+		d.attempts = 4
 	}
-	if d.BaseBackoff <= 0 {
-		d.BaseBackoff = 250 * time.Millisecond
+	if d.base <= 0 {
+		d.base = 250 * time.Millisecond
 	}
-	if d.MaxBackoff <= 0 {
-		d.MaxBackoff = 30 * time.Second
+	if d.maxBackoff <= 0 {
+		d.maxBackoff = 30 * time.Second
 	}
-	if d.MaxBody <= 0 {
-		d.MaxBody = 1 << 20
+	if d.maxBody <= 0 {
+		d.maxBody = 1 << 20
 	}
-	if d.Wait == nil {
-		d.Wait = sleep
+	if d.hostBackoff <= 0 {
+		d.hostBackoff = time.Second
+	}
+	if d.maxHostBack <= 0 {
+		d.maxHostBack = 5 * time.Minute
 	}
 	return d
+}
+
+// errRedirect marks a refused redirect.
+var errRedirect = errors.New("redirect to another host refused")
+
+func refuseCrossHost(next func(*http.Request, []*http.Request) error) func(*http.Request, []*http.Request) error {
+	return func(req *http.Request, via []*http.Request) error {
+		first := via[0].URL
+		if req.URL.Host != first.Host || (first.Scheme == "https" && req.URL.Scheme != "https") {
+			return fmt.Errorf("%w: %s -> %s://%s", errRedirect, first.Host, req.URL.Scheme, req.URL.Host)
+		}
+		if next != nil {
+			return next(req, via)
+		}
+		if len(via) >= 10 {
+			return errors.New("stopped after 10 redirects")
+		}
+		return nil
+	}
+}
+
+func (c *Client) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
+}
+
+func (c *Client) wait(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	if c.Wait != nil {
+		return c.Wait(ctx, d)
+	}
+	return sleep(ctx, d)
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
@@ -84,18 +189,33 @@ type Response struct {
 }
 
 // Get fetches url with the key as bearer token. It returns the first answer
-// that is not worth retrying, or the last error once attempts run out.
-func (c *Client) Get(ctx context.Context, url, apiKey string) (Response, error) {
-	d := c.defaults()
+// that is not worth retrying, or the last error once attempts run out. It
+// sends nothing for a key whose Retry-After has not passed
+// (*RetryAfterError) or to a host backing off (*HostBackoffError).
+func (c *Client) Get(ctx context.Context, rawURL, apiKey string) (Response, error) {
+	d := c.settings()
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return Response{}, unclear("bad request URL: %v", err)
+	}
+	host := u.Host
+	if until, ok := c.keyNotBefore(apiKey); ok {
+		return Response{}, &RetryAfterError{Until: until, Err: errors.New("still inside the upstream's Retry-After")}
+	}
 	var lastErr error
 	for attempt := 1; ; attempt++ {
-		if d.Limiter != nil {
-			if err := d.Limiter.Wait(ctx); err != nil {
-				return Response{}, err
-			}
+		if err := c.hostGate(host); err != nil {
+			return Response{}, err
 		}
-		resp, retryAfter, err := d.once(ctx, url, apiKey)
+		if err := c.limit(ctx, c.Limiter); err != nil {
+			return Response{}, err
+		}
+		if err := c.limit(ctx, c.hostLimiter(host)); err != nil {
+			return Response{}, err
+		}
+		resp, retryAfter, err := d.once(ctx, rawURL, apiKey, c.now())
 		if err == nil && !retryable(resp.Status) {
+			c.hostSucceeded(host)
 			return resp, nil
 		}
 		if err != nil {
@@ -106,28 +226,154 @@ func (c *Client) Get(ctx context.Context, url, apiKey string) (Response, error) 
 			if errors.As(err, &uc) {
 				return Response{}, err
 			}
+			if errors.Is(err, errRedirect) {
+				return Response{}, &UnclearError{Reason: err.Error()}
+			}
 			lastErr = err
 		} else {
 			lastErr = fmt.Errorf("upstream answered %d", resp.Status)
 		}
-		if attempt >= d.MaxAttempts {
+		hostFault := err != nil || resp.Status >= 500
+		if retryAfter > d.maxBackoff || (attempt >= d.attempts && retryAfter > 0) {
+			until := c.now().Add(retryAfter)
+			if hostFault {
+				c.hostFailed(host, until)
+			}
+			c.setKeyNotBefore(apiKey, until)
+			return Response{}, &RetryAfterError{Until: until, Err: fmt.Errorf("after %d attempts: %w", attempt, lastErr)}
+		}
+		if attempt >= d.attempts {
+			if hostFault {
+				c.hostFailed(host, time.Time{})
+			}
 			return Response{}, fmt.Errorf("after %d attempts: %w", attempt, lastErr)
 		}
-		wait := backoff(d.BaseBackoff, d.MaxBackoff, attempt)
+		wait := backoff(d.base, d.maxBackoff, attempt)
 		if retryAfter > 0 {
-			if retryAfter > d.MaxBackoff {
-				return Response{}, fmt.Errorf("upstream asks to retry after %s, longer than %s: %w", retryAfter, d.MaxBackoff, lastErr)
-			}
 			wait = retryAfter
 		}
-		if err := d.Wait(ctx, wait); err != nil {
+		if err := c.wait(ctx, wait); err != nil {
 			return Response{}, err
 		}
 	}
 }
 
-func (d *Client) once(ctx context.Context, url, apiKey string) (Response, time.Duration, error) {
-	ctx, cancel := context.WithTimeout(ctx, d.RequestTimeout)
+// limit waits for a token of lim on the injected clock.
+func (c *Client) limit(ctx context.Context, lim *rate.Limiter) error {
+	if lim == nil {
+		return nil
+	}
+	now := c.now()
+	r := lim.ReserveN(now, 1)
+	if !r.OK() {
+		return errors.New("rate limit: burst too small")
+	}
+	if err := c.wait(ctx, r.DelayFrom(now)); err != nil {
+		r.CancelAt(now)
+		return err
+	}
+	return nil
+}
+
+func (c *Client) host(h string) *hostState {
+	if c.hosts == nil {
+		c.hosts = map[string]*hostState{}
+	}
+	st := c.hosts[h]
+	if st == nil {
+		st = &hostState{}
+		if c.HostRate > 0 {
+			st.lim = rate.NewLimiter(rate.Limit(c.HostRate), max(1, c.HostBurst))
+		}
+		c.hosts[h] = st
+	}
+	return st
+}
+
+func (c *Client) hostLimiter(h string) *rate.Limiter {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.host(h).lim
+}
+
+func (c *Client) hostGate(h string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.host(h)
+	if c.now().Before(st.notBefore) {
+		return &HostBackoffError{Host: h, Until: st.notBefore, Failures: st.failures}
+	}
+	return nil
+}
+
+func (c *Client) hostSucceeded(h string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.host(h)
+	st.failures, st.notBefore = 0, time.Time{}
+}
+
+// hostFailed pauses the host: the pause doubles with each failure that
+// comes after the previous pause ended (the requests in flight when a host
+// goes down count once), and is at least until (a 503's Retry-After).
+func (c *Client) hostFailed(h string, until time.Time) {
+	d := c.settings()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.host(h)
+	now := c.now()
+	if !now.Before(st.notBefore) {
+		st.failures++
+		pause := d.hostBackoff << min(st.failures-1, 20)
+		if pause > d.maxHostBack || pause <= 0 {
+			pause = d.maxHostBack
+		}
+		st.notBefore = now.Add(pause)
+	}
+	if until.After(st.notBefore) {
+		st.notBefore = until
+	}
+}
+
+// maxRememberedKeys bounds the Retry-After memory.
+const maxRememberedKeys = 100_000
+
+func (c *Client) keyNotBefore(secret string) (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	until, ok := c.keys[secret]
+	if !ok {
+		return time.Time{}, false
+	}
+	if !c.now().Before(until) {
+		delete(c.keys, secret)
+		return time.Time{}, false
+	}
+	return until, true
+}
+
+func (c *Client) setKeyNotBefore(secret string, until time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.keys == nil {
+		c.keys = map[string]time.Time{}
+	}
+	if len(c.keys) >= maxRememberedKeys {
+		now := c.now()
+		for k, t := range c.keys {
+			if !now.Before(t) {
+				delete(c.keys, k)
+			}
+		}
+		if len(c.keys) >= maxRememberedKeys {
+			return // the key document's plan still carries it
+		}
+	}
+	c.keys[secret] = until
+}
+
+func (d settings) once(ctx context.Context, url, apiKey string, now time.Time) (Response, time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
@@ -135,19 +381,19 @@ func (d *Client) once(ctx context.Context, url, apiKey string) (Response, time.D
 	}
 	req.Header.Set("Authorization", "Bearer "+apiKey)
 	req.Header.Set("Accept", "application/json")
-	resp, err := d.HTTP.Do(req)
+	resp, err := d.http.Do(req)
 	if err != nil {
 		return Response{}, 0, fmt.Errorf("request: %w", err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, d.MaxBody+1))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, d.maxBody+1))
 	if err != nil {
 		return Response{}, 0, fmt.Errorf("read body: %w", err)
 	}
-	if int64(len(body)) > d.MaxBody {
-		return Response{}, 0, unclear("body larger than %d bytes", d.MaxBody)
+	if int64(len(body)) > d.maxBody {
+		return Response{}, 0, unclear("body larger than %d bytes", d.maxBody)
 	}
-	return Response{Status: resp.StatusCode, Body: body}, retryAfter(resp.Header.Get("Retry-After"), time.Now()), nil
+	return Response{Status: resp.StatusCode, Body: body}, retryAfter(resp.Header.Get("Retry-After"), now), nil
 }
 
 func retryable(status int) bool {

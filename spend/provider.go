@@ -19,13 +19,20 @@ type Result struct {
 	Spend float64
 	// Budget is the key's budget when the upstream reports one.
 	Budget *float64
+	// BudgetSpend is what counts against Budget when that is not Spend:
+	// OpenRouter's limit resets (limit_reset) while its usage is lifetime,
+	// so the spend in the current period is limit − limit_remaining. Nil:
+	// Spend counts against Budget.
+	BudgetSpend *float64
 	// BudgetExceeded: the upstream refused the key for being over budget.
 	BudgetExceeded bool
 }
 
 // Key is what a provider needs of a key.
 type Key struct {
-	Secret    string
+	Secret string
+	// CreatedAt is the key document's createdAt. No provider relies on it:
+	// a migrated or restored key spent before it (README, Providers).
 	CreatedAt time.Time
 }
 
@@ -78,19 +85,7 @@ func New(name, baseURL string, c *Client) (Provider, error) {
 	base := strings.TrimRight(baseURL, "/")
 	switch name {
 	case "openhands":
-		return &httpProvider{name: name, c: c, parse: ParseOpenHands, url: func(k Key) string {
-			start := k.CreatedAt
-			if start.IsZero() {
-				start = time.Now().AddDate(-1, 0, 0)
-			}
-			q := url.Values{
-				"start_date": {start.UTC().Format(time.DateOnly)},
-				"end_date":   {time.Now().UTC().AddDate(0, 0, 1).Format(time.DateOnly)},
-				"page":       {"1"},
-				"page_size":  {"100"},
-			}
-			return base + "/user/daily/activity?" + q.Encode()
-		}}, nil
+		return &openHands{c: c, base: base}, nil
 	case "litellm":
 		return &httpProvider{name: name, c: c, parse: ParseLiteLLM, url: func(Key) string { return base + "/key/info" }}, nil
 	case "openrouter":
@@ -116,43 +111,103 @@ func (p *httpProvider) Spend(ctx context.Context, k Key) (Result, error) {
 	return p.parse(resp.Status, resp.Body)
 }
 
-// common handles what every provider answers alike: dead keys, LiteLLM's
-// budget_exceeded refusals, and statuses that are not a spend figure.
+// common handles what every provider answers alike: LiteLLM's budget
+// refusals, dead keys, and statuses that are not a spend figure.
 func common(status int, body []byte) (Result, bool, error) {
+	if status == http.StatusOK {
+		return Result{}, false, nil
+	}
+	// LiteLLM refuses an over-budget key with 400 (ProxyException
+	// budget_exceeded), older versions with 401 ("Authentication Error,
+	// ExceededTokenBudget: …"), some deployments with 429: read the text
+	// before the status.
+	if r, ok, err := parseBudgetExceeded(body); ok {
+		return r, true, err
+	}
 	switch {
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+		if !providerError(body) {
+			return Result{}, true, unclear("%d without the provider's JSON error (a proxy, WAF or CDN answered?): %.60q", status, body)
+		}
 		return Result{}, true, ErrUnauthorized
-	case status == http.StatusBadRequest && bytes.Contains(body, []byte("budget_exceeded")):
-		r, err := parseBudgetExceeded(body)
-		return r, true, err
-	case status != http.StatusOK:
-		return Result{}, true, unclear("status %d", status)
 	}
-	return Result{}, false, nil
+	return Result{}, true, unclear("status %d", status)
 }
 
+// providerError reports whether a body is the provider's own JSON error:
+// LiteLLM ({"error":{"message":…,"type":"auth_error",…}}) and OpenRouter
+// ({"error":{"code":401,"message":…}}) both answer an object "error" with a
+// string "message". An HTML block page, an empty body or a CDN's problem
+// document is not a statement about the key.
+func providerError(body []byte) bool {
+	var v struct {
+		Error *struct {
+			Message *string `json:"message"`
+		} `json:"error"`
+	}
+	return json.Unmarshal(body, &v) == nil && v.Error != nil && v.Error.Message != nil
+}
+
+// pyFloat is a number as Python's str(float) or repr prints it: 10.02,
+// 10.0, 1.5e-05, 2e-07, 1e+16; also inf and nan, which are refused later.
+const pyFloat = `([-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[-+]?(?i:inf|infinity|nan)|None)`
+
+// LiteLLM's budget refusals. Only those about the key itself (or its own
+// user: one LiteLLM user per key on OpenHands) mean this key is spent; a
+// team, model or global budget is shared by every key, so rotating would
+// burn backups without helping (README, Providers).
 var (
-	spendRe  = regexp.MustCompile(`Spend\s*[=:]\s*([0-9]+(?:\.[0-9]+)?)`)
-	budgetRe = regexp.MustCompile(`Budget\s*[=:]\s*([0-9]+(?:\.[0-9]+)?)`)
+	// litellm/proxy/auth/user_api_key_auth.py (key budget check).
+	tokenBudgetRe = regexp.MustCompile(`ExceededTokenBudget: Current spend for token: ` + pyFloat + `; Max Budget for Token: ` + pyFloat)
+	// litellm/exceptions.py BudgetExceededError; a scope (Team=…, …) may
+	// sit between "!" and "Current cost" in newer versions.
+	budgetExceededRe = regexp.MustCompile(`Budget has been exceeded!\s*([^"]*?)\s*Current cost: \$?` + pyFloat + `, Max budget: \$?` + pyFloat)
+	// litellm/proxy/auth/auth_checks.py: "ExceededBudget: User=<id> over
+	// budget. Spend=3.7e-05, Budget=0.0" (docs/my-website/docs/proxy/users.md).
+	spendBudgetRe = regexp.MustCompile(`Spend=` + pyFloat + `, Budget=` + pyFloat)
+	// Shared budgets: never a reason to rotate one key.
+	sharedBudgetRe = regexp.MustCompile(`Current Team Spend|Max Budget for Team|ExceededModelBudget|exceeded budget for model|Team=|Organization=|Project=|Tag=`)
 )
 
-// parseBudgetExceeded reads "... Spend=10.02, Budget=10.0" from the error text.
-func parseBudgetExceeded(body []byte) (Result, error) {
-	m := spendRe.FindSubmatch(body)
-	if m == nil {
-		return Result{}, unclear("budget_exceeded without a spend figure")
+// keyScope: the scope LiteLLM names in "Budget has been exceeded! <scope>
+// Current cost: …" is the key's own: none (older versions), Key=… or the
+// key's user (User=…, not a team member's share).
+func keyScope(scope string) bool {
+	return scope == "" || strings.HasPrefix(scope, "Key=") || (strings.HasPrefix(scope, "User=") && !strings.Contains(scope, "Team="))
+}
+
+// parseBudgetExceeded recognises LiteLLM's budget refusals. ok is false when
+// the body is not one; a refusal whose figures are not finite numbers, or
+// about a shared budget, is unclear (counted, never rotated).
+func parseBudgetExceeded(body []byte) (r Result, ok bool, err error) {
+	var m [][]byte
+	scope := ""
+	if m = tokenBudgetRe.FindSubmatch(body); m == nil {
+		if mm := budgetExceededRe.FindSubmatch(body); mm != nil {
+			scope, m = string(mm[1]), [][]byte{mm[0], mm[2], mm[3]}
+		} else if m = spendBudgetRe.FindSubmatch(body); m == nil {
+			if bytes.Contains(body, []byte("budget_exceeded")) || bytes.Contains(body, []byte("Budget has been exceeded")) || bytes.Contains(body, []byte("ExceededTokenBudget")) {
+				return Result{}, true, unclear("budget refusal without a spend figure: %.120q", body)
+			}
+			return Result{}, false, nil
+		}
+	}
+	if !keyScope(scope) || sharedBudgetRe.Match(body) {
+		return Result{}, true, unclear("a shared (team, model or global) budget is exceeded, not this key's: %.120q", body)
 	}
 	s, err := number(json.RawMessage(m[1]))
 	if err != nil {
-		return Result{}, err
+		return Result{}, true, err
 	}
-	r := Result{Spend: s, BudgetExceeded: true}
-	if b := budgetRe.FindSubmatch(body); b != nil {
-		if v, err := number(json.RawMessage(b[1])); err == nil {
-			r.Budget = &v
+	r = Result{Spend: s, BudgetExceeded: true}
+	if string(m[2]) != "None" {
+		b, err := number(json.RawMessage(m[2]))
+		if err != nil {
+			return Result{}, true, err
 		}
+		r.Budget = &b
 	}
-	return r, nil
+	return r, true, nil
 }
 
 // number accepts only a JSON number that is finite and not negative.
@@ -190,24 +245,113 @@ func decode(body []byte, v any) error {
 	return nil
 }
 
-// ParseOpenHands reads GET /user/daily/activity: metadata.total_spend.
+// Page is where one answer of a paginated endpoint sits.
+type Page struct {
+	Page, TotalPages int
+	HasMore          bool
+}
+
+// ParseOpenHands reads one page of GET /user/daily/activity: its
+// metadata.total_spend, which LiteLLM totals over that page's rows only.
 func ParseOpenHands(status int, body []byte) (Result, error) {
+	r, _, err := ParseOpenHandsPage(status, body)
+	return r, err
+}
+
+// ParseOpenHandsPage is ParseOpenHands with the page's place: LiteLLM's
+// DailySpendMetadata carries page, total_pages and has_more
+// (litellm/proxy/management_endpoints/common_daily_activity.py,
+// get_daily_activity).
+func ParseOpenHandsPage(status int, body []byte) (Result, Page, error) {
 	if r, done, err := common(status, body); done {
-		return r, err
+		return r, Page{}, err
 	}
 	var v struct {
 		Metadata *struct {
 			TotalSpend json.RawMessage `json:"total_spend"`
+			Page       *int            `json:"page"`
+			TotalPages *int            `json:"total_pages"`
+			HasMore    *bool           `json:"has_more"`
 		} `json:"metadata"`
 	}
 	if err := decode(body, &v); err != nil {
-		return Result{}, err
+		return Result{}, Page{}, err
 	}
 	if v.Metadata == nil || v.Metadata.TotalSpend == nil {
-		return Result{}, unclear("metadata.total_spend missing")
+		return Result{}, Page{}, unclear("metadata.total_spend missing")
 	}
 	s, err := number(v.Metadata.TotalSpend)
-	return Result{Spend: s}, err
+	if err != nil {
+		return Result{}, Page{}, err
+	}
+	pg := Page{Page: 1, TotalPages: 1}
+	if v.Metadata.Page != nil {
+		pg.Page = *v.Metadata.Page
+	}
+	if v.Metadata.TotalPages != nil {
+		pg.TotalPages = *v.Metadata.TotalPages
+	}
+	if v.Metadata.HasMore != nil {
+		pg.HasMore = *v.Metadata.HasMore
+	}
+	return Result{Spend: s}, pg, nil
+}
+
+// OpenHands' proxy is LiteLLM; its /user/daily/activity answers one page
+// of daily rows (date × key × model × provider) and totals only that page.
+const (
+	// activityPageSize is LiteLLM's largest (page_size le=1000).
+	activityPageSize = 1000
+	// maxActivityPages bounds one check: 50,000 daily rows. An upstream
+	// claiming more is not believed (the key counts as check failed).
+	maxActivityPages = 50
+)
+
+// activityStart precedes any key's life: LiteLLM's daily spend tables
+// began in 2025, and a key document's createdAt is not its first spend
+// (a migrated or restored key spent before it).
+var activityStart = time.Date(2023, 1, 1, 0, 0, 0, 0, time.UTC)
+
+type openHands struct {
+	c    *Client
+	base string
+}
+
+func (p *openHands) Name() string { return "openhands" }
+
+// Spend follows every page and adds their totals: one request per 1,000
+// daily rows (README, Providers).
+func (p *openHands) Spend(ctx context.Context, k Key) (Result, error) {
+	end := p.c.now().UTC().AddDate(0, 0, 1).Format(time.DateOnly)
+	var total float64
+	for page := 1; ; page++ {
+		q := url.Values{
+			"start_date": {activityStart.Format(time.DateOnly)},
+			"end_date":   {end},
+			"page":       {strconv.Itoa(page)},
+			"page_size":  {strconv.Itoa(activityPageSize)},
+		}
+		resp, err := p.c.Get(ctx, p.base+"/user/daily/activity?"+q.Encode(), k.Secret)
+		if err != nil {
+			return Result{}, err
+		}
+		r, pg, err := ParseOpenHandsPage(resp.Status, resp.Body)
+		if err != nil || r.BudgetExceeded {
+			return r, err
+		}
+		total += r.Spend
+		switch {
+		case !pg.HasMore:
+			if math.IsInf(total, 0) {
+				return Result{}, unclear("total spend overflows")
+			}
+			return Result{Spend: total}, nil
+		case pg.TotalPages > maxActivityPages || page >= maxActivityPages:
+			return Result{}, unclear("%d pages of daily activity, more than the %d a check reads", pg.TotalPages, maxActivityPages)
+		case pg.Page != page:
+			return Result{}, unclear("asked for page %d, got page %d", page, pg.Page)
+		}
+	}
 }
 
 // ParseLiteLLM reads GET /key/info: info.spend and info.max_budget.
@@ -235,15 +379,20 @@ func ParseLiteLLM(status int, body []byte) (Result, error) {
 	return Result{Spend: s, Budget: b}, err
 }
 
-// ParseOpenRouter reads GET /api/v1/key: data.usage and data.limit.
+// ParseOpenRouter reads GET /api/v1/key: data.usage (lifetime) is the
+// spend; data.limit the budget, against which only the current period's
+// spend counts when the limit resets (data.limit_reset): limit −
+// data.limit_remaining (openrouter.ai/docs/api/api-reference/api-keys/get-current-key).
 func ParseOpenRouter(status int, body []byte) (Result, error) {
 	if r, done, err := common(status, body); done {
 		return r, err
 	}
 	var v struct {
 		Data *struct {
-			Usage json.RawMessage `json:"usage"`
-			Limit json.RawMessage `json:"limit"`
+			Usage          json.RawMessage `json:"usage"`
+			Limit          json.RawMessage `json:"limit"`
+			LimitRemaining json.RawMessage `json:"limit_remaining"`
+			LimitReset     json.RawMessage `json:"limit_reset"`
 		} `json:"data"`
 	}
 	if err := decode(body, &v); err != nil {
@@ -257,5 +406,27 @@ func ParseOpenRouter(status int, body []byte) (Result, error) {
 		return Result{}, err
 	}
 	b, err := optionalNumber(v.Data.Limit)
-	return Result{Spend: s, Budget: b}, err
+	if err != nil || b == nil {
+		return Result{Spend: s}, err
+	}
+	r := Result{Spend: s, Budget: b}
+	rem, err := optionalNumber(v.Data.LimitRemaining)
+	if err != nil {
+		return Result{}, err
+	}
+	switch {
+	case rem != nil:
+		used := max(*b-*rem, 0)
+		r.BudgetSpend = &used
+	case !isNull(v.Data.LimitReset):
+		// A resetting limit without what is left of it: the period's spend
+		// is unknown, so no budget is reported (the threshold still holds).
+		r.Budget = nil
+	}
+	return r, nil
+}
+
+func isNull(raw json.RawMessage) bool {
+	t := bytes.TrimSpace(raw)
+	return len(t) == 0 || string(t) == "null"
 }
