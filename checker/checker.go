@@ -61,7 +61,19 @@ type Config struct {
 	Logger     *slog.Logger
 	// Epoch returns the lease epoch to record with rotations (0 without one).
 	Epoch func() int64
+	// RejectShare and RejectMin guard against systemic rejections: when, over
+	// the last RejectWindow, at least RejectMin keys of a pool and at least
+	// RejectShare of its answered keys were rejected (401/403), the cycle
+	// rotates none of its rejected keys and fails (README, Reliability).
+	// Defaults 0.5 and 3; a negative RejectShare turns the guard off.
+	RejectShare float64
+	RejectMin   int
 }
+
+// RejectWindow is how far back the rejection guard counts: with adaptive
+// cadence a cycle may poll only a few keys, so an outage is judged over
+// the recent cycles, not one.
+const RejectWindow = 10 * time.Minute
 
 // Checker runs cycles over its pools.
 type Checker struct {
@@ -72,6 +84,14 @@ type Checker struct {
 
 	writeBatchMu sync.Mutex
 	writeBatch   int // 0 until the server is known
+
+	rejectMu sync.Mutex
+	rejects  map[string][]rejectSample // per pool, the last RejectWindow
+}
+
+type rejectSample struct {
+	at                 time.Time
+	answered, rejected int
 }
 
 // FerretWriteBatch caps write-back commands on FerretDB v1, which keeps a
@@ -137,6 +157,12 @@ func New(db *mongo.Database, cfg Config) (*Checker, error) {
 	if cfg.Epoch == nil {
 		cfg.Epoch = func() int64 { return 0 }
 	}
+	if cfg.RejectShare == 0 {
+		cfg.RejectShare = 0.5
+	}
+	if cfg.RejectMin <= 0 {
+		cfg.RejectMin = 3
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -198,6 +224,10 @@ type PoolSummary struct {
 	Recovered      int
 	BackupsLeft    int64
 	Errors         []string // one line each, for the summary
+	// FailedBy counts the failed checks by cause, for the one outage line
+	// per cycle; FailedExample is one of their errors.
+	FailedBy      map[string]int
+	FailedExample string
 }
 
 // Summary is a whole cycle.
@@ -260,6 +290,7 @@ func (c *Checker) Cycle(ctx context.Context) (Summary, error) {
 // observation is one key's outcome, for the bulk write-back.
 type observation struct {
 	id        string
+	planOnly  bool // only nextCheck: a Retry-After, no spend figure
 	spend     float64
 	rate      float64
 	nextCheck time.Time
@@ -303,6 +334,7 @@ func (c *Checker) checkPool(ctx context.Context, p *poolRun) (PoolSummary, error
 		obs  = make(chan observation, c.cfg.BatchSize)
 		wErr = make(chan error, 1)
 	)
+	var pending []func() // unauthorized rotations, held until the share is known
 	go func() { wErr <- c.writeBack(context.WithoutCancel(ctx), p.keys, obs) }()
 	count := func(f func(*PoolSummary)) {
 		mu.Lock()
@@ -338,13 +370,28 @@ func (c *Checker) checkPool(ctx context.Context, p *poolRun) (PoolSummary, error
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			c.checkKey(ctx, p, doc, log, count, obs)
+			c.checkKey(ctx, p, doc, log, count, obs, func(f func()) {
+				mu.Lock()
+				defer mu.Unlock()
+				pending = append(pending, f)
+			})
 		}()
 	}
 	for range docs {
 		// Drain after a cancellation, so the reader can finish.
 	}
 	wg.Wait()
+	c.logFailures(log, ps)
+	if len(pending) > 0 {
+		if why := c.systemicRejection(p, ps); why != "" {
+			ps.Errors = append(ps.Errors, why)
+			log.Error("rotating none of the rejected keys: "+why, "rejected", ps.Unauthorized)
+		} else {
+			for _, rotate := range pending {
+				rotate()
+			}
+		}
+	}
 	close(obs)
 	if err := <-wErr; err != nil {
 		ps.Errors = append(ps.Errors, "write back: "+err.Error())
@@ -358,7 +405,7 @@ func (c *Checker) checkPool(ctx context.Context, p *poolRun) (PoolSummary, error
 	return ps, ctx.Err()
 }
 
-func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *slog.Logger, count func(func(*PoolSummary)), obs chan<- observation) {
+func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *slog.Logger, count func(func(*PoolSummary)), obs chan<- observation, hold func(func())) {
 	k, err := readKey(doc)
 	if err != nil {
 		count(func(s *PoolSummary) { s.Failed++; s.Due++ })
@@ -380,9 +427,18 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 		reason = "unauthorized"
 		res.Spend = k.spend
 	case err != nil:
-		count(func(s *PoolSummary) { s.Failed++ })
+		count(func(s *PoolSummary) { s.fail(err) })
 		if ctx.Err() == nil {
-			log.Warn("spend check failed; will retry next cycle", "err", err)
+			// One line per cycle says an upstream is failing (logFailures).
+			log.Debug("spend check failed; will retry", "err", err)
+		}
+		var ra *spend.RetryAfterError
+		if errors.As(err, &ra) && !c.cfg.DryRun {
+			// Honour Retry-After in the key's plan, so no replica polls it before.
+			select {
+			case obs <- observation{id: k.id, planOnly: true, nextCheck: ra.Until.UTC(), at: at}:
+			case <-ctx.Done():
+			}
 		}
 		return
 	default:
@@ -393,7 +449,7 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 			reason = "budget_exceeded_" + spendStr
 		case res.Spend >= p.Threshold:
 			reason = "proactive_threshold_" + spendStr
-		case p.BudgetRatio > 0 && res.Budget != nil && res.Spend >= p.BudgetRatio*(*res.Budget):
+		case p.BudgetRatio > 0 && res.Budget != nil && budgetSpend(res) >= p.BudgetRatio*(*res.Budget):
 			reason = "proactive_threshold_" + spendStr
 		}
 	}
@@ -408,6 +464,15 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 		log.Debug("spend checked", "spend", res.Spend, "threshold", p.Threshold)
 		return
 	}
+	if reason == "unauthorized" {
+		// Held until the cycle knows how many keys were rejected at once.
+		hold(func() { c.rotateKey(ctx, p, k, doc, res, reason, at, log, count) })
+		return
+	}
+	c.rotateKey(ctx, p, k, doc, res, reason, at, log, count)
+}
+
+func (c *Checker) rotateKey(ctx context.Context, p *poolRun, k keyInfo, doc bson.Raw, res spend.Result, reason string, at time.Time, log *slog.Logger, count func(func(*PoolSummary))) {
 	count(func(s *PoolSummary) { s.Over++ })
 	if c.cfg.DryRun {
 		log.Info("would rotate (dry run)", "spend", res.Spend, "threshold", p.Threshold, "reason", reason)
@@ -487,11 +552,11 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 	case k.lastCheck.IsZero() && rate <= 0:
 		rate = -1 // first check: no rate yet
 	}
-	limit := p.Threshold
+	headroom := p.Threshold - res.Spend
 	if p.BudgetRatio > 0 && res.Budget != nil {
-		limit = min(limit, p.BudgetRatio*(*res.Budget))
+		headroom = min(headroom, p.BudgetRatio*(*res.Budget)-budgetSpend(res))
 	}
-	next := NextInterval(limit-res.Spend, rate, c.cfg.MinInterval, c.cfg.MaxInterval)
+	next := NextInterval(headroom, rate, c.cfg.MinInterval, c.cfg.MaxInterval)
 	return observation{id: k.id, spend: res.Spend, rate: max(rate, 0), nextCheck: at.Add(next), at: at, budget: res.Budget}
 }
 
@@ -542,6 +607,9 @@ func (c *Checker) writeBack(ctx context.Context, keys *mongo.Collection, obs <-c
 	}
 	for o := range obs {
 		set := bson.M{fieldSpend: o.spend, fieldLastCheck: o.at, fieldNextCheck: o.nextCheck, fieldRate: o.rate}
+		if o.planOnly {
+			set = bson.M{fieldNextCheck: o.nextCheck}
+		}
 		if o.budget != nil {
 			set[fieldBudget] = *o.budget
 		}
@@ -552,4 +620,88 @@ func (c *Checker) writeBack(ctx context.Context, keys *mongo.Collection, obs <-c
 	}
 	flush()
 	return errors.Join(errs...)
+}
+
+// budgetSpend is the spend that counts against the reported budget.
+func budgetSpend(r spend.Result) float64 {
+	if r.BudgetSpend != nil {
+		return *r.BudgetSpend
+	}
+	return r.Spend
+}
+
+// fail counts a failed check by its cause.
+func (s *PoolSummary) fail(err error) {
+	s.Failed++
+	var (
+		ra *spend.RetryAfterError
+		hb *spend.HostBackoffError
+		uc *spend.UnclearError
+	)
+	cause := "transport"
+	switch {
+	case errors.As(err, &hb):
+		cause = "host_backing_off"
+	case errors.As(err, &ra):
+		cause = "retry_after"
+	case errors.As(err, &uc):
+		cause = "unclear_answer"
+	}
+	if s.FailedBy == nil {
+		s.FailedBy = map[string]int{}
+	}
+	s.FailedBy[cause]++
+	if s.FailedExample == "" || cause != "host_backing_off" && s.FailedBy[cause] == 1 {
+		s.FailedExample = err.Error()
+	}
+}
+
+// logFailures says once per pool and cycle that checks failed, by cause,
+// instead of a line per key: an outage at 10,000 keys is one line.
+func (c *Checker) logFailures(log *slog.Logger, ps PoolSummary) {
+	if len(ps.FailedBy) == 0 {
+		return
+	}
+	args := []any{"failed", ps.Failed, "due", ps.Due, "example", ps.FailedExample}
+	for _, cause := range []string{"transport", "host_backing_off", "retry_after", "unclear_answer"} {
+		if n := ps.FailedBy[cause]; n > 0 {
+			args = append(args, cause, n)
+		}
+	}
+	log.Warn("spend checks failed; those keys are retried when due", args...)
+}
+
+// systemicRejection records this cycle's rejections and returns why the
+// rejected keys must not be rotated, or "" when they may be: a share of a
+// pool's answered keys rejected at once is an outage, a block or a wrong
+// URL, not that many dead keys (README, Reliability).
+func (c *Checker) systemicRejection(p *poolRun, ps PoolSummary) string {
+	if c.cfg.RejectShare < 0 {
+		return ""
+	}
+	now := c.cfg.Clock.Now()
+	c.rejectMu.Lock()
+	defer c.rejectMu.Unlock()
+	if c.rejects == nil {
+		c.rejects = map[string][]rejectSample{}
+	}
+	name := p.rot.Pool().Name
+	kept := c.rejects[name][:0]
+	for _, r := range c.rejects[name] {
+		if now.Sub(r.at) < RejectWindow {
+			kept = append(kept, r)
+		}
+	}
+	kept = append(kept, rejectSample{at: now, answered: ps.Checked + ps.Unauthorized, rejected: ps.Unauthorized})
+	c.rejects[name] = kept
+	var answered, rejected int
+	for _, r := range kept {
+		answered += r.answered
+		rejected += r.rejected
+	}
+	if rejected < c.cfg.RejectMin || float64(rejected) < c.cfg.RejectShare*float64(answered) {
+		return ""
+	}
+	return fmt.Sprintf("%d of %d keys answered in the last %s were rejected (401/403): that looks like an upstream outage, a block or a wrong --provider-url, not dead keys; check the upstream, then rotate dead keys by hand (spendchecker rotate) or raise --reject-share",
+		rejected, answered, RejectWindow)
 }

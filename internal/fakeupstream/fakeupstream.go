@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,6 +34,9 @@ type Server struct {
 	status map[string]int
 	calls  map[string]int
 	served map[string]float64 // the highest spend answered per key
+	pages  map[string]int     // openhands: pages a key's daily activity spans
+	period map[string]float64 // openrouter: spend in the limit's current period
+	retry  map[string]string  // Retry-After sent with a key's status
 	// defSpend answers keys never set, when hasDef (large benchmarks).
 	defSpend float64
 	hasDef   bool
@@ -43,7 +47,8 @@ type Server struct {
 
 // New starts a server on loopback.
 func New(kind string) *Server {
-	s := &Server{kind: kind, spend: map[string]float64{}, budget: map[string]float64{}, status: map[string]int{}, calls: map[string]int{}, served: map[string]float64{}}
+	s := &Server{kind: kind, spend: map[string]float64{}, budget: map[string]float64{}, status: map[string]int{}, calls: map[string]int{}, served: map[string]float64{},
+		pages: map[string]int{}, period: map[string]float64{}, retry: map[string]string{}}
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
 	s.URL = s.srv.URL
 	return s
@@ -88,6 +93,31 @@ func (s *Server) SetBudget(secret string, v float64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.budget[secret] = v
+}
+
+// SetPages spreads a key's daily activity over n pages (openhands): each
+// page's metadata.total_spend is that page's share, as LiteLLM totals only
+// the rows of the page asked for.
+func (s *Server) SetPages(secret string, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pages[secret] = n
+}
+
+// SetPeriodSpend gives a key (openrouter) a monthly-resetting limit of
+// which v is spent this month: limit_remaining is budget − v, while usage
+// stays the lifetime spend.
+func (s *Server) SetPeriodSpend(secret string, v float64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.period[secret] = v
+}
+
+// SetRetryAfter sends a Retry-After header with a key's status (SetStatus).
+func (s *Server) SetRetryAfter(secret, v string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.retry[secret] = v
 }
 
 // SetStatus makes every answer for a key use this HTTP status (0 resets).
@@ -151,6 +181,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	budget, hasBudget := s.budget[secret]
 	status := s.status[secret]
+	pages := max(s.pages[secret], 1)
+	period, resets := s.period[secret]
+	retry := s.retry[secret]
 	if known && status == 0 {
 		s.served[secret] = max(s.served[secret], spend)
 	}
@@ -158,16 +191,28 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	switch {
 	case status != 0:
+		if retry != "" {
+			w.Header().Set("Retry-After", retry)
+		}
 		w.WriteHeader(status)
 		fmt.Fprintf(w, `{"error":{"message":"status %d","code":"%d"}}`, status, status)
 		return
-	case !known:
+	case !known && s.kind == "openrouter":
+		// openrouter.ai/docs/api-reference/errors: {"error":{"code","message"}}.
 		w.WriteHeader(http.StatusUnauthorized)
-		fmt.Fprint(w, `{"error":{"message":"Authentication Error, Invalid proxy server token passed.","type":"auth_error","code":"401"}}`)
+		fmt.Fprint(w, `{"error":{"message":"No auth credentials found","code":401}}`)
+		return
+	case !known:
+		// LiteLLM's ProxyException for an unknown key
+		// (litellm/proxy/auth/user_api_key_auth.py, auth_error).
+		w.WriteHeader(http.StatusUnauthorized)
+		fmt.Fprint(w, `{"error":{"message":"Authentication Error, Invalid proxy server token passed. Unable to find token in cache or LiteLLM_VerificationTokenTable","type":"auth_error","param":"None","code":"401"}}`)
 		return
 	case hasBudget && spend >= budget && s.kind != "openrouter":
+		// litellm/exceptions.py BudgetExceededError's message in LiteLLM's
+		// ProxyException envelope; figures as Python's str(float) prints them.
 		w.WriteHeader(http.StatusBadRequest)
-		fmt.Fprintf(w, `{"error":{"message":"Budget has been exceeded! budget_exceeded: Spend=%.4f, Budget=%.1f","type":"budget_exceeded","param":null,"code":"400"}}`, spend, budget)
+		fmt.Fprintf(w, `{"error":{"message":"Budget has been exceeded! Current cost: %s, Max budget: %s","type":"budget_exceeded","param":null,"code":"400"}}`, pyFloat(spend), pyFloat(budget))
 		return
 	}
 	budgetJSON := "null"
@@ -178,8 +223,41 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	case "litellm":
 		fmt.Fprintf(w, `{"key":"sk-...","info":{"spend":%v,"max_budget":%s,"models":[]}}`, spend, budgetJSON)
 	case "openrouter":
-		fmt.Fprintf(w, `{"data":{"label":"sk-or-...","usage":%v,"limit":%s,"is_free_tier":false}}`, spend, budgetJSON)
+		// openrouter.ai/docs/api/api-reference/api-keys/get-current-key
+		remaining, reset := "null", "null"
+		if hasBudget {
+			used := spend
+			if resets {
+				used, reset = period, `"monthly"`
+			}
+			remaining = fmt.Sprint(max(budget-used, 0))
+		}
+		fmt.Fprintf(w, `{"data":{"label":"sk-or-v1-...","usage":%v,"limit":%s,"limit_remaining":%s,"limit_reset":%s,"is_free_tier":false}}`, spend, budgetJSON, remaining, reset)
 	default:
-		fmt.Fprintf(w, `{"results":[],"metadata":{"total_spend":%v,"total_api_requests":1,"page":1,"total_pages":1,"has_more":false}}`, spend)
+		// LiteLLM's /user/daily/activity: metadata totals the page's rows
+		// only (litellm/proxy/management_endpoints/common_daily_activity.py).
+		page, _ := strconv.Atoi(r.URL.Query().Get("page"))
+		page = max(page, 1)
+		share := 0.0
+		if page <= pages {
+			share = spend / float64(pages)
+			if page == pages {
+				share = spend - share*float64(pages-1)
+			}
+		}
+		fmt.Fprintf(w, `{"results":[],"metadata":{"total_spend":%v,"total_api_requests":1,"page":%d,"total_pages":%d,"has_more":%v}}`, share, page, pages, page < pages)
 	}
+}
+
+// pyFloat prints v as Python's repr(float) does: 10.0, 10.02, 1.5e-05,
+// 1e+16 (exponent form below 1e-4 and from 1e16).
+func pyFloat(v float64) string {
+	if a := math.Abs(v); a != 0 && (a < 1e-4 || a >= 1e16) {
+		return strconv.FormatFloat(v, 'e', -1, 64)
+	}
+	s := strconv.FormatFloat(v, 'f', -1, 64)
+	if !strings.Contains(s, ".") {
+		s += ".0"
+	}
+	return s
 }
