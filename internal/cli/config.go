@@ -65,6 +65,12 @@ type Config struct {
 	Reason    string
 	Since     string
 	Version   bool
+
+	// Upstream safety (README, Reliability): a rate per upstream host, and
+	// the systemic-rejection guard.
+	HostRate    float64
+	RejectShare float64
+	RejectMin   int
 }
 
 // UsageError is bad usage or configuration: exit code 2, nothing touched.
@@ -125,6 +131,9 @@ func Parse(args []string) (*Config, error) {
 	fs.IntVar(&c.Conc, "concurrency", 16, "simultaneous upstream requests")
 	fs.DurationVar(&c.ReqTO, "request-timeout", 15*time.Second, "per upstream request")
 	fs.Float64Var(&c.RateLimit, "rate-limit", 0, "upstream requests per second at most (0: no limit)")
+	fs.Float64Var(&c.HostRate, "host-rate", 50, "upstream requests per second at most to one host (0: no limit)")
+	fs.Float64Var(&c.RejectShare, "reject-share", 0.5, "rotate no rejected key when this share of the answered keys is rejected at once (0: off)")
+	fs.IntVar(&c.RejectMin, "reject-min", 3, "... and at least this many keys")
 	fs.StringVar(&c.LeaseName, "lease-name", "spendchecker", "lease record name")
 	fs.DurationVar(&c.LeaseDur, "lease-duration", 15*time.Second, "lease duration")
 	fs.DurationVar(&c.LeaseRen, "lease-renew-deadline", 0, "renew deadline (default: 2/3 of the lease duration)")
@@ -322,6 +331,12 @@ func (c *Config) validate() error {
 		return usage("--request-timeout must be positive")
 	case c.RateLimit < 0:
 		return usage("--rate-limit must not be negative")
+	case c.HostRate < 0:
+		return usage("--host-rate must not be negative")
+	case !(c.RejectShare >= 0 && c.RejectShare <= 1):
+		return usage("--reject-share must be between 0 (off) and 1")
+	case c.RejectMin < 1:
+		return usage("--reject-min must be at least 1")
 	case c.LeaseName == "" || c.Instance == "":
 		return usage("--lease-name and --instance must not be empty")
 	case !(c.LeaseRetr > 0 && c.LeaseRetr < c.LeaseRen && c.LeaseRen < c.LeaseDur):

@@ -114,10 +114,7 @@ func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*app, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = cfg.Conc
 	tr.MaxIdleConns = cfg.Conc * len(cfg.Pools)
-	httpc := &spend.Client{HTTP: &http.Client{Transport: tr}, RequestTimeout: cfg.ReqTO}
-	if cfg.RateLimit > 0 {
-		httpc.Limiter = rate.NewLimiter(rate.Limit(cfg.RateLimit), max(1, int(cfg.RateLimit)))
-	}
+	httpc := upstreamClient(cfg, &http.Client{Transport: tr})
 	var pools []checker.Pool
 	for _, p := range cfg.Pools {
 		pool, _ := p.resolve() // validated by Parse
@@ -144,13 +141,31 @@ func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*app, error) {
 	a.chk, err = checker.New(db, checker.Config{
 		Pools: pools, Concurrency: cfg.Conc, Adaptive: cfg.Adaptive,
 		MinInterval: cfg.MinCheck, MaxInterval: cfg.MaxCheck, DryRun: cfg.DryRun,
-		Instance: cfg.Instance, Logger: log,
+		Instance: cfg.Instance, Logger: log, RejectShare: rejectShare(cfg.RejectShare), RejectMin: cfg.RejectMin,
 		Epoch: func() int64 { e, _ := l.Epoch(); return e },
 	})
 	if err != nil {
 		return nil, err
 	}
 	return a, nil
+}
+
+// upstreamClient is the one upstream client of the process: its per-key
+// Retry-After and per-host backoff are shared by every pool and cycle.
+func upstreamClient(cfg *Config, hc *http.Client) *spend.Client {
+	c := &spend.Client{HTTP: hc, RequestTimeout: cfg.ReqTO, HostRate: cfg.HostRate, HostBurst: cfg.Conc}
+	if cfg.RateLimit > 0 {
+		c.Limiter = rate.NewLimiter(rate.Limit(cfg.RateLimit), max(1, int(cfg.RateLimit)))
+	}
+	return c
+}
+
+// rejectShare maps --reject-share 0 (off) to the checker's "off" (< 0).
+func rejectShare(v float64) float64 {
+	if v == 0 {
+		return -1
+	}
+	return v
 }
 
 func (a *app) close() {
