@@ -104,9 +104,11 @@ func TestOpenHandsReadsEveryPage(t *testing.T) {
 
 func TestOpenHandsPagingMisbehaves(t *testing.T) {
 	for name, answer := range map[string]func(page int) string{
-		"endless pages":      func(page int) string { return activityPage(1, page, 100000) },
-		"has_more for ever":  func(page int) string { return activityPage(1, 1, 2) },
-		"spend not a number": func(page int) string { return `{"metadata":{"total_spend":"1","page":1,"total_pages":2,"has_more":true}}` },
+		"endless pages":     func(page int) string { return activityPage(1, page, 100000) },
+		"has_more for ever": func(page int) string { return activityPage(1, 1, 2) },
+		"spend not a number": func(page int) string {
+			return `{"metadata":{"total_spend":"1","page":1,"total_pages":2,"has_more":true}}`
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			var calls atomic.Int64

@@ -2,7 +2,9 @@ package spend_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -262,22 +264,46 @@ func TestNewValidates(t *testing.T) {
 }
 
 func FuzzParsers(f *testing.F) {
-	for _, s := range []string{openhandsOK, openhandsOver, litellmOK, litellmNoCap, openrouterOK, `{"metadata":{"total_spend":-0}}`, `{"info":{"spend":1e308}}`, `Spend=1.5`} {
-		f.Add(200, []byte(s))
-		f.Add(400, []byte(s))
+	for _, s := range []string{openhandsOK, openhandsOver, litellmTokenOver, litellmUserOver, litellmTeamOver, litellmTeamOver2,
+		litellmAuthError, litellmOK, litellmNoCap, openrouterOK, openrouterReset, openrouterNoReset, openrouterAuth,
+		cdnBlockHTML, cdnBlockJSON, activityPage(3.5, 2, 3), `{"metadata":{"total_spend":-0}}`, `{"info":{"spend":1e308}}`,
+		`Spend=1.5`, `Spend=1.5e-05, Budget=inf`, `Current cost: nan, Max budget: 1`, `{"error":{"message":null}}`,
+		`{"data":{"usage":1,"limit":5,"limit_remaining":9}}`} {
+		for _, status := range []int{200, 400, 401, 403, 429} {
+			f.Add(status, []byte(s))
+		}
 	}
 	f.Fuzz(func(t *testing.T, status int, body []byte) {
+		finite := func(v float64) bool { return v >= 0 && v == v && v <= math.MaxFloat64 }
+		if _, pg, err := spend.ParseOpenHandsPage(status, body); err == nil && pg.HasMore && pg.Page < 0 {
+			t.Logf("page %+v", pg) // any page number is fine; the reader checks it
+		}
 		for _, parse := range []func(int, []byte) (spend.Result, error){spend.ParseOpenHands, spend.ParseLiteLLM, spend.ParseOpenRouter} {
 			r, err := parse(status, body)
+			if errors.Is(err, spend.ErrUnauthorized) {
+				// A rejection counts only as the provider's JSON error.
+				var v struct {
+					Error struct{ Message *string } `json:"error"`
+				}
+				if (status != 401 && status != 403) || json.Unmarshal(body, &v) != nil || v.Error.Message == nil {
+					t.Fatalf("status %d %q taken for a dead key", status, body)
+				}
+			}
 			if err != nil {
 				continue
 			}
 			// A clear answer is always a finite, non-negative figure.
-			if r.Spend < 0 || r.Spend != r.Spend || r.Spend > 1e308 {
+			if !finite(r.Spend) {
 				t.Fatalf("accepted spend %v from %q", r.Spend, body)
 			}
-			if r.Budget != nil && (*r.Budget < 0 || *r.Budget != *r.Budget) {
+			if r.Budget != nil && !finite(*r.Budget) {
 				t.Fatalf("accepted budget %v", *r.Budget)
+			}
+			if r.BudgetSpend != nil && (!finite(*r.BudgetSpend) || r.Budget == nil) {
+				t.Fatalf("accepted budget spend %v", *r.BudgetSpend)
+			}
+			if r.BudgetExceeded != (status != 200) {
+				t.Fatalf("status %d gave %+v", status, r)
 			}
 		}
 	})
