@@ -381,7 +381,9 @@ func (c *Checker) checkPool(ctx context.Context, p *poolRun) (PoolSummary, error
 		// Drain after a cancellation, so the reader can finish.
 	}
 	wg.Wait()
-	c.logFailures(log, ps)
+	if ctx.Err() == nil {
+		c.logFailures(log, ps)
+	}
 	if len(pending) > 0 {
 		if why := c.systemicRejection(p, ps); why != "" {
 			ps.Errors = append(ps.Errors, why)
@@ -651,7 +653,8 @@ func (s *PoolSummary) fail(err error) {
 		s.FailedBy = map[string]int{}
 	}
 	s.FailedBy[cause]++
-	if s.FailedExample == "" || cause != "host_backing_off" && s.FailedBy[cause] == 1 {
+	// The example is the first failure that is not the backoff's own.
+	if s.FailedExample == "" || cause != "host_backing_off" && s.FailedBy["host_backing_off"] == s.Failed-1 {
 		s.FailedExample = err.Error()
 	}
 }
