@@ -137,7 +137,7 @@ func Parse(args []string) (*Config, error) {
 	fs.BoolVar(&c.Once, "once", false, "run one cycle, then exit")
 	fs.DurationVar(&c.Grace, "shutdown-grace", 30*time.Second, "how long a cycle in flight may finish after SIGTERM")
 	fs.StringVar(&c.Reason, "reason", "manual", "rotate: the rotation reason")
-	fs.StringVar(&c.Since, "since", "24h", "history: a duration back from now, or a date (2006-01-02 or RFC 3339)")
+	fs.StringVar(&c.Since, "since", "24h", "history: a duration back from now (24h, 90m, 7d, 1d12h), or a date (2006-01-02 or RFC 3339)")
 	fs.BoolVar(&c.Version, "version", false, "print the version and exit")
 
 	var filePools []PoolConfig
@@ -396,16 +396,28 @@ func (p PoolConfig) resolve() (rotation.Pool, error) {
 	return pool, pool.Validate()
 }
 
+// parseSince reads --since: a duration back from now, in Go's units or with
+// whole days first (7d, 1d12h), or a date (README, "Operations").
 func parseSince(s string, now time.Time) (time.Time, error) {
 	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
 		return now.Add(-d), nil
+	}
+	if days, rest, ok := strings.Cut(s, "d"); ok && days != "" && strings.Trim(days, "0123456789") == "" {
+		n, err := strconv.Atoi(days)
+		d := time.Duration(0)
+		if rest != "" {
+			d, err = time.ParseDuration(rest)
+		}
+		if err == nil && d >= 0 && n <= 100000 {
+			return now.AddDate(0, 0, -n).Add(-d), nil
+		}
 	}
 	for _, layout := range []string{time.RFC3339, time.DateOnly} {
 		if t, err := time.Parse(layout, s); err == nil {
 			return t, nil
 		}
 	}
-	return time.Time{}, fmt.Errorf("%q is neither a duration (24h) nor a date (2006-01-02)", s)
+	return time.Time{}, fmt.Errorf("%q is neither a duration (24h, 7d) nor a date (2006-01-02)", s)
 }
 
 func defaultInstance() string {

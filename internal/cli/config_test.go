@@ -239,3 +239,34 @@ func TestRedactHidesPasswords(t *testing.T) {
 		}
 	}
 }
+
+func TestParseSince(t *testing.T) {
+	now := time.Date(2026, 5, 10, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		in   string
+		want time.Time
+		ok   bool
+	}{
+		{"24h", now.Add(-24 * time.Hour), true},
+		{"90m", now.Add(-90 * time.Minute), true},
+		{"7d", now.AddDate(0, 0, -7), true},
+		{"1d12h", now.Add(-36 * time.Hour), true},
+		{"30d", now.AddDate(0, 0, -30), true},
+		{"0d", now, true},
+		{"2026-05-01", time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC), true},
+		{"2026-05-01T10:00:00Z", time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC), true},
+		{"d", time.Time{}, false},
+		{"-7d", time.Time{}, false},
+		{"7days", time.Time{}, false},
+		{"1.5d", time.Time{}, false},
+		{"yesterday", time.Time{}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := parseSince(tt.in, now)
+			if (err == nil) != tt.ok || (tt.ok && !got.Equal(tt.want)) {
+				t.Errorf("parseSince(%q) = %v, %v; want %v (ok %v)", tt.in, got, err, tt.want, tt.ok)
+			}
+		})
+	}
+}
