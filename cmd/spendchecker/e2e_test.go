@@ -410,3 +410,42 @@ func TestDemoRuns(t *testing.T) {
 		t.Fatalf("demo output lacks a rotation or a clean verify:\n%s", out)
 	}
 }
+
+// rotate honours --pool among a config file's pools: the same key id in two
+// pools rotates only in the one named, and without a name it is refused.
+func TestRotateHonoursPool(t *testing.T) {
+	mdb := mongotest.New(t)
+	ctx := context.Background()
+	factory, _ := rotation.Preset("factory")
+	for _, p := range []rotation.Pool{openhands, factory} {
+		if _, err := mdb.Database.Collection(p.KeysCollection).InsertOne(ctx, bson.M{"_id": "k1", "apiKey": secret(p.Name + "-k1"), "status": "healthy"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := mdb.Database.Collection(p.BackupsCollection).InsertOne(ctx, bson.M{"_id": p.Name + "-b1", "apiKey": secret(p.Name + "-b1"), "isUsed": false}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	file := filepath.Join(t.TempDir(), "config.json")
+	body := `{"pools": [{"pool": "openhands"}, {"pool": "factory", "provider": "litellm", "provider-url": "http://127.0.0.1:1"}]}`
+	if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"--mongo-uri", mdb.URI, "--database", mdb.Name, "--config", file, "--listen", "", "--log-format", "json"}
+	has := func(p rotation.Pool) bool {
+		n, err := mdb.Database.Collection(p.KeysCollection).CountDocuments(ctx, bson.M{"_id": "k1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n == 1
+	}
+	if code, out := run(t, append([]string{"rotate", "k1"}, base...)); code != 2 || !strings.Contains(out, "--pool") || !has(openhands) || !has(factory) {
+		t.Fatalf("rotate of a key id in two pools without --pool: exit %d, want 2 naming --pool and nothing rotated:\n%s", code, out)
+	}
+	code, out := run(t, append([]string{"rotate", "k1", "--pool", "factory"}, base...))
+	if code != 0 || !strings.Contains(out, "pool factory: rotated k1") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	if has(factory) || !has(openhands) {
+		t.Errorf("after rotate k1 --pool factory: factory k1 present %v, openhands k1 present %v", has(factory), has(openhands))
+	}
+}

@@ -65,6 +65,15 @@ type Config struct {
 	Reason    string
 	Since     string
 	Version   bool
+	// Overrides are the pool settings of the config file that a flag or an
+	// environment variable replaced; the program logs them at start.
+	Overrides []Override
+}
+
+// Override is one pool setting of the config file replaced by a flag or an
+// environment variable.
+type Override struct {
+	Pool, Setting, Value, FileValue string
 }
 
 // UsageError is bad usage or configuration: exit code 2, nothing touched.
@@ -140,12 +149,12 @@ func Parse(args []string) (*Config, error) {
 	fs.StringVar(&c.Since, "since", "24h", "history: a duration back from now (24h, 90m, 7d, 1d12h), or a date (2006-01-02 or RFC 3339)")
 	fs.BoolVar(&c.Version, "version", false, "print the version and exit")
 
-	var filePools []PoolConfig
 	ffs := ff.NewFlagSetFrom("spendchecker", fs)
+	file := &fileState{top: map[string]bool{}, user: map[string]bool{}}
 	err := ff.Parse(ffs, args,
 		ff.WithEnvVarPrefix("SPENDCHECKER"),
 		ff.WithConfigFileFlag("config"),
-		ff.WithConfigFileParser(jsonParser(&filePools)),
+		ff.WithConfigFileParser(jsonParser(file, ffs)),
 	)
 	if err != nil {
 		msg := strings.TrimPrefix(err.Error(), "parse args: ")
@@ -157,10 +166,9 @@ func Parse(args []string) (*Config, error) {
 		c.Command = "version"
 	}
 	p.RotateUnauthorized = &rotateUnauth
-	if len(filePools) > 0 {
-		// Pools from the file inherit the top-level settings they leave out.
-		for _, fp := range filePools {
-			c.Pools = append(c.Pools, inherit(fp, p))
+	if len(file.pools) > 0 {
+		if c.Pools, c.Overrides, err = file.resolvePools(p); err != nil {
+			return nil, err
 		}
 	} else {
 		c.Pools = []PoolConfig{p}
@@ -174,26 +182,135 @@ func Parse(args []string) (*Config, error) {
 	return c, c.validate()
 }
 
-func inherit(fp, top PoolConfig) PoolConfig {
-	if fp.Pool == "" {
-		fp.Pool = top.Pool
+// fileState is what the config file said, and which settings the command
+// line or the environment had set before it was read.
+type fileState struct {
+	pools   []PoolConfig
+	present []map[string]bool // per pool entry: the keys it sets (zero and false included)
+	top     map[string]bool   // top-level keys the file sets
+	user    map[string]bool   // settings given by a flag or an environment variable
+}
+
+// Pool settings that a flag overrides in every pool, and those that name
+// one pool's collections.
+var (
+	poolSettings       = []string{"provider", "provider-url", "threshold", "budget-ratio", "rotate-unauthorized"}
+	collectionSettings = []string{"keys-collection", "backups-collection", "bindings-collection", "binding-key-field", "history-collection"}
+)
+
+// resolvePools applies the precedence of pool settings (README,
+// "Configuration"): a flag, then the environment, then the pool's own entry
+// in the file, then the file's top level, then the default. top holds the
+// value ff settled on from all but the pool entries. An explicit zero or
+// false in an entry is a value. A --pool from the command line, the
+// environment or the file's top level selects one of the file's pools.
+func (st *fileState) resolvePools(top PoolConfig) ([]PoolConfig, []Override, error) {
+	type entry struct {
+		p   PoolConfig
+		set map[string]bool
 	}
-	if fp.Provider == "" {
-		fp.Provider = top.Provider
+	var entries []entry
+	var names []string
+	for i, fp := range st.pools {
+		if !st.present[i]["pool"] {
+			fp.Pool = top.Pool
+		}
+		names = append(names, fp.Pool)
+		entries = append(entries, entry{fp, st.present[i]})
 	}
-	if fp.ProviderURL == "" && fp.Provider == top.Provider {
-		fp.ProviderURL = top.ProviderURL
+	if st.user["pool"] || st.top["pool"] {
+		var kept []entry
+		for _, e := range entries {
+			if e.p.Pool == top.Pool {
+				kept = append(kept, e)
+			}
+		}
+		if len(kept) == 0 {
+			return nil, nil, usage("--pool %q is not among the config file's pools (%s)", top.Pool, strings.Join(names, ", "))
+		}
+		entries = kept
 	}
-	if fp.Threshold == 0 {
-		fp.Threshold = top.Threshold
+	for _, k := range collectionSettings {
+		if (st.user[k] || st.top[k]) && len(entries) > 1 {
+			name := "--" + k
+			if !st.user[k] {
+				name = "config file: " + k
+			}
+			return nil, nil, usage("%s names one pool's collection; with %d pools in the config file, select one with --pool or set it in the pool's entry", name, len(entries))
+		}
 	}
-	if fp.BudgetRatio == 0 {
-		fp.BudgetRatio = top.BudgetRatio
+	var out []PoolConfig
+	var overrides []Override
+	for _, e := range entries {
+		fp := e.p
+		for _, k := range append(append([]string{}, poolSettings...), collectionSettings...) {
+			switch {
+			case st.user[k]:
+				if e.set[k] && showSetting(&fp, k) != showSetting(&top, k) {
+					overrides = append(overrides, Override{Pool: fp.Pool, Setting: k, Value: showSetting(&top, k), FileValue: showSetting(&fp, k)})
+				}
+				copySetting(&fp, &top, k)
+			case e.set[k]:
+			case k == "provider-url" && fp.Provider != top.Provider:
+				// Another provider than the top level's: its own default URL.
+			default:
+				copySetting(&fp, &top, k)
+			}
+		}
+		out = append(out, fp)
 	}
-	if fp.RotateUnauthorized == nil {
-		fp.RotateUnauthorized = top.RotateUnauthorized
+	return out, overrides, nil
+}
+
+func (p *PoolConfig) setting(k string) any {
+	switch k {
+	case "provider":
+		return &p.Provider
+	case "provider-url":
+		return &p.ProviderURL
+	case "threshold":
+		return &p.Threshold
+	case "budget-ratio":
+		return &p.BudgetRatio
+	case "rotate-unauthorized":
+		return &p.RotateUnauthorized
+	case "keys-collection":
+		return &p.KeysCollection
+	case "backups-collection":
+		return &p.BackupsCollection
+	case "bindings-collection":
+		return &p.BindingsCollection
+	case "binding-key-field":
+		return &p.BindingKeyField
+	case "history-collection":
+		return &p.HistoryCollection
 	}
-	return fp
+	panic("unknown pool setting " + k)
+}
+
+func copySetting(dst, src *PoolConfig, k string) {
+	switch d := dst.setting(k).(type) {
+	case *string:
+		*d = *src.setting(k).(*string)
+	case *float64:
+		*d = *src.setting(k).(*float64)
+	case **bool:
+		*d = *src.setting(k).(**bool)
+	}
+}
+
+func showSetting(p *PoolConfig, k string) string {
+	switch v := p.setting(k).(type) {
+	case *string:
+		return *v
+	case *float64:
+		return strconv.FormatFloat(*v, 'f', -1, 64)
+	case **bool:
+		if *v != nil {
+			return strconv.FormatBool(**v)
+		}
+	}
+	return ""
 }
 
 // jsonParser reads a JSON object: flat keys are flag names (ff applies them
@@ -234,8 +351,16 @@ func explainParseError(msg string, fs *flag.FlagSet) string {
 	return rest + want
 }
 
-func jsonParser(pools *[]PoolConfig) ff.ConfigFileParseFunc {
+func jsonParser(st *fileState, ffs *ff.FlagSet) ff.ConfigFileParseFunc {
 	return func(r io.Reader, set func(name, value string) error) error {
+		// ff reads the file last: what is set now came from a flag or the
+		// environment.
+		_ = ffs.WalkFlags(func(f ff.Flag) error {
+			if name, ok := f.GetLongName(); ok && f.IsSet() {
+				st.user[name] = true
+			}
+			return nil
+		})
 		var top map[string]json.RawMessage
 		dec := json.NewDecoder(r)
 		if err := dec.Decode(&top); err != nil {
@@ -245,14 +370,24 @@ func jsonParser(pools *[]PoolConfig) ff.ConfigFileParseFunc {
 			if k == "pools" {
 				pd := json.NewDecoder(bytes.NewReader(raw))
 				pd.DisallowUnknownFields()
-				if err := pd.Decode(pools); err != nil {
+				if err := pd.Decode(&st.pools); err != nil {
 					return fmt.Errorf("config file: pools: %w", err)
+				}
+				var present []map[string]json.RawMessage
+				_ = json.Unmarshal(raw, &present)
+				for _, m := range present {
+					keys := map[string]bool{}
+					for k := range m {
+						keys[k] = true
+					}
+					st.present = append(st.present, keys)
 				}
 				continue
 			}
 			if k == "config" {
 				return errors.New("config file: \"config\" cannot be set from a config file")
 			}
+			st.top[k] = true
 			var v any
 			if err := json.Unmarshal(raw, &v); err != nil {
 				return fmt.Errorf("config file: %s: %w", k, err)

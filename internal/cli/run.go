@@ -59,6 +59,9 @@ func Run(ctx context.Context, args []string, env Env) int {
 		return ExitUsage
 	}
 	log := newLogger(cfg, env.Stderr)
+	for _, o := range cfg.Overrides {
+		log.Info("a flag or environment variable overrides the config file", "pool", o.Pool, "setting", o.Setting, "value", o.Value, "file_value", o.FileValue)
+	}
 	switch cfg.Command {
 	case "version":
 		fmt.Fprintln(env.Stdout, versionString())
