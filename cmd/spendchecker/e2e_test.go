@@ -6,6 +6,7 @@ import (
 	"context"
 	"debug/elf"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -447,5 +448,81 @@ func TestRotateHonoursPool(t *testing.T) {
 	}
 	if has(factory) || !has(openhands) {
 		t.Errorf("after rotate k1 --pool factory: factory k1 present %v, openhands k1 present %v", has(factory), has(openhands))
+	}
+}
+
+// SIGHUP (a closed terminal, a stray `kill -HUP`, `systemctl reload`) used
+// to kill the daemon without releasing the lease, and systemd's
+// Restart=on-failure counts a death by SIGHUP as clean. It is ignored (and
+// said so); SIGTERM still stops it cleanly afterwards.
+func TestSIGHUPIsIgnored(t *testing.T) {
+	e := newEnv(t, map[string]float64{"a": 1}, 1)
+	d := startDaemon(t, e.args("--interval", "200ms", "--adaptive=false", "--instance", "hup"))
+	if !d.waitFor("spendchecker started", 20*time.Second) {
+		t.Fatal("daemon did not start")
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if !d.waitFor("SIGHUP ignored", 10*time.Second) {
+		t.Fatalf("the daemon did not survive SIGHUP: %v", d.cmd.Wait())
+	}
+	if !d.waitFor("cycle done", 10*time.Second) {
+		t.Fatal("no cycle after SIGHUP")
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if !d.waitFor("lease released", 10*time.Second) {
+		t.Error("SIGTERM after SIGHUP did not release the lease")
+	}
+	if err := d.cmd.Wait(); err != nil {
+		t.Errorf("exit after SIGTERM: %v", err)
+	}
+}
+
+// A second SIGTERM or Ctrl-C during the shutdown grace exits at once, even
+// while the cycle in flight is wedged.
+func TestSecondSignalExitsAtOnce(t *testing.T) {
+	for _, second := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		t.Run(second.String(), func(t *testing.T) {
+			e := newEnv(t, map[string]float64{"a": 1}, 1)
+			polled := make(chan struct{}, 1)
+			release := make(chan struct{})
+			e.up.OnRequest = func(string) {
+				select {
+				case polled <- struct{}{}:
+				default:
+				}
+				<-release
+			}
+			t.Cleanup(func() { close(release) })
+			d := startDaemon(t, e.args("--interval", "200ms", "--shutdown-grace", "1h", "--request-timeout", "1h"))
+			select {
+			case <-polled:
+			case <-time.After(20 * time.Second):
+				t.Fatal("the daemon never polled")
+			}
+			if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			if !d.waitFor("shutting down; letting the cycle in flight finish", 10*time.Second) {
+				t.Fatal("no graceful shutdown began")
+			}
+			if err := d.cmd.Process.Signal(second); err != nil {
+				t.Fatal(err)
+			}
+			exited := make(chan error, 1)
+			go func() { exited <- d.cmd.Wait() }()
+			select {
+			case err := <-exited:
+				var ee *exec.ExitError
+				if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+					t.Errorf("exit after the second signal: %v, want exit status 1", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("a second signal did not end the daemon; it waits for the grace period")
+			}
+		})
 	}
 }

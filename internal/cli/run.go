@@ -43,6 +43,12 @@ type Env struct {
 	// Getenv is unused by flags (ff reads the process environment) but kept
 	// for NOTIFY_SOCKET-style lookups in tests.
 	Getenv func(string) string
+
+	// Set by Main: the process's signals, the shutdown they trigger and
+	// how to exit at once.
+	signals  <-chan os.Signal
+	shutdown func()
+	exit     func(int)
 }
 
 // Run runs the program with args (without the program name) and returns the
@@ -59,6 +65,9 @@ func Run(ctx context.Context, args []string, env Env) int {
 		return ExitUsage
 	}
 	log := newLogger(cfg, env.Stderr)
+	if env.signals != nil {
+		defer handleSignals(env.signals, env.shutdown, env.exit, log)()
+	}
 	for _, o := range cfg.Overrides {
 		log.Info("a flag or environment variable overrides the config file", "pool", o.Pool, "setting", o.Setting, "value", o.Value, "file_value", o.FileValue)
 	}
