@@ -8,7 +8,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -524,5 +526,75 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 				t.Fatal("a second signal did not end the daemon; it waits for the grace period")
 			}
 		})
+	}
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	return port
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// Liveness must not depend on the store: /healthz answers from the start,
+// while the store is unreachable, and /readyz says what is missing.
+func TestHealthzWhileStoreUnreachable(t *testing.T) {
+	listen := "127.0.0.1:" + freePort(t)
+	d := startDaemon(t, []string{"--mongo-uri", "mongodb://127.0.0.1:1/fproxy", "--listen", listen, "--log-format", "json", "--lease-duration", "3s"})
+	if !d.waitFor("store not ready; retrying", 30*time.Second) {
+		t.Fatal("the daemon did not report the unreachable store")
+	}
+	if code, body := get(t, "http://"+listen+"/healthz"); code != http.StatusOK {
+		t.Fatalf("/healthz while the store is unreachable: %d %s", code, body)
+	}
+	if code, body := get(t, "http://"+listen+"/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "store unreachable") {
+		t.Errorf("/readyz while the store is unreachable: %d %s", code, body)
+	}
+	if code, out := run(t, []string{"healthcheck", "--listen", listen}); code != 0 {
+		t.Errorf("healthcheck while the store is unreachable: exit %d: %s", code, out)
+	}
+}
+
+// The Kubernetes example must not take the proxy out of its Service when
+// the store hiccups: no container of the proxy's pod is gated on /readyz,
+// and the sidecar's liveness probe is /healthz.
+func TestKubernetesExampleProbes(t *testing.T) {
+	b, err := os.ReadFile("../../deploy/kubernetes.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs := strings.Split(string(b), "\n---")
+	var deployment string
+	for _, d := range docs {
+		if strings.Contains(d, "kind: Deployment") {
+			deployment = d
+		}
+	}
+	if deployment == "" {
+		t.Fatal("no Deployment in deploy/kubernetes.yaml")
+	}
+	for _, line := range strings.Split(deployment, "\n") {
+		code, _, _ := strings.Cut(line, "#")
+		if strings.Contains(code, "/readyz") {
+			t.Errorf("the proxy's pod probes /readyz (a store hiccup takes every proxy replica out of service): %q", strings.TrimSpace(line))
+		}
+	}
+	if !strings.Contains(deployment, "livenessProbe:") || !strings.Contains(deployment, "path: /healthz") {
+		t.Error("the sidecar has no /healthz liveness probe")
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/lmittmann/tint"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -112,11 +113,13 @@ type app struct {
 	lease  *lease.Lease
 	leases *mongo.Collection
 	met    *metrics
+	prog   *progress
 }
 
 func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*app, error) {
+	prog := newProgress(clockwork.NewRealClock(), stallLimit(cfg.ReqTO))
 	client, err := mongo.Connect(options.Client().ApplyURI(cfg.MongoURI).
-		SetServerSelectionTimeout(10 * time.Second).SetAppName("spendchecker"))
+		SetServerSelectionTimeout(10 * time.Second).SetAppName("spendchecker").SetMonitor(storeMonitor(prog.beat)))
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
@@ -126,7 +129,7 @@ func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*app, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = cfg.Conc
 	tr.MaxIdleConns = cfg.Conc * len(cfg.Pools)
-	httpc := &spend.Client{HTTP: &http.Client{Transport: tr}, RequestTimeout: cfg.ReqTO}
+	httpc := &spend.Client{HTTP: &http.Client{Transport: beatTransport{tr, prog.beat}}, RequestTimeout: cfg.ReqTO}
 	if cfg.RateLimit > 0 {
 		httpc.Limiter = rate.NewLimiter(rate.Limit(cfg.RateLimit), max(1, int(cfg.RateLimit)))
 	}
@@ -140,7 +143,7 @@ func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*app, error) {
 		pools = append(pools, checker.Pool{Pool: pool, Provider: prov, Threshold: p.Threshold, BudgetRatio: p.BudgetRatio,
 			RotateUnauthorized: p.RotateUnauthorized == nil || *p.RotateUnauthorized})
 	}
-	a := &app{cfg: cfg, log: log, client: client, db: db, leases: db.Collection(lease.Collection), met: newMetrics()}
+	a := &app{cfg: cfg, log: log, client: client, db: db, leases: db.Collection(lease.Collection), met: newMetrics(), prog: prog}
 	l, err := lease.New(a.leases, lease.Config{
 		Name: cfg.LeaseName, Instance: cfg.Instance,
 		LeaseDuration: cfg.LeaseDur, RenewDeadline: cfg.LeaseRen, RetryPeriod: cfg.LeaseRetr,
