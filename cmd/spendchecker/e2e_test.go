@@ -598,3 +598,52 @@ func TestKubernetesExampleProbes(t *testing.T) {
 		t.Error("the sidecar has no /healthz liveness probe")
 	}
 }
+
+// Under systemd's DynamicUser= the daemon cannot read a private file in
+// /etc; the units hand it the MongoDB URI and the config file as
+// credentials, read from $CREDENTIALS_DIRECTORY.
+func TestSystemdCredentials(t *testing.T) {
+	e := newEnv(t, map[string]float64{"a": 12, "b": 1}, 1)
+	creds := t.TempDir()
+	if err := os.WriteFile(filepath.Join(creds, "mongo-uri"), []byte(e.mdb.URI+"\n"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	cfg := `{"database": "` + e.mdb.Name + `", "pools": [{"pool": "openhands", "provider-url": "` + e.up.URL + `"}]}`
+	if err := os.WriteFile(filepath.Join(creds, "config.json"), []byte(cfg), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	code, out := run(t, []string{"--once", "--listen", "", "--log-format", "json"}, "CREDENTIALS_DIRECTORY="+creds)
+	if code != 0 || !strings.Contains(out, "rotated 1") {
+		t.Fatalf("--once with the URI and config as credentials: exit %d:\n%s", code, out)
+	}
+}
+
+// A config file holding the MongoDB password that other users can read is
+// warned about at start; a private one is not.
+func TestWarnsOnReadableSecretFile(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct {
+		mode os.FileMode
+		warn bool
+	}{{0o644, true}, {0o640, true}, {0o600, false}} {
+		t.Run(tt.mode.String(), func(t *testing.T) {
+			file := filepath.Join(dir, fmt.Sprintf("config-%o.json", tt.mode))
+			if err := os.WriteFile(file, []byte(`{"mongo-uri": "mongodb://u:hunter2@127.0.0.1:1/fproxy"}`), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(file, tt.mode); err != nil {
+				t.Fatal(err)
+			}
+			code, out := run(t, []string{"version", "--config", file, "--log-format", "json"})
+			if code != 0 {
+				t.Fatalf("exit %d:\n%s", code, out)
+			}
+			if got := strings.Contains(out, "readable by other users") && strings.Contains(out, file); got != tt.warn {
+				t.Errorf("mode %v: warned %v, want %v:\n%s", tt.mode, got, tt.warn, out)
+			}
+			if strings.Contains(out, "hunter2") {
+				t.Error("password printed")
+			}
+		})
+	}
+}

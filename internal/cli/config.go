@@ -68,6 +68,8 @@ type Config struct {
 	// Overrides are the pool settings of the config file that a flag or an
 	// environment variable replaced; the program logs them at start.
 	Overrides []Override
+	// ConfigFile is the --config file read, if any.
+	ConfigFile string
 }
 
 // Override is one pool setting of the config file replaced by a flag or an
@@ -112,7 +114,7 @@ func Parse(args []string) (*Config, error) {
 	fs.SetOutput(io.Discard)
 	var p PoolConfig
 	var rotateUnauth bool
-	fs.String("config", "", "read settings (and several pools) from this JSON file")
+	fs.String("config", credentialPath(credConfig), "read settings (and several pools) from this JSON file (default: the systemd credential config.json)")
 	fs.StringVar(&c.MongoURI, "mongo-uri", "", "MongoDB connection string (required)")
 	fs.StringVar(&c.Database, "database", "", "database name (default: the URI's, else fproxy)")
 	fs.StringVar(&p.Pool, "pool", "openhands", "pool preset: "+strings.Join(rotation.PresetNames(), " or "))
@@ -162,6 +164,17 @@ func Parse(args []string) (*Config, error) {
 		return nil, usage("%s", explainParseError(msg, fs))
 	}
 	c.Args = append(c.Args, ffs.GetArgs()...)
+	if f, ok := ffs.GetFlag("config"); ok {
+		c.ConfigFile = f.GetValue()
+	}
+	if c.MongoURI == "" {
+		// Flags, environment and file said nothing: the systemd credential.
+		uri, _, err := readCredential(credMongoURI)
+		if err != nil {
+			return nil, usage("%v", err)
+		}
+		c.MongoURI = uri
+	}
 	if c.Version {
 		c.Command = "version"
 	}
@@ -423,7 +436,7 @@ func (c *Config) validate() error {
 	}
 	needsDB := c.Command != "healthcheck" && c.Command != "version"
 	if needsDB && c.MongoURI == "" {
-		return usage("--mongo-uri (or SPENDCHECKER_MONGO_URI) is required")
+		return usage("--mongo-uri (or SPENDCHECKER_MONGO_URI, or the systemd credential mongo-uri) is required")
 	}
 	if c.MongoURI != "" {
 		u, err := url.Parse(c.MongoURI)

@@ -69,6 +69,10 @@ func Run(ctx context.Context, args []string, env Env) int {
 	if env.signals != nil {
 		defer handleSignals(env.signals, env.shutdown, env.exit, log)()
 	}
+	for _, e := range exposedSecrets(cfg.ConfigFile, unitEnvFile) {
+		log.Warn("secret file readable by other users: make it private (chmod 600) or hand it over as a systemd credential",
+			"file", e.path, "mode", fmt.Sprintf("%#o", e.mode))
+	}
 	for _, o := range cfg.Overrides {
 		log.Info("a flag or environment variable overrides the config file", "pool", o.Pool, "setting", o.Setting, "value", o.Value, "file_value", o.FileValue)
 	}
