@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/peterbourgon/ff/v4"
+	"github.com/peterbourgon/ff/v4/ffhelp"
 	"github.com/robfig/cron/v3"
 
 	"github.com/spendchecker/spendchecker/rotation"
@@ -83,6 +84,11 @@ type UsageError struct{ Err error }
 
 func (e *UsageError) Error() string { return e.Err.Error() }
 func (e *UsageError) Unwrap() error { return e.Err }
+
+// HelpRequest is -h or --help: Text goes to stdout, exit 0.
+type HelpRequest struct{ Text string }
+
+func (h *HelpRequest) Error() string { return "help requested" }
 
 func usage(format string, a ...any) error { return &UsageError{fmt.Errorf(format, a...)} }
 
@@ -158,6 +164,9 @@ func Parse(args []string) (*Config, error) {
 		ff.WithConfigFileFlag("config"),
 		ff.WithConfigFileParser(jsonParser(file, ffs)),
 	)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil, &HelpRequest{Text: ffhelp.Flags(ffs, "spendchecker [COMMAND] [FLAGS]   (commands: "+strings.Join(Commands, ", ")+")").String()}
+	}
 	if err != nil {
 		msg := strings.TrimPrefix(err.Error(), "parse args: ")
 		msg = strings.Replace(msg, "parse config file: config file: ", "config file: ", 1)

@@ -365,3 +365,16 @@ func TestPoolOverridesAreReported(t *testing.T) {
 		t.Errorf("overrides %+v", c.Overrides)
 	}
 }
+
+func TestHelpSaysDays(t *testing.T) {
+	for _, arg := range []string{"--help", "-h"} {
+		_, err := Parse([]string{arg})
+		var hr *HelpRequest
+		if !errors.As(err, &hr) {
+			t.Fatalf("Parse(%s) = %v, want a help request", arg, err)
+		}
+		if !strings.Contains(hr.Text, "since") || !strings.Contains(hr.Text, "7d") {
+			t.Errorf("help does not say --since takes days:\n%s", hr.Text)
+		}
+	}
+}

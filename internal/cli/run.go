@@ -56,6 +56,10 @@ type Env struct {
 // exit code. ctx ending is a shutdown request (SIGINT/SIGTERM).
 func Run(ctx context.Context, args []string, env Env) int {
 	cfg, err := Parse(args)
+	if hr := (*HelpRequest)(nil); errors.As(err, &hr) {
+		fmt.Fprintln(env.Stdout, hr.Text)
+		return ExitOK
+	}
 	if err != nil {
 		var ue *UsageError
 		if errors.As(err, &ue) {
