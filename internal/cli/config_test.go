@@ -150,7 +150,7 @@ func TestParseInvalid(t *testing.T) {
 		file string
 		want string // in the one-line message
 	}{
-		{"missing URI", nil, "", "--mongo-uri (or SPENDCHECKER_MONGO_URI) is required"},
+		{"missing URI", nil, "", "--mongo-uri (or SPENDCHECKER_MONGO_URI, or the systemd credential mongo-uri) is required"},
 		{"not a mongodb URI", []string{"--mongo-uri", "http://x"}, "", "mongodb://"},
 		{"bad cron", []string{"--mongo-uri", uri, "--schedule", "61 * * * *"}, "", "--schedule"},
 		{"zero threshold", []string{"--mongo-uri", uri, "--threshold", "0"}, "", "--threshold must be greater than 0"},
