@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -489,17 +490,28 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 	for _, second := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		t.Run(second.String(), func(t *testing.T) {
 			e := newEnv(t, map[string]float64{"a": 1}, 1)
+			// An upstream that never answers wedges the cycle.
 			polled := make(chan struct{}, 1)
 			release := make(chan struct{})
-			e.up.OnRequest = func(string) {
+			wedged := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
 				select {
 				case polled <- struct{}{}:
 				default:
 				}
-				<-release
-			}
+				select {
+				case <-release:
+				case <-r.Context().Done():
+				}
+			}))
+			t.Cleanup(wedged.Close)
 			t.Cleanup(func() { close(release) })
-			d := startDaemon(t, e.args("--interval", "200ms", "--shutdown-grace", "1h", "--request-timeout", "1h"))
+			args := e.args("--interval", "200ms", "--shutdown-grace", "1h", "--request-timeout", "1h")
+			for i, a := range args {
+				if a == e.up.URL {
+					args[i] = wedged.URL
+				}
+			}
+			d := startDaemon(t, args)
 			select {
 			case <-polled:
 			case <-time.After(20 * time.Second):
