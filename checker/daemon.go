@@ -33,6 +33,8 @@ type DaemonConfig struct {
 	OnCycle func(Summary, error)
 	// OnSkip is called when a scheduled run found this replica not leading.
 	OnSkip func()
+	// OnStart is called when a cycle begins (OnCycle when it ends).
+	OnStart func()
 	// Started is called once the scheduler runs.
 	Started func()
 }
@@ -82,6 +84,9 @@ func (c *Checker) RunDaemon(ctx context.Context, dc DaemonConfig) error {
 		}
 		running.Store(true)
 		defer running.Store(false)
+		if dc.OnStart != nil {
+			dc.OnStart()
+		}
 		cctx, cancel := context.WithCancel(lctx)
 		defer cancel()
 		stop := context.AfterFunc(hardStop, cancel)

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"strconv"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -84,11 +85,74 @@ func (s *Store) Since(ctx context.Context, t time.Time) ([]Record, error) {
 	if err != nil {
 		return nil, fmt.Errorf("history query: %w", err)
 	}
+	defer cur.Close(context.WithoutCancel(ctx))
 	var out []Record
-	if err := cur.All(ctx, &out); err != nil {
+	for cur.Next(ctx) {
+		out = append(out, Lenient(cur.Current))
+	}
+	if err := cur.Err(); err != nil {
 		return nil, fmt.Errorf("history query: %w", err)
 	}
 	return out, nil
+}
+
+// Lenient reads a history document as leniently as the other documents
+// (README, "MongoDB schema"): older deployments wrote an ObjectId _id and
+// numbers of other BSON types, so each field is taken when it can be read
+// as what it means and left zero otherwise; one odd record never hides the
+// others.
+func Lenient(d bson.Raw) Record {
+	str := func(key string) string {
+		v, err := d.LookupErr(key)
+		if err != nil {
+			return ""
+		}
+		switch v.Type {
+		case bson.TypeString:
+			return v.StringValue()
+		case bson.TypeObjectID:
+			return v.ObjectID().Hex()
+		case bson.TypeInt32, bson.TypeInt64:
+			n, _ := v.AsInt64OK()
+			return strconv.FormatInt(n, 10)
+		case bson.TypeNull, bson.TypeUndefined:
+			return ""
+		}
+		return v.String()
+	}
+	num := func(key string) (float64, bool) {
+		v, err := d.LookupErr(key)
+		if err != nil {
+			return 0, false
+		}
+		if f, ok := v.AsFloat64OK(); ok {
+			return f, true
+		}
+		if s, ok := v.StringValueOK(); ok {
+			f, err := strconv.ParseFloat(s, 64)
+			return f, err == nil
+		}
+		return 0, false
+	}
+	date := func(key string) time.Time {
+		t, _ := d.Lookup(key).TimeOK()
+		return t
+	}
+	r := Record{
+		ID: str("_id"), Pool: str("pool"), KeyID: str("keyId"), APIKeyMasked: str("apiKeyMasked"),
+		CheckedAt: date("checkedAt"), RotatedAt: date("rotatedAt"), RotationReason: str("rotationReason"),
+		NewKeyID: str("newKeyId"), Provider: str("provider"), Instance: str("instance"),
+	}
+	r.Spend, _ = num("spend")
+	r.Threshold, _ = num("threshold")
+	if b, ok := num("budget"); ok {
+		r.Budget = &b
+	}
+	if e, ok := num("leaseEpoch"); ok {
+		r.LeaseEpoch = int64(e)
+	}
+	r.WasActive, _ = d.Lookup("wasActive").BooleanOK()
+	return r
 }
 
 // TTLIndex reports a TTL index on the history collection, if any: older

@@ -85,3 +85,41 @@ func TestSince(t *testing.T) {
 		t.Fatalf("TTLIndex: %v %v", found, err)
 	}
 }
+
+// Older deployments wrote history with an ObjectId _id and numbers of other
+// types; one such record must not make the whole query fail.
+func TestSinceReadsOlderRecordsLeniently(t *testing.T) {
+	ctx := context.Background()
+	db := mongotest.New(t).Database
+	coll := db.Collection("h")
+	t0 := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
+	oid := bson.NewObjectID()
+	docs := []any{
+		history.Record{ID: "new", KeyID: "k1", Spend: 10.2, Threshold: 9.95, RotatedAt: t0.Add(2 * time.Hour), LeaseEpoch: 3},
+		bson.D{{Key: "_id", Value: oid}, {Key: "keyId", Value: "k0"}, {Key: "spend", Value: int32(10)},
+			{Key: "threshold", Value: "9.95"}, {Key: "budget", Value: nil}, {Key: "rotatedAt", Value: t0.Add(time.Hour)},
+			{Key: "leaseEpoch", Value: 2.0}, {Key: "wasActive", Value: "yes"}, {Key: "legacyField", Value: bson.D{{Key: "x", Value: 1}}}},
+		bson.D{{Key: "_id", Value: int64(42)}, {Key: "keyId", Value: int32(7)}, {Key: "spend", Value: int64(11)},
+			{Key: "rotatedAt", Value: t0.Add(90 * time.Minute)}, {Key: "newKeyId", Value: "b1"}},
+	}
+	if _, err := coll.InsertMany(ctx, docs); err != nil {
+		t.Fatal(err)
+	}
+	got, err := history.NewStore(coll).Since(ctx, t0)
+	if err != nil {
+		t.Fatalf("Since failed on an older record: %v", err)
+	}
+	if len(got) != 3 {
+		t.Fatalf("got %d records, want 3: %+v", len(got), got)
+	}
+	old, odd, cur := got[0], got[1], got[2]
+	if old.ID != oid.Hex() || old.KeyID != "k0" || old.Spend != 10 || !old.RotatedAt.Equal(t0.Add(time.Hour)) || old.LeaseEpoch != 2 || old.Budget != nil {
+		t.Errorf("older record read as %+v", old)
+	}
+	if odd.ID != "42" || odd.KeyID != "7" || odd.Spend != 11 || odd.NewKeyID != "b1" {
+		t.Errorf("odd record read as %+v", odd)
+	}
+	if cur.ID != "new" || cur.Spend != 10.2 || cur.Threshold != 9.95 || cur.LeaseEpoch != 3 {
+		t.Errorf("current record read as %+v", cur)
+	}
+}

@@ -6,8 +6,12 @@ import (
 	"context"
 	"debug/elf"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -408,5 +412,250 @@ func TestDemoRuns(t *testing.T) {
 	}
 	if !strings.Contains(string(out), "verify clean") || !strings.Contains(string(out), "proactive_threshold_") {
 		t.Fatalf("demo output lacks a rotation or a clean verify:\n%s", out)
+	}
+}
+
+// rotate honours --pool among a config file's pools: the same key id in two
+// pools rotates only in the one named, and without a name it is refused.
+func TestRotateHonoursPool(t *testing.T) {
+	mdb := mongotest.New(t)
+	ctx := context.Background()
+	factory, _ := rotation.Preset("factory")
+	for _, p := range []rotation.Pool{openhands, factory} {
+		if _, err := mdb.Database.Collection(p.KeysCollection).InsertOne(ctx, bson.M{"_id": "k1", "apiKey": secret(p.Name + "-k1"), "status": "healthy"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := mdb.Database.Collection(p.BackupsCollection).InsertOne(ctx, bson.M{"_id": p.Name + "-b1", "apiKey": secret(p.Name + "-b1"), "isUsed": false}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	file := filepath.Join(t.TempDir(), "config.json")
+	body := `{"pools": [{"pool": "openhands"}, {"pool": "factory", "provider": "litellm", "provider-url": "http://127.0.0.1:1"}]}`
+	if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"--mongo-uri", mdb.URI, "--database", mdb.Name, "--config", file, "--listen", "", "--log-format", "json"}
+	has := func(p rotation.Pool) bool {
+		n, err := mdb.Database.Collection(p.KeysCollection).CountDocuments(ctx, bson.M{"_id": "k1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n == 1
+	}
+	if code, out := run(t, append([]string{"rotate", "k1"}, base...)); code != 2 || !strings.Contains(out, "--pool") || !has(openhands) || !has(factory) {
+		t.Fatalf("rotate of a key id in two pools without --pool: exit %d, want 2 naming --pool and nothing rotated:\n%s", code, out)
+	}
+	code, out := run(t, append([]string{"rotate", "k1", "--pool", "factory"}, base...))
+	if code != 0 || !strings.Contains(out, "pool factory: rotated k1") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	if has(factory) || !has(openhands) {
+		t.Errorf("after rotate k1 --pool factory: factory k1 present %v, openhands k1 present %v", has(factory), has(openhands))
+	}
+}
+
+// SIGHUP (a closed terminal, a stray `kill -HUP`, `systemctl reload`) used
+// to kill the daemon without releasing the lease, and systemd's
+// Restart=on-failure counts a death by SIGHUP as clean. It is ignored (and
+// said so); SIGTERM still stops it cleanly afterwards.
+func TestSIGHUPIsIgnored(t *testing.T) {
+	e := newEnv(t, map[string]float64{"a": 1}, 1)
+	d := startDaemon(t, e.args("--interval", "200ms", "--adaptive=false", "--instance", "hup"))
+	if !d.waitFor("spendchecker started", 20*time.Second) {
+		t.Fatal("daemon did not start")
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if !d.waitFor("SIGHUP ignored", 10*time.Second) {
+		t.Fatalf("the daemon did not survive SIGHUP: %v", d.cmd.Wait())
+	}
+	if !d.waitFor("cycle done", 10*time.Second) {
+		t.Fatal("no cycle after SIGHUP")
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if !d.waitFor("lease released", 10*time.Second) {
+		t.Error("SIGTERM after SIGHUP did not release the lease")
+	}
+	if err := d.cmd.Wait(); err != nil {
+		t.Errorf("exit after SIGTERM: %v", err)
+	}
+}
+
+// A second SIGTERM or Ctrl-C during the shutdown grace exits at once, even
+// while the cycle in flight is wedged.
+func TestSecondSignalExitsAtOnce(t *testing.T) {
+	for _, second := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		t.Run(second.String(), func(t *testing.T) {
+			e := newEnv(t, map[string]float64{"a": 1}, 1)
+			// An upstream that never answers wedges the cycle.
+			polled := make(chan struct{}, 1)
+			release := make(chan struct{})
+			wedged := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+				select {
+				case polled <- struct{}{}:
+				default:
+				}
+				select {
+				case <-release:
+				case <-r.Context().Done():
+				}
+			}))
+			t.Cleanup(wedged.Close)
+			t.Cleanup(func() { close(release) })
+			args := e.args("--interval", "200ms", "--shutdown-grace", "1h", "--request-timeout", "1h")
+			for i, a := range args {
+				if a == e.up.URL {
+					args[i] = wedged.URL
+				}
+			}
+			d := startDaemon(t, args)
+			select {
+			case <-polled:
+			case <-time.After(20 * time.Second):
+				t.Fatal("the daemon never polled")
+			}
+			if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			if !d.waitFor("shutting down; letting the cycle in flight finish", 10*time.Second) {
+				t.Fatal("no graceful shutdown began")
+			}
+			if err := d.cmd.Process.Signal(second); err != nil {
+				t.Fatal(err)
+			}
+			exited := make(chan error, 1)
+			go func() { exited <- d.cmd.Wait() }()
+			select {
+			case err := <-exited:
+				var ee *exec.ExitError
+				if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+					t.Errorf("exit after the second signal: %v, want exit status 1", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("a second signal did not end the daemon; it waits for the grace period")
+			}
+		})
+	}
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	return port
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// Liveness must not depend on the store: /healthz answers from the start,
+// while the store is unreachable, and /readyz says what is missing.
+func TestHealthzWhileStoreUnreachable(t *testing.T) {
+	listen := "127.0.0.1:" + freePort(t)
+	d := startDaemon(t, []string{"--mongo-uri", "mongodb://127.0.0.1:1/fproxy", "--listen", listen, "--log-format", "json", "--lease-duration", "3s"})
+	if !d.waitFor("store not ready; retrying", 30*time.Second) {
+		t.Fatal("the daemon did not report the unreachable store")
+	}
+	if code, body := get(t, "http://"+listen+"/healthz"); code != http.StatusOK {
+		t.Fatalf("/healthz while the store is unreachable: %d %s", code, body)
+	}
+	if code, body := get(t, "http://"+listen+"/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "store unreachable") {
+		t.Errorf("/readyz while the store is unreachable: %d %s", code, body)
+	}
+	if code, out := run(t, []string{"healthcheck", "--listen", listen}); code != 0 {
+		t.Errorf("healthcheck while the store is unreachable: exit %d: %s", code, out)
+	}
+}
+
+// The Kubernetes example must not take the proxy out of its Service when
+// the store hiccups: no container of the proxy's pod is gated on /readyz,
+// and the sidecar's liveness probe is /healthz.
+func TestKubernetesExampleProbes(t *testing.T) {
+	b, err := os.ReadFile("../../deploy/kubernetes.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs := strings.Split(string(b), "\n---")
+	var deployment string
+	for _, d := range docs {
+		if strings.Contains(d, "kind: Deployment") {
+			deployment = d
+		}
+	}
+	if deployment == "" {
+		t.Fatal("no Deployment in deploy/kubernetes.yaml")
+	}
+	for _, line := range strings.Split(deployment, "\n") {
+		code, _, _ := strings.Cut(line, "#")
+		if strings.Contains(code, "/readyz") {
+			t.Errorf("the proxy's pod probes /readyz (a store hiccup takes every proxy replica out of service): %q", strings.TrimSpace(line))
+		}
+	}
+	if !strings.Contains(deployment, "livenessProbe:") || !strings.Contains(deployment, "path: /healthz") {
+		t.Error("the sidecar has no /healthz liveness probe")
+	}
+}
+
+// Under systemd's DynamicUser= the daemon cannot read a private file in
+// /etc; the units hand it the MongoDB URI and the config file as
+// credentials, read from $CREDENTIALS_DIRECTORY.
+func TestSystemdCredentials(t *testing.T) {
+	e := newEnv(t, map[string]float64{"a": 12, "b": 1}, 1)
+	creds := t.TempDir()
+	if err := os.WriteFile(filepath.Join(creds, "mongo-uri"), []byte(e.mdb.URI+"\n"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	cfg := `{"database": "` + e.mdb.Name + `", "pools": [{"pool": "openhands", "provider-url": "` + e.up.URL + `"}]}`
+	if err := os.WriteFile(filepath.Join(creds, "config.json"), []byte(cfg), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	code, out := run(t, []string{"--once", "--listen", "", "--log-format", "json"}, "CREDENTIALS_DIRECTORY="+creds)
+	if code != 0 || !strings.Contains(out, "rotated 1") {
+		t.Fatalf("--once with the URI and config as credentials: exit %d:\n%s", code, out)
+	}
+}
+
+// A config file holding the MongoDB password that other users can read is
+// warned about at start; a private one is not.
+func TestWarnsOnReadableSecretFile(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct {
+		mode os.FileMode
+		warn bool
+	}{{0o644, true}, {0o640, true}, {0o600, false}} {
+		t.Run(tt.mode.String(), func(t *testing.T) {
+			file := filepath.Join(dir, fmt.Sprintf("config-%o.json", tt.mode))
+			if err := os.WriteFile(file, []byte(`{"mongo-uri": "mongodb://u:hunter2@127.0.0.1:1/fproxy"}`), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(file, tt.mode); err != nil {
+				t.Fatal(err)
+			}
+			code, out := run(t, []string{"version", "--config", file, "--log-format", "json"})
+			if code != 0 {
+				t.Fatalf("exit %d:\n%s", code, out)
+			}
+			if got := strings.Contains(out, "readable by other users") && strings.Contains(out, file); got != tt.warn {
+				t.Errorf("mode %v: warned %v, want %v:\n%s", tt.mode, got, tt.warn, out)
+			}
+			if strings.Contains(out, "hunter2") {
+				t.Error("password printed")
+			}
+		})
 	}
 }

@@ -46,4 +46,12 @@ func TestSystemdUnitsVerify(t *testing.T) {
 			t.Errorf("spendchecker.service lacks %q", want)
 		}
 	}
+	// Under DynamicUser= the secret reaches the process as a credential
+	// (read from $CREDENTIALS_DIRECTORY), not as a file it cannot open.
+	for _, name := range []string{"spendchecker.service", "spendchecker-once.service"} {
+		b, _ := os.ReadFile(filepath.Join("../../systemd", name))
+		if !strings.Contains(string(b), "\nLoadCredential=mongo-uri:") {
+			t.Errorf("%s does not load the MongoDB URI as a credential", name)
+		}
+	}
 }

@@ -125,8 +125,26 @@ func (a *app) rotate(ctx context.Context, out io.Writer) int {
 		fmt.Fprintf(out, "dry run: would rotate %s (reason %s)\n", keyID, a.cfg.Reason)
 		return ExitOK
 	}
-	// The key is looked for in every configured pool; it rotates in the one
-	// that holds it.
+	// The key is looked for in every configured pool (--pool narrows them to
+	// one); it rotates in the one that holds it, and an id held by several
+	// pools is refused rather than guessed.
+	if rs := a.chk.Rotators(); len(rs) > 1 {
+		var holders []string
+		for _, r := range rs {
+			n, err := a.db.Collection(r.Pool().KeysCollection).CountDocuments(ctx, bson.M{"_id": keyID})
+			if err != nil {
+				fmt.Fprintf(out, "error: %v\n", err)
+				return ExitPartial
+			}
+			if n > 0 {
+				holders = append(holders, r.Pool().Name)
+			}
+		}
+		if len(holders) > 1 {
+			fmt.Fprintf(out, "key %s is in pools %s; name one with --pool; nothing rotated\n", keyID, strings.Join(holders, " and "))
+			return ExitUsage
+		}
+	}
 	for i, r := range a.chk.Rotators() {
 		res, err := r.Rotate(ctx, keyID, a.cfg.Reason, rotation.WithObservation(history.Observation{
 			Threshold: a.cfg.Pools[i].Threshold, Provider: a.cfg.Pools[i].Provider, Instance: a.cfg.Instance,

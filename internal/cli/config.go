@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/peterbourgon/ff/v4"
+	"github.com/peterbourgon/ff/v4/ffhelp"
 	"github.com/robfig/cron/v3"
 
 	"github.com/spendchecker/spendchecker/rotation"
@@ -71,6 +72,18 @@ type Config struct {
 	HostRate    float64
 	RejectShare float64
 	RejectMin   int
+
+	// Overrides are the pool settings of the config file that a flag or an
+	// environment variable replaced; the program logs them at start.
+	Overrides []Override
+	// ConfigFile is the --config file read, if any.
+	ConfigFile string
+}
+
+// Override is one pool setting of the config file replaced by a flag or an
+// environment variable.
+type Override struct {
+	Pool, Setting, Value, FileValue string
 }
 
 // UsageError is bad usage or configuration: exit code 2, nothing touched.
@@ -78,6 +91,11 @@ type UsageError struct{ Err error }
 
 func (e *UsageError) Error() string { return e.Err.Error() }
 func (e *UsageError) Unwrap() error { return e.Err }
+
+// HelpRequest is -h or --help: Text goes to stdout, exit 0.
+type HelpRequest struct{ Text string }
+
+func (h *HelpRequest) Error() string { return "help requested" }
 
 func usage(format string, a ...any) error { return &UsageError{fmt.Errorf(format, a...)} }
 
@@ -109,7 +127,7 @@ func Parse(args []string) (*Config, error) {
 	fs.SetOutput(io.Discard)
 	var p PoolConfig
 	var rotateUnauth bool
-	fs.String("config", "", "read settings (and several pools) from this JSON file")
+	fs.String("config", credentialPath(credConfig), "read settings (and several pools) from this JSON file (default: the systemd credential config.json)")
 	fs.StringVar(&c.MongoURI, "mongo-uri", "", "MongoDB connection string (required)")
 	fs.StringVar(&c.Database, "database", "", "database name (default: the URI's, else fproxy)")
 	fs.StringVar(&p.Pool, "pool", "openhands", "pool preset: "+strings.Join(rotation.PresetNames(), " or "))
@@ -146,30 +164,43 @@ func Parse(args []string) (*Config, error) {
 	fs.BoolVar(&c.Once, "once", false, "run one cycle, then exit")
 	fs.DurationVar(&c.Grace, "shutdown-grace", 30*time.Second, "how long a cycle in flight may finish after SIGTERM")
 	fs.StringVar(&c.Reason, "reason", "manual", "rotate: the rotation reason")
-	fs.StringVar(&c.Since, "since", "24h", "history: a duration back from now, or a date (2006-01-02 or RFC 3339)")
+	fs.StringVar(&c.Since, "since", "24h", "history: a duration back from now (24h, 90m, 7d, 1d12h), or a date (2006-01-02 or RFC 3339)")
 	fs.BoolVar(&c.Version, "version", false, "print the version and exit")
 
-	var filePools []PoolConfig
 	ffs := ff.NewFlagSetFrom("spendchecker", fs)
+	file := &fileState{top: map[string]bool{}, user: map[string]bool{}}
 	err := ff.Parse(ffs, args,
 		ff.WithEnvVarPrefix("SPENDCHECKER"),
 		ff.WithConfigFileFlag("config"),
-		ff.WithConfigFileParser(jsonParser(&filePools)),
+		ff.WithConfigFileParser(jsonParser(file, ffs)),
 	)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil, &HelpRequest{Text: ffhelp.Flags(ffs, "spendchecker [COMMAND] [FLAGS]   (commands: "+strings.Join(Commands, ", ")+")").String()}
+	}
 	if err != nil {
 		msg := strings.TrimPrefix(err.Error(), "parse args: ")
 		msg = strings.Replace(msg, "parse config file: config file: ", "config file: ", 1)
 		return nil, usage("%s", explainParseError(msg, fs))
 	}
 	c.Args = append(c.Args, ffs.GetArgs()...)
+	if f, ok := ffs.GetFlag("config"); ok {
+		c.ConfigFile = f.GetValue()
+	}
+	if c.MongoURI == "" {
+		// Flags, environment and file said nothing: the systemd credential.
+		uri, _, err := readCredential(credMongoURI)
+		if err != nil {
+			return nil, usage("%v", err)
+		}
+		c.MongoURI = uri
+	}
 	if c.Version {
 		c.Command = "version"
 	}
 	p.RotateUnauthorized = &rotateUnauth
-	if len(filePools) > 0 {
-		// Pools from the file inherit the top-level settings they leave out.
-		for _, fp := range filePools {
-			c.Pools = append(c.Pools, inherit(fp, p))
+	if len(file.pools) > 0 {
+		if c.Pools, c.Overrides, err = file.resolvePools(p); err != nil {
+			return nil, err
 		}
 	} else {
 		c.Pools = []PoolConfig{p}
@@ -181,28 +212,6 @@ func Parse(args []string) (*Config, error) {
 		c.LeaseRetr = c.LeaseDur * 2 / 15
 	}
 	return c, c.validate()
-}
-
-func inherit(fp, top PoolConfig) PoolConfig {
-	if fp.Pool == "" {
-		fp.Pool = top.Pool
-	}
-	if fp.Provider == "" {
-		fp.Provider = top.Provider
-	}
-	if fp.ProviderURL == "" && fp.Provider == top.Provider {
-		fp.ProviderURL = top.ProviderURL
-	}
-	if fp.Threshold == 0 {
-		fp.Threshold = top.Threshold
-	}
-	if fp.BudgetRatio == 0 {
-		fp.BudgetRatio = top.BudgetRatio
-	}
-	if fp.RotateUnauthorized == nil {
-		fp.RotateUnauthorized = top.RotateUnauthorized
-	}
-	return fp
 }
 
 // jsonParser reads a JSON object: flat keys are flag names (ff applies them
@@ -243,8 +252,16 @@ func explainParseError(msg string, fs *flag.FlagSet) string {
 	return rest + want
 }
 
-func jsonParser(pools *[]PoolConfig) ff.ConfigFileParseFunc {
+func jsonParser(st *fileState, ffs *ff.FlagSet) ff.ConfigFileParseFunc {
 	return func(r io.Reader, set func(name, value string) error) error {
+		// ff reads the file last: what is set now came from a flag or the
+		// environment.
+		_ = ffs.WalkFlags(func(f ff.Flag) error {
+			if name, ok := f.GetLongName(); ok && f.IsSet() {
+				st.user[name] = true
+			}
+			return nil
+		})
 		var top map[string]json.RawMessage
 		dec := json.NewDecoder(r)
 		if err := dec.Decode(&top); err != nil {
@@ -254,14 +271,24 @@ func jsonParser(pools *[]PoolConfig) ff.ConfigFileParseFunc {
 			if k == "pools" {
 				pd := json.NewDecoder(bytes.NewReader(raw))
 				pd.DisallowUnknownFields()
-				if err := pd.Decode(pools); err != nil {
+				if err := pd.Decode(&st.pools); err != nil {
 					return fmt.Errorf("config file: pools: %w", err)
+				}
+				var present []map[string]json.RawMessage
+				_ = json.Unmarshal(raw, &present)
+				for _, m := range present {
+					keys := map[string]bool{}
+					for k := range m {
+						keys[k] = true
+					}
+					st.present = append(st.present, keys)
 				}
 				continue
 			}
 			if k == "config" {
 				return errors.New("config file: \"config\" cannot be set from a config file")
 			}
+			st.top[k] = true
 			var v any
 			if err := json.Unmarshal(raw, &v); err != nil {
 				return fmt.Errorf("config file: %s: %w", k, err)
@@ -297,7 +324,7 @@ func (c *Config) validate() error {
 	}
 	needsDB := c.Command != "healthcheck" && c.Command != "version"
 	if needsDB && c.MongoURI == "" {
-		return usage("--mongo-uri (or SPENDCHECKER_MONGO_URI) is required")
+		return usage("--mongo-uri (or SPENDCHECKER_MONGO_URI, or the systemd credential mongo-uri) is required")
 	}
 	if c.MongoURI != "" {
 		u, err := url.Parse(c.MongoURI)
@@ -411,16 +438,28 @@ func (p PoolConfig) resolve() (rotation.Pool, error) {
 	return pool, pool.Validate()
 }
 
+// parseSince reads --since: a duration back from now, in Go's units or with
+// whole days first (7d, 1d12h), or a date (README, "Operations").
 func parseSince(s string, now time.Time) (time.Time, error) {
 	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
 		return now.Add(-d), nil
+	}
+	if days, rest, ok := strings.Cut(s, "d"); ok && days != "" && strings.Trim(days, "0123456789") == "" {
+		n, err := strconv.Atoi(days)
+		d := time.Duration(0)
+		if rest != "" {
+			d, err = time.ParseDuration(rest)
+		}
+		if err == nil && d >= 0 && n <= 100000 {
+			return now.AddDate(0, 0, -n).Add(-d), nil
+		}
 	}
 	for _, layout := range []string{time.RFC3339, time.DateOnly} {
 		if t, err := time.Parse(layout, s); err == nil {
 			return t, nil
 		}
 	}
-	return time.Time{}, fmt.Errorf("%q is neither a duration (24h) nor a date (2006-01-02)", s)
+	return time.Time{}, fmt.Errorf("%q is neither a duration (24h, 7d) nor a date (2006-01-02)", s)
 }
 
 func defaultInstance() string {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -80,8 +81,7 @@ func TestParseValid(t *testing.T) {
 		},
 		{
 			name: "several pools inherit what they leave out",
-			args: []string{"--threshold", "9"},
-			file: `{"mongo-uri": "` + uri + `", "pools": [
+			file: `{"mongo-uri": "` + uri + `", "threshold": 9, "pools": [
 				{"pool": "openhands"},
 				{"pool": "factory", "provider": "litellm", "provider-url": "http://litellm:4000", "threshold": 4.5, "rotate-unauthorized": false}]}`,
 			check: func(t *testing.T, c *Config) {
@@ -150,7 +150,7 @@ func TestParseInvalid(t *testing.T) {
 		file string
 		want string // in the one-line message
 	}{
-		{"missing URI", nil, "", "--mongo-uri (or SPENDCHECKER_MONGO_URI) is required"},
+		{"missing URI", nil, "", "--mongo-uri (or SPENDCHECKER_MONGO_URI, or the systemd credential mongo-uri) is required"},
 		{"not a mongodb URI", []string{"--mongo-uri", "http://x"}, "", "mongodb://"},
 		{"bad cron", []string{"--mongo-uri", uri, "--schedule", "61 * * * *"}, "", "--schedule"},
 		{"zero threshold", []string{"--mongo-uri", uri, "--threshold", "0"}, "", "--threshold must be greater than 0"},
@@ -236,6 +236,145 @@ func TestRedactHidesPasswords(t *testing.T) {
 	for _, in := range []string{"mongodb://user:s3cr3t-pass@h:27017/db", "mongodb+srv://u:s3cr3t-pass@cluster.example/db?x=1"} {
 		if out := redact(in); strings.Contains(out, "s3cr3t-pass") {
 			t.Errorf("redact(%q) = %q", in, out)
+		}
+	}
+}
+
+func TestParseSince(t *testing.T) {
+	now := time.Date(2026, 5, 10, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		in   string
+		want time.Time
+		ok   bool
+	}{
+		{"24h", now.Add(-24 * time.Hour), true},
+		{"90m", now.Add(-90 * time.Minute), true},
+		{"7d", now.AddDate(0, 0, -7), true},
+		{"1d12h", now.Add(-36 * time.Hour), true},
+		{"30d", now.AddDate(0, 0, -30), true},
+		{"0d", now, true},
+		{"2026-05-01", time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC), true},
+		{"2026-05-01T10:00:00Z", time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC), true},
+		{"d", time.Time{}, false},
+		{"-7d", time.Time{}, false},
+		{"7days", time.Time{}, false},
+		{"1.5d", time.Time{}, false},
+		{"yesterday", time.Time{}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := parseSince(tt.in, now)
+			if (err == nil) != tt.ok || (tt.ok && !got.Equal(tt.want)) {
+				t.Errorf("parseSince(%q) = %v, %v; want %v (ok %v)", tt.in, got, err, tt.want, tt.ok)
+			}
+		})
+	}
+}
+
+// TestPoolPrecedence is the precedence of pool settings (README,
+// "Configuration"): a flag, then the environment, then the pool's own entry
+// in the file, then the file's top level, then the default. An explicit zero
+// or false is a value; nothing is ignored without a word.
+func TestPoolPrecedence(t *testing.T) {
+	two := `"pools": [{"pool": "openhands", "threshold": 9.95}, {"pool": "factory", "provider": "litellm", "provider-url": "http://l:4000", "threshold": 4.5}]`
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		file    string // JSON body after "mongo-uri"
+		pools   string // want: pool=threshold/budget-ratio/rotate-unauthorized/keys-collection, space separated
+		wantErr string
+	}{
+		{name: "default", file: `"pools": [{"pool": "openhands"}]`, pools: "openhands=9.95/0/true/openhands_keys"},
+		{name: "file top level beats default", file: `"threshold": 8, "budget-ratio": 0.8, "rotate-unauthorized": false, "pools": [{"pool": "openhands"}]`,
+			pools: "openhands=8/0.8/false/openhands_keys"},
+		{name: "pool entry beats file top level", file: `"threshold": 8, "budget-ratio": 0.8, "pools": [{"pool": "openhands", "threshold": 7, "budget-ratio": 0.5}]`,
+			pools: "openhands=7/0.5/true/openhands_keys"},
+		{name: "explicit zero budget ratio is a value", file: `"budget-ratio": 0.8, "pools": [{"pool": "openhands", "budget-ratio": 0}]`,
+			pools: "openhands=9.95/0/true/openhands_keys"},
+		{name: "explicit false is a value", file: `"rotate-unauthorized": true, "pools": [{"pool": "openhands", "rotate-unauthorized": false}]`,
+			pools: "openhands=9.95/0/false/openhands_keys"},
+		{name: "explicit zero threshold is refused, not inherited", file: `"threshold": 8, "pools": [{"pool": "openhands", "threshold": 0}]`,
+			wantErr: "--threshold must be greater than 0"},
+		{name: "flag beats pool entry", args: []string{"--threshold", "5"}, file: two, pools: "openhands=5/0/true/openhands_keys factory=5/0/true/factory_keys"},
+		{name: "environment beats pool entry", env: map[string]string{"SPENDCHECKER_THRESHOLD": "6", "SPENDCHECKER_BUDGET_RATIO": "0.9"},
+			file: `"pools": [{"pool": "openhands", "threshold": 9.95, "budget-ratio": 0.5}]`, pools: "openhands=6/0.9/true/openhands_keys"},
+		{name: "flag beats environment", args: []string{"--threshold", "5"}, env: map[string]string{"SPENDCHECKER_THRESHOLD": "6"},
+			file: `"pools": [{"pool": "openhands", "threshold": 9.95}]`, pools: "openhands=5/0/true/openhands_keys"},
+		{name: "flag false beats pool entry true", args: []string{"--rotate-unauthorized=false"},
+			file: `"pools": [{"pool": "openhands", "rotate-unauthorized": true}]`, pools: "openhands=9.95/0/false/openhands_keys"},
+		{name: "flag zero budget ratio beats pool entry", args: []string{"--budget-ratio", "0"},
+			file: `"pools": [{"pool": "openhands", "budget-ratio": 0.8}]`, pools: "openhands=9.95/0/true/openhands_keys"},
+		{name: "--pool selects one of the file's pools", args: []string{"--pool", "factory"}, file: two, pools: "factory=4.5/0/true/factory_keys"},
+		{name: "--pool from the environment selects too", env: map[string]string{"SPENDCHECKER_POOL": "openhands"}, file: two, pools: "openhands=9.95/0/true/openhands_keys"},
+		{name: "--pool not in the file", args: []string{"--pool", "nope"}, file: `"pools": [{"pool": "openhands"}]`, wantErr: `--pool "nope" is not among the config file's pools (openhands)`},
+		{name: "collection flag with one pool applies", args: []string{"--keys-collection", "k2"}, file: `"pools": [{"pool": "openhands", "keys-collection": "k1"}]`,
+			pools: "openhands=9.95/0/true/k2"},
+		{name: "collection flag with a selected pool applies", args: []string{"--pool", "factory", "--keys-collection", "k2"}, file: two,
+			pools: "factory=4.5/0/true/k2"},
+		{name: "collection flag with several pools is refused", args: []string{"--keys-collection", "k2"}, file: two,
+			wantErr: "--keys-collection names one pool's collection"},
+		{name: "collection at the file's top level with several pools is refused", file: `"keys-collection": "k2", ` + two,
+			wantErr: "keys-collection names one pool's collection"},
+		{name: "collection at the file's top level with one pool applies", file: `"keys-collection": "k2", "pools": [{"pool": "openhands"}]`,
+			pools: "openhands=9.95/0/true/k2"},
+		{name: "pool entry collection beats file top level", file: `"keys-collection": "k2", "pools": [{"pool": "openhands", "keys-collection": "k3"}]`,
+			pools: "openhands=9.95/0/true/k3"},
+		{name: "no file: flags make the one pool", args: []string{"--pool", "factory", "--threshold", "3", "--keys-collection", "fk"}, pools: "factory=3/0/true/fk"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			args := append([]string{"--mongo-uri", uri}, tt.args...)
+			if tt.file != "" {
+				args = append(args, "--config", writeFile(t, `{"mongo-uri": "`+uri+`", `+tt.file+`}`))
+			}
+			c, err := Parse(args)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, p := range c.Pools {
+				pool, _ := p.resolve()
+				got = append(got, fmt.Sprintf("%s=%v/%v/%v/%s", pool.Name, p.Threshold, p.BudgetRatio, *p.RotateUnauthorized, pool.KeysCollection))
+			}
+			if g := strings.Join(got, " "); g != tt.pools {
+				t.Errorf("pools %s, want %s", g, tt.pools)
+			}
+		})
+	}
+}
+
+// A setting from the command line that replaces a value in the file is said
+// at start, never silently.
+func TestPoolOverridesAreReported(t *testing.T) {
+	file := writeFile(t, `{"mongo-uri": "`+uri+`", "pools": [{"pool": "openhands", "threshold": 9.95}, {"pool": "factory", "threshold": 5}]}`)
+	c, err := Parse([]string{"--threshold", "5", "--config", file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Overrides) != 1 || c.Overrides[0] != (Override{Pool: "openhands", Setting: "threshold", Value: "5", FileValue: "9.95"}) {
+		t.Errorf("overrides %+v", c.Overrides)
+	}
+}
+
+func TestHelpSaysDays(t *testing.T) {
+	for _, arg := range []string{"--help", "-h"} {
+		_, err := Parse([]string{arg})
+		var hr *HelpRequest
+		if !errors.As(err, &hr) {
+			t.Fatalf("Parse(%s) = %v, want a help request", arg, err)
+		}
+		if !strings.Contains(hr.Text, "since") || !strings.Contains(hr.Text, "7d") {
+			t.Errorf("help does not say --since takes days:\n%s", hr.Text)
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/spendchecker/spendchecker/checker"
@@ -20,59 +21,76 @@ import (
 
 // daemon runs until ctx ends: the lease loop, the scheduler and the HTTP
 // server share one context; on shutdown the cycle in flight finishes within
-// the grace period, then the lease is released.
+// the grace period, then the lease is released. /healthz and the watchdog
+// work from the start, before the store answers (README, "Deploying").
 func (a *app) daemon(ctx context.Context) int {
-	// Start-up never fails on the store: the daemon reports and keeps trying.
-	for {
-		err := a.prepare(ctx)
-		if err == nil {
-			break
-		}
-		a.log.Error("store not ready; retrying", "err", redact(err.Error()))
-		select {
-		case <-ctx.Done():
-			return ExitOK
-		case <-time.After(a.cfg.LeaseRetr):
-		}
-	}
 	var schedulerUp atomic.Bool
 	srv, err := a.serveHTTP(&schedulerUp)
 	if err != nil {
 		a.log.Error("cannot listen", "listen", a.cfg.Listen, "err", err)
 		return ExitUsage
 	}
+	defer func() {
+		if srv != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = srv.Shutdown(sctx)
+			cancel()
+		}
+	}()
+	stopWatchdog := a.watchdog()
+	defer stopWatchdog()
+	// Start-up never fails on the store: the daemon reports and keeps trying.
+	for {
+		err := a.prepare(ctx)
+		a.prog.beat()
+		if err == nil {
+			break
+		}
+		a.log.Error("store not ready; retrying", "err", redact(err.Error()))
+		// Each attempt is progress: systemd's start timeout is extended by
+		// the time the next attempt may take.
+		_, _ = daemon.SdNotify(false, fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d\nSTATUS=store not ready; retrying",
+			(storeAttempt+2*a.cfg.LeaseRetr).Microseconds()))
+		select {
+		case <-ctx.Done():
+			return ExitOK
+		case <-time.After(a.cfg.LeaseRetr):
+		}
+	}
 	leaseCtx, stopLease := context.WithCancel(context.WithoutCancel(ctx))
 	leaseDone := make(chan error, 1)
 	a.lease.Tick(ctx) // lead at once if the lease is free, so the first cycle is not skipped
 	go func() { leaseDone <- a.lease.Run(leaseCtx) }()
 
-	stopWatchdog := a.watchdog(&schedulerUp)
 	err = a.chk.RunDaemon(ctx, checker.DaemonConfig{
 		Schedule: a.cfg.Schedule, Interval: a.cfg.Interval, Grace: a.cfg.Grace,
 		Leader: a.lease, Logger: a.log,
+		OnStart: a.prog.cycleStart,
 		OnCycle: func(sum checker.Summary, err error) {
+			a.prog.cycleEnd()
 			a.met.cycle(sum, err, float64(time.Now().Unix()))
 			_, _ = daemon.SdNotify(false, "STATUS="+sum.String())
 		},
 		OnSkip: func() { a.met.cycles.WithLabelValues("skipped").Inc() },
 		Started: func() {
 			schedulerUp.Store(true)
+			a.prog.running()
 			_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
-			a.log.Info("spendchecker started", "instance", a.cfg.Instance, "pools", len(a.cfg.Pools),
+			var pools []string
+			for _, r := range a.chk.Rotators() {
+				pools = append(pools, r.Pool().Name)
+			}
+			a.log.Info("spendchecker started", "instance", a.cfg.Instance, "pools", pools,
 				"interval", a.cfg.Interval.String(), "schedule", a.cfg.Schedule, "listen", a.cfg.Listen, "dry_run", a.cfg.DryRun)
 		},
 	})
 	schedulerUp.Store(false)
+	a.prog.stopping()
 	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
 	stopWatchdog()
 	stopLease()
 	if lerr := <-leaseDone; lerr != nil {
 		a.log.Warn("lease release failed", "err", lerr)
-	}
-	if srv != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = srv.Shutdown(sctx)
-		cancel()
 	}
 	if err != nil {
 		a.log.Error("scheduler stopped with an error", "err", err)
@@ -82,8 +100,13 @@ func (a *app) daemon(ctx context.Context) int {
 	return ExitOK
 }
 
-// watchdog pings systemd at half of WatchdogSec while the scheduler runs.
-func (a *app) watchdog(up *atomic.Bool) func() {
+// storeAttempt bounds one start-up attempt on an unreachable store (the
+// client's server selection timeout).
+const storeAttempt = 10 * time.Second
+
+// watchdog feeds systemd's watchdog at half of WatchdogSec while the daemon
+// makes progress; the returned stop may be called more than once.
+func (a *app) watchdog() func() {
 	interval, err := daemon.SdWatchdogEnabled(false)
 	if err != nil || interval <= 0 {
 		return func() {}
@@ -93,20 +116,10 @@ func (a *app) watchdog(up *atomic.Bool) func() {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		t := time.NewTicker(interval / 2)
-		defer t.Stop()
-		for {
-			if up.Load() {
-				_, _ = daemon.SdNotify(false, daemon.SdNotifyWatchdog)
-			}
-			select {
-			case <-done:
-				return
-			case <-t.C:
-			}
-		}
+		feedWatchdog(clockwork.NewRealClock(), interval/2, a.prog, func(state string) { _, _ = daemon.SdNotify(false, state) }, done)
 	}()
-	return func() { close(done); wg.Wait() }
+	var once sync.Once
+	return func() { once.Do(func() { close(done); wg.Wait() }) }
 }
 
 func (a *app) serveHTTP(schedulerUp *atomic.Bool) (*http.Server, error) {
@@ -115,7 +128,14 @@ func (a *app) serveHTTP(schedulerUp *atomic.Bool) (*http.Server, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(a.met.reg, promhttp.HandlerOpts{}))
+	// Liveness: the process answers and makes progress; never the store
+	// (README, "Metrics and alerts").
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if ok, why := a.prog.healthy(); !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, why)
+			return
+		}
 		_, _ = io.WriteString(w, "ok\n")
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
@@ -139,6 +159,7 @@ func (a *app) serveHTTP(schedulerUp *atomic.Bool) (*http.Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	a.log.Info("listening", "addr", ln.Addr().String())
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/lmittmann/tint"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -43,12 +44,22 @@ type Env struct {
 	// Getenv is unused by flags (ff reads the process environment) but kept
 	// for NOTIFY_SOCKET-style lookups in tests.
 	Getenv func(string) string
+
+	// Set by Main: the process's signals, the shutdown they trigger and
+	// how to exit at once.
+	signals  <-chan os.Signal
+	shutdown func()
+	exit     func(int)
 }
 
 // Run runs the program with args (without the program name) and returns the
 // exit code. ctx ending is a shutdown request (SIGINT/SIGTERM).
 func Run(ctx context.Context, args []string, env Env) int {
 	cfg, err := Parse(args)
+	if hr := (*HelpRequest)(nil); errors.As(err, &hr) {
+		fmt.Fprintln(env.Stdout, hr.Text)
+		return ExitOK
+	}
 	if err != nil {
 		var ue *UsageError
 		if errors.As(err, &ue) {
@@ -59,6 +70,16 @@ func Run(ctx context.Context, args []string, env Env) int {
 		return ExitUsage
 	}
 	log := newLogger(cfg, env.Stderr)
+	if env.signals != nil {
+		defer handleSignals(env.signals, env.shutdown, env.exit, log)()
+	}
+	for _, e := range exposedSecrets(cfg.ConfigFile, unitEnvFile) {
+		log.Warn("secret file readable by other users: make it private (chmod 600) or hand it over as a systemd credential",
+			"file", e.path, "mode", fmt.Sprintf("%#o", e.mode))
+	}
+	for _, o := range cfg.Overrides {
+		log.Info("a flag or environment variable overrides the config file", "pool", o.Pool, "setting", o.Setting, "value", o.Value, "file_value", o.FileValue)
+	}
 	switch cfg.Command {
 	case "version":
 		fmt.Fprintln(env.Stdout, versionString())
@@ -100,11 +121,13 @@ type app struct {
 	lease  *lease.Lease
 	leases *mongo.Collection
 	met    *metrics
+	prog   *progress
 }
 
 func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*app, error) {
+	prog := newProgress(clockwork.NewRealClock(), stallLimit(cfg.ReqTO))
 	client, err := mongo.Connect(options.Client().ApplyURI(cfg.MongoURI).
-		SetServerSelectionTimeout(10 * time.Second).SetAppName("spendchecker"))
+		SetServerSelectionTimeout(10 * time.Second).SetAppName("spendchecker").SetMonitor(storeMonitor(prog.beat)))
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
@@ -114,7 +137,7 @@ func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*app, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = cfg.Conc
 	tr.MaxIdleConns = cfg.Conc * len(cfg.Pools)
-	httpc := upstreamClient(cfg, &http.Client{Transport: tr})
+	httpc := upstreamClient(cfg, &http.Client{Transport: beatTransport{tr, prog.beat}})
 	var pools []checker.Pool
 	for _, p := range cfg.Pools {
 		pool, _ := p.resolve() // validated by Parse
@@ -125,7 +148,7 @@ func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*app, error) {
 		pools = append(pools, checker.Pool{Pool: pool, Provider: prov, Threshold: p.Threshold, BudgetRatio: p.BudgetRatio,
 			RotateUnauthorized: p.RotateUnauthorized == nil || *p.RotateUnauthorized})
 	}
-	a := &app{cfg: cfg, log: log, client: client, db: db, leases: db.Collection(lease.Collection), met: newMetrics()}
+	a := &app{cfg: cfg, log: log, client: client, db: db, leases: db.Collection(lease.Collection), met: newMetrics(), prog: prog}
 	l, err := lease.New(a.leases, lease.Config{
 		Name: cfg.LeaseName, Instance: cfg.Instance,
 		LeaseDuration: cfg.LeaseDur, RenewDeadline: cfg.LeaseRen, RetryPeriod: cfg.LeaseRetr,

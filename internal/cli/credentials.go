@@ -1,0 +1,102 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Systemd credentials (README, "Deploying"): with LoadCredential= systemd
+// copies a root-only file into a directory only the service can read, named
+// by $CREDENTIALS_DIRECTORY, which works under DynamicUser= where the file
+// itself is out of reach.
+const (
+	credMongoURI = "mongo-uri"   // the MongoDB URI, password included
+	credConfig   = "config.json" // the --config file
+)
+
+// unitEnvFile is the environment file the shipped units name.
+const unitEnvFile = "/etc/spendchecker/spendchecker.env"
+
+// credentialPath is the path of a credential handed to this process, or ""
+// when there is none.
+func credentialPath(name string) string {
+	dir := os.Getenv("CREDENTIALS_DIRECTORY")
+	if dir == "" {
+		return ""
+	}
+	p := filepath.Join(dir, name)
+	if _, err := os.Stat(p); err != nil {
+		return ""
+	}
+	return p
+}
+
+// readCredential reads a credential's value; ok is false when there is none.
+func readCredential(name string) (string, bool, error) {
+	p := credentialPath(name)
+	if p == "" {
+		return "", false, nil
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return "", false, fmt.Errorf("credential %s: %w", name, err)
+	}
+	return strings.TrimSpace(string(b)), true, nil
+}
+
+func hasPassword(uri string) bool {
+	u, err := url.Parse(strings.TrimSpace(uri))
+	if err != nil || u.User == nil {
+		return false
+	}
+	_, ok := u.User.Password()
+	return ok
+}
+
+// exposedSecret is a file holding the MongoDB password that users other
+// than its owner can read.
+type exposedSecret struct {
+	path string
+	mode fs.FileMode
+}
+
+// exposedSecrets finds the secret files other users can read: the config
+// file when it holds a URI with a password, and the environment file when
+// SPENDCHECKER_MONGO_URI (with a password) is set in it.
+func exposedSecrets(configFile, envFile string) []exposedSecret {
+	var out []exposedSecret
+	check := func(path string, holds func([]byte) bool) {
+		st, err := os.Stat(path)
+		if err != nil || st.Mode().Perm()&0o044 == 0 {
+			return
+		}
+		if b, err := os.ReadFile(path); err == nil && holds(b) {
+			out = append(out, exposedSecret{path, st.Mode().Perm()})
+		}
+	}
+	if configFile != "" {
+		check(configFile, func(b []byte) bool {
+			var top struct {
+				URI string `json:"mongo-uri"`
+			}
+			return json.Unmarshal(b, &top) == nil && hasPassword(top.URI)
+		})
+	}
+	if envFile != "" && hasPassword(os.Getenv("SPENDCHECKER_MONGO_URI")) {
+		check(envFile, func(b []byte) bool {
+			for _, line := range strings.Split(string(b), "\n") {
+				k, v, ok := strings.Cut(strings.TrimSpace(line), "=")
+				if ok && strings.TrimSpace(k) == "SPENDCHECKER_MONGO_URI" && hasPassword(strings.Trim(strings.TrimSpace(v), `"'`)) {
+					return true
+				}
+			}
+			return false
+		})
+	}
+	return out
+}
