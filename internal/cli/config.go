@@ -65,6 +65,9 @@ type Config struct {
 	Reason    string
 	Since     string
 	Version   bool
+	// RotateTokenFile and RotateToken enable POST /v1/rotate (rotateapi.go).
+	RotateTokenFile string
+	RotateToken     string
 }
 
 // UsageError is bad usage or configuration: exit code 2, nothing touched.
@@ -139,6 +142,7 @@ func Parse(args []string) (*Config, error) {
 	fs.StringVar(&c.Reason, "reason", "manual", "rotate: the rotation reason")
 	fs.StringVar(&c.Since, "since", "24h", "history: a duration back from now, or a date (2006-01-02 or RFC 3339)")
 	fs.BoolVar(&c.Version, "version", false, "print the version and exit")
+	fs.StringVar(&c.RotateTokenFile, "rotate-token-file", "", "file holding the bearer token that enables POST /v1/rotate (or "+EnvRotateToken+")")
 
 	var filePools []PoolConfig
 	ffs := ff.NewFlagSetFrom("spendchecker", fs)
@@ -350,6 +354,12 @@ func (c *Config) validate() error {
 	if c.Command == "history" {
 		if _, err := parseSince(c.Since, time.Now()); err != nil {
 			return usage("--since: %v", err)
+		}
+	}
+	if c.Command == "" && !c.Once {
+		var err error
+		if c.RotateToken, err = rotateToken(c.RotateTokenFile); err != nil {
+			return err
 		}
 	}
 	names := map[string]bool{}
