@@ -291,15 +291,19 @@ func (c *Config) validate() error {
 		return usage("unexpected argument %q (flags go before arguments)", c.Args[1])
 	}
 	needsDB := c.Command != "healthcheck" && c.Command != "version"
+	uriFlag := "--mongo-uri"
+	if needsDB {
+		uriFlag = proxyEnvFallback(c)
+	}
 	if needsDB && c.MongoURI == "" {
-		return usage("--mongo-uri (or SPENDCHECKER_MONGO_URI) is required")
+		return usage("--mongo-uri (or SPENDCHECKER_MONGO_URI) is required (or the proxy's MONGODB_URI)")
 	}
 	if c.MongoURI != "" {
 		u, err := url.Parse(c.MongoURI)
 		if err != nil || (u.Scheme != "mongodb" && u.Scheme != "mongodb+srv") {
-			return usage("--mongo-uri must be a mongodb:// or mongodb+srv:// URI")
+			return usage("%s must be a mongodb:// or mongodb+srv:// URI", uriFlag)
 		}
-		if c.Database == "" {
+		if c.Database == "" && uriFlag != envProxyURI {
 			c.Database = strings.TrimPrefix(u.Path, "/")
 		}
 	}
@@ -383,6 +387,31 @@ func (c *Config) validate() error {
 		}
 	}
 	return nil
+}
+
+// The serving proxy's own variables (its db package).
+const (
+	envProxyURI = "MONGODB_URI"
+	envProxyDB  = "MONGODB_DB_NAME"
+)
+
+// proxyEnvFallback fills the URI and database from the proxy's variables
+// when neither a flag, SPENDCHECKER_* nor the file set them, so a sidecar
+// sharing the proxy's environment uses the proxy's database (README,
+// "Running next to the proxy"). It returns the name the URI came by.
+func proxyEnvFallback(c *Config) string {
+	from := "--mongo-uri"
+	if c.MongoURI == "" {
+		if v := os.Getenv(envProxyURI); v != "" {
+			c.MongoURI, from = v, envProxyURI
+		}
+	}
+	if c.Database == "" {
+		// Above our URI's path: the proxy reads this name, whatever its
+		// URI's path says (that path is only the authentication database).
+		c.Database = os.Getenv(envProxyDB)
+	}
+	return from
 }
 
 // resolve turns the preset and overrides into the rotation package's Pool.
