@@ -115,7 +115,7 @@ func Parse(args []string) (*Config, error) {
 	fs.StringVar(&p.BindingsCollection, "bindings-collection", "", "override the pool's bindings collection")
 	fs.StringVar(&p.BindingKeyField, "binding-key-field", "", "override the bindings' key field")
 	fs.StringVar(&p.HistoryCollection, "history-collection", "", "override the pool's history collection")
-	fs.StringVar(&p.Provider, "provider", "openhands", "upstream: "+strings.Join(spend.Names, ", "))
+	fs.StringVar(&p.Provider, "provider", "", "upstream: "+strings.Join(spend.Names, ", ")+" (default: openhands for the openhands pool; the factory pool has none)")
 	fs.StringVar(&p.ProviderURL, "provider-url", "", "upstream base URL (default: the provider's public URL)")
 	fs.Float64Var(&p.Threshold, "threshold", 9.95, "USD spend at or above which a key rotates")
 	fs.Float64Var(&p.BudgetRatio, "budget-ratio", 0, "also rotate at this fraction of a known budget (0: off)")
@@ -366,6 +366,11 @@ func (c *Config) validate() error {
 			return err
 		}
 	}
+	for i := range c.Pools {
+		if c.Pools[i].Provider == "" {
+			c.Pools[i].Provider = presetProvider(c.Pools[i].Pool)
+		}
+	}
 	names := map[string]bool{}
 	for _, p := range c.Pools {
 		pool, err := p.resolve()
@@ -382,11 +387,30 @@ func (c *Config) validate() error {
 		if p.BudgetRatio < 0 || p.BudgetRatio > 1 {
 			return usage("pool %s: --budget-ratio must be between 0 and 1", pool.Name)
 		}
+		if p.Provider == "" {
+			continue
+		}
 		if _, err := spend.New(p.Provider, p.ProviderURL, &spend.Client{}); err != nil {
 			return usage("pool %s: %v", pool.Name, err)
 		}
 	}
+	for _, p := range c.Pools {
+		if p.Provider == "" {
+			return usage("pool %s: no built-in provider serves its upstream; name one with --provider (%s) and --provider-url, or \"provider\" in its config entry",
+				p.Pool, strings.Join(spend.Names, ", "))
+		}
+	}
 	return nil
+}
+
+// presetProvider is the provider that serves a preset's upstream. The
+// factory pool's keys talk to an upstream no built-in provider serves, so it
+// must name one (README, "Running next to the proxy").
+func presetProvider(pool string) string {
+	if pool == "openhands" {
+		return "openhands"
+	}
+	return ""
 }
 
 // The serving proxy's own variables (its db package).

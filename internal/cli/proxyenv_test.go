@@ -75,3 +75,57 @@ func TestProxyEnvironmentFallbacks(t *testing.T) {
 		})
 	}
 }
+
+// Factory keys talk to an upstream no built-in provider serves: polling them
+// at the OpenHands endpoint would see every key rejected and rotate them all.
+func TestFactoryPoolNeedsAnExplicitProvider(t *testing.T) {
+	tests := []struct {
+		name         string
+		args         []string
+		file         string
+		wantErr      string
+		wantProvider []string
+	}{
+		{name: "factory without provider", args: []string{"--pool", "factory"},
+			wantErr: "pool factory: no built-in provider serves its upstream; name one with --provider"},
+		{name: "factory with a provider", args: []string{"--pool", "factory", "--provider", "litellm", "--provider-url", "http://litellm:4000"},
+			wantProvider: []string{"litellm"}},
+		{name: "openhands keeps its default", args: nil, wantProvider: []string{"openhands"}},
+		{name: "file: factory without provider",
+			file:    `{"pools": [{"pool": "openhands"}, {"pool": "factory"}]}`,
+			wantErr: "pool factory: no built-in provider"},
+		{name: "file: factory names its provider",
+			file:         `{"pools": [{"pool": "openhands"}, {"pool": "factory", "provider": "openrouter"}]}`,
+			wantProvider: []string{"openhands", "openrouter"}},
+		{name: "file: a top-level provider is explicit for every pool",
+			file:         `{"provider": "openrouter", "pools": [{"pool": "openhands"}, {"pool": "factory"}]}`,
+			wantProvider: []string{"openrouter", "openrouter"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("SPENDCHECKER_PROVIDER", "")
+			args := append([]string{"--mongo-uri", uri}, tt.args...)
+			if tt.file != "" {
+				args = append(args, "--config", writeFile(t, tt.file))
+			}
+			c, err := Parse(args)
+			if tt.wantErr != "" {
+				var ue *UsageError
+				if !errors.As(err, &ue) || !strings.Contains(err.Error(), tt.wantErr) || strings.Contains(err.Error(), "\n") {
+					t.Fatalf("got %v, want one line with %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, p := range c.Pools {
+				got = append(got, p.Provider)
+			}
+			if strings.Join(got, ",") != strings.Join(tt.wantProvider, ",") {
+				t.Fatalf("providers %v, want %v", got, tt.wantProvider)
+			}
+		})
+	}
+}
