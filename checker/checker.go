@@ -1,5 +1,5 @@
 // Package checker runs check cycles: for each pool it finishes unfinished
-// rotations, streams the healthy keys that are due, asks the upstream what
+// rotations, streams the keys the proxy may serve that are due, asks the upstream what
 // each has spent with bounded concurrency, rotates the ones over threshold
 // through the shared rotator, and writes the observations back in bulk.
 package checker
@@ -309,7 +309,7 @@ func (c *Checker) checkPool(ctx context.Context, p *poolRun) (PoolSummary, error
 		}
 	}
 	now := c.cfg.Clock.Now().UTC()
-	filter := bson.M{"status": "healthy"}
+	filter := bson.M{"$and": bson.A{servable(now)}}
 	if c.cfg.Adaptive {
 		// A key planned a moment after this cycle is polled now rather than a
 		// whole cycle late: cycles do not start on the exact planned instant.

@@ -66,6 +66,9 @@ type Config struct {
 	Reason    string
 	Since     string
 	Version   bool
+	// RotateTokenFile and RotateToken enable POST /v1/rotate (rotateapi.go).
+	RotateTokenFile string
+	RotateToken     string
 
 	// Upstream safety (README, Reliability): a rate per upstream host, and
 	// the systemic-rejection guard.
@@ -136,7 +139,7 @@ func Parse(args []string) (*Config, error) {
 	fs.StringVar(&p.BindingsCollection, "bindings-collection", "", "override the pool's bindings collection")
 	fs.StringVar(&p.BindingKeyField, "binding-key-field", "", "override the bindings' key field")
 	fs.StringVar(&p.HistoryCollection, "history-collection", "", "override the pool's history collection")
-	fs.StringVar(&p.Provider, "provider", "openhands", "upstream: "+strings.Join(spend.Names, ", "))
+	fs.StringVar(&p.Provider, "provider", "", "upstream: "+strings.Join(spend.Names, ", ")+" (default: openhands for the openhands pool; the factory pool has none)")
 	fs.StringVar(&p.ProviderURL, "provider-url", "", "upstream base URL (default: the provider's public URL)")
 	fs.Float64Var(&p.Threshold, "threshold", 9.95, "USD spend at or above which a key rotates")
 	fs.Float64Var(&p.BudgetRatio, "budget-ratio", 0, "also rotate at this fraction of a known budget (0: off)")
@@ -166,6 +169,7 @@ func Parse(args []string) (*Config, error) {
 	fs.StringVar(&c.Reason, "reason", "manual", "rotate: the rotation reason")
 	fs.StringVar(&c.Since, "since", "24h", "history: a duration back from now (24h, 90m, 7d, 1d12h), or a date (2006-01-02 or RFC 3339)")
 	fs.BoolVar(&c.Version, "version", false, "print the version and exit")
+	fs.StringVar(&c.RotateTokenFile, "rotate-token-file", "", "file holding the bearer token that enables POST /v1/rotate (or "+EnvRotateToken+")")
 
 	ffs := ff.NewFlagSetFrom("spendchecker", fs)
 	file := &fileState{top: map[string]bool{}, user: map[string]bool{}}
@@ -323,15 +327,19 @@ func (c *Config) validate() error {
 		return usage("unexpected argument %q (flags go before arguments)", c.Args[1])
 	}
 	needsDB := c.Command != "healthcheck" && c.Command != "version"
+	uriFlag := "--mongo-uri"
+	if needsDB {
+		uriFlag = proxyEnvFallback(c)
+	}
 	if needsDB && c.MongoURI == "" {
-		return usage("--mongo-uri (or SPENDCHECKER_MONGO_URI, or the systemd credential mongo-uri) is required")
+		return usage("--mongo-uri (or SPENDCHECKER_MONGO_URI, the systemd credential mongo-uri, or the proxy's MONGODB_URI) is required")
 	}
 	if c.MongoURI != "" {
 		u, err := url.Parse(c.MongoURI)
 		if err != nil || (u.Scheme != "mongodb" && u.Scheme != "mongodb+srv") {
-			return usage("--mongo-uri must be a mongodb:// or mongodb+srv:// URI")
+			return usage("%s must be a mongodb:// or mongodb+srv:// URI", uriFlag)
 		}
-		if c.Database == "" {
+		if c.Database == "" && uriFlag != envProxyURI {
 			c.Database = strings.TrimPrefix(u.Path, "/")
 		}
 	}
@@ -394,6 +402,17 @@ func (c *Config) validate() error {
 			return usage("--since: %v", err)
 		}
 	}
+	if c.Command == "" && !c.Once {
+		var err error
+		if c.RotateToken, err = rotateToken(c.RotateTokenFile); err != nil {
+			return err
+		}
+	}
+	for i := range c.Pools {
+		if c.Pools[i].Provider == "" {
+			c.Pools[i].Provider = presetProvider(c.Pools[i].Pool)
+		}
+	}
 	names := map[string]bool{}
 	for _, p := range c.Pools {
 		pool, err := p.resolve()
@@ -410,11 +429,55 @@ func (c *Config) validate() error {
 		if p.BudgetRatio < 0 || p.BudgetRatio > 1 {
 			return usage("pool %s: --budget-ratio must be between 0 and 1", pool.Name)
 		}
+		if p.Provider == "" {
+			continue
+		}
 		if _, err := spend.New(p.Provider, p.ProviderURL, &spend.Client{}); err != nil {
 			return usage("pool %s: %v", pool.Name, err)
 		}
 	}
+	for _, p := range c.Pools {
+		if p.Provider == "" {
+			return usage("pool %s: no built-in provider serves its upstream; name one with --provider (%s) and --provider-url, or \"provider\" in its config entry",
+				p.Pool, strings.Join(spend.Names, ", "))
+		}
+	}
 	return nil
+}
+
+// presetProvider is the provider that serves a preset's upstream. The
+// factory pool's keys talk to an upstream no built-in provider serves, so it
+// must name one (README, "Running next to the proxy").
+func presetProvider(pool string) string {
+	if pool == "openhands" {
+		return "openhands"
+	}
+	return ""
+}
+
+// The serving proxy's own variables (its db package).
+const (
+	envProxyURI = "MONGODB_URI"
+	envProxyDB  = "MONGODB_DB_NAME"
+)
+
+// proxyEnvFallback fills the URI and database from the proxy's variables
+// when neither a flag, SPENDCHECKER_* nor the file set them, so a sidecar
+// sharing the proxy's environment uses the proxy's database (README,
+// "Running next to the proxy"). It returns the name the URI came by.
+func proxyEnvFallback(c *Config) string {
+	from := "--mongo-uri"
+	if c.MongoURI == "" {
+		if v := os.Getenv(envProxyURI); v != "" {
+			c.MongoURI, from = v, envProxyURI
+		}
+	}
+	if c.Database == "" {
+		// Above our URI's path: the proxy reads this name, whatever its
+		// URI's path says (that path is only the authentication database).
+		c.Database = os.Getenv(envProxyDB)
+	}
+	return from
 }
 
 // resolve turns the preset and overrides into the rotation package's Pool.

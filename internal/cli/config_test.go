@@ -150,7 +150,7 @@ func TestParseInvalid(t *testing.T) {
 		file string
 		want string // in the one-line message
 	}{
-		{"missing URI", nil, "", "--mongo-uri (or SPENDCHECKER_MONGO_URI, or the systemd credential mongo-uri) is required"},
+		{"missing URI", nil, "", "--mongo-uri (or SPENDCHECKER_MONGO_URI, the systemd credential mongo-uri, or the proxy's MONGODB_URI) is required"},
 		{"not a mongodb URI", []string{"--mongo-uri", "http://x"}, "", "mongodb://"},
 		{"bad cron", []string{"--mongo-uri", uri, "--schedule", "61 * * * *"}, "", "--schedule"},
 		{"zero threshold", []string{"--mongo-uri", uri, "--threshold", "0"}, "", "--threshold must be greater than 0"},
@@ -320,7 +320,7 @@ func TestPoolPrecedence(t *testing.T) {
 			pools: "openhands=9.95/0/true/k2"},
 		{name: "pool entry collection beats file top level", file: `"keys-collection": "k2", "pools": [{"pool": "openhands", "keys-collection": "k3"}]`,
 			pools: "openhands=9.95/0/true/k3"},
-		{name: "no file: flags make the one pool", args: []string{"--pool", "factory", "--threshold", "3", "--keys-collection", "fk"}, pools: "factory=3/0/true/fk"},
+		{name: "no file: flags make the one pool", args: []string{"--pool", "factory", "--provider", "litellm", "--provider-url", "http://l:4000", "--threshold", "3", "--keys-collection", "fk"}, pools: "factory=3/0/true/fk"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -356,7 +356,7 @@ func TestPoolPrecedence(t *testing.T) {
 // A setting from the command line that replaces a value in the file is said
 // at start, never silently.
 func TestPoolOverridesAreReported(t *testing.T) {
-	file := writeFile(t, `{"mongo-uri": "`+uri+`", "pools": [{"pool": "openhands", "threshold": 9.95}, {"pool": "factory", "threshold": 5}]}`)
+	file := writeFile(t, `{"mongo-uri": "`+uri+`", "pools": [{"pool": "openhands", "threshold": 9.95}, {"pool": "factory", "provider": "litellm", "provider-url": "http://l:4000", "threshold": 5}]}`)
 	c, err := Parse([]string{"--threshold", "5", "--config", file})
 	if err != nil {
 		t.Fatal(err)

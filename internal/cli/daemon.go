@@ -155,6 +155,7 @@ func (a *app) serveHTTP(schedulerUp *atomic.Bool) (*http.Server, error) {
 		}
 		_, _ = io.WriteString(w, "ready\n")
 	})
+	a.rotateRoutes(mux)
 	ln, err := net.Listen("tcp", a.cfg.Listen)
 	if err != nil {
 		return nil, err

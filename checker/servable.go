@@ -1,0 +1,18 @@
+package checker
+
+import (
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+)
+
+// servable matches the keys the serving proxy may hand out at now, as its
+// IsAvailable decides: a healthy key, or any key but an exhausted one whose
+// cooldownUntil has passed (a rate-limited key is back in service then, so
+// it is polled too; README, "Running next to the proxy").
+func servable(now time.Time) bson.M {
+	return bson.M{"$or": bson.A{
+		bson.M{"status": "healthy"},
+		bson.M{"status": bson.M{"$ne": "exhausted"}, "cooldownUntil": bson.M{"$lte": now}},
+	}}
+}
