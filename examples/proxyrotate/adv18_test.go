@@ -1,0 +1,147 @@
+package proxyrotate_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+
+	"github.com/spendchecker/spendchecker/examples/proxyrotate"
+	"github.com/spendchecker/spendchecker/internal/mongotest"
+)
+
+// adv18Seed writes keys (each with one binding) and backups the way the
+// proxy's admin backend does, and nothing else: no index spendchecker
+// creates, as on a database the daemon never prepared (it has not started
+// yet, runs --dry-run, or the proxy was switched over first).
+func adv18Seed(t *testing.T, db *mongo.Database, keys, backups []string) {
+	t.Helper()
+	ctx := context.Background()
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, id := range keys {
+		if _, err := db.Collection("openhands_keys").InsertOne(ctx, bson.M{"_id": id,
+			"apiKey": "sk-live-" + id + "-0123456789abcdef", "status": "healthy", "createdAt": at}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Collection("openhands_bindings").InsertOne(ctx, bson.M{"_id": "bind-" + id,
+			"proxyId": "p1", "openhandsKeyId": id, "priority": 1, "isActive": true, "createdAt": at}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, id := range backups {
+		if _, err := db.Collection("openhands_backup_keys").InsertOne(ctx, bson.M{"_id": id,
+			"apiKey": "sk-spare-" + id + "-0123456789abcdef", "isUsed": false, "activated": false,
+			"createdAt": at.Add(time.Duration(i) * time.Second)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func adv18Open(t *testing.T, m *mongotest.DB, owner string) *proxyrotate.Rotator {
+	t.Helper()
+	r, err := proxyrotate.Open(context.Background(), m.URI, m.Name, "openhands", owner, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close(context.Background()) })
+	return r
+}
+
+// Two proxy replicas adopt the library as the guide says (Open once, call
+// Rotate where they used to rotate) on a database spendchecker has not
+// prepared. Rotations are sequential — no race at all — yet proxy A's third
+// rotation takes the backup proxy B already turned into a live key: the
+// journal's unique backupId index, the only thing that stops a backup being
+// used twice, is created by nobody on this path. The key k3 is archived and
+// deleted, its binding moved onto b2, and the pool shrinks from 3 to 2.
+// Open (or the first Rotate) should ensure the indexes the rotator's
+// guarantees rest on; then k3 gets no_backup and stays.
+func TestAdv18_LibraryWithoutDaemonIndexesUsesBackupTwice(t *testing.T) {
+	ctx := context.Background()
+	m := mongotest.New(t)
+	adv18Seed(t, m.Database, []string{"k1", "k2", "k3"}, []string{"b1", "b2"})
+	proxyA := adv18Open(t, m, "proxy-a")
+	proxyB := adv18Open(t, m, "proxy-b")
+
+	steps := []struct {
+		who   *proxyrotate.Rotator
+		name  string
+		key   string
+		want  string
+		swapT string
+	}{
+		{proxyA, "A", "k1", "rotated", "b1"},
+		{proxyB, "B", "k2", "rotated", "b2"},
+		{proxyA, "A", "k3", "no_backup", ""},
+	}
+	for _, s := range steps {
+		act, err := s.who.Rotate(ctx, s.key, "unauthorized")
+		if err != nil {
+			t.Errorf("proxy %s rotating %s: %v", s.name, s.key, err)
+			continue
+		}
+		if act.Outcome != s.want || act.SwapTo != s.swapT {
+			t.Errorf("proxy %s rotating %s: outcome %s swap to %q, want %s swap to %q",
+				s.name, s.key, act.Outcome, act.SwapTo, s.want, s.swapT)
+		}
+	}
+	keys, err := m.Database.Collection("openhands_keys").CountDocuments(ctx, bson.M{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keys != 3 {
+		t.Errorf("pool has %d keys after the rotations, want 3 (a key was lost)", keys)
+	}
+	var claims []bson.M
+	cur, err := m.Database.Collection("key_rotations").Find(ctx, bson.M{"backupId": "b2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cur.All(ctx, &claims); err != nil {
+		t.Fatal(err)
+	}
+	if len(claims) != 1 {
+		t.Errorf("backup b2 claimed by %d rotations, want 1: %v", len(claims), fmt.Sprint(claims))
+	}
+}
+
+// The guide's table: on already_rotated "swap in act.SwapTo (the new key id;
+// load it ...)". A request that was in flight with k1 (a long stream) gets
+// its 401 late, after k1 was rotated to b1 and b1 itself was rotated to b2.
+// Rotate(k1) answers already_rotated with SwapTo "b1" — a key that was
+// archived and deleted — so the proxy, doing as told, puts a dead id back
+// in its pool. SwapTo must name a live key (b2, the end of the chain) or be
+// empty (drop and wait for the reload); never a deleted one.
+func TestAdv18_AlreadyRotatedSwapsToADeletedKey(t *testing.T) {
+	ctx := context.Background()
+	m := mongotest.New(t)
+	adv18Seed(t, m.Database, []string{"k1"}, []string{"b1", "b2"})
+	proxy := adv18Open(t, m, "proxy-a")
+
+	for _, step := range []struct{ key, swapTo string }{{"k1", "b1"}, {"b1", "b2"}} {
+		act, err := proxy.Rotate(ctx, step.key, "unauthorized")
+		if err != nil || act.Outcome != "rotated" || act.SwapTo != step.swapTo {
+			t.Fatalf("setup: rotate %s: %+v %v, want rotated to %s", step.key, act, err, step.swapTo)
+		}
+	}
+	act, err := proxy.Rotate(ctx, "k1", "unauthorized")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if act.Outcome != "already_rotated" {
+		t.Fatalf("late 401 on k1: outcome %s, want already_rotated", act.Outcome)
+	}
+	if act.SwapTo == "" {
+		return
+	}
+	n, err := m.Database.Collection("openhands_keys").CountDocuments(ctx, bson.M{"_id": act.SwapTo})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Errorf("already_rotated tells the proxy to swap in %q, which is not a key any more (it was rotated to b2)", act.SwapTo)
+	}
+}
