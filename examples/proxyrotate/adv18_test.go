@@ -145,3 +145,31 @@ func TestAdv18_AlreadyRotatedSwapsToADeletedKey(t *testing.T) {
 		t.Errorf("already_rotated tells the proxy to swap in %q, which is not a key any more (it was rotated to b2)", act.SwapTo)
 	}
 }
+
+// ShouldRotate claims to follow the proxy's own CheckAndRotateOnError, and
+// the README says it "is the same rule". The factory pool's rule
+// (goproxy/internal/keypool/rotation.go, CheckAndRotateOnError, TrollLLM
+// main) also rotates a key whose error body says invalid_api_key or revoked,
+// whatever the status but 429 (bodyLower contains "invalid_api_key" or
+// "revoked"). ShouldRotate drops that branch, so once the proxy adopts it a
+// revoked factory key answered with such a body stays in service — and the
+// daemon cannot catch it either, as no built-in provider polls factory keys.
+func TestAdv18_ShouldRotateMissesTheFactoryRevokedKeyRule(t *testing.T) {
+	cases := []struct {
+		status int
+		body   string
+	}{
+		{400, `{"error":{"message":"Incorrect API key provided.","type":"invalid_request_error","code":"invalid_api_key"}}`},
+		{500, `{"error":{"message":"This API key has been revoked."}}`},
+		{404, `{"detail":"invalid_api_key"}`},
+	}
+	for _, c := range cases {
+		if _, ok := proxyrotate.ShouldRotate(c.status, c.body); !ok {
+			t.Errorf("ShouldRotate(%d, %s) = false; the proxy's factory rule rotates it", c.status, c.body)
+		}
+	}
+	// 429 stays a cooldown in the proxy's rule too.
+	if _, ok := proxyrotate.ShouldRotate(429, `{"error":"rate limited, key revoked? no"}`); ok {
+		t.Error("429 must stay a cooldown")
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"testing"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -63,5 +64,33 @@ func TestAdv18_FactoryPoolRecoverAndVerifyNeedNoProvider(t *testing.T) {
 	}
 	if n := apiCount(t, db, factory.KeysCollection, bson.M{}); n != 2 {
 		t.Errorf("factory pool has %d keys, want 2", n)
+	}
+}
+
+// One daemon serves both pools on /v1/rotate. Their backups live in two
+// collections whose ids are typed by hand in the proxy's admin pages
+// (backend openhands.service.ts createBackupKey: _id = data.id), so "b0"
+// can exist in both. The journal's backupId index is unique across pools,
+// so once the openhands pool used its b0, the factory pool's own unused b0
+// can never be claimed: its key gets 409 no_backup while the factory pool
+// has a backup left (and BackupsAvailable counts it). Same key id k0 in both
+// pools, too. Want: the factory k0 rotated onto the factory b0.
+func TestAdv18_RotateAPISameIDsInTwoPools(t *testing.T) {
+	db := mongotest.New(t).Database
+	factory, _ := rotation.Preset("factory")
+	apiSeed(t, db, apiPool, 1, 1)
+	apiSeed(t, db, factory, 1, 1)
+	api := newRotateAPI(testToken, testRotators(t, db, "r1", "openhands", "factory"), false, slog.New(slog.DiscardHandler))
+
+	oh := apiCall(t, api, "Bearer "+testToken, `{"pool":"openhands","keyId":"k0","reason":"unauthorized"}`)
+	if oh.status != 200 || oh.body.Outcome != "rotated" || oh.body.NewKeyID != "b0" {
+		t.Fatalf("openhands k0: %d %s", oh.status, oh.raw)
+	}
+	fa := apiCall(t, api, "Bearer "+testToken, `{"pool":"factory","keyId":"k0","reason":"unauthorized"}`)
+	if fa.status != 200 || fa.body.Outcome != "rotated" || fa.body.NewKeyID != "b0" || fa.body.RotationID == oh.body.RotationID {
+		t.Errorf("factory k0: %d %s, want 200 rotated onto the factory pool's own unused b0", fa.status, fa.raw)
+	}
+	if n := apiCount(t, db, factory.BackupsCollection, bson.M{"isUsed": true}); n != 1 {
+		t.Errorf("factory pool: %d backups used, want 1", n)
 	}
 }
