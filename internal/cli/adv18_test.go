@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/http"
 	"testing"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -93,4 +94,64 @@ func TestAdv18_RotateAPISameIDsInTwoPools(t *testing.T) {
 	if n := apiCount(t, db, factory.BackupsCollection, bson.M{"isUsed": true}); n != 1 {
 		t.Errorf("factory pool: %d backups used, want 1", n)
 	}
+}
+
+// After switching the proxy to the endpoint, the README says to "watch
+// spendchecker_rotations_total" (migration step 6), and its alert fires on
+// increase(spendchecker_rotations_total{outcome=~"error|no_backup"}[15m]).
+// Rotations asked for on POST /v1/rotate — from then on most of them — are
+// never counted: a proxy-driven rotation and a proxy-driven no_backup leave
+// the metric at 0, so the backups-exhausted alert stays silent.
+func TestAdv18_RotateEndpointCountsItsRotations(t *testing.T) {
+	mdb := mongotest.New(t)
+	apiSeed(t, mdb.Database, apiPool, 2, 1)
+	t.Setenv(EnvRotateToken, testToken)
+	cfg, err := Parse([]string{"--mongo-uri", mdb.URI, "--database", mdb.Name, "--listen", ""})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := connect(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.close()
+	mux := http.NewServeMux()
+	a.rotateRoutes(mux)
+
+	for _, c := range []struct{ key, outcome string }{{"k0", "rotated"}, {"k1", "no_backup"}} {
+		got := apiCall(t, mux, "Bearer "+testToken, `{"keyId":"`+c.key+`","reason":"unauthorized"}`)
+		if got.body.Outcome != c.outcome {
+			t.Fatalf("%s: %d %s, want %s", c.key, got.status, got.raw, c.outcome)
+		}
+	}
+	for _, outcome := range []string{"rotated", "no_backup"} {
+		if v := adv18Counter(t, a, "spendchecker_rotations_total", "openhands", outcome); v != 1 {
+			t.Errorf(`spendchecker_rotations_total{pool="openhands",outcome=%q} = %v after one such answer on /v1/rotate, want 1`, outcome, v)
+		}
+	}
+}
+
+// adv18Counter reads one pool/outcome sample from the daemon's registry, as
+// a scrape of /metrics would.
+func adv18Counter(t *testing.T, a *app, name, pool, outcome string) float64 {
+	t.Helper()
+	mfs, err := a.met.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["pool"] == pool && labels["outcome"] == outcome {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
 }
