@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"testing"
+	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 
@@ -154,4 +155,63 @@ func adv18Counter(t *testing.T, a *app, name, pool, outcome string) float64 {
 		}
 	}
 	return 0
+}
+
+// daemon() wires POST /v1/rotate in serveHTTP before its prepare loop has
+// created the indexes (and keeps serving it while prepare fails and
+// retries: "store not ready; retrying"). The rotator's "no backup used
+// twice" rests on the journal's unique backupId index, which only prepare
+// creates. Two replicas on a database not yet prepared (a fresh one, or a
+// prepare that keeps failing), asked in turn — no race — for k1 (A), k2 (B),
+// k3 (A): A's cached candidate b2 is already B's live key, the journal
+// accepts the second claim, and k3 is deleted with its binding moved onto
+// b2. The pool goes from 3 keys to 2. Whatever the fix (serve rotations only
+// once prepared, or ensure the indexes first), the pool must keep 3 keys
+// and b2 must have one claim.
+func TestAdv18_RotateEndpointBeforePrepareUsesBackupTwice(t *testing.T) {
+	mdb := mongotest.New(t)
+	db := mdb.Database
+	ctx := context.Background()
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i, id := range []string{"k1", "k2", "k3"} {
+		if _, err := db.Collection(apiPool.KeysCollection).InsertOne(ctx, bson.M{"_id": id,
+			"apiKey": "sk-secret-" + id + "-0123456789", "status": "healthy", "createdAt": at}); err != nil {
+			t.Fatal(err)
+		}
+		if i < 2 {
+			b := []string{"b1", "b2"}[i]
+			if _, err := db.Collection(apiPool.BackupsCollection).InsertOne(ctx, bson.M{"_id": b,
+				"apiKey": "sk-secret-" + b + "-0123456789", "isUsed": false, "createdAt": at.Add(time.Duration(i) * time.Second)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Setenv(EnvRotateToken, testToken)
+	replica := func() http.Handler {
+		cfg, err := Parse([]string{"--mongo-uri", mdb.URI, "--database", mdb.Name, "--listen", ""})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := connect(ctx, cfg, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(a.close)
+		mux := http.NewServeMux()
+		a.rotateRoutes(mux) // as serveHTTP does, before prepare
+		return mux
+	}
+	a, b := replica(), replica()
+	for _, s := range []struct {
+		h   http.Handler
+		key string
+	}{{a, "k1"}, {b, "k2"}, {a, "k3"}} {
+		apiCall(t, s.h, "Bearer "+testToken, `{"keyId":"`+s.key+`","reason":"unauthorized"}`)
+	}
+	if n := apiCount(t, db, apiPool.KeysCollection, bson.M{}); n != 3 {
+		t.Errorf("pool has %d keys, want 3: a key was lost", n)
+	}
+	if n := apiCount(t, db, rotation.JournalCollection, bson.M{"backupId": "b2"}); n > 1 {
+		t.Errorf("backup b2 claimed by %d rotations", n)
+	}
 }
