@@ -215,3 +215,24 @@ func TestAdv18_RotateEndpointBeforePrepareUsesBackupTwice(t *testing.T) {
 		t.Errorf("backup b2 claimed by %d rotations", n)
 	}
 }
+
+// A key whose _id is an ObjectId (the proxy's admin backend or a hand edit
+// may write one; the README's endpoint is for proxies in any language, which
+// would send its hex). The endpoint answers 404 not_found, which the README
+// defines as "the key is gone and no rotation of it is recorded — drop it":
+// a live key is dropped from service on a false answer. It should say what
+// is wrong (the id exists but is not a string) rather than not_found.
+func TestAdv18_RotateAPIObjectIDKeyIsNotNotFound(t *testing.T) {
+	db := mongotest.New(t).Database
+	apiSeed(t, db, apiPool, 0, 1)
+	oid := bson.NewObjectID()
+	if _, err := db.Collection(apiPool.KeysCollection).InsertOne(context.Background(), bson.M{"_id": oid,
+		"apiKey": "sk-secret-oid-0123456789", "status": "healthy"}); err != nil {
+		t.Fatal(err)
+	}
+	api := newRotateAPI(testToken, testRotators(t, db, "r1", "openhands"), false, slog.New(slog.DiscardHandler))
+	a := apiCall(t, api, "Bearer "+testToken, `{"keyId":"`+oid.Hex()+`","reason":"unauthorized"}`)
+	if a.body.Outcome == "not_found" {
+		t.Errorf("key %s exists (ObjectId _id) but the answer is %d %s", oid.Hex(), a.status, a.raw)
+	}
+}
