@@ -173,3 +173,33 @@ func TestAdv18_ShouldRotateMissesTheFactoryRevokedKeyRule(t *testing.T) {
 		t.Error("429 must stay a cooldown")
 	}
 }
+
+// ShouldRotate is what the guide tells the proxy to rotate on. The project's
+// own rule for the same upstream answers (spend/provider.go, README
+// "Providers"): a 401/403 is a dead key only when it is the provider's JSON
+// error, never a CDN/WAF block page; and a budget shared by many keys (a
+// LiteLLM team budget) never rotates one key — "rotating would burn backups
+// without helping". ShouldRotate rotates on all of them. The proxy sends
+// every key of an egress IP through the same CDN, and every key of a team
+// hits the same team budget, so one block page or one team budget turns
+// into one rotation per key until the backups are gone; the new keys fail
+// the same way. Fixtures: the texts spend/spend_test.go already cites
+// (Cloudflare's block page and error 1020; litellm auth_checks.py and
+// user_api_key_auth.py team-budget errors).
+func TestAdv18_ShouldRotateBurnsBackupsOnBlocksAndSharedBudgets(t *testing.T) {
+	cases := []struct {
+		name   string
+		status int
+		body   string
+	}{
+		{"CDN block page", 403, `<!DOCTYPE html><html><head><title>Attention Required! | Cloudflare</title></head><body><h1>Sorry, you have been blocked</h1></body></html>`},
+		{"CDN error 1020", 403, `{"type":"https://developers.cloudflare.com/support/troubleshooting/http-status-codes/cloudflare-1xxx-errors/error-1020/","title":"Error 1020: Access denied","status":403,"detail":"The site owner has blocked access based on your browser's signature.","error_code":1020}`},
+		{"LiteLLM team budget", 400, `{"error":{"message":"Budget has been exceeded! Team=team-a Current cost: 51.2, Max budget: 50.0","type":"budget_exceeded","param":null,"code":"400"}}`},
+		{"LiteLLM team budget, token form", 401, `{"error":{"message":"Authentication Error, ExceededTokenBudget: Current Team Spend: 51.2; Max Budget for Team: 50.0","type":"auth_error","param":"None","code":"401"}}`},
+	}
+	for _, c := range cases {
+		if reason, ok := proxyrotate.ShouldRotate(c.status, c.body); ok {
+			t.Errorf("%s (%d): ShouldRotate says rotate (%s); not a statement about this key", c.name, c.status, reason)
+		}
+	}
+}
