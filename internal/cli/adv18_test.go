@@ -6,6 +6,8 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -234,5 +236,37 @@ func TestAdv18_RotateAPIObjectIDKeyIsNotNotFound(t *testing.T) {
 	a := apiCall(t, api, "Bearer "+testToken, `{"keyId":"`+oid.Hex()+`","reason":"unauthorized"}`)
 	if a.body.Outcome == "not_found" {
 		t.Errorf("key %s exists (ObjectId _id) but the answer is %d %s", oid.Hex(), a.status, a.raw)
+	}
+}
+
+// Start-up warns when a secret file is group- or world-readable (README,
+// credentials), but the rotate token file — the one secret that lets anyone
+// on the host rotate keys and burn backups — is not checked: a 0644 token
+// file starts the daemon without a word. (Nor is a MONGODB_URI or
+// SPENDCHECKER_ROTATE_TOKEN in the unit's environment file: only
+// SPENDCHECKER_MONGO_URI is looked for there.)
+func TestAdv18_WorldReadableRotateTokenFileWarns(t *testing.T) {
+	mdb := mongotest.New(t)
+	tok := t.TempDir() + "/rotate-token"
+	if err := os.WriteFile(tok, []byte(testToken+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(tok, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(EnvRotateToken, "")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // start, warn, and stop at once: only the start-up checks matter
+	var stdout, stderr bytes.Buffer
+	code := Run(ctx, []string{"--mongo-uri", mdb.URI, "--database", mdb.Name, "--listen", "", "--log-format", "json",
+		"--rotate-token-file", tok}, Env{Stdout: &stdout, Stderr: &stderr, Getenv: func(string) string { return "" }})
+	if code == ExitUsage {
+		t.Fatalf("exit 2: %s", stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "readable by other users") || !strings.Contains(stderr.String(), tok) {
+		t.Errorf("no warning about the world-readable token file %s; stderr:\n%s", tok, stderr.String())
+	}
+	if strings.Contains(stderr.String()+stdout.String(), testToken) {
+		t.Errorf("the token itself was printed")
 	}
 }
