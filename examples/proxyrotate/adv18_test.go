@@ -104,7 +104,11 @@ func TestAdv18_LibraryWithoutDaemonIndexesUsesBackupTwice(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(claims) != 1 {
-		t.Errorf("backup b2 claimed by %d rotations, want 1: %v", len(claims), fmt.Sprint(claims))
+		var olds []any
+		for _, c := range claims {
+			olds = append(olds, c["oldKeyId"])
+		}
+		t.Errorf("backup b2 claimed by %d rotations (of %v), want 1", len(claims), fmt.Sprint(olds))
 	}
 }
 
