@@ -207,3 +207,23 @@ func TestAdv18_ShouldRotateBurnsBackupsOnBlocksAndSharedBudgets(t *testing.T) {
 		}
 	}
 }
+
+// Open's doc says dbName is "the proxy's MONGODB_DB_NAME". The proxy treats
+// an unset MONGODB_DB_NAME as fproxy (goproxy/db/mongodb.go GetDatabase);
+// a proxy that passes os.Getenv("MONGODB_DB_NAME") straight through, as the
+// doc invites, gets a Rotator that Open accepted and whose every Rotate
+// fails — and the guide says to drop the key on an error and carry on, so
+// dead keys are dropped and never rotated. Open must default "" to fproxy
+// like the proxy, or refuse it at start-up.
+func TestAdv18_OpenWithUnsetDatabaseName(t *testing.T) {
+	ctx := context.Background()
+	m := mongotest.New(t)
+	r, err := proxyrotate.Open(ctx, m.URI, "", "openhands", "proxy-a", nil)
+	if err != nil {
+		return // refused at start-up: fine
+	}
+	defer r.Close(ctx)
+	if _, err := r.Rotate(ctx, "k-unknown", "unauthorized"); err != nil {
+		t.Errorf("Open accepted database name \"\" and every Rotate now fails: %v", err)
+	}
+}
