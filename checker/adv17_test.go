@@ -1,0 +1,194 @@
+package checker_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/spendchecker/spendchecker/checker"
+	"github.com/spendchecker/spendchecker/spend"
+)
+
+// Adversarial review of issue 17 (branch adv17): each test fails on the
+// reviewed code and passes once the defect it names is fixed.
+
+// front puts a server before the world's fake upstream: answer may answer
+// a request itself (true) or let the fake upstream answer it.
+func (w *world) front(t *testing.T, answer func(secret string, rw http.ResponseWriter) bool) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		sec := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if answer(sec, rw) {
+			return
+		}
+		req, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, w.up.URL+r.URL.RequestURI(), nil)
+		req.Header = r.Header.Clone()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			rw.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		rw.Header().Set("Content-Type", resp.Header.Get("Content-Type"))
+		rw.WriteHeader(resp.StatusCode)
+		_, _ = io.Copy(rw, resp.Body)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func (w *world) provider(t *testing.T, url string) spend.Provider {
+	t.Helper()
+	p, err := spend.New(w.kind, url, &spend.Client{MaxAttempts: 2, Now: w.clock.Now,
+		Wait: func(context.Context, time.Duration) error { return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func usedBackups(t *testing.T, w *world) int64 {
+	return countDocs(t, w.db.Collection(openhands.BackupsCollection), bson.M{"isUsed": true})
+}
+
+// LiteLLM answers 401 auth_error for ANY exception on its auth path, its
+// database being unreachable included (litellm/proxy/auth/
+// auth_exception_handler.py: ProxyException("Authentication Error, " +
+// str(e), auth_error, 401)). A database blip during a cycle therefore
+// rejects the keys whose objects were not cached: here 4 of 20 live keys,
+// once. 4 of 20 is under the guard's share, so all 4 live keys are
+// rotated on one transient answer: 4 backups burnt, the next blip burns
+// more. A key is dead when the upstream keeps rejecting it (ask again
+// before spending a backup), not on one answer.
+func TestAdv17_TransientRejectionRotatesLiveKeys(t *testing.T) {
+	keys := map[string]float64{}
+	for i := range 20 {
+		keys[fmt.Sprintf("k%02d", i)] = 0.5
+	}
+	w := newWorld(t, "openhands", keys, 20)
+	flaky := map[string]bool{secret("k01"): true, secret("k05"): true, secret("k09"): true, secret("k13"): true}
+	var mu sync.Mutex
+	asked := map[string]int{}
+	url := w.front(t, func(sec string, rw http.ResponseWriter) bool {
+		mu.Lock()
+		asked[sec]++
+		n := asked[sec]
+		mu.Unlock()
+		if !flaky[sec] || n > 1 {
+			return false
+		}
+		rw.Header().Set("Content-Type", "application/json")
+		rw.WriteHeader(http.StatusUnauthorized)
+		fmt.Fprint(rw, "{\"error\":{\"message\":\"Authentication Error, Can't reach database server at `db:5432` Please make sure your database server is running at `db:5432`.\",\"type\":\"auth_error\",\"param\":\"None\",\"code\":\"401\"}}")
+		return true
+	})
+	chk := w.checker(t, func(c *checker.Config, p *checker.Pool) { c.Adaptive = false; p.Provider = w.provider(t, url) })
+	rotated := 0
+	for range 2 {
+		rotated += cycle(t, chk).Rotated
+		w.clock.Advance(10 * time.Second)
+	}
+	if rotated != 0 || usedBackups(t, w) != 0 {
+		t.Fatalf("rotated %d live keys (%d backups used) on one transient 401 each; want none", rotated, usedBackups(t, w))
+	}
+}
+
+// A budget refusal for a budget the keys share (LiteLLM's user budget:
+// every key a LiteLLM user generates counts against the user's
+// max_budget; "ExceededBudget: User=<id> over budget. Spend=…, Budget=…")
+// is taken for each key's own: all 10 keys at $0.50 rotate in one cycle,
+// 10 backups burnt, and the next keys, owned by the same user, are refused
+// alike. The systemic-rejection guard holds only 401/403s; a pool-wide
+// budget refusal must be held as well (at most --reject-min − 1 rotate).
+func TestAdv17_SharedUserBudgetRefusalRotatesWholePool(t *testing.T) {
+	w := newWorld(t, "litellm", tenKeys("k", 0.5), 10)
+	url := w.front(t, func(_ string, rw http.ResponseWriter) bool {
+		rw.Header().Set("Content-Type", "application/json")
+		rw.WriteHeader(http.StatusBadRequest)
+		fmt.Fprint(rw, `{"error":{"message":"ExceededBudget: User=ops-team-user over budget. Spend=50.2, Budget=50.0","type":"budget_exceeded","param":null,"code":"400"}}`)
+		return true
+	})
+	chk := w.checker(t, func(_ *checker.Config, p *checker.Pool) { p.Provider = w.provider(t, url) })
+	ps := cycle(t, chk)
+	if ps.Rotated > 2 {
+		t.Fatalf("rotated %d of 10 keys at $0.50 on one shared budget's refusal (%d backups used)", ps.Rotated, usedBackups(t, w))
+	}
+}
+
+// README: "One dead key among live ones still rotates." Not after a spell
+// without backups: the guard counts rejection events, not keys, and records
+// only cycles that had a rejection. A dead key that could not be rotated
+// (no backup) is polled every cycle (no plan is written for it), so its
+// own repeated 401s fill the 10-minute window; once the operator adds
+// backups, the guard calls one dead key among 9 live ones "an outage" and
+// holds it for ever, failing every cycle.
+func TestAdv17_OneDeadKeyHeldForEverAfterNoBackup(t *testing.T) {
+	w := newWorld(t, "openhands", tenKeys("k", 0.5), 0)
+	w.up.SetStatus(secret("k03"), 401)
+	chk := w.checker(t, nil)
+	for i := range 20 {
+		ps := cycle(t, chk)
+		if i == 0 && ps.NoBackup != 1 {
+			t.Fatalf("first cycle: no backup %d, want the dead key's rotation refused for want of a backup", ps.NoBackup)
+		}
+		w.clock.Advance(10 * time.Second)
+	}
+	// The operator adds backups.
+	seedPool(t, w.db, w.up, openhands, nil, 3)
+	var last checker.PoolSummary
+	rotated := 0
+	for range 3 {
+		last = cycle(t, chk)
+		rotated += last.Rotated
+		w.clock.Advance(10 * time.Second)
+	}
+	if rotated != 1 {
+		t.Fatalf("the one dead key among 9 live ones was not rotated once backups were back; errors %q", last.Errors)
+	}
+}
+
+// A 429 with a Retry-After of a year (or a date a year ahead) becomes the
+// key's nextSpendCheck as it is: the key, at $9.90 and spending, is not
+// polled again for a year by any replica, although every other plan is
+// clamped to --max-check-interval (30 min here).
+func TestAdv17_RetryAfterPlanBeyondMaxInterval(t *testing.T) {
+	w := newWorld(t, "openhands", map[string]float64{"hot": 9.9}, 1)
+	w.up.SetStatus(secret("hot"), 429)
+	w.up.SetRetryAfter(secret("hot"), "31536000")
+	chk := w.checker(t, nil)
+	cycle(t, chk)
+	w.up.SetStatus(secret("hot"), 0)
+	w.up.SetSpend(secret("hot"), 10.5)
+	// A replica with a fresh client, after the longest plan there may be.
+	other := w.checker(t, nil)
+	w.clock.Advance(31 * time.Minute)
+	ps := cycle(t, other)
+	if ps.Rotated != 1 {
+		var doc struct {
+			Next time.Time `bson:"nextSpendCheck"`
+		}
+		_ = w.db.Collection(openhands.KeysCollection).FindOne(context.Background(), bson.M{"_id": "hot"}).Decode(&doc)
+		t.Fatalf("31 min later the $10.50 key was not polled (due %d, nextSpendCheck %v)", ps.Due, doc.Next)
+	}
+}
+
+// A key whose daily activity spans more pages than a check reads (50) is
+// "unclear" for ever, even when the pages read already total far over the
+// threshold: $1 a page over 60 pages is at least $50, yet the key is never
+// rotated and every cycle is partial. Spend read so far is a lower bound.
+func TestAdv17_KeyBeyondThePageCapNeverRotates(t *testing.T) {
+	w := newWorld(t, "openhands", map[string]float64{"old": 60}, 1)
+	w.up.SetPages(secret("old"), 60)
+	ps := cycle(t, w.checker(t, nil))
+	if ps.Rotated != 1 {
+		t.Fatalf("rotated %d, failed %d (%s): a key at $60 (at least $50 read) never rotates", ps.Rotated, ps.Failed, ps.FailedExample)
+	}
+}
