@@ -192,3 +192,29 @@ func TestAdv17_KeyBeyondThePageCapNeverRotates(t *testing.T) {
 		t.Fatalf("rotated %d, failed %d (%s): a key at $60 (at least $50 read) never rotates", ps.Rotated, ps.Failed, ps.FailedExample)
 	}
 }
+
+// A 401 that is not the provider's JSON (a gateway's plain-text page) is
+// quoted, its first 60 bytes, into the error that becomes the cycle's
+// warning line ("example"). Gateways and echo pages that repeat the token
+// they were given put the whole key in the log (GUIDE: never log a full
+// key). The quoted body must be masked.
+func TestAdv17_ErrorBodyEchoingTheKeyIsLogged(t *testing.T) {
+	w := newWorld(t, "openhands", map[string]float64{"k1": 1}, 0)
+	url := w.front(t, func(sec string, rw http.ResponseWriter) bool {
+		rw.Header().Set("Content-Type", "text/plain")
+		rw.WriteHeader(http.StatusUnauthorized)
+		fmt.Fprintf(rw, "invalid token %s\n", sec)
+		return true
+	})
+	chk := w.checker(t, func(_ *checker.Config, p *checker.Pool) { p.Provider = w.provider(t, url) })
+	ps := cycle(t, chk)
+	if ps.Failed != 1 {
+		t.Fatalf("failed %d, want the key's check failed", ps.Failed)
+	}
+	w.logs.mu.Lock()
+	logged := w.logs.b.String()
+	w.logs.mu.Unlock()
+	if strings.Contains(logged, secret("k1")) || strings.Contains(strings.Join(ps.Errors, " ")+ps.FailedExample, secret("k1")) {
+		t.Fatalf("the full key is in the log or the summary:\n%s", logged)
+	}
+}
