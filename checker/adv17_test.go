@@ -218,3 +218,38 @@ func TestAdv17_ErrorBodyEchoingTheKeyIsLogged(t *testing.T) {
 		t.Fatalf("the full key is in the log or the summary:\n%s", logged)
 	}
 }
+
+// The guard's 10-minute window lives in the process. The shipped
+// spendchecker-once.timer runs `--once`, a fresh process each time (so do
+// a restart, a deploy, a leader change): each run starts with an empty
+// window. During an auth outage with adaptive cadence a run polls the few
+// keys that are due, typically the two replacements the previous run made
+// (a new key is due at once): 2 rejected < --reject-min, so both rotate
+// again, and again at the next run, two backups a run until none is left.
+// README: "during a slow outage at most --reject-min − 1 keys rotate
+// before the guard holds".
+func TestAdv17_OnceRunsForgetTheRejectionWindow(t *testing.T) {
+	keys := tenKeys("k", 0.5)
+	w := newWorld(t, "openhands", keys, 10)
+	// The outage: every key the upstream is asked about is rejected.
+	for id := range keys {
+		w.up.SetStatus(secret(id), 401)
+	}
+	for i := range 10 {
+		w.up.SetStatus(secret(fmt.Sprintf("%s-backup-%02d", openhands.Name, i)), 401)
+	}
+	ctx := context.Background()
+	// Adaptive plans: only k00 and k01 are due now; the rest in an hour.
+	if _, err := w.db.Collection(openhands.KeysCollection).UpdateMany(ctx, bson.M{"_id": bson.M{"$nin": bson.A{"k00", "k01"}}},
+		bson.M{"$set": bson.M{"nextSpendCheck": w.clock.Now().Add(time.Hour)}}); err != nil {
+		t.Fatal(err)
+	}
+	rotated := 0
+	for range 5 { // five runs of the timer (OnCalendar=*:0/5)
+		rotated += cycle(t, w.checker(t, nil)).Rotated
+		w.clock.Advance(5 * time.Minute)
+	}
+	if rotated > 2 {
+		t.Fatalf("%d keys rotated (%d backups used) over five --once runs during an outage; want at most --reject-min - 1 = 2", rotated, usedBackups(t, w))
+	}
+}
