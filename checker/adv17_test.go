@@ -253,3 +253,20 @@ func TestAdv17_OnceRunsForgetTheRejectionWindow(t *testing.T) {
 		t.Fatalf("%d keys rotated (%d backups used) over five --once runs during an outage; want at most --reject-min - 1 = 2", rotated, usedBackups(t, w))
 	}
 }
+
+// Issue 17 case 4, not addressed by the change: a plan is a wall-clock
+// date written by one machine and compared on another. A replica whose
+// clock ran an hour ahead (or a clock set back afterwards) leaves a plan
+// an hour out, beyond anything --max-check-interval (30 min) allows: it
+// must count as due now. Here the key is at $10.50 and stays in service.
+func TestAdv17_PlanBeyondMaxIntervalIsDueNow(t *testing.T) {
+	w := newWorld(t, "openhands", map[string]float64{"hot": 10.5}, 1)
+	if _, err := w.db.Collection(openhands.KeysCollection).UpdateOne(context.Background(), bson.M{"_id": "hot"},
+		bson.M{"$set": bson.M{"nextSpendCheck": w.clock.Now().Add(time.Hour), "lastSpendCheck": w.clock.Now().Add(time.Hour - 10*time.Second), "totalSpend": 9.8}}); err != nil {
+		t.Fatal(err)
+	}
+	ps := cycle(t, w.checker(t, nil))
+	if ps.Rotated != 1 {
+		t.Fatalf("due %d, rotated %d: a plan an hour out (max interval 30 min) parks the $10.50 key", ps.Due, ps.Rotated)
+	}
+}
