@@ -270,3 +270,29 @@ func TestAdv17_PlanBeyondMaxIntervalIsDueNow(t *testing.T) {
 		t.Fatalf("due %d, rotated %d: a plan an hour out (max interval 30 min) parks the $10.50 key", ps.Due, ps.Rotated)
 	}
 }
+
+// A key over its threshold whose rotation cannot happen (no backup left)
+// stays in service, yet its observation is never written back: totalSpend
+// and lastSpendCheck keep the last value under the threshold, so
+// `spendchecker status` and the proxy's admin pages show a key at $9.80,
+// checked long ago, while it is at $10.50 and being polled every cycle.
+func TestAdv17_OverThresholdWithoutBackupKeepsStaleSpend(t *testing.T) {
+	w := newWorld(t, "openhands", map[string]float64{"hot": 9.8}, 0)
+	chk := w.checker(t, nil)
+	cycle(t, chk)
+	w.up.SetSpend(secret("hot"), 10.5)
+	w.clock.Advance(time.Minute)
+	if ps := cycle(t, chk); ps.NoBackup != 1 {
+		t.Fatalf("no backup %d, want the key's rotation refused for want of a backup", ps.NoBackup)
+	}
+	var doc struct {
+		Spend float64   `bson:"totalSpend"`
+		At    time.Time `bson:"lastSpendCheck"`
+	}
+	if err := w.db.Collection(openhands.KeysCollection).FindOne(context.Background(), bson.M{"_id": "hot"}).Decode(&doc); err != nil {
+		t.Fatal(err)
+	}
+	if doc.Spend != 10.5 || !doc.At.Equal(w.clock.Now()) {
+		t.Fatalf("key document says $%v checked at %v; the upstream said $10.50 at %v", doc.Spend, doc.At, w.clock.Now())
+	}
+}
