@@ -296,3 +296,20 @@ func TestAdv17_OverThresholdWithoutBackupKeepsStaleSpend(t *testing.T) {
 		t.Fatalf("key document says $%v checked at %v; the upstream said $10.50 at %v", doc.Spend, doc.At, w.clock.Now())
 	}
 }
+
+// OpenRouter reports a negative limit_remaining once a key overshoots its
+// credit limit (it charges requests when they finish). The whole answer is
+// then refused: the key at $10.25 lifetime usage, over the $9.95 threshold
+// and over its limit, is never rotated; every cycle is partial for ever.
+func TestAdv17_OpenRouterKeyOverItsLimitNeverRotates(t *testing.T) {
+	w := newWorld(t, "openrouter", map[string]float64{"over": 10.25}, 1)
+	url := w.front(t, func(_ string, rw http.ResponseWriter) bool {
+		rw.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(rw, `{"data":{"label":"sk-or-v1-au7...890","limit":10,"limit_remaining":-0.25,"limit_reset":null,"usage":10.25,"is_free_tier":false}}`)
+		return true
+	})
+	ps := cycle(t, w.checker(t, func(_ *checker.Config, p *checker.Pool) { p.Provider = w.provider(t, url); p.BudgetRatio = 0.9 }))
+	if ps.Rotated != 1 {
+		t.Fatalf("rotated %d, failed %d (%s): the key over its threshold and its limit is never rotated", ps.Rotated, ps.Failed, ps.FailedExample)
+	}
+}

@@ -131,3 +131,22 @@ func TestAdv17_SharedBudgetRefusalsAreNotTheKeys(t *testing.T) {
 		})
 	}
 }
+
+// OpenRouter charges a request when it finishes, so a key overshoots its
+// credit limit and GET /api/v1/key reports a negative limit_remaining
+// (openrouter.ai/docs/api_reference/limits: "OpenRouter charges a request
+// when it finishes, so many requests running at the same time could commit
+// more than your balance covers"). The parser refuses the negative figure
+// and with it the whole answer: the key over its limit, the one most in
+// need of rotation, is "check failed" for ever, even when its usage is
+// over --threshold too.
+func TestAdv17_OpenRouterNegativeLimitRemaining(t *testing.T) {
+	body := `{"data":{"label":"sk-or-v1-au7...890","limit":10,"limit_remaining":-0.25,"limit_reset":null,"include_byok_in_limit":false,"usage":10.25,"usage_daily":1.5,"usage_weekly":4,"usage_monthly":10.25,"is_free_tier":false}}`
+	res, err := spend.ParseOpenRouter(200, []byte(body))
+	if err != nil {
+		t.Fatalf("a key over its OpenRouter limit reads as %v", err)
+	}
+	if res.Spend != 10.25 || res.Budget == nil || *res.Budget != 10 || res.BudgetSpend == nil || *res.BudgetSpend < 10 {
+		t.Fatalf("got %+v; want spend 10.25, budget 10, budget spend at least 10", res)
+	}
+}
