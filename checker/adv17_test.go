@@ -313,3 +313,38 @@ func TestAdv17_OpenRouterKeyOverItsLimitNeverRotates(t *testing.T) {
 		t.Fatalf("rotated %d, failed %d (%s): the key over its threshold and its limit is never rotated", ps.Rotated, ps.Failed, ps.FailedExample)
 	}
 }
+
+// A host that answers 429 to every key (a CDN rate-limiting the checker's
+// address, or the upstream's global limit) is not backed off: 429 does not
+// count as the host failing, so every key is asked every attempt, and with
+// a Retry-After of up to 30 s each key sleeps three times that inside the
+// cycle (at 10,000 keys and 16 at a time, hours of cycle during which no
+// hot key is checked). TestOutageAtScale bounds a 503 outage by the
+// requests in flight; a 429 storm deserves the same.
+func TestAdv17_TooManyRequestsEverywhereIsNotBackedOff(t *testing.T) {
+	keys := map[string]float64{}
+	for i := range 40 {
+		keys[fmt.Sprintf("k%02d", i)] = 1
+	}
+	w := newWorld(t, "openhands", keys, 0)
+	for id := range keys {
+		w.up.SetStatus(secret(id), http.StatusTooManyRequests)
+		w.up.SetRetryAfter(secret(id), "20")
+	}
+	var mu sync.Mutex
+	var slept time.Duration
+	prov, _ := spend.New("openhands", w.up.URL, &spend.Client{Now: w.clock.Now, Wait: func(_ context.Context, d time.Duration) error {
+		mu.Lock()
+		defer mu.Unlock()
+		slept += d
+		return nil
+	}})
+	chk := w.checker(t, func(c *checker.Config, p *checker.Pool) { c.Adaptive, c.Concurrency, p.Provider = false, 4, prov })
+	if ps := cycle(t, chk); ps.Failed != 40 {
+		t.Fatalf("failed %d, want 40", ps.Failed)
+	}
+	t.Logf("%d requests, %s slept in total", w.up.TotalCalls(), slept)
+	if n := w.up.TotalCalls(); n > 2*4*4 {
+		t.Fatalf("%d requests to a host answering 429 to every key (%s of sleeping inside one cycle); want the host backed off", n, slept)
+	}
+}
