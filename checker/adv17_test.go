@@ -348,3 +348,36 @@ func TestAdv17_TooManyRequestsEverywhereIsNotBackedOff(t *testing.T) {
 		t.Fatalf("%d requests to a host answering 429 to every key (%s of sleeping inside one cycle); want the host backed off", n, slept)
 	}
 }
+
+// A LiteLLM key restricted to the LLM routes (allowed_routes, a common
+// hardening of keys handed to a proxy) is refused the spend endpoint with
+// LiteLLM's own JSON: "Virtual key is not allowed to call this route. Only
+// allowed to call routes: ['llm_api_routes']. Tried to call route: …"
+// (litellm/proxy/auth/route_checks.py). The key is alive and serving; the
+// checker calls it dead. With 3 such keys in 10 (under the guard's share)
+// they rotate, their replacements (made the same way) are refused alike
+// and rotate next cycle, and so on: three backups a cycle until none is
+// left. A refusal of the route is not a statement that the key is dead.
+func TestAdv17_RouteDeniedKeysRotateEveryCycle(t *testing.T) {
+	w := newWorld(t, "openhands", tenKeys("k", 0.5), 12)
+	restricted := func(sec string) bool {
+		return strings.Contains(sec, "backup") || sec == secret("k00") || sec == secret("k01") || sec == secret("k02")
+	}
+	url := w.front(t, func(sec string, rw http.ResponseWriter) bool {
+		if !restricted(sec) {
+			return false
+		}
+		rw.Header().Set("Content-Type", "application/json")
+		rw.WriteHeader(http.StatusForbidden)
+		fmt.Fprint(rw, `{"error":{"message":"Authentication Error, Virtual key is not allowed to call this route. Only allowed to call routes: ['llm_api_routes']. Tried to call route: /user/daily/activity","type":"auth_error","param":"None","code":"403"}}`)
+		return true
+	})
+	chk := w.checker(t, func(c *checker.Config, p *checker.Pool) { c.Adaptive = false; p.Provider = w.provider(t, url) })
+	for range 3 {
+		cycle(t, chk)
+		w.clock.Advance(10 * time.Second)
+	}
+	if n := usedBackups(t, w); n != 0 {
+		t.Fatalf("%d backups burnt in 3 cycles on live keys refused a route", n)
+	}
+}
