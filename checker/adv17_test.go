@@ -381,3 +381,37 @@ func TestAdv17_RouteDeniedKeysRotateEveryCycle(t *testing.T) {
 		t.Fatalf("%d backups burnt in 3 cycles on live keys refused a route", n)
 	}
 }
+
+// One key whose spend query always fails with a 5xx (LiteLLM answers 500
+// for a key whose user row is gone, say) pauses the whole host after its
+// last attempt, every cycle: the keys that come after it in the cursor's
+// order, within the pause, fail with "host backing off". They get no plan,
+// so the next cycle polls them in the same order, right after the same
+// poisoned key, and they fail again: the same neighbours are never checked,
+// cycle after cycle, while every other key is answered fine. Here each
+// request takes 20 ms (a real upstream's latency, on the fake clock).
+func TestAdv17_OnePoisonedKeyStarvesItsNeighboursForEver(t *testing.T) {
+	w := newWorld(t, "openhands", map[string]float64{"a-poison": 1}, 0)
+	w.up.SetStatus(secret("a-poison"), http.StatusInternalServerError)
+	var ids []string
+	for i := range 80 {
+		id := fmt.Sprintf("k%02d", i)
+		ids = append(ids, id)
+		seedPool(t, w.db, w.up, openhands, map[string]float64{id: 1}, 0)
+	}
+	w.up.OnRequest = func(string) { w.clock.Advance(20 * time.Millisecond) }
+	chk := w.checker(t, func(c *checker.Config, _ *checker.Pool) { c.Concurrency = 1 })
+	for range 4 {
+		cycle(t, chk)
+		w.clock.Advance(10 * time.Second)
+	}
+	var never []string
+	for _, id := range ids {
+		if w.up.Calls(secret(id)) == 0 {
+			never = append(never, id)
+		}
+	}
+	if len(never) > 0 {
+		t.Fatalf("%d healthy keys never asked about in 4 cycles (all behind the one failing key): %v", len(never), never)
+	}
+}
