@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -148,5 +149,46 @@ func TestAdv17_OpenRouterNegativeLimitRemaining(t *testing.T) {
 	}
 	if res.Spend != 10.25 || res.Budget == nil || *res.Budget != 10 || res.BudgetSpend == nil || *res.BudgetSpend < 10 {
 		t.Fatalf("got %+v; want spend 10.25, budget 10, budget spend at least 10", res)
+	}
+}
+
+// LiteLLM groups /user/daily/activity by date, and each date carries a
+// breakdown by model, model group, provider and API key, each with its own
+// metrics (litellm/proxy/management_endpoints/common_daily_activity.py,
+// SpendAnalyticsPaginatedResponse / BreakdownMetrics). A page of the 1,000
+// rows the check asks for (page_size=1000) is well over the 1 MiB body cap
+// for a key used daily with two models for 500 days: the answer is
+// refused as "body larger than 1048576 bytes", and the key, at $12 here,
+// is never rotated (check failed on every cycle, for ever).
+func TestAdv17_FullActivityPageExceedsTheBodyCap(t *testing.T) {
+	metrics := func(spend float64) string {
+		return fmt.Sprintf(`{"spend":%v,"prompt_tokens":123456,"completion_tokens":23456,"cache_read_input_tokens":34567,"cache_creation_input_tokens":4567,"total_tokens":186046,"successful_requests":42,"failed_requests":1,"api_requests":43}`, spend)
+	}
+	const hash = "88dc28d0f030c55ed4ab77ed8faf098196cb1c05df778539800c9f1243fe6b4b"
+	keyBreakdown := func(spend float64) string {
+		return fmt.Sprintf(`{"%s":{"metrics":%s,"metadata":{"key_alias":null,"team_id":null}}}`, hash, metrics(spend))
+	}
+	var results []string
+	const days = 500 // two models a day: 1,000 rows
+	per := 12.0 / days
+	for d := range days {
+		date := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC).AddDate(0, 0, d).Format(time.DateOnly)
+		models := ""
+		for i, m := range []string{"anthropic/claude-sonnet-4-20250514", "openai/gpt-4o-2024-08-06"} {
+			if i > 0 {
+				models += ","
+			}
+			models += fmt.Sprintf(`"%s":{"metrics":%s,"metadata":{},"api_key_breakdown":%s}`, m, metrics(per/2), keyBreakdown(per/2))
+		}
+		results = append(results, fmt.Sprintf(`{"date":"%s","metrics":%s,"breakdown":{"models":{%s},"model_groups":{%s},"mcp_servers":{},"providers":{"anthropic":{"metrics":%s,"metadata":{},"api_key_breakdown":%s},"openai":{"metrics":%s,"metadata":{},"api_key_breakdown":%s}},"api_keys":{"%s":{"metrics":%s,"metadata":{"key_alias":null,"team_id":null}}},"entities":{}}}`,
+			date, metrics(per), models, models, metrics(per/2), keyBreakdown(per/2), metrics(per/2), keyBreakdown(per/2), hash, metrics(per)))
+	}
+	body := `{"results":[` + strings.Join(results, ",") + `],"metadata":{"total_spend":12.0,"total_prompt_tokens":123456000,"total_completion_tokens":23456000,"total_tokens":186046000,"total_api_requests":43000,"total_successful_requests":42000,"total_failed_requests":1000,"page":1,"total_pages":1,"has_more":false}}`
+	t.Logf("one page of 1,000 rows: %d bytes", len(body))
+	srv, _ := spendServer(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, body) })
+	p, _ := spend.New("openhands", srv.URL, &spend.Client{})
+	res, err := p.Spend(context.Background(), spend.Key{Secret: "sk-k"})
+	if err != nil || res.Spend != 12 {
+		t.Fatalf("got %+v, %v; want the key's $12", res, err)
 	}
 }
