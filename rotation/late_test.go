@@ -3,6 +3,7 @@ package rotation_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -545,4 +546,54 @@ func TestRestoredKeyCanBeRotatedAgain(t *testing.T) {
 		t.Errorf("third call: %+v, %v; want already rotated", res, err)
 	}
 	checkInvariants(t, db, 4)
+}
+
+// Every write of a rotation and of a recovery waits for a majority,
+// journaled, and every read uses read concern majority, even when the
+// connection string asks for less; the embedded store accepts them (the
+// rotation succeeds through it). README "Reliability".
+func TestDurableWritesAndReads(t *testing.T) {
+	bg := context.Background()
+	mdb := mongotest.New(t)
+	seed(t, mdb.Database, 3, 3, 2)
+	proxy := mdb.Proxy(t)
+	weak := proxy.URI() + "&w=1&journal=false&readConcernLevel=local"
+	client := mdb.NewClient(t, options.Client().ApplyURI(weak))
+	r := newRotator(t, client.Database(mdb.Name), rotation.Options{})
+	proxy.ResetCommands()
+	res, err := r.Rotate(bg, "key-001", "manual")
+	if err != nil || res.Outcome != rotation.Rotated {
+		t.Fatalf("rotate: %+v, %v", res, err)
+	}
+	if _, err := r.Recover(bg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Rotate(bg, res.NewKeyID, "manual"); err != nil {
+		t.Fatal(err)
+	}
+	names, bodies := proxy.Commands(), proxy.CommandBodies()
+	writes, reads := 0, 0
+	for i, body := range bodies {
+		switch strings.Fields(names[i])[0] {
+		case "insert", "update", "delete":
+			writes++
+			w, _ := body.Lookup("writeConcern", "w").StringValueOK()
+			j, _ := body.Lookup("writeConcern", "j").BooleanOK()
+			if w != "majority" || !j {
+				t.Errorf("%s: writeConcern %v, want {w: majority, j: true}", names[i], body.Lookup("writeConcern"))
+			}
+		case "find", "aggregate", "count":
+			reads++
+			if lvl, _ := body.Lookup("readConcern", "level").StringValueOK(); lvl != "majority" {
+				t.Errorf("%s: readConcern %v, want majority", names[i], body.Lookup("readConcern"))
+			}
+			if mode, ok := body.Lookup("$readPreference", "mode").StringValueOK(); ok && mode != "primary" {
+				t.Errorf("%s: read preference %s, want primary", names[i], mode)
+			}
+		}
+	}
+	if writes < 8 || reads < 3 {
+		t.Fatalf("saw %d writes and %d reads: the proxy did not see the rotation", writes, reads)
+	}
+	checkInvariants(t, mdb.Database, 3)
 }
