@@ -2,6 +2,7 @@ package rotation_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -17,26 +18,7 @@ import (
 	"github.com/spendchecker/spendchecker/rotation"
 )
 
-// rotationCommands lists the data commands of one clean rotation of key-001.
-func rotationCommands(t *testing.T) []string {
-	t.Helper()
-	mdb := mongotest.New(t)
-	seed(t, mdb.Database, 3, 3, 2)
-	proxy := mdb.Proxy(t)
-	r := newRotator(t, mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name), rotation.Options{})
-	proxy.ResetCommands()
-	if res, err := r.Rotate(context.Background(), "key-001", "manual"); err != nil || res.Outcome != rotation.Rotated {
-		t.Fatalf("clean rotation: %v %v", res, err)
-	}
-	steps := proxy.Commands()
-	if len(steps) < 8 {
-		t.Fatalf("only %d commands seen: the proxy does not see the rotation", len(steps))
-	}
-	return steps
-}
-
-// liveSuccessor follows key-001's rotations to the key that now stands in
-// its place.
+// newKeyOf returns the key that a finished rotation of old brought in.
 func newKeyOf(t testing.TB, db *mongo.Database, old string) string {
 	t.Helper()
 	var e struct {
@@ -49,70 +31,128 @@ func newKeyOf(t testing.TB, db *mongo.Database, old string) string {
 	return e.NewKeyID
 }
 
-// The k-th command of a rotation is held in the network; its sender gives up;
-// another process recovers the rotation and rotates the new key onward; then
-// the held command reaches the store. After the next recovery pass every
-// invariant holds and verify finds nothing, for every k (README "Reliability").
+// crashAfterClaim leaves key-001's rotation claimed and nothing else done,
+// as a process killed right after its claim would.
+func crashAfterClaim(t *testing.T, db *mongo.Database) {
+	t.Helper()
+	r := newRotator(t, db, rotation.Options{Owner: "crashed", AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
+		if s == rotation.StepClaim {
+			return errCrash
+		}
+		return nil
+	}})
+	if _, err := r.Rotate(context.Background(), "key-001", "manual"); !errors.Is(err, errCrash) {
+		t.Fatalf("rotate: %v, want simulated crash", err)
+	}
+}
+
+// heldRun is one process whose commands go through the fault proxy: the
+// owner of a rotation, or a recoverer finishing one a crashed owner left.
+type heldRun struct {
+	name    string
+	prepare func(t *testing.T, db *mongo.Database)
+	run     func(ctx context.Context, r *rotation.Rotator) error
+}
+
+var heldRuns = []heldRun{
+	{name: "owner", run: func(ctx context.Context, r *rotation.Rotator) error {
+		_, err := r.Rotate(ctx, "key-001", "manual")
+		return err
+	}},
+	{name: "recoverer", prepare: crashAfterClaim, run: func(ctx context.Context, r *rotation.Rotator) error {
+		_, err := r.Recover(ctx)
+		return err
+	}},
+}
+
+// commandsOf lists the data commands one clean run sends.
+func commandsOf(t *testing.T, h heldRun) []string {
+	t.Helper()
+	mdb := mongotest.New(t)
+	seed(t, mdb.Database, 3, 3, 2)
+	if h.prepare != nil {
+		h.prepare(t, mdb.Database)
+	}
+	proxy := mdb.Proxy(t)
+	r := newRotator(t, mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name), rotation.Options{})
+	proxy.ResetCommands()
+	if err := h.run(context.Background(), r); err != nil {
+		t.Fatalf("clean %s run: %v", h.name, err)
+	}
+	steps := proxy.Commands()
+	if len(steps) < 8 {
+		t.Fatalf("only %d commands seen: the proxy does not see the rotation", len(steps))
+	}
+	return steps
+}
+
+// The k-th command of a rotation (its owner's, or a recoverer's) is held in
+// the network; its sender gives up; another process recovers the rotation
+// and rotates the new key onward; then the held command reaches the store.
+// After the next recovery pass every invariant holds and verify finds
+// nothing, for every k (README "Reliability").
 func TestHeldCommandDeliveredLate(t *testing.T) {
-	steps := rotationCommands(t)
-	t.Logf("a rotation sends %d data commands: %v", len(steps), steps)
-	for k := range steps {
-		t.Run(fmt.Sprintf("%02d %s", k+1, steps[k]), func(t *testing.T) {
-			bg := context.Background()
-			mdb := mongotest.New(t)
-			db := mdb.Database
-			seed(t, db, 3, 3, 2)
-			proxy := mdb.Proxy(t)
-			p := newRotator(t, mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name), rotation.Options{Owner: "p"})
-			held := proxy.HoldCommand(k + 1)
-			ctx, cancel := context.WithCancel(bg)
-			defer cancel()
-			done := make(chan error, 1)
-			go func() {
-				_, err := p.Rotate(ctx, "key-001", "manual")
-				done <- err
-			}()
-			select {
-			case <-held.Arrived():
-				cancel() // the sender gives up (lease lost, context cancelled)
-			case err := <-done:
-				t.Fatalf("rotation ended without sending command %d: %v", k+1, err)
-			}
-			<-done
-			// Another process recovers and rotates onward.
-			q := newRotator(t, db, rotation.Options{Owner: "q"})
-			if _, err := q.Recover(bg); err != nil {
-				t.Fatalf("recover: %v", err)
-			}
-			if res, err := q.Rotate(bg, "key-001", "manual"); err != nil || (res.Outcome != rotation.Rotated && res.Outcome != rotation.AlreadyRotated) {
-				t.Fatalf("rotate key-001 after recovery: %+v, %v", res, err)
-			}
-			b := newKeyOf(t, db, "key-001")
-			if res, err := q.Rotate(bg, b, "unauthorized"); err != nil || res.Outcome != rotation.Rotated {
-				t.Fatalf("rotate %s onward: %+v, %v", b, res, err)
-			}
-			// The held command lands now.
-			dctx, dcancel := context.WithTimeout(bg, 30*time.Second)
-			defer dcancel()
-			reply, err := held.Deliver(dctx)
-			if err != nil {
-				t.Fatalf("deliver held %s: %v", held.Command, err)
-			}
-			t.Logf("held %s delivered late: %s", held.Command, reply)
-			// The next recovery pass leaves everything right.
-			if _, err := newRotator(t, db, rotation.Options{Owner: "next"}).Recover(bg); err != nil {
-				t.Fatalf("recover after late delivery: %v", err)
-			}
-			checkInvariants(t, db, 3)
-			for _, key := range []string{"key-001", b} {
-				if n := count(t, db, rotation.JournalCollection, bson.M{"oldKeyId": key, "state": "done"}); n != 1 {
-					t.Errorf("%s rotated %d times, want once", key, n)
+	for _, h := range heldRuns {
+		steps := commandsOf(t, h)
+		t.Logf("a clean %s run sends %d data commands: %v", h.name, len(steps), steps)
+		for k := range steps {
+			t.Run(fmt.Sprintf("%s %02d %s", h.name, k+1, steps[k]), func(t *testing.T) {
+				bg := context.Background()
+				mdb := mongotest.New(t)
+				db := mdb.Database
+				seed(t, db, 3, 3, 2)
+				if h.prepare != nil {
+					h.prepare(t, db)
 				}
-				if n := count(t, db, testPool.KeysCollection, bson.M{"_id": key}); n != 0 {
-					t.Errorf("%s is live again", key)
+				proxy := mdb.Proxy(t)
+				p := newRotator(t, mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name), rotation.Options{Owner: "p"})
+				held := proxy.HoldCommand(k + 1)
+				ctx, cancel := context.WithCancel(bg)
+				defer cancel()
+				done := make(chan error, 1)
+				go func() { done <- h.run(ctx, p) }()
+				select {
+				case <-held.Arrived():
+					cancel() // the sender gives up (lease lost, context cancelled)
+				case err := <-done:
+					t.Fatalf("run ended without sending command %d: %v", k+1, err)
 				}
-			}
-		})
+				<-done
+				// Another process recovers and rotates onward.
+				q := newRotator(t, db, rotation.Options{Owner: "q"})
+				if _, err := q.Recover(bg); err != nil {
+					t.Fatalf("recover: %v", err)
+				}
+				if res, err := q.Rotate(bg, "key-001", "manual"); err != nil || (res.Outcome != rotation.Rotated && res.Outcome != rotation.AlreadyRotated) {
+					t.Fatalf("rotate key-001 after recovery: %+v, %v", res, err)
+				}
+				b := newKeyOf(t, db, "key-001")
+				if res, err := q.Rotate(bg, b, "unauthorized"); err != nil || res.Outcome != rotation.Rotated {
+					t.Fatalf("rotate %s onward: %+v, %v", b, res, err)
+				}
+				// The held command lands now.
+				dctx, dcancel := context.WithTimeout(bg, 30*time.Second)
+				defer dcancel()
+				reply, err := held.Deliver(dctx)
+				if err != nil {
+					t.Fatalf("deliver held %s: %v", held.Command, err)
+				}
+				t.Logf("held %s delivered late: %s", held.Command, reply)
+				// The next recovery pass leaves everything right.
+				if _, err := newRotator(t, db, rotation.Options{Owner: "next"}).Recover(bg); err != nil {
+					t.Fatalf("recover after late delivery: %v", err)
+				}
+				checkInvariants(t, db, 3)
+				for _, key := range []string{"key-001", b} {
+					if n := count(t, db, rotation.JournalCollection, bson.M{"oldKeyId": key, "state": "done"}); n != 1 {
+						t.Errorf("%s rotated %d times, want once", key, n)
+					}
+					if n := count(t, db, testPool.KeysCollection, bson.M{"_id": key}); n != 0 {
+						t.Errorf("%s is live again", key)
+					}
+				}
+			})
+		}
 	}
 }
 
@@ -126,7 +166,7 @@ func TestLateInsertOfRotatedAwayKey(t *testing.T) {
 	seed(t, db, 3, 3, 2)
 	proxy := mdb.Proxy(t)
 	p := newRotator(t, mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name), rotation.Options{Owner: "p"})
-	steps := rotationCommands(t)
+	steps := commandsOf(t, heldRuns[0])
 	k := -1
 	for i, s := range steps {
 		if s == "insert "+testPool.KeysCollection {
