@@ -89,7 +89,8 @@ func (r *Rotator) Recover(ctx context.Context) (RecoverReport, error) {
 
 // sweepMarked settles every key still carrying an insert mark.
 func (r *Rotator) sweepMarked(ctx context.Context) (removed, repaired int, err error) {
-	cur, err := r.keys.Find(ctx, bson.M{pendingField: bson.M{"$exists": true}})
+	// $type rather than $exists: an index on the field serves it.
+	cur, err := r.keys.Find(ctx, bson.M{pendingField: bson.M{"$type": "string"}})
 	if err != nil {
 		return 0, 0, fmt.Errorf("find marked keys: %w", err)
 	}
@@ -259,6 +260,10 @@ func (r *Rotator) EnsureIndexes(ctx context.Context) error {
 		return err
 	}
 	if err := r.dropLegacyIndex(ctx); err != nil {
+		return err
+	}
+	// Recovery looks for marked keys at every pass: few, found by index.
+	if err := r.ensure(ctx, r.keys, mongoidx.Index{Name: pendingField + "_1", Keys: bson.D{{Key: pendingField, Value: 1}}}); err != nil {
 		return err
 	}
 	f := r.pool.BindingKeyField

@@ -267,9 +267,22 @@ func (s *saga) moveBindings(ctx context.Context) error {
 	return err
 }
 
-// archiveOld copies the old key document as it is now in the store; the
-// delete that follows removes only that very document.
+// archiveOld copies the old key document: the one the caller read, else the
+// one in the store now. deleteOld then deletes only that very document; if
+// the store holds a newer version, that one is archived too before it goes.
 func (s *saga) archiveOld(ctx context.Context) error {
+	if s.oldKey == nil {
+		return s.archiveCurrent(ctx)
+	}
+	if !s.isOldKey(s.oldKey) {
+		// The caller's copy is of another secret: look at the store.
+		return s.archiveCurrent(ctx)
+	}
+	return s.r.archiveCopy(ctx, s.e.ID, s.e.ID, s.e.OldKeyID, s.e.Reason, s.e.NewKeyID, s.oldKey)
+}
+
+// archiveCurrent reads the old key as it is in the store and archives it.
+func (s *saga) archiveCurrent(ctx context.Context) error {
 	raw, err := s.r.keys.FindOne(ctx, bson.M{"_id": s.e.OldKeyID}).Raw()
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		// Deleted already, which happens only after its archive.
@@ -314,7 +327,7 @@ func (s *saga) deleteOld(ctx context.Context) error {
 			return err
 		}
 		// Changed or gone since the archive: archive what is there now.
-		if err := s.archiveOld(ctx); err != nil {
+		if err := s.archiveCurrent(ctx); err != nil {
 			return err
 		}
 	}

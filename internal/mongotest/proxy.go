@@ -17,7 +17,9 @@ import (
 
 // Proxy forwards loopback TCP to the store and can cut it off, as a network
 // partition or a paused server would: Pause closes every connection and
-// refuses new ones until Resume.
+// refuses new ones until Resume. FailCommand cuts one command before or after
+// it runs; HoldCommand keeps one back and delivers it late, after its sender
+// gave up.
 type Proxy struct {
 	ln     net.Listener
 	target string
