@@ -79,12 +79,31 @@ func (r *Rotator) Recover(ctx context.Context) (RecoverReport, error) {
 	if err != nil {
 		errs = append(errs, err)
 	}
-	repaired, err = r.markBackupsLiveAsKeys(ctx)
-	rep.Repaired += repaired
-	if err != nil {
-		errs = append(errs, err)
+	if r.repairDue() {
+		repaired, err = r.markBackupsLiveAsKeys(ctx)
+		rep.Repaired += repaired
+		if err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return rep, errors.Join(errs...)
+}
+
+// repairEvery spaces out the search for backups live as keys: it reads every
+// unused backup and looks their ids up among the keys, too much for every
+// cycle of a large pool, and rotations skip such backups meanwhile. A
+// process's first recovery pass (and so `spendchecker recover`) always runs it.
+const repairEvery = 10 * time.Minute
+
+func (r *Rotator) repairDue() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.opts.Now()
+	if !r.lastRepair.IsZero() && now.Sub(r.lastRepair) < repairEvery {
+		return false
+	}
+	r.lastRepair = now
+	return true
 }
 
 // sweepMarked settles every key still carrying an insert mark.

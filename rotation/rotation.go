@@ -161,6 +161,8 @@ type Rotator struct {
 	cached []backupDoc
 	// backups whose id is a live key, left aside until the time given.
 	skipped map[string]time.Time
+	// when Recover last looked for backups live as keys.
+	lastRepair time.Time
 }
 
 // durable makes every write of the rotator wait for a majority of a replica

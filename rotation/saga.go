@@ -67,13 +67,13 @@ func (s *saga) run(ctx context.Context, from Step) error {
 // ours reports whether a key document is provably this rotation's insert:
 // it names the old key as replaced and carries this rotation's mark, or,
 // once activated, this rotation's start as its creation time. A document
-// with another secret, another replacedKey or another rotation's mark is
-// never taken for the new key (README "Rotation guarantees").
+// another writer put there (another secret, another replacedKey, another
+// rotation's mark) is never taken for the new key (README "Rotation
+// guarantees"). The secret is not compared: a recoverer may have inserted
+// the key with the backup's secret as re-keyed after the owner read it, and
+// that insert is still this rotation's.
 func (s *saga) ours(k keyDoc) bool {
 	if k.ReplacedKey != s.e.OldKeyID {
-		return false
-	}
-	if s.backupSecret != "" && k.APIKey != s.backupSecret {
 		return false
 	}
 	if k.Pending != "" {
