@@ -56,6 +56,8 @@ func (r *Rotator) Recover(ctx context.Context) (RecoverReport, error) {
 		case err == nil:
 			rep.Completed++
 			r.log.Info("unfinished rotation completed", "key", e.OldKeyID, "rotation", e.ID, "new_key", e.NewKeyID)
+		case errors.As(err, new(errRotatedElsewhere)):
+			rep.Dropped++
 		case errors.Is(err, ErrBackupVanished), errors.Is(err, errBackupTaken), errors.Is(err, ErrKeyCollision):
 			if errors.Is(err, ErrKeyCollision) {
 				r.skip(e.BackupID)
@@ -81,6 +83,11 @@ func (r *Rotator) Recover(ctx context.Context) (RecoverReport, error) {
 	}
 	if r.repairDue() {
 		repaired, err = r.markBackupsLiveAsKeys(ctx)
+		rep.Repaired += repaired
+		if err != nil {
+			errs = append(errs, err)
+		}
+		repaired, err = r.removeForeignDuplicates(ctx)
 		rep.Repaired += repaired
 		if err != nil {
 			errs = append(errs, err)
@@ -361,6 +368,132 @@ func (r *Rotator) BackupsAvailable(ctx context.Context) (int64, error) {
 	})
 	if err != nil {
 		return 0, fmt.Errorf("count backups: %w", err)
+	}
+	return n, nil
+}
+
+// replacement is a used backup and whether it is live as a key.
+type replacement struct {
+	id, claimedBy string
+	live          bool
+	bindings      int64
+}
+
+// replacementsOf groups the used backups by the key they replaced, with
+// which of them are live keys: an old key with two live replacements is the
+// state a foreign rotator racing ours leaves (README "Rotation guarantees").
+func (r *Rotator) replacementsOf(ctx context.Context) (map[string][]replacement, error) {
+	cur, err := r.backups.Find(ctx, bson.M{"isUsed": true, "activated": true, "usedFor": bson.M{"$type": "string"}},
+		options.Find().SetProjection(bson.M{"_id": 1, "usedFor": 1, claimField: 1}))
+	if err != nil {
+		return nil, fmt.Errorf("list used backups: %w", err)
+	}
+	out := map[string][]replacement{}
+	var ids []string
+	for cur.Next(ctx) {
+		id, ok := cur.Current.Lookup("_id").StringValueOK()
+		if !ok {
+			continue
+		}
+		old, _ := cur.Current.Lookup("usedFor").StringValueOK()
+		by, _ := cur.Current.Lookup(claimField).StringValueOK()
+		out[old] = append(out[old], replacement{id: id, claimedBy: by})
+		ids = append(ids, id)
+	}
+	if err := cur.Err(); err != nil {
+		return nil, fmt.Errorf("list used backups: %w", err)
+	}
+	live := map[string]bool{}
+	for len(ids) > 0 {
+		batch := ids[:min(len(ids), 500)]
+		ids = ids[len(batch):]
+		kc, err := r.keys.Find(ctx, bson.M{"_id": bson.M{"$in": batch}}, options.Find().SetProjection(bson.M{"_id": 1}))
+		if err != nil {
+			return nil, fmt.Errorf("find replacement keys: %w", err)
+		}
+		for kc.Next(ctx) {
+			id, _ := kc.Current.Lookup("_id").StringValueOK()
+			live[id] = true
+		}
+		if err := kc.Err(); err != nil {
+			return nil, err
+		}
+	}
+	for old, reps := range out {
+		for i := range reps {
+			reps[i].live = live[reps[i].id]
+		}
+		out[old] = reps
+	}
+	return out, nil
+}
+
+// removeForeignDuplicates settles an old key that ended with two live
+// replacements because the proxy's own rotator rotated it while ours did
+// (it read the key before ours deleted it): the foreign replacement that no
+// binding points at is archived, deleted and its backup given back, so the
+// pool keeps its size. Anything else is left to verify and the operator.
+func (r *Rotator) removeForeignDuplicates(ctx context.Context) (int, error) {
+	groups, err := r.replacementsOf(ctx)
+	if err != nil {
+		return 0, err
+	}
+	f := r.pool.BindingKeyField
+	n := 0
+	for old, reps := range groups {
+		var live []replacement
+		for _, rp := range reps {
+			if rp.live {
+				live = append(live, rp)
+			}
+		}
+		if len(live) < 2 {
+			continue
+		}
+		if alive, err := r.keys.CountDocuments(ctx, bson.M{"_id": old}); err != nil || alive > 0 {
+			continue
+		}
+		keep := false
+		for i := range live {
+			c, err := r.bindings.CountDocuments(ctx, bson.M{f: live[i].id})
+			if err != nil {
+				return n, err
+			}
+			live[i].bindings = c
+			if c > 0 || live[i].claimedBy != "" {
+				keep = true
+			}
+		}
+		if !keep {
+			continue
+		}
+		for _, rp := range live {
+			if rp.claimedBy != "" || rp.bindings > 0 {
+				continue
+			}
+			raw, err := r.keys.FindOne(ctx, bson.M{"_id": rp.id}).Raw()
+			if errors.Is(err, mongo.ErrNoDocuments) {
+				continue
+			}
+			if err != nil {
+				return n, err
+			}
+			if err := r.archiveCopy(ctx, "dup/"+old+"/"+rp.id, "", rp.id, "duplicate_replacement", "", raw); err != nil {
+				return n, err
+			}
+			if d, err := r.deleteExactly(ctx, raw); err != nil || d == 0 {
+				if err != nil {
+					return n, err
+				}
+				continue
+			}
+			if _, err := r.backups.UpdateOne(ctx, bson.M{"_id": rp.id, "usedFor": old},
+				bson.M{"$set": bson.M{"isUsed": false, "activated": false}, "$unset": bson.M{"usedFor": "", "usedAt": ""}}); err != nil {
+				return n, err
+			}
+			n++
+			r.log.Warn("removed a second, unbound replacement of a key rotated twice (by ours and a foreign rotator); archived, backup given back", "key", old, "removed", rp.id)
+		}
 	}
 	return n, nil
 }

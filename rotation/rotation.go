@@ -366,6 +366,11 @@ func (r *Rotator) rotateOnce(ctx context.Context, entry journalEntry, doc bson.R
 			}
 			continue
 		}
+		var elsewhere errRotatedElsewhere
+		if errors.As(err, &elsewhere) {
+			res.Outcome, res.NewKeyID = AlreadyRotated, elsewhere.newKeyID
+			return res, false, nil
+		}
 		if err != nil {
 			log.Warn("rotation stopped part-way; recovery will finish it", "err", err)
 			return res, false, err
@@ -384,6 +389,9 @@ func (r *Rotator) rotateOnce(ctx context.Context, entry journalEntry, doc bson.R
 // be rotated with another backup. The backupId in the filter keeps a late
 // drop from removing a later claim of the same rotation id.
 func (r *Rotator) dropClaim(ctx context.Context, e journalEntry) error {
+	if err := r.unreserve(ctx, e); err != nil {
+		return err
+	}
 	if _, err := r.journal.DeleteOne(ctx, bson.M{"_id": e.ID, "backupId": e.BackupID, "state": stateClaimed}); err != nil {
 		return fmt.Errorf("drop claim %s of backup %s: %w", e.ID, e.BackupID, err)
 	}
@@ -445,7 +453,7 @@ func (r *Rotator) claimLost(ctx context.Context, res Result) (Result, bool, erro
 
 func entryResult(e journalEntry) Result {
 	res := Result{OldKeyID: e.OldKeyID, RotationID: e.ID, NewKeyID: e.NewKeyID, Outcome: InProgress}
-	if e.State == stateDone {
+	if e.State == stateDone || e.State == stateUndone {
 		res.Outcome = AlreadyRotated
 	}
 	return res
@@ -499,38 +507,83 @@ func (r *Rotator) claim(ctx context.Context, e *journalEntry) (*backupDoc, error
 	}
 }
 
-// claimedBackup reads the backup just claimed. It returns nil, having dropped
-// the claim, when the backup is gone, used for another key or malformed.
+// claimField names, in a backup, the rotation that reserved it.
+const claimField = "claimedBy"
+
+// reserve hides the claimed backup from the proxy's own rotators, whose claim
+// is findOneAndUpdate({isUsed: false}): it sets isUsed, usedFor and the
+// rotation id, but no usedAt, so the proxy's clean-up of used backups (by
+// usedAt) cannot delete it before its key is live (README "Rotation
+// guarantees"). The journal insert decided the claim; this
+// only tells the legacy claimers, so a lost race here is harmless: the
+// backup is then let go. It returns the backup as it is now, or why it
+// cannot be used.
+func (r *Rotator) reserve(ctx context.Context, e journalEntry) (bson.Raw, string, error) {
+	raw, err := r.backups.FindOneAndUpdate(ctx, bson.M{"_id": e.BackupID, "isUsed": bson.M{"$ne": true}},
+		bson.M{"$set": bson.M{"isUsed": true, "usedFor": e.OldKeyID, claimField: e.ID}},
+		options.FindOneAndUpdate().SetReturnDocument(options.After)).Raw()
+	if err == nil {
+		return raw, "", nil
+	}
+	if !errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, "", fmt.Errorf("reserve backup %s: %w", e.BackupID, err)
+	}
+	raw, err = r.backups.FindOne(ctx, bson.M{"_id": e.BackupID}).Raw()
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, "deleted", nil
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("read backup %s: %w", e.BackupID, err)
+	}
+	by, _ := raw.Lookup(claimField).StringValueOK()
+	usedFor, _ := raw.Lookup("usedFor").StringValueOK()
+	if by == e.ID && usedFor == e.OldKeyID {
+		return raw, "", nil // reserved by another executor of this rotation
+	}
+	return raw, "used for another key", nil
+}
+
+// unreserve gives a reserved backup back, unless someone else used it since.
+func (r *Rotator) unreserve(ctx context.Context, e journalEntry) error {
+	_, err := r.backups.UpdateOne(ctx, bson.M{"_id": e.BackupID, claimField: e.ID, "usedFor": e.OldKeyID, "activated": bson.M{"$ne": true}},
+		bson.M{"$set": bson.M{"isUsed": false}, "$unset": bson.M{"usedFor": "", claimField: ""}})
+	if err != nil {
+		return fmt.Errorf("give back backup %s: %w", e.BackupID, err)
+	}
+	return nil
+}
+
+// usable checks a reserved backup's secret: present, and not a secret that
+// was live under this id and rotated away (the old rotators left such
+// backups unmarked), which must not come back.
+func (r *Rotator) usable(ctx context.Context, e journalEntry, raw bson.Raw) (string, string, error) {
+	secret, _ := raw.Lookup("apiKey").StringValueOK()
+	if secret == "" {
+		return "", "malformed", nil
+	}
+	n, err := r.journal.CountDocuments(ctx, bson.M{"_id": RotationID(r.pool.Name, e.BackupID, secret)})
+	if err != nil {
+		return "", "", fmt.Errorf("read journal for backup %s: %w", e.BackupID, err)
+	}
+	if n > 0 {
+		r.skip(e.BackupID)
+		return "", "its secret was live under this id and rotated away", nil
+	}
+	return secret, "", nil
+}
+
+// claimedBackup reserves the backup just claimed and reads it. It returns
+// nil, having dropped the claim, when the backup is gone, used for another
+// key or unusable.
 func (r *Rotator) claimedBackup(ctx context.Context, e journalEntry) (*backupDoc, error) {
-	raw, err := r.backups.FindOne(ctx, bson.M{"_id": e.BackupID}).Raw()
-	if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
-		return nil, fmt.Errorf("read claimed backup %s: %w", e.BackupID, err)
+	raw, why, err := r.reserve(ctx, e)
+	if err != nil {
+		return nil, err
 	}
-	var secret, why string
-	switch {
-	case raw == nil:
-		why = "deleted"
-	default:
-		used, _ := raw.Lookup("isUsed").BooleanOK()
-		usedFor, _ := raw.Lookup("usedFor").StringValueOK()
-		secret, _ = raw.Lookup("apiKey").StringValueOK()
-		switch {
-		case used && usedFor != e.OldKeyID:
-			why = "used for another key"
-		case secret == "":
-			why = "malformed"
-		}
-	}
+	var secret string
 	if why == "" {
-		// A secret that was live under this id and rotated away (the old
-		// rotators left such backups unmarked) must not come back.
-		n, err := r.journal.CountDocuments(ctx, bson.M{"_id": RotationID(r.pool.Name, e.BackupID, secret)})
-		if err != nil {
-			return nil, fmt.Errorf("read journal for backup %s: %w", e.BackupID, err)
-		}
-		if n > 0 {
-			why = "its secret was live under this id and rotated away"
-			r.skip(e.BackupID)
+		if secret, why, err = r.usable(ctx, e, raw); err != nil {
+			return nil, err
 		}
 	}
 	if why == "" {

@@ -11,6 +11,7 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
 // saga runs the steps after the claim. Every step is idempotent and safe to
@@ -149,31 +150,36 @@ func (s *saga) recoverInsertKey(ctx context.Context) (done bool, err error) {
 		}
 		return false, ErrBackupVanished
 	}
-	used, _ := raw.Lookup("isUsed").BooleanOK()
+	activated, _ := raw.Lookup("activated").BooleanOK()
 	usedFor, _ := raw.Lookup("usedFor").StringValueOK()
-	if used && usedFor == s.e.OldKeyID {
-		// Marked used for this key: it was inserted (the mark follows the
-		// insert) and has since left the pool.
+	by, hasBy := raw.Lookup(claimField).StringValueOK()
+	usedAt, _ := raw.Lookup("usedAt").TimeOK()
+	if activated && usedFor == s.e.OldKeyID && (by == s.e.ID || (!hasBy && usedAt.Equal(s.e.StartedAt))) {
+		// Marked used by this rotation: it was inserted (the mark follows
+		// the insert) and has since left the pool.
 		return true, nil
 	}
-	if used {
-		return false, errBackupTaken
-	}
-	secret, ok := raw.Lookup("apiKey").StringValueOK()
-	if !ok || secret == "" {
-		return false, fmt.Errorf("backup %s has no apiKey", s.e.BackupID)
-	}
-	// Never bring back a secret that was live under this id and rotated away.
-	n, err := r.journal.CountDocuments(ctx, bson.M{"_id": RotationID(r.pool.Name, s.e.BackupID, secret)})
+	raw, why, err := r.reserve(ctx, s.e)
 	if err != nil {
 		return false, err
 	}
-	if n > 0 {
+	switch why {
+	case "":
+	case "deleted":
+		return false, ErrBackupVanished
+	default:
+		return false, errBackupTaken
+	}
+	secret, why, err := r.usable(ctx, s.e, raw)
+	if err != nil {
+		return false, err
+	}
+	if why != "" {
 		left, err := s.insertedAndLeft(ctx)
 		if err != nil || left {
 			return left, err
 		}
-		return false, fmt.Errorf("%w: backup %s's secret was live under its id and rotated away", ErrKeyCollision, s.e.BackupID)
+		return false, fmt.Errorf("%w: backup %s: %s", ErrKeyCollision, s.e.BackupID, why)
 	}
 	s.backupSecret = secret
 	return false, nil
@@ -208,6 +214,7 @@ func (s *saga) markBackup(ctx context.Context) error {
 		"activated": true,
 		"usedFor":   s.e.OldKeyID,
 		"usedAt":    s.e.StartedAt,
+		claimField:  s.e.ID,
 	}})
 	return err
 }
@@ -285,9 +292,10 @@ func (s *saga) archiveOld(ctx context.Context) error {
 func (s *saga) archiveCurrent(ctx context.Context) error {
 	raw, err := s.r.keys.FindOne(ctx, bson.M{"_id": s.e.OldKeyID}).Raw()
 	if errors.Is(err, mongo.ErrNoDocuments) {
-		// Deleted already, which happens only after its archive.
+		// Deleted already: by this rotation (after its archive), or by
+		// someone else's rotation of the same key.
 		s.oldKey = nil
-		return nil
+		return s.oldKeyGone(ctx)
 	}
 	if err != nil {
 		return err
@@ -297,6 +305,92 @@ func (s *saga) archiveCurrent(ctx context.Context) error {
 		return nil
 	}
 	return s.r.archiveCopy(ctx, s.e.ID, s.e.ID, s.e.OldKeyID, s.e.Reason, s.e.NewKeyID, raw)
+}
+
+// errRotatedElsewhere means the old key was rotated by someone else (the
+// proxy's own rotator) under this rotation, which undid its own insert.
+type errRotatedElsewhere struct{ newKeyID string }
+
+func (e errRotatedElsewhere) Error() string {
+	return "old key was rotated by someone else onto " + e.newKeyID + "; this rotation was undone"
+}
+
+// stateUndone marks a rotation undone because the old key was rotated by
+// someone else under it.
+const stateUndone = "undone"
+
+// oldKeyGone handles an old key found missing. Usually this rotation deleted
+// it. But the proxy's own rotator may have rotated it under us: then a
+// foreign replacement (a backup used for the old key by someone else) is
+// live, and this rotation undoes its own insert and gives its backup back,
+// so the pool keeps its size (README "Rotation guarantees").
+func (s *saga) oldKeyGone(ctx context.Context) error {
+	r := s.r
+	cur, err := r.backups.Find(ctx, bson.M{"usedFor": s.e.OldKeyID, "isUsed": true,
+		"_id": bson.M{"$ne": s.e.BackupID}, claimField: bson.M{"$ne": s.e.ID}},
+		options.Find().SetProjection(bson.M{"_id": 1}))
+	if err != nil {
+		return fmt.Errorf("look for another replacement of %s: %w", s.e.OldKeyID, err)
+	}
+	var ids []string
+	for cur.Next(ctx) {
+		if id, ok := cur.Current.Lookup("_id").StringValueOK(); ok {
+			ids = append(ids, id)
+		}
+	}
+	if err := cur.Err(); err != nil {
+		return err
+	}
+	for _, id := range ids {
+		n, err := r.keys.CountDocuments(ctx, bson.M{"_id": id})
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			return s.undo(ctx, id)
+		}
+	}
+	return nil
+}
+
+// undo takes this rotation back after someone else rotated the old key onto
+// other: the bindings that followed our key go to theirs, our key is
+// archived and deleted, our backup given back, the journal entry marked
+// undone. Every step is idempotent; a crash in between is redone by
+// recovery, which finds the old key gone again.
+func (s *saga) undo(ctx context.Context, other string) error {
+	r := s.r
+	f := r.pool.BindingKeyField
+	if _, err := r.bindings.UpdateMany(ctx, bson.M{f: s.e.NewKeyID}, bson.M{"$set": bson.M{
+		f: other, "updatedAt": r.opts.Now().UTC(),
+	}}); err != nil {
+		return fmt.Errorf("undo: move bindings to %s: %w", other, err)
+	}
+	raw, err := r.keys.FindOne(ctx, bson.M{"_id": s.e.NewKeyID}).Raw()
+	if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
+		return err
+	}
+	if raw != nil {
+		if k, err := decodeKey(raw); err == nil && s.ours(k) {
+			if err := r.archiveCopy(ctx, s.e.ID+"/undone/"+k.ID, s.e.ID, k.ID, "rotation_undone", other, raw); err != nil {
+				return err
+			}
+			if n, err := r.deleteExactly(ctx, raw); err != nil || n == 0 {
+				return fmt.Errorf("undo: delete %s (changed: %v): %w", k.ID, n == 0, err)
+			}
+		}
+	}
+	if _, err := r.backups.UpdateOne(ctx, bson.M{"_id": s.e.BackupID, claimField: s.e.ID, "usedFor": s.e.OldKeyID},
+		bson.M{"$set": bson.M{"isUsed": false, "activated": false}, "$unset": bson.M{"usedFor": "", "usedAt": "", claimField: ""}}); err != nil {
+		return fmt.Errorf("undo: give back backup %s: %w", s.e.BackupID, err)
+	}
+	if _, err := r.journal.UpdateOne(ctx, bson.M{"_id": s.e.ID, "backupId": s.e.BackupID}, bson.M{"$set": bson.M{
+		"state": stateUndone, "newKeyId": other, "finishedAt": r.opts.Now().UTC(),
+	}}); err != nil {
+		return fmt.Errorf("undo: mark journal: %w", err)
+	}
+	r.log.Warn("old key was rotated by someone else under this rotation; undone, backup given back", "key", s.e.OldKeyID, "rotation", s.e.ID, "new_key", other)
+	return errRotatedElsewhere{newKeyID: other}
 }
 
 // isOldKey reports whether doc is the document this rotation retires: the

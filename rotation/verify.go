@@ -98,6 +98,9 @@ func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 	}
 	done := map[string]bool{}
 	for _, e := range entries {
+		if e.State == stateUndone {
+			continue
+		}
 		if e.State != stateDone {
 			add("unfinished_rotation", "rotation %s of key %s (backup %s) is %s; run recover", e.ID, e.OldKeyID, e.BackupID, e.State)
 			continue
@@ -132,6 +135,31 @@ func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 			continue // its rotation is under way
 		}
 		add("late_insert", "key %s carries the insert mark of rotation %s, which has moved on (a late insert, or a mark a lost update left); recover settles it", id, k.Pending)
+	}
+	groups, err := r.replacementsOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	archivedKeys, err := r.archivedSourceIDs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for old, reps := range groups {
+		var live []string
+		foreign := false
+		for _, rp := range reps {
+			if rp.live {
+				live = append(live, rp.id)
+				// Two of ours are a key put back by hand and rotated again.
+				foreign = foreign || rp.claimedBy == ""
+			} else if !rotatedAway[rp.id] && !archivedKeys[rp.id] {
+				add("backup_used_by_no_key", "backup %s is marked used for %s but is no live key and was never rotated away or archived: a rotation that stopped part-way (a foreign one, if the journal has none)", rp.id, old)
+			}
+		}
+		if len(live) > 1 && foreign && !keyIDs[old] {
+			sort.Strings(live)
+			add("two_replacements", "key %s was replaced by %d live keys (%s): rotated twice, by ours and a foreign rotator; recover removes an unbound foreign one", old, len(live), strings.Join(live, ", "))
+		}
 	}
 	lb, err := r.backupsLiveAsKeys(ctx)
 	if err != nil {
@@ -180,6 +208,21 @@ func ids(ctx context.Context, c *mongo.Collection) (map[string]bool, error) {
 	out := map[string]bool{}
 	for cur.Next(ctx) {
 		if id, ok := cur.Current.Lookup("_id").StringValueOK(); ok {
+			out[id] = true
+		}
+	}
+	return out, cur.Err()
+}
+
+// archivedSourceIDs lists the key ids with a copy in the archive.
+func (r *Rotator) archivedSourceIDs(ctx context.Context) (map[string]bool, error) {
+	cur, err := r.archive.Find(ctx, bson.M{"sourceCollection": r.pool.KeysCollection}, options.Find().SetProjection(bson.M{"sourceId": 1}))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", ArchiveCollection, err)
+	}
+	out := map[string]bool{}
+	for cur.Next(ctx) {
+		if id, ok := cur.Current.Lookup("sourceId").StringValueOK(); ok {
 			out[id] = true
 		}
 	}
