@@ -471,6 +471,13 @@ func (r *Rotator) removeForeignDuplicates(ctx context.Context) (int, error) {
 			if rp.claimedBy != "" || rp.bindings > 0 {
 				continue
 			}
+			// One from before claimedBy existed is ours if the journal has it.
+			if ours, err := r.journal.CountDocuments(ctx, bson.M{"pool": r.pool.Name, "oldKeyId": old, "newKeyId": rp.id}); err != nil || ours > 0 {
+				if err != nil {
+					return n, err
+				}
+				continue
+			}
 			raw, err := r.keys.FindOne(ctx, bson.M{"_id": rp.id}).Raw()
 			if errors.Is(err, mongo.ErrNoDocuments) {
 				continue

@@ -214,17 +214,20 @@ func (r *Rotator) Pool() Pool { return r.pool }
 // journalEntry is a key_rotations document. It carries everything recovery
 // needs except secrets, which stay in the key and backup documents.
 type journalEntry struct {
-	ID           string         `bson:"_id"`
-	Pool         string         `bson:"pool"`
-	OldKeyID     string         `bson:"oldKeyId"`
-	BackupID     string         `bson:"backupId"`
-	NewKeyID     string         `bson:"newKeyId"`
-	State        string         `bson:"state"`
-	Reason       string         `bson:"reason"`
-	Owner        string         `bson:"owner"`
-	APIKeyMasked string         `bson:"apiKeyMasked"`
-	StartedAt    time.Time      `bson:"startedAt"`
-	FinishedAt   *time.Time     `bson:"finishedAt,omitempty"`
+	ID           string     `bson:"_id"`
+	Pool         string     `bson:"pool"`
+	OldKeyID     string     `bson:"oldKeyId"`
+	BackupID     string     `bson:"backupId"`
+	NewKeyID     string     `bson:"newKeyId"`
+	State        string     `bson:"state"`
+	Reason       string     `bson:"reason"`
+	Owner        string     `bson:"owner"`
+	APIKeyMasked string     `bson:"apiKeyMasked"`
+	StartedAt    time.Time  `bson:"startedAt"`
+	FinishedAt   *time.Time `bson:"finishedAt,omitempty"`
+	// SupersededBy, in an undone rotation, is the key someone else's
+	// rotation of the old key brought in.
+	SupersededBy string         `bson:"supersededBy,omitempty"`
 	History      history.Record `bson:"history"`
 }
 
@@ -455,6 +458,9 @@ func entryResult(e journalEntry) Result {
 	res := Result{OldKeyID: e.OldKeyID, RotationID: e.ID, NewKeyID: e.NewKeyID, Outcome: InProgress}
 	if e.State == stateDone || e.State == stateUndone {
 		res.Outcome = AlreadyRotated
+	}
+	if e.State == stateUndone {
+		res.NewKeyID = e.SupersededBy
 	}
 	return res
 }

@@ -326,8 +326,11 @@ const stateUndone = "undone"
 // so the pool keeps its size (README "Rotation guarantees").
 func (s *saga) oldKeyGone(ctx context.Context) error {
 	r := s.r
+	// Foreign: not reserved by any rotation of ours (an earlier one of a key
+	// put back by hand carries its claimedBy; one from before claimedBy
+	// existed is in the journal).
 	cur, err := r.backups.Find(ctx, bson.M{"usedFor": s.e.OldKeyID, "isUsed": true,
-		"_id": bson.M{"$ne": s.e.BackupID}, claimField: bson.M{"$ne": s.e.ID}},
+		"_id": bson.M{"$ne": s.e.BackupID}, claimField: bson.M{"$exists": false}},
 		options.Find().SetProjection(bson.M{"_id": 1}))
 	if err != nil {
 		return fmt.Errorf("look for another replacement of %s: %w", s.e.OldKeyID, err)
@@ -342,6 +345,13 @@ func (s *saga) oldKeyGone(ctx context.Context) error {
 		return err
 	}
 	for _, id := range ids {
+		ours, err := r.journal.CountDocuments(ctx, bson.M{"pool": r.pool.Name, "oldKeyId": s.e.OldKeyID, "newKeyId": id})
+		if err != nil {
+			return err
+		}
+		if ours > 0 {
+			continue
+		}
 		n, err := r.keys.CountDocuments(ctx, bson.M{"_id": id})
 		if err != nil {
 			return err
@@ -385,7 +395,7 @@ func (s *saga) undo(ctx context.Context, other string) error {
 		return fmt.Errorf("undo: give back backup %s: %w", s.e.BackupID, err)
 	}
 	if _, err := r.journal.UpdateOne(ctx, bson.M{"_id": s.e.ID, "backupId": s.e.BackupID}, bson.M{"$set": bson.M{
-		"state": stateUndone, "newKeyId": other, "finishedAt": r.opts.Now().UTC(),
+		"state": stateUndone, "supersededBy": other, "finishedAt": r.opts.Now().UTC(),
 	}}); err != nil {
 		return fmt.Errorf("undo: mark journal: %w", err)
 	}
