@@ -193,3 +193,27 @@ func abs(n int64) int64 {
 	}
 	return n
 }
+
+// BenchmarkRecoverIdle measures the recovery pass every cycle starts with,
+// on a pool with nothing to recover: what the late-insert sweep and the
+// repair of backups live as keys cost when there is nothing to do.
+//
+//	go test -run '^$' -bench BenchmarkRecoverIdle -benchtime 20x ./rotation
+func BenchmarkRecoverIdle(b *testing.B) {
+	for _, size := range []struct{ keys, backups int }{{100, 50}, {2000, 500}} {
+		b.Run(fmt.Sprintf("keys=%d,backups=%d", size.keys, size.backups), func(b *testing.B) {
+			mdb := mongotest.New(b)
+			db, n := countingDB(b, mdb)
+			seed(b, mdb.Database, size.keys, size.backups, 1)
+			r, _ := rotation.New(db, testPool, rotation.Options{Owner: "bench"})
+			n.Store(0)
+			b.ResetTimer()
+			for range b.N {
+				if _, err := r.Recover(context.Background()); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(n.Load())/float64(b.N), "roundtrips/op")
+		})
+	}
+}

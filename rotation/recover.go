@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/spendchecker/spendchecker/history"
@@ -16,16 +18,25 @@ import (
 type RecoverReport struct {
 	// Completed rotations found unfinished and now done.
 	Completed int
-	// Dropped claims whose backup vanished before it was used; their keys
-	// were never touched and can be rotated again.
+	// Dropped claims whose backup vanished, was used elsewhere or turned out
+	// to be a live key before it was used; their keys were never touched and
+	// can be rotated again.
 	Dropped int
 	// Failed rotations that could not be completed this time.
 	Failed int
+	// Removed keys that a late insert brought back after their rotation had
+	// moved on; each is archived before it is deleted.
+	Removed int
+	// Repaired states the old rotators or a lost update left: backups live
+	// as keys marked used, insert marks left on live keys cleared.
+	Repaired int
 }
 
 // Recover finishes every unfinished rotation of the pool found in the
-// journal. It is safe to run concurrently with rotations and with other
-// recoverers: each step is idempotent.
+// journal, removes keys that late inserts brought back, and repairs the
+// states that are safe to repair (README "Reliability"). It is safe to run
+// concurrently with rotations and with other recoverers: each step is
+// idempotent.
 func (r *Rotator) Recover(ctx context.Context) (RecoverReport, error) {
 	var rep RecoverReport
 	cur, err := r.journal.Find(ctx, bson.M{"pool": r.pool.Name, "state": stateClaimed},
@@ -45,27 +56,228 @@ func (r *Rotator) Recover(ctx context.Context) (RecoverReport, error) {
 		case err == nil:
 			rep.Completed++
 			r.log.Info("unfinished rotation completed", "key", e.OldKeyID, "rotation", e.ID, "new_key", e.NewKeyID)
-		case errors.Is(err, ErrBackupVanished):
-			if _, derr := r.journal.DeleteOne(ctx, bson.M{"_id": e.ID, "state": stateClaimed}); derr != nil {
+		case errors.As(err, new(errRotatedElsewhere)):
+			rep.Dropped++
+		case errors.Is(err, ErrBackupVanished), errors.Is(err, errBackupTaken), errors.Is(err, ErrKeyCollision):
+			if errors.Is(err, ErrKeyCollision) {
+				r.skip(e.BackupID)
+			}
+			if derr := r.dropClaim(ctx, e); derr != nil {
 				rep.Failed++
 				errs = append(errs, derr)
 				continue
 			}
 			rep.Dropped++
-			r.log.Warn("dropped a claim whose backup vanished; the key is unchanged", "key", e.OldKeyID, "rotation", e.ID, "backup", e.BackupID)
+			r.log.Warn("dropped a claim whose backup cannot be used; the key is unchanged", "key", e.OldKeyID, "rotation", e.ID, "backup", e.BackupID, "err", err)
 		default:
 			rep.Failed++
 			errs = append(errs, err)
 			r.log.Warn("could not complete rotation; will retry", "key", e.OldKeyID, "rotation", e.ID, "err", err)
 		}
 	}
+	removed, repaired, err := r.sweepMarked(ctx)
+	rep.Removed += removed
+	rep.Repaired += repaired
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if r.repairDue() {
+		repaired, err = r.markBackupsLiveAsKeys(ctx)
+		rep.Repaired += repaired
+		if err != nil {
+			errs = append(errs, err)
+		}
+		repaired, err = r.removeForeignDuplicates(ctx)
+		rep.Repaired += repaired
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return rep, errors.Join(errs...)
 }
 
-// EnsureIndexes creates the indexes the algorithm relies on; idempotent.
+// repairEvery spaces out the search for backups live as keys: it reads every
+// unused backup and looks their ids up among the keys, too much for every
+// cycle of a large pool, and rotations skip such backups meanwhile. A
+// process's first recovery pass (and so `spendchecker recover`) always runs it.
+const repairEvery = 10 * time.Minute
+
+func (r *Rotator) repairDue() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.opts.Now()
+	if !r.lastRepair.IsZero() && now.Sub(r.lastRepair) < repairEvery {
+		return false
+	}
+	r.lastRepair = now
+	return true
+}
+
+// sweepMarked settles every key still carrying an insert mark.
+func (r *Rotator) sweepMarked(ctx context.Context) (removed, repaired int, err error) {
+	// $type rather than $exists: an index on the field serves it.
+	cur, err := r.keys.Find(ctx, bson.M{pendingField: bson.M{"$type": "string"}})
+	if err != nil {
+		return 0, 0, fmt.Errorf("find marked keys: %w", err)
+	}
+	var docs []bson.Raw
+	if err := cur.All(ctx, &docs); err != nil {
+		return 0, 0, fmt.Errorf("find marked keys: %w", err)
+	}
+	var errs []error
+	for _, raw := range docs {
+		did, err := r.sweepKey(ctx, raw)
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+		case did == sweptRemoved:
+			removed++
+		case did == sweptCleared:
+			repaired++
+		}
+	}
+	return removed, repaired, errors.Join(errs...)
+}
+
+const (
+	sweptRemoved = "removed"
+	sweptCleared = "cleared"
+)
+
+// lateInsertReason is the archive reason of a key removed because a late
+// insert brought it back.
+const lateInsertReason = "late_insert"
+
+// sweepKey settles one key carrying an insert mark. While its rotation is
+// unfinished and names it, the saga settles it. A key whose rotation is done
+// and that was not rotated away since is the live key, its mark left by a
+// lost update: the mark is cleared. Any other marked key was inserted after
+// its rotation had moved on (a late insert): it is archived and removed.
+func (r *Rotator) sweepKey(ctx context.Context, raw bson.Raw) (string, error) {
+	k, err := decodeKey(raw)
+	if err != nil || k.Pending == "" {
+		return "", nil
+	}
+	var e journalEntry
+	err = r.journal.FindOne(ctx, bson.M{"_id": k.Pending}).Decode(&e)
+	if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
+		return "", fmt.Errorf("read rotation %s: %w", k.Pending, err)
+	}
+	if err == nil && e.NewKeyID == k.ID && e.OldKeyID == k.ReplacedKey {
+		if e.State != stateDone {
+			return "", nil
+		}
+		away, err := r.journal.CountDocuments(ctx, bson.M{"_id": RotationID(r.pool.Name, k.ID, k.APIKey)})
+		if err != nil {
+			return "", fmt.Errorf("read journal for %s: %w", k.ID, err)
+		}
+		if away == 0 {
+			_, err := r.keys.UpdateOne(ctx, bson.M{"_id": k.ID, pendingField: k.Pending}, bson.M{"$unset": bson.M{pendingField: ""}})
+			if err != nil {
+				return "", fmt.Errorf("clear mark on %s: %w", k.ID, err)
+			}
+			return sweptCleared, nil
+		}
+	}
+	if err := r.archiveCopy(ctx, k.Pending+"/late/"+k.ID, k.Pending, k.ID, lateInsertReason, "", raw); err != nil {
+		return "", fmt.Errorf("archive late insert %s: %w", k.ID, err)
+	}
+	n, err := r.deleteExactly(ctx, raw)
+	if err != nil {
+		return "", fmt.Errorf("remove late insert %s: %w", k.ID, err)
+	}
+	if n == 0 {
+		return "", nil // changed or gone since: the next pass looks again
+	}
+	r.log.Warn("removed a key a late insert brought back after its rotation moved on; archived", "key", k.ID, "rotation", k.Pending)
+	return sweptRemoved, nil
+}
+
+// markBackupsLiveAsKeys marks used the unused backups that are already live
+// as keys with their own secret (the old rotators left such backups): they
+// can never be claimed, and counting them as available hides a shortage.
+func (r *Rotator) markBackupsLiveAsKeys(ctx context.Context) (int, error) {
+	live, err := r.backupsLiveAsKeys(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, b := range live {
+		if !b.sameSecret {
+			continue // an id collision: which one is right is the operator's call
+		}
+		_, err := r.backups.UpdateOne(ctx, bson.M{"_id": b.id, "apiKey": b.secret, "isUsed": bson.M{"$ne": true}}, bson.M{"$set": bson.M{
+			"isUsed":    true,
+			"activated": true,
+			"usedFor":   b.replacedKey,
+			"usedAt":    r.opts.Now().UTC(),
+		}})
+		if err != nil {
+			return n, fmt.Errorf("mark backup %s used: %w", b.id, err)
+		}
+		n++
+		r.log.Warn("marked used a backup already live as a key", "backup", b.id)
+	}
+	return n, nil
+}
+
+type liveBackup struct {
+	id, secret, replacedKey string
+	sameSecret              bool
+}
+
+// backupsLiveAsKeys lists the unused backups whose _id is a live key.
+func (r *Rotator) backupsLiveAsKeys(ctx context.Context) ([]liveBackup, error) {
+	cur, err := r.backups.Find(ctx, bson.M{"isUsed": bson.M{"$ne": true}, "_id": bson.M{"$type": "string"}},
+		options.Find().SetProjection(bson.M{"_id": 1, "apiKey": 1}))
+	if err != nil {
+		return nil, fmt.Errorf("list unused backups: %w", err)
+	}
+	secrets := map[string]string{}
+	var ids []string
+	for cur.Next(ctx) {
+		id, _ := cur.Current.Lookup("_id").StringValueOK()
+		secrets[id], _ = cur.Current.Lookup("apiKey").StringValueOK()
+		ids = append(ids, id)
+	}
+	if err := cur.Err(); err != nil {
+		return nil, fmt.Errorf("list unused backups: %w", err)
+	}
+	var out []liveBackup
+	for len(ids) > 0 {
+		batch := ids[:min(len(ids), 500)]
+		ids = ids[len(batch):]
+		kc, err := r.keys.Find(ctx, bson.M{"_id": bson.M{"$in": batch}}, options.Find().SetProjection(bson.M{"_id": 1, "apiKey": 1, "replacedKey": 1}))
+		if err != nil {
+			return nil, fmt.Errorf("find keys with backup ids: %w", err)
+		}
+		for kc.Next(ctx) {
+			id, _ := kc.Current.Lookup("_id").StringValueOK()
+			secret, _ := kc.Current.Lookup("apiKey").StringValueOK()
+			rk, _ := kc.Current.Lookup("replacedKey").StringValueOK()
+			out = append(out, liveBackup{id: id, secret: secrets[id], replacedKey: rk, sameSecret: secret == secrets[id] && secret != ""})
+		}
+		if err := kc.Err(); err != nil {
+			return nil, fmt.Errorf("find keys with backup ids: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// Journal indexes. The unique index on backups is per pool: two pools may
+// hold backups with the same _id. legacyBackupIndex, the global one of
+// earlier versions, is dropped once the per-pool one exists.
+const (
+	journalBackupIndex = "pool_1_backupId_1_unique"
+	legacyBackupIndex  = "backupId_unique"
+)
+
+// EnsureIndexes creates the indexes the algorithm relies on and migrates the
+// journal's old global backupId index; idempotent, and safe when several
+// replicas start at once (README "Deploying").
 func (r *Rotator) EnsureIndexes(ctx context.Context) error {
-	err := mongoidx.Ensure(ctx, r.journal,
-		mongoidx.Index{Name: journalBackupIndex, Keys: bson.D{{Key: "backupId", Value: 1}}, Unique: true},
+	err := r.ensure(ctx, r.journal,
+		mongoidx.Index{Name: journalBackupIndex, Keys: bson.D{{Key: "pool", Value: 1}, {Key: "backupId", Value: 1}}, Unique: true},
 		mongoidx.Index{Name: "pool_1_oldKeyId_1", Keys: bson.D{{Key: "pool", Value: 1}, {Key: "oldKeyId", Value: 1}}},
 		mongoidx.Index{Name: "pool_1_newKeyId_1", Keys: bson.D{{Key: "pool", Value: 1}, {Key: "newKeyId", Value: 1}}},
 		mongoidx.Index{Name: "pool_1_state_1", Keys: bson.D{{Key: "pool", Value: 1}, {Key: "state", Value: 1}}},
@@ -73,18 +285,77 @@ func (r *Rotator) EnsureIndexes(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	f := r.pool.BindingKeyField
-	if err := mongoidx.Ensure(ctx, r.bindings, mongoidx.Index{Name: f + "_1", Keys: bson.D{{Key: f, Value: 1}}}); err != nil {
+	if err := r.dropLegacyIndex(ctx); err != nil {
 		return err
 	}
-	if err := mongoidx.Ensure(ctx, r.backups, mongoidx.Index{Name: "isUsed_1_createdAt_1",
+	// Recovery looks for marked keys at every pass: few, found by index.
+	if err := r.ensure(ctx, r.keys, mongoidx.Index{Name: pendingField + "_1", Keys: bson.D{{Key: pendingField, Value: 1}}}); err != nil {
+		return err
+	}
+	f := r.pool.BindingKeyField
+	if err := r.ensure(ctx, r.bindings, mongoidx.Index{Name: f + "_1", Keys: bson.D{{Key: f, Value: 1}}}); err != nil {
+		return err
+	}
+	if err := r.ensure(ctx, r.backups, mongoidx.Index{Name: "isUsed_1_createdAt_1",
 		Keys: bson.D{{Key: "isUsed", Value: 1}, {Key: "createdAt", Value: 1}}}); err != nil {
 		return err
 	}
-	return history.NewStore(r.history).EnsureIndexes(ctx)
+	return retry(ctx, func() error { return history.NewStore(r.history).EnsureIndexes(ctx) })
 }
 
-const journalBackupIndex = "backupId_unique"
+// ensure retries index creation a few times: replicas starting at once race
+// to create the same index, and FerretDB v1 drops the connection of all but
+// one of them. Each try lists the indexes again and creates only what is
+// still missing.
+func (r *Rotator) ensure(ctx context.Context, c *mongo.Collection, idx ...mongoidx.Index) error {
+	return retry(ctx, func() error { return mongoidx.Ensure(ctx, c, idx...) })
+}
+
+func retry(ctx context.Context, f func() error) error {
+	var err error
+	for try := range 6 {
+		if err = f(); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return errors.Join(err, ctx.Err())
+		case <-time.After(time.Duration(try+1) * 100 * time.Millisecond):
+		}
+	}
+	return err
+}
+
+// dropLegacyIndex drops the global backupId index once the per-pool one is
+// there (so uniqueness is never lost in between). A replica that finds it
+// already dropped by another is done too.
+func (r *Rotator) dropLegacyIndex(ctx context.Context) error {
+	var err error
+	for try := range 6 {
+		var names map[string]bool
+		names, err = mongoidx.Names(ctx, r.journal)
+		if err == nil {
+			if !names[legacyBackupIndex] {
+				return nil
+			}
+			if !names[journalBackupIndex] {
+				return fmt.Errorf("%s: per-pool backup index missing; not dropping %s", JournalCollection, legacyBackupIndex)
+			}
+			err = r.journal.Indexes().DropOne(ctx, legacyBackupIndex)
+			var ce mongo.CommandError
+			if err == nil || (errors.As(err, &ce) && (ce.Code == 27 || ce.HasErrorLabel("IndexNotFound"))) {
+				r.log.Info("dropped the journal's global backupId index; backups are unique per pool now", "index", legacyBackupIndex)
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return errors.Join(err, ctx.Err())
+		case <-time.After(time.Duration(try+1) * 100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("drop index %s on %s: %w", legacyBackupIndex, JournalCollection, err)
+}
 
 // BackupsAvailable counts the backups not marked used that a rotation can
 // take: malformed ones (no string _id or apiKey) are not counted, so the
@@ -97,6 +368,139 @@ func (r *Rotator) BackupsAvailable(ctx context.Context) (int64, error) {
 	})
 	if err != nil {
 		return 0, fmt.Errorf("count backups: %w", err)
+	}
+	return n, nil
+}
+
+// replacement is a used backup and whether it is live as a key.
+type replacement struct {
+	id, claimedBy string
+	live          bool
+	bindings      int64
+}
+
+// replacementsOf groups the used backups by the key they replaced, with
+// which of them are live keys: an old key with two live replacements is the
+// state a foreign rotator racing ours leaves (README "Rotation guarantees").
+func (r *Rotator) replacementsOf(ctx context.Context) (map[string][]replacement, error) {
+	cur, err := r.backups.Find(ctx, bson.M{"isUsed": true, "activated": true, "usedFor": bson.M{"$type": "string"}},
+		options.Find().SetProjection(bson.M{"_id": 1, "usedFor": 1, claimField: 1}))
+	if err != nil {
+		return nil, fmt.Errorf("list used backups: %w", err)
+	}
+	out := map[string][]replacement{}
+	var ids []string
+	for cur.Next(ctx) {
+		id, ok := cur.Current.Lookup("_id").StringValueOK()
+		if !ok {
+			continue
+		}
+		old, _ := cur.Current.Lookup("usedFor").StringValueOK()
+		by, _ := cur.Current.Lookup(claimField).StringValueOK()
+		out[old] = append(out[old], replacement{id: id, claimedBy: by})
+		ids = append(ids, id)
+	}
+	if err := cur.Err(); err != nil {
+		return nil, fmt.Errorf("list used backups: %w", err)
+	}
+	live := map[string]bool{}
+	for len(ids) > 0 {
+		batch := ids[:min(len(ids), 500)]
+		ids = ids[len(batch):]
+		kc, err := r.keys.Find(ctx, bson.M{"_id": bson.M{"$in": batch}}, options.Find().SetProjection(bson.M{"_id": 1}))
+		if err != nil {
+			return nil, fmt.Errorf("find replacement keys: %w", err)
+		}
+		for kc.Next(ctx) {
+			id, _ := kc.Current.Lookup("_id").StringValueOK()
+			live[id] = true
+		}
+		if err := kc.Err(); err != nil {
+			return nil, err
+		}
+	}
+	for old, reps := range out {
+		for i := range reps {
+			reps[i].live = live[reps[i].id]
+		}
+		out[old] = reps
+	}
+	return out, nil
+}
+
+// removeForeignDuplicates settles an old key that ended with two live
+// replacements because the proxy's own rotator rotated it while ours did
+// (it read the key before ours deleted it): the foreign replacement that no
+// binding points at is archived, deleted and its backup given back, so the
+// pool keeps its size. Anything else is left to verify and the operator.
+func (r *Rotator) removeForeignDuplicates(ctx context.Context) (int, error) {
+	groups, err := r.replacementsOf(ctx)
+	if err != nil {
+		return 0, err
+	}
+	f := r.pool.BindingKeyField
+	n := 0
+	for old, reps := range groups {
+		var live []replacement
+		for _, rp := range reps {
+			if rp.live {
+				live = append(live, rp)
+			}
+		}
+		if len(live) < 2 {
+			continue
+		}
+		if alive, err := r.keys.CountDocuments(ctx, bson.M{"_id": old}); err != nil || alive > 0 {
+			continue
+		}
+		keep := false
+		for i := range live {
+			c, err := r.bindings.CountDocuments(ctx, bson.M{f: live[i].id})
+			if err != nil {
+				return n, err
+			}
+			live[i].bindings = c
+			if c > 0 || live[i].claimedBy != "" {
+				keep = true
+			}
+		}
+		if !keep {
+			continue
+		}
+		for _, rp := range live {
+			if rp.claimedBy != "" || rp.bindings > 0 {
+				continue
+			}
+			// One from before claimedBy existed is ours if the journal has it.
+			if ours, err := r.journal.CountDocuments(ctx, bson.M{"pool": r.pool.Name, "oldKeyId": old, "newKeyId": rp.id}); err != nil || ours > 0 {
+				if err != nil {
+					return n, err
+				}
+				continue
+			}
+			raw, err := r.keys.FindOne(ctx, bson.M{"_id": rp.id}).Raw()
+			if errors.Is(err, mongo.ErrNoDocuments) {
+				continue
+			}
+			if err != nil {
+				return n, err
+			}
+			if err := r.archiveCopy(ctx, "dup/"+old+"/"+rp.id, "", rp.id, "duplicate_replacement", "", raw); err != nil {
+				return n, err
+			}
+			if d, err := r.deleteExactly(ctx, raw); err != nil || d == 0 {
+				if err != nil {
+					return n, err
+				}
+				continue
+			}
+			if _, err := r.backups.UpdateOne(ctx, bson.M{"_id": rp.id, "usedFor": old},
+				bson.M{"$set": bson.M{"isUsed": false, "activated": false}, "$unset": bson.M{"usedFor": "", "usedAt": ""}}); err != nil {
+				return n, err
+			}
+			n++
+			r.log.Warn("removed a second, unbound replacement of a key rotated twice (by ours and a foreign rotator); archived, backup given back", "key", old, "removed", rp.id)
+		}
 	}
 	return n, nil
 }

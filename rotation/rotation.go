@@ -15,12 +15,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/mongo/readconcern"
+	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
+	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
 
 	"github.com/spendchecker/spendchecker/history"
 )
@@ -73,6 +77,7 @@ const (
 	StepClaim Step = iota + 1
 	StepInsertKey
 	StepMarkBackup
+	StepActivateKey
 	StepMoveBindings
 	StepArchive
 	StepDeleteOld
@@ -81,10 +86,13 @@ const (
 )
 
 // Steps lists every step in the order they run.
-var Steps = []Step{StepClaim, StepInsertKey, StepMarkBackup, StepMoveBindings, StepArchive, StepDeleteOld, StepHistory, StepDone}
+var Steps = []Step{StepClaim, StepInsertKey, StepMarkBackup, StepActivateKey, StepMoveBindings, StepArchive, StepDeleteOld, StepHistory, StepDone}
 
 func (s Step) String() string {
-	return [...]string{"?", "claim", "insert_key", "mark_backup", "move_bindings", "archive", "delete_old", "history", "done"}[s]
+	if s < StepClaim || s > StepDone {
+		return "?"
+	}
+	return [...]string{"?", "claim", "insert_key", "mark_backup", "activate_key", "move_bindings", "archive", "delete_old", "history", "done"}[s]
 }
 
 // Journal states.
@@ -93,12 +101,32 @@ const (
 	stateDone    = "done"
 )
 
-// ErrKeyCollision means the new key's id already holds a different key.
+// ErrKeyCollision means the new key's id already holds a different key (or
+// the backup's secret was live under that id before): the backup is skipped
+// and the rotation moves to another one (README "Rotation guarantees").
 var ErrKeyCollision = errors.New("new key id already holds a different key")
 
 // ErrBackupVanished means a claimed backup disappeared before its key was
 // inserted; the claim is dropped so the key can be rotated again.
 var ErrBackupVanished = errors.New("claimed backup vanished before use")
+
+// errBackupTaken means a claimed backup was marked used for another key
+// outside the journal (by the proxy's own rotator) before its key went live.
+var errBackupTaken = errors.New("claimed backup was used by someone else")
+
+// pendingField marks a key a rotation inserted until the rotation has marked
+// its backup used. A key that still carries it after its rotation moved on
+// was inserted late (a command delivered after its sender gave up) and is
+// removed by recovery; a key put back by hand from the archive never carries
+// it, which is how the two are told apart (README "Reliability").
+const pendingField = "pendingRotation"
+
+// maxGenerations bounds how often one key document (same id and secret) can
+// be restored and rotated again.
+const maxGenerations = 64
+
+// skipFor is how long a rotator leaves aside a backup whose id is a live key.
+const skipFor = 10 * time.Minute
 
 // Options configure a Rotator.
 type Options struct {
@@ -127,9 +155,28 @@ type Rotator struct {
 	journal  *mongo.Collection
 	archive  *mongo.Collection
 
-	// cache of backups seen unused; only a hint, the journal insert decides.
+	// cache of backups seen unused; only a hint, the journal insert decides
+	// and the backup is read again after it.
 	mu     sync.Mutex
 	cached []backupDoc
+	// backups whose id is a live key, left aside until the time given.
+	skipped map[string]time.Time
+	// when Recover last looked for backups live as keys.
+	lastRepair time.Time
+}
+
+// durable makes every write of the rotator wait for a majority of a replica
+// set, journaled, and every read go to the primary with read concern
+// majority, whatever the connection string or the server's defaults say: a
+// decision must not rest on a write a failover can roll back (README
+// "Reliability"). On a standalone server and on FerretDB these are accepted
+// and mean "written and journaled".
+func durable() *options.CollectionOptionsBuilder {
+	j := true
+	return options.Collection().
+		SetWriteConcern(&writeconcern.WriteConcern{W: "majority", Journal: &j}).
+		SetReadConcern(readconcern.Majority()).
+		SetReadPreference(readpref.Primary())
 }
 
 // New returns a Rotator for pool in db.
@@ -151,12 +198,13 @@ func New(db *mongo.Database, pool Pool, opts Options) (*Rotator, error) {
 		pool:     pool,
 		opts:     opts,
 		log:      log.With("pool", pool.Name),
-		keys:     db.Collection(pool.KeysCollection),
-		backups:  db.Collection(pool.BackupsCollection),
-		bindings: db.Collection(pool.BindingsCollection),
-		history:  db.Collection(pool.HistoryCollection),
-		journal:  db.Collection(JournalCollection),
-		archive:  db.Collection(ArchiveCollection),
+		keys:     db.Collection(pool.KeysCollection, durable()),
+		backups:  db.Collection(pool.BackupsCollection, durable()),
+		bindings: db.Collection(pool.BindingsCollection, durable()),
+		history:  db.Collection(pool.HistoryCollection, durable()),
+		journal:  db.Collection(JournalCollection, durable()),
+		archive:  db.Collection(ArchiveCollection, durable()),
+		skipped:  map[string]time.Time{},
 	}, nil
 }
 
@@ -166,17 +214,20 @@ func (r *Rotator) Pool() Pool { return r.pool }
 // journalEntry is a key_rotations document. It carries everything recovery
 // needs except secrets, which stay in the key and backup documents.
 type journalEntry struct {
-	ID           string         `bson:"_id"`
-	Pool         string         `bson:"pool"`
-	OldKeyID     string         `bson:"oldKeyId"`
-	BackupID     string         `bson:"backupId"`
-	NewKeyID     string         `bson:"newKeyId"`
-	State        string         `bson:"state"`
-	Reason       string         `bson:"reason"`
-	Owner        string         `bson:"owner"`
-	APIKeyMasked string         `bson:"apiKeyMasked"`
-	StartedAt    time.Time      `bson:"startedAt"`
-	FinishedAt   *time.Time     `bson:"finishedAt,omitempty"`
+	ID           string     `bson:"_id"`
+	Pool         string     `bson:"pool"`
+	OldKeyID     string     `bson:"oldKeyId"`
+	BackupID     string     `bson:"backupId"`
+	NewKeyID     string     `bson:"newKeyId"`
+	State        string     `bson:"state"`
+	Reason       string     `bson:"reason"`
+	Owner        string     `bson:"owner"`
+	APIKeyMasked string     `bson:"apiKeyMasked"`
+	StartedAt    time.Time  `bson:"startedAt"`
+	FinishedAt   *time.Time `bson:"finishedAt,omitempty"`
+	// SupersededBy, in an undone rotation, is the key someone else's
+	// rotation of the old key brought in.
+	SupersededBy string         `bson:"supersededBy,omitempty"`
 	History      history.Record `bson:"history"`
 }
 
@@ -217,6 +268,23 @@ func RotationID(pool, keyID, secret string) string {
 	return "rot_" + hex.EncodeToString(h.Sum(nil)[:12])
 }
 
+// generationID is the rotation id of the n-th rotation of one key document:
+// the same document put back after a rotation (restored from the archive)
+// is rotated again under the next id, which every caller derives alike.
+func generationID(base string, n int) string {
+	if n == 0 {
+		return base
+	}
+	return base + "." + strconv.Itoa(n)
+}
+
+// sameDocument reports whether rotation id belongs to the key document with
+// this id and secret, whatever its generation.
+func sameDocument(rotationID, pool, keyID, secret string) bool {
+	base := RotationID(pool, keyID, secret)
+	return rotationID == base || (len(rotationID) > len(base) && rotationID[:len(base)+1] == base+".")
+}
+
 // Rotate swaps keyID for a backup key. It returns an error only when the
 // saga stopped part-way (a retry or Recover completes it) or could not start.
 func (r *Rotator) Rotate(ctx context.Context, keyID, reason string, opts ...Option) (Result, error) {
@@ -243,10 +311,11 @@ func (r *Rotator) Rotate(ctx context.Context, keyID, reason string, opts ...Opti
 	if key.ID != keyID {
 		return res, fmt.Errorf("key document has _id %q, want %q", key.ID, keyID)
 	}
-	res.RotationID = RotationID(r.pool.Name, keyID, key.APIKey)
-	now := r.opts.Now().UTC()
+	base := RotationID(r.pool.Name, keyID, key.APIKey)
+	// Millisecond precision, as stored: the new key's createdAt is compared
+	// with the journal's startedAt to recognise the rotation's own insert.
+	now := r.opts.Now().UTC().Truncate(time.Millisecond)
 	entry := journalEntry{
-		ID:           res.RotationID,
 		Pool:         r.pool.Name,
 		OldKeyID:     keyID,
 		State:        stateClaimed,
@@ -255,32 +324,82 @@ func (r *Rotator) Rotate(ctx context.Context, keyID, reason string, opts ...Opti
 		APIKeyMasked: history.Mask(key.APIKey),
 		StartedAt:    now,
 	}
-	entry.History = r.historyRecord(entry, key, req.obs)
+	for gen := 0; ; gen++ {
+		if gen == maxGenerations {
+			return res, fmt.Errorf("key %s: rotated and put back more than %d times", keyID, maxGenerations)
+		}
+		entry.ID = generationID(base, gen)
+		res.RotationID = entry.ID
+		entry.History = r.historyRecord(entry, key, req.obs)
+		out, next, err := r.rotateOnce(ctx, entry, doc, req.obs)
+		if next {
+			continue
+		}
+		return out, err
+	}
+}
 
-	backup, err := r.claim(ctx, &entry)
-	if err != nil {
-		return res, err
+// rotateOnce runs one rotation id: it claims a backup and runs the saga,
+// moving to another backup when the claimed one turns out to be a live key.
+// next says the id was used by an earlier rotation of this same document,
+// which is live again: the caller tries the next generation.
+func (r *Rotator) rotateOnce(ctx context.Context, entry journalEntry, doc bson.Raw, obs *history.Observation) (res Result, next bool, err error) {
+	res = Result{OldKeyID: entry.OldKeyID, RotationID: entry.ID}
+	log := r.log.With("key", entry.OldKeyID, "rotation", entry.ID)
+	for {
+		backup, err := r.claim(ctx, &entry)
+		if err != nil {
+			return res, false, err
+		}
+		if backup == nil {
+			return r.claimLost(ctx, res)
+		}
+		res.NewKeyID = entry.NewKeyID
+		if err := r.after(ctx, entry.ID, StepClaim); err != nil {
+			return res, false, err
+		}
+		s := &saga{r: r, e: entry, oldKey: doc, backupSecret: backup.APIKey}
+		err = s.run(ctx, StepInsertKey)
+		if errors.Is(err, ErrKeyCollision) {
+			// Nothing was written for this backup: let it go, take another.
+			log.Warn("backup's id is already a live key; skipping it (verify names it)", "backup", backup.ID, "err", err)
+			r.skip(backup.ID)
+			if derr := r.dropClaim(ctx, entry); derr != nil {
+				return res, false, derr
+			}
+			continue
+		}
+		var elsewhere errRotatedElsewhere
+		if errors.As(err, &elsewhere) {
+			res.Outcome, res.NewKeyID = AlreadyRotated, elsewhere.newKeyID
+			return res, false, nil
+		}
+		if err != nil {
+			log.Warn("rotation stopped part-way; recovery will finish it", "err", err)
+			return res, false, err
+		}
+		res.Outcome = Rotated
+		attrs := []any{"new_key", entry.NewKeyID, "reason", entry.Reason, "apiKeyMasked", entry.APIKeyMasked}
+		if obs != nil {
+			attrs = append(attrs, "spend", obs.Spend, "threshold", obs.Threshold)
+		}
+		log.Info("key rotated", attrs...)
+		return res, false, nil
 	}
-	if backup == nil {
-		return r.claimLost(ctx, res)
+}
+
+// dropClaim deletes a claim under which nothing was written, so its key can
+// be rotated with another backup. The backupId in the filter keeps a late
+// drop from removing a later claim of the same rotation id.
+func (r *Rotator) dropClaim(ctx context.Context, e journalEntry) error {
+	if err := r.unreserve(ctx, e); err != nil {
+		return err
 	}
-	res.NewKeyID = entry.NewKeyID
-	log := r.log.With("key", keyID, "rotation", entry.ID)
-	if err := r.after(ctx, entry.ID, StepClaim); err != nil {
-		return res, err
+	if _, err := r.journal.DeleteOne(ctx, bson.M{"_id": e.ID, "backupId": e.BackupID, "state": stateClaimed}); err != nil {
+		return fmt.Errorf("drop claim %s of backup %s: %w", e.ID, e.BackupID, err)
 	}
-	s := &saga{r: r, e: entry, oldKey: doc, backupSecret: backup.APIKey}
-	if err := s.run(ctx, StepInsertKey); err != nil {
-		log.Warn("rotation stopped part-way; recovery will finish it", "err", err)
-		return res, err
-	}
-	res.Outcome = Rotated
-	attrs := []any{"new_key", entry.NewKeyID, "reason", reason, "apiKeyMasked", entry.APIKeyMasked}
-	if req.obs != nil {
-		attrs = append(attrs, "spend", req.obs.Spend, "threshold", req.obs.Threshold)
-	}
-	log.Info("key rotated", attrs...)
-	return res, nil
+	r.forget(e.BackupID)
+	return nil
 }
 
 // missingKey tells an already rotated key from one that never existed.
@@ -298,31 +417,59 @@ func (r *Rotator) missingKey(ctx context.Context, keyID string) (Result, error) 
 	return entryResult(e), nil
 }
 
-// claimLost reports the rotation someone else claimed first.
-func (r *Rotator) claimLost(ctx context.Context, res Result) (Result, error) {
+// claimLost reports the rotation someone else claimed first. When that
+// rotation is done but the key is live again with the same secret, the key
+// came back: a late insert is removed (and the rotation reported done); a
+// key put back by hand is rotated again under the next generation.
+func (r *Rotator) claimLost(ctx context.Context, res Result) (Result, bool, error) {
 	var e journalEntry
 	err := r.journal.FindOne(ctx, bson.M{"_id": res.RotationID}).Decode(&e)
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		res.Outcome = NoBackup
-		return res, nil
+		return res, false, nil
 	}
 	if err != nil {
-		return res, fmt.Errorf("read journal %s: %w", res.RotationID, err)
+		return res, false, fmt.Errorf("read journal %s: %w", res.RotationID, err)
 	}
-	return entryResult(e), nil
+	if e.State != stateDone {
+		return entryResult(e), false, nil
+	}
+	raw, err := r.keys.FindOne(ctx, bson.M{"_id": e.OldKeyID}).Raw()
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return entryResult(e), false, nil
+	}
+	if err != nil {
+		return res, false, fmt.Errorf("read key %s: %w", e.OldKeyID, err)
+	}
+	k, err := decodeKey(raw)
+	if err != nil || !sameDocument(e.ID, r.pool.Name, k.ID, k.APIKey) {
+		return entryResult(e), false, nil
+	}
+	if k.Pending != "" {
+		if _, err := r.sweepKey(ctx, raw); err != nil {
+			return res, false, err
+		}
+		return entryResult(e), false, nil
+	}
+	return res, true, nil
 }
 
 func entryResult(e journalEntry) Result {
 	res := Result{OldKeyID: e.OldKeyID, RotationID: e.ID, NewKeyID: e.NewKeyID, Outcome: InProgress}
-	if e.State == stateDone {
+	if e.State == stateDone || e.State == stateUndone {
 		res.Outcome = AlreadyRotated
+	}
+	if e.State == stateUndone {
+		res.NewKeyID = e.SupersededBy
 	}
 	return res
 }
 
-// claim inserts the journal entry with the first backup nobody else holds.
-// It returns nil (and no error) when the rotation is already claimed or no
-// backup is left; claimLost tells which.
+// claim inserts the journal entry with the first backup nobody else holds,
+// then reads that backup again: the secret that goes live is the one in the
+// store after the claim, and a backup deleted or used outside the journal
+// since it was cached is let go. It returns nil (and no error) when the
+// rotation is already claimed or no backup is left; claimLost tells which.
 func (r *Rotator) claim(ctx context.Context, e *journalEntry) (*backupDoc, error) {
 	tried := map[string]bool{}
 	for {
@@ -340,7 +487,14 @@ func (r *Rotator) claim(ctx context.Context, e *journalEntry) (*backupDoc, error
 			_, err := r.journal.InsertOne(ctx, e)
 			if err == nil {
 				r.forget(b.ID)
-				return &b, nil
+				got, err := r.claimedBackup(ctx, *e)
+				if err != nil {
+					return nil, err
+				}
+				if got != nil {
+					return got, nil
+				}
+				continue
 			}
 			if !mongo.IsDuplicateKeyError(err) {
 				return nil, fmt.Errorf("claim backup %s: %w", b.ID, err)
@@ -359,10 +513,104 @@ func (r *Rotator) claim(ctx context.Context, e *journalEntry) (*backupDoc, error
 	}
 }
 
+// claimField names, in a backup, the rotation that reserved it.
+const claimField = "claimedBy"
+
+// reserve hides the claimed backup from the proxy's own rotators, whose claim
+// is findOneAndUpdate({isUsed: false}): it sets isUsed, usedFor and the
+// rotation id, but no usedAt, so the proxy's clean-up of used backups (by
+// usedAt) cannot delete it before its key is live (README "Rotation
+// guarantees"). The journal insert decided the claim; this
+// only tells the legacy claimers, so a lost race here is harmless: the
+// backup is then let go. It returns the backup as it is now, or why it
+// cannot be used.
+func (r *Rotator) reserve(ctx context.Context, e journalEntry) (bson.Raw, string, error) {
+	raw, err := r.backups.FindOneAndUpdate(ctx, bson.M{"_id": e.BackupID, "isUsed": bson.M{"$ne": true}},
+		bson.M{"$set": bson.M{"isUsed": true, "usedFor": e.OldKeyID, claimField: e.ID}},
+		options.FindOneAndUpdate().SetReturnDocument(options.After)).Raw()
+	if err == nil {
+		return raw, "", nil
+	}
+	if !errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, "", fmt.Errorf("reserve backup %s: %w", e.BackupID, err)
+	}
+	raw, err = r.backups.FindOne(ctx, bson.M{"_id": e.BackupID}).Raw()
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, "deleted", nil
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("read backup %s: %w", e.BackupID, err)
+	}
+	by, _ := raw.Lookup(claimField).StringValueOK()
+	usedFor, _ := raw.Lookup("usedFor").StringValueOK()
+	if by == e.ID && usedFor == e.OldKeyID {
+		return raw, "", nil // reserved by another executor of this rotation
+	}
+	return raw, "used for another key", nil
+}
+
+// unreserve gives a reserved backup back, unless someone else used it since.
+func (r *Rotator) unreserve(ctx context.Context, e journalEntry) error {
+	_, err := r.backups.UpdateOne(ctx, bson.M{"_id": e.BackupID, claimField: e.ID, "usedFor": e.OldKeyID, "activated": bson.M{"$ne": true}},
+		bson.M{"$set": bson.M{"isUsed": false}, "$unset": bson.M{"usedFor": "", claimField: ""}})
+	if err != nil {
+		return fmt.Errorf("give back backup %s: %w", e.BackupID, err)
+	}
+	return nil
+}
+
+// usable checks a reserved backup's secret: present, and not a secret that
+// was live under this id and rotated away (the old rotators left such
+// backups unmarked), which must not come back.
+func (r *Rotator) usable(ctx context.Context, e journalEntry, raw bson.Raw) (string, string, error) {
+	secret, _ := raw.Lookup("apiKey").StringValueOK()
+	if secret == "" {
+		return "", "malformed", nil
+	}
+	n, err := r.journal.CountDocuments(ctx, bson.M{"_id": RotationID(r.pool.Name, e.BackupID, secret)})
+	if err != nil {
+		return "", "", fmt.Errorf("read journal for backup %s: %w", e.BackupID, err)
+	}
+	if n > 0 {
+		r.skip(e.BackupID)
+		return "", "its secret was live under this id and rotated away", nil
+	}
+	return secret, "", nil
+}
+
+// claimedBackup reserves the backup just claimed and reads it. It returns
+// nil, having dropped the claim, when the backup is gone, used for another
+// key or unusable.
+func (r *Rotator) claimedBackup(ctx context.Context, e journalEntry) (*backupDoc, error) {
+	raw, why, err := r.reserve(ctx, e)
+	if err != nil {
+		return nil, err
+	}
+	var secret string
+	if why == "" {
+		if secret, why, err = r.usable(ctx, e, raw); err != nil {
+			return nil, err
+		}
+	}
+	if why == "" {
+		return &backupDoc{ID: e.BackupID, APIKey: secret}, nil
+	}
+	r.log.Info("claimed backup changed since it was listed; trying another", "backup", e.BackupID, "why", why)
+	return nil, r.dropClaim(ctx, e)
+}
+
 // candidates returns backups that looked unused, from the cache when it has
 // any not yet tried.
 func (r *Rotator) candidates(ctx context.Context, tried map[string]bool) ([]backupDoc, error) {
+	now := r.opts.Now()
 	r.mu.Lock()
+	for id, until := range r.skipped {
+		if now.After(until) {
+			delete(r.skipped, id)
+		} else {
+			tried[id] = true
+		}
+	}
 	var out []backupDoc
 	for _, b := range r.cached {
 		if !tried[b.ID] {
@@ -416,6 +664,13 @@ func (r *Rotator) candidates(ctx context.Context, tried map[string]bool) ([]back
 	return out, nil
 }
 
+// skip leaves a backup aside for a while: its id is a live key.
+func (r *Rotator) skip(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.skipped[id] = r.opts.Now().Add(skipFor)
+}
+
 func (r *Rotator) forget(id string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -464,10 +719,13 @@ func (r *Rotator) historyRecord(e journalEntry, key keyDoc, obs *history.Observa
 }
 
 type keyDoc struct {
-	ID         string
-	APIKey     string
-	Status     string
-	TotalSpend float64
+	ID          string
+	APIKey      string
+	Status      string
+	TotalSpend  float64
+	ReplacedKey string
+	Pending     string // the rotation that inserted it, until it is activated
+	CreatedAt   time.Time
 }
 
 // decodeKey reads the fields the rotator needs, leniently: a key without a
@@ -482,6 +740,11 @@ func decodeKey(doc bson.Raw) (keyDoc, error) {
 		return k, errors.New("apiKey missing or not a string")
 	}
 	k.Status, _ = doc.Lookup("status").StringValueOK()
+	k.ReplacedKey, _ = doc.Lookup("replacedKey").StringValueOK()
+	k.Pending, _ = doc.Lookup(pendingField).StringValueOK()
+	if v, ok := doc.Lookup("createdAt").TimeOK(); ok {
+		k.CreatedAt = v.UTC()
+	}
 	if v, err := doc.LookupErr("totalSpend"); err == nil {
 		if f, ok := v.AsFloat64OK(); ok {
 			k.TotalSpend = f

@@ -1,12 +1,17 @@
 package rotation
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
 // saga runs the steps after the claim. Every step is idempotent and safe to
@@ -16,11 +21,13 @@ import (
 // Order (a deliberate variation on DESIGN.md's): the new key is inserted
 // before the backup is marked used, so a backup marked used is always live
 // as a key, even if the proxy later deletes used backups; insert precedes
-// delete, so the pool never shrinks.
+// delete, so the pool never shrinks. The new key carries pendingField until
+// its backup is marked used, so an insert that lands late is recognisable.
 type saga struct {
 	r *Rotator
 	e journalEntry
-	// oldKey is the old key document, read lazily on recovery.
+	// oldKey is the old key document as the caller read it; the archive
+	// reads it again, since what is deleted is what is archived.
 	oldKey bson.Raw
 	// backupSecret is empty on recovery: insertKey reads the backup then.
 	backupSecret string
@@ -33,14 +40,19 @@ func (s *saga) run(ctx context.Context, from Step) error {
 	steps := map[Step]func(context.Context) error{
 		StepInsertKey:    s.insertKey,
 		StepMarkBackup:   s.markBackup,
+		StepActivateKey:  s.activateKey,
 		StepMoveBindings: s.moveBindings,
 		StepArchive:      s.archiveOld,
 		StepDeleteOld:    s.deleteOld,
 		StepHistory:      s.writeHistory,
 		StepDone:         s.markDone,
 	}
+	started := false
 	for _, st := range Steps {
-		if st < from {
+		if st == from {
+			started = true
+		}
+		if !started || steps[st] == nil {
 			continue
 		}
 		if err := steps[st](ctx); err != nil {
@@ -51,6 +63,24 @@ func (s *saga) run(ctx context.Context, from Step) error {
 		}
 	}
 	return nil
+}
+
+// ours reports whether a key document is provably this rotation's insert:
+// it names the old key as replaced and carries this rotation's mark, or,
+// once activated, this rotation's start as its creation time. A document
+// another writer put there (another secret, another replacedKey, another
+// rotation's mark) is never taken for the new key (README "Rotation
+// guarantees"). The secret is not compared: a recoverer may have inserted
+// the key with the backup's secret as re-keyed after the owner read it, and
+// that insert is still this rotation's.
+func (s *saga) ours(k keyDoc) bool {
+	if k.ReplacedKey != s.e.OldKeyID {
+		return false
+	}
+	if k.Pending != "" {
+		return k.Pending == s.e.ID
+	}
+	return k.CreatedAt.Equal(s.e.StartedAt.UTC())
 }
 
 func (s *saga) insertKey(ctx context.Context) error {
@@ -70,13 +100,14 @@ func (s *saga) insertKey(ctx context.Context) error {
 		{Key: "totalSpend", Value: 0.0},
 		{Key: "createdAt", Value: s.e.StartedAt},
 		{Key: "replacedKey", Value: s.e.OldKeyID},
+		{Key: pendingField, Value: s.e.ID},
 	}
 	_, err := r.keys.InsertOne(ctx, newKey)
 	if err == nil || !mongo.IsDuplicateKeyError(err) {
 		return err
 	}
 	// Inserted before (by us or a concurrent executor) — unless the id holds
-	// a different key.
+	// another key.
 	got, err := r.keys.FindOne(ctx, bson.M{"_id": s.e.NewKeyID}).Raw()
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return fmt.Errorf("new key %s: duplicate on insert but not found", s.e.NewKeyID)
@@ -84,7 +115,7 @@ func (s *saga) insertKey(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if secret, _ := got.Lookup("apiKey").StringValueOK(); secret != s.backupSecret {
+	if k, err := decodeKey(got); err != nil || !s.ours(k) {
 		return fmt.Errorf("%w: %s", ErrKeyCollision, s.e.NewKeyID)
 	}
 	return nil
@@ -92,44 +123,87 @@ func (s *saga) insertKey(ctx context.Context) error {
 
 // recoverInsertKey decides, for a resumed saga, whether the new key still has
 // to be inserted; if so it loads the backup's secret. It never re-inserts a
-// key that went live and was since rotated away.
+// key that went live and was since rotated away, and never takes a key that
+// is not provably this rotation's for the new key.
 func (s *saga) recoverInsertKey(ctx context.Context) (done bool, err error) {
 	r := s.r
-	n, err := r.keys.CountDocuments(ctx, bson.M{"_id": s.e.NewKeyID})
-	if err != nil {
+	got, err := r.keys.FindOne(ctx, bson.M{"_id": s.e.NewKeyID}).Raw()
+	if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
 		return false, err
 	}
-	if n > 0 {
-		return true, nil
+	if got != nil {
+		if k, err := decodeKey(got); err == nil && s.ours(k) {
+			return true, nil
+		}
+		return false, fmt.Errorf("%w: %s", ErrKeyCollision, s.e.NewKeyID)
 	}
 	raw, err := r.backups.FindOne(ctx, bson.M{"_id": s.e.BackupID}).Raw()
 	if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
 		return false, err
 	}
-	if err == nil {
-		// Marked used for this key: it was inserted (the mark follows the
-		// insert) and has since left the pool.
-		used, _ := raw.Lookup("isUsed").BooleanOK()
-		usedFor, _ := raw.Lookup("usedFor").StringValueOK()
-		if used && usedFor == s.e.OldKeyID {
-			return true, nil
+	if raw == nil {
+		// The proxy deletes used backups hours after use: the key may have
+		// gone live and left since. Its archive tells.
+		left, err := s.insertedAndLeft(ctx)
+		if err != nil || left {
+			return left, err
 		}
+		return false, ErrBackupVanished
 	}
-	rotatedSince, err := r.journal.CountDocuments(ctx, bson.M{"pool": r.pool.Name, "oldKeyId": s.e.NewKeyID})
+	activated, _ := raw.Lookup("activated").BooleanOK()
+	usedFor, _ := raw.Lookup("usedFor").StringValueOK()
+	by, hasBy := raw.Lookup(claimField).StringValueOK()
+	usedAt, _ := raw.Lookup("usedAt").TimeOK()
+	if activated && usedFor == s.e.OldKeyID && (by == s.e.ID || (!hasBy && usedAt.Equal(s.e.StartedAt))) {
+		// Marked used by this rotation: it was inserted (the mark follows
+		// the insert) and has since left the pool.
+		return true, nil
+	}
+	raw, why, err := r.reserve(ctx, s.e)
 	if err != nil {
 		return false, err
 	}
-	if rotatedSince > 0 {
-		return true, nil
-	}
-	if raw == nil {
+	switch why {
+	case "":
+	case "deleted":
 		return false, ErrBackupVanished
+	default:
+		return false, errBackupTaken
 	}
-	secret, ok := raw.Lookup("apiKey").StringValueOK()
-	if !ok || secret == "" {
-		return false, fmt.Errorf("backup %s has no apiKey", s.e.BackupID)
+	secret, why, err := r.usable(ctx, s.e, raw)
+	if err != nil {
+		return false, err
+	}
+	if why != "" {
+		left, err := s.insertedAndLeft(ctx)
+		if err != nil || left {
+			return left, err
+		}
+		return false, fmt.Errorf("%w: backup %s: %s", ErrKeyCollision, s.e.BackupID, why)
 	}
 	s.backupSecret = secret
+	return false, nil
+}
+
+// insertedAndLeft reports whether this rotation's key went live and was
+// rotated away since: an archived copy of the new key names the old key as
+// replaced and this rotation's start as its creation.
+func (s *saga) insertedAndLeft(ctx context.Context) (bool, error) {
+	cur, err := s.r.archive.Find(ctx, bson.M{"sourceCollection": s.r.pool.KeysCollection, "sourceId": s.e.NewKeyID})
+	if err != nil {
+		return false, err
+	}
+	var docs []struct {
+		Document bson.Raw `bson:"document"`
+	}
+	if err := cur.All(ctx, &docs); err != nil {
+		return false, err
+	}
+	for _, d := range docs {
+		if k, err := decodeKey(d.Document); err == nil && k.Pending == "" && s.ours(k) {
+			return true, nil
+		}
+	}
 	return false, nil
 }
 
@@ -140,7 +214,16 @@ func (s *saga) markBackup(ctx context.Context) error {
 		"activated": true,
 		"usedFor":   s.e.OldKeyID,
 		"usedAt":    s.e.StartedAt,
+		claimField:  s.e.ID,
 	}})
+	return err
+}
+
+// activateKey removes the insert mark from the new key: from now on a copy
+// of it (archived, restored by hand) is no longer taken for a late insert.
+func (s *saga) activateKey(ctx context.Context) error {
+	_, err := s.r.keys.UpdateOne(ctx, bson.M{"_id": s.e.NewKeyID, pendingField: s.e.ID},
+		bson.M{"$unset": bson.M{pendingField: ""}})
 	return err
 }
 
@@ -169,11 +252,8 @@ func (s *saga) settleArrival(ctx context.Context) error {
 	for _, e := range prev {
 		p := &saga{r: s.r, e: e, depth: s.depth + 1}
 		if err := p.run(ctx, StepInsertKey); err != nil {
-			if errors.Is(err, ErrBackupVanished) {
-				// Not this rotation's backup: its own claim must not be dropped.
-				return fmt.Errorf("complete rotation that brought %s in: %v", s.e.OldKeyID, err)
-			}
-			return fmt.Errorf("complete rotation that brought %s in: %w", s.e.OldKeyID, err)
+			// Not this rotation's failure: its own claim must not be dropped.
+			return fmt.Errorf("complete rotation that brought %s in: %v", s.e.OldKeyID, err)
 		}
 		s.r.log.Info("unfinished rotation completed", "key", e.OldKeyID, "rotation", e.ID, "new_key", e.NewKeyID)
 	}
@@ -194,43 +274,239 @@ func (s *saga) moveBindings(ctx context.Context) error {
 	return err
 }
 
+// archiveOld copies the old key document: the one the caller read, else the
+// one in the store now. deleteOld then deletes only that very document; if
+// the store holds a newer version, that one is archived too before it goes.
 func (s *saga) archiveOld(ctx context.Context) error {
-	r := s.r
 	if s.oldKey == nil {
-		raw, err := r.keys.FindOne(ctx, bson.M{"_id": s.e.OldKeyID}).Raw()
-		if errors.Is(err, mongo.ErrNoDocuments) {
-			// Deleted already, which happens only after its archive.
-			return nil
+		return s.archiveCurrent(ctx)
+	}
+	if !s.isOldKey(s.oldKey) {
+		// The caller's copy is of another secret: look at the store.
+		return s.archiveCurrent(ctx)
+	}
+	return s.r.archiveCopy(ctx, s.e.ID, s.e.ID, s.e.OldKeyID, s.e.Reason, s.e.NewKeyID, s.oldKey)
+}
+
+// archiveCurrent reads the old key as it is in the store and archives it.
+func (s *saga) archiveCurrent(ctx context.Context) error {
+	raw, err := s.r.keys.FindOne(ctx, bson.M{"_id": s.e.OldKeyID}).Raw()
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		// Deleted already: by this rotation (after its archive), or by
+		// someone else's rotation of the same key.
+		s.oldKey = nil
+		return s.oldKeyGone(ctx)
+	}
+	if err != nil {
+		return err
+	}
+	s.oldKey = raw
+	if !s.isOldKey(raw) {
+		return nil
+	}
+	return s.r.archiveCopy(ctx, s.e.ID, s.e.ID, s.e.OldKeyID, s.e.Reason, s.e.NewKeyID, raw)
+}
+
+// errRotatedElsewhere means the old key was rotated by someone else (the
+// proxy's own rotator) under this rotation, which undid its own insert.
+type errRotatedElsewhere struct{ newKeyID string }
+
+func (e errRotatedElsewhere) Error() string {
+	return "old key was rotated by someone else onto " + e.newKeyID + "; this rotation was undone"
+}
+
+// stateUndone marks a rotation undone because the old key was rotated by
+// someone else under it.
+const stateUndone = "undone"
+
+// oldKeyGone handles an old key found missing. Usually this rotation deleted
+// it. But the proxy's own rotator may have rotated it under us: then a
+// foreign replacement (a backup used for the old key by someone else) is
+// live, and this rotation undoes its own insert and gives its backup back,
+// so the pool keeps its size (README "Rotation guarantees").
+func (s *saga) oldKeyGone(ctx context.Context) error {
+	r := s.r
+	// Foreign: not reserved by any rotation of ours (an earlier one of a key
+	// put back by hand carries its claimedBy; one from before claimedBy
+	// existed is in the journal).
+	cur, err := r.backups.Find(ctx, bson.M{"usedFor": s.e.OldKeyID, "isUsed": true,
+		"_id": bson.M{"$ne": s.e.BackupID}, claimField: bson.M{"$exists": false}},
+		options.Find().SetProjection(bson.M{"_id": 1}))
+	if err != nil {
+		return fmt.Errorf("look for another replacement of %s: %w", s.e.OldKeyID, err)
+	}
+	var ids []string
+	for cur.Next(ctx) {
+		if id, ok := cur.Current.Lookup("_id").StringValueOK(); ok {
+			ids = append(ids, id)
 		}
+	}
+	if err := cur.Err(); err != nil {
+		return err
+	}
+	for _, id := range ids {
+		ours, err := r.journal.CountDocuments(ctx, bson.M{"pool": r.pool.Name, "oldKeyId": s.e.OldKeyID, "newKeyId": id})
 		if err != nil {
 			return err
 		}
-		s.oldKey = raw
+		if ours > 0 {
+			continue
+		}
+		n, err := r.keys.CountDocuments(ctx, bson.M{"_id": id})
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			return s.undo(ctx, id)
+		}
 	}
-	_, err := r.archive.InsertOne(ctx, bson.D{
-		{Key: "_id", Value: s.e.ID},
-		{Key: "sourceCollection", Value: r.pool.KeysCollection},
-		{Key: "sourceId", Value: s.e.OldKeyID},
-		{Key: "reason", Value: s.e.Reason},
-		{Key: "deletedBy", Value: "spendchecker/rotation:" + r.opts.Owner},
-		{Key: "deletedAt", Value: r.opts.Now().UTC()},
-		{Key: "document", Value: s.oldKey},
-		{Key: "metadata", Value: bson.D{
-			{Key: "replacementKeyId", Value: s.e.NewKeyID},
-			{Key: "rotationId", Value: s.e.ID},
-			{Key: "pool", Value: r.pool.Name},
-		}},
-	})
+	return nil
+}
+
+// undo takes this rotation back after someone else rotated the old key onto
+// other: the bindings that followed our key go to theirs, our key is
+// archived and deleted, our backup given back, the journal entry marked
+// undone. Every step is idempotent; a crash in between is redone by
+// recovery, which finds the old key gone again.
+func (s *saga) undo(ctx context.Context, other string) error {
+	r := s.r
+	f := r.pool.BindingKeyField
+	if _, err := r.bindings.UpdateMany(ctx, bson.M{f: s.e.NewKeyID}, bson.M{"$set": bson.M{
+		f: other, "updatedAt": r.opts.Now().UTC(),
+	}}); err != nil {
+		return fmt.Errorf("undo: move bindings to %s: %w", other, err)
+	}
+	raw, err := r.keys.FindOne(ctx, bson.M{"_id": s.e.NewKeyID}).Raw()
+	if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
+		return err
+	}
+	if raw != nil {
+		if k, err := decodeKey(raw); err == nil && s.ours(k) {
+			if err := r.archiveCopy(ctx, s.e.ID+"/undone/"+k.ID, s.e.ID, k.ID, "rotation_undone", other, raw); err != nil {
+				return err
+			}
+			if n, err := r.deleteExactly(ctx, raw); err != nil || n == 0 {
+				return fmt.Errorf("undo: delete %s (changed: %v): %w", k.ID, n == 0, err)
+			}
+		}
+	}
+	if _, err := r.backups.UpdateOne(ctx, bson.M{"_id": s.e.BackupID, claimField: s.e.ID, "usedFor": s.e.OldKeyID},
+		bson.M{"$set": bson.M{"isUsed": false, "activated": false}, "$unset": bson.M{"usedFor": "", "usedAt": "", claimField: ""}}); err != nil {
+		return fmt.Errorf("undo: give back backup %s: %w", s.e.BackupID, err)
+	}
+	if _, err := r.journal.UpdateOne(ctx, bson.M{"_id": s.e.ID, "backupId": s.e.BackupID}, bson.M{"$set": bson.M{
+		"state": stateUndone, "supersededBy": other, "finishedAt": r.opts.Now().UTC(),
+	}}); err != nil {
+		return fmt.Errorf("undo: mark journal: %w", err)
+	}
+	r.log.Warn("old key was rotated by someone else under this rotation; undone, backup given back", "key", s.e.OldKeyID, "rotation", s.e.ID, "new_key", other)
+	return errRotatedElsewhere{newKeyID: other}
+}
+
+// isOldKey reports whether doc is the document this rotation retires: the
+// same id and secret. A secret replaced in place makes it another key, which
+// the rotation leaves alone.
+func (s *saga) isOldKey(doc bson.Raw) bool {
+	k, err := decodeKey(doc)
+	if err != nil {
+		return false
+	}
+	if !sameDocument(s.e.ID, s.r.pool.Name, k.ID, k.APIKey) {
+		s.r.log.Warn("old key's secret was replaced in place; leaving it live", "key", s.e.OldKeyID, "rotation", s.e.ID)
+		return false
+	}
+	return true
+}
+
+// deleteOld deletes the old key only as archived; if it changed since (the
+// proxy counting requests, an operator's edit), the newer version is
+// archived too and the delete tried again.
+func (s *saga) deleteOld(ctx context.Context) error {
+	for range 8 {
+		if s.oldKey == nil || !s.isOldKey(s.oldKey) {
+			return nil
+		}
+		n, err := s.r.deleteExactly(ctx, s.oldKey)
+		if err != nil || n == 1 {
+			return err
+		}
+		// Changed or gone since the archive: archive what is there now.
+		if err := s.archiveCurrent(ctx); err != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("old key %s keeps changing; recovery will retry", s.e.OldKeyID)
+}
+
+// archiveCopy inserts a copy of doc under an id derived from id: the first
+// copy under id itself, a later different version under id and the
+// version's digest. Inserting the same copy again is a no-op.
+func (r *Rotator) archiveCopy(ctx context.Context, id, rotationID, keyID, reason, newKeyID string, doc bson.Raw) error {
+	entry := func(archiveID string) bson.D {
+		return bson.D{
+			{Key: "_id", Value: archiveID},
+			{Key: "sourceCollection", Value: r.pool.KeysCollection},
+			{Key: "sourceId", Value: keyID},
+			{Key: "reason", Value: reason},
+			{Key: "deletedBy", Value: "spendchecker/rotation:" + r.opts.Owner},
+			{Key: "deletedAt", Value: r.opts.Now().UTC()},
+			{Key: "document", Value: doc},
+			{Key: "metadata", Value: bson.D{
+				{Key: "replacementKeyId", Value: newKeyID},
+				{Key: "rotationId", Value: rotationID},
+				{Key: "pool", Value: r.pool.Name},
+			}},
+		}
+	}
+	_, err := r.archive.InsertOne(ctx, entry(id))
+	if err == nil || !mongo.IsDuplicateKeyError(err) {
+		return err
+	}
+	var have struct {
+		Document bson.Raw `bson:"document"`
+	}
+	if err := r.archive.FindOne(ctx, bson.M{"_id": id}).Decode(&have); err != nil {
+		return fmt.Errorf("read archive %s: %w", id, err)
+	}
+	if bytes.Equal(have.Document, doc) {
+		return nil
+	}
+	sum := sha256.Sum256(doc)
+	_, err = r.archive.InsertOne(ctx, entry(id+"/"+hex.EncodeToString(sum[:6])))
 	if mongo.IsDuplicateKeyError(err) {
 		return nil
 	}
 	return err
 }
 
-func (s *saga) deleteOld(ctx context.Context) error {
-	// DeletedCount 0 on a retry is fine: the archive holds the document.
-	_, err := s.r.keys.DeleteOne(ctx, bson.M{"_id": s.e.OldKeyID})
-	return err
+// deleteExactly deletes doc only while the store holds it unchanged: the
+// filter names every top-level field, so what is deleted is what was
+// archived (README "Reliability" states the limit on FerretDB v1).
+func (r *Rotator) deleteExactly(ctx context.Context, doc bson.Raw) (int64, error) {
+	elems, err := doc.Elements()
+	if err != nil {
+		return 0, err
+	}
+	filter := bson.D{}
+	for _, el := range elems {
+		k := el.Key()
+		if strings.HasPrefix(k, "$") || strings.Contains(k, ".") {
+			continue // cannot be named in a filter; _id and the rest still are
+		}
+		v := el.Value()
+		if v.Type == bson.TypeArray {
+			// An array in a filter also matches an element equal to it; $eq
+			// on the whole value does not.
+			filter = append(filter, bson.E{Key: k, Value: bson.M{"$eq": v}})
+			continue
+		}
+		filter = append(filter, bson.E{Key: k, Value: v})
+	}
+	res, err := r.keys.DeleteOne(ctx, filter)
+	if err != nil {
+		return 0, err
+	}
+	return res.DeletedCount, nil
 }
 
 func (s *saga) writeHistory(ctx context.Context) error {
@@ -244,7 +520,7 @@ func (s *saga) writeHistory(ctx context.Context) error {
 }
 
 func (s *saga) markDone(ctx context.Context) error {
-	_, err := s.r.journal.UpdateOne(ctx, bson.M{"_id": s.e.ID}, bson.M{"$set": bson.M{
+	_, err := s.r.journal.UpdateOne(ctx, bson.M{"_id": s.e.ID, "backupId": s.e.BackupID}, bson.M{"$set": bson.M{
 		"state":      stateDone,
 		"finishedAt": s.r.opts.Now().UTC(),
 	}})

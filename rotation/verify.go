@@ -34,7 +34,8 @@ func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 
 	keyIDs := map[string]bool{}
 	secrets := map[string]string{}
-	cur, err := r.keys.Find(ctx, bson.M{}, options.Find().SetProjection(bson.M{"_id": 1, "apiKey": 1}))
+	live := map[string]keyDoc{}
+	cur, err := r.keys.Find(ctx, bson.M{}, options.Find().SetProjection(bson.M{"_id": 1, "apiKey": 1, "replacedKey": 1, pendingField: 1}))
 	if err != nil {
 		return nil, fmt.Errorf("verify keys: %w", err)
 	}
@@ -50,6 +51,8 @@ func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 			add("malformed_key", "key %s: apiKey missing or not a string", id)
 			continue
 		}
+		k, _ := decodeKey(cur.Current)
+		live[id] = k
 		if other, dup := secrets[secret]; dup {
 			add("duplicate_secret", "keys %s and %s hold the same secret (%s)", other, id, history.Mask(secret))
 		}
@@ -95,6 +98,9 @@ func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 	}
 	done := map[string]bool{}
 	for _, e := range entries {
+		if e.State == stateUndone {
+			continue
+		}
 		if e.State != stateDone {
 			add("unfinished_rotation", "rotation %s of key %s (backup %s) is %s; run recover", e.ID, e.OldKeyID, e.BackupID, e.State)
 			continue
@@ -103,14 +109,67 @@ func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 		if !keyIDs[e.NewKeyID] && !rotatedAway[e.NewKeyID] {
 			add("lost_key", "rotation %s: new key %s is neither live nor rotated again", e.ID, e.NewKeyID)
 		}
-		if keyIDs[e.OldKeyID] {
-			add("old_key_live", "rotation %s: old key %s is still in the pool", e.ID, e.OldKeyID)
+		if k, ok := live[e.OldKeyID]; ok && sameDocument(e.ID, r.pool.Name, k.ID, k.APIKey) {
+			if k.Pending != "" {
+				add("rotated_key_live_again", "rotation %s: rotated-away key %s is live again, brought back by a late insert of rotation %s; recover removes it", e.ID, e.OldKeyID, k.Pending)
+			} else {
+				add("rotated_key_live_again", "rotation %s: rotated-away key %s is live again with the same secret (put back by hand?); it can be rotated again", e.ID, e.OldKeyID)
+			}
 		}
 		if !histIDs[e.ID] {
 			add("missing_history", "rotation %s has no history record", e.ID)
 		}
 		if !archIDs[e.ID] {
 			add("missing_archive", "rotation %s: old key %s was not archived", e.ID, e.OldKeyID)
+		}
+	}
+	byID := map[string]journalEntry{}
+	for _, e := range entries {
+		byID[e.ID] = e
+	}
+	for id, k := range live {
+		if k.Pending == "" {
+			continue
+		}
+		if e, ok := byID[k.Pending]; ok && e.NewKeyID == id && e.OldKeyID == k.ReplacedKey && e.State != stateDone {
+			continue // its rotation is under way
+		}
+		add("late_insert", "key %s carries the insert mark of rotation %s, which has moved on (a late insert, or a mark a lost update left); recover settles it", id, k.Pending)
+	}
+	groups, err := r.replacementsOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	archivedKeys, err := r.archivedSourceIDs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for old, reps := range groups {
+		var live []string
+		foreign := false
+		for _, rp := range reps {
+			if rp.live {
+				live = append(live, rp.id)
+				// Two of ours are a key put back by hand and rotated again.
+				foreign = foreign || rp.claimedBy == ""
+			} else if !rotatedAway[rp.id] && !archivedKeys[rp.id] {
+				add("backup_used_by_no_key", "backup %s is marked used for %s but is no live key and was never rotated away or archived: a rotation that stopped part-way (a foreign one, if the journal has none)", rp.id, old)
+			}
+		}
+		if len(live) > 1 && foreign && !keyIDs[old] {
+			sort.Strings(live)
+			add("two_replacements", "key %s was replaced by %d live keys (%s): rotated twice, by ours and a foreign rotator; recover removes an unbound foreign one", old, len(live), strings.Join(live, ", "))
+		}
+	}
+	lb, err := r.backupsLiveAsKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, b := range lb {
+		if b.sameSecret {
+			add("backup_live_unmarked", "backup %s is live as a key with its own secret but not marked used (left by an older rotator); recover marks it used", b.id)
+		} else {
+			add("id_collision", "backup %s has the _id of a live key with another secret; rotations skip it: rename or delete one of them", b.id)
 		}
 	}
 	for id := range histIDs {
@@ -122,8 +181,13 @@ func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 
 	if names, err := mongoidx.Names(ctx, r.journal); err != nil {
 		return nil, err
-	} else if !names[journalBackupIndex] {
-		add("missing_index", "%s has no unique index on backupId; run with index creation enabled", JournalCollection)
+	} else {
+		if !names[journalBackupIndex] {
+			add("missing_index", "%s has no unique index on (pool, backupId); run with index creation enabled", JournalCollection)
+		}
+		if names[legacyBackupIndex] {
+			add("legacy_index", "%s still has the global unique index %s: a backup id used in one pool cannot be claimed in another; start a current version to migrate it", JournalCollection, legacyBackupIndex)
+		}
 	}
 	name, after, found, err := history.NewStore(r.history).TTLIndex(ctx)
 	if err != nil {
@@ -144,6 +208,21 @@ func ids(ctx context.Context, c *mongo.Collection) (map[string]bool, error) {
 	out := map[string]bool{}
 	for cur.Next(ctx) {
 		if id, ok := cur.Current.Lookup("_id").StringValueOK(); ok {
+			out[id] = true
+		}
+	}
+	return out, cur.Err()
+}
+
+// archivedSourceIDs lists the key ids with a copy in the archive.
+func (r *Rotator) archivedSourceIDs(ctx context.Context) (map[string]bool, error) {
+	cur, err := r.archive.Find(ctx, bson.M{"sourceCollection": r.pool.KeysCollection}, options.Find().SetProjection(bson.M{"sourceId": 1}))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", ArchiveCollection, err)
+	}
+	out := map[string]bool{}
+	for cur.Next(ctx) {
+		if id, ok := cur.Current.Lookup("sourceId").StringValueOK(); ok {
 			out[id] = true
 		}
 	}

@@ -179,7 +179,8 @@ func (a *app) recoverAll(ctx context.Context, out io.Writer) int {
 	code := ExitOK
 	for _, r := range a.chk.Rotators() {
 		rep, err := r.Recover(ctx)
-		fmt.Fprintf(out, "pool %s: completed %d, dropped %d, failed %d\n", r.Pool().Name, rep.Completed, rep.Dropped, rep.Failed)
+		fmt.Fprintf(out, "pool %s: completed %d, dropped %d, failed %d, late inserts removed %d, repaired %d\n",
+			r.Pool().Name, rep.Completed, rep.Dropped, rep.Failed, rep.Removed, rep.Repaired)
 		if err != nil {
 			fmt.Fprintf(out, "  error: %v\n", err)
 			code = ExitPartial

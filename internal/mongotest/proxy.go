@@ -1,7 +1,10 @@
 package mongotest
 
 import (
+	"context"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/url"
@@ -14,7 +17,9 @@ import (
 
 // Proxy forwards loopback TCP to the store and can cut it off, as a network
 // partition or a paused server would: Pause closes every connection and
-// refuses new ones until Resume.
+// refuses new ones until Resume. FailCommand cuts one command before or after
+// it runs; HoldCommand keeps one back and delivers it late, after its sender
+// gave up.
 type Proxy struct {
 	ln     net.Listener
 	target string
@@ -23,9 +28,11 @@ type Proxy struct {
 	paused bool
 	conns  map[net.Conn]bool
 
-	// Fault injection: data commands seen so far, and the fault to inject.
-	seen  []string
-	fault *fault
+	// Fault injection: data commands seen so far, their bodies, and the
+	// fault to inject.
+	seen   []string
+	bodies []bson.Raw
+	fault  *fault
 }
 
 // Fault says when an injected failure cuts the connection: Before the
@@ -43,6 +50,63 @@ func (f Fault) String() string { return map[Fault]string{Before: "before", After
 type fault struct {
 	n    int // 1-based index among data commands
 	when Fault
+	held *Held // when set, the command is held back instead of cut
+}
+
+// Held is a command the proxy kept instead of forwarding, as a network that
+// stalls a packet would: the client waits for a reply that never comes and
+// gives up; Deliver later hands the command to the store after all.
+type Held struct {
+	p       *Proxy
+	arrived chan struct{}
+	// Command is "name collection" of the held command, once it arrived.
+	Command string
+	msg     []byte
+}
+
+// Arrived is closed when the held command reached the proxy.
+func (h *Held) Arrived() <-chan struct{} { return h.arrived }
+
+// Deliver sends the held command to the store on a connection of its own
+// and returns the store's reply, as a late packet would be run by the store
+// after its sender stopped listening.
+func (h *Held) Deliver(ctx context.Context) (bson.Raw, error) {
+	select {
+	case <-h.arrived:
+	default:
+		return nil, errors.New("mongotest: held command never arrived")
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", h.p.target)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(dl)
+	}
+	if _, err := c.Write(h.msg); err != nil {
+		return nil, err
+	}
+	reply, err := readMessage(c)
+	if err != nil {
+		return nil, err
+	}
+	if len(reply) < 21 {
+		return nil, fmt.Errorf("mongotest: short reply to held %s", h.Command)
+	}
+	return bson.Raw(reply[21:]), nil
+}
+
+// HoldCommand makes the n-th data command from now be held back, once, until
+// the returned Held is delivered.
+func (p *Proxy) HoldCommand(n int) *Held {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	h := &Held{p: p, arrived: make(chan struct{})}
+	p.seen, p.bodies = nil, nil
+	p.fault = &fault{n: n, held: h}
+	return h
 }
 
 // dataCommands are the commands that read or write documents; handshakes,
@@ -53,7 +117,7 @@ var dataCommands = []string{"find", "getMore", "insert", "update", "delete", "fi
 func (p *Proxy) FailCommand(n int, when Fault) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.seen = nil
+	p.seen, p.bodies = nil, nil
 	p.fault = &fault{n: n, when: when}
 }
 
@@ -65,48 +129,63 @@ func (p *Proxy) Commands() []string {
 	return slices.Clone(p.seen)
 }
 
+// CommandBodies returns the command documents (without OP_MSG document
+// sequences) of the data commands seen, in the order of Commands.
+func (p *Proxy) CommandBodies() []bson.Raw {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.bodies)
+}
+
 // ResetCommands forgets the commands seen and any pending fault.
 func (p *Proxy) ResetCommands() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.seen, p.fault = nil, nil
+	p.seen, p.bodies, p.fault = nil, nil, nil
 }
 
-// inspect records a client message and says whether to cut before it, or
-// cut when its reply comes back.
-func (p *Proxy) inspect(msg []byte) (cutBefore, cutAfter bool) {
-	name, coll := command(msg)
+// inspect records a client message and says whether to cut before it, cut
+// when its reply comes back, or hold it.
+func (p *Proxy) inspect(msg []byte) (cutBefore, cutAfter, hold bool) {
+	name, coll, body := command(msg)
 	if !slices.Contains(dataCommands, name) {
-		return false, false
+		return false, false, false
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.seen = append(p.seen, name+" "+coll)
+	p.bodies = append(p.bodies, body)
 	if p.fault == nil || len(p.seen) != p.fault.n {
-		return false, false
+		return false, false, false
 	}
-	when := p.fault.when
+	f := p.fault
 	p.fault = nil
-	return when == Before, when == After
+	if f.held != nil {
+		f.held.Command = name + " " + coll
+		f.held.msg = slices.Clone(msg)
+		close(f.held.arrived)
+		return false, false, true
+	}
+	return f.when == Before, f.when == After, false
 }
 
-// command reads the command name and its collection from an OP_MSG.
-func command(msg []byte) (name, coll string) {
+// command reads the command name, its collection and its body from an OP_MSG.
+func command(msg []byte) (name, coll string, body bson.Raw) {
 	const opMsg = 2013
 	if len(msg) < 21 || binary.LittleEndian.Uint32(msg[12:]) != opMsg || msg[20] != 0 {
-		return "", ""
+		return "", "", nil
 	}
 	doc := bson.Raw(msg[21:])
 	if len(doc) < 4 || int(binary.LittleEndian.Uint32(doc)) > len(doc) {
-		return "", ""
+		return "", "", nil
 	}
 	doc = doc[:binary.LittleEndian.Uint32(doc)]
 	first, err := doc.IndexErr(0)
 	if err != nil {
-		return "", ""
+		return "", "", nil
 	}
 	coll, _ = first.Value().StringValueOK()
-	return first.Key(), coll
+	return first.Key(), coll, slices.Clone(doc)
 }
 
 // readMessage reads one wire-protocol message.
@@ -205,9 +284,13 @@ func (p *Proxy) serve() {
 					if err != nil {
 						return
 					}
-					before, after := p.inspect(msg)
+					before, after, hold := p.inspect(msg)
 					if before {
 						return
+					}
+					if hold {
+						// The client waits for a reply that never comes.
+						continue
 					}
 					if after {
 						dropMu.Lock()
