@@ -710,3 +710,25 @@ func (c *Checker) writeBack(ctx context.Context, keys *mongo.Collection, epoch i
 	}
 	return errors.Join(errs...)
 }
+
+// MaxEpoch returns the highest lease epoch stored with any pool's
+// observations: the lease's floor, so epochs never go backwards even when
+// the lease records are deleted by hand (README "Lease").
+func (c *Checker) MaxEpoch(ctx context.Context) (int64, error) {
+	var top int64
+	for _, p := range c.pools {
+		var doc bson.Raw
+		err := p.keys.FindOne(ctx, bson.M{fieldEpoch: bson.M{"$gt": 0}},
+			options.FindOne().SetSort(bson.D{{Key: fieldEpoch, Value: -1}}).SetProjection(bson.M{fieldEpoch: 1})).Decode(&doc)
+		if errors.Is(err, mongo.ErrNoDocuments) {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("pool %s: highest epoch: %w", p.rot.Pool().Name, err)
+		}
+		if e, ok := doc.Lookup(fieldEpoch).AsInt64OK(); ok {
+			top = max(top, e)
+		}
+	}
+	return top, nil
+}
