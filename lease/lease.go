@@ -113,6 +113,9 @@ type Lease struct {
 	// maxSeen is the highest epoch this candidate has seen: records deleted
 	// by hand never make it take a lower one.
 	maxSeen int64
+	// failing is set while the store does not answer: the outage is logged
+	// at warn once, and its end at info.
+	failing bool
 }
 
 // New returns a candidate for the lease named cfg.Name in coll.
@@ -308,9 +311,19 @@ func (l *Lease) tryAcquire(ctx context.Context) {
 	defer cancel()
 	sent := l.clock.Now()
 	latest, err := l.Latest(actx)
-	if err != nil {
+	l.mu.Lock()
+	was := l.failing
+	l.failing = err != nil
+	l.mu.Unlock()
+	switch {
+	case err != nil && !was:
+		l.log.Warn("cannot read the lease; store unreachable? retrying every retry period", "err", err, "retry_period", l.cfg.RetryPeriod)
+		return
+	case err != nil:
 		l.log.Debug("lease read failed", "err", err)
 		return
+	case was:
+		l.log.Info("lease readable again")
 	}
 	next := int64(1)
 	if latest != nil {

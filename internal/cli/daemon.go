@@ -28,7 +28,10 @@ func (a *app) daemon(ctx context.Context) int {
 		if err == nil {
 			break
 		}
-		a.log.Error("store not ready; retrying", "err", redact(err.Error()))
+		if ctx.Err() != nil {
+			return ExitOK
+		}
+		a.log.Warn("store not ready; retrying", "err", redact(err.Error()))
 		select {
 		case <-ctx.Done():
 			return ExitOK
@@ -156,7 +159,10 @@ func (a *app) once(ctx context.Context, out io.Writer) int {
 		return ExitPartial
 	}
 	if !a.cfg.DryRun {
-		err := a.lease.Acquire(ctx)
+		// Bounded: a one-shot command never hangs on a store that went away.
+		actx, cancel := context.WithTimeout(ctx, a.cfg.StoreWait)
+		err := a.lease.Acquire(actx)
+		cancel()
 		if errors.Is(err, lease.ErrHeld) {
 			rec, _ := a.lease.Latest(context.WithoutCancel(ctx))
 			holder := "another instance"
@@ -166,11 +172,20 @@ func (a *app) once(ctx context.Context, out io.Writer) int {
 			fmt.Fprintf(out, "lease %q is held by %s; nothing done\n", a.cfg.LeaseName, holder)
 			return ExitLeaseHeld
 		}
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			fmt.Fprintf(out, "could not take the lease within %s (--store-wait): the store is unreachable; giving up\n", a.cfg.StoreWait)
+			return ExitPartial
+		}
 		if err != nil {
 			fmt.Fprintf(out, "could not take the lease: %v\n", err)
 			return ExitPartial
 		}
-		defer func() { _ = a.lease.Release(context.WithoutCancel(ctx)) }()
+		// Renew the lease while the cycle runs, as the daemon does, and
+		// release it at the end (README "One-shot runs").
+		leaseCtx, stopLease := context.WithCancel(context.WithoutCancel(ctx))
+		leaseDone := make(chan error, 1)
+		go func() { leaseDone <- a.lease.Run(leaseCtx) }()
+		defer func() { stopLease(); <-leaseDone }()
 	}
 	cctx := ctx
 	if lctx, ok := a.lease.LeaderContext(); ok {
