@@ -154,15 +154,16 @@ func (a *app) serveHTTP(schedulerUp *atomic.Bool) (*http.Server, error) {
 // once takes the lease (exit 3 if a live instance holds it), recovers, runs
 // one cycle and releases.
 func (a *app) once(ctx context.Context, out io.Writer) int {
-	if err := a.prepare(ctx); err != nil {
+	// Start-up and taking the lease share one bound, --store-wait: a
+	// one-shot command never hangs on a store that went away.
+	wctx, cancelWait := context.WithTimeout(ctx, a.cfg.StoreWait)
+	defer cancelWait()
+	if err := a.prepare(wctx); err != nil {
 		fmt.Fprintf(out, "store not ready: %v\n", redact(err.Error()))
 		return ExitPartial
 	}
 	if !a.cfg.DryRun {
-		// Bounded: a one-shot command never hangs on a store that went away.
-		actx, cancel := context.WithTimeout(ctx, a.cfg.StoreWait)
-		err := a.lease.Acquire(actx)
-		cancel()
+		err := a.lease.Acquire(wctx)
 		if errors.Is(err, lease.ErrHeld) {
 			rec, _ := a.lease.Latest(context.WithoutCancel(ctx))
 			holder := "another instance"
