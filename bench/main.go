@@ -600,7 +600,7 @@ func simulate(ctx context.Context, ch *child, s settings, adaptiveOn bool, sc sc
 			t.truth = rng.Float64() * 9
 			if sc.idleThenBurst && i%2 == 0 {
 				t.truth = 9 + 0.9*rng.Float64()
-				t.idleTicks = 30 + rng.IntN(270)                             // 5 to 50 minutes
+				t.idleTicks = 30 + rng.IntN(270)                               // 5 to 50 minutes
 				t.base = math.Exp(math.Log(2e-4) + rng.Float64()*math.Log(10)) // 0.0002 to 0.002 $/s
 				t.burst = t.base * (sc.burstMin + (sc.burstMax-sc.burstMin)*rng.Float64())
 			}
