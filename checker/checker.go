@@ -76,6 +76,10 @@ type Config struct {
 	Logger     *slog.Logger
 	// Epoch returns the lease epoch to record with rotations (0 without one).
 	Epoch func() int64
+	// Unfenced drops the write-back's fence (README "Lease"). Only for the
+	// cadence simulation on FerretDB v1, which uses its _id index only for a
+	// filter on _id alone and scans the whole table for a fenced update.
+	Unfenced bool
 }
 
 // Checker runs cycles over its pools.
@@ -693,12 +697,15 @@ func (c *Checker) writeBack(ctx context.Context, keys *mongo.Collection, epoch i
 		} else {
 			update["$unset"] = bson.M{fieldCheckError: ""}
 		}
-		filter := bson.M{"_id": o.id, "$or": bson.A{
-			bson.M{fieldEpoch: bson.M{"$exists": false}},
-			bson.M{fieldEpoch: bson.M{"$lt": epoch}},
-			bson.M{fieldEpoch: epoch, fieldLastCheck: bson.M{"$lt": o.at}},
-			bson.M{fieldEpoch: epoch, fieldLastCheck: bson.M{"$exists": false}},
-		}}
+		filter := bson.M{"_id": o.id}
+		if !c.cfg.Unfenced {
+			filter["$or"] = bson.A{
+				bson.M{fieldEpoch: bson.M{"$exists": false}},
+				bson.M{fieldEpoch: bson.M{"$lt": epoch}},
+				bson.M{fieldEpoch: epoch, fieldLastCheck: bson.M{"$lt": o.at}},
+				bson.M{fieldEpoch: epoch, fieldLastCheck: bson.M{"$exists": false}},
+			}
+		}
 		batch = append(batch, mongo.NewUpdateOneModel().SetFilter(filter).SetUpdate(update))
 		if len(batch) == cap(batch) {
 			flush()
