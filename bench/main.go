@@ -538,9 +538,11 @@ func adaptive(ctx context.Context, s settings) error {
 				return fmt.Errorf("%s fixed: %w", sc.name, err)
 			}
 		}
-		a, err := simulate(ctx, ch, s, true, sc)
-		if err != nil {
-			return fmt.Errorf("%s adaptive: %w", sc.name, err)
+		var a simResult
+		if strings.Contains(s.variants, "adaptive") {
+			if a, err = simulate(ctx, ch, s, true, sc); err != nil {
+				return fmt.Errorf("%s adaptive: %w", sc.name, err)
+			}
 		}
 		fixedAll += f.calls
 		adaptiveAll += a.calls
@@ -566,6 +568,7 @@ type trajectory struct {
 	base, burst float64 // USD per second
 	burstLeft   int     // ticks of the current burst
 	idleTicks   int     // ticks before it starts spending at all
+	live        bool    // a key in service (a backup spends nothing until it is brought in)
 	lag         time.Duration
 	truth       float64   // spend so far
 	past        []float64 // truth at the last few ticks, newest last
@@ -617,6 +620,7 @@ func simulate(ctx context.Context, ch *child, s settings, adaptiveOn bool, sc sc
 		}
 		doc := bson.D{{Key: "_id", Value: fmt.Sprintf("sim-%04d", i)}, {Key: "apiKey", Value: secretOf(i)}, {Key: "status", Value: "healthy"}, {Key: "createdAt", Value: start}}
 		if i < s.simKeys {
+			t.live = true
 			t.truth = rng.Float64() * 9
 			if sc.idleThenBurst && i%2 == 0 {
 				t.truth = 9 + 0.9*rng.Float64()
@@ -658,6 +662,7 @@ func simulate(ctx context.Context, ch *child, s settings, adaptiveOn bool, sc sc
 			t := &traj[i]
 			r := 0.0
 			switch {
+			case !t.live:
 			case t.idleTicks > 0:
 				t.idleTicks--
 			default:
@@ -700,6 +705,12 @@ func simulate(ctx context.Context, ch *child, s settings, adaptiveOn bool, sc sc
 			if over < 0 {
 				return res, fmt.Errorf("key %s rotated under its threshold (%.4f)", r.KeyID, traj[i].truth)
 			}
+			traj[i].live = false
+			var j int
+			if _, err := fmt.Sscanf(r.NewKeyID, "sim-%d", &j); err != nil {
+				return res, fmt.Errorf("new key %q: %w", r.NewKeyID, err)
+			}
+			traj[j].live = true
 			res.worst = max(res.worst, over)
 			sum += over
 		}

@@ -604,6 +604,8 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 	if prior <= 0 {
 		prior = p.Threshold / 3600
 	}
+	// Any key may start spending as fast as any key of its pool has: a key
+	// with no rate of its own (idle, just rotated in, migrated) above all.
 	prior = max(prior, fastest)
 	limit := p.Threshold
 	if p.BudgetRatio > 0 && res.Budget != nil {
