@@ -711,6 +711,9 @@ func simulate(ctx context.Context, ch *child, s settings, adaptiveOn bool, sc sc
 				return res, fmt.Errorf("new key %q: %w", r.NewKeyID, err)
 			}
 			traj[j].live = true
+			if over > res.worst && os.Getenv("BENCH_DEBUG") != "" {
+				fmt.Fprintf(os.Stderr, "worst so far %s: over %.4f at %v, base %.6f burst %.6f idle-left %d\n", r.KeyID, over, clock.Since(start), traj[i].base, traj[i].burst, traj[i].idleTicks)
+			}
 			res.worst = max(res.worst, over)
 			sum += over
 		}
