@@ -489,6 +489,7 @@ type keyInfo struct {
 	spend     float64
 	lastCheck time.Time
 	rate      float64
+	hasRate   bool // planned by us before (a migrated key has none)
 	createdAt time.Time
 }
 
@@ -507,7 +508,7 @@ func readKey(doc bson.Raw) (keyInfo, error) {
 		k.spend, _ = v.AsFloat64OK()
 	}
 	if v, err := doc.LookupErr(fieldRate); err == nil {
-		k.rate, _ = v.AsFloat64OK()
+		k.rate, k.hasRate = v.AsFloat64OK()
 	}
 	if v, err := doc.LookupErr(fieldLastCheck); err == nil {
 		if t, ok := v.TimeOK(); ok {
@@ -611,7 +612,14 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 	if p.BudgetRatio > 0 && res.Budget != nil {
 		limit = min(limit, p.BudgetRatio*(*res.Budget))
 	}
-	next := NextInterval(limit-res.Spend, rate, prior, burst, c.cfg.MinInterval, c.cfg.MaxInterval)
+	planRate := rate
+	if !k.hasRate {
+		// Never planned by us (migrated, or first check): its rate over a
+		// long, unknown stretch says little; check again at the minimum
+		// to measure one.
+		planRate = -1
+	}
+	next := NextInterval(limit-res.Spend, planRate, prior, burst, c.cfg.MinInterval, c.cfg.MaxInterval)
 	return observation{id: k.id, spend: res.Spend, rate: max(rate, 0), nextCheck: at.Add(next), at: at, budget: res.Budget}
 }
 
