@@ -4,6 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"strings"
@@ -67,19 +71,28 @@ func TestOnceRenewsItsLease(t *testing.T) {
 	}
 	e := newEnv(t, keys, 0)
 	leases := e.mdb.Database.Collection(lease.Collection)
-	held := false
-	e.up.OnRequest = func(string) {
-		if held {
-			return
-		}
-		held = true
-		waitUntil(5*time.Second, func() bool {
-			var r lease.Record
-			err := leases.FindOne(context.Background(), bson.M{}, options.FindOne().SetSort(bson.D{{Key: "epoch", Value: -1}})).Decode(&r)
-			return err == nil && r.Renewals >= 8 && !r.Released
-		})
+	target, err := url.Parse(e.up.URL)
+	if err != nil {
+		t.Fatal(err)
 	}
-	code, out, _ := runFor(t, time.Minute, e.args("--once", "--concurrency", "1", "--lease-duration", "1500ms"))
+	// A front to the upstream that holds the first poll (the upstream's own
+	// hook is set after it serves, which the race detector rightly flags).
+	var once sync.Once
+	fwd := httputil.NewSingleHostReverseProxy(target)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		once.Do(func() {
+			waitUntil(5*time.Second, func() bool {
+				var rec lease.Record
+				err := leases.FindOne(context.Background(), bson.M{}, options.FindOne().SetSort(bson.D{{Key: "epoch", Value: -1}})).Decode(&rec)
+				return err == nil && rec.Renewals >= 8 && !rec.Released
+			})
+		})
+		fwd.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	args := []string{"--mongo-uri", e.mdb.URI, "--database", e.mdb.Name, "--provider-url", front.URL, "--listen", "", "--log-format", "json",
+		"--once", "--concurrency", "1", "--lease-duration", "1500ms"}
+	code, out, _ := runFor(t, time.Minute, args)
 	if code != 0 || !strings.Contains(out, "checked 5, failed 0") {
 		t.Fatalf("exit %d, want 0 with every key checked:\n%s", code, out)
 	}
