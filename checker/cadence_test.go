@@ -217,3 +217,19 @@ func TestPlannerLearnsBurstiness(t *testing.T) {
 		t.Fatalf("steady key planned %v ahead after a 16x burst in its pool, want at most %v", got, 4930*time.Second/16)
 	}
 }
+
+// The lease's floor (issue 13 case 4): the highest epoch stored with any
+// observation, so a fresh candidate never takes a lower one.
+func TestMaxEpoch(t *testing.T) {
+	ctx := context.Background()
+	s := newSetup(t, map[string]float64{"a": 1, "b": 2}, 0, nil) // epoch 3
+	if e, err := s.chk.MaxEpoch(ctx); err != nil || e != 0 {
+		t.Fatalf("before any write-back: %d %v", e, err)
+	}
+	if _, err := s.chk.Cycle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if e, err := s.chk.MaxEpoch(ctx); err != nil || e != 3 {
+		t.Fatalf("after a cycle at epoch 3: %d %v", e, err)
+	}
+}
