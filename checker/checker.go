@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strconv"
 	"sync"
 	"time"
@@ -33,6 +34,12 @@ const (
 	fieldNextCheck = "nextSpendCheck"
 	fieldRate      = "spendRate" // fastest spend seen, USD per second
 	fieldBudget    = "spendBudget"
+	// fieldEpoch is the lease epoch of the observation's writer: the
+	// write-back's fence (README "Lease").
+	fieldEpoch = "spendEpoch"
+	// fieldCheckError says why the last check gave no spend the checker
+	// acts on (today: "unauthorized" with rotate-unauthorized off), for status.
+	fieldCheckError = "spendCheckError"
 )
 
 // Pool is one pool to check, with its own provider and thresholds.
@@ -42,6 +49,14 @@ type Pool struct {
 	Threshold          float64 // USD; rotate at or above
 	BudgetRatio        float64 // 0: off; else also rotate at ratio × a known budget
 	RotateUnauthorized bool
+	// RatePrior (USD/s) is the spend rate assumed for a key that shows none
+	// of its own; the pool's fastest observed rate raises it. 0 means the
+	// threshold per hour (README "Adaptive cadence").
+	RatePrior float64
+	// BurstFactor is how many times its fastest observed rate a key is
+	// assumed able to spend in a burst. 0 means learn it from the pool's
+	// observations, starting at DefaultBurstFactor.
+	BurstFactor float64
 }
 
 // Config configures a Checker.
@@ -68,6 +83,10 @@ type Config struct {
 	// Defaults 0.5 and 3; a negative RejectShare turns the guard off.
 	RejectShare float64
 	RejectMin   int
+	// Unfenced drops the write-back's fence (README "Lease"). Only for the
+	// cadence simulation on FerretDB v1, which uses its _id index only for a
+	// filter on _id alone and scans the whole table for a fenced update.
+	Unfenced bool
 }
 
 // RejectWindow is how far back the rejection guard counts: with adaptive
@@ -132,6 +151,7 @@ type poolRun struct {
 	Pool
 	rot  *rotation.Rotator
 	keys *mongo.Collection
+	cad  *cadence
 }
 
 // New returns a Checker over db.
@@ -181,7 +201,7 @@ func New(db *mongo.Database, cfg Config) (*Checker, error) {
 		if err != nil {
 			return nil, err
 		}
-		c.pools = append(c.pools, poolRun{Pool: p, rot: rot, keys: db.Collection(p.Pool.KeysCollection)})
+		c.pools = append(c.pools, poolRun{Pool: p, rot: rot, keys: db.Collection(p.Pool.KeysCollection), cad: &cadence{}})
 	}
 	return c, nil
 }
@@ -223,6 +243,8 @@ type PoolSummary struct {
 	RotateErrors   int
 	Recovered      int
 	BackupsLeft    int64
+	// BackupsUnknown: counting the backups failed; BackupsLeft means nothing.
+	BackupsUnknown bool
 	Errors         []string // one line each, for the summary
 	// FailedBy counts the failed checks by cause, for the one outage line
 	// per cycle; FailedExample is one of their errors.
@@ -296,6 +318,7 @@ type observation struct {
 	nextCheck time.Time
 	at        time.Time
 	budget    *float64
+	checkErr  string // "" clears fieldCheckError
 }
 
 func (c *Checker) checkPool(ctx context.Context, p *poolRun) (PoolSummary, error) {
@@ -315,11 +338,15 @@ func (c *Checker) checkPool(ctx context.Context, p *poolRun) (PoolSummary, error
 		// whole cycle late: cycles do not start on the exact planned instant.
 		dueBy := now.Add(c.cfg.MinInterval / 2)
 		// Never planned — or a plan that is not a date, which no comparison
-		// would ever match — means due now.
+		// would ever match — means due now. So does a plan further ahead
+		// than the maximum interval: no plan is made that far, so it was
+		// made by a clock ahead of ours (or ours was set back).
 		filter["$or"] = bson.A{
 			bson.M{fieldNextCheck: bson.M{"$not": bson.M{"$type": "date"}}},
 			bson.M{fieldNextCheck: bson.M{"$lte": dueBy}},
+			bson.M{fieldNextCheck: bson.M{"$gt": now.Add(c.cfg.MaxInterval + c.cfg.MinInterval)}},
 		}
+		c.loadFastest(ctx, p)
 	}
 	cur, err := p.keys.Find(ctx, filter, options.Find().SetBatchSize(int32(c.cfg.BatchSize)))
 	if err != nil {
@@ -335,7 +362,9 @@ func (c *Checker) checkPool(ctx context.Context, p *poolRun) (PoolSummary, error
 		wErr = make(chan error, 1)
 	)
 	var pending []func() // unauthorized rotations, held until the share is known
-	go func() { wErr <- c.writeBack(context.WithoutCancel(ctx), p.keys, obs) }()
+	epoch := c.cfg.Epoch() // the lease this cycle runs under
+	wctx, wstop := c.writeContext(ctx)
+	go func() { defer wstop(); wErr <- c.writeBack(wctx, p.keys, epoch, obs) }()
 	count := func(f func(*PoolSummary)) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -400,6 +429,11 @@ func (c *Checker) checkPool(ctx context.Context, p *poolRun) (PoolSummary, error
 	}
 	if n, err := p.rot.BackupsAvailable(context.WithoutCancel(ctx)); err == nil {
 		ps.BackupsLeft = n
+	} else {
+		// Keep the last known count (metrics) rather than report 0 and
+		// raise a false low-backups alarm.
+		ps.BackupsUnknown = true
+		log.Warn("could not count backup keys", "err", err)
 	}
 	if streamErr != nil && ctx.Err() == nil {
 		return ps, fmt.Errorf("stream keys: %w", streamErr)
@@ -424,6 +458,16 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 		count(func(s *PoolSummary) { s.Unauthorized++ })
 		if !p.RotateUnauthorized {
 			log.Warn("upstream rejects the key; not rotating (rotate-unauthorized is off)", "apiKeyMasked", history.Mask(k.secret))
+			if !c.cfg.DryRun {
+				// Planned like any key, on its last known spend, and
+				// recorded for status: not polled every cycle for ever.
+				o := c.plan(p, k, spend.Result{Spend: k.spend}, at)
+				o.checkErr = "unauthorized"
+				select {
+				case obs <- o:
+				case <-ctx.Done():
+				}
+			}
 			return
 		}
 		reason = "unauthorized"
@@ -451,7 +495,7 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 			reason = "budget_exceeded_" + spendStr
 		case res.Spend >= p.Threshold:
 			reason = "proactive_threshold_" + spendStr
-		case p.BudgetRatio > 0 && res.Budget != nil && budgetSpend(res) >= p.BudgetRatio*(*res.Budget):
+		case p.BudgetRatio > 0 && res.Budget != nil && atLeast(budgetSpend(res), p.BudgetRatio*(*res.Budget)):
 			reason = "proactive_threshold_" + spendStr
 		}
 	}
@@ -512,6 +556,7 @@ type keyInfo struct {
 	spend     float64
 	lastCheck time.Time
 	rate      float64
+	hasRate   bool // planned by us before (a migrated key has none)
 	createdAt time.Time
 }
 
@@ -530,7 +575,7 @@ func readKey(doc bson.Raw) (keyInfo, error) {
 		k.spend, _ = v.AsFloat64OK()
 	}
 	if v, err := doc.LookupErr(fieldRate); err == nil {
-		k.rate, _ = v.AsFloat64OK()
+		k.rate, k.hasRate = v.AsFloat64OK()
 	}
 	if v, err := doc.LookupErr(fieldLastCheck); err == nil {
 		if t, ok := v.TimeOK(); ok {
@@ -545,60 +590,180 @@ func readKey(doc bson.Raw) (keyInfo, error) {
 	return k, nil
 }
 
-// plan decides the key's next check (adaptive cadence).
+// atLeast is a >= b up to floating-point noise: 0.1 × 3 is
+// 0.30000000000000004, and a spend of 0.3 has reached it.
+func atLeast(a, b float64) bool {
+	return a >= b || b-a <= 1e-9*max(1, math.Abs(b))
+}
+
+// DefaultBurstFactor is the burst factor a pool starts with: measured bursts
+// ran at up to 4 times a key's usual rate; the rest is margin.
+const DefaultBurstFactor = 8
+
+// idlePriorFactor multiplies the pool's prior for a key seen spending
+// nothing (measured: with 1 an idle key near its threshold that starts
+// spending overshoots 11 times more than under fixed polling, with 2 no
+// more; BENCHMARKS.md).
+const idlePriorFactor = 2
+
+// maxBurstFactor caps what a pool can teach the planner: a key whose rate
+// was measured over a nearly idle stretch can show any ratio.
+const maxBurstFactor = 32
+
+// cadence is what a pool's observations teach the planner: the fastest
+// rate seen for any of its keys (the prior for keys with no rate of their
+// own) and how bursty its keys are (the largest ratio of a key's rate over
+// one interval to the fastest rate known for it before). It lives in
+// memory; the fastest rate is reloaded from the keys at start.
+type cadence struct {
+	mu      sync.Mutex
+	loaded  bool
+	fastest float64
+	burst   float64
+}
+
+func (cd *cadence) observe(known, seen float64) (fastest, burst float64) {
+	cd.mu.Lock()
+	defer cd.mu.Unlock()
+	if seen > 0 {
+		cd.fastest = max(cd.fastest, seen)
+		if known > 0 {
+			cd.burst = max(cd.burst, min(seen/known, maxBurstFactor))
+		}
+	}
+	return cd.fastest, max(DefaultBurstFactor, cd.burst)
+}
+
+// loadFastest seeds the pool's fastest rate from the rates stored with its
+// keys, once per process.
+func (c *Checker) loadFastest(ctx context.Context, p *poolRun) {
+	p.cad.mu.Lock()
+	loaded := p.cad.loaded
+	p.cad.mu.Unlock()
+	if loaded {
+		return
+	}
+	var doc bson.Raw
+	err := p.keys.FindOne(ctx, bson.M{fieldRate: bson.M{"$gt": 0}},
+		options.FindOne().SetSort(bson.D{{Key: fieldRate, Value: -1}}).SetProjection(bson.M{fieldRate: 1})).Decode(&doc)
+	if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
+		return // try again next cycle
+	}
+	p.cad.mu.Lock()
+	defer p.cad.mu.Unlock()
+	p.cad.loaded = true
+	if err == nil {
+		if r, ok := doc.Lookup(fieldRate).AsFloat64OK(); ok && r > 0 && !math.IsInf(r, 0) {
+			p.cad.fastest = max(p.cad.fastest, r)
+		}
+	}
+}
+
+// plan decides the key's next check (README "Adaptive cadence").
 func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) observation {
 	rate := k.rate
+	seen := -1.0 // the rate over the interval since the last check
 	switch {
 	case !k.lastCheck.IsZero() && at.After(k.lastCheck) && res.Spend >= k.spend:
-		rate = max(rate, (res.Spend-k.spend)/at.Sub(k.lastCheck).Seconds())
+		seen = (res.Spend - k.spend) / at.Sub(k.lastCheck).Seconds()
+		rate = max(rate, seen)
 	case k.lastCheck.IsZero() && rate <= 0:
 		rate = -1 // first check: no rate yet
+	}
+	fastest, burst := p.cad.observe(k.rate, seen)
+	if p.BurstFactor > 0 {
+		burst = p.BurstFactor
+	}
+	prior := p.RatePrior
+	if prior <= 0 {
+		prior = p.Threshold / 3600
+	}
+	// Any key may start spending as fast as any key of its pool has: a key
+	// with no rate of its own (idle, just rotated in, migrated) above all.
+	prior = max(prior, fastest)
+	if rate == 0 {
+		// A key that has shown no spend of its own may start at any rate:
+		// the pool's fastest is an average over check intervals, which
+		// understates the peaks of bursts.
+		prior *= idlePriorFactor
 	}
 	headroom := p.Threshold - res.Spend
 	if p.BudgetRatio > 0 && res.Budget != nil {
 		headroom = min(headroom, p.BudgetRatio*(*res.Budget)-budgetSpend(res))
 	}
-	next := NextInterval(headroom, rate, c.cfg.MinInterval, c.cfg.MaxInterval)
+	planRate := rate
+	if !k.hasRate {
+		// Never planned by us (migrated, or first check): its rate over a
+		// long, unknown stretch says little; check again at the minimum
+		// to measure one.
+		planRate = -1
+	}
+	next := NextInterval(headroom, planRate, prior, burst, c.cfg.MinInterval, c.cfg.MaxInterval)
 	return observation{id: k.id, spend: res.Spend, rate: max(rate, 0), nextCheck: at.Add(next), at: at, budget: res.Budget}
 }
 
-// burstFactor divides the time a key needs to cross its threshold at the
-// fastest rate seen for it: spend comes in bursts (measured bursts ran at up
-// to 4 times a key's usual rate), and a key must be back at the minimum
-// interval before a burst can carry it over; the rest is margin. With it,
-// adaptive polling overshoots no more than polling every key every cycle.
-const burstFactor = 8
-
-// NextInterval plans the wait before a key's next check: 1/burstFactor of
-// the time the key would need to cross its threshold at the fastest rate
-// seen for it, clamped to [min, max]. A key with no known rate (rate < 0) is checked
-// again at the minimum, to learn one; a key seen spending nothing waits the
-// maximum.
-func NextInterval(headroom, rate float64, minI, maxI time.Duration) time.Duration {
+// NextInterval plans the wait before a key's next check: the time the key
+// needs to cross its threshold at the faster of burst × its own fastest
+// rate and the pool's prior, clamped to [min, max]. So a key is back at the
+// minimum interval before a burst of up to burst × its rate can carry it
+// over, and a key with no rate of its own (idle, new, migrated) is never
+// parked longer than the prior allows: near its threshold it is checked
+// near the minimum. A key whose rate is still unknown (rate < 0) is checked
+// again at the minimum, to learn one.
+func NextInterval(headroom, rate, prior, burst float64, minI, maxI time.Duration) time.Duration {
 	if headroom <= 0 || rate < 0 {
 		return minI
 	}
-	if rate == 0 {
+	eff := max(rate*burst, prior)
+	if eff <= 0 {
 		return maxI
 	}
-	secs := headroom / rate / burstFactor
+	secs := headroom / eff
 	if secs >= maxI.Seconds() {
 		return maxI
 	}
 	return max(minI, time.Duration(secs*float64(time.Second)))
 }
 
+// writeGrace is how long the write-back may go on after the cycle's context
+// ended (shutdown, or the lease lost): observations made are worth keeping,
+// but a deposed leader must stop writing within a bound (README "Lease").
+const writeGrace = 5 * time.Second
+
+// writeContext outlives ctx by at most writeGrace; stop releases it.
+func (c *Checker) writeContext(ctx context.Context) (wctx context.Context, stop func()) {
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	var mu sync.Mutex
+	var timer clockwork.Timer
+	stopAfter := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		timer = c.cfg.Clock.AfterFunc(writeGrace, cancel)
+	})
+	return wctx, func() {
+		stopAfter()
+		mu.Lock()
+		if timer != nil {
+			timer.Stop()
+		}
+		mu.Unlock()
+		cancel()
+	}
+}
+
 // writeBack stores observations in bulk, one unordered write per batch. An
-// update of a key rotated meanwhile matches nothing, which is right.
-func (c *Checker) writeBack(ctx context.Context, keys *mongo.Collection, obs <-chan observation) error {
+// update of a key rotated meanwhile matches nothing, which is right. Each
+// update is fenced: it applies only over an observation of an older lease
+// epoch, or of the same epoch and an earlier check, so a deposed leader's
+// late write never replaces a newer observation (README "Lease").
+func (c *Checker) writeBack(ctx context.Context, keys *mongo.Collection, epoch int64, obs <-chan observation) error {
 	var errs []error
 	batch := make([]mongo.WriteModel, 0, c.writeBatchSize(ctx))
 	flush := func() {
 		if len(batch) == 0 {
 			return
 		}
-		// ctx outlives the cycle (observations made are worth keeping), so
-		// each write gets its own bound: a stalled store must not hang the
+		// Each write gets its own bound: a stalled store must not hang the
 		// cycle, or shutdown behind it.
 		wctx, cancel := context.WithTimeout(ctx, writeTimeout)
 		defer cancel()
@@ -608,19 +773,42 @@ func (c *Checker) writeBack(ctx context.Context, keys *mongo.Collection, obs <-c
 		batch = batch[:0]
 	}
 	for o := range obs {
-		set := bson.M{fieldSpend: o.spend, fieldLastCheck: o.at, fieldNextCheck: o.nextCheck, fieldRate: o.rate}
+		if ctx.Err() != nil {
+			continue // drain: the write grace is over
+		}
+		set := bson.M{fieldSpend: o.spend, fieldLastCheck: o.at, fieldNextCheck: o.nextCheck, fieldRate: o.rate, fieldEpoch: epoch}
 		if o.planOnly {
 			set = bson.M{fieldNextCheck: o.nextCheck}
 		}
 		if o.budget != nil {
 			set[fieldBudget] = *o.budget
 		}
-		batch = append(batch, mongo.NewUpdateOneModel().SetFilter(bson.M{"_id": o.id}).SetUpdate(bson.M{"$set": set}))
+		update := bson.M{"$set": set}
+		switch {
+		case o.planOnly:
+		case o.checkErr != "":
+			set[fieldCheckError] = o.checkErr
+		default:
+			update["$unset"] = bson.M{fieldCheckError: ""}
+		}
+		filter := bson.M{"_id": o.id}
+		if !c.cfg.Unfenced {
+			filter["$or"] = bson.A{
+				bson.M{fieldEpoch: bson.M{"$exists": false}},
+				bson.M{fieldEpoch: bson.M{"$lt": epoch}},
+				bson.M{fieldEpoch: epoch, fieldLastCheck: bson.M{"$lt": o.at}},
+				bson.M{fieldEpoch: epoch, fieldLastCheck: bson.M{"$exists": false}},
+			}
+		}
+		batch = append(batch, mongo.NewUpdateOneModel().SetFilter(filter).SetUpdate(update))
 		if len(batch) == cap(batch) {
 			flush()
 		}
 	}
 	flush()
+	if ctx.Err() != nil {
+		errs = append(errs, fmt.Errorf("write-back stopped %s after the cycle ended: %w", writeGrace, ctx.Err()))
+	}
 	return errors.Join(errs...)
 }
 
@@ -707,4 +895,26 @@ func (c *Checker) systemicRejection(p *poolRun, ps PoolSummary) string {
 	}
 	return fmt.Sprintf("%d of %d keys answered in the last %s were rejected (401/403): that looks like an upstream outage, a block or a wrong --provider-url, not dead keys; check the upstream, then rotate dead keys by hand (spendchecker rotate) or raise --reject-share",
 		rejected, answered, RejectWindow)
+}
+
+// MaxEpoch returns the highest lease epoch stored with any pool's
+// observations: the lease's floor, so epochs never go backwards even when
+// the lease records are deleted by hand (README "Lease").
+func (c *Checker) MaxEpoch(ctx context.Context) (int64, error) {
+	var top int64
+	for _, p := range c.pools {
+		var doc bson.Raw
+		err := p.keys.FindOne(ctx, bson.M{fieldEpoch: bson.M{"$gt": 0}},
+			options.FindOne().SetSort(bson.D{{Key: fieldEpoch, Value: -1}}).SetProjection(bson.M{fieldEpoch: 1})).Decode(&doc)
+		if errors.Is(err, mongo.ErrNoDocuments) {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("pool %s: highest epoch: %w", p.rot.Pool().Name, err)
+		}
+		if e, ok := doc.Lookup(fieldEpoch).AsInt64OK(); ok {
+			top = max(top, e)
+		}
+	}
+	return top, nil
 }

@@ -348,13 +348,13 @@ func TestNextInterval(t *testing.T) {
 	}{
 		{"over", -1, 1, minI},
 		{"unknown rate", 5, -1, minI},
-		{"idle", 5, 0, maxI},
+		{"idle, no prior", 5, 0, maxI},
 		{"far and slow", 9, 0.0001, maxI},
 		{"near and fast", 0.05, 0.01, minI},
 		{"in between", 1, 0.001, 125 * time.Second},
 	}
 	for _, tt := range tests {
-		if got := checker.NextInterval(tt.headroom, tt.rate, minI, maxI); got != tt.want {
+		if got := checker.NextInterval(tt.headroom, tt.rate, 0, 8, minI, maxI); got != tt.want {
 			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
 		}
 	}

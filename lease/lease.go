@@ -25,6 +25,9 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/mongo/readconcern"
+	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
+	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
 
 	"github.com/spendchecker/spendchecker/internal/mongoidx"
 )
@@ -52,6 +55,10 @@ type Config struct {
 	Logger *slog.Logger
 	// OnChange is called (from the lease's goroutine) when leadership changes.
 	OnChange func(leader bool, epoch int64)
+	// Floor, when set, returns the highest epoch known to have been used
+	// outside the lease records (the epochs stored with observations), so a
+	// fresh candidate never takes a lower one after the records were deleted.
+	Floor func(context.Context) (int64, error)
 }
 
 // Validate reports durations that break the lease's safety argument.
@@ -80,6 +87,10 @@ type Record struct {
 	Renewals   int64      `bson:"renewals"`
 	Released   bool       `bson:"released"`
 	ReleasedAt *time.Time `bson:"releasedAt,omitempty"`
+	// LeaseDurationMS is the holder's lease duration: a candidate waits the
+	// longer of its own and this (client-go records it too), so replicas
+	// with different settings during a rolling change never both lead.
+	LeaseDurationMS int64 `bson:"leaseDurationMs,omitempty"`
 }
 
 // Lease is one candidate's view of the lease.
@@ -99,6 +110,12 @@ type Lease struct {
 	// what this candidate last saw of another holder's record, and when
 	observed   string
 	observedAt time.Time
+	// maxSeen is the highest epoch this candidate has seen: records deleted
+	// by hand never make it take a lower one.
+	maxSeen int64
+	// failing is set while the store does not answer: the outage is logged
+	// at warn once, and its end at info.
+	failing bool
 }
 
 // New returns a candidate for the lease named cfg.Name in coll.
@@ -116,8 +133,17 @@ func New(coll *mongo.Collection, cfg Config) (*Lease, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	// Decisions rest on these reads and writes: a failover must not roll
+	// them back, whatever the URI or the server's defaults say (README
+	// "Reliability").
+	coll = coll.Database().Collection(coll.Name(), options.Collection().
+		SetWriteConcern(&writeconcern.WriteConcern{W: "majority", Journal: &journal}).
+		SetReadConcern(readconcern.Majority()).
+		SetReadPreference(readpref.Primary()))
 	return &Lease{coll: coll, cfg: cfg, clock: cfg.Clock, log: log.With("lease", cfg.Name, "instance", cfg.Instance)}, nil
 }
+
+var journal = true
 
 func docID(name string, epoch int64) string { return fmt.Sprintf("%s/%020d", name, epoch) }
 
@@ -285,36 +311,68 @@ func (l *Lease) tryAcquire(ctx context.Context) {
 	defer cancel()
 	sent := l.clock.Now()
 	latest, err := l.Latest(actx)
-	if err != nil {
+	l.mu.Lock()
+	was := l.failing
+	l.failing = err != nil
+	l.mu.Unlock()
+	switch {
+	case err != nil && !was:
+		l.log.Warn("cannot read the lease; store unreachable? retrying every retry period", "err", err, "retry_period", l.cfg.RetryPeriod)
+		return
+	case err != nil:
 		l.log.Debug("lease read failed", "err", err)
 		return
+	case was:
+		l.log.Info("lease readable again")
 	}
 	next := int64(1)
 	if latest != nil {
 		next = latest.Epoch + 1
+		l.mu.Lock()
+		l.maxSeen = max(l.maxSeen, latest.Epoch)
+		l.mu.Unlock()
 		if !latest.Released {
 			key := fmt.Sprintf("%d/%s/%d", latest.Epoch, latest.Holder, latest.Renewals)
-			l.mu.Lock()
-			if key != l.observed {
-				// Timed from when the read returned: later than the write,
-				// so the wait is never shorter than the holder's.
-				l.observed, l.observedAt = key, l.clock.Now()
-				l.mu.Unlock()
-				return
-			}
-			waited := sent.Sub(l.observedAt)
-			l.mu.Unlock()
-			if waited < l.cfg.LeaseDuration {
+			wait := max(l.cfg.LeaseDuration, time.Duration(latest.LeaseDurationMS)*time.Millisecond)
+			waited, ok := l.unchangedFor(key, sent, latest.Epoch)
+			if !ok || waited < wait {
 				return
 			}
 			l.log.Info("lease expired; taking over", "holder", latest.Holder, "epoch", latest.Epoch, "unchanged_for", waited.Round(time.Millisecond))
 		}
 	}
+	// Epochs used before may have lost their records (deleted by hand):
+	// this candidate's memory and the caller's floor say so. Their holder
+	// may believe it leads until its next renewal finds its record gone, so
+	// wait the lease duration as for an expired holder, then take an epoch
+	// above every one used.
+	l.mu.Lock()
+	floor := l.maxSeen
+	l.mu.Unlock()
+	if l.cfg.Floor != nil {
+		f, err := l.cfg.Floor(actx)
+		if err != nil {
+			l.log.Debug("lease floor read failed", "err", err)
+			return
+		}
+		floor = max(floor, f)
+	}
+	if floor >= next {
+		waited, ok := l.unchangedFor(fmt.Sprintf("vanished/%d/%d", next-1, floor), sent, floor)
+		if !ok {
+			l.log.Warn("lease records missing: epochs up to the one seen are gone; waiting the lease duration before taking over",
+				"latest_record", next-1, "highest_epoch_used", floor, "wait", l.cfg.LeaseDuration)
+		}
+		if !ok || waited < l.cfg.LeaseDuration {
+			return
+		}
+		next = floor + 1
+	}
 	start := l.clock.Now()
 	wall := start.UTC()
 	_, err = l.coll.InsertOne(actx, Record{
 		ID: docID(l.cfg.Name, next), Name: l.cfg.Name, Epoch: next, Holder: l.cfg.Instance,
-		AcquiredAt: wall, RenewedAt: wall,
+		AcquiredAt: wall, RenewedAt: wall, LeaseDurationMS: l.cfg.LeaseDuration.Milliseconds(),
 	})
 	if mongo.IsDuplicateKeyError(err) {
 		l.log.Debug("another candidate won the epoch", "epoch", next)
@@ -327,6 +385,7 @@ func (l *Lease) tryAcquire(ctx context.Context) {
 	l.mu.Lock()
 	l.held, l.epoch, l.lastRenew = true, next, start
 	l.observed = ""
+	l.maxSeen = max(l.maxSeen, next)
 	l.leaderCtx, l.cancel = context.WithCancel(context.Background())
 	cancelLeader := l.cancel
 	l.deadline = l.clock.AfterFunc(l.cfg.RenewDeadline-l.clock.Since(start), cancelLeader)
@@ -337,6 +396,22 @@ func (l *Lease) tryAcquire(ctx context.Context) {
 	if _, err := l.coll.DeleteMany(actx, bson.M{"name": l.cfg.Name, "epoch": bson.M{"$lt": next - 4}}); err != nil {
 		l.log.Debug("lease cleanup failed", "err", err)
 	}
+}
+
+// unchangedFor records key as what this candidate sees now, with epoch as
+// the highest seen, and returns how long it has seen the same key, timed
+// from when the read that first showed it returned (later than the write,
+// so the wait is never shorter than the holder's). ok is false when the key
+// is new.
+func (l *Lease) unchangedFor(key string, sent time.Time, epoch int64) (time.Duration, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.maxSeen = max(l.maxSeen, epoch)
+	if key != l.observed {
+		l.observed, l.observedAt = key, l.clock.Now()
+		return 0, false
+	}
+	return sent.Sub(l.observedAt), true
 }
 
 func (l *Lease) stepDown(why string, err error) {

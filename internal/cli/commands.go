@@ -67,6 +67,9 @@ func (a *app) status(ctx context.Context, out io.Writer) int {
 			d := cur.Current
 			secret, _ := d.Lookup("apiKey").StringValueOK()
 			st, _ := d.Lookup("status").StringValueOK()
+			if e, ok := d.Lookup("spendCheckError").StringValueOK(); ok && e != "" {
+				st += " (upstream: " + e + ")" // rejected, and not rotated (--rotate-unauthorized=false)
+			}
 			spendS, pct, budget := "-", "-", "-"
 			if v, err := d.LookupErr("totalSpend"); err == nil {
 				if f, ok := v.AsFloat64OK(); ok {

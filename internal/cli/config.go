@@ -17,6 +17,7 @@ import (
 	"github.com/peterbourgon/ff/v4"
 	"github.com/peterbourgon/ff/v4/ffhelp"
 	"github.com/robfig/cron/v3"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/spendchecker/spendchecker/rotation"
 	"github.com/spendchecker/spendchecker/spend"
@@ -63,6 +64,7 @@ type Config struct {
 	DryRun    bool
 	Once      bool
 	Grace     time.Duration
+	StoreWait time.Duration
 	Reason    string
 	Since     string
 	Version   bool
@@ -166,6 +168,7 @@ func Parse(args []string) (*Config, error) {
 	fs.BoolVar(&c.DryRun, "dry-run", false, "report what would rotate; write nothing")
 	fs.BoolVar(&c.Once, "once", false, "run one cycle, then exit")
 	fs.DurationVar(&c.Grace, "shutdown-grace", 30*time.Second, "how long a cycle in flight may finish after SIGTERM")
+	fs.DurationVar(&c.StoreWait, "store-wait", time.Minute, "one-shot commands: how long to wait for the store (and the lease) before giving up with exit 1")
 	fs.StringVar(&c.Reason, "reason", "manual", "rotate: the rotation reason")
 	fs.StringVar(&c.Since, "since", "24h", "history: a duration back from now (24h, 90m, 7d, 1d12h), or a date (2006-01-02 or RFC 3339)")
 	fs.BoolVar(&c.Version, "version", false, "print the version and exit")
@@ -339,6 +342,9 @@ func (c *Config) validate() error {
 		if err != nil || (u.Scheme != "mongodb" && u.Scheme != "mongodb+srv") {
 			return usage("%s must be a mongodb:// or mongodb+srv:// URI", uriFlag)
 		}
+		if err := validateURI(u); err != nil {
+			return usage("--mongo-uri: %v", err)
+		}
 		if c.Database == "" && uriFlag != envProxyURI {
 			c.Database = strings.TrimPrefix(u.Path, "/")
 		}
@@ -378,6 +384,8 @@ func (c *Config) validate() error {
 		return usage("lease timings must satisfy 0 < retry period (%s) < renew deadline (%s) < lease duration (%s)", c.LeaseRetr, c.LeaseRen, c.LeaseDur)
 	case c.Grace < 0:
 		return usage("--shutdown-grace must not be negative")
+	case c.StoreWait <= 0:
+		return usage("--store-wait must be positive")
 	}
 	switch c.LogFormat {
 	case "auto", "text", "json":
@@ -531,4 +539,29 @@ func defaultInstance() string {
 		h = "spendchecker"
 	}
 	return fmt.Sprintf("%s-%d", h, os.Getpid())
+}
+
+// validateURI checks the connection string's options as the driver will
+// read them, so a bad option is a usage error (exit 2) and not a failure
+// to connect that a supervisor would restart for ever. A mongodb+srv:// URI
+// is checked without its DNS lookup: a name that does not resolve now is
+// an outage, not bad configuration.
+func validateURI(u *url.URL) error {
+	v := *u
+	if v.Scheme == "mongodb+srv" {
+		if v.Port() != "" || strings.Contains(v.Host, ",") || v.Hostname() == "" {
+			return errors.New("a mongodb+srv:// URI names exactly one host, without a port")
+		}
+		q := v.Query()
+		for k := range q {
+			if strings.EqualFold(k, "srvServiceName") || strings.EqualFold(k, "srvMaxHosts") {
+				q.Del(k)
+			}
+		}
+		v.Scheme, v.RawQuery = "mongodb", q.Encode()
+	}
+	if err := options.Client().ApplyURI(v.String()).Validate(); err != nil {
+		return errors.New(strings.TrimPrefix(err.Error(), "error parsing uri: "))
+	}
+	return nil
 }

@@ -46,7 +46,7 @@ func (a *app) daemon(ctx context.Context) int {
 		if err == nil {
 			break
 		}
-		a.log.Error("store not ready; retrying", "err", redact(err.Error()))
+		a.log.Warn("store not ready; retrying", "err", redact(err.Error()))
 		// Each attempt is progress: systemd's start timeout is extended by
 		// the time the next attempt may take.
 		_, _ = daemon.SdNotify(false, fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d\nSTATUS=store not ready; retrying",
@@ -173,12 +173,16 @@ func (a *app) serveHTTP(schedulerUp *atomic.Bool) (*http.Server, error) {
 // once takes the lease (exit 3 if a live instance holds it), recovers, runs
 // one cycle and releases.
 func (a *app) once(ctx context.Context, out io.Writer) int {
-	if err := a.prepare(ctx); err != nil {
+	// Start-up and taking the lease share one bound, --store-wait: a
+	// one-shot command never hangs on a store that went away.
+	wctx, cancelWait := context.WithTimeout(ctx, a.cfg.StoreWait)
+	defer cancelWait()
+	if err := a.prepare(wctx); err != nil {
 		fmt.Fprintf(out, "store not ready: %v\n", redact(err.Error()))
 		return ExitPartial
 	}
 	if !a.cfg.DryRun {
-		err := a.lease.Acquire(ctx)
+		err := a.lease.Acquire(wctx)
 		if errors.Is(err, lease.ErrHeld) {
 			rec, _ := a.lease.Latest(context.WithoutCancel(ctx))
 			holder := "another instance"
@@ -188,11 +192,20 @@ func (a *app) once(ctx context.Context, out io.Writer) int {
 			fmt.Fprintf(out, "lease %q is held by %s; nothing done\n", a.cfg.LeaseName, holder)
 			return ExitLeaseHeld
 		}
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			fmt.Fprintf(out, "could not take the lease within %s (--store-wait): the store is unreachable; giving up\n", a.cfg.StoreWait)
+			return ExitPartial
+		}
 		if err != nil {
 			fmt.Fprintf(out, "could not take the lease: %v\n", err)
 			return ExitPartial
 		}
-		defer func() { _ = a.lease.Release(context.WithoutCancel(ctx)) }()
+		// Renew the lease while the cycle runs, as the daemon does, and
+		// release it at the end (README "One-shot runs").
+		leaseCtx, stopLease := context.WithCancel(context.WithoutCancel(ctx))
+		leaseDone := make(chan error, 1)
+		go func() { leaseDone <- a.lease.Run(leaseCtx) }()
+		defer func() { stopLease(); <-leaseDone }()
 	}
 	cctx := ctx
 	if lctx, ok := a.lease.LeaderContext(); ok {

@@ -9,15 +9,17 @@ import (
 
 // metrics are the Prometheus series of DESIGN.md, on a registry of their own.
 type metrics struct {
-	reg         *prometheus.Registry
-	cycles      *prometheus.CounterVec
-	checked     *prometheus.CounterVec
-	rotations   *prometheus.CounterVec
-	backups     *prometheus.GaugeVec
-	duration    prometheus.Histogram
-	isLeader    prometheus.Gauge
-	epoch       prometheus.Gauge
-	lastSuccess prometheus.Gauge
+	reg       *prometheus.Registry
+	cycles    *prometheus.CounterVec
+	checked   *prometheus.CounterVec
+	rotations *prometheus.CounterVec
+	backups   *prometheus.GaugeVec
+	// backupCountFailures counts cycles that could not count the backups.
+	backupCountFailures *prometheus.CounterVec
+	duration            prometheus.Histogram
+	isLeader            prometheus.Gauge
+	epoch               prometheus.Gauge
+	lastSuccess         prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -31,6 +33,8 @@ func newMetrics() *metrics {
 			Help: "Rotation attempts by outcome: rotated, already_rotated, no_backup, error."}, []string{"pool", "outcome"}),
 		backups: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "spendchecker_backup_keys_available",
 			Help: "Backup keys not yet used."}, []string{"pool"}),
+		backupCountFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "spendchecker_backup_count_failures_total",
+			Help: "Cycles that could not count the backup keys (the gauge keeps its last value)."}, []string{"pool"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "spendchecker_cycle_duration_seconds",
 			Help: "Duration of check cycles.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 14)}),
 		isLeader: prometheus.NewGauge(prometheus.GaugeOpts{Name: "spendchecker_leader",
@@ -40,7 +44,7 @@ func newMetrics() *metrics {
 		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{Name: "spendchecker_last_success_timestamp_seconds",
 			Help: "Unix time of the last cycle that checked every due key."}),
 	}
-	m.reg.MustRegister(m.cycles, m.checked, m.rotations, m.backups, m.duration, m.isLeader, m.epoch, m.lastSuccess,
+	m.reg.MustRegister(m.cycles, m.checked, m.rotations, m.backups, m.backupCountFailures, m.duration, m.isLeader, m.epoch, m.lastSuccess,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, r := range []string{"ok", "partial", "error", "skipped"} {
 		m.cycles.WithLabelValues(r)
@@ -82,6 +86,10 @@ func (m *metrics) cycle(sum checker.Summary, err error, nowUnix float64) {
 		add(m.rotations, "already_rotated", p.AlreadyRotated)
 		add(m.rotations, "no_backup", p.NoBackup)
 		add(m.rotations, "error", p.RotateErrors)
+		if p.BackupsUnknown {
+			m.backupCountFailures.WithLabelValues(p.Pool).Inc()
+			continue
+		}
 		m.backups.WithLabelValues(p.Pool).Set(float64(p.BackupsLeft))
 	}
 }

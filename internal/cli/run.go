@@ -23,6 +23,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/spendchecker/spendchecker/checker"
+	"github.com/spendchecker/spendchecker/internal/mongoidx"
 	"github.com/spendchecker/spendchecker/lease"
 	"github.com/spendchecker/spendchecker/spend"
 )
@@ -156,6 +157,9 @@ func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*app, error) {
 		OnChange: func(leader bool, epoch int64) {
 			a.met.leader(leader, epoch)
 		},
+		// Epochs stored with observations: never take a lower one, even
+		// when the lease records were deleted (README "Lease").
+		Floor: func(ctx context.Context) (int64, error) { return a.chk.MaxEpoch(ctx) },
 	})
 	if err != nil {
 		return nil, err
@@ -198,16 +202,41 @@ func (a *app) close() {
 }
 
 // prepare creates indexes and warns about a TTL on history; writes nothing
-// in dry-run mode.
+// in dry-run mode. Transient store errors (network, a primary stepping
+// down, replicas racing on a fresh database) are retried with backoff: a
+// one-shot command gives up after --store-wait, the daemon keeps trying
+// until it is stopped (README "Reliability").
 func (a *app) prepare(ctx context.Context) error {
 	if a.cfg.DryRun {
 		return nil
 	}
-	if err := a.chk.EnsureIndexes(ctx); err != nil {
+	oneShot := a.cfg.Once || a.cfg.Command != ""
+	if oneShot {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, a.cfg.StoreWait)
+		defer cancel()
+	}
+	failures := 0
+	err := mongoidx.Retry(ctx, func(ctx context.Context) error {
+		err := a.chk.EnsureIndexes(ctx)
+		if err == nil {
+			err = lease.EnsureIndexes(ctx, a.leases)
+		}
+		if err != nil && mongoidx.Transient(err) {
+			if failures++; failures == 1 {
+				a.log.Warn("store not ready; retrying", "err", redact(err.Error()))
+			}
+		}
+		return err
+	})
+	if err != nil {
+		if oneShot && errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("store unreachable for %s (--store-wait), giving up: %w", a.cfg.StoreWait, err)
+		}
 		return err
 	}
-	if err := lease.EnsureIndexes(ctx, a.leases); err != nil {
-		return err
+	if failures > 0 {
+		a.log.Info("store reachable again")
 	}
 	a.warnHistoryTTL(ctx)
 	return nil

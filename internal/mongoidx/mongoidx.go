@@ -1,15 +1,24 @@
 // Package mongoidx creates the indexes that are missing, by name. Creating an
 // index that already exists is a no-op on MongoDB but drops the connection
 // on FerretDB v1, and listing first leaves operators' own indexes alone.
+//
+// It also says which store errors are transient, and retries them with
+// backoff: replicas and one-shot commands started at once on a fresh
+// database race to create the same indexes (FerretDB v1 drops the
+// connection when two do), and a primary may be stepping down.
 package mongoidx
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math/rand/v2"
+	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/topology"
 )
 
 // Index is one named index.
@@ -19,11 +28,43 @@ type Index struct {
 	Unique bool
 }
 
-// Ensure creates the indexes missing from coll.
+// ensureAttempts bounds Ensure's own retries of transient errors (about
+// 3 s in all); callers with a deadline of their own wrap it in Retry.
+const ensureAttempts = 6
+
+// Ensure creates the indexes missing from coll, retrying transient errors a
+// few times. Another process creating the same indexes meanwhile is fine.
 func Ensure(ctx context.Context, coll *mongo.Collection, idx ...Index) error {
+	attempts := 0
+	return Retry(ctx, func(ctx context.Context) error {
+		attempts++
+		err := ensureOnce(ctx, coll, idx)
+		if err != nil && attempts >= ensureAttempts {
+			return Permanent(err)
+		}
+		return err
+	})
+}
+
+func ensureOnce(ctx context.Context, coll *mongo.Collection, idx []Index) error {
+	missing, err := missingOf(ctx, coll, idx)
+	if err != nil || len(missing) == 0 {
+		return err
+	}
+	if _, err := coll.Indexes().CreateMany(ctx, missing); err != nil {
+		// Another process may have created them meanwhile.
+		if again, lerr := missingOf(ctx, coll, idx); lerr == nil && len(again) == 0 {
+			return nil
+		}
+		return fmt.Errorf("create indexes on %s: %w", coll.Name(), err)
+	}
+	return nil
+}
+
+func missingOf(ctx context.Context, coll *mongo.Collection, idx []Index) ([]mongo.IndexModel, error) {
 	have, err := Names(ctx, coll)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var missing []mongo.IndexModel
 	for _, i := range idx {
@@ -36,13 +77,7 @@ func Ensure(ctx context.Context, coll *mongo.Collection, idx ...Index) error {
 		}
 		missing = append(missing, mongo.IndexModel{Keys: i.Keys, Options: o})
 	}
-	if len(missing) == 0 {
-		return nil
-	}
-	if _, err := coll.Indexes().CreateMany(ctx, missing); err != nil {
-		return fmt.Errorf("create indexes on %s: %w", coll.Name(), err)
-	}
-	return nil
+	return missing, nil
 }
 
 // Names lists the names of coll's indexes (none for a missing collection).
@@ -71,4 +106,84 @@ func Specs(ctx context.Context, coll *mongo.Collection) ([]bson.Raw, error) {
 		return nil, fmt.Errorf("list indexes of %s: %w", coll.Name(), err)
 	}
 	return specs, nil
+}
+
+// Transient reports a store error worth retrying: the network (a
+// connection closed, refused or timed out, no server selectable), a
+// primary stepping down or not yet elected, or an error the server labels
+// retryable. A cancelled or expired context is not.
+func Transient(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var perm permanent
+	if errors.As(err, &perm) {
+		return false
+	}
+	if mongo.IsNetworkError(err) || mongo.IsTimeout(err) || errors.Is(err, mongo.ErrClientDisconnected) {
+		return true
+	}
+	var sse topology.ServerSelectionError
+	if errors.As(err, &sse) {
+		return true
+	}
+	var le mongo.LabeledError
+	if errors.As(err, &le) && (le.HasErrorLabel("RetryableWriteError") || le.HasErrorLabel("TransientTransactionError") ||
+		le.HasErrorLabel("NetworkError")) {
+		return true
+	}
+	var se mongo.ServerError
+	if errors.As(err, &se) {
+		// NotWritablePrimary, NotPrimaryNoSecondaryOk, NotPrimaryOrSecondary,
+		// PrimarySteppedDown, InterruptedDueToReplStateChange,
+		// ShutdownInProgress, InterruptedAtShutdown, HostUnreachable,
+		// HostNotFound, NetworkTimeout, SocketException.
+		for _, c := range []int{10107, 13435, 13436, 189, 11602, 91, 11600, 6, 7, 89, 9001} {
+			if se.HasErrorCode(c) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+type permanent struct{ error }
+
+func (p permanent) Unwrap() error { return p.error }
+
+// Permanent marks err as not worth retrying (Retry returns it at once).
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return permanent{err}
+}
+
+// Retry runs f until it succeeds, fails with an error that is not
+// Transient, or ctx ends; it waits 100 ms, then twice as long each time up
+// to 2 s, with jitter. It returns f's last error (unwrapped from Permanent),
+// or ctx's error wrapped around it.
+func Retry(ctx context.Context, f func(context.Context) error) error {
+	wait := 100 * time.Millisecond
+	for {
+		err := f(ctx)
+		if err == nil {
+			return nil
+		}
+		var perm permanent
+		if errors.As(err, &perm) {
+			return perm.error
+		}
+		if !Transient(err) {
+			return err
+		}
+		t := time.NewTimer(wait/2 + rand.N(wait))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w (gave up: %w)", err, ctx.Err())
+		case <-t.C:
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
 }
