@@ -361,7 +361,7 @@ func (c *Checker) checkPool(ctx context.Context, p *poolRun) (PoolSummary, error
 		obs  = make(chan observation, c.cfg.BatchSize)
 		wErr = make(chan error, 1)
 	)
-	var pending []func() // unauthorized rotations, held until the share is known
+	var pending []func()   // unauthorized rotations, held until the share is known
 	epoch := c.cfg.Epoch() // the lease this cycle runs under
 	wctx, wstop := c.writeContext(ctx)
 	go func() { defer wstop(); wErr <- c.writeBack(wctx, p.keys, epoch, obs) }()
