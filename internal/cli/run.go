@@ -141,9 +141,11 @@ func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*app, error) {
 	var pools []checker.Pool
 	for _, p := range cfg.Pools {
 		pool, _ := p.resolve() // validated by Parse
-		prov, err := spend.New(p.Provider, p.ProviderURL, httpc)
-		if err != nil {
-			return nil, err
+		var prov spend.Provider // none for the commands that never poll (Validate)
+		if p.Provider != "" {
+			if prov, err = spend.New(p.Provider, p.ProviderURL, httpc); err != nil {
+				return nil, err
+			}
 		}
 		pools = append(pools, checker.Pool{Pool: pool, Provider: prov, Threshold: p.Threshold, BudgetRatio: p.BudgetRatio,
 			RotateUnauthorized: p.RotateUnauthorized == nil || *p.RotateUnauthorized})
