@@ -56,7 +56,7 @@ func apiSeed(t *testing.T, db *mongo.Database, pool rotation.Pool, keys, backups
 	}
 }
 
-func testRotators(t *testing.T, db *mongo.Database, owner string, pools ...string) []*rotation.Rotator {
+func testRotators(t *testing.T, db *mongo.Database, owner string, pools ...string) apiRotators {
 	t.Helper()
 	var out []*rotation.Rotator
 	for _, name := range pools {
@@ -67,7 +67,7 @@ func testRotators(t *testing.T, db *mongo.Database, owner string, pools ...strin
 		}
 		out = append(out, r)
 	}
-	return out
+	return apiRotators{db, out}
 }
 
 type apiAnswer struct {
