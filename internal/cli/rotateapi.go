@@ -320,7 +320,8 @@ func (api *rotateAPI) ensureIndexes(ctx context.Context) error {
 	if api.indexed.Load() {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, rotateTimeout)
+	// Not cut short by a client hanging up: the next request needs them too.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rotateTimeout)
 	defer cancel()
 	for _, p := range api.pools {
 		if err := api.rotators[p].EnsureIndexes(ctx); err != nil {
