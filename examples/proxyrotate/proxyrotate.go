@@ -4,11 +4,11 @@
 // MongoDB client (mongo-driver v2, next to the proxy's v1 client) on the same
 // URI and database, and one rotation.Rotator per pool, built once at start-up.
 //
-// The proxy keeps deciding *when* a key is dead (ShouldRotate mirrors its
-// CheckAndRotateOnError); the rotator decides *how*, exactly once per key
-// whatever the number of proxies and spendchecker replicas racing for it.
-// Recovery of a rotation whose caller died is left to the daemon, which runs
-// it at every cycle.
+// The proxy keeps deciding *when* a key is dead (ShouldRotate follows its
+// CheckAndRotateOnError, narrowed to answers about the key); the rotator
+// decides *how*, exactly once per key whatever the number of proxies and
+// spendchecker replicas racing for it. Recovery of a rotation whose caller
+// died is left to the daemon, which runs it at every cycle.
 package proxyrotate
 
 import (
