@@ -430,3 +430,42 @@ func isNull(raw json.RawMessage) bool {
 	t := bytes.TrimSpace(raw)
 	return len(t) == 0 || string(t) == "null"
 }
+
+// Verdict is what one upstream error answer says about the key that got it.
+type Verdict int
+
+const (
+	// NotAboutKey: no statement about this key — a success, another status,
+	// or a CDN/WAF block page (HTML, a problem document) on 401/402/403.
+	NotAboutKey Verdict = iota
+	// KeyRejected: a 401, 402 or 403 carrying the provider's own JSON error.
+	KeyRejected
+	// KeyBudgetExceeded: LiteLLM's budget refusal about this key's own budget.
+	KeyBudgetExceeded
+	// SharedBudget: a budget refusal about a budget many keys share (team,
+	// model, organisation) or without figures to tell: rotating would burn
+	// backups without helping.
+	SharedBudget
+)
+
+// Classify reads an upstream error answer the way the checker's polls do
+// (README, Providers), for callers that see the answers of real traffic —
+// a proxy deciding whether to rotate (examples/proxyrotate).
+func Classify(status int, body []byte) Verdict {
+	if status == http.StatusOK {
+		return NotAboutKey
+	}
+	if r, ok, err := parseBudgetExceeded(body); ok {
+		if err == nil && r.BudgetExceeded {
+			return KeyBudgetExceeded
+		}
+		return SharedBudget
+	}
+	switch status {
+	case http.StatusUnauthorized, http.StatusPaymentRequired, http.StatusForbidden:
+		if providerError(body) {
+			return KeyRejected
+		}
+	}
+	return NotAboutKey
+}

@@ -308,3 +308,29 @@ func FuzzParsers(f *testing.F) {
 		}
 	})
 }
+
+// Classify is the checker's reading of an error answer, exported for the
+// proxy's own traffic: a dead key only on the provider's JSON error or the
+// key's own budget; block pages and shared budgets never.
+func TestClassify(t *testing.T) {
+	cases := []struct {
+		status int
+		body   string
+		want   spend.Verdict
+	}{
+		{200, `{"info":{"spend":1}}`, spend.NotAboutKey},
+		{401, `{"error":{"message":"Authentication Error, Invalid proxy server token passed.","type":"auth_error","code":"401"}}`, spend.KeyRejected},
+		{402, `{"error":{"code":402,"message":"Insufficient credits"}}`, spend.KeyRejected},
+		{403, `<!DOCTYPE html><html><head><title>Attention Required! | Cloudflare</title></head></html>`, spend.NotAboutKey},
+		{403, `{"title":"Error 1020: Access denied","status":403,"error_code":1020}`, spend.NotAboutKey},
+		{400, `{"error":{"message":"Budget has been exceeded! Current cost: 10.01, Max budget: 10.0","type":"budget_exceeded","code":"400"}}`, spend.KeyBudgetExceeded},
+		{400, `{"error":{"message":"Budget has been exceeded! Team=team-a Current cost: 51.2, Max budget: 50.0","type":"budget_exceeded","code":"400"}}`, spend.SharedBudget},
+		{401, `{"error":{"message":"Authentication Error, ExceededTokenBudget: Current Team Spend: 51.2; Max Budget for Team: 50.0","type":"auth_error","code":"401"}}`, spend.SharedBudget},
+		{500, `{"error":{"message":"internal"}}`, spend.NotAboutKey},
+	}
+	for _, c := range cases {
+		if got := spend.Classify(c.status, []byte(c.body)); got != c.want {
+			t.Errorf("Classify(%d, %.50s) = %d, want %d", c.status, c.body, got, c.want)
+		}
+	}
+}

@@ -4,41 +4,53 @@
 // MongoDB client (mongo-driver v2, next to the proxy's v1 client) on the same
 // URI and database, and one rotation.Rotator per pool, built once at start-up.
 //
-// The proxy keeps deciding *when* a key is dead (ShouldRotate mirrors its
-// CheckAndRotateOnError); the rotator decides *how*, exactly once per key
-// whatever the number of proxies and spendchecker replicas racing for it.
-// Recovery of a rotation whose caller died is left to the daemon, which runs
-// it at every cycle.
+// The proxy keeps deciding *when* a key is dead (ShouldRotate follows its
+// CheckAndRotateOnError, narrowed to answers about the key); the rotator
+// decides *how*, exactly once per key whatever the number of proxies and
+// spendchecker replicas racing for it. Recovery of a rotation whose caller
+// died is left to the daemon, which runs it at every cycle.
 package proxyrotate
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
 	"time"
 
+	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/spendchecker/spendchecker/rotation"
+	"github.com/spendchecker/spendchecker/spend"
 )
 
 // Rotator is the proxy's handle: a v2 client and one pool's rotator.
 type Rotator struct {
 	client *mongo.Client
+	db     *mongo.Database
 	rot    *rotation.Rotator
 }
 
 // Open connects a second client to uri and builds the rotator of pool (a
 // preset name: "openhands" or "factory") in database dbName — the proxy's
-// MONGODB_URI and MONGODB_DB_NAME. owner names this proxy instance in the
-// rotation journal.
+// MONGODB_URI and MONGODB_DB_NAME; an empty dbName is "fproxy", as in the
+// proxy. owner names this proxy instance in the rotation journal.
+//
+// Before returning, Open ensures the indexes the rotator's guarantees rest
+// on (the journal's unique backupId index is what stops one backup being
+// used twice), retrying a few times; it fails rather than hand out a
+// rotator on a database without them.
 func Open(ctx context.Context, uri, dbName, pool, owner string, log *slog.Logger) (*Rotator, error) {
 	p, err := rotation.Preset(pool)
 	if err != nil {
 		return nil, err
+	}
+	if dbName == "" {
+		dbName = DefaultDatabase
 	}
 	client, err := mongo.Connect(options.Client().ApplyURI(uri).SetAppName(owner).
 		SetServerSelectionTimeout(10 * time.Second))
@@ -46,22 +58,65 @@ func Open(ctx context.Context, uri, dbName, pool, owner string, log *slog.Logger
 		return nil, fmt.Errorf("connect: %w", err)
 	}
 	rot, err := rotation.New(client.Database(dbName), p, rotation.Options{Owner: owner, Logger: log})
+	if err == nil {
+		err = ensureIndexes(ctx, rot)
+	}
 	if err != nil {
-		_ = client.Disconnect(ctx)
+		_ = client.Disconnect(context.WithoutCancel(ctx))
 		return nil, err
 	}
-	return &Rotator{client: client, rot: rot}, nil
+	return &Rotator{client: client, db: client.Database(dbName), rot: rot}, nil
+}
+
+// DefaultDatabase is the proxy's database when MONGODB_DB_NAME is unset.
+const DefaultDatabase = "fproxy"
+
+// indexAttempts bounds Open's index creation: two processes creating the
+// same index at once may see one attempt fail (FerretDB drops the
+// connection), and a store that is just starting may need a moment.
+const indexAttempts = 4
+
+func ensureIndexes(ctx context.Context, rot *rotation.Rotator) error {
+	wait := 500 * time.Millisecond
+	var err error
+	for i := range indexAttempts {
+		if err = rot.EnsureIndexes(ctx); err == nil {
+			return nil
+		}
+		if i == indexAttempts-1 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("ensure the rotator's indexes: %w", ctx.Err())
+		case <-time.After(wait):
+		}
+		wait *= 2
+	}
+	return fmt.Errorf("ensure the rotator's indexes (%d attempts): %w", indexAttempts, err)
 }
 
 // Close disconnects the rotator's client.
 func (r *Rotator) Close(ctx context.Context) error { return r.client.Disconnect(ctx) }
 
 // ShouldRotate reports whether an upstream answer means "this key is dead,
-// rotate it now", with the reason recorded in the spend history. It follows
-// the proxy's own CheckAndRotateOnError: 401, 402 and 403 always; a 400 only
-// when its body says the budget is exceeded; Factory's quota texts whatever
-// the status. 429 and 529 are cooldowns, never rotations.
+// rotate it now", with the reason recorded in the spend history. It is the
+// proxy's own CheckAndRotateOnError (both pools' rules) narrowed by the
+// daemon's reading of the same answers (spend.Classify, README "Providers"),
+// so that an answer that says nothing about this key never burns a backup:
+//
+//   - 429 and 529 are cooldowns, never rotations;
+//   - Factory's quota texts rotate whatever the status;
+//   - a LiteLLM budget refusal rotates only when it is about the key's own
+//     budget, never a team, model or organisation budget all keys share;
+//   - 401, 402 and 403 rotate only with the provider's own JSON error, not a
+//     CDN or WAF block page;
+//   - a JSON error body saying invalid_api_key or revoked rotates whatever
+//     the status (the proxy's factory rule).
 func ShouldRotate(status int, body string) (reason string, ok bool) {
+	if status == 429 || status == 529 {
+		return "", false
+	}
 	lower := strings.ToLower(body)
 	switch {
 	case strings.Contains(lower, "ready for more? reload your tokens"),
@@ -69,20 +124,31 @@ func ShouldRotate(status int, body string) (reason string, ok bool) {
 		strings.Contains(lower, "app.factory.ai/settings/billing"):
 		return "factory_quota_exhausted", true
 	}
-	switch status {
-	case 400:
-		if strings.Contains(body, "ExceededBudget") || strings.Contains(lower, "budget_exceeded") ||
-			strings.Contains(lower, "over budget") || strings.Contains(lower, "budget has been exceeded") {
-			return "budget_exceeded", true
+	switch spend.Classify(status, []byte(body)) {
+	case spend.KeyBudgetExceeded:
+		return "budget_exceeded", true
+	case spend.SharedBudget:
+		return "", false
+	case spend.KeyRejected:
+		switch status {
+		case 401:
+			return "unauthorized", true
+		case 402:
+			return "payment_required", true
 		}
-	case 401:
-		return "unauthorized", true
-	case 402:
-		return "payment_required", true
-	case 403:
 		return "forbidden", true
 	}
+	if (strings.Contains(lower, "invalid_api_key") || strings.Contains(lower, "revoked")) && jsonObject(body) {
+		return "invalid_key", true
+	}
 	return "", false
+}
+
+// jsonObject: an error the upstream wrote, not an HTML page that happens to
+// contain the words.
+func jsonObject(body string) bool {
+	b := strings.TrimSpace(body)
+	return strings.HasPrefix(b, "{") && json.Valid([]byte(b))
 }
 
 // Action is what the proxy does to its in-memory pool after a rotation.
@@ -113,8 +179,13 @@ func (r *Rotator) Rotate(ctx context.Context, keyID, reason string) (Action, err
 		return a, err
 	}
 	switch res.Outcome {
-	case rotation.Rotated, rotation.AlreadyRotated:
+	case rotation.Rotated:
 		a.SwapTo = res.NewKeyID
+	case rotation.AlreadyRotated:
+		// The replacement may itself have been rotated since: swap in the
+		// live end of the chain, or nothing (drop; the reload brings it).
+		// A failed read only costs the swap, not the answer.
+		a.SwapTo, _ = r.liveEnd(ctx, res.NewKeyID)
 	case rotation.InProgress:
 		// Another caller is rotating it: its new key appears at the next reload.
 	case rotation.NoBackup:
@@ -125,4 +196,41 @@ func (r *Rotator) Rotate(ctx context.Context, keyID, reason string) (Action, err
 		return a, errors.New("unknown rotation outcome")
 	}
 	return a, nil
+}
+
+// maxChain bounds the walk from a rotated key to its live replacement.
+const maxChain = 16
+
+// liveEnd follows a rotated key's replacements through the journal (the
+// rotation whose oldKeyId is the previous new key) to the one still in the
+// pool; "" when the chain ends in a rotation still under way, a key deleted
+// by hand, or is longer than maxChain.
+func (r *Rotator) liveEnd(ctx context.Context, keyID string) (string, error) {
+	p := r.rot.Pool()
+	for range maxChain {
+		if keyID == "" {
+			return "", nil
+		}
+		n, err := r.db.Collection(p.KeysCollection).CountDocuments(ctx, bson.M{"_id": keyID})
+		if err != nil {
+			return "", fmt.Errorf("read key %s: %w", keyID, err)
+		}
+		if n > 0 {
+			return keyID, nil
+		}
+		var next struct {
+			NewKeyID string `bson:"newKeyId"`
+			State    string `bson:"state"`
+		}
+		err = r.db.Collection(rotation.JournalCollection).FindOne(ctx, bson.M{"pool": p.Name, "oldKeyId": keyID},
+			options.FindOne().SetSort(bson.D{{Key: "startedAt", Value: -1}})).Decode(&next)
+		if errors.Is(err, mongo.ErrNoDocuments) || (err == nil && next.State != "done") {
+			return "", nil
+		}
+		if err != nil {
+			return "", fmt.Errorf("read journal for %s: %w", keyID, err)
+		}
+		keyID = next.NewKeyID
+	}
+	return "", nil
 }

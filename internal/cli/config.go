@@ -445,7 +445,9 @@ func (c *Config) validate() error {
 		}
 	}
 	for _, p := range c.Pools {
-		if p.Provider == "" {
+		// Only polling talks to the upstream: recover, verify, status,
+		// rotate and history work on a pool without a provider.
+		if p.Provider == "" && c.Command == "" {
 			return usage("pool %s: no built-in provider serves its upstream; name one with --provider (%s) and --provider-url, or \"provider\" in its config entry",
 				p.Pool, strings.Join(spend.Names, ", "))
 		}

@@ -58,17 +58,25 @@ func hasPassword(uri string) bool {
 	return ok
 }
 
-// exposedSecret is a file holding the MongoDB password that users other
-// than its owner can read.
+// exposedSecret is a file holding a secret (the MongoDB password or the
+// rotate token) that users other than its owner can read.
 type exposedSecret struct {
 	path string
 	mode fs.FileMode
 }
 
+// envSecrets are the variables of the unit's environment file that carry a
+// secret: the URIs when they hold a password, the rotate token always.
+var envSecrets = map[string]func(string) bool{
+	"SPENDCHECKER_MONGO_URI": hasPassword,
+	envProxyURI:              hasPassword,
+	EnvRotateToken:           func(v string) bool { return v != "" },
+}
+
 // exposedSecrets finds the secret files other users can read: the config
-// file when it holds a URI with a password, and the environment file when
-// SPENDCHECKER_MONGO_URI (with a password) is set in it.
-func exposedSecrets(configFile, envFile string) []exposedSecret {
+// file when it holds a URI with a password, the rotate token file, and the
+// environment file when it sets one of envSecrets that this process got.
+func exposedSecrets(configFile, tokenFile, envFile string) []exposedSecret {
 	var out []exposedSecret
 	check := func(path string, holds func([]byte) bool) {
 		st, err := os.Stat(path)
@@ -87,11 +95,21 @@ func exposedSecrets(configFile, envFile string) []exposedSecret {
 			return json.Unmarshal(b, &top) == nil && hasPassword(top.URI)
 		})
 	}
-	if envFile != "" && hasPassword(os.Getenv("SPENDCHECKER_MONGO_URI")) {
+	if tokenFile != "" {
+		check(tokenFile, func([]byte) bool { return true })
+	}
+	inEnv := false
+	for name, secret := range envSecrets {
+		inEnv = inEnv || secret(os.Getenv(name))
+	}
+	if envFile != "" && inEnv {
 		check(envFile, func(b []byte) bool {
 			for _, line := range strings.Split(string(b), "\n") {
 				k, v, ok := strings.Cut(strings.TrimSpace(line), "=")
-				if ok && strings.TrimSpace(k) == "SPENDCHECKER_MONGO_URI" && hasPassword(strings.Trim(strings.TrimSpace(v), `"'`)) {
+				if !ok {
+					continue
+				}
+				if secret, named := envSecrets[strings.TrimSpace(k)]; named && secret(strings.Trim(strings.TrimSpace(v), `"'`)) {
 					return true
 				}
 			}

@@ -15,16 +15,27 @@ func TestExposedSecrets(t *testing.T) {
 		envURI  string // SPENDCHECKER_MONGO_URI
 		mode    os.FileMode
 		exposed int
+		token   string            // body of the rotate token file, "" for none
+		setenv  map[string]string // more of the process's environment
 	}{
-		{"private config", `{"mongo-uri": "` + withPassword + `"}`, "", "", 0o600, 0},
-		{"world-readable config", `{"mongo-uri": "` + withPassword + `"}`, "", "", 0o644, 1},
-		{"group-readable config", `{"mongo-uri": "` + withPassword + `"}`, "", "", 0o640, 1},
-		{"readable config without a password", `{"mongo-uri": "mongodb://db1/fproxy"}`, "", "", 0o644, 0},
-		{"readable config without a URI", `{"threshold": 9}`, "", "", 0o644, 0},
-		{"world-readable env file", "", "SPENDCHECKER_MONGO_URI=" + withPassword + "\n", withPassword, 0o644, 1},
-		{"group-readable env file, quoted", "", "# x\nSPENDCHECKER_MONGO_URI=\"" + withPassword + "\"\n", withPassword, 0o640, 1},
-		{"private env file", "", "SPENDCHECKER_MONGO_URI=" + withPassword + "\n", withPassword, 0o600, 0},
-		{"readable env file, URI from elsewhere", "", "SPENDCHECKER_THRESHOLD=9\n", withPassword, 0o644, 0},
+		{"private config", `{"mongo-uri": "` + withPassword + `"}`, "", "", 0o600, 0, "", nil},
+		{"world-readable config", `{"mongo-uri": "` + withPassword + `"}`, "", "", 0o644, 1, "", nil},
+		{"group-readable config", `{"mongo-uri": "` + withPassword + `"}`, "", "", 0o640, 1, "", nil},
+		{"readable config without a password", `{"mongo-uri": "mongodb://db1/fproxy"}`, "", "", 0o644, 0, "", nil},
+		{"readable config without a URI", `{"threshold": 9}`, "", "", 0o644, 0, "", nil},
+		{"world-readable env file", "", "SPENDCHECKER_MONGO_URI=" + withPassword + "\n", withPassword, 0o644, 1, "", nil},
+		{"group-readable env file, quoted", "", "# x\nSPENDCHECKER_MONGO_URI=\"" + withPassword + "\"\n", withPassword, 0o640, 1, "", nil},
+		{"private env file", "", "SPENDCHECKER_MONGO_URI=" + withPassword + "\n", withPassword, 0o600, 0, "", nil},
+		{"readable env file, URI from elsewhere", "", "SPENDCHECKER_THRESHOLD=9\n", withPassword, 0o644, 0, "", nil},
+		{"world-readable token file", "", "", "", 0o644, 1, "0123456789abcdef0123", nil},
+		{"group-readable token file", "", "", "", 0o640, 1, "0123456789abcdef0123", nil},
+		{"private token file", "", "", "", 0o600, 0, "0123456789abcdef0123", nil},
+		{"readable env file with the proxy's URI", "", "MONGODB_URI=" + withPassword + "\n", "", 0o644, 1, "",
+			map[string]string{"MONGODB_URI": withPassword}},
+		{"readable env file with the rotate token", "", "SPENDCHECKER_ROTATE_TOKEN=0123456789abcdef0123\n", "", 0o644, 1, "",
+			map[string]string{EnvRotateToken: "0123456789abcdef0123"}},
+		{"private env file with the rotate token", "", "SPENDCHECKER_ROTATE_TOKEN=0123456789abcdef0123\n", "", 0o600, 0, "",
+			map[string]string{EnvRotateToken: "0123456789abcdef0123"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -43,7 +54,10 @@ func TestExposedSecrets(t *testing.T) {
 				return p
 			}
 			t.Setenv("SPENDCHECKER_MONGO_URI", tt.envURI)
-			got := exposedSecrets(write("config.json", tt.config), write("spendchecker.env", tt.env))
+			for _, k := range []string{envProxyURI, EnvRotateToken} {
+				t.Setenv(k, tt.setenv[k])
+			}
+			got := exposedSecrets(write("config.json", tt.config), write("rotate-token", tt.token), write("spendchecker.env", tt.env))
 			if len(got) != tt.exposed {
 				t.Errorf("exposed %v, want %d", got, tt.exposed)
 			}

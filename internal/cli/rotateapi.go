@@ -15,7 +15,12 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/spendchecker/spendchecker/rotation"
 )
@@ -83,10 +88,26 @@ type rotateAPI struct {
 	dryRun   bool
 	rotators map[string]*rotation.Rotator
 	pools    []string
+	db       *mongo.Database
 	log      *slog.Logger
+	// counted receives each rotation's outcome label for
+	// spendchecker_rotations_total; nil: not counted.
+	counted func(pool, outcome string)
+
+	// indexed: the rotators' indexes are known to exist; until then every
+	// request first ensures them (README, "Way 2").
+	indexMu sync.Mutex
+	indexed atomic.Bool
 
 	mu      sync.Mutex
 	flights map[string]*rotateFlight
+}
+
+// apiRotators is what the endpoint rotates with: each pool's rotator and
+// their database.
+type apiRotators struct {
+	db   *mongo.Database
+	list []*rotation.Rotator
 }
 
 // rotateFlight shares one Rotate call among the concurrent requests for a key.
@@ -94,13 +115,16 @@ type rotateFlight struct {
 	done chan struct{}
 	res  rotation.Result
 	err  error
+	// nonStringID: no key has the id as a string _id, but one has it as an
+	// ObjectId, which the rotator cannot rotate.
+	nonStringID bool
 }
 
-func newRotateAPI(token string, rotators []*rotation.Rotator, dryRun bool, log *slog.Logger) *rotateAPI {
+func newRotateAPI(token string, rotators apiRotators, dryRun bool, log *slog.Logger) *rotateAPI {
 	api := &rotateAPI{enabled: token != "", dryRun: dryRun, rotators: map[string]*rotation.Rotator{},
-		log: log, flights: map[string]*rotateFlight{}}
+		db: rotators.db, log: log, flights: map[string]*rotateFlight{}}
 	api.tokenSum = sha256.Sum256([]byte(token))
-	for _, r := range rotators {
+	for _, r := range rotators.list {
 		api.rotators[r.Pool().Name] = r
 		api.pools = append(api.pools, r.Pool().Name)
 	}
@@ -110,7 +134,9 @@ func newRotateAPI(token string, rotators []*rotation.Rotator, dryRun bool, log *
 
 // rotateRoutes is the hook serveHTTP calls.
 func (a *app) rotateRoutes(mux *http.ServeMux) {
-	mux.Handle("POST /v1/rotate", newRotateAPI(a.cfg.RotateToken, a.chk.Rotators(), a.cfg.DryRun, a.log))
+	api := newRotateAPI(a.cfg.RotateToken, apiRotators{a.db, a.chk.Rotators()}, a.cfg.DryRun, a.log)
+	api.counted = func(pool, outcome string) { a.met.rotations.WithLabelValues(pool, outcome).Inc() }
+	mux.Handle("POST /v1/rotate", api)
 }
 
 func (api *rotateAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -138,12 +164,30 @@ func (api *rotateAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeRotate(w, http.StatusServiceUnavailable, rotateResponse{Error: "dry run: this daemon writes nothing"})
 		return
 	}
-	res, err := api.rotate(r.Context(), rot, req)
+	if err := api.ensureIndexes(r.Context()); err != nil {
+		api.log.Warn("rotate request refused: the rotator's indexes are not in place", "pool", req.Pool, "key", req.KeyID, "err", redact(err.Error()))
+		w.Header().Set("Retry-After", "5")
+		writeRotate(w, http.StatusServiceUnavailable, rotateResponse{Error: "store not ready (the rotator's indexes could not be ensured); retry later"})
+		return
+	}
+	f, err := api.rotate(r.Context(), rot, req)
+	res := f.res
 	resp := rotateResponse{Pool: req.Pool, KeyID: req.KeyID, RotationID: res.RotationID, NewKeyID: res.NewKeyID}
+	if err != nil && r.Context().Err() != nil {
+		// The client hung up; the rotation carries on without it.
+		api.log.Info("rotate request: client went away before the answer; the rotation continues", "pool", req.Pool, "key", req.KeyID, "remote", r.RemoteAddr)
+		return
+	}
 	if err != nil {
 		api.log.Warn("rotate request failed", "pool", req.Pool, "key", req.KeyID, "rotation", res.RotationID, "err", redact(err.Error()))
 		resp.Error = "rotation did not complete; retrying is safe, and recovery finishes it: " + redact(err.Error())
 		writeRotate(w, http.StatusInternalServerError, resp)
+		return
+	}
+	if f.nonStringID {
+		api.log.Warn("rotate request refused: the key's _id is an ObjectId, which the rotator cannot rotate", "pool", req.Pool, "key", req.KeyID)
+		resp.Error = "key id is not a string id (its _id is an ObjectId); rotate it by hand"
+		writeRotate(w, http.StatusUnprocessableEntity, resp)
 		return
 	}
 	resp.Outcome = res.Outcome.String()
@@ -209,7 +253,7 @@ func (api *rotateAPI) decode(w http.ResponseWriter, r *http.Request) (rotateRequ
 // requests for the key share its answer. Across replicas the rotator itself
 // guarantees one rotation. The saga runs on a context of its own, so a
 // client that hangs up does not leave it part-way.
-func (api *rotateAPI) rotate(ctx context.Context, rot *rotation.Rotator, req rotateRequest) (rotation.Result, error) {
+func (api *rotateAPI) rotate(ctx context.Context, rot *rotation.Rotator, req rotateRequest) (*rotateFlight, error) {
 	id := req.Pool + "\x00" + req.KeyID
 	api.mu.Lock()
 	f, ok := api.flights[id]
@@ -220,6 +264,7 @@ func (api *rotateAPI) rotate(ctx context.Context, rot *rotation.Rotator, req rot
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rotateTimeout)
 			defer cancel()
 			f.res, f.err = rot.Rotate(rctx, req.KeyID, req.Reason)
+			api.settle(rctx, rot, req.KeyID, f)
 			api.mu.Lock()
 			delete(api.flights, id)
 			api.mu.Unlock()
@@ -229,10 +274,101 @@ func (api *rotateAPI) rotate(ctx context.Context, rot *rotation.Rotator, req rot
 	api.mu.Unlock()
 	select {
 	case <-f.done:
-		return f.res, f.err
+		return f, f.err
 	case <-ctx.Done():
-		return rotation.Result{OldKeyID: req.KeyID}, ctx.Err()
+		return &rotateFlight{res: rotation.Result{OldKeyID: req.KeyID}}, ctx.Err()
 	}
+}
+
+// settle completes a flight's answer and counts it: an already rotated
+// key's replacement is followed to the live end of the chain, and a
+// not_found is checked for an ObjectId _id (README, "Way 2").
+func (api *rotateAPI) settle(ctx context.Context, rot *rotation.Rotator, keyID string, f *rotateFlight) {
+	outcome := "error"
+	switch {
+	case f.err != nil:
+	case f.res.Outcome == rotation.AlreadyRotated:
+		// A failed read only costs the replacement's id, not the answer.
+		f.res.NewKeyID, _ = liveEnd(ctx, api.db, rot.Pool(), f.res.NewKeyID)
+		outcome = f.res.Outcome.String()
+	case f.res.Outcome == rotation.NotFound:
+		if oid, err := bson.ObjectIDFromHex(keyID); err == nil && api.db != nil {
+			n, err := api.db.Collection(rot.Pool().KeysCollection).CountDocuments(ctx, bson.M{"_id": oid})
+			f.nonStringID = err == nil && n > 0
+		}
+		if !f.nonStringID {
+			outcome = f.res.Outcome.String()
+		}
+	default:
+		outcome = f.res.Outcome.String()
+	}
+	if api.counted != nil {
+		api.counted(rot.Pool().Name, outcome)
+	}
+}
+
+// ensureIndexes makes sure, once per process, that the rotators' indexes
+// exist before the first rotation: the journal's unique backupId index is
+// what stops one backup being used twice, and the daemon's start-up may
+// not have created it yet (or keeps failing to).
+func (api *rotateAPI) ensureIndexes(ctx context.Context) error {
+	if api.indexed.Load() {
+		return nil
+	}
+	api.indexMu.Lock()
+	defer api.indexMu.Unlock()
+	if api.indexed.Load() {
+		return nil
+	}
+	// Not cut short by a client hanging up: the next request needs them too.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rotateTimeout)
+	defer cancel()
+	for _, p := range api.pools {
+		if err := api.rotators[p].EnsureIndexes(ctx); err != nil {
+			return err
+		}
+	}
+	api.indexed.Store(true)
+	return nil
+}
+
+// maxChain bounds the walk from a rotated key to its live replacement.
+const maxChain = 16
+
+// liveEnd follows a rotated key's replacements through the journal (the
+// rotation whose oldKeyId is the previous new key) to the one still in the
+// pool; "" when the chain ends in a rotation still under way, a key deleted
+// by hand, or is longer than maxChain.
+func liveEnd(ctx context.Context, db *mongo.Database, p rotation.Pool, keyID string) (string, error) {
+	if db == nil {
+		return keyID, nil
+	}
+	for range maxChain {
+		if keyID == "" {
+			return "", nil
+		}
+		n, err := db.Collection(p.KeysCollection).CountDocuments(ctx, bson.M{"_id": keyID})
+		if err != nil {
+			return "", fmt.Errorf("read key %s: %w", keyID, err)
+		}
+		if n > 0 {
+			return keyID, nil
+		}
+		var next struct {
+			NewKeyID string `bson:"newKeyId"`
+			State    string `bson:"state"`
+		}
+		err = db.Collection(rotation.JournalCollection).FindOne(ctx, bson.M{"pool": p.Name, "oldKeyId": keyID},
+			options.FindOne().SetSort(bson.D{{Key: "startedAt", Value: -1}})).Decode(&next)
+		if errors.Is(err, mongo.ErrNoDocuments) || (err == nil && next.State != "done") {
+			return "", nil
+		}
+		if err != nil {
+			return "", fmt.Errorf("read journal for %s: %w", keyID, err)
+		}
+		keyID = next.NewKeyID
+	}
+	return "", nil
 }
 
 func writeRotate(w http.ResponseWriter, status int, body rotateResponse) {

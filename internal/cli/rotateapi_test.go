@@ -56,7 +56,7 @@ func apiSeed(t *testing.T, db *mongo.Database, pool rotation.Pool, keys, backups
 	}
 }
 
-func testRotators(t *testing.T, db *mongo.Database, owner string, pools ...string) []*rotation.Rotator {
+func testRotators(t *testing.T, db *mongo.Database, owner string, pools ...string) apiRotators {
 	t.Helper()
 	var out []*rotation.Rotator
 	for _, name := range pools {
@@ -67,7 +67,7 @@ func testRotators(t *testing.T, db *mongo.Database, owner string, pools ...strin
 		}
 		out = append(out, r)
 	}
-	return out
+	return apiRotators{db, out}
 }
 
 type apiAnswer struct {
@@ -396,4 +396,104 @@ func TestRotateTokenConfiguration(t *testing.T) {
 			}
 		})
 	}
+}
+
+// k0 was rotated to b0 and b0 to b1; a late request for k0 gets the live end
+// of the chain (b1), never b0, which is deleted (README, "Way 2").
+func TestRotateAPIAlreadyRotatedNamesTheLiveKey(t *testing.T) {
+	db := mongotest.New(t).Database
+	apiSeed(t, db, apiPool, 1, 2)
+	api := newRotateAPI(testToken, testRotators(t, db, "r1", "openhands"), false, slog.New(slog.DiscardHandler))
+	first := apiCall(t, api, "Bearer "+testToken, `{"keyId":"k0","reason":"unauthorized"}`)
+	second := apiCall(t, api, "Bearer "+testToken, `{"keyId":"b0","reason":"unauthorized"}`)
+	if first.body.NewKeyID != "b0" || second.body.NewKeyID != "b1" {
+		t.Fatalf("setup: %s then %s", first.raw, second.raw)
+	}
+	late := apiCall(t, api, "Bearer "+testToken, `{"keyId":"k0","reason":"unauthorized"}`)
+	if late.status != http.StatusOK || late.body.Outcome != "already_rotated" || late.body.NewKeyID != "b1" ||
+		late.body.RotationID != first.body.RotationID {
+		t.Errorf("late request for k0: %d %s, want already_rotated naming b1 with rotation %s", late.status, late.raw, first.body.RotationID)
+	}
+}
+
+// While the journal's unique backupId index cannot be created (here: the
+// journal already holds two claims of one backup), no rotation is served:
+// 503 with Retry-After. Once it can, the next request rotates.
+func TestRotateAPIWaitsForTheIndexes(t *testing.T) {
+	db := mongotest.New(t).Database
+	apiSeed(t, db, apiPool, 1, 1)
+	ctx := context.Background()
+	// A database prepared before, whose index was dropped since.
+	if err := db.Collection(rotation.JournalCollection).Indexes().DropOne(ctx, "backupId_unique"); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"rot_x1", "rot_x2"} {
+		if _, err := db.Collection(rotation.JournalCollection).InsertOne(ctx, bson.M{"_id": id, "pool": "openhands",
+			"oldKeyId": "gone-" + id, "backupId": "dup", "newKeyId": "dup", "state": "done"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	api := newRotateAPI(testToken, testRotators(t, db, "r1", "openhands"), false, slog.New(slog.DiscardHandler))
+	req := httptest.NewRequest(http.MethodPost, "/v1/rotate", strings.NewReader(`{"keyId":"k0","reason":"unauthorized"}`))
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	rec := httptest.NewRecorder()
+	api.ServeHTTP(rec, req)
+	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") == "" {
+		t.Fatalf("without the indexes: %d (Retry-After %q) %s, want 503 with Retry-After", rec.Code, rec.Header().Get("Retry-After"), rec.Body)
+	}
+	if n := apiCount(t, db, rotation.JournalCollection, bson.M{"oldKeyId": "k0"}); n != 0 {
+		t.Fatalf("rotated without the indexes: %d journal entries for k0", n)
+	}
+	if _, err := db.Collection(rotation.JournalCollection).DeleteOne(ctx, bson.M{"_id": "rot_x2"}); err != nil {
+		t.Fatal(err)
+	}
+	if a := apiCall(t, api, "Bearer "+testToken, `{"keyId":"k0","reason":"unauthorized"}`); a.status != http.StatusOK || a.body.Outcome != "rotated" {
+		t.Fatalf("once the indexes can be made: %d %s, want rotated", a.status, a.raw)
+	}
+}
+
+// A client that hangs up is not a failure: the rotation completes and the
+// log says so calmly (no "rotate request failed").
+func TestRotateAPIClientHangsUp(t *testing.T) {
+	db := mongotest.New(t).Database
+	apiSeed(t, db, apiPool, 1, 1)
+	var logs syncBuffer
+	api := newRotateAPI(testToken, testRotators(t, db, "r1", "openhands"), false, slog.New(slog.NewTextHandler(&logs, nil)))
+	// Indexes first, so the hang-up lands on the rotation itself.
+	if err := api.ensureIndexes(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	req := httptest.NewRequestWithContext(ctx, http.MethodPost, "/v1/rotate", strings.NewReader(`{"keyId":"k0","reason":"unauthorized"}`))
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	api.ServeHTTP(httptest.NewRecorder(), req)
+	// A second request joins the flight still running, or reads its result.
+	if a := apiCall(t, api, "Bearer "+testToken, `{"keyId":"k0","reason":"unauthorized"}`); a.body.Outcome != "rotated" && a.body.Outcome != "already_rotated" {
+		t.Fatalf("after the hang-up: %d %s", a.status, a.raw)
+	}
+	if n := apiCount(t, db, rotation.JournalCollection, bson.M{"oldKeyId": "k0", "state": "done"}); n != 1 {
+		t.Errorf("rotation of k0 not completed: %d done", n)
+	}
+	if strings.Contains(logs.String(), "rotate request failed") || strings.Contains(logs.String(), "level=WARN") {
+		t.Errorf("a hang-up was logged as a failure:\n%s", logs.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

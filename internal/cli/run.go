@@ -74,7 +74,7 @@ func Run(ctx context.Context, args []string, env Env) int {
 	if env.signals != nil {
 		defer handleSignals(env.signals, env.shutdown, env.exit, log)()
 	}
-	for _, e := range exposedSecrets(cfg.ConfigFile, unitEnvFile) {
+	for _, e := range exposedSecrets(cfg.ConfigFile, cfg.RotateTokenFile, unitEnvFile) {
 		log.Warn("secret file readable by other users: make it private (chmod 600) or hand it over as a systemd credential",
 			"file", e.path, "mode", fmt.Sprintf("%#o", e.mode))
 	}
@@ -142,9 +142,12 @@ func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*app, error) {
 	var pools []checker.Pool
 	for _, p := range cfg.Pools {
 		pool, _ := p.resolve() // validated by Parse
-		prov, err := spend.New(p.Provider, p.ProviderURL, httpc)
-		if err != nil {
-			return nil, err
+		// No provider for the commands that never poll (Validate).
+		var prov spend.Provider
+		if p.Provider != "" {
+			if prov, err = spend.New(p.Provider, p.ProviderURL, httpc); err != nil {
+				return nil, err
+			}
 		}
 		pools = append(pools, checker.Pool{Pool: pool, Provider: prov, Threshold: p.Threshold, BudgetRatio: p.BudgetRatio,
 			RotateUnauthorized: p.RotateUnauthorized == nil || *p.RotateUnauthorized})
