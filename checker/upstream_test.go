@@ -163,7 +163,8 @@ func TestSystemicRejectionRotatesNone(t *testing.T) {
 			w.up.SetStatus(secret(id), 401)
 			// Only this key is due.
 			for _, other := range []string{"a", "b", "c", "d"} {
-				next := w.clock.Now().Add(time.Hour)
+				// Not due, and within --max-check-interval (a plan beyond it is due).
+				next := w.clock.Now().Add(10 * time.Minute)
 				if other == id {
 					next = w.clock.Now().Add(-time.Second)
 				}

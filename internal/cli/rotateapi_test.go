@@ -424,7 +424,7 @@ func TestRotateAPIWaitsForTheIndexes(t *testing.T) {
 	apiSeed(t, db, apiPool, 1, 1)
 	ctx := context.Background()
 	// A database prepared before, whose index was dropped since.
-	if err := db.Collection(rotation.JournalCollection).Indexes().DropOne(ctx, "backupId_unique"); err != nil {
+	if err := db.Collection(rotation.JournalCollection).Indexes().DropOne(ctx, "pool_1_backupId_1_unique"); err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range []string{"rot_x1", "rot_x2"} {
