@@ -463,6 +463,9 @@ func ParseOpenRouter(status int, body []byte) (Result, error) {
 	switch {
 	case rem != nil:
 		used := max(*b-*rem, 0)
+		if math.IsInf(used, 0) {
+			return Result{}, unclear("limit %v minus limit_remaining %v overflows", *b, *rem)
+		}
 		r.BudgetSpend = &used
 	case !isNull(v.Data.LimitReset):
 		// A resetting limit without what is left of it: the period's spend
