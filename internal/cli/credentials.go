@@ -58,17 +58,31 @@ func hasPassword(uri string) bool {
 	return ok
 }
 
-// exposedSecret is a file holding the MongoDB password that users other
-// than its owner can read.
+// exposedSecret is a file holding a secret (the MongoDB password or the
+// rotate token) that users other than its owner can read.
 type exposedSecret struct {
 	path string
 	mode fs.FileMode
 }
 
+// envSecret reports whether an environment file line sets a secret: a
+// MongoDB URI with a password (ours, or the proxy's MONGODB_URI that we
+// fall back to) or the rotate token.
+func envSecret(k, v string) bool {
+	switch k {
+	case "SPENDCHECKER_MONGO_URI", "MONGODB_URI":
+		return hasPassword(v)
+	case EnvRotateToken:
+		return v != ""
+	}
+	return false
+}
+
 // exposedSecrets finds the secret files other users can read: the config
-// file when it holds a URI with a password, and the environment file when
-// SPENDCHECKER_MONGO_URI (with a password) is set in it.
-func exposedSecrets(configFile, envFile string) []exposedSecret {
+// file when it holds a URI with a password, the environment file when it
+// sets a secret (envSecret) that is in our environment, and the token
+// files (--rotate-token-file).
+func exposedSecrets(configFile, envFile string, tokenFiles ...string) []exposedSecret {
 	var out []exposedSecret
 	check := func(path string, holds func([]byte) bool) {
 		st, err := os.Stat(path)
@@ -87,16 +101,25 @@ func exposedSecrets(configFile, envFile string) []exposedSecret {
 			return json.Unmarshal(b, &top) == nil && hasPassword(top.URI)
 		})
 	}
-	if envFile != "" && hasPassword(os.Getenv("SPENDCHECKER_MONGO_URI")) {
+	inEnv := false
+	for _, k := range []string{"SPENDCHECKER_MONGO_URI", "MONGODB_URI", EnvRotateToken} {
+		inEnv = inEnv || envSecret(k, os.Getenv(k))
+	}
+	if envFile != "" && inEnv {
 		check(envFile, func(b []byte) bool {
 			for _, line := range strings.Split(string(b), "\n") {
 				k, v, ok := strings.Cut(strings.TrimSpace(line), "=")
-				if ok && strings.TrimSpace(k) == "SPENDCHECKER_MONGO_URI" && hasPassword(strings.Trim(strings.TrimSpace(v), `"'`)) {
+				if ok && envSecret(strings.TrimSpace(k), strings.Trim(strings.TrimSpace(v), `"'`)) {
 					return true
 				}
 			}
 			return false
 		})
+	}
+	for _, f := range tokenFiles {
+		if f != "" {
+			check(f, func(b []byte) bool { return len(strings.TrimSpace(string(b))) > 0 })
+		}
 	}
 	return out
 }
