@@ -77,9 +77,9 @@ type Client struct {
 	MaxHostBackoff time.Duration
 	// HostFailKeys is how many different keys must fail in a row (429, 5xx
 	// or network errors, no success between) before the host is paused
-	// (default 3): one key the upstream cannot answer must not pause its
-	// neighbours (README, Reliability). Once paused, a failure after the
-	// pause ended (the probe) pauses it again, for twice as long.
+	// (default 3), and again after each pause, for twice as long: one key
+	// the upstream cannot answer must not pause its neighbours (README,
+	// Reliability).
 	HostFailKeys int
 	// MaxRetryAfter caps a Retry-After remembered for a key and reported in
 	// *RetryAfterError (default 30 min; the daemon sets
@@ -346,17 +346,18 @@ func (c *Client) hostSucceeded(h string) {
 }
 
 // hostFailed records a failed request for key. The host pauses once
-// HostFailKeys different keys failed with no success between; after that
-// the pause doubles with each failure that comes after the previous pause
-// ended (the probe; the requests in flight when a host goes down count
-// once), and is at least until (a Retry-After, capped by the caller).
+// HostFailKeys different keys failed with no success between, the pause
+// doubling with each pause in a row (failures), so a poisoned key probing
+// first after a pause cannot pause the host on its own again; failures
+// during a pause (requests in flight when the host went down) count once.
+// until (a Retry-After, capped by the caller) lengthens the pause.
 func (c *Client) hostFailed(h, key string, until time.Time) {
 	d := c.settings()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st := c.host(h)
 	now := c.now()
-	if st.failures == 0 {
+	if !now.Before(st.notBefore) {
 		if st.failedKeys == nil {
 			st.failedKeys = map[string]bool{}
 		}
@@ -365,8 +366,6 @@ func (c *Client) hostFailed(h, key string, until time.Time) {
 			return
 		}
 		st.failedKeys = nil
-	}
-	if !now.Before(st.notBefore) {
 		st.failures++
 		pause := d.hostBackoff << min(st.failures-1, 20)
 		if pause > d.maxHostBack || pause <= 0 {

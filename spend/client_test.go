@@ -348,4 +348,11 @@ func TestHostFailKeys(t *testing.T) {
 	if _, err := p.Spend(context.Background(), spend.Key{Secret: "good"}); !errors.As(err, &hb) {
 		t.Fatalf("after 3 different keys failed in a row: %v, want the host backing off", err)
 	}
+	// After the pause the poisoned key, probing first, does not pause the
+	// host again on its own.
+	ft.Advance(time.Minute)
+	_, _ = p.Spend(context.Background(), spend.Key{Secret: "bad-1"})
+	if _, err := p.Spend(context.Background(), spend.Key{Secret: "good"}); err != nil {
+		t.Fatalf("after the pause, one failing probe paused the host again: %v", err)
+	}
 }
