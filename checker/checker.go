@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"math"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -40,6 +41,16 @@ const (
 	// fieldCheckError says why the last check gave no spend the checker
 	// acts on (today: "unauthorized" with rotate-unauthorized off), for status.
 	fieldCheckError = "spendCheckError"
+	// fieldRejected is when the upstream last rejected the key (401/403),
+	// cleared by its next clear answer: a key is dead only when rejected on
+	// two checks in a row, and the rejection guard counts the keys rejected
+	// lately from the store, so its window survives --once runs, restarts
+	// and leader changes (README, Reliability).
+	fieldRejected = "spendRejectedAt"
+	// fieldRejectHeld is when the guard last held the key's rotation: while
+	// a hold is recent the guard keeps holding as long as the rejected share
+	// stays high, however few keys a cycle polls.
+	fieldRejectHeld = "spendRejectHeldAt"
 )
 
 // Pool is one pool to check, with its own provider and thresholds.
@@ -104,13 +115,6 @@ type Checker struct {
 	writeBatchMu sync.Mutex
 	writeBatch   int // 0 until the server is known
 
-	rejectMu sync.Mutex
-	rejects  map[string][]rejectSample // per pool, the last RejectWindow
-}
-
-type rejectSample struct {
-	at                 time.Time
-	answered, rejected int
 }
 
 // FerretWriteBatch caps write-back commands on FerretDB v1, which keeps a
@@ -319,6 +323,9 @@ type observation struct {
 	at        time.Time
 	budget    *float64
 	checkErr  string // "" clears fieldCheckError
+	// rejected: a 401/403 (only fieldRejected and, when set, nextCheck are
+	// written); clearRejected: a clear answer ends a run of rejections.
+	rejected, clearRejected bool
 }
 
 func (c *Checker) checkPool(ctx context.Context, p *poolRun) (PoolSummary, error) {
@@ -362,6 +369,7 @@ func (c *Checker) checkPool(ctx context.Context, p *poolRun) (PoolSummary, error
 		wErr = make(chan error, 1)
 	)
 	var pending []func()   // unauthorized rotations, held until the share is known
+	var held []string      // their key ids
 	epoch := c.cfg.Epoch() // the lease this cycle runs under
 	wctx, wstop := c.writeContext(ctx)
 	go func() { defer wstop(); wErr <- c.writeBack(wctx, p.keys, epoch, obs) }()
@@ -399,10 +407,11 @@ func (c *Checker) checkPool(ctx context.Context, p *poolRun) (PoolSummary, error
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			c.checkKey(ctx, p, doc, log, count, obs, func(f func()) {
+			c.checkKey(ctx, p, doc, log, count, obs, func(id string, f func()) {
 				mu.Lock()
 				defer mu.Unlock()
 				pending = append(pending, f)
+				held = append(held, id)
 			})
 		}()
 	}
@@ -413,8 +422,14 @@ func (c *Checker) checkPool(ctx context.Context, p *poolRun) (PoolSummary, error
 	if ctx.Err() == nil {
 		c.logFailures(log, ps)
 	}
+	// The observations, rejections included, are in the store before the
+	// guard counts rejections there.
+	close(obs)
+	if err := <-wErr; err != nil {
+		ps.Errors = append(ps.Errors, "write back: "+err.Error())
+	}
 	if len(pending) > 0 {
-		if why := c.systemicRejection(p, ps); why != "" {
+		if why := c.systemicRejection(context.WithoutCancel(ctx), p, held); why != "" {
 			ps.Errors = append(ps.Errors, why)
 			log.Error("rotating none of the rejected keys: "+why, "rejected", ps.Unauthorized)
 		} else {
@@ -422,10 +437,6 @@ func (c *Checker) checkPool(ctx context.Context, p *poolRun) (PoolSummary, error
 				rotate()
 			}
 		}
-	}
-	close(obs)
-	if err := <-wErr; err != nil {
-		ps.Errors = append(ps.Errors, "write back: "+err.Error())
 	}
 	if n, err := p.rot.BackupsAvailable(context.WithoutCancel(ctx)); err == nil {
 		ps.BackupsLeft = n
@@ -441,7 +452,7 @@ func (c *Checker) checkPool(ctx context.Context, p *poolRun) (PoolSummary, error
 	return ps, ctx.Err()
 }
 
-func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *slog.Logger, count func(func(*PoolSummary)), obs chan<- observation, hold func(func())) {
+func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *slog.Logger, count func(func(*PoolSummary)), obs chan<- observation, hold func(string, func())) {
 	k, err := readKey(doc)
 	if err != nil {
 		count(func(s *PoolSummary) { s.Failed++; s.Due++ })
@@ -451,11 +462,36 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 	count(func(s *PoolSummary) { s.Due++ })
 	log = log.With("key", k.id)
 	res, err := p.Provider.Spend(ctx, spend.Key{Secret: k.secret, CreatedAt: k.createdAt})
+	// Upstream texts may echo the key: never let it reach a log line.
+	err = maskSecret(err, k.secret)
 	at := c.cfg.Clock.Now().UTC()
+	send := func(o observation) {
+		if c.cfg.DryRun {
+			return
+		}
+		select {
+		case obs <- o:
+		case <-ctx.Done():
+		}
+	}
 	reason := ""
 	switch {
 	case errors.Is(err, spend.ErrUnauthorized):
+		// LiteLLM answers 401 for any failure on its auth path (its
+		// database unreachable included): a key is dead only when rejected
+		// again on a later check (README, Reliability).
+		if k.rejAt.IsZero() || at.Sub(k.rejAt) < c.cfg.MinInterval/2 {
+			count(func(s *PoolSummary) { s.fail(fmt.Errorf("%w: %w", errRejectedOnce, err)) })
+			first := k.rejAt
+			if first.IsZero() {
+				first = at
+			}
+			send(observation{id: k.id, rejected: true, at: first, nextCheck: at.Add(c.cfg.MinInterval)})
+			log.Debug("upstream rejects the key; asking again before calling it dead", "apiKeyMasked", history.Mask(k.secret))
+			return
+		}
 		count(func(s *PoolSummary) { s.Unauthorized++ })
+		send(observation{id: k.id, rejected: true, at: at, nextCheck: at.Add(c.cfg.MinInterval)})
 		if !p.RotateUnauthorized {
 			log.Warn("upstream rejects the key; not rotating (rotate-unauthorized is off)", "apiKeyMasked", history.Mask(k.secret))
 			if !c.cfg.DryRun {
@@ -479,16 +515,13 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 			log.Debug("spend check failed; will retry", "err", err)
 		}
 		var ra *spend.RetryAfterError
-		if errors.As(err, &ra) && !c.cfg.DryRun {
-			// Honour Retry-After in the key's plan, so no replica polls it before.
-			select {
-			case obs <- observation{id: k.id, planOnly: true, nextCheck: ra.Until.UTC(), at: at}:
-			case <-ctx.Done():
-			}
+		if errors.As(err, &ra) {
+			// Honour Retry-After in the key's plan, so no replica polls it
+			// before; but never further ahead than --max-check-interval.
+			send(observation{id: k.id, planOnly: true, nextCheck: minTime(ra.Until.UTC(), at.Add(c.cfg.MaxInterval)), at: at})
 		}
 		return
 	default:
-		count(func(s *PoolSummary) { s.Checked++ })
 		spendStr := strconv.FormatFloat(res.Spend, 'f', 2, 64)
 		switch {
 		case res.BudgetExceeded:
@@ -498,27 +531,34 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 		case p.BudgetRatio > 0 && res.Budget != nil && atLeast(budgetSpend(res), p.BudgetRatio*(*res.Budget)):
 			reason = "proactive_threshold_" + spendStr
 		}
+		if res.AtLeast && reason == "" {
+			// Only part of the key's spend was read, and it is under the
+			// threshold: no clear answer.
+			count(func(s *PoolSummary) {
+				s.fail(&spend.UnclearError{Reason: fmt.Sprintf("only a lower bound read ($%s): more activity pages than a check reads", spendStr)})
+			})
+			return
+		}
+		count(func(s *PoolSummary) { s.Checked++ })
 	}
 	if reason == "" {
-		if !c.cfg.DryRun {
-			o := c.plan(p, k, res, at)
-			select {
-			case obs <- o:
-			case <-ctx.Done():
-			}
-		}
+		o := c.plan(p, k, res, at)
+		o.clearRejected = !k.rejAt.IsZero()
+		send(o)
 		log.Debug("spend checked", "spend", res.Spend, "threshold", p.Threshold)
 		return
 	}
 	if reason == "unauthorized" {
 		// Held until the cycle knows how many keys were rejected at once.
-		hold(func() { c.rotateKey(ctx, p, k, doc, res, reason, at, log, count) })
+		hold(k.id, func() { c.rotateKey(ctx, p, k, doc, res, reason, at, log, count, nil) })
 		return
 	}
-	c.rotateKey(ctx, p, k, doc, res, reason, at, log, count)
+	c.rotateKey(ctx, p, k, doc, res, reason, at, log, count, send)
 }
 
-func (c *Checker) rotateKey(ctx context.Context, p *poolRun, k keyInfo, doc bson.Raw, res spend.Result, reason string, at time.Time, log *slog.Logger, count func(func(*PoolSummary))) {
+// rotateKey rotates the key. send, when not nil, writes back the
+// observation of a key that stays in service for want of a backup.
+func (c *Checker) rotateKey(ctx context.Context, p *poolRun, k keyInfo, doc bson.Raw, res spend.Result, reason string, at time.Time, log *slog.Logger, count func(func(*PoolSummary)), send func(observation)) {
 	count(func(s *PoolSummary) { s.Over++ })
 	if c.cfg.DryRun {
 		log.Info("would rotate (dry run)", "spend", res.Spend, "threshold", p.Threshold, "reason", reason)
@@ -544,6 +584,12 @@ func (c *Checker) rotateKey(ctx context.Context, p *poolRun, k keyInfo, doc bson
 			s.Errors = append(s.Errors, fmt.Sprintf("key %s is over threshold (%s) but no backup key is left", k.id, reason))
 		})
 		log.Error("no backup key left; key stays in service over threshold", "spend", res.Spend, "threshold", p.Threshold)
+		if send != nil {
+			// The key stays in service: what it spent is still worth showing.
+			o := c.plan(p, k, res, at)
+			o.clearRejected = !k.rejAt.IsZero()
+			send(o)
+		}
 	default:
 		count(func(s *PoolSummary) { s.AlreadyRotated++ })
 		log.Info("already rotated elsewhere", "outcome", r.Outcome.String())
@@ -558,6 +604,7 @@ type keyInfo struct {
 	rate      float64
 	hasRate   bool // planned by us before (a migrated key has none)
 	createdAt time.Time
+	rejAt     time.Time
 }
 
 // readKey reads a key leniently: only a string _id and apiKey are required;
@@ -585,6 +632,11 @@ func readKey(doc bson.Raw) (keyInfo, error) {
 	if v, err := doc.LookupErr("createdAt"); err == nil {
 		if t, ok := v.TimeOK(); ok {
 			k.createdAt = t
+		}
+	}
+	if v, err := doc.LookupErr(fieldRejected); err == nil {
+		if t, ok := v.TimeOK(); ok {
+			k.rejAt = t
 		}
 	}
 	return k, nil
@@ -780,16 +832,26 @@ func (c *Checker) writeBack(ctx context.Context, keys *mongo.Collection, epoch i
 		if o.planOnly {
 			set = bson.M{fieldNextCheck: o.nextCheck}
 		}
+		if o.rejected {
+			set = bson.M{fieldRejected: o.at, fieldNextCheck: o.nextCheck}
+		}
 		if o.budget != nil {
 			set[fieldBudget] = *o.budget
 		}
 		update := bson.M{"$set": set}
+		unset := bson.M{}
 		switch {
-		case o.planOnly:
+		case o.planOnly, o.rejected:
 		case o.checkErr != "":
 			set[fieldCheckError] = o.checkErr
 		default:
-			update["$unset"] = bson.M{fieldCheckError: ""}
+			unset[fieldCheckError] = ""
+		}
+		if o.clearRejected {
+			unset[fieldRejected], unset[fieldRejectHeld] = "", ""
+		}
+		if len(unset) > 0 {
+			update["$unset"] = unset
 		}
 		filter := bson.M{"_id": o.id}
 		if !c.cfg.Unfenced {
@@ -830,6 +892,8 @@ func (s *PoolSummary) fail(err error) {
 	)
 	cause := "transport"
 	switch {
+	case errors.Is(err, errRejectedOnce):
+		cause = "rejected_once"
 	case errors.As(err, &hb):
 		cause = "host_backing_off"
 	case errors.As(err, &ra):
@@ -854,7 +918,7 @@ func (c *Checker) logFailures(log *slog.Logger, ps PoolSummary) {
 		return
 	}
 	args := []any{"failed", ps.Failed, "due", ps.Due, "example", ps.FailedExample}
-	for _, cause := range []string{"transport", "host_backing_off", "retry_after", "unclear_answer"} {
+	for _, cause := range []string{"transport", "host_backing_off", "retry_after", "unclear_answer", "rejected_once"} {
 		if n := ps.FailedBy[cause]; n > 0 {
 			args = append(args, cause, n)
 		}
@@ -862,36 +926,72 @@ func (c *Checker) logFailures(log *slog.Logger, ps PoolSummary) {
 	log.Warn("spend checks failed; those keys are retried when due", args...)
 }
 
-// systemicRejection records this cycle's rejections and returns why the
-// rejected keys must not be rotated, or "" when they may be: a share of a
-// pool's answered keys rejected at once is an outage, a block or a wrong
-// URL, not that many dead keys (README, Reliability).
-func (c *Checker) systemicRejection(p *poolRun, ps PoolSummary) string {
+// errRejectedOnce marks a key's first rejection: asked again before it
+// counts as dead.
+var errRejectedOnce = errors.New("rejected once (401/403); asking again before calling the key dead")
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// maskedError is err with every occurrence of a secret masked in its text;
+// errors.Is and As still see the original.
+type maskedError struct {
+	err error
+	msg string
+}
+
+func (e *maskedError) Error() string { return e.msg }
+func (e *maskedError) Unwrap() error { return e.err }
+
+// maskSecret masks the key in err's text (first 5 and last 4 characters):
+// an upstream or a gateway may echo the token it was given.
+func maskSecret(err error, secret string) error {
+	if err == nil || secret == "" || !strings.Contains(err.Error(), secret) {
+		return err
+	}
+	return &maskedError{err: err, msg: strings.ReplaceAll(err.Error(), secret, history.Mask(secret))}
+}
+
+// systemicRejection returns why the rejected keys in held must not be
+// rotated, or "" when they may be: a share of a pool's answered keys
+// rejected at once is an outage, a block or a wrong URL, not that many dead
+// keys (README, Reliability). It counts distinct keys over the last
+// RejectWindow from the store (keys rejected lately, and keys rotated as
+// rejected, from the history), so the window survives --once runs,
+// restarts and leader changes. Once the guard has held within the window
+// it keeps holding while the rejected share stays high, even when fewer
+// than RejectMin keys are polled.
+func (c *Checker) systemicRejection(ctx context.Context, p *poolRun, held []string) string {
 	if c.cfg.RejectShare < 0 {
 		return ""
 	}
-	now := c.cfg.Clock.Now()
-	c.rejectMu.Lock()
-	defer c.rejectMu.Unlock()
-	if c.rejects == nil {
-		c.rejects = map[string][]rejectSample{}
+	now := c.cfg.Clock.Now().UTC()
+	since := now.Add(-RejectWindow)
+	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
+	defer cancel()
+	hist := c.db.Collection(p.rot.Pool().HistoryCollection)
+	rejected, err1 := p.keys.CountDocuments(ctx, bson.M{fieldRejected: bson.M{"$gte": since}})
+	answered, err2 := p.keys.CountDocuments(ctx, bson.M{"$or": bson.A{
+		bson.M{fieldRejected: bson.M{"$gte": since}}, bson.M{fieldLastCheck: bson.M{"$gte": since}}}})
+	gone, err3 := hist.CountDocuments(ctx, bson.M{"rotationReason": "unauthorized", "rotatedAt": bson.M{"$gte": since}})
+	recent, err4 := p.keys.CountDocuments(ctx, bson.M{fieldRejectHeld: bson.M{"$gte": since}})
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
+		// Unknown: rotating on a guess could burn the pool.
+		return "cannot count recent rejections in the store: " + err.Error()
 	}
-	name := p.rot.Pool().Name
-	kept := c.rejects[name][:0]
-	for _, r := range c.rejects[name] {
-		if now.Sub(r.at) < RejectWindow {
-			kept = append(kept, r)
-		}
-	}
-	kept = append(kept, rejectSample{at: now, answered: ps.Checked + ps.Unauthorized, rejected: ps.Unauthorized})
-	c.rejects[name] = kept
-	var answered, rejected int
-	for _, r := range kept {
-		answered += r.answered
-		rejected += r.rejected
-	}
-	if rejected < c.cfg.RejectMin || float64(rejected) < c.cfg.RejectShare*float64(answered) {
+	rejected += gone
+	answered += gone
+	if float64(rejected) < c.cfg.RejectShare*float64(answered) || (rejected < int64(c.cfg.RejectMin) && recent == 0) {
 		return ""
+	}
+	if c.cfg.DryRun {
+		// Writes nothing.
+	} else if _, err := p.keys.UpdateMany(ctx, bson.M{"_id": bson.M{"$in": held}}, bson.M{"$set": bson.M{fieldRejectHeld: now}}); err != nil {
+		c.log.Warn("could not record the rejection hold", "pool", p.rot.Pool().Name, "err", err)
 	}
 	return fmt.Sprintf("%d of %d keys answered in the last %s were rejected (401/403): that looks like an upstream outage, a block or a wrong --provider-url, not dead keys; check the upstream, then rotate dead keys by hand (spendchecker rotate) or raise --reject-share",
 		rejected, answered, RejectWindow)

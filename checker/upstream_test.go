@@ -117,6 +117,12 @@ func TestSystemicRejectionRotatesNone(t *testing.T) {
 			w.up.SetStatus(secret(id), 401)
 		}
 		chk := w.checker(t, nil)
+		// The first rejection of each key is asked again at the minimum
+		// interval; the second makes it dead, and the guard holds.
+		if ps := cycle(t, chk); ps.Rotated != 0 || ps.FailedBy["rejected_once"] != 10 {
+			t.Fatalf("first cycle: rotated %d, failed by %v; want every key asked again", ps.Rotated, ps.FailedBy)
+		}
+		w.clock.Advance(10 * time.Second)
 		sum, err := chk.Cycle(context.Background())
 		if err != nil {
 			t.Fatal(err)
@@ -138,7 +144,10 @@ func TestSystemicRejectionRotatesNone(t *testing.T) {
 	t.Run("one dead key", func(t *testing.T) {
 		w := newWorld(t, "openhands", tenKeys("k", 0.5), 10)
 		w.up.SetStatus(secret("k03"), 401)
-		ps := cycle(t, w.checker(t, nil))
+		chk := w.checker(t, nil)
+		cycle(t, chk)
+		w.clock.Advance(10 * time.Second)
+		ps := cycle(t, chk)
 		if ps.Rotated != 1 || len(ps.Errors) != 0 {
 			t.Fatalf("rotated %d, errors %q; want the dead key rotated", ps.Rotated, ps.Errors)
 		}
@@ -148,7 +157,10 @@ func TestSystemicRejectionRotatesNone(t *testing.T) {
 		for id := range tenKeys("k", 0) {
 			w.up.SetStatus(secret(id), 403)
 		}
-		ps := cycle(t, w.checker(t, func(c *checker.Config, _ *checker.Pool) { c.RejectShare = -1 }))
+		chk := w.checker(t, func(c *checker.Config, _ *checker.Pool) { c.RejectShare = -1 })
+		cycle(t, chk)
+		w.clock.Advance(10 * time.Second)
+		ps := cycle(t, chk)
 		if ps.Rotated != 10 {
 			t.Fatalf("rotated %d, want 10 with the guard off", ps.Rotated)
 		}
@@ -161,17 +173,20 @@ func TestSystemicRejectionRotatesNone(t *testing.T) {
 		total := 0
 		for _, id := range []string{"a", "b", "c", "d"} {
 			w.up.SetStatus(secret(id), 401)
-			// Only this key is due.
-			for _, other := range []string{"a", "b", "c", "d"} {
-				// Not due, and within --max-check-interval (a plan beyond it is due).
-				next := w.clock.Now().Add(10 * time.Minute)
-				if other == id {
-					next = w.clock.Now().Add(-time.Second)
+			// Only this key is due, twice (a key is dead on its second
+			// rejection in a row).
+			for range 2 {
+				for _, other := range []string{"a", "b", "c", "d"} {
+					// Not due, and within --max-check-interval (a plan beyond it is due).
+					next := w.clock.Now().Add(10 * time.Minute)
+					if other == id {
+						next = w.clock.Now().Add(-time.Second)
+					}
+					_, _ = w.db.Collection(openhands.KeysCollection).UpdateOne(context.Background(), bson.M{"_id": other}, bson.M{"$set": bson.M{"nextSpendCheck": next}})
 				}
-				_, _ = w.db.Collection(openhands.KeysCollection).UpdateOne(context.Background(), bson.M{"_id": other}, bson.M{"$set": bson.M{"nextSpendCheck": next}})
+				total += cycle(t, chk).Rotated
+				w.clock.Advance(time.Minute)
 			}
-			total += cycle(t, chk).Rotated
-			w.clock.Advance(time.Minute)
 		}
 		if total != 2 {
 			t.Fatalf("rotated %d keys one cycle at a time, want 2 (then the guard trips)", total)

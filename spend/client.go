@@ -75,6 +75,16 @@ type Client struct {
 	// MaxHostBackoff (default 5 min).
 	HostBackoff    time.Duration
 	MaxHostBackoff time.Duration
+	// HostFailKeys is how many different keys must fail in a row (429, 5xx
+	// or network errors, no success between) before the host is paused
+	// (default 3), and again after each pause, for twice as long: one key
+	// the upstream cannot answer must not pause its neighbours (README,
+	// Reliability).
+	HostFailKeys int
+	// MaxRetryAfter caps a Retry-After remembered for a key and reported in
+	// *RetryAfterError (default 30 min; the daemon sets
+	// --max-check-interval): a Retry-After of a year must not park a key.
+	MaxRetryAfter time.Duration
 	// Now and Wait are the clock; tests replace them to run without
 	// sleeping. Wait sleeps between attempts and for the rate limits.
 	Now  func() time.Time
@@ -87,21 +97,26 @@ type Client struct {
 
 type hostState struct {
 	lim       *rate.Limiter
-	failures  int
+	failures  int // pauses in a row
 	notBefore time.Time
+	// failedKeys are the keys that failed since the last success, while
+	// the host is not yet paused.
+	failedKeys map[string]bool
 }
 
 // settings are the Client's knobs with defaults filled in.
 type settings struct {
 	http                                                *http.Client
 	timeout, base, maxBackoff, hostBackoff, maxHostBack time.Duration
-	attempts                                            int
+	attempts, failKeys                                  int
 	maxBody                                             int64
+	maxRetryAfter                                       time.Duration
 }
 
 func (c *Client) settings() settings {
 	d := settings{http: c.HTTP, timeout: c.RequestTimeout, attempts: c.MaxAttempts, base: c.BaseBackoff,
-		maxBackoff: c.MaxBackoff, maxBody: c.MaxBody, hostBackoff: c.HostBackoff, maxHostBack: c.MaxHostBackoff}
+		maxBackoff: c.MaxBackoff, maxBody: c.MaxBody, hostBackoff: c.HostBackoff, maxHostBack: c.MaxHostBackoff,
+		failKeys: c.HostFailKeys, maxRetryAfter: c.MaxRetryAfter}
 	if d.http == nil {
 		d.http = http.DefaultClient
 	}
@@ -131,6 +146,12 @@ func (c *Client) settings() settings {
 	}
 	if d.maxHostBack <= 0 {
 		d.maxHostBack = 5 * time.Minute
+	}
+	if d.failKeys <= 0 {
+		d.failKeys = 3
+	}
+	if d.maxRetryAfter <= 0 {
+		d.maxRetryAfter = 30 * time.Minute
 	}
 	return d
 }
@@ -193,7 +214,14 @@ type Response struct {
 // sends nothing for a key whose Retry-After has not passed
 // (*RetryAfterError) or to a host backing off (*HostBackoffError).
 func (c *Client) Get(ctx context.Context, rawURL, apiKey string) (Response, error) {
+	return c.get(ctx, rawURL, apiKey, 0)
+}
+
+// get is Get with a body cap of its own (0: the Client's MaxBody), for an
+// endpoint whose answers are larger by nature.
+func (c *Client) get(ctx context.Context, rawURL, apiKey string, maxBody int64) (Response, error) {
 	d := c.settings()
+	d.maxBody = max(d.maxBody, maxBody)
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return Response{}, unclear("bad request URL: %v", err)
@@ -214,6 +242,12 @@ func (c *Client) Get(ctx context.Context, rawURL, apiKey string) (Response, erro
 			return Response{}, err
 		}
 		resp, retryAfter, err := d.once(ctx, rawURL, apiKey, c.now())
+		if err == nil && resp.Status == http.StatusTooManyRequests && budgetRefusal(resp.Body) {
+			// Some LiteLLM deployments refuse an over-budget key with 429:
+			// that is an answer about the key, not a rate limit.
+			c.hostSucceeded(host)
+			return resp, nil
+		}
 		if err == nil && !retryable(resp.Status) {
 			c.hostSucceeded(host)
 			return resp, nil
@@ -233,19 +267,17 @@ func (c *Client) Get(ctx context.Context, rawURL, apiKey string) (Response, erro
 		} else {
 			lastErr = fmt.Errorf("upstream answered %d", resp.Status)
 		}
-		hostFault := err != nil || resp.Status >= 500
+		// Every failed attempt (a 429 too: a host answering 429 to every key
+		// is as unavailable as one answering 503) counts against the host;
+		// the host pauses once several keys fail in a row.
 		if retryAfter > d.maxBackoff || (attempt >= d.attempts && retryAfter > 0) {
-			until := c.now().Add(retryAfter)
-			if hostFault {
-				c.hostFailed(host, until)
-			}
+			until := c.now().Add(min(retryAfter, d.maxRetryAfter))
+			c.hostFailed(host, apiKey, c.now().Add(min(retryAfter, d.maxHostBack)))
 			c.setKeyNotBefore(apiKey, until)
 			return Response{}, &RetryAfterError{Until: until, Err: fmt.Errorf("after %d attempts: %w", attempt, lastErr)}
 		}
+		c.hostFailed(host, apiKey, time.Time{})
 		if attempt >= d.attempts {
-			if hostFault {
-				c.hostFailed(host, time.Time{})
-			}
 			return Response{}, fmt.Errorf("after %d attempts: %w", attempt, lastErr)
 		}
 		wait := backoff(d.base, d.maxBackoff, attempt)
@@ -310,19 +342,30 @@ func (c *Client) hostSucceeded(h string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st := c.host(h)
-	st.failures, st.notBefore = 0, time.Time{}
+	st.failures, st.notBefore, st.failedKeys = 0, time.Time{}, nil
 }
 
-// hostFailed pauses the host: the pause doubles with each failure that
-// comes after the previous pause ended (the requests in flight when a host
-// goes down count once), and is at least until (a 503's Retry-After).
-func (c *Client) hostFailed(h string, until time.Time) {
+// hostFailed records a failed request for key. The host pauses once
+// HostFailKeys different keys failed with no success between, the pause
+// doubling with each pause in a row (failures), so a poisoned key probing
+// first after a pause cannot pause the host on its own again; failures
+// during a pause (requests in flight when the host went down) count once.
+// until (a Retry-After, capped by the caller) lengthens the pause.
+func (c *Client) hostFailed(h, key string, until time.Time) {
 	d := c.settings()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st := c.host(h)
 	now := c.now()
 	if !now.Before(st.notBefore) {
+		if st.failedKeys == nil {
+			st.failedKeys = map[string]bool{}
+		}
+		st.failedKeys[key] = true
+		if len(st.failedKeys) < d.failKeys {
+			return
+		}
+		st.failedKeys = nil
 		st.failures++
 		pause := d.hostBackoff << min(st.failures-1, 20)
 		if pause > d.maxHostBack || pause <= 0 {
@@ -414,11 +457,14 @@ func retryAfter(h string, now time.Time) time.Duration {
 	if h == "" {
 		return 0
 	}
-	if s, err := strconv.Atoi(h); err == nil && s >= 0 {
-		return time.Duration(s) * time.Second
+	// A year in a header must neither overflow a Duration nor be believed:
+	// callers cap what they wait (README, Reliability).
+	const most = 24 * time.Hour
+	if s, err := strconv.ParseInt(h, 10, 64); err == nil && s >= 0 {
+		return min(time.Duration(min(s, int64(most/time.Second)))*time.Second, most)
 	}
 	if t, err := http.ParseTime(h); err == nil && t.After(now) {
-		return t.Sub(now)
+		return min(t.Sub(now), most)
 	}
 	return 0
 }

@@ -26,6 +26,11 @@ type Result struct {
 	BudgetSpend *float64
 	// BudgetExceeded: the upstream refused the key for being over budget.
 	BudgetExceeded bool
+	// AtLeast: Spend is a lower bound, not the key's whole spend (a check
+	// reads at most maxActivityPages pages). It may rotate a key (the key
+	// is over its threshold whatever the rest says); a lower bound under
+	// the threshold is no clear answer (README, Providers).
+	AtLeast bool
 }
 
 // Key is what a provider needs of a key.
@@ -129,6 +134,9 @@ func common(status int, body []byte) (Result, bool, error) {
 		if !providerError(body) {
 			return Result{}, true, unclear("%d without the provider's JSON error (a proxy, WAF or CDN answered?): %.60q", status, body)
 		}
+		if accessRefusalRe.Match(body) {
+			return Result{}, true, unclear("%d: the key may not call this endpoint, which says nothing about whether it serves: %.160q", status, body)
+		}
 		return Result{}, true, ErrUnauthorized
 	}
 	return Result{}, true, unclear("status %d", status)
@@ -165,15 +173,30 @@ var (
 	// litellm/proxy/auth/auth_checks.py: "ExceededBudget: User=<id> over
 	// budget. Spend=3.7e-05, Budget=0.0" (docs/my-website/docs/proxy/users.md).
 	spendBudgetRe = regexp.MustCompile(`Spend=` + pyFloat + `, Budget=` + pyFloat)
-	// Shared budgets: never a reason to rotate one key.
-	sharedBudgetRe = regexp.MustCompile(`Current Team Spend|Max Budget for Team|ExceededModelBudget|exceeded budget for model|Team=|Organization=|Project=|Tag=`)
+	// Shared budgets: never a reason to rotate one key. A LiteLLM user's
+	// budget is shared by every key the user generates, a customer's ("End
+	// User") by every key of the deployment (docs/my-website/docs/proxy/
+	// users.md), the proxy's global budget by all.
+	sharedBudgetRe = regexp.MustCompile(`Current Team Spend|Max Budget for Team|ExceededModelBudget|exceeded budget for model|Team=|Organization=|Project=|Tag=|User=|Customer=|LiteLLM Proxy has exceeded its budget`)
+	// Any other "ExceededBudget" refusal is a budget LiteLLM does not name
+	// as the key's: unclear.
+	otherBudgetRe = regexp.MustCompile(`ExceededBudget|ExceededTokenBudget|budget_exceeded|Budget has been exceeded`)
+	// LiteLLM's access-control refusals (litellm/proxy/auth/route_checks.py,
+	// auth_checks.py): the key is refused this route or model, which says
+	// nothing about whether it is alive.
+	accessRefusalRe = regexp.MustCompile(`not allowed to call this route|Only allowed to call routes|not allowed to access (this )?model|not allowed to call model|is not allowed to access|IP address not allowed|not allowed to make requests`)
 )
 
 // keyScope: the scope LiteLLM names in "Budget has been exceeded! <scope>
-// Current cost: …" is the key's own: none (older versions), Key=… or the
-// key's user (User=…, not a team member's share).
+// Current cost: …" is the key's own: none (older versions) or Key=….
 func keyScope(scope string) bool {
-	return scope == "" || strings.HasPrefix(scope, "Key=") || (strings.HasPrefix(scope, "User=") && !strings.Contains(scope, "Team="))
+	return scope == "" || strings.HasPrefix(scope, "Key=")
+}
+
+// budgetRefusal reports whether body is one of LiteLLM's budget refusals.
+func budgetRefusal(body []byte) bool {
+	_, ok, _ := parseBudgetExceeded(body)
+	return ok
 }
 
 // parseBudgetExceeded recognises LiteLLM's budget refusals. ok is false when
@@ -186,14 +209,17 @@ func parseBudgetExceeded(body []byte) (r Result, ok bool, err error) {
 		if mm := budgetExceededRe.FindSubmatch(body); mm != nil {
 			scope, m = string(mm[1]), [][]byte{mm[0], mm[2], mm[3]}
 		} else if m = spendBudgetRe.FindSubmatch(body); m == nil {
-			if bytes.Contains(body, []byte("budget_exceeded")) || bytes.Contains(body, []byte("Budget has been exceeded")) || bytes.Contains(body, []byte("ExceededTokenBudget")) {
+			if sharedBudgetRe.Match(body) && otherBudgetRe.Match(body) {
+				return Result{}, true, unclear("a shared (user, team, model or global) budget is exceeded, not this key's: %.120q", body)
+			}
+			if otherBudgetRe.Match(body) {
 				return Result{}, true, unclear("budget refusal without a spend figure: %.120q", body)
 			}
 			return Result{}, false, nil
 		}
 	}
 	if !keyScope(scope) || sharedBudgetRe.Match(body) {
-		return Result{}, true, unclear("a shared (team, model or global) budget is exceeded, not this key's: %.120q", body)
+		return Result{}, true, unclear("a shared (user, team, model or global) budget is exceeded, not this key's: %.120q", body)
 	}
 	s, err := number(json.RawMessage(m[1]))
 	if err != nil {
@@ -212,6 +238,15 @@ func parseBudgetExceeded(body []byte) (r Result, ok bool, err error) {
 
 // number accepts only a JSON number that is finite and not negative.
 func number(raw json.RawMessage) (float64, error) {
+	v, err := signedNumber(raw)
+	if err == nil && v < 0 {
+		return 0, unclear("negative spend %v", v)
+	}
+	return v, err
+}
+
+// signedNumber accepts a finite JSON number of either sign.
+func signedNumber(raw json.RawMessage) (float64, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || raw[0] == '"' || raw[0] == 'n' || raw[0] == 't' || raw[0] == 'f' || raw[0] == '{' || raw[0] == '[' {
 		return 0, unclear("spend is not a number: %.40q", raw)
@@ -219,9 +254,6 @@ func number(raw json.RawMessage) (float64, error) {
 	v, err := strconv.ParseFloat(string(raw), 64)
 	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
 		return 0, unclear("spend is not a finite number: %.40q", raw)
-	}
-	if v < 0 {
-		return 0, unclear("negative spend %v", v)
 	}
 	return v, nil
 }
@@ -302,9 +334,13 @@ func ParseOpenHandsPage(status int, body []byte) (Result, Page, error) {
 const (
 	// activityPageSize is LiteLLM's largest (page_size le=1000).
 	activityPageSize = 1000
-	// maxActivityPages bounds one check: 50,000 daily rows. An upstream
-	// claiming more is not believed (the key counts as check failed).
+	// maxActivityPages bounds one check: 50,000 daily rows. Beyond it the
+	// pages read are a lower bound of the key's spend (Result.AtLeast).
 	maxActivityPages = 50
+	// activityMaxBody caps one page: a full page of 1,000 rows with
+	// LiteLLM's per-model, per-provider and per-key breakdowns is about
+	// 2.2 MB (README, Providers).
+	activityMaxBody = 8 << 20
 )
 
 // activityStart precedes any key's life: LiteLLM's daily spend tables
@@ -331,7 +367,7 @@ func (p *openHands) Spend(ctx context.Context, k Key) (Result, error) {
 			"page":       {strconv.Itoa(page)},
 			"page_size":  {strconv.Itoa(activityPageSize)},
 		}
-		resp, err := p.c.Get(ctx, p.base+"/user/daily/activity?"+q.Encode(), k.Secret)
+		resp, err := p.c.get(ctx, p.base+"/user/daily/activity?"+q.Encode(), k.Secret, activityMaxBody)
 		if err != nil {
 			return Result{}, err
 		}
@@ -340,14 +376,18 @@ func (p *openHands) Spend(ctx context.Context, k Key) (Result, error) {
 			return r, err
 		}
 		total += r.Spend
+		if math.IsInf(total, 0) {
+			return Result{}, unclear("total spend overflows")
+		}
 		switch {
-		case !pg.HasMore:
-			if math.IsInf(total, 0) {
-				return Result{}, unclear("total spend overflows")
-			}
+		case !pg.HasMore && pg.Page >= pg.TotalPages:
+			// Either field saying there is more is believed: stopping early
+			// would report part of the spend as all of it.
 			return Result{Spend: total}, nil
-		case pg.TotalPages > maxActivityPages || page >= maxActivityPages:
-			return Result{}, unclear("%d pages of daily activity, more than the %d a check reads", pg.TotalPages, maxActivityPages)
+		case page >= maxActivityPages:
+			// The spend read so far is a lower bound: enough to rotate a key
+			// already over its threshold, not to clear one.
+			return Result{Spend: total, AtLeast: true}, nil
 		case pg.Page != page:
 			return Result{}, unclear("asked for page %d, got page %d", page, pg.Page)
 		}
@@ -410,13 +450,22 @@ func ParseOpenRouter(status int, body []byte) (Result, error) {
 		return Result{Spend: s}, err
 	}
 	r := Result{Spend: s, Budget: b}
-	rem, err := optionalNumber(v.Data.LimitRemaining)
-	if err != nil {
-		return Result{}, err
+	// limit_remaining goes negative when a key overshoots its limit
+	// (OpenRouter charges a request when it finishes): over budget.
+	var rem *float64
+	if !isNull(v.Data.LimitRemaining) {
+		x, err := signedNumber(v.Data.LimitRemaining)
+		if err != nil {
+			return Result{}, err
+		}
+		rem = &x
 	}
 	switch {
 	case rem != nil:
 		used := max(*b-*rem, 0)
+		if math.IsInf(used, 0) {
+			return Result{}, unclear("limit %v minus limit_remaining %v overflows", *b, *rem)
+		}
 		r.BudgetSpend = &used
 	case !isNull(v.Data.LimitReset):
 		// A resetting limit without what is left of it: the period's spend

@@ -65,8 +65,9 @@ func TestParsers(t *testing.T) {
 		{"openhands ok", spend.ParseOpenHands, 200, openhandsOK, spend.Result{Spend: 9.97}, ""},
 		{"openhands budget exceeded", spend.ParseOpenHands, 400, openhandsOver, spend.Result{Spend: 10.02, Budget: f(10), BudgetExceeded: true}, ""},
 		{"token budget, exponent form, as a 401", spend.ParseOpenHands, 401, litellmTokenOver, spend.Result{Spend: 7.2e-05, Budget: f(2e-07), BudgetExceeded: true}, ""},
-		{"user budget Spend=, exponent form", spend.ParseOpenHands, 400, litellmUserOver, spend.Result{Spend: 3.7e-05, Budget: f(0), BudgetExceeded: true}, ""},
-		{"Spend=1.5e-05 is not 1.5", spend.ParseLiteLLM, 400, `{"error":{"message":"ExceededBudget: User=u1 over budget. Spend=1.5e-05, Budget=1e-05","type":"budget_exceeded","param":null,"code":"400"}}`, spend.Result{Spend: 1.5e-05, Budget: f(1e-05), BudgetExceeded: true}, ""},
+		// A LiteLLM user's budget is shared by every key the user owns (adv17).
+		{"user budget Spend= is shared, not the key's", spend.ParseOpenHands, 400, litellmUserOver, spend.Result{}, "unclear"},
+		{"Spend=1.5e-05 is not 1.5", spend.ParseLiteLLM, 400, `{"error":{"message":"Authentication Error, ExceededTokenBudget: Current spend for token: 1.5e-05; Max Budget for Token: 1e-05","type":"auth_error","param":"None","code":"401"}}`, spend.Result{Spend: 1.5e-05, Budget: f(1e-05), BudgetExceeded: true}, ""},
 		{"budget refusal as a 429", spend.ParseLiteLLM, 429, openhandsOver, spend.Result{Spend: 10.02, Budget: f(10), BudgetExceeded: true}, ""},
 		{"big figures in exponent form", spend.ParseOpenHands, 400, `{"error":{"message":"Budget has been exceeded! Current cost: 1e+16, Max budget: 10.0","type":"budget_exceeded","param":null,"code":"400"}}`, spend.Result{Spend: 1e16, Budget: f(10), BudgetExceeded: true}, ""},
 		{"team budget does not rotate", spend.ParseOpenHands, 400, litellmTeamOver, spend.Result{}, "unclear"},
@@ -167,7 +168,7 @@ func TestClientAgainstMisbehavingUpstream(t *testing.T) {
 			return 429, http.Header{"Retry-After": {"3600"}}, ``
 		}, 1, "exhausted", nil},
 		{"huge body", func(int) (int, http.Header, string) {
-			return 200, nil, `{"metadata":{"total_spend":1},"pad":"` + strings.Repeat("x", 3<<20) + `"}`
+			return 200, nil, `{"metadata":{"total_spend":1},"pad":"` + strings.Repeat("x", 9<<20) /* over the activity endpoint's 8 MiB cap */ + `"}`
 		}, 1, "unclear", nil},
 		{"401 not retried", func(int) (int, http.Header, string) { return 401, nil, litellmAuthError }, 1, "unauthorized", nil},
 	}

@@ -52,7 +52,7 @@ func TestAdv17_SecretFileWarningMissesOtherSecrets(t *testing.T) {
 				if err := os.Chmod(p, 0o644); err != nil {
 					t.Fatal(err)
 				}
-				exposed = exposedSecrets("", "", p)
+				exposed = exposedSecrets("", p)
 				if len(exposed) == 0 {
 					t.Fatalf("a world-readable %s holding a secret is not reported", p)
 				}

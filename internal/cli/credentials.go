@@ -65,18 +65,24 @@ type exposedSecret struct {
 	mode fs.FileMode
 }
 
-// envSecrets are the variables of the unit's environment file that carry a
-// secret: the URIs when they hold a password, the rotate token always.
-var envSecrets = map[string]func(string) bool{
-	"SPENDCHECKER_MONGO_URI": hasPassword,
-	envProxyURI:              hasPassword,
-	EnvRotateToken:           func(v string) bool { return v != "" },
+// envSecret reports whether an environment file line sets a secret: a
+// MongoDB URI with a password (ours, or the proxy's MONGODB_URI that we
+// fall back to) or the rotate token.
+func envSecret(k, v string) bool {
+	switch k {
+	case "SPENDCHECKER_MONGO_URI", "MONGODB_URI":
+		return hasPassword(v)
+	case EnvRotateToken:
+		return v != ""
+	}
+	return false
 }
 
 // exposedSecrets finds the secret files other users can read: the config
-// file when it holds a URI with a password, the rotate token file, and the
-// environment file when it sets one of envSecrets that this process got.
-func exposedSecrets(configFile, tokenFile, envFile string) []exposedSecret {
+// file when it holds a URI with a password, the environment file when it
+// sets a secret (envSecret) that is in our environment, and the token
+// files (--rotate-token-file).
+func exposedSecrets(configFile, envFile string, tokenFiles ...string) []exposedSecret {
 	var out []exposedSecret
 	check := func(path string, holds func([]byte) bool) {
 		st, err := os.Stat(path)
@@ -95,26 +101,25 @@ func exposedSecrets(configFile, tokenFile, envFile string) []exposedSecret {
 			return json.Unmarshal(b, &top) == nil && hasPassword(top.URI)
 		})
 	}
-	if tokenFile != "" {
-		check(tokenFile, func([]byte) bool { return true })
-	}
 	inEnv := false
-	for name, secret := range envSecrets {
-		inEnv = inEnv || secret(os.Getenv(name))
+	for _, k := range []string{"SPENDCHECKER_MONGO_URI", "MONGODB_URI", EnvRotateToken} {
+		inEnv = inEnv || envSecret(k, os.Getenv(k))
 	}
 	if envFile != "" && inEnv {
 		check(envFile, func(b []byte) bool {
 			for _, line := range strings.Split(string(b), "\n") {
 				k, v, ok := strings.Cut(strings.TrimSpace(line), "=")
-				if !ok {
-					continue
-				}
-				if secret, named := envSecrets[strings.TrimSpace(k)]; named && secret(strings.Trim(strings.TrimSpace(v), `"'`)) {
+				if ok && envSecret(strings.TrimSpace(k), strings.Trim(strings.TrimSpace(v), `"'`)) {
 					return true
 				}
 			}
 			return false
 		})
+	}
+	for _, f := range tokenFiles {
+		if f != "" {
+			check(f, func(b []byte) bool { return len(strings.TrimSpace(string(b))) > 0 })
+		}
 	}
 	return out
 }

@@ -57,7 +57,7 @@ func TestExposedSecrets(t *testing.T) {
 			for _, k := range []string{envProxyURI, EnvRotateToken} {
 				t.Setenv(k, tt.setenv[k])
 			}
-			got := exposedSecrets(write("config.json", tt.config), write("rotate-token", tt.token), write("spendchecker.env", tt.env))
+			got := exposedSecrets(write("config.json", tt.config), write("spendchecker.env", tt.env), write("rotate-token", tt.token))
 			if len(got) != tt.exposed {
 				t.Errorf("exposed %v, want %d", got, tt.exposed)
 			}

@@ -74,7 +74,7 @@ func Run(ctx context.Context, args []string, env Env) int {
 	if env.signals != nil {
 		defer handleSignals(env.signals, env.shutdown, env.exit, log)()
 	}
-	for _, e := range exposedSecrets(cfg.ConfigFile, cfg.RotateTokenFile, unitEnvFile) {
+	for _, e := range exposedSecrets(cfg.ConfigFile, unitEnvFile, cfg.RotateTokenFile) {
 		log.Warn("secret file readable by other users: make it private (chmod 600) or hand it over as a systemd credential",
 			"file", e.path, "mode", fmt.Sprintf("%#o", e.mode))
 	}
@@ -183,7 +183,8 @@ func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*app, error) {
 // upstreamClient is the one upstream client of the process: its per-key
 // Retry-After and per-host backoff are shared by every pool and cycle.
 func upstreamClient(cfg *Config, hc *http.Client) *spend.Client {
-	c := &spend.Client{HTTP: hc, RequestTimeout: cfg.ReqTO, HostRate: cfg.HostRate, HostBurst: cfg.Conc}
+	// A Retry-After never parks a key longer than --max-check-interval.
+	c := &spend.Client{HTTP: hc, RequestTimeout: cfg.ReqTO, HostRate: cfg.HostRate, HostBurst: cfg.Conc, MaxRetryAfter: cfg.MaxCheck}
 	if cfg.RateLimit > 0 {
 		c.Limiter = rate.NewLimiter(rate.Limit(cfg.RateLimit), max(1, int(cfg.RateLimit)))
 	}
