@@ -491,7 +491,6 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 			return
 		}
 		count(func(s *PoolSummary) { s.Unauthorized++ })
-		send(observation{id: k.id, rejected: true, at: at, nextCheck: at.Add(c.cfg.MinInterval)})
 		if !p.RotateUnauthorized {
 			log.Warn("upstream rejects the key; not rotating (rotate-unauthorized is off)", "apiKeyMasked", history.Mask(k.secret))
 			if !c.cfg.DryRun {
@@ -506,6 +505,7 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 			}
 			return
 		}
+		send(observation{id: k.id, rejected: true, at: at, nextCheck: at.Add(c.cfg.MinInterval)})
 		reason = "unauthorized"
 		res.Spend = k.spend
 	case err != nil:
