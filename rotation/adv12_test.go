@@ -144,3 +144,121 @@ func TestAdv12_VerifyFalseAlarmAfterLegacyRotatesOurKey(t *testing.T) {
 		t.Errorf("verify on a healthy pool: %s", p)
 	}
 }
+
+// P claims key-001's rotation (backup-000, secret read) and is paused right
+// after the claim (GC, SIGSTOP). Meanwhile an operator deletes backup-000 by
+// hand; a recovery pass drops the claim (backup vanished, key untouched);
+// Q rotates key-001 again (same rotation id, backup-001) to the end. Then P
+// resumes with the secret it read: it inserts backup-000 as a key, activates
+// it and reports "rotated". key-001 now has two live replacements and no
+// recovery pass ever removes the second one.
+func TestAdv12_PausedOwnerResumesAfterClaimDroppedAndRedone(t *testing.T) {
+	bg := context.Background()
+	db := mongotest.New(t).Database
+	seed(t, db, 3, 4, 2)
+	paused := false
+	p := newRotator(t, db, rotation.Options{Owner: "p", AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
+		if s != rotation.StepClaim || paused {
+			return nil
+		}
+		paused = true
+		// While P is paused:
+		if _, err := db.Collection(testPool.BackupsCollection).DeleteOne(bg, bson.M{"_id": "backup-000"}); err != nil {
+			t.Fatal(err)
+		}
+		rep, err := newRotator(t, db, rotation.Options{Owner: "rec"}).Recover(bg)
+		t.Logf("recover while P is paused: %+v, %v", rep, err)
+		res, err := newRotator(t, db, rotation.Options{Owner: "q"}).Rotate(bg, "key-001", "manual")
+		if err != nil || res.Outcome != rotation.Rotated {
+			t.Fatalf("q rotate: %+v, %v", res, err)
+		}
+		t.Logf("q: %+v", res)
+		return nil // P resumes
+	}})
+	res, err := p.Rotate(bg, "key-001", "manual")
+	t.Logf("p after resuming: %+v, %v", res, err)
+	for _, owner := range []string{"next", "next2"} {
+		rep, err := newRotator(t, db, rotation.Options{Owner: owner}).Recover(bg)
+		t.Logf("recover: %+v, %v", rep, err)
+	}
+	if n := count(t, db, testPool.KeysCollection, bson.M{}); n != 3 {
+		t.Errorf("pool size %d after recovery, want 3", n)
+	}
+	if n := count(t, db, testPool.KeysCollection, bson.M{"replacedKey": "key-001"}); n != 1 {
+		t.Errorf("key-001 has %d live replacements, want 1", n)
+	}
+	if n := count(t, db, testPool.KeysCollection, bson.M{"_id": "backup-000"}); n != 0 {
+		t.Errorf("backup-000 (deleted by hand, claim dropped) went live anyway")
+	}
+	probs, err := newRotator(t, db, rotation.Options{}).Verify(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("verify: %v", probs)
+}
+
+// Generation 0 of key-001's rotation has its delete of key-001 held in the
+// network; its owner gives up and a recovery pass finishes the rotation.
+// The operator restores key-001 from the archive (same id and secret, a
+// supported path: it can be rotated again). Then the held delete of the
+// earlier generation lands and deletes the restored key - with no copy of
+// this deletion and no record of it. Nothing brings it back: the restored
+// key is lost.
+func TestAdv12_LateDeleteOfEarlierGenerationRemovesRestoredKey(t *testing.T) {
+	bg := context.Background()
+	mdb := mongotest.New(t)
+	db := mdb.Database
+	seed(t, db, 3, 4, 2)
+	proxy := mdb.Proxy(t)
+	p := newRotator(t, mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name), rotation.Options{Owner: "p"})
+	steps := commandsOf(t, heldRuns[0])
+	k := -1
+	for i, s := range steps {
+		if s == "delete "+testPool.KeysCollection {
+			k = i
+			break
+		}
+	}
+	if k < 0 {
+		t.Fatalf("no key delete in %v", steps)
+	}
+	held := proxy.HoldCommand(k + 1)
+	ctx, cancel := context.WithCancel(bg)
+	done := make(chan error, 1)
+	go func() {
+		_, err := p.Rotate(ctx, "key-001", "manual")
+		done <- err
+	}()
+	<-held.Arrived()
+	cancel()
+	<-done
+	q := newRotator(t, db, rotation.Options{Owner: "q"})
+	if rep, err := q.Recover(bg); err != nil || rep.Completed != 1 {
+		t.Fatalf("recover: %+v, %v", rep, err)
+	}
+	var arch struct {
+		Document bson.Raw `bson:"document"`
+	}
+	if err := db.Collection(rotation.ArchiveCollection).FindOne(bg, bson.M{"sourceId": "key-001"}).Decode(&arch); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Collection(testPool.KeysCollection).InsertOne(bg, arch.Document); err != nil {
+		t.Fatal(err)
+	}
+	reply, err := held.Deliver(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("late delete: %s", reply)
+	if _, err := newRotator(t, db, rotation.Options{Owner: "next"}).Recover(bg); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(t, db, testPool.KeysCollection, bson.M{"_id": "key-001"}); n != 1 {
+		t.Errorf("the restored key-001 is gone after a late delete of its earlier rotation")
+	}
+	if n := count(t, db, testPool.KeysCollection, bson.M{}); n != 4 {
+		t.Errorf("pool size %d, want 4 (3 + the restored key)", n)
+	}
+	res, err := q.Rotate(bg, "key-001", "manual")
+	t.Logf("rotate the restored key: %+v, %v", res, err)
+}
