@@ -262,3 +262,57 @@ func TestAdv12_LateDeleteOfEarlierGenerationRemovesRestoredKey(t *testing.T) {
 	res, err := q.Rotate(bg, "key-001", "manual")
 	t.Logf("rotate the restored key: %+v, %v", res, err)
 }
+
+// Ours rotates key-001 onto backup-000 and is paused after moving the
+// bindings (GC, VM freeze). Meanwhile the legacy proxy rotates key-001 onto
+// backup-001 and, on the next 401, rotates backup-001 onto backup-002. Ours
+// resumes: key-001 is gone, but the foreign replacement it looks for
+// (backup-001) is no longer live, so it neither undoes nor notices; it
+// reports "rotated". key-001 has two live descendants (backup-000 and
+// backup-002): the pool is one too big for ever, and verify is silent.
+func TestAdv12_ForeignReplacementRotatedOnwardBeforeOursResumes(t *testing.T) {
+	bg := context.Background()
+	db := mongotest.New(t).Database
+	seed(t, db, 3, 4, 2)
+	ran := false
+	r := newRotator(t, db, rotation.Options{AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
+		if s == rotation.StepMoveBindings && !ran {
+			ran = true
+			legacyRotate(t, db, "key-001", nil)
+			legacyRotate(t, db, "backup-001", nil)
+		}
+		return nil
+	}})
+	res, err := r.Rotate(bg, "key-001", "manual")
+	t.Logf("ours: %+v, %v", res, err)
+	if !ran {
+		t.Fatal("the legacy rotations never ran")
+	}
+	for _, owner := range []string{"next", "next2"} {
+		rep, err := newRotator(t, db, rotation.Options{Owner: owner}).Recover(bg)
+		t.Logf("recover: %+v, %v", rep, err)
+	}
+	var keys []bson.M
+	cur, err := db.Collection(testPool.KeysCollection).Find(bg, bson.M{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cur.All(bg, &keys); err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 3 {
+		ids := []any{}
+		for _, k := range keys {
+			ids = append(ids, k["_id"])
+		}
+		t.Errorf("pool size %d after recovery, want 3: %v", len(keys), ids)
+	}
+	if n := count(t, db, testPool.BindingsCollection, bson.M{}); n != 6 {
+		t.Errorf("%d bindings, want 6", n)
+	}
+	probs, err := newRotator(t, db, rotation.Options{}).Verify(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("verify: %v", probs)
+}
