@@ -316,3 +316,39 @@ func TestAdv12_ForeignReplacementRotatedOnwardBeforeOursResumes(t *testing.T) {
 	}
 	t.Logf("verify: %v", probs)
 }
+
+// The legacy proxy rotated key-001 onto backup-000 (a pool whose keys carry
+// no bindings yet). The operator puts key-001 back from the archive (a
+// supported path) and ours rotates it onto backup-001. A recovery pass then
+// takes backup-000 (a live key from an earlier, finished rotation) for a
+// foreign duplicate of ours, deletes it and hands its secret back to the
+// backups: the pool that had 4 keys before our rotation has 3 after it.
+func TestAdv12_RecoverRemovesLegitKeyAfterRestoreAndRotate(t *testing.T) {
+	bg := context.Background()
+	db := mongotest.New(t).Database
+	seed(t, db, 3, 4, 0)
+	legacyRotate(t, db, "key-001", nil)
+	var arch struct {
+		Document bson.Raw `bson:"document"`
+	}
+	if err := db.Collection(rotation.ArchiveCollection).FindOne(bg, bson.M{"sourceId": "key-001"}).Decode(&arch); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Collection(testPool.KeysCollection).InsertOne(bg, arch.Document); err != nil {
+		t.Fatal(err)
+	}
+	before := count(t, db, testPool.KeysCollection, bson.M{})
+	r := newRotator(t, db, rotation.Options{})
+	res, err := r.Rotate(bg, "key-001", "manual")
+	if err != nil || res.Outcome != rotation.Rotated {
+		t.Fatalf("rotate the restored key: %+v, %v", res, err)
+	}
+	rep, err := newRotator(t, db, rotation.Options{Owner: "rec"}).Recover(bg)
+	t.Logf("recover: %+v, %v", rep, err)
+	if n := count(t, db, testPool.KeysCollection, bson.M{}); n != before {
+		t.Errorf("pool size %d after our rotation and recovery, want %d as before it", n, before)
+	}
+	if n := count(t, db, testPool.KeysCollection, bson.M{"_id": "backup-000"}); n != 1 {
+		t.Errorf("recovery removed backup-000, a live key from an earlier finished rotation")
+	}
+}
