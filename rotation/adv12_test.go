@@ -352,3 +352,48 @@ func TestAdv12_RecoverRemovesLegitKeyAfterRestoreAndRotate(t *testing.T) {
 		t.Errorf("recovery removed backup-000, a live key from an earlier finished rotation")
 	}
 }
+
+// The legacy proxy rotated key-001 onto backup-000 earlier; the operator put
+// key-001 back from the archive. Ours rotates it onto backup-001 and crashes
+// right after deleting key-001. Recovery resumes ours, finds key-001 gone and
+// backup-000 (used for key-001 by someone else, live) and takes it for a
+// foreign rotation under ours: it undoes ours, deleting backup-001. But it
+// was ours that retired key-001; backup-000 replaced an earlier copy. The
+// pool loses a key (4 before our rotation, 3 after), and the restored key's
+// rotation has no history record.
+func TestAdv12_UndoAfterRestoreLosesKey(t *testing.T) {
+	bg := context.Background()
+	db := mongotest.New(t).Database
+	seed(t, db, 3, 4, 1)
+	legacyRotate(t, db, "key-001", nil)
+	var arch struct {
+		Document bson.Raw `bson:"document"`
+	}
+	if err := db.Collection(rotation.ArchiveCollection).FindOne(bg, bson.M{"sourceId": "key-001"}).Decode(&arch); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Collection(testPool.KeysCollection).InsertOne(bg, arch.Document); err != nil {
+		t.Fatal(err)
+	}
+	before := count(t, db, testPool.KeysCollection, bson.M{})
+	crashed := newRotator(t, db, rotation.Options{Owner: "crashed", AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
+		if s == rotation.StepDeleteOld {
+			return errCrash
+		}
+		return nil
+	}})
+	if _, err := crashed.Rotate(bg, "key-001", "manual"); !errors.Is(err, errCrash) {
+		t.Fatalf("rotate: %v, want the simulated crash", err)
+	}
+	rep, err := newRotator(t, db, rotation.Options{Owner: "rec"}).Recover(bg)
+	t.Logf("recover: %+v, %v", rep, err)
+	if n := count(t, db, testPool.KeysCollection, bson.M{}); n != before {
+		t.Errorf("pool size %d after our rotation and recovery, want %d as before it", n, before)
+	}
+	if n := count(t, db, rotation.JournalCollection, bson.M{"state": "undone"}); n != 0 {
+		t.Errorf("ours was undone although ours retired key-001")
+	}
+	if n := count(t, db, testPool.HistoryCollection, bson.M{}); n != 1 {
+		t.Errorf("%d history records, want 1 for the rotation of the restored key", n)
+	}
+}
