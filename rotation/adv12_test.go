@@ -397,3 +397,43 @@ func TestAdv12_UndoAfterRestoreLosesKey(t *testing.T) {
 		t.Errorf("%d history records, want 1 for the rotation of the restored key", n)
 	}
 }
+
+// P claims key-001's rotation (backup-000) and is paused right after the
+// claim (GC, SIGSTOP). Q recovers the rotation (inserts backup-000, ...,
+// done) and rotates backup-000 onward (backup-001). P resumes and runs its
+// remaining steps: its insert brings backup-000 back with P's mark, and its
+// very next step removes the mark, so the key looks put back by hand and no
+// recovery pass ever removes it. No command was held: the process was only
+// paused, which the fault model names.
+func TestAdv12_PausedOwnerResumesAfterKeyRotatedOnward(t *testing.T) {
+	bg := context.Background()
+	db := mongotest.New(t).Database
+	seed(t, db, 3, 4, 2)
+	paused := false
+	var b string
+	p := newRotator(t, db, rotation.Options{Owner: "p", AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
+		if s != rotation.StepClaim || paused {
+			return nil
+		}
+		paused = true
+		q := newRotator(t, db, rotation.Options{Owner: "q"})
+		if rep, err := q.Recover(bg); err != nil || rep.Completed != 1 {
+			t.Fatalf("q recover: %+v, %v", rep, err)
+		}
+		b = newKeyOf(t, db, "key-001")
+		if res, err := q.Rotate(bg, b, "unauthorized"); err != nil || res.Outcome != rotation.Rotated {
+			t.Fatalf("q rotate %s onward: %+v, %v", b, res, err)
+		}
+		return nil // P resumes
+	}})
+	res, err := p.Rotate(bg, "key-001", "manual")
+	t.Logf("p after resuming: %+v, %v", res, err)
+	for _, owner := range []string{"next", "next2"} {
+		rep, err := newRotator(t, db, rotation.Options{Owner: owner}).Recover(bg)
+		t.Logf("recover: %+v, %v", rep, err)
+	}
+	if n := count(t, db, testPool.KeysCollection, bson.M{"_id": b}); n != 0 {
+		t.Errorf("%s, rotated away, is live again after recovery", b)
+	}
+	checkInvariants(t, db, 3)
+}
