@@ -437,3 +437,78 @@ func TestAdv12_PausedOwnerResumesAfterKeyRotatedOnward(t *testing.T) {
 	}
 	checkInvariants(t, db, 3)
 }
+
+// Generation 0 of key-001's rotation has its re-pointing of bindings
+// (key-001 -> backup-000) held in the network; its owner gives up, a
+// recovery pass finishes it and backup-000 is rotated onward. The operator
+// restores key-001 and binds a proxy to it. Then the held update lands: the
+// restored key's binding moves onto backup-000, which is no live key. No
+// recovery pass repairs it: the binding dangles for good.
+func TestAdv12_LateBindingsUpdateMovesRestoredKeysBindingOntoDeletedKey(t *testing.T) {
+	bg := context.Background()
+	mdb := mongotest.New(t)
+	db := mdb.Database
+	seed(t, db, 3, 4, 2)
+	proxy := mdb.Proxy(t)
+	p := newRotator(t, mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name), rotation.Options{Owner: "p"})
+	steps := commandsOf(t, heldRuns[0])
+	k := -1
+	for i, s := range steps {
+		if s == "update "+testPool.BindingsCollection {
+			k = i
+			break
+		}
+	}
+	if k < 0 {
+		t.Fatalf("no bindings update in %v", steps)
+	}
+	held := proxy.HoldCommand(k + 1)
+	ctx, cancel := context.WithCancel(bg)
+	done := make(chan error, 1)
+	go func() {
+		_, err := p.Rotate(ctx, "key-001", "manual")
+		done <- err
+	}()
+	<-held.Arrived()
+	cancel()
+	<-done
+	q := newRotator(t, db, rotation.Options{Owner: "q"})
+	if rep, err := q.Recover(bg); err != nil || rep.Completed != 1 {
+		t.Fatalf("recover: %+v, %v", rep, err)
+	}
+	b := newKeyOf(t, db, "key-001")
+	if res, err := q.Rotate(bg, b, "unauthorized"); err != nil || res.Outcome != rotation.Rotated {
+		t.Fatalf("rotate %s onward: %+v, %v", b, res, err)
+	}
+	var arch struct {
+		Document bson.Raw `bson:"document"`
+	}
+	if err := db.Collection(rotation.ArchiveCollection).FindOne(bg, bson.M{"sourceId": "key-001"}).Decode(&arch); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Collection(testPool.KeysCollection).InsertOne(bg, arch.Document); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Collection(testPool.BindingsCollection).InsertOne(bg, bson.M{
+		"_id": "bind-restored", "proxyId": "proxy-9", testPool.BindingKeyField: "key-001", "isActive": true,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := held.Deliver(bg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newRotator(t, db, rotation.Options{Owner: "next"}).Recover(bg); err != nil {
+		t.Fatal(err)
+	}
+	var bind bson.M
+	if err := db.Collection(testPool.BindingsCollection).FindOne(bg, bson.M{"_id": "bind-restored"}).Decode(&bind); err != nil {
+		t.Fatal(err)
+	}
+	on, _ := bind[testPool.BindingKeyField].(string)
+	if count(t, db, testPool.KeysCollection, bson.M{"_id": on}) != 1 {
+		t.Errorf("the restored key's binding points at %s, which is no live key", on)
+	}
+	if on != "key-001" {
+		t.Errorf("the restored key's binding was moved to %s by a late command of an earlier rotation", on)
+	}
+}
