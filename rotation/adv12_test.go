@@ -195,6 +195,9 @@ func TestAdv12_PausedOwnerResumesAfterClaimDroppedAndRedone(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("verify: %v", probs)
+	if n := count(t, db, testPool.KeysCollection, bson.M{}); n != 3 && len(probs) == 0 {
+		t.Errorf("verify is silent on a pool of %d keys where 3 are due", n)
+	}
 }
 
 // Generation 0 of key-001's rotation has its delete of key-001 held in the
@@ -315,6 +318,9 @@ func TestAdv12_ForeignReplacementRotatedOnwardBeforeOursResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("verify: %v", probs)
+	if n := count(t, db, testPool.KeysCollection, bson.M{}); n != 3 && len(probs) == 0 {
+		t.Errorf("verify is silent on a pool of %d keys where 3 are due", n)
+	}
 }
 
 // The legacy proxy rotated key-001 onto backup-000 (a pool whose keys carry
