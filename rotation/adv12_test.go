@@ -3,6 +3,7 @@ package rotation_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -516,5 +517,45 @@ func TestAdv12_LateBindingsUpdateMovesRestoredKeysBindingOntoDeletedKey(t *testi
 	}
 	if on != "key-001" {
 		t.Errorf("the restored key's binding was moved to %s by a late command of an earlier rotation", on)
+	}
+}
+
+// Ours rotation of key-001 is undone because the legacy proxy rotated the
+// key under it. Later the operator puts key-001 back from the archive (same
+// id and secret) and it must be rotated again (issue 12 case 7). Rotate
+// answers "already rotated" for ever: the undone generation is taken for
+// the key's rotation, and the next generation is never tried.
+func TestAdv12_RestoredKeyAfterUndoneRotationCannotBeRotated(t *testing.T) {
+	bg := context.Background()
+	db := mongotest.New(t).Database
+	seed(t, db, 3, 4, 2)
+	ran := false
+	r := newRotator(t, db, rotation.Options{AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
+		if s == rotation.StepActivateKey && !ran {
+			ran = true
+			legacyRotate(t, db, "key-001", nil)
+		}
+		return nil
+	}})
+	res, err := r.Rotate(bg, "key-001", "manual")
+	t.Logf("ours: %+v, %v", res, err)
+	if n := count(t, db, rotation.JournalCollection, bson.M{"state": "undone"}); n != 1 {
+		t.Fatalf("ours was not undone (%d): the test proves nothing", n)
+	}
+	var arch struct {
+		Document bson.Raw `bson:"document"`
+	}
+	if err := db.Collection(rotation.ArchiveCollection).FindOne(bg, bson.M{"sourceId": "key-001"}).Decode(&arch); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Collection(testPool.KeysCollection).InsertOne(bg, arch.Document); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		res, err = newRotator(t, db, rotation.Options{Owner: fmt.Sprint("again", i)}).Rotate(bg, "key-001", "manual")
+		t.Logf("rotate the restored key: %+v, %v", res, err)
+	}
+	if n := count(t, db, testPool.KeysCollection, bson.M{"_id": "key-001"}); n != 0 {
+		t.Errorf("the restored key-001 can never be rotated away (last answer %s)", res.Outcome)
 	}
 }
