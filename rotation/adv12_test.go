@@ -559,3 +559,73 @@ func TestAdv12_RestoredKeyAfterUndoneRotationCannotBeRotated(t *testing.T) {
 		t.Errorf("the restored key-001 can never be rotated away (last answer %s)", res.Outcome)
 	}
 }
+
+// The legacy proxy reads key-001; ours deletes it; the legacy sequence goes
+// on and inserts its replacement (backup-001). While our owner is between
+// its delete and its history record, a concurrent recoverer finishing the
+// same rotation finds key-001 gone with a foreign replacement live and
+// undoes ours (deletes backup-000, gives it back, journal "undone"). Then
+// the owner goes on: its history record and its "done" mark land on the
+// undone rotation. The journal says done with a new key that is gone and a
+// backup that is free again; history records a rotation that was undone.
+func TestAdv12_OwnerMarksDoneAfterConcurrentUndo(t *testing.T) {
+	bg := context.Background()
+	db := mongotest.New(t).Database
+	seed(t, db, 3, 4, 2)
+	read := make(chan struct{})
+	release := make(chan struct{})
+	legacyDone := make(chan struct{})
+	go func() {
+		defer close(legacyDone)
+		legacyRotate(t, db, "key-001", func(step int) {
+			if step == 1 {
+				close(read)
+				<-release
+			}
+		})
+	}()
+	<-read
+	hooked := false
+	p := newRotator(t, db, rotation.Options{Owner: "p", AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
+		if s == rotation.StepDeleteOld && !hooked {
+			hooked = true
+			close(release)
+			<-legacyDone
+			rep, err := newRotator(t, db, rotation.Options{Owner: "x"}).Recover(bg)
+			t.Logf("concurrent recoverer: %+v, %v", rep, err)
+		}
+		return nil
+	}})
+	res, err := p.Rotate(bg, "key-001", "manual")
+	t.Logf("owner: %+v, %v", res, err)
+	if !hooked {
+		t.Fatal("owner never reached its delete")
+	}
+	rep, err := newRotator(t, db, rotation.Options{Owner: "next"}).Recover(bg)
+	t.Logf("recover: %+v, %v", rep, err)
+	var e struct {
+		State    string `bson:"state"`
+		NewKeyID string `bson:"newKeyId"`
+	}
+	if err := db.Collection(rotation.JournalCollection).FindOne(bg, bson.M{"oldKeyId": "key-001"}).Decode(&e); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("journal: %+v", e)
+	if e.State == "done" && count(t, db, testPool.KeysCollection, bson.M{"_id": e.NewKeyID}) == 0 {
+		t.Errorf("journal says done onto %s, which was undone and is no key", e.NewKeyID)
+	}
+	done := count(t, db, rotation.JournalCollection, bson.M{"state": "done"})
+	if n := count(t, db, testPool.HistoryCollection, bson.M{}); n != done {
+		t.Errorf("%d history records for %d rotations that stand", n, done)
+	}
+	if res.Outcome == rotation.Rotated && count(t, db, testPool.KeysCollection, bson.M{"_id": res.NewKeyID}) == 0 {
+		t.Errorf("owner answered rotated onto %s, which is no key", res.NewKeyID)
+	}
+	// A backup given back is free, yet the journal's unique (pool, backupId)
+	// still holds it for the "done" rotation: counted available, never
+	// claimable.
+	if n := count(t, db, testPool.BackupsCollection, bson.M{"_id": e.NewKeyID, "isUsed": false}); n == 1 && e.State == "done" {
+		t.Errorf("backup %s is free but held by a done rotation in the journal: it can never be claimed", e.NewKeyID)
+	}
+	coexistInvariants(t, db)
+}
