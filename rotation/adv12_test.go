@@ -629,3 +629,39 @@ func TestAdv12_OwnerMarksDoneAfterConcurrentUndo(t *testing.T) {
 	}
 	coexistInvariants(t, db)
 }
+
+// After an undo, our backup is given back (isUsed false, counted available
+// by BackupsAvailable), but the undone journal entry still holds it in the
+// unique (pool, backupId) index: no rotation can ever claim it. With two
+// backups, ours claims backup-000 and the legacy proxy takes backup-001
+// under it; ours is undone. The pool has one backup left, yet rotating
+// key-000 answers "no backup".
+func TestAdv12_BackupGivenBackByUndoCanNeverBeClaimed(t *testing.T) {
+	bg := context.Background()
+	db := mongotest.New(t).Database
+	seed(t, db, 3, 2, 2)
+	ran := false
+	r := newRotator(t, db, rotation.Options{AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
+		if s == rotation.StepActivateKey && !ran {
+			ran = true
+			legacyRotate(t, db, "key-001", nil)
+		}
+		return nil
+	}})
+	res, err := r.Rotate(bg, "key-001", "manual")
+	t.Logf("ours: %+v, %v", res, err)
+	if n := count(t, db, rotation.JournalCollection, bson.M{"state": "undone"}); n != 1 {
+		t.Fatalf("ours was not undone (%d): the test proves nothing", n)
+	}
+	q := newRotator(t, db, rotation.Options{Owner: "q"})
+	avail, err := q.BackupsAvailable(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("backups available: %d", avail)
+	res, err = q.Rotate(bg, "key-000", "manual")
+	t.Logf("rotate key-000: %+v, %v", res, err)
+	if avail > 0 && res.Outcome != rotation.Rotated {
+		t.Errorf("%d backup(s) available, yet rotating key-000 answers %s: the backup the undo gave back can never be claimed", avail, res.Outcome)
+	}
+}
