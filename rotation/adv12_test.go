@@ -665,3 +665,39 @@ func TestAdv12_BackupGivenBackByUndoCanNeverBeClaimed(t *testing.T) {
 		t.Errorf("%d backup(s) available, yet rotating key-000 answers %s: the backup the undo gave back can never be claimed", avail, res.Outcome)
 	}
 }
+
+// The checker read key-000 at cycle start; the operator then replaced its
+// secret in place. Rotate with the stale document claims a backup, inserts
+// it and moves key-000's bindings onto it, then (rightly) leaves the key
+// with the new secret alone. Nothing retired, yet a backup is consumed: the
+// pool grows by one for good, and the bindings left the operator's key.
+func TestAdv12_StaleDocumentAfterSecretReplacedGrowsPool(t *testing.T) {
+	bg := context.Background()
+	db := mongotest.New(t).Database
+	seed(t, db, 2, 2, 1)
+	keys := db.Collection(testPool.KeysCollection)
+	stale, err := keys.FindOne(bg, bson.M{"_id": "key-000"}).Raw()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := keys.UpdateOne(bg, bson.M{"_id": "key-000"}, bson.M{"$set": bson.M{"apiKey": "sk-live-replaced-in-place-0000"}}); err != nil {
+		t.Fatal(err)
+	}
+	r := newRotator(t, db, rotation.Options{})
+	res, err := r.Rotate(bg, "key-000", "manual", rotation.WithKeyDocument(stale))
+	t.Logf("rotate: %+v, %v", res, err)
+	if _, err := r.Recover(bg); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(t, db, testPool.KeysCollection, bson.M{}); n != 2 {
+		t.Errorf("pool size %d, want 2", n)
+	}
+	if n := count(t, db, testPool.KeysCollection, bson.M{"_id": "key-000"}); n == 1 {
+		if b := count(t, db, testPool.BindingsCollection, bson.M{testPool.BindingKeyField: "key-000"}); b != 1 {
+			t.Errorf("key-000 (new secret) is live but its binding was moved away (%d left)", b)
+		}
+		if u := count(t, db, testPool.BackupsCollection, bson.M{"isUsed": true}); u != 0 {
+			t.Errorf("%d backup(s) consumed by a rotation that retired nothing", u)
+		}
+	}
+}
