@@ -41,7 +41,11 @@ func (a *app) daemon(ctx context.Context) int {
 	defer stopWatchdog()
 	// Start-up never fails on the store: the daemon reports and keeps trying.
 	for {
-		err := a.prepare(ctx)
+		// Each attempt is bounded, so an unreachable store is reported
+		// within one attempt, not after every nested retry has run out.
+		actx, cancel := context.WithTimeout(ctx, storeAttempt+storeAttempt/2)
+		err := a.prepare(actx)
+		cancel()
 		a.prog.beat()
 		if err == nil {
 			break
@@ -50,7 +54,7 @@ func (a *app) daemon(ctx context.Context) int {
 		// Each attempt is progress: systemd's start timeout is extended by
 		// the time the next attempt may take.
 		_, _ = daemon.SdNotify(false, fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d\nSTATUS=store not ready; retrying",
-			(storeAttempt+2*a.cfg.LeaseRetr).Microseconds()))
+			(storeAttempt+storeAttempt/2+2*a.cfg.LeaseRetr).Microseconds()))
 		select {
 		case <-ctx.Done():
 			return ExitOK
