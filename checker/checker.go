@@ -480,7 +480,9 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 		// LiteLLM answers 401 for any failure on its auth path (its
 		// database unreachable included): a key is dead only when rejected
 		// again on a later check (README, Reliability).
-		if k.rejAt.IsZero() || at.Sub(k.rejAt) < c.cfg.MinInterval/2 {
+		// With rotate-unauthorized off nothing is rotated: no need to ask
+		// twice before recording the rejection.
+		if p.RotateUnauthorized && (k.rejAt.IsZero() || at.Sub(k.rejAt) < c.cfg.MinInterval/2) {
 			count(func(s *PoolSummary) { s.fail(fmt.Errorf("%w: %w", errRejectedOnce, err)) })
 			first := k.rejAt
 			if first.IsZero() {
