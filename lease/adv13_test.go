@@ -1,0 +1,95 @@
+package lease_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/spendchecker/spendchecker/internal/mongotest"
+	"github.com/spendchecker/spendchecker/lease"
+)
+
+// Adversarial (issue 13 case 4): lease documents deleted by hand while a
+// holder leads, and a candidate that starts afterwards, whose only floor is
+// the epochs stored with observations (checker.MaxEpoch). That floor lags
+// the holder's epoch whenever the holder has not written back yet — its
+// first cycle is still running, or with adaptive cadence no key was due —
+// or is 0 after the keys' spendEpoch were removed. README "Lease" promises
+// no two leaders and "epochs never go backwards, whatever is deleted".
+func TestAdv13_DeletedRecordsFreshCandidateWithLaggingFloor(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name   string
+		floor  int64  // highest spendEpoch on the keys
+		delete bson.M // what the operator deletes
+	}{
+		// The previous leader (epoch 3) wrote observations; the holder (4) has not yet.
+		{"newest record deleted, floor from the previous leader", 3, bson.M{"epoch": int64(4)}},
+		// All lease records deleted and spendEpoch removed from the keys.
+		{"all records deleted, no floor", 0, bson.M{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			coll := mongotest.New(t).Database.Collection(lease.Collection)
+			clock := clockwork.NewFakeClock()
+			a := candidate(t, coll, "a", clock)
+			holdEpoch4(t, ctx, a)
+			if _, err := coll.DeleteMany(ctx, tt.delete); err != nil {
+				t.Fatal(err)
+			}
+			b, err := lease.New(coll, lease.Config{Name: "spendchecker", Instance: "b", LeaseDuration: dur, RenewDeadline: renew, RetryPeriod: retry, Clock: clock,
+				Floor: func(context.Context) (int64, error) { return tt.floor, nil }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ls := []*lease.Lease{a, b}
+			for round := range 20 {
+				for _, l := range []*lease.Lease{b, a} {
+					l.Tick(ctx)
+					if n := leaders(ls); len(n) > 1 {
+						ea, _ := a.Epoch()
+						eb, _ := b.Epoch()
+						t.Fatalf("round %d: a (epoch %d) and b (epoch %d) lead at once", round, ea, eb)
+					}
+				}
+				clock.Advance(retry)
+			}
+			if e, ok := b.Epoch(); ok && e <= 4 {
+				t.Fatalf("b took epoch %d, not above the holder's 4", e)
+			}
+		})
+	}
+}
+
+// Adversarial (issue 13 case 5): a record whose leaseDurationMs was edited
+// by hand to something absurd (about 31 years). The holder is dead. The
+// candidate waits "the longer of its own and the holder's" with no upper
+// bound, so nobody ever polls again and every key sails past its budget.
+// No setting the CLI accepts is documented anywhere near that; a candidate
+// should cap what a record can make it wait.
+func TestAdv13_AbsurdRecordedLeaseDurationBlocksFailoverForEver(t *testing.T) {
+	ctx := context.Background()
+	coll := mongotest.New(t).Database.Collection(lease.Collection)
+	clock := clockwork.NewFakeClock()
+	a := candidate(t, coll, "a", clock)
+	a.Tick(ctx)
+	if _, ok := a.Epoch(); !ok {
+		t.Fatal("setup: a does not lead")
+	}
+	if _, err := coll.UpdateOne(ctx, bson.M{"epoch": int64(1)}, bson.M{"$set": bson.M{"leaseDurationMs": int64(1e12)}}); err != nil {
+		t.Fatal(err)
+	}
+	// a crashes: it never ticks again.
+	b := candidate(t, coll, "b", clock)
+	for range 24 * 6 { // a day, ten minutes at a time (the record never changes)
+		b.Tick(ctx)
+		if b.IsLeader(ctx) == nil {
+			return
+		}
+		clock.Advance(10 * time.Minute)
+	}
+	t.Fatal("a day after the holder died, still no leader: a hand-edited leaseDurationMs holds the lease for ever")
+}
