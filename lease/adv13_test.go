@@ -93,3 +93,45 @@ func TestAdv13_AbsurdRecordedLeaseDurationBlocksFailoverForEver(t *testing.T) {
 	}
 	t.Fatal("a day after the holder died, still no leader: a hand-edited leaseDurationMs holds the lease for ever")
 }
+
+// Adversarial ("records ... edited by hand", missing or mistyped fields):
+// one field of the newest record with the wrong type makes Latest fail to
+// decode it, every round, for ever. The candidate treats that as the store
+// being unreachable (one warn line, then debug) and never takes over from
+// a dead holder: no replica polls again and every key sails past its
+// budget. A record it cannot read should count as a used epoch it waits
+// out (or skips), not as an outage.
+func TestAdv13_MistypedRecordFieldBlocksFailoverForEver(t *testing.T) {
+	ctx := context.Background()
+	for _, tt := range []struct {
+		name string
+		set  bson.M
+	}{
+		{"epoch as a string", bson.M{"epoch": "1"}},
+		{"released as a string", bson.M{"released": "no"}},
+		{"holder as a number", bson.M{"holder": 7}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			coll := mongotest.New(t).Database.Collection(lease.Collection)
+			clock := clockwork.NewFakeClock()
+			a := candidate(t, coll, "a", clock)
+			a.Tick(ctx)
+			if _, ok := a.Epoch(); !ok {
+				t.Fatal("setup: a does not lead")
+			}
+			// a crashes; an operator edits its record.
+			if _, err := coll.UpdateOne(ctx, bson.M{"_id": "spendchecker/00000000000000000001"}, bson.M{"$set": tt.set}); err != nil {
+				t.Fatal(err)
+			}
+			b := candidate(t, coll, "b", clock)
+			for range 24 * 6 {
+				b.Tick(ctx)
+				if b.IsLeader(ctx) == nil {
+					return
+				}
+				clock.Advance(10 * time.Minute)
+			}
+			t.Fatal("a day after the holder died, still no leader")
+		})
+	}
+}
