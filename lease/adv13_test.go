@@ -2,6 +2,7 @@ package lease_test
 
 import (
 	"context"
+	"math"
 	"testing"
 	"time"
 
@@ -133,5 +134,29 @@ func TestAdv13_MistypedRecordFieldBlocksFailoverForEver(t *testing.T) {
 			}
 			t.Fatal("a day after the holder died, still no leader")
 		})
+	}
+}
+
+// Adversarial ("a record with a huge epoch"): an operator sets the newest
+// record's epoch to the largest int64. The next epoch, epoch+1, wraps to a
+// negative number: the candidate takes a negative epoch — backwards, and a
+// fencing token below every one stored with observations, so all its
+// write-backs over keys fenced at any positive epoch are refused. It must
+// never lead with an epoch at or below one already used.
+func TestAdv13_HugeEpochWrapsNegative(t *testing.T) {
+	ctx := context.Background()
+	coll := mongotest.New(t).Database.Collection(lease.Collection)
+	clock := clockwork.NewFakeClock()
+	if _, err := coll.InsertOne(ctx, lease.Record{ID: "spendchecker/huge", Name: "spendchecker", Epoch: math.MaxInt64, Holder: "x",
+		AcquiredAt: clock.Now(), RenewedAt: clock.Now(), Released: true}); err != nil {
+		t.Fatal(err)
+	}
+	b := candidate(t, coll, "b", clock)
+	for range 30 {
+		b.Tick(ctx)
+		if e, ok := b.Epoch(); ok && e <= 0 {
+			t.Fatalf("b leads at epoch %d, after epoch %d was used", e, int64(math.MaxInt64))
+		}
+		clock.Advance(retry)
 	}
 }
