@@ -7,7 +7,12 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	"github.com/spendchecker/spendchecker/checker"
+	"github.com/spendchecker/spendchecker/internal/fakeupstream"
+	"github.com/spendchecker/spendchecker/internal/mongotest"
+	"github.com/spendchecker/spendchecker/spend"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
 // Adversarial (README "Adaptive cadence"): a stored spendRate that is NaN
@@ -132,5 +137,82 @@ func TestAdv13_FenceBlocksKeyWithForeignSpendEpochForEver(t *testing.T) {
 				t.Errorf("key polled %d times in 12 cycles 10 s apart: its plan is never stored", due)
 			}
 		})
+	}
+}
+
+// Adversarial (README "Lease": "a write-back never replaces a newer
+// observation ... A write the network delivers later still never replaces
+// a newer observation"). A deposed leader's write-back is held by the
+// network (fault proxy); meanwhile another writer that stores no
+// spendEpoch — the proxy's own spend checker during a migration, or an
+// older spendchecker replica in a rolling upgrade — observes $9.50. The
+// held write of $9.00 is delivered late and, the key having no
+// spendEpoch, passes the fence whatever its lastSpendCheck: totalSpend
+// goes backwards and the older plan replaces the newer one.
+func TestAdv13_LateWriteOverKeyWithoutEpochGoesBackwards(t *testing.T) {
+	ctx := context.Background()
+	clock := clockwork.NewFakeClockAt(t0)
+	mdb := mongotest.New(t)
+	up := fakeupstream.New("openhands")
+	t.Cleanup(up.Close)
+	seedPool(t, mdb.Database, up, openhands, map[string]float64{"k": 9.0}, 1)
+	proxy := mdb.Proxy(t)
+	db := mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name)
+	prov, err := spend.New("openhands", up.URL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chk, err := checker.New(db, checker.Config{
+		Pools:    []checker.Pool{{Pool: openhands, Provider: prov, Threshold: 9.95}},
+		Instance: "deposed", Clock: clock, Epoch: func() int64 { return 4 },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := chk.EnsureIndexes(ctx); err != nil {
+		t.Fatal(err)
+	}
+	keys := mdb.Database.Collection(openhands.KeysCollection)
+	if _, err := keys.UpdateOne(ctx, bson.M{"_id": "k"}, bson.M{"$set": bson.M{"totalSpend": 8.9, "lastSpendCheck": t0.Add(-time.Minute)}}); err != nil {
+		t.Fatal(err)
+	}
+	// Learn which command is the write-back (of a cycle after the first).
+	if _, err := chk.Cycle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	proxy.ResetCommands()
+	if _, err := chk.Cycle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	k := -1
+	for i, c := range proxy.Commands() {
+		if c == "update "+openhands.KeysCollection {
+			k = i
+		}
+	}
+	if k < 0 {
+		t.Fatalf("no write-back among %v", proxy.Commands())
+	}
+	if _, err := keys.UpdateOne(ctx, bson.M{"_id": "k"}, bson.M{"$set": bson.M{"totalSpend": 8.9, "lastSpendCheck": t0.Add(-time.Minute)}, "$unset": bson.M{"spendEpoch": ""}}); err != nil {
+		t.Fatal(err)
+	}
+	held := proxy.HoldCommand(k + 1)
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _, _ = chk.Cycle(cctx) }()
+	<-held.Arrived()
+	cancel()                            // the lease is lost
+	_ = clock.BlockUntilContext(ctx, 1) // the write grace timer
+	clock.Advance(5 * time.Second)      // grace over: the cycle gives up
+	<-done
+	// The other writer observes $9.50 a minute later, without spendEpoch.
+	if _, err := keys.UpdateOne(ctx, bson.M{"_id": "k"}, bson.M{"$set": bson.M{"totalSpend": 9.5, "lastSpendCheck": t0.Add(time.Minute)}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := held.Deliver(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := keyDoc(t, setup{db: mdb.Database}, "k"); d["totalSpend"] != 9.5 {
+		t.Fatalf("observation of $9.50 at t0+1m replaced by the late one of $%v made at t0: %v", d["totalSpend"], d)
 	}
 }
