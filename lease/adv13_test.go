@@ -160,3 +160,38 @@ func TestAdv13_HugeEpochWrapsNegative(t *testing.T) {
 		clock.Advance(retry)
 	}
 }
+
+// Adversarial (issue 13 cases 4 and 5 together): during a rolling change
+// the holder runs with a 30 s lease / 25 s renew deadline, the standby with
+// 15 s / 10 s. The holder's renewals are failing (a stalled process or a
+// partition: it never reaches the store), so it still leads until 25 s
+// after its last renewal. The lease records are then deleted by hand. The
+// standby saw the holder's epoch and waits "the lease duration" for the
+// vanished records — its own 15 s, since the record that carried the
+// holder's 30 s is gone — and leads while the holder still does.
+func TestAdv13_VanishedRecordWaitIgnoresHolderDuration(t *testing.T) {
+	ctx := context.Background()
+	coll := mongotest.New(t).Database.Collection(lease.Collection)
+	clock := clockwork.NewFakeClock()
+	a, err := lease.New(coll, lease.Config{Name: "spendchecker", Instance: "a", LeaseDuration: 30 * time.Second, RenewDeadline: 25 * time.Second, RetryPeriod: retry, Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Tick(ctx)
+	start := clock.Now()
+	b := candidate(t, coll, "b", clock) // 15 s / 10 s
+	b.Tick(ctx)                         // b has seen a's record (leaseDurationMs 30000)
+	if _, err := coll.DeleteMany(ctx, bson.M{}); err != nil {
+		t.Fatal(err)
+	}
+	// a's renewals never reach the store from now on: it does not tick.
+	for range 20 {
+		clock.Advance(retry)
+		b.Tick(ctx)
+		if a.IsLeader(ctx) == nil && b.IsLeader(ctx) == nil {
+			ea, _ := a.Epoch()
+			eb, _ := b.Epoch()
+			t.Fatalf("a (epoch %d, leads until its 25 s renew deadline) and b (epoch %d) lead at once, %v after a's last renewal", ea, eb, clock.Since(start))
+		}
+	}
+}
