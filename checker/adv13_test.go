@@ -216,3 +216,37 @@ func TestAdv13_LateWriteOverKeyWithoutEpochGoesBackwards(t *testing.T) {
 		t.Fatalf("observation of $9.50 at t0+1m replaced by the late one of $%v made at t0: %v", d["totalSpend"], d)
 	}
 }
+
+// Adversarial (README "Adaptive cadence": the learned burst factor). A key
+// that was nearly idle (known rate $0.00001/s) starts spending at the
+// pool's ordinary rate ($0.001/s, below the pool's own threshold-per-hour
+// prior): nothing bursty happened, yet the ratio 100 teaches the pool a
+// burst factor of 32, for the rest of the process's life. Every steady key
+// of the pool is then planned 4× more often than with the default 8 —
+// waking idle keys are routine, so in practice every pool runs at the cap
+// (cost blow-up, 4×). A ratio measured against a rate the pool has long
+// exceeded should not count as a burst.
+func TestAdv13_IdleKeyWakingTeachesMaxBurstFactor(t *testing.T) {
+	ctx := context.Background()
+	clock := clockwork.NewFakeClockAt(t0)
+	s := adaptiveSetup(t, map[string]float64{"waking": 1, "steady": 1}, clock, func(c *checker.Config) {
+		c.MaxInterval = 24 * time.Hour
+	})
+	setFields(t, s, "waking", bson.M{"totalSpend": 1.0, "spendRate": 0.00001, "lastSpendCheck": t0.Add(-10 * time.Minute), "spendEpoch": int64(3)})
+	setFields(t, s, "steady", bson.M{"totalSpend": 1.0, "spendRate": 0.001, "lastSpendCheck": t0.Add(-10 * time.Minute), "spendEpoch": int64(3)})
+	s.up.AddSpend(secret("waking"), 0.6) // $0.001/s over 10 min
+	s.up.AddSpend(secret("steady"), 0.6)
+	if _, err := s.chk.Cycle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(10 * time.Minute)
+	setFields(t, s, "steady", bson.M{"nextSpendCheck": t0})
+	s.up.AddSpend(secret("steady"), 0.6)
+	if _, err := s.chk.Cycle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// steady: headroom 9.95-2.2 = 7.75 at 8 × 0.001 $/s is 969 s; at 32×, 242 s.
+	if got := planned(t, s, "steady"); got < 900*time.Second {
+		t.Fatalf("steady key planned %v ahead after an idle key woke up at the pool's usual rate, want ~969 s (burst 8)", got)
+	}
+}
