@@ -17,7 +17,7 @@ import (
 	"github.com/spendchecker/spendchecker/internal/mongoidx"
 )
 
-// Record is one spend-history document (DESIGN.md schema). Its _id is the
+// Record is one spend-history document (README, "MongoDB schema"). Its _id is the
 // rotation id, so inserting it twice is harmless.
 type Record struct {
 	ID             string    `bson:"_id" json:"id"`

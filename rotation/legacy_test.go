@@ -18,7 +18,7 @@ import (
 const legacySteps = 6
 
 // legacyRotate is a test double of the serving proxy's own inline rotation,
-// written from its description (DESIGN.md, issue 18): read the old key,
+// written from its description (README, "Running next to the proxy"): read the old key,
 // claim a backup with findOneAndUpdate({isUsed: false}), archive and delete
 // the old key, insert the new one, re-point the bindings. Nothing in it
 // decides a race. between runs after each step (1-based).

@@ -315,7 +315,7 @@ func tail(path string) string {
 	return strings.Join(lines[max(0, len(lines)-15):], "\n")
 }
 
-// chaosInvariants checks DESIGN.md's guarantees by querying the store, and
+// chaosInvariants checks the README's rotation guarantees by querying the store, and
 // returns the number of rotations.
 func chaosInvariants(t *testing.T, db *mongo.Database, up *fakeupstream.Server) int {
 	t.Helper()

@@ -7,7 +7,7 @@ import (
 	"github.com/spendchecker/spendchecker/checker"
 )
 
-// metrics are the Prometheus series of DESIGN.md, on a registry of their own.
+// metrics are the Prometheus series of the README's "Metrics and alerts", on a registry of their own.
 type metrics struct {
 	reg       *prometheus.Registry
 	cycles    *prometheus.CounterVec

@@ -28,7 +28,7 @@ import (
 	"github.com/spendchecker/spendchecker/spend"
 )
 
-// Exit codes (DESIGN.md contract).
+// Exit codes (README, "Configuration").
 const (
 	ExitOK        = 0
 	ExitPartial   = 1
