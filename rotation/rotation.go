@@ -227,8 +227,10 @@ type journalEntry struct {
 	FinishedAt   *time.Time `bson:"finishedAt,omitempty"`
 	// SupersededBy, in an undone rotation, is the key someone else's
 	// rotation of the old key brought in.
-	SupersededBy string         `bson:"supersededBy,omitempty"`
-	History      history.Record `bson:"history"`
+	SupersededBy string `bson:"supersededBy,omitempty"`
+	// UndoneBackupID, in an undone rotation, is the backup it gave back.
+	UndoneBackupID string         `bson:"undoneBackupId,omitempty"`
+	History        history.Record `bson:"history"`
 }
 
 type backupDoc struct {

@@ -319,6 +319,12 @@ func (e errRotatedElsewhere) Error() string {
 // someone else under it.
 const stateUndone = "undone"
 
+// undoneBackupField names, in an undone journal entry, the backup it gave
+// back; its backupId then holds releasedBackupID, unique per rotation.
+const undoneBackupField = "undoneBackupId"
+
+func releasedBackupID(rotationID string) string { return "undone/" + rotationID }
+
 // oldKeyGone handles an old key found missing. Usually this rotation deleted
 // it. But the proxy's own rotator may have rotated it under us: then a
 // foreign replacement (a backup used for the old key by someone else) is
@@ -394,8 +400,18 @@ func (s *saga) undo(ctx context.Context, other string) error {
 		bson.M{"$set": bson.M{"isUsed": false, "activated": false}, "$unset": bson.M{"usedFor": "", "usedAt": "", claimField: ""}}); err != nil {
 		return fmt.Errorf("undo: give back backup %s: %w", s.e.BackupID, err)
 	}
+	// A history record a resumed step wrote stands for nothing now.
+	if _, err := r.history.DeleteOne(ctx, bson.M{"_id": s.e.ID}); err != nil {
+		return fmt.Errorf("undo: remove history %s: %w", s.e.ID, err)
+	}
+	// The entry stops holding the backup in the unique (pool, backupId)
+	// index, or the backup given back could never be claimed again; the
+	// backup stays named in undoneBackupId, the outcome in state and
+	// supersededBy. A late markDone (filtered on the backupId) then matches
+	// nothing.
 	if _, err := r.journal.UpdateOne(ctx, bson.M{"_id": s.e.ID, "backupId": s.e.BackupID}, bson.M{"$set": bson.M{
 		"state": stateUndone, "supersededBy": other, "finishedAt": r.opts.Now().UTC(),
+		"backupId": releasedBackupID(s.e.ID), undoneBackupField: s.e.BackupID,
 	}}); err != nil {
 		return fmt.Errorf("undo: mark journal: %w", err)
 	}
