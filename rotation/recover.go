@@ -58,6 +58,8 @@ func (r *Rotator) Recover(ctx context.Context) (RecoverReport, error) {
 			r.log.Info("unfinished rotation completed", "key", e.OldKeyID, "rotation", e.ID, "new_key", e.NewKeyID)
 		case errors.As(err, new(errRotatedElsewhere)):
 			rep.Dropped++
+		case errors.Is(err, errClaimMoved):
+			// Dropped or claimed again by another executor since it was read.
 		case errors.Is(err, ErrBackupVanished), errors.Is(err, errBackupTaken), errors.Is(err, ErrKeyCollision):
 			if errors.Is(err, ErrKeyCollision) {
 				r.skip(e.BackupID)

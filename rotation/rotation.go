@@ -371,6 +371,15 @@ func (r *Rotator) rotateOnce(ctx context.Context, entry journalEntry, doc bson.R
 			}
 			continue
 		}
+		if errors.Is(err, errClaimMoved) {
+			log.Info("the rotation's claim moved on while this call was paused; stopped", "backup", backup.ID)
+			var cur journalEntry
+			if rerr := r.journal.FindOne(ctx, bson.M{"_id": entry.ID}).Decode(&cur); rerr == nil {
+				return entryResult(cur), false, nil
+			}
+			res.Outcome, res.NewKeyID = InProgress, ""
+			return res, false, nil
+		}
 		var elsewhere errRotatedElsewhere
 		if errors.As(err, &elsewhere) {
 			res.Outcome, res.NewKeyID = AlreadyRotated, elsewhere.newKeyID

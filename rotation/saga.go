@@ -55,6 +55,18 @@ func (s *saga) run(ctx context.Context, from Step) error {
 		if !started || steps[st] == nil {
 			continue
 		}
+		if st != StepArchive {
+			// Before every write that could bring a key back, burn a
+			// backup or move bindings: the claim may have moved on while
+			// this executor was paused (README "Reliability").
+			finished, err := s.stillClaimed(ctx)
+			if err != nil {
+				return fmt.Errorf("rotation %s step %s: %w", s.e.ID, st, err)
+			}
+			if finished {
+				return nil
+			}
+		}
 		if err := steps[st](ctx); err != nil {
 			return fmt.Errorf("rotation %s step %s: %w", s.e.ID, st, err)
 		}
@@ -63,6 +75,35 @@ func (s *saga) run(ctx context.Context, from Step) error {
 		}
 	}
 	return nil
+}
+
+// errClaimMoved means the journal entry this executor works for was
+// dropped, claimed again with another backup or undone while it was paused:
+// it writes nothing more, and recovery removes what a step in flight left.
+var errClaimMoved = errors.New("the rotation's claim moved on; this executor stopped")
+
+// stillClaimed reads the journal entry again. finished says another
+// executor completed this very claim; an entry undone since answers
+// errRotatedElsewhere; one dropped or claimed again with another backup
+// answers errClaimMoved.
+func (s *saga) stillClaimed(ctx context.Context) (finished bool, err error) {
+	var cur journalEntry
+	err = s.r.journal.FindOne(ctx, bson.M{"_id": s.e.ID}).Decode(&cur)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return false, errClaimMoved
+	}
+	if err != nil {
+		return false, fmt.Errorf("read journal %s: %w", s.e.ID, err)
+	}
+	switch {
+	case cur.State == stateUndone && cur.UndoneBackupID == s.e.BackupID:
+		return false, errRotatedElsewhere{newKeyID: cur.SupersededBy}
+	case cur.BackupID != s.e.BackupID:
+		return false, errClaimMoved
+	case cur.State == stateDone:
+		return true, nil
+	}
+	return false, nil
 }
 
 // ours reports whether a key document is provably this rotation's insert:
