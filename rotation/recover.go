@@ -460,6 +460,15 @@ func (r *Rotator) removeForeignDuplicates(ctx context.Context) (int, error) {
 		if alive, err := r.keys.CountDocuments(ctx, bson.M{"_id": old}); err != nil || alive > 0 {
 			continue
 		}
+		// While a rotation of ours of old is unfinished it may still undo
+		// itself onto the foreign one: removing that one too would leave
+		// old with no replacement. The saga settles it; a later pass here.
+		if open, err := r.journal.CountDocuments(ctx, bson.M{"pool": r.pool.Name, "oldKeyId": old, "state": stateClaimed}); err != nil || open > 0 {
+			if err != nil {
+				return n, err
+			}
+			continue
+		}
 		keep := false
 		for i := range live {
 			c, err := r.bindings.CountDocuments(ctx, bson.M{f: live[i].id})

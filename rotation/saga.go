@@ -399,15 +399,51 @@ func (s *saga) oldKeyGone(ctx context.Context) error {
 		if ours > 0 {
 			continue
 		}
-		n, err := r.keys.CountDocuments(ctx, bson.M{"_id": id})
+		heir, err := r.liveHeir(ctx, id, 0)
 		if err != nil {
 			return err
 		}
-		if n > 0 {
-			return s.undo(ctx, id)
+		if heir != "" {
+			return s.undo(ctx, heir)
 		}
 	}
 	return nil
+}
+
+// liveHeir returns id if it is a live key, else the live key it was
+// rotated onto (by anyone, any number of times), else "": a foreign
+// replacement may have been rotated onward before ours looked.
+func (r *Rotator) liveHeir(ctx context.Context, id string, depth int) (string, error) {
+	n, err := r.keys.CountDocuments(ctx, bson.M{"_id": id})
+	if err != nil {
+		return "", err
+	}
+	if n > 0 {
+		return id, nil
+	}
+	if depth >= maxChain {
+		return "", nil
+	}
+	cur, err := r.backups.Find(ctx, bson.M{"usedFor": id, "isUsed": true}, options.Find().SetProjection(bson.M{"_id": 1}))
+	if err != nil {
+		return "", fmt.Errorf("look for the replacement of %s: %w", id, err)
+	}
+	var next []string
+	for cur.Next(ctx) {
+		if nid, ok := cur.Current.Lookup("_id").StringValueOK(); ok && nid != id {
+			next = append(next, nid)
+		}
+	}
+	if err := cur.Err(); err != nil {
+		return "", err
+	}
+	for _, nid := range next {
+		heir, err := r.liveHeir(ctx, nid, depth+1)
+		if err != nil || heir != "" {
+			return heir, err
+		}
+	}
+	return "", nil
 }
 
 // undo takes this rotation back after someone else rotated the old key onto
