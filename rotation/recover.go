@@ -307,6 +307,10 @@ func (r *Rotator) EnsureIndexes(ctx context.Context) error {
 		Keys: bson.D{{Key: "isUsed", Value: 1}, {Key: "createdAt", Value: 1}}}); err != nil {
 		return err
 	}
+	// Each rotation lists the replacements of its key by usedFor.
+	if err := r.ensure(ctx, r.backups, mongoidx.Index{Name: "usedFor_1", Keys: bson.D{{Key: "usedFor", Value: 1}}}); err != nil {
+		return err
+	}
 	return retry(ctx, func() error { return history.NewStore(r.history).EnsureIndexes(ctx) })
 }
 
@@ -487,8 +491,12 @@ func (r *Rotator) removeForeignDuplicates(ctx context.Context) (int, error) {
 			if rp.claimedBy != "" || rp.bindings > 0 {
 				continue
 			}
-			// One from before claimedBy existed is ours if the journal has it.
-			if ours, err := r.journal.CountDocuments(ctx, bson.M{"pool": r.pool.Name, "oldKeyId": old, "newKeyId": rp.id}); err != nil || ours > 0 {
+			// One from before claimedBy existed is ours if the journal has
+			// it; one that replaced an earlier copy of old (put back by hand
+			// since) is no duplicate.
+			if ours, err := r.journal.CountDocuments(ctx, bson.M{"pool": r.pool.Name, "oldKeyId": old, "$or": bson.A{
+				bson.M{"newKeyId": rp.id}, bson.M{"priorReplacements": rp.id},
+			}}); err != nil || ours > 0 {
 				if err != nil {
 					return n, err
 				}

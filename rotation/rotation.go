@@ -228,6 +228,10 @@ type journalEntry struct {
 	// SupersededBy, in an undone rotation, is the key someone else's
 	// rotation of the old key brought in.
 	SupersededBy string `bson:"supersededBy,omitempty"`
+	// Prior lists the live keys that replaced an earlier copy of the old
+	// key (it was put back by hand after someone rotated it): never taken
+	// for a foreign rotation racing this one.
+	Prior []string `bson:"priorReplacements,omitempty"`
 	// UndoneBackupID, in an undone rotation, is the backup it gave back.
 	UndoneBackupID string         `bson:"undoneBackupId,omitempty"`
 	History        history.Record `bson:"history"`
@@ -326,6 +330,11 @@ func (r *Rotator) Rotate(ctx context.Context, keyID, reason string, opts ...Opti
 		APIKeyMasked: history.Mask(key.APIKey),
 		StartedAt:    now,
 	}
+	prior, err := r.earlierReplacements(ctx, keyID, key.APIKey)
+	if err != nil {
+		return res, err
+	}
+	entry.Prior = prior
 	for gen := 0; ; gen++ {
 		if gen == maxGenerations {
 			return res, fmt.Errorf("key %s: rotated and put back more than %d times", keyID, maxGenerations)
@@ -339,6 +348,49 @@ func (r *Rotator) Rotate(ctx context.Context, keyID, reason string, opts ...Opti
 		}
 		return out, err
 	}
+}
+
+// earlierReplacements lists the live keys some rotation (any rotator's)
+// brought in for an earlier copy of keyID. They are read before the key is
+// confirmed live: every rotator deletes the old key before it inserts the
+// new one, so a replacement live before the key was seen live again
+// replaced a copy put back since, not the key this call rotates.
+func (r *Rotator) earlierReplacements(ctx context.Context, keyID, secret string) ([]string, error) {
+	cur, err := r.backups.Find(ctx, bson.M{"usedFor": keyID, "isUsed": true}, options.Find().SetProjection(bson.M{"_id": 1}))
+	if err != nil {
+		return nil, fmt.Errorf("find replacements of %s: %w", keyID, err)
+	}
+	var ids []string
+	for cur.Next(ctx) {
+		if id, ok := cur.Current.Lookup("_id").StringValueOK(); ok {
+			ids = append(ids, id)
+		}
+	}
+	if err := cur.Err(); err != nil || len(ids) == 0 {
+		return nil, err
+	}
+	kc, err := r.keys.Find(ctx, bson.M{"_id": bson.M{"$in": append(ids, keyID)}}, options.Find().SetProjection(bson.M{"_id": 1, "apiKey": 1}))
+	if err != nil {
+		return nil, fmt.Errorf("find replacements of %s: %w", keyID, err)
+	}
+	var live []string
+	self := false
+	for kc.Next(ctx) {
+		id, _ := kc.Current.Lookup("_id").StringValueOK()
+		if id == keyID {
+			s, _ := kc.Current.Lookup("apiKey").StringValueOK()
+			self = s == secret
+			continue
+		}
+		live = append(live, id)
+	}
+	if err := kc.Err(); err != nil {
+		return nil, err
+	}
+	if !self {
+		return nil, nil // gone (or re-keyed) since: nothing proven earlier
+	}
+	return live, nil
 }
 
 // rotateOnce runs one rotation id: it claims a backup and runs the saga,
@@ -442,7 +494,7 @@ func (r *Rotator) claimLost(ctx context.Context, res Result) (Result, bool, erro
 	if err != nil {
 		return res, false, fmt.Errorf("read journal %s: %w", res.RotationID, err)
 	}
-	if e.State != stateDone {
+	if e.State != stateDone && e.State != stateUndone {
 		return entryResult(e), false, nil
 	}
 	raw, err := r.keys.FindOne(ctx, bson.M{"_id": e.OldKeyID}).Raw()

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -392,6 +393,9 @@ func (s *saga) oldKeyGone(ctx context.Context) error {
 		return err
 	}
 	for _, id := range ids {
+		if slices.Contains(s.e.Prior, id) {
+			continue // replaced an earlier copy of the old key
+		}
 		ours, err := r.journal.CountDocuments(ctx, bson.M{"pool": r.pool.Name, "oldKeyId": s.e.OldKeyID, "newKeyId": id})
 		if err != nil {
 			return err

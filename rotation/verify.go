@@ -85,8 +85,12 @@ func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 		return nil, fmt.Errorf("verify journal: %w", err)
 	}
 	rotatedAway := map[string]bool{}
+	earlier := map[string]bool{} // old key + a replacement of an earlier copy of it
 	for _, e := range entries {
 		rotatedAway[e.OldKeyID] = true
+		for _, p := range e.Prior {
+			earlier[e.OldKeyID+"\x00"+p] = true
+		}
 	}
 	histIDs, err := ids(ctx, r.history)
 	if err != nil {
@@ -152,8 +156,9 @@ func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 		for _, rp := range reps {
 			if rp.live {
 				live = append(live, rp.id)
-				// Two of ours are a key put back by hand and rotated again.
-				foreign = foreign || rp.claimedBy == ""
+				// Two of ours are a key put back by hand and rotated again;
+				// so is one that replaced an earlier copy of it.
+				foreign = foreign || (rp.claimedBy == "" && !earlier[old+"\x00"+rp.id])
 			} else if !rotatedAway[rp.id] && !archivedKeys[rp.id] {
 				add("backup_used_by_no_key", "backup %s is marked used for %s but is no live key and was never rotated away or archived: a rotation that stopped part-way (a foreign one, if the journal has none)", rp.id, old)
 			}
