@@ -369,25 +369,25 @@ func (r *Rotator) earlierReplacements(ctx context.Context, keyID, secret string)
 	if err := cur.Err(); err != nil || len(ids) == 0 {
 		return nil, err
 	}
-	kc, err := r.keys.Find(ctx, bson.M{"_id": bson.M{"$in": append(ids, keyID)}}, options.Find().SetProjection(bson.M{"_id": 1, "apiKey": 1}))
+	kc, err := r.keys.Find(ctx, bson.M{"_id": bson.M{"$in": ids}}, options.Find().SetProjection(bson.M{"_id": 1}))
 	if err != nil {
 		return nil, fmt.Errorf("find replacements of %s: %w", keyID, err)
 	}
 	var live []string
-	self := false
 	for kc.Next(ctx) {
-		id, _ := kc.Current.Lookup("_id").StringValueOK()
-		if id == keyID {
-			s, _ := kc.Current.Lookup("apiKey").StringValueOK()
-			self = s == secret
-			continue
+		if id, ok := kc.Current.Lookup("_id").StringValueOK(); ok && id != keyID {
+			live = append(live, id)
 		}
-		live = append(live, id)
 	}
-	if err := kc.Err(); err != nil {
+	if err := kc.Err(); err != nil || len(live) == 0 {
 		return nil, err
 	}
-	if !self {
+	// A separate, later read: one find over several ids is no snapshot.
+	n, err := r.keys.CountDocuments(ctx, bson.M{"_id": keyID, "apiKey": secret})
+	if err != nil {
+		return nil, fmt.Errorf("read key %s: %w", keyID, err)
+	}
+	if n == 0 {
 		return nil, nil // gone (or re-keyed) since: nothing proven earlier
 	}
 	return live, nil
