@@ -44,7 +44,7 @@ func (s *saga) run(ctx context.Context, from Step) error {
 		StepActivateKey:  s.activateKey,
 		StepMoveBindings: s.moveBindings,
 		StepArchive:      s.archiveOld,
-		StepDeleteOld:    s.deleteOld,
+		StepDeleteOld:    s.deleteOldAndStragglers,
 		StepHistory:      s.writeHistory,
 		StepDone:         s.markDone,
 	}
@@ -308,10 +308,31 @@ func (s *saga) moveBindings(ctx context.Context) error {
 	if err := s.settleArrival(ctx); err != nil {
 		return err
 	}
-	f := s.r.pool.BindingKeyField
-	_, err := s.r.bindings.UpdateMany(ctx, bson.M{f: s.e.OldKeyID}, bson.M{"$set": bson.M{
-		f:           s.e.NewKeyID,
-		"updatedAt": s.r.opts.Now().UTC(),
+	return s.r.moveBindings(ctx, s.e.OldKeyID, s.e.NewKeyID)
+}
+
+// moveBindings re-points the bindings of from to to, naming each by _id as
+// read just before: the update, if delivered late, cannot take a binding
+// made since for a key put back by hand under the same id.
+func (r *Rotator) moveBindings(ctx context.Context, from, to string) error {
+	f := r.pool.BindingKeyField
+	cur, err := r.bindings.Find(ctx, bson.M{f: from}, options.Find().SetProjection(bson.M{"_id": 1}))
+	if err != nil {
+		return fmt.Errorf("find bindings of %s: %w", from, err)
+	}
+	var ids []any
+	for cur.Next(ctx) {
+		ids = append(ids, cur.Current.Lookup("_id"))
+	}
+	if err := cur.Err(); err != nil {
+		return fmt.Errorf("find bindings of %s: %w", from, err)
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	_, err = r.bindings.UpdateMany(ctx, bson.M{"_id": bson.M{"$in": ids}, f: from}, bson.M{"$set": bson.M{
+		f:           to,
+		"updatedAt": r.opts.Now().UTC(),
 	}})
 	return err
 }
@@ -533,6 +554,20 @@ func (s *saga) deleteOld(ctx context.Context) error {
 		}
 	}
 	return fmt.Errorf("old key %s keeps changing; recovery will retry", s.e.OldKeyID)
+}
+
+// deleteOldAndStragglers deletes the old key, then moves the bindings made
+// for it while the rotation ran (after moveBindings read them), once it is
+// gone: no binding is left on a deleted key.
+func (s *saga) deleteOldAndStragglers(ctx context.Context) error {
+	if err := s.deleteOld(ctx); err != nil {
+		return err
+	}
+	n, err := s.r.keys.CountDocuments(ctx, bson.M{"_id": s.e.OldKeyID})
+	if err != nil || n > 0 {
+		return err // still live: a key re-keyed in place stays, and keeps the rest
+	}
+	return s.r.moveBindings(ctx, s.e.OldKeyID, s.e.NewKeyID)
 }
 
 // archiveCopy inserts a copy of doc under an id derived from id: the first
