@@ -348,7 +348,7 @@ func (s *saga) archiveOld(ctx context.Context) error {
 		// The caller's copy is of another secret: look at the store.
 		return s.archiveCurrent(ctx)
 	}
-	return s.r.archiveCopy(ctx, s.e.ID, s.e.ID, s.e.OldKeyID, s.e.Reason, s.e.NewKeyID, s.oldKey)
+	return s.r.archiveCopy(ctx, s.e.ID, s.e.ID, s.e.OldKeyID, s.e.Reason, s.e.NewKeyID, without(s.oldKey, retiredField))
 }
 
 // archiveCurrent reads the old key as it is in the store and archives it.
@@ -367,7 +367,7 @@ func (s *saga) archiveCurrent(ctx context.Context) error {
 	if !s.isOldKey(raw) {
 		return nil
 	}
-	return s.r.archiveCopy(ctx, s.e.ID, s.e.ID, s.e.OldKeyID, s.e.Reason, s.e.NewKeyID, raw)
+	return s.r.archiveCopy(ctx, s.e.ID, s.e.ID, s.e.OldKeyID, s.e.Reason, s.e.NewKeyID, without(raw, retiredField))
 }
 
 // errRotatedElsewhere means the old key was rotated by someone else (the
@@ -544,7 +544,19 @@ func (s *saga) deleteOld(ctx context.Context) error {
 		if s.oldKey == nil || !s.isOldKey(s.oldKey) {
 			return nil
 		}
-		n, err := s.r.deleteExactly(ctx, s.oldKey)
+		// Stamp the key with this rotation, then delete only the stamped
+		// document: a delete delivered late cannot take the same document
+		// put back by hand from the archive (which holds it unstamped).
+		if by, _ := s.oldKey.Lookup(retiredField).StringValueOK(); by != s.e.ID {
+			filter, err := exactFilter(s.oldKey)
+			if err != nil {
+				return err
+			}
+			if _, err := s.r.keys.UpdateOne(ctx, filter, bson.M{"$set": bson.M{retiredField: s.e.ID}}); err != nil {
+				return fmt.Errorf("stamp %s before its delete: %w", s.e.OldKeyID, err)
+			}
+		}
+		n, err := s.r.deleteExactly(ctx, s.oldKey, bson.E{Key: retiredField, Value: s.e.ID})
 		if err != nil || n == 1 {
 			return err
 		}
@@ -614,10 +626,49 @@ func (r *Rotator) archiveCopy(ctx context.Context, id, rotationID, keyID, reason
 // deleteExactly deletes doc only while the store holds it unchanged: the
 // filter names every top-level field, so what is deleted is what was
 // archived (README "Reliability" states the limit on FerretDB v1).
-func (r *Rotator) deleteExactly(ctx context.Context, doc bson.Raw) (int64, error) {
-	elems, err := doc.Elements()
+func (r *Rotator) deleteExactly(ctx context.Context, doc bson.Raw, set ...bson.E) (int64, error) {
+	filter, err := exactFilter(doc, set...)
 	if err != nil {
 		return 0, err
+	}
+	res, err := r.keys.DeleteOne(ctx, filter)
+	if err != nil {
+		return 0, err
+	}
+	return res.DeletedCount, nil
+}
+
+// retiredField stamps an old key with the rotation about to delete it.
+const retiredField = "retiredBy"
+
+// without returns doc without field.
+func without(doc bson.Raw, field string) bson.Raw {
+	if _, err := doc.LookupErr(field); err != nil {
+		return doc
+	}
+	elems, err := doc.Elements()
+	if err != nil {
+		return doc
+	}
+	d := bson.D{}
+	for _, el := range elems {
+		if el.Key() != field {
+			d = append(d, bson.E{Key: el.Key(), Value: el.Value()})
+		}
+	}
+	out, err := bson.Marshal(d)
+	if err != nil {
+		return doc
+	}
+	return out
+}
+
+// exactFilter matches doc only as it is, every top-level field named; set
+// replaces (or adds) the given fields.
+func exactFilter(doc bson.Raw, set ...bson.E) (bson.D, error) {
+	elems, err := doc.Elements()
+	if err != nil {
+		return nil, err
 	}
 	filter := bson.D{}
 	for _, el := range elems {
@@ -634,11 +685,18 @@ func (r *Rotator) deleteExactly(ctx context.Context, doc bson.Raw) (int64, error
 		}
 		filter = append(filter, bson.E{Key: k, Value: v})
 	}
-	res, err := r.keys.DeleteOne(ctx, filter)
-	if err != nil {
-		return 0, err
+	for _, e := range set {
+		replaced := false
+		for i := range filter {
+			if filter[i].Key == e.Key {
+				filter[i].Value, replaced = e.Value, true
+			}
+		}
+		if !replaced {
+			filter = append(filter, e)
+		}
 	}
-	return res.DeletedCount, nil
+	return filter, nil
 }
 
 func (s *saga) writeHistory(ctx context.Context) error {
