@@ -365,7 +365,11 @@ func (s *saga) archiveCurrent(ctx context.Context) error {
 	}
 	s.oldKey = raw
 	if !s.isOldKey(raw) {
-		return nil
+		// Its secret was replaced in place: the secret this rotation was
+		// to retire is gone already and the key stays. This rotation
+		// retired nothing, so it undoes itself (bindings back, our key
+		// out, backup given back) and the pool keeps its size.
+		return s.undo(ctx, s.e.OldKeyID)
 	}
 	return s.r.archiveCopy(ctx, s.e.ID, s.e.ID, s.e.OldKeyID, s.e.Reason, s.e.NewKeyID, without(raw, retiredField))
 }
@@ -530,7 +534,7 @@ func (s *saga) isOldKey(doc bson.Raw) bool {
 		return false
 	}
 	if !sameDocument(s.e.ID, s.r.pool.Name, k.ID, k.APIKey) {
-		s.r.log.Warn("old key's secret was replaced in place; leaving it live", "key", s.e.OldKeyID, "rotation", s.e.ID)
+		s.r.log.Warn("old key's secret was replaced in place; leaving it live and undoing this rotation", "key", s.e.OldKeyID, "rotation", s.e.ID)
 		return false
 	}
 	return true
