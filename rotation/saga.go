@@ -250,8 +250,13 @@ func (s *saga) insertedAndLeft(ctx context.Context) (bool, error) {
 }
 
 func (s *saga) markBackup(ctx context.Context) error {
-	// The same values on every retry: usedAt is the rotation's start.
-	_, err := s.r.backups.UpdateOne(ctx, bson.M{"_id": s.e.BackupID}, bson.M{"$set": bson.M{
+	// The same values on every retry: usedAt is the rotation's start. Only
+	// while reserved by this rotation (or by none, as claims of earlier
+	// versions left it): a late mark cannot take a backup given back and
+	// reserved since by another rotation.
+	_, err := s.r.backups.UpdateOne(ctx, bson.M{"_id": s.e.BackupID, "$or": bson.A{
+		bson.M{claimField: s.e.ID}, bson.M{claimField: bson.M{"$exists": false}},
+	}}, bson.M{"$set": bson.M{
 		"isUsed":    true,
 		"activated": true,
 		"usedFor":   s.e.OldKeyID,
