@@ -146,8 +146,8 @@ func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 		if k.Pending == "" {
 			continue
 		}
-		if e, ok := byID[k.Pending]; ok && e.NewKeyID == id && e.OldKeyID == k.ReplacedKey && e.State != stateDone {
-			continue // its rotation is under way
+		if e, ok := byID[k.Pending]; ok && e.NewKeyID == id && e.OldKeyID == k.ReplacedKey && e.State == stateClaimed {
+			continue // its rotation is under way (a late insert of an undone one is named)
 		}
 		add("late_insert", "key %s carries the insert mark of rotation %s, which has moved on (a late insert, or a mark a lost update left); recover settles it", id, k.Pending)
 	}
