@@ -62,6 +62,10 @@ func TestAdv12_LateInsertOfUndoneRotationStaysForever(t *testing.T) {
 	if n := count(t, db, testPool.KeysCollection, bson.M{"_id": "backup-000"}); n != 1 {
 		t.Fatalf("the late insert did not bring backup-000 in (%d): the test proves nothing", n)
 	}
+	// Until the next pass removes it, verify names it (fix12).
+	if probs, err := q.Verify(bg); err != nil || !hasKind(probs, "late_insert") {
+		t.Errorf("verify does not name the late insert of an undone rotation: %v, %v", probs, err)
+	}
 	// The next recovery passes (a fresh process and the same one).
 	for _, r := range []*rotation.Rotator{newRotator(t, db, rotation.Options{Owner: "next"}), q} {
 		rep, err := r.Recover(bg)

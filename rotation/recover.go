@@ -58,6 +58,8 @@ func (r *Rotator) Recover(ctx context.Context) (RecoverReport, error) {
 			r.log.Info("unfinished rotation completed", "key", e.OldKeyID, "rotation", e.ID, "new_key", e.NewKeyID)
 		case errors.As(err, new(errRotatedElsewhere)):
 			rep.Dropped++
+		case errors.Is(err, errClaimMoved):
+			// Dropped or claimed again by another executor since it was read.
 		case errors.Is(err, ErrBackupVanished), errors.Is(err, errBackupTaken), errors.Is(err, ErrKeyCollision):
 			if errors.Is(err, ErrKeyCollision) {
 				r.skip(e.BackupID)
@@ -77,6 +79,11 @@ func (r *Rotator) Recover(ctx context.Context) (RecoverReport, error) {
 	}
 	removed, repaired, err := r.sweepMarked(ctx)
 	rep.Removed += removed
+	rep.Repaired += repaired
+	if err != nil {
+		errs = append(errs, err)
+	}
+	repaired, err = r.settleUndone(ctx)
 	rep.Repaired += repaired
 	if err != nil {
 		errs = append(errs, err)
@@ -163,7 +170,7 @@ func (r *Rotator) sweepKey(ctx context.Context, raw bson.Raw) (string, error) {
 	if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
 		return "", fmt.Errorf("read rotation %s: %w", k.Pending, err)
 	}
-	if err == nil && e.NewKeyID == k.ID && e.OldKeyID == k.ReplacedKey {
+	if err == nil && e.NewKeyID == k.ID && e.OldKeyID == k.ReplacedKey && e.State != stateUndone {
 		if e.State != stateDone {
 			return "", nil
 		}
@@ -298,6 +305,10 @@ func (r *Rotator) EnsureIndexes(ctx context.Context) error {
 	}
 	if err := r.ensure(ctx, r.backups, mongoidx.Index{Name: "isUsed_1_createdAt_1",
 		Keys: bson.D{{Key: "isUsed", Value: 1}, {Key: "createdAt", Value: 1}}}); err != nil {
+		return err
+	}
+	// Each rotation lists the replacements of its key by usedFor.
+	if err := r.ensure(ctx, r.backups, mongoidx.Index{Name: "usedFor_1", Keys: bson.D{{Key: "usedFor", Value: 1}}}); err != nil {
 		return err
 	}
 	return retry(ctx, func() error { return history.NewStore(r.history).EnsureIndexes(ctx) })
@@ -453,6 +464,15 @@ func (r *Rotator) removeForeignDuplicates(ctx context.Context) (int, error) {
 		if alive, err := r.keys.CountDocuments(ctx, bson.M{"_id": old}); err != nil || alive > 0 {
 			continue
 		}
+		// While a rotation of ours of old is unfinished it may still undo
+		// itself onto the foreign one: removing that one too would leave
+		// old with no replacement. The saga settles it; a later pass here.
+		if open, err := r.journal.CountDocuments(ctx, bson.M{"pool": r.pool.Name, "oldKeyId": old, "state": stateClaimed}); err != nil || open > 0 {
+			if err != nil {
+				return n, err
+			}
+			continue
+		}
 		keep := false
 		for i := range live {
 			c, err := r.bindings.CountDocuments(ctx, bson.M{f: live[i].id})
@@ -471,8 +491,12 @@ func (r *Rotator) removeForeignDuplicates(ctx context.Context) (int, error) {
 			if rp.claimedBy != "" || rp.bindings > 0 {
 				continue
 			}
-			// One from before claimedBy existed is ours if the journal has it.
-			if ours, err := r.journal.CountDocuments(ctx, bson.M{"pool": r.pool.Name, "oldKeyId": old, "newKeyId": rp.id}); err != nil || ours > 0 {
+			// One from before claimedBy existed is ours if the journal has
+			// it; one that replaced an earlier copy of old (put back by hand
+			// since) is no duplicate.
+			if ours, err := r.journal.CountDocuments(ctx, bson.M{"pool": r.pool.Name, "oldKeyId": old, "$or": bson.A{
+				bson.M{"newKeyId": rp.id}, bson.M{"priorReplacements": rp.id},
+			}}); err != nil || ours > 0 {
 				if err != nil {
 					return n, err
 				}
@@ -500,6 +524,78 @@ func (r *Rotator) removeForeignDuplicates(ctx context.Context) (int, error) {
 			}
 			n++
 			r.log.Warn("removed a second, unbound replacement of a key rotated twice (by ours and a foreign rotator); archived, backup given back", "key", old, "removed", rp.id)
+		}
+	}
+	return n, nil
+}
+
+// settleUndone repairs what late steps of undone rotations left: a history
+// record written after (or while) the undo ran, a backup marked used or
+// reserved again for the undone rotation after it was given back, and an
+// undone entry of an earlier version still holding its backup in the
+// unique (pool, backupId) index. Their late key inserts carry the insert
+// mark and are removed by sweepMarked, which runs first.
+func (r *Rotator) settleUndone(ctx context.Context) (int, error) {
+	cur, err := r.journal.Find(ctx, bson.M{"pool": r.pool.Name, "state": stateUndone})
+	if err != nil {
+		return 0, fmt.Errorf("find undone rotations: %w", err)
+	}
+	var entries []journalEntry
+	if err := cur.All(ctx, &entries); err != nil {
+		return 0, fmt.Errorf("find undone rotations: %w", err)
+	}
+	if len(entries) == 0 {
+		return 0, nil
+	}
+	n := 0
+	ids := make([]string, 0, len(entries))
+	byID := map[string]journalEntry{}
+	for _, e := range entries {
+		ids = append(ids, e.ID)
+		byID[e.ID] = e
+		if e.BackupID != releasedBackupID(e.ID) {
+			res, err := r.journal.UpdateOne(ctx, bson.M{"_id": e.ID, "backupId": e.BackupID, "state": stateUndone},
+				bson.M{"$set": bson.M{"backupId": releasedBackupID(e.ID), undoneBackupField: e.BackupID}})
+			if err != nil {
+				return n, fmt.Errorf("release backup of undone rotation %s: %w", e.ID, err)
+			}
+			n += int(res.ModifiedCount)
+		}
+	}
+	res, err := r.history.DeleteMany(ctx, bson.M{"_id": bson.M{"$in": ids}})
+	if err != nil {
+		return n, fmt.Errorf("remove history of undone rotations: %w", err)
+	}
+	n += int(res.DeletedCount)
+	bc, err := r.backups.Find(ctx, bson.M{claimField: bson.M{"$in": ids}}, options.Find().SetProjection(bson.M{"_id": 1, claimField: 1, "usedFor": 1}))
+	if err != nil {
+		return n, fmt.Errorf("find backups of undone rotations: %w", err)
+	}
+	var backups []bson.Raw
+	if err := bc.All(ctx, &backups); err != nil {
+		return n, fmt.Errorf("find backups of undone rotations: %w", err)
+	}
+	for _, b := range backups {
+		id, ok := b.Lookup("_id").StringValueOK()
+		by, _ := b.Lookup(claimField).StringValueOK()
+		e := byID[by]
+		if !ok {
+			continue
+		}
+		if live, err := r.keys.CountDocuments(ctx, bson.M{"_id": id}); err != nil || live > 0 {
+			if err != nil {
+				return n, err
+			}
+			continue // a live key: not ours to give back; verify names it
+		}
+		res, err := r.backups.UpdateOne(ctx, bson.M{"_id": id, claimField: by, "usedFor": e.OldKeyID},
+			bson.M{"$set": bson.M{"isUsed": false, "activated": false}, "$unset": bson.M{"usedFor": "", "usedAt": "", claimField: ""}})
+		if err != nil {
+			return n, fmt.Errorf("give back backup %s of undone rotation %s: %w", id, by, err)
+		}
+		if res.ModifiedCount > 0 {
+			n++
+			r.log.Warn("gave back a backup a late step of an undone rotation marked used", "backup", id, "rotation", by)
 		}
 	}
 	return n, nil

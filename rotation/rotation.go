@@ -227,8 +227,14 @@ type journalEntry struct {
 	FinishedAt   *time.Time `bson:"finishedAt,omitempty"`
 	// SupersededBy, in an undone rotation, is the key someone else's
 	// rotation of the old key brought in.
-	SupersededBy string         `bson:"supersededBy,omitempty"`
-	History      history.Record `bson:"history"`
+	SupersededBy string `bson:"supersededBy,omitempty"`
+	// Prior lists the live keys that replaced an earlier copy of the old
+	// key (it was put back by hand after someone rotated it): never taken
+	// for a foreign rotation racing this one.
+	Prior []string `bson:"priorReplacements,omitempty"`
+	// UndoneBackupID, in an undone rotation, is the backup it gave back.
+	UndoneBackupID string         `bson:"undoneBackupId,omitempty"`
+	History        history.Record `bson:"history"`
 }
 
 type backupDoc struct {
@@ -324,6 +330,11 @@ func (r *Rotator) Rotate(ctx context.Context, keyID, reason string, opts ...Opti
 		APIKeyMasked: history.Mask(key.APIKey),
 		StartedAt:    now,
 	}
+	prior, err := r.earlierReplacements(ctx, keyID, key.APIKey)
+	if err != nil {
+		return res, err
+	}
+	entry.Prior = prior
 	for gen := 0; ; gen++ {
 		if gen == maxGenerations {
 			return res, fmt.Errorf("key %s: rotated and put back more than %d times", keyID, maxGenerations)
@@ -337,6 +348,49 @@ func (r *Rotator) Rotate(ctx context.Context, keyID, reason string, opts ...Opti
 		}
 		return out, err
 	}
+}
+
+// earlierReplacements lists the live keys some rotation (any rotator's)
+// brought in for an earlier copy of keyID. They are read before the key is
+// confirmed live: every rotator deletes the old key before it inserts the
+// new one, so a replacement live before the key was seen live again
+// replaced a copy put back since, not the key this call rotates.
+func (r *Rotator) earlierReplacements(ctx context.Context, keyID, secret string) ([]string, error) {
+	cur, err := r.backups.Find(ctx, bson.M{"usedFor": keyID, "isUsed": true}, options.Find().SetProjection(bson.M{"_id": 1}))
+	if err != nil {
+		return nil, fmt.Errorf("find replacements of %s: %w", keyID, err)
+	}
+	var ids []string
+	for cur.Next(ctx) {
+		if id, ok := cur.Current.Lookup("_id").StringValueOK(); ok {
+			ids = append(ids, id)
+		}
+	}
+	if err := cur.Err(); err != nil || len(ids) == 0 {
+		return nil, err
+	}
+	kc, err := r.keys.Find(ctx, bson.M{"_id": bson.M{"$in": ids}}, options.Find().SetProjection(bson.M{"_id": 1}))
+	if err != nil {
+		return nil, fmt.Errorf("find replacements of %s: %w", keyID, err)
+	}
+	var live []string
+	for kc.Next(ctx) {
+		if id, ok := kc.Current.Lookup("_id").StringValueOK(); ok && id != keyID {
+			live = append(live, id)
+		}
+	}
+	if err := kc.Err(); err != nil || len(live) == 0 {
+		return nil, err
+	}
+	// A separate, later read: one find over several ids is no snapshot.
+	n, err := r.keys.CountDocuments(ctx, bson.M{"_id": keyID, "apiKey": secret})
+	if err != nil {
+		return nil, fmt.Errorf("read key %s: %w", keyID, err)
+	}
+	if n == 0 {
+		return nil, nil // gone (or re-keyed) since: nothing proven earlier
+	}
+	return live, nil
 }
 
 // rotateOnce runs one rotation id: it claims a backup and runs the saga,
@@ -368,6 +422,15 @@ func (r *Rotator) rotateOnce(ctx context.Context, entry journalEntry, doc bson.R
 				return res, false, derr
 			}
 			continue
+		}
+		if errors.Is(err, errClaimMoved) {
+			log.Info("the rotation's claim moved on while this call was paused; stopped", "backup", backup.ID)
+			var cur journalEntry
+			if rerr := r.journal.FindOne(ctx, bson.M{"_id": entry.ID}).Decode(&cur); rerr == nil {
+				return entryResult(cur), false, nil
+			}
+			res.Outcome, res.NewKeyID = InProgress, ""
+			return res, false, nil
 		}
 		var elsewhere errRotatedElsewhere
 		if errors.As(err, &elsewhere) {
@@ -431,7 +494,7 @@ func (r *Rotator) claimLost(ctx context.Context, res Result) (Result, bool, erro
 	if err != nil {
 		return res, false, fmt.Errorf("read journal %s: %w", res.RotationID, err)
 	}
-	if e.State != stateDone {
+	if e.State != stateDone && e.State != stateUndone {
 		return entryResult(e), false, nil
 	}
 	raw, err := r.keys.FindOne(ctx, bson.M{"_id": e.OldKeyID}).Raw()

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -43,7 +44,7 @@ func (s *saga) run(ctx context.Context, from Step) error {
 		StepActivateKey:  s.activateKey,
 		StepMoveBindings: s.moveBindings,
 		StepArchive:      s.archiveOld,
-		StepDeleteOld:    s.deleteOld,
+		StepDeleteOld:    s.deleteOldAndStragglers,
 		StepHistory:      s.writeHistory,
 		StepDone:         s.markDone,
 	}
@@ -55,6 +56,18 @@ func (s *saga) run(ctx context.Context, from Step) error {
 		if !started || steps[st] == nil {
 			continue
 		}
+		if st != StepArchive {
+			// Before every write that could bring a key back, burn a
+			// backup or move bindings: the claim may have moved on while
+			// this executor was paused (README "Reliability").
+			finished, err := s.stillClaimed(ctx)
+			if err != nil {
+				return fmt.Errorf("rotation %s step %s: %w", s.e.ID, st, err)
+			}
+			if finished {
+				return nil
+			}
+		}
 		if err := steps[st](ctx); err != nil {
 			return fmt.Errorf("rotation %s step %s: %w", s.e.ID, st, err)
 		}
@@ -63,6 +76,35 @@ func (s *saga) run(ctx context.Context, from Step) error {
 		}
 	}
 	return nil
+}
+
+// errClaimMoved means the journal entry this executor works for was
+// dropped, claimed again with another backup or undone while it was paused:
+// it writes nothing more, and recovery removes what a step in flight left.
+var errClaimMoved = errors.New("the rotation's claim moved on; this executor stopped")
+
+// stillClaimed reads the journal entry again. finished says another
+// executor completed this very claim; an entry undone since answers
+// errRotatedElsewhere; one dropped or claimed again with another backup
+// answers errClaimMoved.
+func (s *saga) stillClaimed(ctx context.Context) (finished bool, err error) {
+	var cur journalEntry
+	err = s.r.journal.FindOne(ctx, bson.M{"_id": s.e.ID}).Decode(&cur)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return false, errClaimMoved
+	}
+	if err != nil {
+		return false, fmt.Errorf("read journal %s: %w", s.e.ID, err)
+	}
+	switch {
+	case cur.State == stateUndone && cur.UndoneBackupID == s.e.BackupID:
+		return false, errRotatedElsewhere{newKeyID: cur.SupersededBy}
+	case cur.BackupID != s.e.BackupID:
+		return false, errClaimMoved
+	case cur.State == stateDone:
+		return true, nil
+	}
+	return false, nil
 }
 
 // ours reports whether a key document is provably this rotation's insert:
@@ -208,8 +250,13 @@ func (s *saga) insertedAndLeft(ctx context.Context) (bool, error) {
 }
 
 func (s *saga) markBackup(ctx context.Context) error {
-	// The same values on every retry: usedAt is the rotation's start.
-	_, err := s.r.backups.UpdateOne(ctx, bson.M{"_id": s.e.BackupID}, bson.M{"$set": bson.M{
+	// The same values on every retry: usedAt is the rotation's start. Only
+	// while reserved by this rotation (or by none, as claims of earlier
+	// versions left it): a late mark cannot take a backup given back and
+	// reserved since by another rotation.
+	_, err := s.r.backups.UpdateOne(ctx, bson.M{"_id": s.e.BackupID, "$or": bson.A{
+		bson.M{claimField: s.e.ID}, bson.M{claimField: bson.M{"$exists": false}},
+	}}, bson.M{"$set": bson.M{
 		"isUsed":    true,
 		"activated": true,
 		"usedFor":   s.e.OldKeyID,
@@ -266,10 +313,31 @@ func (s *saga) moveBindings(ctx context.Context) error {
 	if err := s.settleArrival(ctx); err != nil {
 		return err
 	}
-	f := s.r.pool.BindingKeyField
-	_, err := s.r.bindings.UpdateMany(ctx, bson.M{f: s.e.OldKeyID}, bson.M{"$set": bson.M{
-		f:           s.e.NewKeyID,
-		"updatedAt": s.r.opts.Now().UTC(),
+	return s.r.moveBindings(ctx, s.e.OldKeyID, s.e.NewKeyID)
+}
+
+// moveBindings re-points the bindings of from to to, naming each by _id as
+// read just before: the update, if delivered late, cannot take a binding
+// made since for a key put back by hand under the same id.
+func (r *Rotator) moveBindings(ctx context.Context, from, to string) error {
+	f := r.pool.BindingKeyField
+	cur, err := r.bindings.Find(ctx, bson.M{f: from}, options.Find().SetProjection(bson.M{"_id": 1}))
+	if err != nil {
+		return fmt.Errorf("find bindings of %s: %w", from, err)
+	}
+	var ids []any
+	for cur.Next(ctx) {
+		ids = append(ids, cur.Current.Lookup("_id"))
+	}
+	if err := cur.Err(); err != nil {
+		return fmt.Errorf("find bindings of %s: %w", from, err)
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	_, err = r.bindings.UpdateMany(ctx, bson.M{"_id": bson.M{"$in": ids}, f: from}, bson.M{"$set": bson.M{
+		f:           to,
+		"updatedAt": r.opts.Now().UTC(),
 	}})
 	return err
 }
@@ -285,7 +353,7 @@ func (s *saga) archiveOld(ctx context.Context) error {
 		// The caller's copy is of another secret: look at the store.
 		return s.archiveCurrent(ctx)
 	}
-	return s.r.archiveCopy(ctx, s.e.ID, s.e.ID, s.e.OldKeyID, s.e.Reason, s.e.NewKeyID, s.oldKey)
+	return s.r.archiveCopy(ctx, s.e.ID, s.e.ID, s.e.OldKeyID, s.e.Reason, s.e.NewKeyID, without(s.oldKey, retiredField))
 }
 
 // archiveCurrent reads the old key as it is in the store and archives it.
@@ -302,9 +370,13 @@ func (s *saga) archiveCurrent(ctx context.Context) error {
 	}
 	s.oldKey = raw
 	if !s.isOldKey(raw) {
-		return nil
+		// Its secret was replaced in place: the secret this rotation was
+		// to retire is gone already and the key stays. This rotation
+		// retired nothing, so it undoes itself (bindings back, our key
+		// out, backup given back) and the pool keeps its size.
+		return s.undo(ctx, s.e.OldKeyID)
 	}
-	return s.r.archiveCopy(ctx, s.e.ID, s.e.ID, s.e.OldKeyID, s.e.Reason, s.e.NewKeyID, raw)
+	return s.r.archiveCopy(ctx, s.e.ID, s.e.ID, s.e.OldKeyID, s.e.Reason, s.e.NewKeyID, without(raw, retiredField))
 }
 
 // errRotatedElsewhere means the old key was rotated by someone else (the
@@ -318,6 +390,12 @@ func (e errRotatedElsewhere) Error() string {
 // stateUndone marks a rotation undone because the old key was rotated by
 // someone else under it.
 const stateUndone = "undone"
+
+// undoneBackupField names, in an undone journal entry, the backup it gave
+// back; its backupId then holds releasedBackupID, unique per rotation.
+const undoneBackupField = "undoneBackupId"
+
+func releasedBackupID(rotationID string) string { return "undone/" + rotationID }
 
 // oldKeyGone handles an old key found missing. Usually this rotation deleted
 // it. But the proxy's own rotator may have rotated it under us: then a
@@ -345,6 +423,9 @@ func (s *saga) oldKeyGone(ctx context.Context) error {
 		return err
 	}
 	for _, id := range ids {
+		if slices.Contains(s.e.Prior, id) {
+			continue // replaced an earlier copy of the old key
+		}
 		ours, err := r.journal.CountDocuments(ctx, bson.M{"pool": r.pool.Name, "oldKeyId": s.e.OldKeyID, "newKeyId": id})
 		if err != nil {
 			return err
@@ -352,15 +433,51 @@ func (s *saga) oldKeyGone(ctx context.Context) error {
 		if ours > 0 {
 			continue
 		}
-		n, err := r.keys.CountDocuments(ctx, bson.M{"_id": id})
+		heir, err := r.liveHeir(ctx, id, 0)
 		if err != nil {
 			return err
 		}
-		if n > 0 {
-			return s.undo(ctx, id)
+		if heir != "" {
+			return s.undo(ctx, heir)
 		}
 	}
 	return nil
+}
+
+// liveHeir returns id if it is a live key, else the live key it was
+// rotated onto (by anyone, any number of times), else "": a foreign
+// replacement may have been rotated onward before ours looked.
+func (r *Rotator) liveHeir(ctx context.Context, id string, depth int) (string, error) {
+	n, err := r.keys.CountDocuments(ctx, bson.M{"_id": id})
+	if err != nil {
+		return "", err
+	}
+	if n > 0 {
+		return id, nil
+	}
+	if depth >= maxChain {
+		return "", nil
+	}
+	cur, err := r.backups.Find(ctx, bson.M{"usedFor": id, "isUsed": true}, options.Find().SetProjection(bson.M{"_id": 1}))
+	if err != nil {
+		return "", fmt.Errorf("look for the replacement of %s: %w", id, err)
+	}
+	var next []string
+	for cur.Next(ctx) {
+		if nid, ok := cur.Current.Lookup("_id").StringValueOK(); ok && nid != id {
+			next = append(next, nid)
+		}
+	}
+	if err := cur.Err(); err != nil {
+		return "", err
+	}
+	for _, nid := range next {
+		heir, err := r.liveHeir(ctx, nid, depth+1)
+		if err != nil || heir != "" {
+			return heir, err
+		}
+	}
+	return "", nil
 }
 
 // undo takes this rotation back after someone else rotated the old key onto
@@ -394,8 +511,18 @@ func (s *saga) undo(ctx context.Context, other string) error {
 		bson.M{"$set": bson.M{"isUsed": false, "activated": false}, "$unset": bson.M{"usedFor": "", "usedAt": "", claimField: ""}}); err != nil {
 		return fmt.Errorf("undo: give back backup %s: %w", s.e.BackupID, err)
 	}
+	// A history record a resumed step wrote stands for nothing now.
+	if _, err := r.history.DeleteOne(ctx, bson.M{"_id": s.e.ID}); err != nil {
+		return fmt.Errorf("undo: remove history %s: %w", s.e.ID, err)
+	}
+	// The entry stops holding the backup in the unique (pool, backupId)
+	// index, or the backup given back could never be claimed again; the
+	// backup stays named in undoneBackupId, the outcome in state and
+	// supersededBy. A late markDone (filtered on the backupId) then matches
+	// nothing.
 	if _, err := r.journal.UpdateOne(ctx, bson.M{"_id": s.e.ID, "backupId": s.e.BackupID}, bson.M{"$set": bson.M{
 		"state": stateUndone, "supersededBy": other, "finishedAt": r.opts.Now().UTC(),
+		"backupId": releasedBackupID(s.e.ID), undoneBackupField: s.e.BackupID,
 	}}); err != nil {
 		return fmt.Errorf("undo: mark journal: %w", err)
 	}
@@ -412,7 +539,7 @@ func (s *saga) isOldKey(doc bson.Raw) bool {
 		return false
 	}
 	if !sameDocument(s.e.ID, s.r.pool.Name, k.ID, k.APIKey) {
-		s.r.log.Warn("old key's secret was replaced in place; leaving it live", "key", s.e.OldKeyID, "rotation", s.e.ID)
+		s.r.log.Warn("old key's secret was replaced in place; leaving it live and undoing this rotation", "key", s.e.OldKeyID, "rotation", s.e.ID)
 		return false
 	}
 	return true
@@ -426,7 +553,19 @@ func (s *saga) deleteOld(ctx context.Context) error {
 		if s.oldKey == nil || !s.isOldKey(s.oldKey) {
 			return nil
 		}
-		n, err := s.r.deleteExactly(ctx, s.oldKey)
+		// Stamp the key with this rotation, then delete only the stamped
+		// document: a delete delivered late cannot take the same document
+		// put back by hand from the archive (which holds it unstamped).
+		if by, _ := s.oldKey.Lookup(retiredField).StringValueOK(); by != s.e.ID {
+			filter, err := exactFilter(s.oldKey)
+			if err != nil {
+				return err
+			}
+			if _, err := s.r.keys.UpdateOne(ctx, filter, bson.M{"$set": bson.M{retiredField: s.e.ID}}); err != nil {
+				return fmt.Errorf("stamp %s before its delete: %w", s.e.OldKeyID, err)
+			}
+		}
+		n, err := s.r.deleteExactly(ctx, s.oldKey, bson.E{Key: retiredField, Value: s.e.ID})
 		if err != nil || n == 1 {
 			return err
 		}
@@ -436,6 +575,20 @@ func (s *saga) deleteOld(ctx context.Context) error {
 		}
 	}
 	return fmt.Errorf("old key %s keeps changing; recovery will retry", s.e.OldKeyID)
+}
+
+// deleteOldAndStragglers deletes the old key, then moves the bindings made
+// for it while the rotation ran (after moveBindings read them), once it is
+// gone: no binding is left on a deleted key.
+func (s *saga) deleteOldAndStragglers(ctx context.Context) error {
+	if err := s.deleteOld(ctx); err != nil {
+		return err
+	}
+	n, err := s.r.keys.CountDocuments(ctx, bson.M{"_id": s.e.OldKeyID})
+	if err != nil || n > 0 {
+		return err // still live: a key re-keyed in place stays, and keeps the rest
+	}
+	return s.r.moveBindings(ctx, s.e.OldKeyID, s.e.NewKeyID)
 }
 
 // archiveCopy inserts a copy of doc under an id derived from id: the first
@@ -482,10 +635,49 @@ func (r *Rotator) archiveCopy(ctx context.Context, id, rotationID, keyID, reason
 // deleteExactly deletes doc only while the store holds it unchanged: the
 // filter names every top-level field, so what is deleted is what was
 // archived (README "Reliability" states the limit on FerretDB v1).
-func (r *Rotator) deleteExactly(ctx context.Context, doc bson.Raw) (int64, error) {
-	elems, err := doc.Elements()
+func (r *Rotator) deleteExactly(ctx context.Context, doc bson.Raw, set ...bson.E) (int64, error) {
+	filter, err := exactFilter(doc, set...)
 	if err != nil {
 		return 0, err
+	}
+	res, err := r.keys.DeleteOne(ctx, filter)
+	if err != nil {
+		return 0, err
+	}
+	return res.DeletedCount, nil
+}
+
+// retiredField stamps an old key with the rotation about to delete it.
+const retiredField = "retiredBy"
+
+// without returns doc without field.
+func without(doc bson.Raw, field string) bson.Raw {
+	if _, err := doc.LookupErr(field); err != nil {
+		return doc
+	}
+	elems, err := doc.Elements()
+	if err != nil {
+		return doc
+	}
+	d := bson.D{}
+	for _, el := range elems {
+		if el.Key() != field {
+			d = append(d, bson.E{Key: el.Key(), Value: el.Value()})
+		}
+	}
+	out, err := bson.Marshal(d)
+	if err != nil {
+		return doc
+	}
+	return out
+}
+
+// exactFilter matches doc only as it is, every top-level field named; set
+// replaces (or adds) the given fields.
+func exactFilter(doc bson.Raw, set ...bson.E) (bson.D, error) {
+	elems, err := doc.Elements()
+	if err != nil {
+		return nil, err
 	}
 	filter := bson.D{}
 	for _, el := range elems {
@@ -502,11 +694,18 @@ func (r *Rotator) deleteExactly(ctx context.Context, doc bson.Raw) (int64, error
 		}
 		filter = append(filter, bson.E{Key: k, Value: v})
 	}
-	res, err := r.keys.DeleteOne(ctx, filter)
-	if err != nil {
-		return 0, err
+	for _, e := range set {
+		replaced := false
+		for i := range filter {
+			if filter[i].Key == e.Key {
+				filter[i].Value, replaced = e.Value, true
+			}
+		}
+		if !replaced {
+			filter = append(filter, e)
+		}
 	}
-	return res.DeletedCount, nil
+	return filter, nil
 }
 
 func (s *saga) writeHistory(ctx context.Context) error {

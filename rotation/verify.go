@@ -85,8 +85,12 @@ func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 		return nil, fmt.Errorf("verify journal: %w", err)
 	}
 	rotatedAway := map[string]bool{}
+	earlier := map[string]bool{} // old key + a replacement of an earlier copy of it
 	for _, e := range entries {
 		rotatedAway[e.OldKeyID] = true
+		for _, p := range e.Prior {
+			earlier[e.OldKeyID+"\x00"+p] = true
+		}
 	}
 	histIDs, err := ids(ctx, r.history)
 	if err != nil {
@@ -96,9 +100,20 @@ func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A key rotated away by the proxy's own rotator has no journal entry,
+	// but its archived copy.
+	archivedKeys, err := r.archivedSourceIDs(ctx)
+	if err != nil {
+		return nil, err
+	}
 	done := map[string]bool{}
 	for _, e := range entries {
 		if e.State == stateUndone {
+			continue
+		}
+		if e.BackupID == releasedBackupID(e.ID) {
+			// A journal mark that raced the undo (FerretDB v1).
+			add("undone_marked_done", "rotation %s of key %s was undone (backup %s given back) but is marked %s", e.ID, e.OldKeyID, e.UndoneBackupID, e.State)
 			continue
 		}
 		if e.State != stateDone {
@@ -106,7 +121,7 @@ func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 			continue
 		}
 		done[e.ID] = true
-		if !keyIDs[e.NewKeyID] && !rotatedAway[e.NewKeyID] {
+		if !keyIDs[e.NewKeyID] && !rotatedAway[e.NewKeyID] && !archivedKeys[e.NewKeyID] {
 			add("lost_key", "rotation %s: new key %s is neither live nor rotated again", e.ID, e.NewKeyID)
 		}
 		if k, ok := live[e.OldKeyID]; ok && sameDocument(e.ID, r.pool.Name, k.ID, k.APIKey) {
@@ -131,16 +146,12 @@ func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 		if k.Pending == "" {
 			continue
 		}
-		if e, ok := byID[k.Pending]; ok && e.NewKeyID == id && e.OldKeyID == k.ReplacedKey && e.State != stateDone {
-			continue // its rotation is under way
+		if e, ok := byID[k.Pending]; ok && e.NewKeyID == id && e.OldKeyID == k.ReplacedKey && e.State == stateClaimed {
+			continue // its rotation is under way (a late insert of an undone one is named)
 		}
 		add("late_insert", "key %s carries the insert mark of rotation %s, which has moved on (a late insert, or a mark a lost update left); recover settles it", id, k.Pending)
 	}
 	groups, err := r.replacementsOf(ctx)
-	if err != nil {
-		return nil, err
-	}
-	archivedKeys, err := r.archivedSourceIDs(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -150,8 +161,9 @@ func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 		for _, rp := range reps {
 			if rp.live {
 				live = append(live, rp.id)
-				// Two of ours are a key put back by hand and rotated again.
-				foreign = foreign || rp.claimedBy == ""
+				// Two of ours are a key put back by hand and rotated again;
+				// so is one that replaced an earlier copy of it.
+				foreign = foreign || (rp.claimedBy == "" && !earlier[old+"\x00"+rp.id])
 			} else if !rotatedAway[rp.id] && !archivedKeys[rp.id] {
 				add("backup_used_by_no_key", "backup %s is marked used for %s but is no live key and was never rotated away or archived: a rotation that stopped part-way (a foreign one, if the journal has none)", rp.id, old)
 			}
