@@ -311,30 +311,14 @@ func (r *Rotator) EnsureIndexes(ctx context.Context) error {
 	if err := r.ensure(ctx, r.backups, mongoidx.Index{Name: "usedFor_1", Keys: bson.D{{Key: "usedFor", Value: 1}}}); err != nil {
 		return err
 	}
-	return retry(ctx, func() error { return history.NewStore(r.history).EnsureIndexes(ctx) })
+	return history.NewStore(r.history).EnsureIndexes(ctx)
 }
 
-// ensure retries index creation a few times: replicas starting at once race
-// to create the same index, and FerretDB v1 drops the connection of all but
-// one of them. Each try lists the indexes again and creates only what is
-// still missing.
+// ensure creates what is missing; mongoidx.Ensure itself retries the
+// transient errors of replicas racing to create the same index (FerretDB
+// v1 drops the connection of all but one of them).
 func (r *Rotator) ensure(ctx context.Context, c *mongo.Collection, idx ...mongoidx.Index) error {
-	return retry(ctx, func() error { return mongoidx.Ensure(ctx, c, idx...) })
-}
-
-func retry(ctx context.Context, f func() error) error {
-	var err error
-	for try := range 6 {
-		if err = f(); err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return errors.Join(err, ctx.Err())
-		case <-time.After(time.Duration(try+1) * 100 * time.Millisecond):
-		}
-	}
-	return err
+	return mongoidx.Ensure(ctx, c, idx...)
 }
 
 // dropLegacyIndex drops the global backupId index once the per-pool one is

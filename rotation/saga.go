@@ -19,7 +19,7 @@ import (
 // run concurrently with the same step of another executor (the owner and a
 // recoverer), so a crash at any instant is completed by running it again.
 //
-// Order (a deliberate variation on DESIGN.md's): the new key is inserted
+// Order (a deliberate variation; see the README's deviations): the new key is inserted
 // before the backup is marked used, so a backup marked used is always live
 // as a key, even if the proxy later deletes used backups; insert precedes
 // delete, so the pool never shrinks. The new key carries pendingField until
