@@ -128,6 +128,7 @@ func TestLeaseCommandsUseMajority(t *testing.T) {
 			cmds[e.CommandName] = append(bson.Raw(nil), e.Command...)
 		}
 	}}
+	seed(t, mdb.Database.Collection(lease.Collection)) // not through the monitored client
 	client := mdb.NewClient(t, options.Client().SetMonitor(mon).SetWriteConcern(writeconcern.W1()).SetReadConcern(readconcern.Local()))
 	coll := client.Database(mdb.Name).Collection(lease.Collection)
 	l := candidate(t, coll, "a", clockwork.NewFakeClock())
