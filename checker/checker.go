@@ -857,12 +857,7 @@ func (c *Checker) writeBack(ctx context.Context, keys *mongo.Collection, epoch i
 		}
 		filter := bson.M{"_id": o.id}
 		if !c.cfg.Unfenced {
-			filter["$or"] = bson.A{
-				bson.M{fieldEpoch: bson.M{"$exists": false}},
-				bson.M{fieldEpoch: bson.M{"$lt": epoch}},
-				bson.M{fieldEpoch: epoch, fieldLastCheck: bson.M{"$lt": o.at}},
-				bson.M{fieldEpoch: epoch, fieldLastCheck: bson.M{"$exists": false}},
-			}
+			filter["$or"] = fence(epoch, o.at)
 		}
 		batch = append(batch, mongo.NewUpdateOneModel().SetFilter(filter).SetUpdate(update))
 		if len(batch) == cap(batch) {
@@ -874,6 +869,36 @@ func (c *Checker) writeBack(ctx context.Context, keys *mongo.Collection, epoch i
 		errs = append(errs, fmt.Errorf("write-back stopped %s after the cycle ended: %w", writeGrace, ctx.Err()))
 	}
 	return errors.Join(errs...)
+}
+
+// maxEpochLead is how far above the writer's epoch a stored spendEpoch can
+// be and still be taken for a newer leader's: elections take one epoch at a
+// time, so a write in flight never sees thousands of them. Anything beyond
+// was written by hand and must not fence the key for ever (README "Lease").
+const maxEpochLead = 1000
+
+// fence is the write-back filter (README "Lease"): the write applies over an
+// observation of a lower epoch, or of the same epoch and an older time. A
+// spendEpoch that is missing, not a number, or beyond maxEpochLead (another
+// writer, or edited by hand) says nothing about the writer's epoch: then the
+// observation time alone decides, so a late write never replaces a newer
+// observation, and a key is never fenced for ever.
+func fence(epoch int64, at time.Time) bson.A {
+	noEpoch := bson.A{
+		bson.M{fieldEpoch: bson.M{"$not": bson.M{"$type": "number"}}},
+		bson.M{fieldEpoch: bson.M{"$gt": epoch + maxEpochLead}},
+	}
+	if epoch > math.MaxInt64-maxEpochLead {
+		noEpoch = noEpoch[:1]
+	}
+	older := bson.A{
+		bson.M{fieldLastCheck: bson.M{"$lt": at}},
+		bson.M{fieldLastCheck: bson.M{"$not": bson.M{"$type": "date"}}},
+	}
+	return bson.A{
+		bson.M{fieldEpoch: bson.M{"$lt": epoch}},
+		bson.M{"$and": bson.A{bson.M{"$or": append(bson.A{bson.M{fieldEpoch: epoch}}, noEpoch...)}, bson.M{"$or": older}}},
+	}
 }
 
 // budgetSpend is the spend that counts against the reported budget.
