@@ -119,7 +119,10 @@ func TestAdv13_FenceBlocksKeyWithForeignSpendEpochForEver(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			clock := clockwork.NewFakeClockAt(t0)
 			s := adaptiveSetup(t, map[string]float64{"k": 5}, clock, nil) // current epoch 3
-			setFields(t, s, "k", bson.M{"totalSpend": 1.0, "spendRate": 0.0001, "lastSpendCheck": t0.Add(-10 * time.Minute), "spendEpoch": tt.epoch})
+			// spendRate 0.01: the $4 over 10 min is then no burst; from
+			// 0.0001 it is a 67× one, which rightly teaches burst 32 and
+			// a plan every ~23 s (6 polls), not "never stored".
+			setFields(t, s, "k", bson.M{"totalSpend": 1.0, "spendRate": 0.01, "lastSpendCheck": t0.Add(-10 * time.Minute), "spendEpoch": tt.epoch})
 			due := 0
 			for range 12 {
 				sum, err := s.chk.Cycle(ctx)

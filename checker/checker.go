@@ -625,6 +625,11 @@ func readKey(doc bson.Raw) (keyInfo, error) {
 	}
 	if v, err := doc.LookupErr(fieldRate); err == nil {
 		k.rate, k.hasRate = v.AsFloat64OK()
+		if math.IsNaN(k.rate) || math.IsInf(k.rate, 0) || k.rate < 0 {
+			// Not a rate: unknown, relearned and overwritten (README
+			// "Adaptive cadence").
+			k.rate, k.hasRate = 0, false
+		}
 	}
 	if v, err := doc.LookupErr(fieldLastCheck); err == nil {
 		if t, ok := v.TimeOK(); ok {
@@ -676,14 +681,20 @@ type cadence struct {
 	burst   float64
 }
 
-func (cd *cadence) observe(known, seen float64) (fastest, burst float64) {
+// observe learns from one key's rate seen over an interval, known its
+// fastest rate before, base the pool's configured prior. A jump counts as a
+// burst only when it goes past what the planner already assumed for every
+// key, the larger of base and the pool's fastest rate: an idle key waking up
+// at the pool's usual rate is not bursty, and its ratio over a near-zero
+// rate would teach any factor (README "Adaptive cadence").
+func (cd *cadence) observe(known, seen, base float64) (fastest, burst float64) {
 	cd.mu.Lock()
 	defer cd.mu.Unlock()
 	if seen > 0 {
-		cd.fastest = max(cd.fastest, seen)
-		if known > 0 {
+		if known > 0 && seen > max(base, cd.fastest) {
 			cd.burst = max(cd.burst, min(seen/known, maxBurstFactor))
 		}
+		cd.fastest = max(cd.fastest, seen)
 	}
 	return cd.fastest, max(DefaultBurstFactor, cd.burst)
 }
@@ -718,19 +729,24 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 	rate := k.rate
 	seen := -1.0 // the rate over the interval since the last check
 	switch {
+	case !k.lastCheck.IsZero() && at.Sub(k.lastCheck) < c.cfg.MinInterval/2:
+		// Checked moments ago (by another writer, or a clock ahead of
+		// ours): a rate over so short an interval is noise, and a stored
+		// rate never decays, so it is not learned (README "Adaptive
+		// cadence").
 	case !k.lastCheck.IsZero() && at.After(k.lastCheck) && res.Spend >= k.spend:
 		seen = (res.Spend - k.spend) / at.Sub(k.lastCheck).Seconds()
 		rate = max(rate, seen)
 	case k.lastCheck.IsZero() && rate <= 0:
 		rate = -1 // first check: no rate yet
 	}
-	fastest, burst := p.cad.observe(k.rate, seen)
-	if p.BurstFactor > 0 {
-		burst = p.BurstFactor
-	}
 	prior := p.RatePrior
 	if prior <= 0 {
 		prior = p.Threshold / 3600
+	}
+	fastest, burst := p.cad.observe(k.rate, seen, prior)
+	if p.BurstFactor > 0 {
+		burst = p.BurstFactor
 	}
 	// Any key may start spending as fast as any key of its pool has: a key
 	// with no rate of its own (idle, just rotated in, migrated) above all.
@@ -857,12 +873,7 @@ func (c *Checker) writeBack(ctx context.Context, keys *mongo.Collection, epoch i
 		}
 		filter := bson.M{"_id": o.id}
 		if !c.cfg.Unfenced {
-			filter["$or"] = bson.A{
-				bson.M{fieldEpoch: bson.M{"$exists": false}},
-				bson.M{fieldEpoch: bson.M{"$lt": epoch}},
-				bson.M{fieldEpoch: epoch, fieldLastCheck: bson.M{"$lt": o.at}},
-				bson.M{fieldEpoch: epoch, fieldLastCheck: bson.M{"$exists": false}},
-			}
+			filter["$or"] = fence(epoch, o.at)
 		}
 		batch = append(batch, mongo.NewUpdateOneModel().SetFilter(filter).SetUpdate(update))
 		if len(batch) == cap(batch) {
@@ -874,6 +885,36 @@ func (c *Checker) writeBack(ctx context.Context, keys *mongo.Collection, epoch i
 		errs = append(errs, fmt.Errorf("write-back stopped %s after the cycle ended: %w", writeGrace, ctx.Err()))
 	}
 	return errors.Join(errs...)
+}
+
+// maxEpochLead is how far above the writer's epoch a stored spendEpoch can
+// be and still be taken for a newer leader's: elections take one epoch at a
+// time, so a write in flight never sees thousands of them. Anything beyond
+// was written by hand and must not fence the key for ever (README "Lease").
+const maxEpochLead = 1000
+
+// fence is the write-back filter (README "Lease"): the write applies over an
+// observation of a lower epoch, or of the same epoch and an older time. A
+// spendEpoch that is missing, not a number, or beyond maxEpochLead (another
+// writer, or edited by hand) says nothing about the writer's epoch: then the
+// observation time alone decides, so a late write never replaces a newer
+// observation, and a key is never fenced for ever.
+func fence(epoch int64, at time.Time) bson.A {
+	noEpoch := bson.A{
+		bson.M{fieldEpoch: bson.M{"$not": bson.M{"$type": "number"}}},
+		bson.M{fieldEpoch: bson.M{"$gt": epoch + maxEpochLead}},
+	}
+	if epoch > math.MaxInt64-maxEpochLead {
+		noEpoch = noEpoch[:1]
+	}
+	older := bson.A{
+		bson.M{fieldLastCheck: bson.M{"$lt": at}},
+		bson.M{fieldLastCheck: bson.M{"$not": bson.M{"$type": "date"}}},
+	}
+	return bson.A{
+		bson.M{fieldEpoch: bson.M{"$lt": epoch}},
+		bson.M{"$and": bson.A{bson.M{"$or": append(bson.A{bson.M{fieldEpoch: epoch}}, noEpoch...)}, bson.M{"$or": older}}},
+	}
 }
 
 // budgetSpend is the spend that counts against the reported budget.

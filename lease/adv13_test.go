@@ -173,6 +173,7 @@ func TestAdv13_VanishedRecordWaitIgnoresHolderDuration(t *testing.T) {
 	ctx := context.Background()
 	coll := mongotest.New(t).Database.Collection(lease.Collection)
 	clock := clockwork.NewFakeClock()
+	seed(t, coll) // a first start would wait the lease duration (README "Lease")
 	a, err := lease.New(coll, lease.Config{Name: "spendchecker", Instance: "a", LeaseDuration: 30 * time.Second, RenewDeadline: 25 * time.Second, RetryPeriod: retry, Clock: clock})
 	if err != nil {
 		t.Fatal(err)

@@ -15,9 +15,12 @@ package lease
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	"strings"
 	"sync"
 	"time"
 
@@ -91,6 +94,9 @@ type Record struct {
 	// longer of its own and this (client-go records it too), so replicas
 	// with different settings during a rolling change never both lead.
 	LeaseDurationMS int64 `bson:"leaseDurationMs,omitempty"`
+
+	key string   // what changes when the record does
+	bad []string // fields of the wrong type
 }
 
 // Lease is one candidate's view of the lease.
@@ -113,6 +119,13 @@ type Lease struct {
 	// maxSeen is the highest epoch this candidate has seen: records deleted
 	// by hand never make it take a lower one.
 	maxSeen int64
+	// longest is the longest lease duration seen on any record of this
+	// name (capped, see holderWait): a holder whose record vanished may
+	// lead that long after its last renewal.
+	longest time.Duration
+	// warned is the last record key a warning was logged for, so an odd
+	// record is logged once, not every retry period.
+	warned string
 	// failing is set while the store does not answer: the outage is logged
 	// at warn once, and its end at info.
 	failing bool
@@ -292,6 +305,11 @@ func (l *Lease) renewOnce(ctx context.Context, epoch int64, now time.Time) error
 		return fmt.Errorf("renew: %w", err)
 	}
 	if res.MatchedCount == 0 {
+		// The record was deleted (or edited) by hand: keep the epoch on
+		// record so no candidate takes it or a lower one again.
+		if err := l.bumpFloor(ctx, epoch); err != nil {
+			l.log.Warn("cannot record the epoch floor", "epoch", epoch, "err", err)
+		}
 		return fmt.Errorf("%w: epoch %d record gone", errSuperseded, epoch)
 	}
 	// A candidate can only have inserted a newer epoch after seeing ours
@@ -326,15 +344,26 @@ func (l *Lease) tryAcquire(ctx context.Context) {
 		l.log.Info("lease readable again")
 	}
 	next := int64(1)
+	own := l.cfg.LeaseDuration
+	l.mu.Lock()
+	longest := max(own, l.longest)
+	l.mu.Unlock()
 	if latest != nil {
+		if latest.Epoch == math.MaxInt64 {
+			l.warnOnce("max/"+latest.key, "lease record at the largest epoch: no epoch above it exists; not leading until an operator deletes it",
+				"record", latest.ID, "epoch", latest.Epoch)
+			return
+		}
 		next = latest.Epoch + 1
 		l.mu.Lock()
 		l.maxSeen = max(l.maxSeen, latest.Epoch)
 		l.mu.Unlock()
 		if !latest.Released {
-			key := fmt.Sprintf("%d/%s/%d", latest.Epoch, latest.Holder, latest.Renewals)
-			wait := max(l.cfg.LeaseDuration, time.Duration(latest.LeaseDurationMS)*time.Millisecond)
-			waited, ok := l.unchangedFor(key, sent, latest.Epoch)
+			wait := l.holderWait(latest)
+			l.mu.Lock()
+			l.longest = max(l.longest, wait)
+			l.mu.Unlock()
+			waited, ok := l.unchangedFor(latest.key, sent, latest.Epoch)
 			if !ok || waited < wait {
 				return
 			}
@@ -342,31 +371,41 @@ func (l *Lease) tryAcquire(ctx context.Context) {
 		}
 	}
 	// Epochs used before may have lost their records (deleted by hand):
-	// this candidate's memory and the caller's floor say so. Their holder
-	// may believe it leads until its next renewal finds its record gone, so
-	// wait the lease duration as for an expired holder, then take an epoch
-	// above every one used.
-	l.mu.Lock()
-	floor := l.maxSeen
-	l.mu.Unlock()
-	if l.cfg.Floor != nil {
-		f, err := l.cfg.Floor(actx)
-		if err != nil {
-			l.log.Debug("lease floor read failed", "err", err)
-			return
-		}
-		floor = max(floor, f)
+	// the floor document, this candidate's memory and the caller's floor
+	// say so. With no record at all nothing proves nobody holds: a holder
+	// whose record was deleted may believe it leads until its next renewal
+	// finds it gone (or, stalled, until its renew deadline), so wait the
+	// longest lease duration seen, as for an expired holder, then take an
+	// epoch above every one used (README "Lease").
+	floor, err := l.floor(actx)
+	if err != nil {
+		l.log.Debug("lease floor read failed", "err", err)
+		return
 	}
-	if floor >= next {
-		waited, ok := l.unchangedFor(fmt.Sprintf("vanished/%d/%d", next-1, floor), sent, floor)
-		if !ok {
-			l.log.Warn("lease records missing: epochs up to the one seen are gone; waiting the lease duration before taking over",
-				"latest_record", next-1, "highest_epoch_used", floor, "wait", l.cfg.LeaseDuration)
+	if floor == math.MaxInt64 {
+		l.warnOnce("maxfloor", "lease epoch floor at the largest epoch: no epoch above it exists; not leading until an operator fixes it", "floor", floor)
+		return
+	}
+	if latest == nil || floor >= next {
+		var prev int64
+		if latest != nil {
+			prev = latest.Epoch
 		}
-		if !ok || waited < l.cfg.LeaseDuration {
+		next = max(next, floor+1)
+		waited, ok := l.unchangedFor(fmt.Sprintf("gap/%d/%d", prev, floor), sent, floor)
+		if !ok && (latest != nil || floor > 0) {
+			l.log.Warn("lease records missing: epochs up to the one seen are gone; waiting the lease duration before taking over",
+				"latest_record", prev, "highest_epoch_used", floor, "wait", longest)
+		}
+		if !ok || waited < longest {
 			return
 		}
-		next = floor + 1
+	}
+	// The floor first: once any record of this epoch can exist, the floor
+	// says so, and deleting the records cannot make it be taken again.
+	if err := l.bumpFloor(actx, next); err != nil {
+		l.log.Debug("lease floor write failed", "err", err)
+		return
 	}
 	start := l.clock.Now()
 	wall := start.UTC()
@@ -475,16 +514,154 @@ func (l *Lease) Latest(ctx context.Context) (*Record, error) {
 }
 
 // Latest returns the newest record of the lease name in coll, or nil.
+// Records are decoded leniently (README "Lease"): a field with the wrong type
+// takes its zero value (not released), an epoch that is not a number is read
+// from the _id, and the record still counts as held and observed, so a record
+// edited by hand delays a takeover by the lease duration, never for ever.
 func Latest(ctx context.Context, coll *mongo.Collection, name string) (*Record, error) {
-	var r Record
-	err := coll.FindOne(ctx, bson.M{"name": name}, options.FindOne().SetSort(bson.D{{Key: "epoch", Value: -1}})).Decode(&r)
-	if errors.Is(err, mongo.ErrNoDocuments) {
-		return nil, nil
-	}
+	// Epochs of another type sort apart from numbers: read the few records
+	// there are (cleanup keeps five) and pick the newest here.
+	cur, err := coll.Find(ctx, bson.M{"name": name}, options.Find().SetSort(bson.D{{Key: "epoch", Value: -1}}).SetLimit(100))
 	if err != nil {
 		return nil, fmt.Errorf("read lease %s: %w", name, err)
 	}
-	return &r, nil
+	defer cur.Close(ctx)
+	var best *Record
+	for cur.Next(ctx) {
+		r := decodeRecord(name, cur.Current)
+		if best == nil || r.Epoch > best.Epoch {
+			best = r
+		}
+	}
+	if err := cur.Err(); err != nil {
+		return nil, fmt.Errorf("read lease %s: %w", name, err)
+	}
+	return best, nil
+}
+
+func decodeRecord(name string, raw bson.Raw) *Record {
+	r := &Record{Name: name}
+	var bad []string
+	num := func(field string) (int64, bool) {
+		v, err := raw.LookupErr(field)
+		if err != nil {
+			return 0, false
+		}
+		if n, ok := v.AsInt64OK(); ok {
+			return n, true
+		}
+		if f, ok := v.DoubleOK(); ok && f == math.Trunc(f) && f >= 0 && f < math.MaxInt64 {
+			return int64(f), true
+		}
+		bad = append(bad, field)
+		return 0, false
+	}
+	r.ID, _ = raw.Lookup("_id").StringValueOK()
+	var ok bool
+	if r.Epoch, ok = num("epoch"); !ok {
+		fmt.Sscanf(strings.TrimPrefix(r.ID, name+"/"), "%d", &r.Epoch)
+	}
+	if v, err := raw.LookupErr("holder"); err == nil {
+		if r.Holder, ok = v.StringValueOK(); !ok {
+			r.Holder, bad = v.String(), append(bad, "holder")
+		}
+	}
+	if v, err := raw.LookupErr("released"); err == nil {
+		if r.Released, ok = v.BooleanOK(); !ok {
+			bad = append(bad, "released")
+		}
+	}
+	for f, t := range map[string]*time.Time{"acquiredAt": &r.AcquiredAt, "renewedAt": &r.RenewedAt} {
+		if v, err := raw.LookupErr(f); err == nil {
+			*t = v.Time()
+			if v.Type != bson.TypeDateTime {
+				bad = append(bad, f)
+			}
+		}
+	}
+	r.Renewals, _ = num("renewals")
+	r.LeaseDurationMS, _ = num("leaseDurationMs")
+	sum := sha256.Sum256(raw)
+	r.key = fmt.Sprintf("%d/%s/%d/%x", r.Epoch, r.Holder, r.Renewals, sum[:8])
+	r.bad = bad
+	return r
+}
+
+// floorID is the document that keeps the highest epoch ever taken for a
+// lease name; every acquisition raises it before inserting its record.
+func floorID(name string) string { return name + "/floor" }
+
+func (l *Lease) bumpFloor(ctx context.Context, epoch int64) error {
+	_, err := l.coll.UpdateOne(ctx, bson.M{"_id": floorID(l.cfg.Name)},
+		bson.M{"$max": bson.M{"maxEpoch": epoch}, "$set": bson.M{"floorOf": l.cfg.Name}}, options.UpdateOne().SetUpsert(true))
+	return err
+}
+
+// floor is the highest epoch known to have been used: the floor document,
+// this candidate's memory and the caller's Floor.
+func (l *Lease) floor(ctx context.Context) (int64, error) {
+	l.mu.Lock()
+	floor := l.maxSeen
+	l.mu.Unlock()
+	var raw bson.Raw
+	err := l.coll.FindOne(ctx, bson.M{"_id": floorID(l.cfg.Name)}).Decode(&raw)
+	switch {
+	case errors.Is(err, mongo.ErrNoDocuments):
+	case err != nil:
+		return 0, err
+	default:
+		if e, ok := raw.Lookup("maxEpoch").AsInt64OK(); ok {
+			floor = max(floor, e)
+		} else {
+			l.warnOnce("floor/"+raw.String(), "lease epoch floor document unreadable; ignoring it", "doc", raw.String())
+		}
+	}
+	if l.cfg.Floor != nil {
+		f, err := l.cfg.Floor(ctx)
+		if err != nil {
+			return 0, err
+		}
+		floor = max(floor, f)
+	}
+	return floor, nil
+}
+
+// maxHolderWait caps how long a recorded lease duration can make a
+// candidate wait: ten times its own, and at least five minutes (README
+// "Lease"), so a hand-edited leaseDurationMs cannot block failover for ever.
+func (l *Lease) maxHolderWait() time.Duration {
+	return max(10*l.cfg.LeaseDuration, 5*time.Minute)
+}
+
+// holderWait is how long latest must be seen unchanged before a takeover:
+// the longer of this candidate's lease duration and the holder's, capped.
+func (l *Lease) holderWait(latest *Record) time.Duration {
+	wait := l.cfg.LeaseDuration
+	if len(latest.bad) > 0 {
+		l.warnOnce("bad/"+latest.key, "lease record has fields of the wrong type; treating it as held and unchanged",
+			"record", latest.ID, "fields", latest.bad)
+	}
+	ms := latest.LeaseDurationMS
+	if ms <= 0 {
+		return wait
+	}
+	capped := l.maxHolderWait()
+	if ms > capped.Milliseconds() {
+		l.warnOnce("cap/"+latest.key, "lease record's lease duration is beyond the cap; waiting the cap",
+			"record", latest.ID, "lease_duration_ms", ms, "cap", capped)
+		return max(wait, capped)
+	}
+	return max(wait, time.Duration(ms)*time.Millisecond)
+}
+
+func (l *Lease) warnOnce(key, msg string, args ...any) {
+	l.mu.Lock()
+	seen := l.warned == key
+	l.warned = key
+	l.mu.Unlock()
+	if !seen {
+		l.log.Warn(msg, args...)
+	}
 }
 
 // EnsureIndexes creates the index the latest-epoch query uses; idempotent.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/go-co-op/gocron/v2"
 	"github.com/jonboulle/clockwork"
+	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
@@ -39,6 +40,7 @@ func (s skewed) Since(t time.Time) time.Duration { return s.Now().Sub(t) }
 
 func candidate(t testing.TB, coll *mongo.Collection, name string, clock clockwork.Clock) *lease.Lease {
 	t.Helper()
+	seed(t, coll)
 	l, err := lease.New(coll, lease.Config{
 		Name: "spendchecker", Instance: name, LeaseDuration: dur, RenewDeadline: renew, RetryPeriod: retry, Clock: clock,
 	})
@@ -46,6 +48,26 @@ func candidate(t testing.TB, coll *mongo.Collection, name string, clock clockwor
 		t.Fatal(err)
 	}
 	return l
+}
+
+// seed gives an empty lease collection a released epoch 0, as a previous
+// deployment would have left it: a candidate that finds no record at all
+// cannot tell a first start from records deleted under a live holder, and
+// waits the lease duration first (README "Lease"). Most tests start from
+// a lease nobody holds.
+func seed(t testing.TB, coll *mongo.Collection) {
+	t.Helper()
+	ctx := context.Background()
+	n, err := coll.CountDocuments(ctx, bson.M{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n > 0 {
+		return
+	}
+	if _, err := coll.InsertOne(ctx, lease.Record{ID: "spendchecker/00000000000000000000", Name: "spendchecker", Holder: "seed", Released: true}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func leaders(ls []*lease.Lease) []int {
@@ -216,6 +238,7 @@ func TestStoreUnreachable(t *testing.T) {
 	proxy := mdb.Proxy(t)
 	client := mdb.NewClient(t, options.Client().ApplyURI(proxy.URI()).SetServerSelectionTimeout(200*time.Millisecond).SetTimeout(time.Second))
 	coll := client.Database(mdb.Name).Collection(lease.Collection)
+	seed(t, coll)
 	clock := clockwork.NewFakeClock()
 	var changes []bool
 	l, err := lease.New(coll, lease.Config{Name: "spendchecker", Instance: "a", LeaseDuration: dur, RenewDeadline: renew, RetryPeriod: retry, Clock: clock,

@@ -128,6 +128,7 @@ func TestLeaseCommandsUseMajority(t *testing.T) {
 			cmds[e.CommandName] = append(bson.Raw(nil), e.Command...)
 		}
 	}}
+	seed(t, mdb.Database.Collection(lease.Collection)) // not through the monitored client
 	client := mdb.NewClient(t, options.Client().SetMonitor(mon).SetWriteConcern(writeconcern.W1()).SetReadConcern(readconcern.Local()))
 	coll := client.Database(mdb.Name).Collection(lease.Collection)
 	l := candidate(t, coll, "a", clockwork.NewFakeClock())
@@ -154,5 +155,30 @@ func TestLeaseCommandsUseMajority(t *testing.T) {
 	}
 	if c, ok := cmds["find"]; !ok || c.Lookup("readConcern", "level").String() != `"majority"` {
 		t.Errorf("find read concern %v, want majority", cmds["find"].Lookup("readConcern"))
+	}
+}
+
+// A first start on an empty lease collection cannot be told from every
+// record deleted under a live holder: it leads after one lease duration of
+// seeing nothing, not before (README "Lease").
+func TestFirstStartWaitsLeaseDuration(t *testing.T) {
+	ctx := context.Background()
+	coll := mongotest.New(t).Database.Collection(lease.Collection)
+	clock := clockwork.NewFakeClock()
+	l, err := lease.New(coll, lease.Config{Name: "spendchecker", Instance: "a", LeaseDuration: dur, RenewDeadline: renew, RetryPeriod: retry, Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := clock.Now()
+	for clock.Since(start) < dur {
+		l.Tick(ctx)
+		if l.IsLeader(ctx) == nil {
+			t.Fatalf("led %v after a first start, before the lease duration", clock.Since(start))
+		}
+		clock.Advance(retry)
+	}
+	l.Tick(ctx)
+	if e, ok := l.Epoch(); !ok || e != 1 {
+		t.Fatalf("after the lease duration: epoch %d leader %v, want epoch 1", e, ok)
 	}
 }

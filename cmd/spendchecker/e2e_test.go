@@ -26,6 +26,7 @@ import (
 
 	"github.com/spendchecker/spendchecker/internal/fakeupstream"
 	"github.com/spendchecker/spendchecker/internal/mongotest"
+	"github.com/spendchecker/spendchecker/lease"
 	"github.com/spendchecker/spendchecker/rotation"
 )
 
@@ -89,6 +90,12 @@ func newEnv(t *testing.T, keys map[string]float64, backups int) env {
 	up := fakeupstream.New("openhands")
 	t.Cleanup(up.Close)
 	seed(t, mdb.Database, up, keys, backups)
+	// A lease nobody holds, as a previous deployment leaves it: on an empty
+	// leases collection the first start waits a lease duration (README "Lease").
+	if _, err := mdb.Database.Collection(lease.Collection).InsertOne(context.Background(), lease.Record{
+		ID: "spendchecker/00000000000000000000", Name: "spendchecker", Holder: "seed", Released: true}); err != nil {
+		t.Fatal(err)
+	}
 	return env{mdb, up}
 }
 

@@ -62,13 +62,26 @@ func ensureOnce(ctx context.Context, coll *mongo.Collection, idx []Index) error 
 }
 
 func missingOf(ctx context.Context, coll *mongo.Collection, idx []Index) ([]mongo.IndexModel, error) {
-	have, err := Names(ctx, coll)
+	specs, err := Specs(ctx, coll)
 	if err != nil {
 		return nil, err
 	}
+	have := map[string]bson.Raw{}
+	for _, s := range specs {
+		if n, ok := s.Lookup("name").StringValueOK(); ok {
+			have[n] = s
+		}
+	}
 	var missing []mongo.IndexModel
 	for _, i := range idx {
-		if have[i.Name] {
+		if spec, ok := have[i.Name]; ok {
+			// Right name, wrong index (recreated by hand, restored without
+			// its options): correctness may rest on it being unique, so
+			// never take it for the one needed (README "Reliability").
+			if err := i.matches(spec); err != nil {
+				return nil, Permanent(fmt.Errorf("index %s on %s: %w; drop it (db.%s.dropIndex(%q)) and start again, it is then created as needed",
+					i.Name, coll.Name(), err, coll.Name(), i.Name))
+			}
 			continue
 		}
 		o := options.Index().SetName(i.Name)
@@ -78,6 +91,47 @@ func missingOf(ctx context.Context, coll *mongo.Collection, idx []Index) ([]mong
 		missing = append(missing, mongo.IndexModel{Keys: i.Keys, Options: o})
 	}
 	return missing, nil
+}
+
+// matches reports how spec, an existing index of i's name, differs from i.
+func (i Index) matches(spec bson.Raw) error {
+	keys, _ := spec.Lookup("key").DocumentOK()
+	elems, err := keys.Elements()
+	same := err == nil && len(elems) == len(i.Keys)
+	for n := 0; same && n < len(elems); n++ {
+		same = elems[n].Key() == i.Keys[n].Key && sameKeyValue(elems[n].Value(), i.Keys[n].Value)
+	}
+	unique, _ := spec.Lookup("unique").BooleanOK()
+	if f, ok := spec.Lookup("unique").AsFloat64OK(); ok {
+		unique = f != 0
+	}
+	if !same || unique != i.Unique {
+		want, _ := bson.MarshalExtJSON(i.Keys, false, false)
+		return fmt.Errorf("has keys %s unique %v, want keys %s unique %v", keys, unique, want, i.Unique)
+	}
+	return nil
+}
+
+func sameKeyValue(have bson.RawValue, want any) bool {
+	if s, ok := want.(string); ok {
+		got, ok := have.StringValueOK()
+		return ok && got == s
+	}
+	var w float64
+	switch v := want.(type) {
+	case int:
+		w = float64(v)
+	case int32:
+		w = float64(v)
+	case int64:
+		w = float64(v)
+	case float64:
+		w = v
+	default:
+		return false
+	}
+	got, ok := have.AsFloat64OK()
+	return ok && got == w
 }
 
 // Names lists the names of coll's indexes (none for a missing collection).

@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/spendchecker/spendchecker/internal/mongoidx"
 	"github.com/spendchecker/spendchecker/internal/mongotest"
@@ -56,5 +59,35 @@ func TestConcurrentEnsure(t *testing.T) {
 func TestTransient(t *testing.T) {
 	if mongoidx.Transient(nil) || mongoidx.Transient(errors.New("bad")) || mongoidx.Transient(context.Canceled) {
 		t.Fatal("plain errors taken for transient")
+	}
+}
+
+// An index with the right name but another key spec or uniqueness is an
+// error naming it and how to fix it; the right one is accepted again.
+func TestEnsureRefusesSameNameOtherSpec(t *testing.T) {
+	ctx := context.Background()
+	db := mongotest.New(t).Database
+	keys := bson.D{{Key: "pool", Value: 1}, {Key: "backupId", Value: 1}}
+	want := mongoidx.Index{Name: "pool_1_backupId_1_unique", Keys: keys, Unique: true}
+	for name, made := range map[string]mongo.IndexModel{
+		"not unique":   {Keys: keys, Options: options.Index().SetName(want.Name)},
+		"other keys":   {Keys: bson.D{{Key: "pool", Value: 1}}, Options: options.Index().SetName(want.Name).SetUnique(true)},
+		"other order":  {Keys: bson.D{{Key: "backupId", Value: 1}, {Key: "pool", Value: 1}}, Options: options.Index().SetName(want.Name).SetUnique(true)},
+		"other values": {Keys: bson.D{{Key: "pool", Value: 1}, {Key: "backupId", Value: -1}}, Options: options.Index().SetName(want.Name).SetUnique(true)},
+	} {
+		coll := db.Collection("j_" + strings.ReplaceAll(name, " ", "_"))
+		if _, err := coll.Indexes().CreateOne(ctx, made); err != nil {
+			t.Fatal(err)
+		}
+		err := mongoidx.Ensure(ctx, coll, want)
+		if err == nil || !strings.Contains(err.Error(), want.Name) || !strings.Contains(err.Error(), "dropIndex") {
+			t.Errorf("%s: Ensure = %v, want an error naming %s and saying to drop it", name, err, want.Name)
+		}
+	}
+	coll := db.Collection("j_right")
+	for range 2 {
+		if err := mongoidx.Ensure(ctx, coll, want); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
