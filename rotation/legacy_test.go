@@ -241,3 +241,50 @@ func TestVerifyNamesForeignStates(t *testing.T) {
 		}
 	}
 }
+
+// The proxy's own rotator may delete the old key's bindings instead of
+// re-pointing them (its "re-create" path) and stop before re-creating them:
+// its replacement is then bound nowhere and never served. verify names it
+// bindings_lost; a foreign replacement that kept its bindings, and a key of
+// ours whose old key had no binding, are not named.
+func TestVerifyNamesBindingsLost(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name     string
+		bindings int
+		ours     bool
+		drop     bool
+		want     bool
+	}{
+		{name: "foreign rotation lost the bindings", bindings: 2, drop: true, want: true},
+		{name: "foreign rotation re-pointed them", bindings: 2},
+		{name: "our rotation of a key bound nowhere", bindings: 0, ours: true},
+		{name: "our rotation of a bound key", bindings: 1, ours: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			db := mongotest.New(t).Database
+			seed(t, db, 2, 1, tt.bindings)
+			r := newRotator(t, db, rotation.Options{})
+			if tt.ours {
+				if res, err := r.Rotate(ctx, "key-000", "manual"); err != nil || res.Outcome != rotation.Rotated {
+					t.Fatalf("rotate: %+v %v", res, err)
+				}
+			} else {
+				legacyRotate(t, db, "key-000", nil)
+			}
+			if tt.drop {
+				if _, err := db.Collection(testPool.BindingsCollection).DeleteMany(ctx, bson.M{testPool.BindingKeyField: "backup-000"}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			probs, err := r.Verify(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := hasKind(probs, "bindings_lost"); got != tt.want {
+				t.Fatalf("bindings_lost named: %v, want %v: %v", got, tt.want, probs)
+			}
+		})
+	}
+}

@@ -66,8 +66,10 @@ func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 	if err != nil {
 		return nil, fmt.Errorf("verify bindings: %w", err)
 	}
+	bound := map[string]bool{}
 	for bcur.Next(ctx) {
 		kid, ok := bcur.Current.Lookup(r.pool.BindingKeyField).StringValueOK()
+		bound[kid] = bound[kid] || ok
 		if ok && !keyIDs[kid] {
 			add("orphan_binding", "binding %s points at missing key %s", bcur.Current.Lookup("_id"), kid)
 		}
@@ -139,8 +141,19 @@ func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 		}
 	}
 	byID := map[string]journalEntry{}
+	ours := map[string]bool{} // keys our rotations brought in
 	for _, e := range entries {
 		byID[e.ID] = e
+		ours[e.NewKeyID] = true
+	}
+	for id, k := range live {
+		// The proxy's own rotator may delete the old key's bindings to
+		// re-create them and stop in between: its replacement is bound
+		// nowhere, so the proxy never serves it. (Ours moves bindings by id:
+		// a key of ours bound nowhere replaced one bound nowhere.)
+		if k.ReplacedKey != "" && k.Pending == "" && !bound[id] && !ours[id] && !keyIDs[k.ReplacedKey] {
+			add("bindings_lost", "key %s replaced %s outside our journal (the proxy's own rotator) and has no binding: the old key's bindings were deleted and not re-created, so the proxy never serves it; bind it to the egress proxies %s had (see the archive)", id, k.ReplacedKey, k.ReplacedKey)
+		}
 	}
 	for id, k := range live {
 		if k.Pending == "" {
