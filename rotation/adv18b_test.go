@@ -1,0 +1,106 @@
+package rotation_test
+
+import (
+	"context"
+	"testing"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/spendchecker/spendchecker/internal/mongotest"
+	"github.com/spendchecker/spendchecker/rotation"
+)
+
+// A pool where the proxy's rotator replaced a key that was never bound (an
+// unbound key is a legitimate state: ours is not named for it either). Its
+// replacement is bound nowhere because nothing was ever bound, not because
+// bindings were lost: verify must not fail a healthy pool.
+func TestAdv18b_ForeignRotationOfUnboundKeyNotNamed(t *testing.T) {
+	ctx := context.Background()
+	db := mongotest.New(t).Database
+	seed(t, db, 2, 1, 0)
+	r := newRotator(t, db, rotation.Options{})
+	legacyRotate(t, db, "key-000", nil)
+	probs, err := r.Verify(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hasKind(probs, "bindings_lost") {
+		t.Fatalf("healthy pool (replaced key had no bindings) named bindings_lost: %v", probs)
+	}
+}
+
+// Our rotation brought key-001's replacement in; the proxy then rotated our
+// key onward. Our key had no binding (allowed for ours), so the proxy's
+// replacement has none either: nothing was lost.
+func TestAdv18b_ProxyRotatesOurUnboundKeyOnwardNotNamed(t *testing.T) {
+	ctx := context.Background()
+	db := mongotest.New(t).Database
+	seed(t, db, 2, 2, 0)
+	r := newRotator(t, db, rotation.Options{})
+	res, err := r.Rotate(ctx, "key-000", "manual")
+	if err != nil || res.Outcome != rotation.Rotated {
+		t.Fatalf("rotate: %+v %v", res, err)
+	}
+	probs, err := r.Verify(ctx)
+	if err != nil || hasKind(probs, "bindings_lost") {
+		t.Fatalf("after ours: %v %v", probs, err)
+	}
+	legacyRotate(t, db, res.NewKeyID, nil)
+	probs, err = r.Verify(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hasKind(probs, "bindings_lost") {
+		t.Fatalf("proxy rotating our unbound key onward named bindings_lost: %v", probs)
+	}
+}
+
+// An undone rotation of ours gave backup-000 back without bringing it in;
+// the proxy's rotator then took that same backup for key-000 and lost the
+// bindings. "ours" counts the undone entry's newKeyId, so the loss is missed.
+func TestAdv18b_UndoneEntryHidesLostBindings(t *testing.T) {
+	ctx := context.Background()
+	db := mongotest.New(t).Database
+	seed(t, db, 2, 1, 2)
+	if _, err := db.Collection(rotation.JournalCollection).InsertOne(ctx, bson.M{
+		"_id": "rot-undone", "pool": testPool.Name, "oldKeyId": "key-000",
+		"backupId": "undone/rot-undone", "undoneBackupId": "backup-000",
+		"newKeyId": "backup-000", "state": "undone", "reason": "manual", "owner": "other",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r := newRotator(t, db, rotation.Options{})
+	legacyRotate(t, db, "key-000", nil)
+	if _, err := db.Collection(testPool.BindingsCollection).DeleteMany(ctx, bson.M{testPool.BindingKeyField: "backup-000"}); err != nil {
+		t.Fatal(err)
+	}
+	probs, err := r.Verify(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !hasKind(probs, "bindings_lost") {
+		t.Fatalf("foreign replacement bound nowhere not named (undone entry of ours counted as bringing it in): %v", probs)
+	}
+}
+
+// The proxy's re-create path stopped after re-creating the binding but
+// before activating it: the replacement's only binding is isActive:false,
+// so the proxy never serves it — the state bindings_lost exists to name.
+func TestAdv18b_OnlyInactiveBindingNamed(t *testing.T) {
+	ctx := context.Background()
+	db := mongotest.New(t).Database
+	seed(t, db, 2, 1, 1)
+	r := newRotator(t, db, rotation.Options{})
+	legacyRotate(t, db, "key-000", nil)
+	if _, err := db.Collection(testPool.BindingsCollection).UpdateMany(ctx, bson.M{testPool.BindingKeyField: "backup-000"},
+		bson.M{"$set": bson.M{"isActive": false}}); err != nil {
+		t.Fatal(err)
+	}
+	probs, err := r.Verify(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !hasKind(probs, "bindings_lost") {
+		t.Fatalf("replacement whose only binding is inactive not named: %v", probs)
+	}
+}
