@@ -104,3 +104,36 @@ func TestAdv18b_OnlyInactiveBindingNamed(t *testing.T) {
 		t.Fatalf("replacement whose only binding is inactive not named: %v", probs)
 	}
 }
+
+// Replacement chain: the proxy's rotator lost key-000's bindings on its way
+// to backup-000 (named), then our poller rotated backup-000 on to
+// backup-001. Ours moves no bindings because there are none, so backup-001
+// is still served by no proxy — but the problem vanishes from verify.
+func TestAdv18b_OurRotationAfterLostBindingsHidesThem(t *testing.T) {
+	ctx := context.Background()
+	db := mongotest.New(t).Database
+	seed(t, db, 2, 2, 2)
+	r := newRotator(t, db, rotation.Options{})
+	legacyRotate(t, db, "key-000", nil)
+	if _, err := db.Collection(testPool.BindingsCollection).DeleteMany(ctx, bson.M{testPool.BindingKeyField: "backup-000"}); err != nil {
+		t.Fatal(err)
+	}
+	probs, err := r.Verify(ctx)
+	if err != nil || !hasKind(probs, "bindings_lost") {
+		t.Fatalf("precondition: lost bindings named: %v %v", probs, err)
+	}
+	res, err := r.Rotate(ctx, "backup-000", "spend")
+	if err != nil || res.Outcome != rotation.Rotated {
+		t.Fatalf("rotate: %+v %v", res, err)
+	}
+	if n := count(t, db, testPool.BindingsCollection, bson.M{testPool.BindingKeyField: res.NewKeyID}); n != 0 {
+		t.Fatalf("setup: new key has %d bindings", n)
+	}
+	probs, err = r.Verify(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !hasKind(probs, "bindings_lost") {
+		t.Fatalf("key %s still bound nowhere after the chain, not named: %v", res.NewKeyID, probs)
+	}
+}
