@@ -2,6 +2,7 @@ package rotation
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -62,14 +63,16 @@ func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 		return nil, fmt.Errorf("verify keys: %w", err)
 	}
 
-	bcur, err := r.bindings.Find(ctx, bson.M{}, options.Find().SetProjection(bson.M{"_id": 1, r.pool.BindingKeyField: 1}))
+	bcur, err := r.bindings.Find(ctx, bson.M{}, options.Find().SetProjection(bson.M{"_id": 1, r.pool.BindingKeyField: 1, "isActive": 1}))
 	if err != nil {
 		return nil, fmt.Errorf("verify bindings: %w", err)
 	}
 	bound := map[string]bool{}
 	for bcur.Next(ctx) {
 		kid, ok := bcur.Current.Lookup(r.pool.BindingKeyField).StringValueOK()
-		bound[kid] = bound[kid] || ok
+		// The proxy serves a key through its active bindings only.
+		active, isBool := bcur.Current.Lookup("isActive").BooleanOK()
+		bound[kid] = bound[kid] || (ok && (active || !isBool))
 		if ok && !keyIDs[kid] {
 			add("orphan_binding", "binding %s points at missing key %s", bcur.Current.Lookup("_id"), kid)
 		}
@@ -141,19 +144,34 @@ func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 		}
 	}
 	byID := map[string]journalEntry{}
-	ours := map[string]bool{} // keys our rotations brought in
+	ours := map[string]journalEntry{} // keys our rotations brought in
 	for _, e := range entries {
 		byID[e.ID] = e
-		ours[e.NewKeyID] = true
+		if e.State != stateUndone {
+			ours[e.NewKeyID] = e
+		}
 	}
 	for id, k := range live {
 		// The proxy's own rotator may delete the old key's bindings to
 		// re-create them and stop in between: its replacement is bound
-		// nowhere, so the proxy never serves it. (Ours moves bindings by id:
-		// a key of ours bound nowhere replaced one bound nowhere.)
-		if k.ReplacedKey != "" && k.Pending == "" && !bound[id] && !ours[id] && !keyIDs[k.ReplacedKey] {
-			add("bindings_lost", "key %s replaced %s outside our journal (the proxy's own rotator) and has no binding: the old key's bindings were deleted and not re-created, so the proxy never serves it; bind it to the egress proxies %s had (see the archive)", id, k.ReplacedKey, k.ReplacedKey)
+		// nowhere, so the proxy never serves it (it rotates only keys it
+		// serves, and serves only keys with active bindings). Ours moves
+		// bindings by id, so a key of ours bound nowhere replaced one bound
+		// nowhere: named only when that one was such a foreign replacement.
+		if k.ReplacedKey == "" || k.Pending != "" || bound[id] || keyIDs[k.ReplacedKey] {
+			continue
 		}
+		e, mine := ours[id]
+		if mine {
+			foreign, err := r.foreignReplacement(ctx, e, ours)
+			if err != nil {
+				return nil, err
+			}
+			if !foreign {
+				continue
+			}
+		}
+		add("bindings_lost", "key %s is bound to no egress proxy and descends from a replacement made outside our journal (the proxy's own rotator), which deleted the bindings and did not re-create them; the proxy never serves it: bind it to the egress proxies %s had", id, k.ReplacedKey)
 	}
 	for id, k := range live {
 		if k.Pending == "" {
@@ -252,4 +270,25 @@ func (r *Rotator) archivedSourceIDs(ctx context.Context) (map[string]bool, error
 		}
 	}
 	return out, cur.Err()
+}
+
+// foreignReplacement reports whether the old key of our rotation e was
+// itself brought in outside our journal: its archived copy names the key
+// it replaced, and no rotation of ours brought it in.
+func (r *Rotator) foreignReplacement(ctx context.Context, e journalEntry, ours map[string]journalEntry) (bool, error) {
+	if _, mine := ours[e.OldKeyID]; mine {
+		return false, nil
+	}
+	var a struct {
+		Document bson.Raw `bson:"document"`
+	}
+	err := r.archive.FindOne(ctx, bson.M{"_id": e.ID}).Decode(&a)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("verify archive: %w", err)
+	}
+	rk, _ := a.Document.Lookup("replacedKey").StringValueOK()
+	return rk != "", nil
 }
