@@ -815,3 +815,40 @@ func decodeKey(doc bson.Raw) (keyDoc, error) {
 	}
 	return k, nil
 }
+
+// liveChain bounds LiveEnd's walk from a rotated key to its live replacement.
+const liveChain = 16
+
+// LiveEnd follows a rotated key's replacements through the journal (the
+// rotation whose oldKeyId is the previous new key) to the one still in the
+// pool, for a caller that swaps keys in memory on *already rotated*. It
+// returns "" when the chain ends in a rotation still under way, a key
+// deleted by hand, or is longer than liveChain.
+func (r *Rotator) LiveEnd(ctx context.Context, keyID string) (string, error) {
+	for range liveChain {
+		if keyID == "" {
+			return "", nil
+		}
+		n, err := r.keys.CountDocuments(ctx, bson.M{"_id": keyID})
+		if err != nil {
+			return "", fmt.Errorf("read key %s: %w", keyID, err)
+		}
+		if n > 0 {
+			return keyID, nil
+		}
+		var next struct {
+			NewKeyID string `bson:"newKeyId"`
+			State    string `bson:"state"`
+		}
+		err = r.journal.FindOne(ctx, bson.M{"pool": r.pool.Name, "oldKeyId": keyID},
+			options.FindOne().SetSort(bson.D{{Key: "startedAt", Value: -1}})).Decode(&next)
+		if errors.Is(err, mongo.ErrNoDocuments) || (err == nil && next.State != stateDone) {
+			return "", nil
+		}
+		if err != nil {
+			return "", fmt.Errorf("read journal for %s: %w", keyID, err)
+		}
+		keyID = next.NewKeyID
+	}
+	return "", nil
+}

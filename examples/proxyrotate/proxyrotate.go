@@ -20,7 +20,6 @@ import (
 	"strings"
 	"time"
 
-	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
@@ -185,7 +184,7 @@ func (r *Rotator) Rotate(ctx context.Context, keyID, reason string) (Action, err
 		// The replacement may itself have been rotated since: swap in the
 		// live end of the chain, or nothing (drop; the reload brings it).
 		// A failed read only costs the swap, not the answer.
-		a.SwapTo, _ = r.liveEnd(ctx, res.NewKeyID)
+		a.SwapTo, _ = r.rot.LiveEnd(ctx, res.NewKeyID)
 	case rotation.InProgress:
 		// Another caller is rotating it: its new key appears at the next reload.
 	case rotation.NoBackup:
@@ -196,41 +195,4 @@ func (r *Rotator) Rotate(ctx context.Context, keyID, reason string) (Action, err
 		return a, errors.New("unknown rotation outcome")
 	}
 	return a, nil
-}
-
-// maxChain bounds the walk from a rotated key to its live replacement.
-const maxChain = 16
-
-// liveEnd follows a rotated key's replacements through the journal (the
-// rotation whose oldKeyId is the previous new key) to the one still in the
-// pool; "" when the chain ends in a rotation still under way, a key deleted
-// by hand, or is longer than maxChain.
-func (r *Rotator) liveEnd(ctx context.Context, keyID string) (string, error) {
-	p := r.rot.Pool()
-	for range maxChain {
-		if keyID == "" {
-			return "", nil
-		}
-		n, err := r.db.Collection(p.KeysCollection).CountDocuments(ctx, bson.M{"_id": keyID})
-		if err != nil {
-			return "", fmt.Errorf("read key %s: %w", keyID, err)
-		}
-		if n > 0 {
-			return keyID, nil
-		}
-		var next struct {
-			NewKeyID string `bson:"newKeyId"`
-			State    string `bson:"state"`
-		}
-		err = r.db.Collection(rotation.JournalCollection).FindOne(ctx, bson.M{"pool": p.Name, "oldKeyId": keyID},
-			options.FindOne().SetSort(bson.D{{Key: "startedAt", Value: -1}})).Decode(&next)
-		if errors.Is(err, mongo.ErrNoDocuments) || (err == nil && next.State != "done") {
-			return "", nil
-		}
-		if err != nil {
-			return "", fmt.Errorf("read journal for %s: %w", keyID, err)
-		}
-		keyID = next.NewKeyID
-	}
-	return "", nil
 }

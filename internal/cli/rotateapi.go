@@ -20,7 +20,6 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/spendchecker/spendchecker/rotation"
 )
@@ -289,7 +288,7 @@ func (api *rotateAPI) settle(ctx context.Context, rot *rotation.Rotator, keyID s
 	case f.err != nil:
 	case f.res.Outcome == rotation.AlreadyRotated:
 		// A failed read only costs the replacement's id, not the answer.
-		f.res.NewKeyID, _ = liveEnd(ctx, api.db, rot.Pool(), f.res.NewKeyID)
+		f.res.NewKeyID, _ = rot.LiveEnd(ctx, f.res.NewKeyID)
 		outcome = f.res.Outcome.String()
 	case f.res.Outcome == rotation.NotFound:
 		if oid, err := bson.ObjectIDFromHex(keyID); err == nil && api.db != nil {
@@ -330,45 +329,6 @@ func (api *rotateAPI) ensureIndexes(ctx context.Context) error {
 	}
 	api.indexed.Store(true)
 	return nil
-}
-
-// maxChain bounds the walk from a rotated key to its live replacement.
-const maxChain = 16
-
-// liveEnd follows a rotated key's replacements through the journal (the
-// rotation whose oldKeyId is the previous new key) to the one still in the
-// pool; "" when the chain ends in a rotation still under way, a key deleted
-// by hand, or is longer than maxChain.
-func liveEnd(ctx context.Context, db *mongo.Database, p rotation.Pool, keyID string) (string, error) {
-	if db == nil {
-		return keyID, nil
-	}
-	for range maxChain {
-		if keyID == "" {
-			return "", nil
-		}
-		n, err := db.Collection(p.KeysCollection).CountDocuments(ctx, bson.M{"_id": keyID})
-		if err != nil {
-			return "", fmt.Errorf("read key %s: %w", keyID, err)
-		}
-		if n > 0 {
-			return keyID, nil
-		}
-		var next struct {
-			NewKeyID string `bson:"newKeyId"`
-			State    string `bson:"state"`
-		}
-		err = db.Collection(rotation.JournalCollection).FindOne(ctx, bson.M{"pool": p.Name, "oldKeyId": keyID},
-			options.FindOne().SetSort(bson.D{{Key: "startedAt", Value: -1}})).Decode(&next)
-		if errors.Is(err, mongo.ErrNoDocuments) || (err == nil && next.State != "done") {
-			return "", nil
-		}
-		if err != nil {
-			return "", fmt.Errorf("read journal for %s: %w", keyID, err)
-		}
-		keyID = next.NewKeyID
-	}
-	return "", nil
 }
 
 func writeRotate(w http.ResponseWriter, status int, body rotateResponse) {
