@@ -20,7 +20,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
-	"github.com/spendchecker/spendchecker/internal/cli"
+	"github.com/spendchecker/spendchecker/cmd/spendchecker/cli"
 	"github.com/spendchecker/spendchecker/internal/embedded"
 	"github.com/spendchecker/spendchecker/internal/fakeupstream"
 	"github.com/spendchecker/spendchecker/rotation"

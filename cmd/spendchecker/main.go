@@ -5,7 +5,7 @@ package main
 import (
 	"os"
 
-	"github.com/spendchecker/spendchecker/internal/cli"
+	"github.com/spendchecker/spendchecker/cmd/spendchecker/cli"
 )
 
 // cli.Main owns the signals: SIGTERM/SIGINT shut down gracefully (a second

@@ -36,7 +36,7 @@ const (
 	ExitLeaseHeld = 3
 )
 
-// Version is set at build time with -ldflags "-X .../internal/cli.Version=...".
+// Version is set at build time with -ldflags "-X .../cmd/spendchecker/cli.Version=...".
 var Version = "dev"
 
 // Env is what the program reads and writes besides its arguments.
