@@ -91,10 +91,10 @@ func run(ctx context.Context, out, errOut io.Writer) int {
 		}
 	}()
 
-	common := []string{"--mongo-uri", uri, "--provider-url", up.URL, "--listen", "", "--instance", "demo-1"}
+	common := []string{"--mongo-uri", uri, "--provider-url", up.URL}
 	daemonCtx, cancel := context.WithTimeout(ctx, runFor)
 	code := cli.Run(daemonCtx, append([]string{"--interval", "1s", "--min-check-interval", "1s", "--max-check-interval", "5s",
-		"--lease-duration", "3s", "--shutdown-grace", "5s", "--log-format", "auto"}, common...), cli.Env{Stdout: out, Stderr: out})
+		"--lease-duration", "3s", "--shutdown-grace", "5s", "--log-format", "auto", "--listen", "", "--instance", "demo-1"}, common...), cli.Env{Stdout: out, Stderr: out})
 	cancel()
 	stopSpending()
 	wg.Wait()

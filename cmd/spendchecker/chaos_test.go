@@ -155,7 +155,7 @@ func TestChaos(t *testing.T) {
 	}
 
 	// A final recovery, then the invariants, by the binary and by querying.
-	direct := []string{"--mongo-uri", mdb.URI, "--database", mdb.Name, "--provider-url", up.URL, "--listen", "", "--log-format", "json"}
+	direct := []string{"--mongo-uri", mdb.URI, "--database", mdb.Name, "--provider-url", up.URL, "--log-format", "json"}
 	if code, out := run(t, append([]string{"recover"}, direct...)); code != 0 {
 		t.Fatalf("recover exit %d:\n%s", code, out)
 	}

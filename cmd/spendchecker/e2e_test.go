@@ -99,8 +99,14 @@ func newEnv(t *testing.T, keys map[string]float64, backups int) env {
 	return env{mdb, up}
 }
 
+// args are the daemon's flags (--once included).
 func (e env) args(extra ...string) []string {
-	return append([]string{"--mongo-uri", e.mdb.URI, "--database", e.mdb.Name, "--provider-url", e.up.URL, "--listen", "", "--log-format", "json"}, extra...)
+	return append(e.storeArgs("--listen", ""), extra...)
+}
+
+// storeArgs are the flags every command that opens the store has.
+func (e env) storeArgs(extra ...string) []string {
+	return append([]string{"--mongo-uri", e.mdb.URI, "--database", e.mdb.Name, "--provider-url", e.up.URL, "--log-format", "json"}, extra...)
 }
 
 func run(t *testing.T, args []string, envv ...string) (int, string) {
@@ -135,7 +141,7 @@ func TestOnceRotatesAndExitsZero(t *testing.T) {
 	if n != 2 {
 		t.Errorf("%d history records, want 2", n)
 	}
-	if code, out := run(t, append([]string{"verify"}, e.args()...)); code != 0 {
+	if code, out := run(t, append([]string{"verify"}, e.storeArgs()...)); code != 0 {
 		t.Errorf("verify exit %d:\n%s", code, out)
 	}
 }
@@ -441,7 +447,7 @@ func TestRotateHonoursPool(t *testing.T) {
 	if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	base := []string{"--mongo-uri", mdb.URI, "--database", mdb.Name, "--config", file, "--listen", "", "--log-format", "json"}
+	base := []string{"--mongo-uri", mdb.URI, "--database", mdb.Name, "--config", file, "--log-format", "json"}
 	has := func(p rotation.Pool) bool {
 		n, err := mdb.Database.Collection(p.KeysCollection).CountDocuments(ctx, bson.M{"_id": "k1"})
 		if err != nil {

@@ -9,7 +9,9 @@ import (
 )
 
 // cli.Main owns the signals: SIGTERM/SIGINT shut down gracefully (a second
-// one exits at once), SIGHUP is ignored.
+// one exits at once), SIGHUP is ignored. It returns the exit code its one
+// error-to-code mapping (cli.exitCode) chose; one file per command lives in
+// cli/ (status.go, rotate.go, ...).
 func main() {
 	os.Exit(cli.Main(os.Args[1:], cli.Env{Stdout: os.Stdout, Stderr: os.Stderr}))
 }

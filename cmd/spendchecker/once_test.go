@@ -150,7 +150,7 @@ func TestManyOneShotsOnAFreshDatabase(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			codes[i], outs[i], _ = runFor(t, 2*time.Minute, append([]string{"recover"}, e.args()...))
+			codes[i], outs[i], _ = runFor(t, 2*time.Minute, append([]string{"recover"}, e.storeArgs()...))
 		}()
 	}
 	wg.Wait()
@@ -190,7 +190,7 @@ func TestStatusShowsRejectedKey(t *testing.T) {
 	if code, out, _ := runFor(t, time.Minute, e.args("--once", "--rotate-unauthorized=false")); code != 0 {
 		t.Fatalf("--once exit %d:\n%s", code, out)
 	}
-	code, out, _ := runFor(t, time.Minute, append([]string{"status"}, e.args()...))
+	code, out, _ := runFor(t, time.Minute, append([]string{"status"}, e.storeArgs()...))
 	if code != 0 {
 		t.Fatalf("status exit %d:\n%s", code, out)
 	}

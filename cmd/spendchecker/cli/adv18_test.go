@@ -57,7 +57,7 @@ func TestAdv18_FactoryPoolRecoverAndVerifyNeedNoProvider(t *testing.T) {
 		t.Run(cmd[0], func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
 			args := append(append([]string{}, cmd...), "--mongo-uri", mdb.URI, "--database", mdb.Name, "--pool", "factory")
-			code := Run(context.Background(), args, Env{Stdout: &stdout, Stderr: &stderr, Getenv: func(string) string { return "" }})
+			code := Run(context.Background(), args, Env{Stdout: &stdout, Stderr: &stderr})
 			if code == ExitUsage {
 				t.Fatalf("spendchecker %s --pool factory: exit 2: %s", cmd[0], stderr.String())
 			}
@@ -259,7 +259,7 @@ func TestAdv18_WorldReadableRotateTokenFileWarns(t *testing.T) {
 	cancel() // start, warn, and stop at once: only the start-up checks matter
 	var stdout, stderr bytes.Buffer
 	code := Run(ctx, []string{"--mongo-uri", mdb.URI, "--database", mdb.Name, "--listen", "", "--log-format", "json",
-		"--rotate-token-file", tok}, Env{Stdout: &stdout, Stderr: &stderr, Getenv: func(string) string { return "" }})
+		"--rotate-token-file", tok}, Env{Stdout: &stdout, Stderr: &stderr})
 	if code == ExitUsage {
 		t.Fatalf("exit 2: %s", stderr.String())
 	}

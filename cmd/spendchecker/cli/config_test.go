@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -35,8 +37,8 @@ func TestParseValid(t *testing.T) {
 			check: func(t *testing.T, c *Config) {
 				p := c.Pools[0]
 				if c.Database != "fproxy" || p.Pool != "openhands" || p.Provider != "openhands" || p.Threshold != 9.95 ||
-					c.Interval != 10*time.Second || !c.Adaptive || c.Conc != 16 || c.LeaseDur != 15*time.Second ||
-					c.LeaseRen != 10*time.Second || c.LeaseRetr != 2*time.Second || !*p.RotateUnauthorized {
+					c.Interval != 10*time.Second || !c.Adaptive || c.Concurrency != 16 || c.LeaseDuration != 15*time.Second ||
+					c.LeaseRenewDeadline != 10*time.Second || c.LeaseRetryPeriod != 2*time.Second || !*p.RotateUnauthorized {
 					t.Errorf("defaults: %+v %+v", c, p)
 				}
 			},
@@ -54,7 +56,7 @@ func TestParseValid(t *testing.T) {
 			name: "environment",
 			env:  map[string]string{"SPENDCHECKER_MONGO_URI": uri, "SPENDCHECKER_THRESHOLD": "8.5", "SPENDCHECKER_MIN_CHECK_INTERVAL": "20s"},
 			check: func(t *testing.T, c *Config) {
-				if c.MongoURI != uri || c.Pools[0].Threshold != 8.5 || c.MinCheck != 20*time.Second {
+				if c.MongoURI != uri || c.Pools[0].Threshold != 8.5 || c.MinCheckInterval != 20*time.Second {
 					t.Errorf("env not applied: %+v", c)
 				}
 			},
@@ -74,7 +76,7 @@ func TestParseValid(t *testing.T) {
 			env:  map[string]string{"SPENDCHECKER_CONCURRENCY": "4"},
 			file: `{"mongo-uri": "` + uri + `", "concurrency": 32, "adaptive": false, "lease-duration": "30s"}`,
 			check: func(t *testing.T, c *Config) {
-				if c.Conc != 4 || c.Adaptive || c.LeaseDur != 30*time.Second || c.LeaseRetr != 4*time.Second {
+				if c.Concurrency != 4 || c.Adaptive || c.LeaseDuration != 30*time.Second || c.LeaseRetryPeriod != 4*time.Second {
 					t.Errorf("file/env precedence: %+v", c)
 				}
 			},
@@ -367,14 +369,94 @@ func TestPoolOverridesAreReported(t *testing.T) {
 }
 
 func TestHelpSaysDays(t *testing.T) {
-	for _, arg := range []string{"--help", "-h"} {
-		_, err := Parse([]string{arg})
+	for _, args := range [][]string{{"history", "--help"}, {"history", "-h"}, {"help", "history"}} {
+		_, err := Parse(args)
 		var hr *HelpRequest
 		if !errors.As(err, &hr) {
-			t.Fatalf("Parse(%s) = %v, want a help request", arg, err)
+			t.Fatalf("Parse(%q) = %v, want a help request", args, err)
 		}
 		if !strings.Contains(hr.Text, "since") || !strings.Contains(hr.Text, "7d") {
 			t.Errorf("help does not say --since takes days:\n%s", hr.Text)
 		}
+	}
+}
+
+// A person's first command prints the usage on stdout and exits 0: the
+// commands, and each flag with its default and its environment variable;
+// a command's help shows its own flags only (README, "Configuration").
+func TestHelp(t *testing.T) {
+	tests := []struct {
+		args     []string
+		want     []string
+		dontWant []string
+	}{
+		{[]string{"--help"}, []string{"USAGE", "status", "rotate", "healthcheck", "-interval DURATION", "(default: 10s)", "[SPENDCHECKER_INTERVAL]", "[SPENDCHECKER_MONGO_URI]"}, []string{"-reason", "-since"}},
+		{[]string{"-h"}, []string{"USAGE", "history", "-threshold", "(default: 9.95)"}, nil},
+		{[]string{"help"}, []string{"USAGE", "verify", "-once"}, nil},
+		{[]string{"help", "rotate"}, []string{"spendchecker rotate KEY_ID", "-reason", "(default: manual)", "[SPENDCHECKER_REASON]", "-mongo-uri"}, []string{"-since", "-interval", "-listen"}},
+		{[]string{"status", "--help"}, []string{"spendchecker status", "-lease-name", "-mongo-uri"}, []string{"-reason", "-since", "-interval"}},
+		{[]string{"history", "-h"}, []string{"-since", "(default: 24h)", "[SPENDCHECKER_SINCE]"}, []string{"-reason"}},
+		{[]string{"healthcheck", "--help"}, []string{"-listen", "(default: 127.0.0.1:9090)"}, []string{"-mongo-uri"}},
+		{[]string{"rotate", "k1", "--help"}, []string{"-reason"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := Run(context.Background(), tt.args, Env{Stdout: &stdout, Stderr: &stderr})
+			if code != ExitOK || stderr.Len() != 0 {
+				t.Fatalf("exit %d, stderr %q; want 0 and nothing on stderr", code, stderr.String())
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(stdout.String(), w) {
+					t.Errorf("help lacks %q:\n%s", w, stdout.String())
+				}
+			}
+			for _, w := range tt.dontWant {
+				if strings.Contains(stdout.String(), w) {
+					t.Errorf("help shows %q, another command's flag:\n%s", w, stdout.String())
+				}
+			}
+		})
+	}
+}
+
+// Each command accepts only its own flags, and a command that fails says so
+// on stderr once (exit 2 for bad usage).
+func TestCommandsOwnFlags(t *testing.T) {
+	uri := "mongodb://127.0.0.1:1/fproxy"
+	for _, args := range [][]string{
+		{"status", "--mongo-uri", uri, "--since", "1h"},
+		{"history", "--mongo-uri", uri, "--reason", "x"},
+		{"verify", "--mongo-uri", uri, "--interval", "1s"},
+		{"version", "--mongo-uri", uri},
+		{"help", "nope"},
+		{"nope"},
+	} {
+		var stdout, stderr bytes.Buffer
+		code := Run(context.Background(), args, Env{Stdout: &stdout, Stderr: &stderr})
+		if code != ExitUsage || stdout.Len() != 0 || strings.Count(stderr.String(), "\n") != 1 {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q; want 2, one line on stderr", args, code, stdout.String(), stderr.String())
+		}
+	}
+}
+
+// A config file may hold every command's settings: status skips the
+// daemon's, and still rejects a key no command has.
+func TestConfigFileOtherCommandsKeys(t *testing.T) {
+	dir := t.TempDir()
+	ok := filepath.Join(dir, "ok.json")
+	if err := os.WriteFile(ok, []byte(`{"mongo-uri":"mongodb://127.0.0.1:1/fproxy","interval":"5s","since":"2h","lease-name":"x"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Parse([]string{"status", "--config", ok})
+	if err != nil || c.LeaseName != "x" || c.Interval != DefaultInterval {
+		t.Fatalf("status with a file holding the daemon's settings: %+v, %v", c, err)
+	}
+	bad := filepath.Join(dir, "bad.json")
+	if err := os.WriteFile(bad, []byte(`{"mongo-uri":"mongodb://127.0.0.1:1/fproxy","intervall":"5s"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Parse([]string{"status", "--config", bad}); err == nil || !strings.Contains(err.Error(), "intervall") {
+		t.Fatalf("unknown file key: %v", err)
 	}
 }

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -19,16 +20,60 @@ import (
 	"github.com/spendchecker/spendchecker/lease"
 )
 
+// rootCommand is `spendchecker [FLAGS]`: the daemon, or with --once one
+// cycle.
+func rootCommand(c *Config, p *program) spec {
+	return spec{
+		name:  "spendchecker",
+		usage: "spendchecker [FLAGS]  |  spendchecker --once [FLAGS]  |  spendchecker COMMAND [FLAGS]",
+		short: "keeps a pool of upstream LLM API keys healthy",
+		long: "Without a command it runs the daemon: it polls each key's spend on a schedule and rotates keys\n" +
+			"over their threshold. With --once it runs one cycle and exits (0 done, 1 some keys failed,\n" +
+			"2 bad usage, 3 the lease is held by another live instance). `spendchecker help COMMAND`\n" +
+			"shows a command's flags. Flags win over SPENDCHECKER_* variables, which win over --config.",
+		store: true,
+		flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&c.Schedule, "schedule", "", "cron expression for cycles (5 fields, or 6 with seconds)")
+			fs.DurationVar(&c.Interval, "interval", c.Interval, "cycle interval when no --schedule")
+			fs.BoolVar(&c.Adaptive, "adaptive", c.Adaptive, "poll only the keys that are due")
+			fs.DurationVar(&c.MinCheckInterval, "min-check-interval", c.MinCheckInterval, "shortest wait between two checks of a key")
+			fs.DurationVar(&c.MaxCheckInterval, "max-check-interval", c.MaxCheckInterval, "longest wait between two checks of a key")
+			fs.IntVar(&c.Concurrency, "concurrency", c.Concurrency, "simultaneous upstream requests")
+			fs.DurationVar(&c.RequestTimeout, "request-timeout", c.RequestTimeout, "per upstream request")
+			fs.Float64Var(&c.RateLimit, "rate-limit", 0, "upstream requests per second at most (0: no limit)")
+			fs.Float64Var(&c.HostRate, "host-rate", c.HostRate, "upstream requests per second at most to one host (0: no limit)")
+			fs.Float64Var(&c.RejectShare, "reject-share", c.RejectShare, "rotate no rejected key when this share of the answered keys is rejected at once (0: off)")
+			fs.IntVar(&c.RejectMin, "reject-min", c.RejectMin, "... and at least this many keys")
+			leaseNameFlag(fs, c)
+			fs.DurationVar(&c.LeaseDuration, "lease-duration", c.LeaseDuration, "lease duration")
+			fs.DurationVar(&c.LeaseRenewDeadline, "lease-renew-deadline", 0, "renew deadline (default: 2/3 of the lease duration)")
+			fs.DurationVar(&c.LeaseRetryPeriod, "lease-retry-period", 0, "retry period (default: 2/15 of the lease duration)")
+			instanceFlag(fs, c)
+			listenFlag(fs, c)
+			writeFlags(fs, c)
+			fs.BoolVar(&c.Once, "once", false, "run one cycle, then exit")
+			fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "how long a cycle in flight may finish after SIGTERM")
+			fs.BoolVar(&c.Version, "version", false, "print the version and exit")
+			fs.StringVar(&c.RotateTokenFile, "rotate-token-file", "", "file holding the bearer token that enables POST /v1/rotate (or "+EnvRotateToken+")")
+		},
+		exec: p.withApp(func(ctx context.Context, a *app) error {
+			if c.Once {
+				return a.once(ctx, p.env.Stdout)
+			}
+			return a.daemon(ctx)
+		}),
+	}
+}
+
 // daemon runs until ctx ends: the lease loop, the scheduler and the HTTP
 // server share one context; on shutdown the cycle in flight finishes within
 // the grace period, then the lease is released. /healthz and the watchdog
 // work from the start, before the store answers (README, "Deploying").
-func (a *app) daemon(ctx context.Context) int {
+func (a *app) daemon(ctx context.Context) error {
 	var schedulerUp atomic.Bool
 	srv, err := a.serveHTTP(&schedulerUp)
 	if err != nil {
-		a.log.Error("cannot listen", "listen", a.cfg.Listen, "err", err)
-		return ExitUsage
+		return &UsageError{fmt.Errorf("cannot listen on --listen %s: %w", a.cfg.Listen, err)}
 	}
 	defer func() {
 		if srv != nil {
@@ -54,11 +99,11 @@ func (a *app) daemon(ctx context.Context) int {
 		// Each attempt is progress: systemd's start timeout is extended by
 		// the time the next attempt may take.
 		_, _ = daemon.SdNotify(false, fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d\nSTATUS=store not ready; retrying",
-			(storeAttempt+storeAttempt/2+2*a.cfg.LeaseRetr).Microseconds()))
+			(storeAttempt+storeAttempt/2+2*a.cfg.LeaseRetryPeriod).Microseconds()))
 		select {
 		case <-ctx.Done():
-			return ExitOK
-		case <-time.After(a.cfg.LeaseRetr):
+			return nil
+		case <-time.After(a.cfg.LeaseRetryPeriod):
 		}
 	}
 	leaseCtx, stopLease := context.WithCancel(context.WithoutCancel(ctx))
@@ -67,7 +112,7 @@ func (a *app) daemon(ctx context.Context) int {
 	go func() { leaseDone <- a.lease.Run(leaseCtx) }()
 
 	err = a.chk.RunDaemon(ctx, checker.DaemonConfig{
-		Schedule: a.cfg.Schedule, Interval: a.cfg.Interval, Grace: a.cfg.Grace,
+		Schedule: a.cfg.Schedule, Interval: a.cfg.Interval, Grace: a.cfg.ShutdownGrace,
 		Leader: a.lease, Logger: a.log,
 		OnStart: a.prog.cycleStart,
 		OnCycle: func(sum checker.Summary, err error) {
@@ -97,11 +142,10 @@ func (a *app) daemon(ctx context.Context) int {
 		a.log.Warn("lease release failed", "err", lerr)
 	}
 	if err != nil {
-		a.log.Error("scheduler stopped with an error", "err", err)
-		return ExitPartial
+		return partial("scheduler stopped with an error: %w", err)
 	}
 	a.log.Info("spendchecker stopped")
-	return ExitOK
+	return nil
 }
 
 // storeAttempt bounds one start-up attempt on an unreachable store (the
@@ -176,14 +220,13 @@ func (a *app) serveHTTP(schedulerUp *atomic.Bool) (*http.Server, error) {
 
 // once takes the lease (exit 3 if a live instance holds it), recovers, runs
 // one cycle and releases.
-func (a *app) once(ctx context.Context, out io.Writer) int {
+func (a *app) once(ctx context.Context, out io.Writer) error {
 	// Start-up and taking the lease share one bound, --store-wait: a
 	// one-shot command never hangs on a store that went away.
 	wctx, cancelWait := context.WithTimeout(ctx, a.cfg.StoreWait)
 	defer cancelWait()
 	if err := a.prepare(wctx); err != nil {
-		fmt.Fprintf(out, "store not ready: %v\n", redact(err.Error()))
-		return ExitPartial
+		return partial("store not ready: %w", err)
 	}
 	if !a.cfg.DryRun {
 		err := a.lease.Acquire(wctx)
@@ -193,16 +236,13 @@ func (a *app) once(ctx context.Context, out io.Writer) int {
 			if rec != nil {
 				holder = rec.Holder
 			}
-			fmt.Fprintf(out, "lease %q is held by %s; nothing done\n", a.cfg.LeaseName, holder)
-			return ExitLeaseHeld
+			return &ExitError{Code: ExitLeaseHeld, Err: fmt.Errorf("lease %q is held by %s; nothing done", a.cfg.LeaseName, holder)}
 		}
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			fmt.Fprintf(out, "could not take the lease within %s (--store-wait): the store is unreachable; giving up\n", a.cfg.StoreWait)
-			return ExitPartial
+			return partial("could not take the lease within %s (--store-wait): the store is unreachable; giving up", a.cfg.StoreWait)
 		}
 		if err != nil {
-			fmt.Fprintf(out, "could not take the lease: %v\n", err)
-			return ExitPartial
+			return partial("could not take the lease: %w", err)
 		}
 		// Renew the lease while the cycle runs, as the daemon does, and
 		// release it at the end (README "One-shot runs").
@@ -229,11 +269,10 @@ func (a *app) once(ctx context.Context, out io.Writer) int {
 		}
 	}
 	if err != nil {
-		fmt.Fprintf(out, "cycle error: %v\n", redact(err.Error()))
-		return ExitPartial
+		return partial("cycle error: %w", err)
 	}
 	if !sum.Clean() {
-		return ExitPartial
+		return &ExitError{Code: ExitPartial} // the summary above says what failed
 	}
-	return ExitOK
+	return nil
 }

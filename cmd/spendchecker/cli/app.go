@@ -1,6 +1,3 @@
-// Package cli is the spendchecker program: configuration, wiring, signals,
-// the daemon and the subcommands. cmd/spendchecker is a thin main around it,
-// and the demo drives the same code.
 package cli
 
 import (
@@ -12,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"runtime/debug"
 	"strings"
 	"time"
 
@@ -23,94 +19,11 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/spendchecker/spendchecker/checker"
+	"github.com/spendchecker/spendchecker/history"
 	"github.com/spendchecker/spendchecker/internal/mongoidx"
 	"github.com/spendchecker/spendchecker/lease"
 	"github.com/spendchecker/spendchecker/spend"
 )
-
-// Exit codes (README, "Configuration").
-const (
-	ExitOK        = 0
-	ExitPartial   = 1
-	ExitUsage     = 2
-	ExitLeaseHeld = 3
-)
-
-// Version is set at build time with -ldflags "-X .../cmd/spendchecker/cli.Version=...".
-var Version = "dev"
-
-// Env is what the program reads and writes besides its arguments.
-type Env struct {
-	Stdout, Stderr io.Writer
-	// Getenv is unused by flags (ff reads the process environment) but kept
-	// for NOTIFY_SOCKET-style lookups in tests.
-	Getenv func(string) string
-
-	// Set by Main: the process's signals, the shutdown they trigger and
-	// how to exit at once.
-	signals  <-chan os.Signal
-	shutdown func()
-	exit     func(int)
-}
-
-// Run runs the program with args (without the program name) and returns the
-// exit code. ctx ending is a shutdown request (SIGINT/SIGTERM).
-func Run(ctx context.Context, args []string, env Env) int {
-	cfg, err := Parse(args)
-	if hr := (*HelpRequest)(nil); errors.As(err, &hr) {
-		fmt.Fprintln(env.Stdout, hr.Text)
-		return ExitOK
-	}
-	if err != nil {
-		var ue *UsageError
-		if errors.As(err, &ue) {
-			fmt.Fprintf(env.Stderr, "spendchecker: %v\n", redact(err.Error()))
-			return ExitUsage
-		}
-		fmt.Fprintf(env.Stderr, "spendchecker: %v\n", err)
-		return ExitUsage
-	}
-	log := newLogger(cfg, env.Stderr)
-	if env.signals != nil {
-		defer handleSignals(env.signals, env.shutdown, env.exit, log)()
-	}
-	for _, e := range exposedSecrets(cfg.ConfigFile, unitEnvFile, cfg.RotateTokenFile) {
-		log.Warn("secret file readable by other users: make it private (chmod 600) or hand it over as a systemd credential",
-			"file", e.path, "mode", fmt.Sprintf("%#o", e.mode))
-	}
-	for _, o := range cfg.Overrides {
-		log.Info("a flag or environment variable overrides the config file", "pool", o.Pool, "setting", o.Setting, "value", o.Value, "file_value", o.FileValue)
-	}
-	switch cfg.Command {
-	case "version":
-		fmt.Fprintln(env.Stdout, versionString())
-		return ExitOK
-	case "healthcheck":
-		return healthcheck(ctx, cfg, env)
-	}
-	a, err := connect(ctx, cfg, log)
-	if err != nil {
-		fmt.Fprintf(env.Stderr, "spendchecker: %v\n", redact(err.Error()))
-		return ExitPartial
-	}
-	defer a.close()
-	switch cfg.Command {
-	case "status":
-		return a.status(ctx, env.Stdout)
-	case "rotate":
-		return a.rotate(ctx, env.Stdout)
-	case "recover":
-		return a.recoverAll(ctx, env.Stdout)
-	case "verify":
-		return a.verify(ctx, env.Stdout)
-	case "history":
-		return a.history(ctx, env.Stdout)
-	}
-	if cfg.Once {
-		return a.once(ctx, env.Stdout)
-	}
-	return a.daemon(ctx)
-}
 
 // app holds the wired dependencies.
 type app struct {
@@ -126,7 +39,7 @@ type app struct {
 }
 
 func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*app, error) {
-	prog := newProgress(clockwork.NewRealClock(), stallLimit(cfg.ReqTO))
+	prog := newProgress(clockwork.NewRealClock(), stallLimit(cfg.RequestTimeout))
 	client, err := mongo.Connect(options.Client().ApplyURI(cfg.MongoURI).
 		SetServerSelectionTimeout(10 * time.Second).SetAppName("spendchecker").SetMonitor(storeMonitor(prog.beat)))
 	if err != nil {
@@ -136,8 +49,8 @@ func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*app, error) {
 	// Keep a connection per concurrent request alive: the default transport
 	// keeps two per host, so every other poll would pay a new TLS handshake.
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = cfg.Conc
-	tr.MaxIdleConns = cfg.Conc * len(cfg.Pools)
+	tr.MaxIdleConnsPerHost = cfg.Concurrency
+	tr.MaxIdleConns = cfg.Concurrency * len(cfg.Pools)
 	httpc := upstreamClient(cfg, &http.Client{Transport: beatTransport{tr, prog.beat}})
 	var pools []checker.Pool
 	for _, p := range cfg.Pools {
@@ -155,7 +68,7 @@ func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*app, error) {
 	a := &app{cfg: cfg, log: log, client: client, db: db, leases: db.Collection(lease.Collection), met: newMetrics(), prog: prog}
 	l, err := lease.New(a.leases, lease.Config{
 		Name: cfg.LeaseName, Instance: cfg.Instance,
-		LeaseDuration: cfg.LeaseDur, RenewDeadline: cfg.LeaseRen, RetryPeriod: cfg.LeaseRetr,
+		LeaseDuration: cfg.LeaseDuration, RenewDeadline: cfg.LeaseRenewDeadline, RetryPeriod: cfg.LeaseRetryPeriod,
 		Logger: log,
 		OnChange: func(leader bool, epoch int64) {
 			a.met.leader(leader, epoch)
@@ -169,8 +82,8 @@ func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*app, error) {
 	}
 	a.lease = l
 	a.chk, err = checker.New(db, checker.Config{
-		Pools: pools, Concurrency: cfg.Conc, Adaptive: cfg.Adaptive,
-		MinInterval: cfg.MinCheck, MaxInterval: cfg.MaxCheck, DryRun: cfg.DryRun,
+		Pools: pools, Concurrency: cfg.Concurrency, Adaptive: cfg.Adaptive,
+		MinInterval: cfg.MinCheckInterval, MaxInterval: cfg.MaxCheckInterval, DryRun: cfg.DryRun,
 		Instance: cfg.Instance, Logger: log, RejectShare: rejectShare(cfg.RejectShare), RejectMin: cfg.RejectMin,
 		Epoch: func() int64 { e, _ := l.Epoch(); return e },
 	})
@@ -184,7 +97,7 @@ func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*app, error) {
 // Retry-After and per-host backoff are shared by every pool and cycle.
 func upstreamClient(cfg *Config, hc *http.Client) *spend.Client {
 	// A Retry-After never parks a key longer than --max-check-interval.
-	c := &spend.Client{HTTP: hc, RequestTimeout: cfg.ReqTO, HostRate: cfg.HostRate, HostBurst: cfg.Conc, MaxRetryAfter: cfg.MaxCheck}
+	c := &spend.Client{HTTP: hc, RequestTimeout: cfg.RequestTimeout, HostRate: cfg.HostRate, HostBurst: cfg.Concurrency, MaxRetryAfter: cfg.MaxCheckInterval}
 	if cfg.RateLimit > 0 {
 		c.Limiter = rate.NewLimiter(rate.Limit(cfg.RateLimit), max(1, int(cfg.RateLimit)))
 	}
@@ -288,14 +201,13 @@ func redact(s string) string {
 	return s
 }
 
-func versionString() string {
-	v := Version
-	if bi, ok := debug.ReadBuildInfo(); ok && v == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		v = bi.Main.Version
+func (a *app) warnHistoryTTL(ctx context.Context) {
+	for _, r := range a.chk.Rotators() {
+		p := r.Pool()
+		name, after, found, err := history.NewStore(a.db.Collection(p.HistoryCollection)).TTLIndex(ctx)
+		if err == nil && found {
+			a.log.Warn("history collection has a TTL index that silently deletes spend history; drop it",
+				"pool", p.Name, "collection", p.HistoryCollection, "index", name, "expire_after", after)
+		}
 	}
-	gv := "unknown"
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		gv = bi.GoVersion
-	}
-	return fmt.Sprintf("spendchecker %s (%s)", v, gv)
 }

@@ -1,0 +1,45 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spendchecker/spendchecker/history"
+)
+
+func historyCommand(c *Config, p *program) spec {
+	return spec{
+		name:  "history",
+		usage: "spendchecker history [FLAGS]",
+		short: "the rotations of a recent window, every pool's",
+		store: true,
+		flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&c.Since, "since", c.Since, "a duration back from now (24h, 90m, 7d, 1d12h), or a date (2006-01-02 or RFC 3339)")
+		},
+		exec: p.withApp(func(ctx context.Context, a *app) error { return a.history(ctx, p.env.Stdout) }),
+	}
+}
+
+// history prints the rotations since --since, every pool's.
+func (a *app) history(ctx context.Context, out io.Writer) error {
+	since, _ := parseSince(a.cfg.Since, time.Now())
+	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ROTATED AT\tPOOL\tKEY\tAPI KEY\tSPEND\tTHRESHOLD\tREASON\tNEW KEY\tINSTANCE\tEPOCH")
+	for _, r := range a.chk.Rotators() {
+		recs, err := history.NewStore(a.db.Collection(r.Pool().HistoryCollection)).Since(ctx, since)
+		if err != nil {
+			_ = tw.Flush()
+			return partial("pool %s: %w", r.Pool().Name, err)
+		}
+		for _, h := range recs {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t$%.2f\t$%.2f\t%s\t%s\t%s\t%d\n", h.RotatedAt.Format(time.RFC3339), r.Pool().Name,
+				h.KeyID, h.APIKeyMasked, h.Spend, h.Threshold, h.RotationReason, h.NewKeyID, h.Instance, h.LeaseEpoch)
+		}
+	}
+	_ = tw.Flush()
+	return nil
+}

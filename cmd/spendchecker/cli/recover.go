@@ -1,0 +1,43 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+)
+
+func recoverCommand(c *Config, p *program) spec {
+	return spec{
+		name:  "recover",
+		usage: "spendchecker recover [FLAGS]",
+		short: "complete or undo the rotations a crash left unfinished",
+		store: true,
+		flags: func(fs *flag.FlagSet) {
+			instanceFlag(fs, c)
+			writeFlags(fs, c)
+		},
+		exec: p.withApp(func(ctx context.Context, a *app) error { return a.recoverAll(ctx, p.env.Stdout) }),
+	}
+}
+
+// recoverAll completes or undoes every unfinished rotation of every pool.
+func (a *app) recoverAll(ctx context.Context, out io.Writer) error {
+	if err := a.prepare(ctx); err != nil {
+		return partial("%w", err)
+	}
+	var failed []string
+	for _, r := range a.chk.Rotators() {
+		rep, err := r.Recover(ctx)
+		fmt.Fprintf(out, "pool %s: completed %d, dropped %d, failed %d, late inserts removed %d, repaired %d\n",
+			r.Pool().Name, rep.Completed, rep.Dropped, rep.Failed, rep.Removed, rep.Repaired)
+		if err != nil {
+			failed = append(failed, fmt.Sprintf("pool %s: %v", r.Pool().Name, err))
+		}
+	}
+	if len(failed) > 0 {
+		return partial("recover: %s", strings.Join(failed, "; "))
+	}
+	return nil
+}

@@ -1,0 +1,80 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/spendchecker/spendchecker/history"
+	"github.com/spendchecker/spendchecker/rotation"
+)
+
+func rotateCommand(c *Config, p *program) spec {
+	return spec{
+		name:  "rotate",
+		usage: "spendchecker rotate KEY_ID [FLAGS]",
+		short: "rotate one key by hand through the shared rotator",
+		store: true,
+		flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&c.Reason, "reason", c.Reason, "the rotation reason recorded in the history")
+			instanceFlag(fs, c)
+			writeFlags(fs, c)
+		},
+		exec: p.withApp(func(ctx context.Context, a *app) error { return a.rotate(ctx, p.env.Stdout) }),
+	}
+}
+
+// rotate rotates one key by hand through the shared rotator.
+func (a *app) rotate(ctx context.Context, out io.Writer) error {
+	if err := a.prepare(ctx); err != nil {
+		return partial("%w", err)
+	}
+	keyID := a.cfg.Args[0]
+	if a.cfg.DryRun {
+		fmt.Fprintf(out, "dry run: would rotate %s (reason %s)\n", keyID, a.cfg.Reason)
+		return nil
+	}
+	// The key is looked for in every configured pool (--pool narrows them to
+	// one); it rotates in the one that holds it, and an id held by several
+	// pools is refused rather than guessed.
+	if rs := a.chk.Rotators(); len(rs) > 1 {
+		var holders []string
+		for _, r := range rs {
+			n, err := a.db.Collection(r.Pool().KeysCollection).CountDocuments(ctx, bson.M{"_id": keyID})
+			if err != nil {
+				return partial("pool %s: %w", r.Pool().Name, err)
+			}
+			if n > 0 {
+				holders = append(holders, r.Pool().Name)
+			}
+		}
+		if len(holders) > 1 {
+			return usage("key %s is in pools %s; name one with --pool; nothing rotated", keyID, strings.Join(holders, " and "))
+		}
+	}
+	for i, r := range a.chk.Rotators() {
+		res, err := r.Rotate(ctx, keyID, a.cfg.Reason, rotation.WithObservation(history.Observation{
+			Threshold: a.cfg.Pools[i].Threshold, Provider: a.cfg.Pools[i].Provider, Instance: a.cfg.Instance,
+		}))
+		if err != nil {
+			return partial("pool %s: rotation of %s stopped part-way: %w (run `spendchecker recover`)", r.Pool().Name, keyID, err)
+		}
+		switch res.Outcome {
+		case rotation.NotFound:
+			continue
+		case rotation.Rotated:
+			fmt.Fprintf(out, "pool %s: rotated %s -> %s (rotation %s)\n", r.Pool().Name, keyID, res.NewKeyID, res.RotationID)
+			return nil
+		case rotation.AlreadyRotated, rotation.InProgress:
+			fmt.Fprintf(out, "pool %s: %s was %s (new key %s)\n", r.Pool().Name, keyID, strings.ReplaceAll(res.Outcome.String(), "_", " "), res.NewKeyID)
+			return nil
+		case rotation.NoBackup:
+			return partial("pool %s: no backup key left; %s unchanged", r.Pool().Name, keyID)
+		}
+	}
+	return partial("key %s not found in any pool", keyID)
+}
