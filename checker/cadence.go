@@ -1,0 +1,155 @@
+package checker
+
+import (
+	"context"
+	"errors"
+	"math"
+	"sync"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/spendchecker/spendchecker/spend"
+)
+
+// DefaultBurstFactor is the burst factor a pool starts with: measured bursts
+// ran at up to 4 times a key's usual rate; the rest is margin.
+const DefaultBurstFactor = 8
+
+// idlePriorFactor multiplies the pool's prior for a key seen spending
+// nothing (measured: with 1 an idle key near its threshold that starts
+// spending overshoots 11 times more than under fixed polling, with 2 no
+// more; BENCHMARKS.md).
+const idlePriorFactor = 2
+
+// maxBurstFactor caps what a pool can teach the planner: a key whose rate
+// was measured over a nearly idle stretch can show any ratio.
+const maxBurstFactor = 32
+
+// cadence is what a pool's observations teach the planner: the fastest
+// rate seen for any of its keys (the prior for keys with no rate of their
+// own) and how bursty its keys are (the largest ratio of a key's rate over
+// one interval to the fastest rate known for it before). It lives in
+// memory; the fastest rate is reloaded from the keys at start.
+type cadence struct {
+	mu      sync.Mutex
+	loaded  bool
+	fastest float64
+	burst   float64
+}
+
+// observe learns from one key's rate seen over an interval, known its
+// fastest rate before, base the pool's configured prior. A jump counts as a
+// burst only when it goes past what the planner already assumed for every
+// key, the larger of base and the pool's fastest rate: an idle key waking up
+// at the pool's usual rate is not bursty, and its ratio over a near-zero
+// rate would teach any factor (README "Adaptive cadence").
+func (cd *cadence) observe(known, seen, base float64) (fastest, burst float64) {
+	cd.mu.Lock()
+	defer cd.mu.Unlock()
+	if seen > 0 {
+		if known > 0 && seen > max(base, cd.fastest) {
+			cd.burst = max(cd.burst, min(seen/known, maxBurstFactor))
+		}
+		cd.fastest = max(cd.fastest, seen)
+	}
+	return cd.fastest, max(DefaultBurstFactor, cd.burst)
+}
+
+// loadFastest seeds the pool's fastest rate from the rates stored with its
+// keys, once per process.
+func (c *Checker) loadFastest(ctx context.Context, p *poolRun) {
+	p.cad.mu.Lock()
+	loaded := p.cad.loaded
+	p.cad.mu.Unlock()
+	if loaded {
+		return
+	}
+	var doc bson.Raw
+	err := p.keys.FindOne(ctx, bson.M{fieldRate: bson.M{"$gt": 0}},
+		options.FindOne().SetSort(bson.D{{Key: fieldRate, Value: -1}}).SetProjection(bson.M{fieldRate: 1})).Decode(&doc)
+	if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
+		return // try again next cycle
+	}
+	p.cad.mu.Lock()
+	defer p.cad.mu.Unlock()
+	p.cad.loaded = true
+	if err == nil {
+		if r, ok := doc.Lookup(fieldRate).AsFloat64OK(); ok && r > 0 && !math.IsInf(r, 0) {
+			p.cad.fastest = max(p.cad.fastest, r)
+		}
+	}
+}
+
+// plan decides the key's next check (README "Adaptive cadence").
+func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) observation {
+	rate := k.rate
+	seen := -1.0 // the rate over the interval since the last check
+	switch {
+	case !k.lastCheck.IsZero() && at.Sub(k.lastCheck) < c.cfg.MinInterval/2:
+		// Checked moments ago (by another writer, or a clock ahead of
+		// ours): a rate over so short an interval is noise, and a stored
+		// rate never decays, so it is not learned (README "Adaptive
+		// cadence").
+	case !k.lastCheck.IsZero() && at.After(k.lastCheck) && res.Spend >= k.spend:
+		seen = (res.Spend - k.spend) / at.Sub(k.lastCheck).Seconds()
+		rate = max(rate, seen)
+	case k.lastCheck.IsZero() && rate <= 0:
+		rate = -1 // first check: no rate yet
+	}
+	prior := p.RatePrior
+	if prior <= 0 {
+		prior = p.Threshold / 3600
+	}
+	fastest, burst := p.cad.observe(k.rate, seen, prior)
+	if p.BurstFactor > 0 {
+		burst = p.BurstFactor
+	}
+	// Any key may start spending as fast as any key of its pool has: a key
+	// with no rate of its own (idle, just rotated in, migrated) above all.
+	prior = max(prior, fastest)
+	if rate == 0 {
+		// A key that has shown no spend of its own may start at any rate:
+		// the pool's fastest is an average over check intervals, which
+		// understates the peaks of bursts.
+		prior *= idlePriorFactor
+	}
+	headroom := p.Threshold - res.Spend
+	if p.BudgetRatio > 0 && res.Budget != nil {
+		headroom = min(headroom, p.BudgetRatio*(*res.Budget)-budgetSpend(res))
+	}
+	planRate := rate
+	if !k.hasRate {
+		// Never planned by us (migrated, or first check): its rate over a
+		// long, unknown stretch says little; check again at the minimum
+		// to measure one.
+		planRate = -1
+	}
+	next := NextInterval(headroom, planRate, prior, burst, c.cfg.MinInterval, c.cfg.MaxInterval)
+	return observation{id: k.id, spend: res.Spend, rate: max(rate, 0), nextCheck: at.Add(next), at: at, budget: res.Budget}
+}
+
+// NextInterval plans the wait before a key's next check: the time the key
+// needs to cross its threshold at the faster of burst × its own fastest
+// rate and the pool's prior, clamped to [min, max]. So a key is back at the
+// minimum interval before a burst of up to burst × its rate can carry it
+// over, and a key with no rate of its own (idle, new, migrated) is never
+// parked longer than the prior allows: near its threshold it is checked
+// near the minimum. A key whose rate is still unknown (rate < 0) is checked
+// again at the minimum, to learn one.
+func NextInterval(headroom, rate, prior, burst float64, minI, maxI time.Duration) time.Duration {
+	if headroom <= 0 || rate < 0 {
+		return minI
+	}
+	eff := max(rate*burst, prior)
+	if eff <= 0 {
+		return maxI
+	}
+	secs := headroom / eff
+	if secs >= maxI.Seconds() {
+		return maxI
+	}
+	return max(minI, time.Duration(secs*float64(time.Second)))
+}

@@ -1,0 +1,458 @@
+package checker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/spendchecker/spendchecker/history"
+	"github.com/spendchecker/spendchecker/rotation"
+	"github.com/spendchecker/spendchecker/spend"
+)
+
+// Cycle runs one check over every pool. ctx should end when leadership
+// does: no new poll or rotation starts after that.
+func (c *Checker) Cycle(ctx context.Context) (Summary, error) {
+	start := c.cfg.Clock.Now()
+	var sum Summary
+	var errs []error
+	for i := range c.pools {
+		ps, err := c.checkPool(ctx, &c.pools[i])
+		sum.Pools = append(sum.Pools, ps)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("pool %s: %w", c.pools[i].rot.Pool().Name, err))
+		}
+	}
+	sum.Duration = c.cfg.Clock.Since(start)
+	return sum, errors.Join(errs...)
+}
+
+// observation is one key's outcome, for the bulk write-back.
+type observation struct {
+	id        string
+	planOnly  bool // only nextCheck: a Retry-After, no spend figure
+	spend     float64
+	rate      float64
+	nextCheck time.Time
+	at        time.Time
+	budget    *float64
+	checkErr  string // "" clears fieldCheckError
+	// rejected: a 401/403 (only fieldRejected and, when set, nextCheck are
+	// written); clearRejected: a clear answer ends a run of rejections.
+	rejected, clearRejected bool
+}
+
+func (c *Checker) checkPool(ctx context.Context, p *poolRun) (PoolSummary, error) {
+	ps := PoolSummary{Pool: p.rot.Pool().Name}
+	log := c.log.With("pool", p.rot.Pool().Name)
+	if !c.cfg.DryRun {
+		rep, err := p.rot.Recover(ctx)
+		ps.Recovered = rep.Completed
+		if err != nil {
+			ps.Errors = append(ps.Errors, "recover: "+err.Error())
+		}
+	}
+	now := c.cfg.Clock.Now().UTC()
+	filter := bson.M{"$and": bson.A{servable(now)}}
+	if c.cfg.Adaptive {
+		// A key planned a moment after this cycle is polled now rather than a
+		// whole cycle late: cycles do not start on the exact planned instant.
+		dueBy := now.Add(c.cfg.MinInterval / 2)
+		// Never planned — or a plan that is not a date, which no comparison
+		// would ever match — means due now. So does a plan further ahead
+		// than the maximum interval: no plan is made that far, so it was
+		// made by a clock ahead of ours (or ours was set back).
+		filter["$or"] = bson.A{
+			bson.M{fieldNextCheck: bson.M{"$not": bson.M{"$type": "date"}}},
+			bson.M{fieldNextCheck: bson.M{"$lte": dueBy}},
+			bson.M{fieldNextCheck: bson.M{"$gt": now.Add(c.cfg.MaxInterval + c.cfg.MinInterval)}},
+		}
+		c.loadFastest(ctx, p)
+	}
+	cur, err := p.keys.Find(ctx, filter, options.Find().SetBatchSize(int32(c.cfg.BatchSize)))
+	if err != nil {
+		return ps, fmt.Errorf("stream keys: %w", err)
+	}
+	defer cur.Close(context.WithoutCancel(ctx))
+
+	var (
+		mu   sync.Mutex
+		wg   sync.WaitGroup
+		sem  = make(chan struct{}, c.cfg.Concurrency)
+		obs  = make(chan observation, c.cfg.BatchSize)
+		wErr = make(chan error, 1)
+	)
+	var pending []func()   // unauthorized rotations, held until the share is known
+	var held []string      // their key ids
+	epoch := c.cfg.Epoch() // the lease this cycle runs under
+	wctx, wstop := c.writeContext(ctx)
+	go func() { defer wstop(); wErr <- c.writeBack(wctx, p.keys, epoch, obs) }()
+	count := func(f func(*PoolSummary)) {
+		mu.Lock()
+		defer mu.Unlock()
+		f(&ps)
+	}
+	// The cursor is read ahead by its own goroutine, so fetching the next
+	// batch overlaps with the polls in flight instead of stalling them.
+	docs := make(chan bson.Raw, c.cfg.BatchSize)
+	var streamErr error
+	go func() {
+		defer close(docs)
+		for cur.Next(ctx) {
+			doc := make(bson.Raw, len(cur.Current))
+			copy(doc, cur.Current)
+			select {
+			case docs <- doc:
+			case <-ctx.Done():
+				return
+			}
+		}
+		streamErr = cur.Err()
+	}()
+	for doc := range docs {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			c.checkKey(ctx, p, doc, log, count, obs, func(id string, f func()) {
+				mu.Lock()
+				defer mu.Unlock()
+				pending = append(pending, f)
+				held = append(held, id)
+			})
+		}()
+	}
+	for range docs {
+		// Drain after a cancellation, so the reader can finish.
+	}
+	wg.Wait()
+	if ctx.Err() == nil {
+		c.logFailures(log, ps)
+	}
+	// The observations, rejections included, are in the store before the
+	// guard counts rejections there.
+	close(obs)
+	if err := <-wErr; err != nil {
+		ps.Errors = append(ps.Errors, "write back: "+err.Error())
+	}
+	if len(pending) > 0 {
+		if why := c.systemicRejection(context.WithoutCancel(ctx), p, held); why != "" {
+			ps.Errors = append(ps.Errors, why)
+			log.Error("rotating none of the rejected keys: "+why, "rejected", ps.Unauthorized)
+		} else {
+			for _, rotate := range pending {
+				rotate()
+			}
+		}
+	}
+	if n, err := p.rot.BackupsAvailable(context.WithoutCancel(ctx)); err == nil {
+		ps.BackupsLeft = n
+	} else {
+		// Keep the last known count (metrics) rather than report 0 and
+		// raise a false low-backups alarm.
+		ps.BackupsUnknown = true
+		log.Warn("could not count backup keys", "err", err)
+	}
+	if streamErr != nil && ctx.Err() == nil {
+		return ps, fmt.Errorf("stream keys: %w", streamErr)
+	}
+	return ps, ctx.Err()
+}
+
+func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *slog.Logger, count func(func(*PoolSummary)), obs chan<- observation, hold func(string, func())) {
+	k, err := readKey(doc)
+	if err != nil {
+		count(func(s *PoolSummary) { s.Failed++; s.Due++ })
+		log.Warn("skipping malformed key document", "key", doc.Lookup("_id").String(), "err", err)
+		return
+	}
+	count(func(s *PoolSummary) { s.Due++ })
+	log = log.With("key", k.id)
+	res, err := p.Provider.Spend(ctx, spend.Key{Secret: k.secret, CreatedAt: k.createdAt})
+	// Upstream texts may echo the key: never let it reach a log line.
+	err = maskSecret(err, k.secret)
+	at := c.cfg.Clock.Now().UTC()
+	send := func(o observation) {
+		if c.cfg.DryRun {
+			return
+		}
+		select {
+		case obs <- o:
+		case <-ctx.Done():
+		}
+	}
+	reason := ""
+	switch {
+	case errors.Is(err, spend.ErrUnauthorized):
+		// LiteLLM answers 401 for any failure on its auth path (its
+		// database unreachable included): a key is dead only when rejected
+		// again on a later check (README, Reliability).
+		// With rotate-unauthorized off nothing is rotated: no need to ask
+		// twice before recording the rejection.
+		if p.RotateUnauthorized && (k.rejAt.IsZero() || at.Sub(k.rejAt) < c.cfg.MinInterval/2) {
+			count(func(s *PoolSummary) { s.fail(fmt.Errorf("%w: %w", errRejectedOnce, err)) })
+			first := k.rejAt
+			if first.IsZero() {
+				first = at
+			}
+			send(observation{id: k.id, rejected: true, at: first, nextCheck: at.Add(c.cfg.MinInterval)})
+			log.Debug("upstream rejects the key; asking again before calling it dead", "apiKeyMasked", history.Mask(k.secret))
+			return
+		}
+		count(func(s *PoolSummary) { s.Unauthorized++ })
+		if !p.RotateUnauthorized {
+			log.Warn("upstream rejects the key; not rotating (rotate-unauthorized is off)", "apiKeyMasked", history.Mask(k.secret))
+			if !c.cfg.DryRun {
+				// Planned like any key, on its last known spend, and
+				// recorded for status: not polled every cycle for ever.
+				o := c.plan(p, k, spend.Result{Spend: k.spend}, at)
+				o.checkErr = "unauthorized"
+				select {
+				case obs <- o:
+				case <-ctx.Done():
+				}
+			}
+			return
+		}
+		send(observation{id: k.id, rejected: true, at: at, nextCheck: at.Add(c.cfg.MinInterval)})
+		reason = "unauthorized"
+		res.Spend = k.spend
+	case err != nil:
+		count(func(s *PoolSummary) { s.fail(err) })
+		if ctx.Err() == nil {
+			// One line per cycle says an upstream is failing (logFailures).
+			log.Debug("spend check failed; will retry", "err", err)
+		}
+		var ra *spend.RetryAfterError
+		if errors.As(err, &ra) {
+			// Honour Retry-After in the key's plan, so no replica polls it
+			// before; but never further ahead than --max-check-interval.
+			send(observation{id: k.id, planOnly: true, nextCheck: minTime(ra.Until.UTC(), at.Add(c.cfg.MaxInterval)), at: at})
+		}
+		return
+	default:
+		spendStr := strconv.FormatFloat(res.Spend, 'f', 2, 64)
+		switch {
+		case res.BudgetExceeded:
+			reason = "budget_exceeded_" + spendStr
+		case res.Spend >= p.Threshold:
+			reason = "proactive_threshold_" + spendStr
+		case p.BudgetRatio > 0 && res.Budget != nil && atLeast(budgetSpend(res), p.BudgetRatio*(*res.Budget)):
+			reason = "proactive_threshold_" + spendStr
+		}
+		if res.AtLeast && reason == "" {
+			// Only part of the key's spend was read, and it is under the
+			// threshold: no clear answer.
+			count(func(s *PoolSummary) {
+				s.fail(&spend.UnclearError{Reason: fmt.Sprintf("only a lower bound read ($%s): more activity pages than a check reads", spendStr)})
+			})
+			return
+		}
+		count(func(s *PoolSummary) { s.Checked++ })
+	}
+	if reason == "" {
+		o := c.plan(p, k, res, at)
+		o.clearRejected = !k.rejAt.IsZero()
+		send(o)
+		log.Debug("spend checked", "spend", res.Spend, "threshold", p.Threshold)
+		return
+	}
+	if reason == "unauthorized" {
+		// Held until the cycle knows how many keys were rejected at once.
+		hold(k.id, func() { c.rotateKey(ctx, p, k, doc, res, reason, at, log, count, nil) })
+		return
+	}
+	c.rotateKey(ctx, p, k, doc, res, reason, at, log, count, send)
+}
+
+// rotateKey rotates the key. send, when not nil, writes back the
+// observation of a key that stays in service for want of a backup.
+func (c *Checker) rotateKey(ctx context.Context, p *poolRun, k keyInfo, doc bson.Raw, res spend.Result, reason string, at time.Time, log *slog.Logger, count func(func(*PoolSummary)), send func(observation)) {
+	count(func(s *PoolSummary) { s.Over++ })
+	if c.cfg.DryRun {
+		log.Info("would rotate (dry run)", "spend", res.Spend, "threshold", p.Threshold, "reason", reason)
+		return
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	r, err := p.rot.Rotate(ctx, k.id, reason, rotation.WithKeyDocument(doc), rotation.WithObservation(history.Observation{
+		Spend: res.Spend, Threshold: p.Threshold, Budget: res.Budget, CheckedAt: at,
+		Provider: p.Provider.Name(), Instance: c.cfg.Instance, LeaseEpoch: c.cfg.Epoch(),
+	}))
+	switch {
+	case err != nil:
+		count(func(s *PoolSummary) { s.RotateErrors++ })
+		log.Error("rotation failed; recovery will finish it", "err", err)
+	case r.Outcome == rotation.Rotated:
+		// The rotator logs the rotation, with the spend and threshold.
+		count(func(s *PoolSummary) { s.Rotated++ })
+	case r.Outcome == rotation.NoBackup:
+		count(func(s *PoolSummary) {
+			s.NoBackup++
+			s.Errors = append(s.Errors, fmt.Sprintf("key %s is over threshold (%s) but no backup key is left", k.id, reason))
+		})
+		log.Error("no backup key left; key stays in service over threshold", "spend", res.Spend, "threshold", p.Threshold)
+		if send != nil {
+			// The key stays in service: what it spent is still worth showing.
+			o := c.plan(p, k, res, at)
+			o.clearRejected = !k.rejAt.IsZero()
+			send(o)
+		}
+	default:
+		count(func(s *PoolSummary) { s.AlreadyRotated++ })
+		log.Info("already rotated elsewhere", "outcome", r.Outcome.String())
+	}
+}
+
+type keyInfo struct {
+	id        string
+	secret    string
+	spend     float64
+	lastCheck time.Time
+	rate      float64
+	hasRate   bool // planned by us before (a migrated key has none)
+	createdAt time.Time
+	rejAt     time.Time
+}
+
+// readKey reads a key leniently: only a string _id and apiKey are required;
+// wrongly typed optional fields are ignored.
+func readKey(doc bson.Raw) (keyInfo, error) {
+	var k keyInfo
+	var ok bool
+	if k.id, ok = doc.Lookup("_id").StringValueOK(); !ok {
+		return k, errors.New("_id is not a string")
+	}
+	if k.secret, ok = doc.Lookup("apiKey").StringValueOK(); !ok || k.secret == "" {
+		return k, errors.New("apiKey missing or not a string")
+	}
+	if v, err := doc.LookupErr(fieldSpend); err == nil {
+		k.spend, _ = v.AsFloat64OK()
+	}
+	if v, err := doc.LookupErr(fieldRate); err == nil {
+		k.rate, k.hasRate = v.AsFloat64OK()
+		if math.IsNaN(k.rate) || math.IsInf(k.rate, 0) || k.rate < 0 {
+			// Not a rate: unknown, relearned and overwritten (README
+			// "Adaptive cadence").
+			k.rate, k.hasRate = 0, false
+		}
+	}
+	if v, err := doc.LookupErr(fieldLastCheck); err == nil {
+		if t, ok := v.TimeOK(); ok {
+			k.lastCheck = t
+		}
+	}
+	if v, err := doc.LookupErr("createdAt"); err == nil {
+		if t, ok := v.TimeOK(); ok {
+			k.createdAt = t
+		}
+	}
+	if v, err := doc.LookupErr(fieldRejected); err == nil {
+		if t, ok := v.TimeOK(); ok {
+			k.rejAt = t
+		}
+	}
+	return k, nil
+}
+
+// atLeast is a >= b up to floating-point noise: 0.1 × 3 is
+// 0.30000000000000004, and a spend of 0.3 has reached it.
+func atLeast(a, b float64) bool {
+	return a >= b || b-a <= 1e-9*max(1, math.Abs(b))
+}
+
+// budgetSpend is the spend that counts against the reported budget.
+func budgetSpend(r spend.Result) float64 {
+	if r.BudgetSpend != nil {
+		return *r.BudgetSpend
+	}
+	return r.Spend
+}
+
+// errRejectedOnce marks a key's first rejection: asked again before it
+// counts as dead.
+var errRejectedOnce = errors.New("rejected once (401/403); asking again before calling the key dead")
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// maskedError is err with every occurrence of a secret masked in its text;
+// errors.Is and As still see the original.
+type maskedError struct {
+	err error
+	msg string
+}
+
+func (e *maskedError) Error() string { return e.msg }
+func (e *maskedError) Unwrap() error { return e.err }
+
+// maskSecret masks the key in err's text (first 5 and last 4 characters):
+// an upstream or a gateway may echo the token it was given.
+func maskSecret(err error, secret string) error {
+	if err == nil || secret == "" || !strings.Contains(err.Error(), secret) {
+		return err
+	}
+	return &maskedError{err: err, msg: strings.ReplaceAll(err.Error(), secret, history.Mask(secret))}
+}
+
+// systemicRejection returns why the rejected keys in held must not be
+// rotated, or "" when they may be: a share of a pool's answered keys
+// rejected at once is an outage, a block or a wrong URL, not that many dead
+// keys (README, Reliability). It counts distinct keys over the last
+// RejectWindow from the store (keys rejected lately, and keys rotated as
+// rejected, from the history), so the window survives --once runs,
+// restarts and leader changes. Once the guard has held within the window
+// it keeps holding while the rejected share stays high, even when fewer
+// than RejectMin keys are polled.
+func (c *Checker) systemicRejection(ctx context.Context, p *poolRun, held []string) string {
+	if c.cfg.RejectShare < 0 {
+		return ""
+	}
+	now := c.cfg.Clock.Now().UTC()
+	since := now.Add(-RejectWindow)
+	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
+	defer cancel()
+	hist := c.db.Collection(p.rot.Pool().HistoryCollection)
+	rejected, err1 := p.keys.CountDocuments(ctx, bson.M{fieldRejected: bson.M{"$gte": since}})
+	answered, err2 := p.keys.CountDocuments(ctx, bson.M{"$or": bson.A{
+		bson.M{fieldRejected: bson.M{"$gte": since}}, bson.M{fieldLastCheck: bson.M{"$gte": since}}}})
+	gone, err3 := hist.CountDocuments(ctx, bson.M{"rotationReason": "unauthorized", "rotatedAt": bson.M{"$gte": since}})
+	recent, err4 := p.keys.CountDocuments(ctx, bson.M{fieldRejectHeld: bson.M{"$gte": since}})
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
+		// Unknown: rotating on a guess could burn the pool.
+		return "cannot count recent rejections in the store: " + err.Error()
+	}
+	rejected += gone
+	answered += gone
+	if float64(rejected) < c.cfg.RejectShare*float64(answered) || (rejected < int64(c.cfg.RejectMin) && recent == 0) {
+		return ""
+	}
+	if c.cfg.DryRun {
+		// Writes nothing.
+	} else if _, err := p.keys.UpdateMany(ctx, bson.M{"_id": bson.M{"$in": held}}, bson.M{"$set": bson.M{fieldRejectHeld: now}}); err != nil {
+		c.log.Warn("could not record the rejection hold", "pool", p.rot.Pool().Name, "err", err)
+	}
+	return fmt.Sprintf("%d of %d keys answered in the last %s were rejected (401/403): that looks like an upstream outage, a block or a wrong --provider-url, not dead keys; check the upstream, then rotate dead keys by hand (spendchecker rotate) or raise --reject-share",
+		rejected, answered, RejectWindow)
+}
