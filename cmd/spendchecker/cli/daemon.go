@@ -111,7 +111,7 @@ func (a *app) daemon(ctx context.Context) error {
 	a.lease.Tick(ctx) // lead at once if the lease is free, so the first cycle is not skipped
 	go func() { leaseDone <- a.lease.Run(leaseCtx) }()
 
-	err = a.chk.RunDaemon(ctx, checker.DaemonConfig{
+	err = runScheduled(ctx, a.chk, schedule{
 		Schedule: a.cfg.Schedule, Interval: a.cfg.Interval, Grace: a.cfg.ShutdownGrace,
 		Leader: a.lease, Logger: a.log,
 		OnStart: a.prog.cycleStart,

@@ -51,7 +51,7 @@ func (c *Config) validate() error {
 	}
 	if c.Schedule != "" {
 		parser := cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
-		if len(strings.Fields(c.Schedule)) == 6 {
+		if cronHasSeconds(c.Schedule) {
 			parser = cron.NewParser(cron.Second | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow)
 		}
 		if _, err := parser.Parse(c.Schedule); err != nil {

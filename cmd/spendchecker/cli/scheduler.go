@@ -1,36 +1,39 @@
-package checker
+package cli
 
 import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-co-op/gocron/v2"
 	"github.com/jonboulle/clockwork"
+
+	"github.com/spendchecker/spendchecker/checker"
 )
 
-// Leader is what the daemon needs of the lease: gocron's gate, and a context
+// leader is what the daemon needs of the lease: gocron's gate, and a context
 // that ends with the leadership so a running cycle stops starting work.
-type Leader interface {
+type leader interface {
 	IsLeader(context.Context) error
 	LeaderContext() (context.Context, bool)
 }
 
-// DaemonConfig schedules cycles.
-type DaemonConfig struct {
+// schedule is when cycles run and what is told of them.
+type schedule struct {
 	// Schedule is a cron expression (5 fields, or 6 with seconds); empty
 	// means every Interval.
 	Schedule string
 	Interval time.Duration
 	// Grace is how long a cycle in flight may run on after shutdown begins.
 	Grace  time.Duration
-	Leader Leader
+	Leader leader
 	Clock  clockwork.Clock
 	Logger *slog.Logger
 	// OnCycle receives each cycle's summary (for metrics and sd_notify).
-	OnCycle func(Summary, error)
+	OnCycle func(checker.Summary, error)
 	// OnSkip is called when a scheduled run found this replica not leading.
 	OnSkip func()
 	// OnStart is called when a cycle begins (OnCycle when it ends).
@@ -39,23 +42,28 @@ type DaemonConfig struct {
 	Started func()
 }
 
-// RunDaemon runs cycles on the schedule, never overlapping, only while
-// leading, until ctx ends; then it lets a cycle in flight finish within the
-// grace period and returns.
-func (c *Checker) RunDaemon(ctx context.Context, dc DaemonConfig) error {
+// cycler runs one check cycle (checker.Checker).
+type cycler interface {
+	Cycle(context.Context) (checker.Summary, error)
+}
+
+// runScheduled runs cycles on the schedule with gocron, never overlapping,
+// only while leading, until ctx ends; then it lets a cycle in flight finish
+// within the grace period and returns.
+func runScheduled(ctx context.Context, c cycler, dc schedule) error {
 	if dc.Clock == nil {
 		dc.Clock = clockwork.NewRealClock()
 	}
 	if dc.Grace <= 0 {
-		dc.Grace = 30 * time.Second
+		dc.Grace = DefaultShutdownGrace
 	}
 	log := dc.Logger
 	if log == nil {
-		log = c.log
+		log = slog.New(slog.DiscardHandler)
 	}
 	var def gocron.JobDefinition
 	if dc.Schedule != "" {
-		def = gocron.CronJob(dc.Schedule, CronHasSeconds(dc.Schedule))
+		def = gocron.CronJob(dc.Schedule, cronHasSeconds(dc.Schedule))
 	} else {
 		if dc.Interval <= 0 {
 			return fmt.Errorf("daemon: interval must be positive")
@@ -124,19 +132,8 @@ func (c *Checker) RunDaemon(ctx context.Context, dc DaemonConfig) error {
 	return nil
 }
 
-// CronHasSeconds reports a 6-field expression (seconds first).
-func CronHasSeconds(expr string) bool {
-	n := 0
-	inField := false
-	for _, r := range expr {
-		if r == ' ' || r == '\t' {
-			inField = false
-			continue
-		}
-		if !inField {
-			n++
-			inField = true
-		}
-	}
-	return n == 6
+// cronHasSeconds reports a 6-field expression (seconds first), as validate
+// reads --schedule.
+func cronHasSeconds(expr string) bool {
+	return len(strings.Fields(expr)) == 6
 }
