@@ -32,7 +32,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
 	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
 
-	"github.com/spendchecker/spendchecker/internal/mongoidx"
+	"github.com/spendchecker/spendchecker/mongoidx"
 )
 
 // Collection is the default lease collection.

@@ -11,7 +11,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/spendchecker/spendchecker/history"
-	"github.com/spendchecker/spendchecker/internal/mongoidx"
+	"github.com/spendchecker/spendchecker/mongoidx"
 )
 
 // RecoverReport counts what Recover did.

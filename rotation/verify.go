@@ -12,7 +12,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/spendchecker/spendchecker/history"
-	"github.com/spendchecker/spendchecker/internal/mongoidx"
+	"github.com/spendchecker/spendchecker/mongoidx"
 )
 
 // Problem is one broken invariant or schema defect found by Verify.

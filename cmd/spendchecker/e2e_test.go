@@ -647,19 +647,24 @@ func TestSystemdCredentials(t *testing.T) {
 // warned about at start; a private one is not.
 func TestWarnsOnReadableSecretFile(t *testing.T) {
 	dir := t.TempDir()
+	// healthcheck reads --listen from the same file (and skips the other
+	// commands' keys): a daemon's /healthz answers it.
+	daemon := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") }))
+	defer daemon.Close()
 	for _, tt := range []struct {
 		mode os.FileMode
 		warn bool
 	}{{0o644, true}, {0o640, true}, {0o600, false}} {
 		t.Run(tt.mode.String(), func(t *testing.T) {
 			file := filepath.Join(dir, fmt.Sprintf("config-%o.json", tt.mode))
-			if err := os.WriteFile(file, []byte(`{"mongo-uri": "mongodb://u:hunter2@127.0.0.1:1/fproxy"}`), 0o600); err != nil {
+			body := `{"mongo-uri": "mongodb://u:hunter2@127.0.0.1:1/fproxy", "log-format": "json", "listen": "` + daemon.Listener.Addr().String() + `"}`
+			if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
 				t.Fatal(err)
 			}
 			if err := os.Chmod(file, tt.mode); err != nil {
 				t.Fatal(err)
 			}
-			code, out := run(t, []string{"version", "--config", file, "--log-format", "json"})
+			code, out := run(t, []string{"healthcheck", "--config", file})
 			if code != 0 {
 				t.Fatalf("exit %d:\n%s", code, out)
 			}
@@ -670,5 +675,16 @@ func TestWarnsOnReadableSecretFile(t *testing.T) {
 				t.Error("password printed")
 			}
 		})
+	}
+}
+
+// A person's first command prints the usage and exits 0 (README,
+// "Operations"): the binary, as a shell runs it.
+func TestHelpExitsZero(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}, {"help", "status"}, {"status", "--help"}, {"rotate", "-h"}} {
+		code, out := run(t, args)
+		if code != 0 || !strings.Contains(out, "USAGE") || !strings.Contains(out, "SPENDCHECKER_MONGO_URI") {
+			t.Errorf("spendchecker %s: exit %d, want 0 and the usage:\n%s", strings.Join(args, " "), code, out)
+		}
 	}
 }

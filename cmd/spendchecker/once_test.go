@@ -18,8 +18,8 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
-	"github.com/spendchecker/spendchecker/internal/mongoidx"
 	"github.com/spendchecker/spendchecker/lease"
+	"github.com/spendchecker/spendchecker/mongoidx"
 )
 
 // runFor runs the binary, killing it after limit (a hang is a failure).

@@ -20,8 +20,8 @@ import (
 
 	"github.com/spendchecker/spendchecker/checker"
 	"github.com/spendchecker/spendchecker/history"
-	"github.com/spendchecker/spendchecker/internal/mongoidx"
 	"github.com/spendchecker/spendchecker/lease"
+	"github.com/spendchecker/spendchecker/mongoidx"
 	"github.com/spendchecker/spendchecker/spend"
 )
 
