@@ -1,0 +1,58 @@
+package main_test
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/spendchecker/spendchecker/"
+
+// layers is the tree read top-down (README, "Architecture"): a package
+// imports only packages of a lower layer. Test support, the demo and the
+// bench (internal/, cmd/spendchecker-demo, bench) may import anything; no
+// production package imports them.
+var layers = map[string]int{
+	"cmd/spendchecker":     5,
+	"cmd/spendchecker/cli": 4,
+	"examples/proxyrotate": 4, // a proxy adopting the rotator
+	"checker":              3,
+	"rotation":             2,
+	"lease":                2,
+	"history":              1,
+	"spend":                1,
+	"mongoidx":             0,
+}
+
+func testSupport(pkg string) bool {
+	return strings.HasPrefix(pkg, "internal/") || pkg == "bench" || pkg == "cmd/spendchecker-demo"
+}
+
+func TestLayers(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}} {{join .Imports \" \"}}", module+"...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		fields := strings.Fields(line)
+		pkg := strings.TrimPrefix(fields[0], module)
+		if testSupport(pkg) {
+			continue
+		}
+		layer, ok := layers[pkg]
+		if !ok {
+			t.Errorf("package %s has no layer: add it to layers (and to README's architecture)", pkg)
+			continue
+		}
+		for _, imp := range fields[1:] {
+			dep, ours := strings.CutPrefix(imp, module)
+			switch {
+			case !ours:
+			case testSupport(dep):
+				t.Errorf("production package %s imports %s (test, demo and bench support only)", pkg, dep)
+			case layers[dep] >= layer:
+				t.Errorf("%s (layer %d) imports %s (layer %d): imports point down the tree only", pkg, layer, dep, layers[dep])
+			}
+		}
+	}
+}
