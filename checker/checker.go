@@ -163,7 +163,7 @@ func New(db *mongo.Database, cfg Config) (*Checker, error) {
 		if p.Threshold <= 0 || p.BudgetRatio < 0 {
 			return nil, fmt.Errorf("checker: pool %q: threshold must be > 0 and budget ratio >= 0", p.Pool.Name)
 		}
-		rot, err := rotation.New(db, p.Pool, rotation.Options{Owner: cfg.Instance, Now: cfg.Clock.Now, Logger: log})
+		rot, err := rotation.New(db, p.Pool, rotation.Config{Owner: cfg.Instance, Now: cfg.Clock.Now, Logger: log})
 		if err != nil {
 			return nil, err
 		}

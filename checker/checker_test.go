@@ -231,7 +231,7 @@ func dump(t testing.TB, db *mongo.Database) string {
 func TestKeyRotatedMeanwhileWritesNoHistory(t *testing.T) {
 	ctx := context.Background()
 	s := newSetup(t, map[string]float64{"k": 12}, 3, nil)
-	proxy, err := rotation.New(s.db, openhands, rotation.Options{Owner: "proxy"})
+	proxy, err := rotation.New(s.db, openhands, rotation.Config{Owner: "proxy"})
 	if err != nil {
 		t.Fatal(err)
 	}

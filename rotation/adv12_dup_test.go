@@ -33,13 +33,13 @@ func TestAdv12_UndoRacesForeignDuplicateRemoval(t *testing.T) {
 		var held *mongotest.Held
 		var ycmds []string
 		hooked := false
-		p := newRotator(t, db, rotation.Options{Owner: "p", AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
+		p := newRotator(t, db, rotation.Config{Owner: "p", AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
 			if s != rotation.StepMoveBindings || hooked {
 				return nil
 			}
 			hooked = true
 			legacyRotate(t, db, "key-001", nil)
-			y := newRotator(t, mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name), rotation.Options{Owner: "y",
+			y := newRotator(t, mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name), rotation.Config{Owner: "y",
 				AfterStep: func(context.Context, string, rotation.Step) error { return errTransient }})
 			if hold <= 0 {
 				proxy.ResetCommands()
@@ -93,7 +93,7 @@ func TestAdv12_UndoRacesForeignDuplicateRemoval(t *testing.T) {
 	mdb, _ := run(t, hold)
 	db := mdb.Database
 	for _, owner := range []string{"next", "next2"} {
-		rep, err := newRotator(t, db, rotation.Options{Owner: owner}).Recover(bg)
+		rep, err := newRotator(t, db, rotation.Config{Owner: owner}).Recover(bg)
 		t.Logf("recover: %+v, %v", rep, err)
 	}
 	coexistInvariants(t, db)

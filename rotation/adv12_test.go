@@ -25,7 +25,7 @@ func TestAdv12_LateInsertOfUndoneRotationStaysForever(t *testing.T) {
 	db := mdb.Database
 	seed(t, db, 3, 4, 2)
 	proxy := mdb.Proxy(t)
-	p := newRotator(t, mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name), rotation.Options{Owner: "p"})
+	p := newRotator(t, mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name), rotation.Config{Owner: "p"})
 	steps := commandsOf(t, heldRuns[0])
 	k := -1
 	for i, s := range steps {
@@ -50,7 +50,7 @@ func TestAdv12_LateInsertOfUndoneRotationStaysForever(t *testing.T) {
 
 	legacyRotate(t, db, "key-001", nil)
 
-	q := newRotator(t, db, rotation.Options{Owner: "q"})
+	q := newRotator(t, db, rotation.Config{Owner: "q"})
 	rep, err := q.Recover(bg)
 	t.Logf("recover: %+v, %v", rep, err)
 	if n := count(t, db, rotation.JournalCollection, bson.M{"state": "undone"}); n != 1 {
@@ -67,7 +67,7 @@ func TestAdv12_LateInsertOfUndoneRotationStaysForever(t *testing.T) {
 		t.Errorf("verify does not name the late insert of an undone rotation: %v, %v", probs, err)
 	}
 	// The next recovery passes (a fresh process and the same one).
-	for _, r := range []*rotation.Rotator{newRotator(t, db, rotation.Options{Owner: "next"}), q} {
+	for _, r := range []*rotation.Rotator{newRotator(t, db, rotation.Config{Owner: "next"}), q} {
 		rep, err := r.Recover(bg)
 		t.Logf("recover after late delivery: %+v, %v", rep, err)
 	}
@@ -91,7 +91,7 @@ func TestAdv12_UndoAfterHistoryLeavesStrayHistory(t *testing.T) {
 	bg := context.Background()
 	db := mongotest.New(t).Database
 	seed(t, db, 3, 4, 2)
-	crashed := newRotator(t, db, rotation.Options{Owner: "crashed", AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
+	crashed := newRotator(t, db, rotation.Config{Owner: "crashed", AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
 		if s == rotation.StepHistory {
 			return errCrash
 		}
@@ -104,9 +104,9 @@ func TestAdv12_UndoAfterHistoryLeavesStrayHistory(t *testing.T) {
 			}
 		}
 	})
-	rep, err := newRotator(t, db, rotation.Options{Owner: "q"}).Recover(bg)
+	rep, err := newRotator(t, db, rotation.Config{Owner: "q"}).Recover(bg)
 	t.Logf("recover: %+v, %v", rep, err)
-	rep, err = newRotator(t, db, rotation.Options{Owner: "q2"}).Recover(bg)
+	rep, err = newRotator(t, db, rotation.Config{Owner: "q2"}).Recover(bg)
 	t.Logf("recover again: %+v, %v", rep, err)
 	undone := count(t, db, rotation.JournalCollection, bson.M{"state": "undone"})
 	done := count(t, db, rotation.JournalCollection, bson.M{"state": "done"})
@@ -126,7 +126,7 @@ func TestAdv12_VerifyFalseAlarmAfterLegacyRotatesOurKey(t *testing.T) {
 	bg := context.Background()
 	db := mongotest.New(t).Database
 	seed(t, db, 3, 4, 2)
-	r := newRotator(t, db, rotation.Options{})
+	r := newRotator(t, db, rotation.Config{})
 	res, err := r.Rotate(bg, "key-001", "manual")
 	if err != nil || res.Outcome != rotation.Rotated {
 		t.Fatalf("rotate: %+v, %v", res, err)
@@ -162,7 +162,7 @@ func TestAdv12_PausedOwnerResumesAfterClaimDroppedAndRedone(t *testing.T) {
 	db := mongotest.New(t).Database
 	seed(t, db, 3, 4, 2)
 	paused := false
-	p := newRotator(t, db, rotation.Options{Owner: "p", AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
+	p := newRotator(t, db, rotation.Config{Owner: "p", AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
 		if s != rotation.StepClaim || paused {
 			return nil
 		}
@@ -171,9 +171,9 @@ func TestAdv12_PausedOwnerResumesAfterClaimDroppedAndRedone(t *testing.T) {
 		if _, err := db.Collection(testPool.BackupsCollection).DeleteOne(bg, bson.M{"_id": "backup-000"}); err != nil {
 			t.Fatal(err)
 		}
-		rep, err := newRotator(t, db, rotation.Options{Owner: "rec"}).Recover(bg)
+		rep, err := newRotator(t, db, rotation.Config{Owner: "rec"}).Recover(bg)
 		t.Logf("recover while P is paused: %+v, %v", rep, err)
-		res, err := newRotator(t, db, rotation.Options{Owner: "q"}).Rotate(bg, "key-001", "manual")
+		res, err := newRotator(t, db, rotation.Config{Owner: "q"}).Rotate(bg, "key-001", "manual")
 		if err != nil || res.Outcome != rotation.Rotated {
 			t.Fatalf("q rotate: %+v, %v", res, err)
 		}
@@ -183,7 +183,7 @@ func TestAdv12_PausedOwnerResumesAfterClaimDroppedAndRedone(t *testing.T) {
 	res, err := p.Rotate(bg, "key-001", "manual")
 	t.Logf("p after resuming: %+v, %v", res, err)
 	for _, owner := range []string{"next", "next2"} {
-		rep, err := newRotator(t, db, rotation.Options{Owner: owner}).Recover(bg)
+		rep, err := newRotator(t, db, rotation.Config{Owner: owner}).Recover(bg)
 		t.Logf("recover: %+v, %v", rep, err)
 	}
 	if n := count(t, db, testPool.KeysCollection, bson.M{}); n != 3 {
@@ -195,7 +195,7 @@ func TestAdv12_PausedOwnerResumesAfterClaimDroppedAndRedone(t *testing.T) {
 	if n := count(t, db, testPool.KeysCollection, bson.M{"_id": "backup-000"}); n != 0 {
 		t.Errorf("backup-000 (deleted by hand, claim dropped) went live anyway")
 	}
-	probs, err := newRotator(t, db, rotation.Options{}).Verify(bg)
+	probs, err := newRotator(t, db, rotation.Config{}).Verify(bg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +218,7 @@ func TestAdv12_LateDeleteOfEarlierGenerationRemovesRestoredKey(t *testing.T) {
 	db := mdb.Database
 	seed(t, db, 3, 4, 2)
 	proxy := mdb.Proxy(t)
-	p := newRotator(t, mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name), rotation.Options{Owner: "p"})
+	p := newRotator(t, mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name), rotation.Config{Owner: "p"})
 	steps := commandsOf(t, heldRuns[0])
 	k := -1
 	for i, s := range steps {
@@ -240,7 +240,7 @@ func TestAdv12_LateDeleteOfEarlierGenerationRemovesRestoredKey(t *testing.T) {
 	<-held.Arrived()
 	cancel()
 	<-done
-	q := newRotator(t, db, rotation.Options{Owner: "q"})
+	q := newRotator(t, db, rotation.Config{Owner: "q"})
 	if rep, err := q.Recover(bg); err != nil || rep.Completed != 1 {
 		t.Fatalf("recover: %+v, %v", rep, err)
 	}
@@ -258,7 +258,7 @@ func TestAdv12_LateDeleteOfEarlierGenerationRemovesRestoredKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("late delete: %s", reply)
-	if _, err := newRotator(t, db, rotation.Options{Owner: "next"}).Recover(bg); err != nil {
+	if _, err := newRotator(t, db, rotation.Config{Owner: "next"}).Recover(bg); err != nil {
 		t.Fatal(err)
 	}
 	if n := count(t, db, testPool.KeysCollection, bson.M{"_id": "key-001"}); n != 1 {
@@ -283,7 +283,7 @@ func TestAdv12_ForeignReplacementRotatedOnwardBeforeOursResumes(t *testing.T) {
 	db := mongotest.New(t).Database
 	seed(t, db, 3, 4, 2)
 	ran := false
-	r := newRotator(t, db, rotation.Options{AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
+	r := newRotator(t, db, rotation.Config{AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
 		if s == rotation.StepMoveBindings && !ran {
 			ran = true
 			legacyRotate(t, db, "key-001", nil)
@@ -297,7 +297,7 @@ func TestAdv12_ForeignReplacementRotatedOnwardBeforeOursResumes(t *testing.T) {
 		t.Fatal("the legacy rotations never ran")
 	}
 	for _, owner := range []string{"next", "next2"} {
-		rep, err := newRotator(t, db, rotation.Options{Owner: owner}).Recover(bg)
+		rep, err := newRotator(t, db, rotation.Config{Owner: owner}).Recover(bg)
 		t.Logf("recover: %+v, %v", rep, err)
 	}
 	var keys []bson.M
@@ -318,7 +318,7 @@ func TestAdv12_ForeignReplacementRotatedOnwardBeforeOursResumes(t *testing.T) {
 	if n := count(t, db, testPool.BindingsCollection, bson.M{}); n != 6 {
 		t.Errorf("%d bindings, want 6", n)
 	}
-	probs, err := newRotator(t, db, rotation.Options{}).Verify(bg)
+	probs, err := newRotator(t, db, rotation.Config{}).Verify(bg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,12 +349,12 @@ func TestAdv12_RecoverRemovesLegitKeyAfterRestoreAndRotate(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := count(t, db, testPool.KeysCollection, bson.M{})
-	r := newRotator(t, db, rotation.Options{})
+	r := newRotator(t, db, rotation.Config{})
 	res, err := r.Rotate(bg, "key-001", "manual")
 	if err != nil || res.Outcome != rotation.Rotated {
 		t.Fatalf("rotate the restored key: %+v, %v", res, err)
 	}
-	rep, err := newRotator(t, db, rotation.Options{Owner: "rec"}).Recover(bg)
+	rep, err := newRotator(t, db, rotation.Config{Owner: "rec"}).Recover(bg)
 	t.Logf("recover: %+v, %v", rep, err)
 	if n := count(t, db, testPool.KeysCollection, bson.M{}); n != before {
 		t.Errorf("pool size %d after our rotation and recovery, want %d as before it", n, before)
@@ -387,7 +387,7 @@ func TestAdv12_UndoAfterRestoreLosesKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := count(t, db, testPool.KeysCollection, bson.M{})
-	crashed := newRotator(t, db, rotation.Options{Owner: "crashed", AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
+	crashed := newRotator(t, db, rotation.Config{Owner: "crashed", AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
 		if s == rotation.StepDeleteOld {
 			return errCrash
 		}
@@ -396,7 +396,7 @@ func TestAdv12_UndoAfterRestoreLosesKey(t *testing.T) {
 	if _, err := crashed.Rotate(bg, "key-001", "manual"); !errors.Is(err, errCrash) {
 		t.Fatalf("rotate: %v, want the simulated crash", err)
 	}
-	rep, err := newRotator(t, db, rotation.Options{Owner: "rec"}).Recover(bg)
+	rep, err := newRotator(t, db, rotation.Config{Owner: "rec"}).Recover(bg)
 	t.Logf("recover: %+v, %v", rep, err)
 	if n := count(t, db, testPool.KeysCollection, bson.M{}); n != before {
 		t.Errorf("pool size %d after our rotation and recovery, want %d as before it", n, before)
@@ -422,12 +422,12 @@ func TestAdv12_PausedOwnerResumesAfterKeyRotatedOnward(t *testing.T) {
 	seed(t, db, 3, 4, 2)
 	paused := false
 	var b string
-	p := newRotator(t, db, rotation.Options{Owner: "p", AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
+	p := newRotator(t, db, rotation.Config{Owner: "p", AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
 		if s != rotation.StepClaim || paused {
 			return nil
 		}
 		paused = true
-		q := newRotator(t, db, rotation.Options{Owner: "q"})
+		q := newRotator(t, db, rotation.Config{Owner: "q"})
 		if rep, err := q.Recover(bg); err != nil || rep.Completed != 1 {
 			t.Fatalf("q recover: %+v, %v", rep, err)
 		}
@@ -440,7 +440,7 @@ func TestAdv12_PausedOwnerResumesAfterKeyRotatedOnward(t *testing.T) {
 	res, err := p.Rotate(bg, "key-001", "manual")
 	t.Logf("p after resuming: %+v, %v", res, err)
 	for _, owner := range []string{"next", "next2"} {
-		rep, err := newRotator(t, db, rotation.Options{Owner: owner}).Recover(bg)
+		rep, err := newRotator(t, db, rotation.Config{Owner: owner}).Recover(bg)
 		t.Logf("recover: %+v, %v", rep, err)
 	}
 	if n := count(t, db, testPool.KeysCollection, bson.M{"_id": b}); n != 0 {
@@ -461,7 +461,7 @@ func TestAdv12_LateBindingsUpdateMovesRestoredKeysBindingOntoDeletedKey(t *testi
 	db := mdb.Database
 	seed(t, db, 3, 4, 2)
 	proxy := mdb.Proxy(t)
-	p := newRotator(t, mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name), rotation.Options{Owner: "p"})
+	p := newRotator(t, mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name), rotation.Config{Owner: "p"})
 	steps := commandsOf(t, heldRuns[0])
 	k := -1
 	for i, s := range steps {
@@ -483,7 +483,7 @@ func TestAdv12_LateBindingsUpdateMovesRestoredKeysBindingOntoDeletedKey(t *testi
 	<-held.Arrived()
 	cancel()
 	<-done
-	q := newRotator(t, db, rotation.Options{Owner: "q"})
+	q := newRotator(t, db, rotation.Config{Owner: "q"})
 	if rep, err := q.Recover(bg); err != nil || rep.Completed != 1 {
 		t.Fatalf("recover: %+v, %v", rep, err)
 	}
@@ -508,7 +508,7 @@ func TestAdv12_LateBindingsUpdateMovesRestoredKeysBindingOntoDeletedKey(t *testi
 	if _, err := held.Deliver(bg); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := newRotator(t, db, rotation.Options{Owner: "next"}).Recover(bg); err != nil {
+	if _, err := newRotator(t, db, rotation.Config{Owner: "next"}).Recover(bg); err != nil {
 		t.Fatal(err)
 	}
 	var bind bson.M
@@ -534,7 +534,7 @@ func TestAdv12_RestoredKeyAfterUndoneRotationCannotBeRotated(t *testing.T) {
 	db := mongotest.New(t).Database
 	seed(t, db, 3, 4, 2)
 	ran := false
-	r := newRotator(t, db, rotation.Options{AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
+	r := newRotator(t, db, rotation.Config{AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
 		if s == rotation.StepActivateKey && !ran {
 			ran = true
 			legacyRotate(t, db, "key-001", nil)
@@ -556,7 +556,7 @@ func TestAdv12_RestoredKeyAfterUndoneRotationCannotBeRotated(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 2 {
-		res, err = newRotator(t, db, rotation.Options{Owner: fmt.Sprint("again", i)}).Rotate(bg, "key-001", "manual")
+		res, err = newRotator(t, db, rotation.Config{Owner: fmt.Sprint("again", i)}).Rotate(bg, "key-001", "manual")
 		t.Logf("rotate the restored key: %+v, %v", res, err)
 	}
 	if n := count(t, db, testPool.KeysCollection, bson.M{"_id": "key-001"}); n != 0 {
@@ -590,12 +590,12 @@ func TestAdv12_OwnerMarksDoneAfterConcurrentUndo(t *testing.T) {
 	}()
 	<-read
 	hooked := false
-	p := newRotator(t, db, rotation.Options{Owner: "p", AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
+	p := newRotator(t, db, rotation.Config{Owner: "p", AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
 		if s == rotation.StepDeleteOld && !hooked {
 			hooked = true
 			close(release)
 			<-legacyDone
-			rep, err := newRotator(t, db, rotation.Options{Owner: "x"}).Recover(bg)
+			rep, err := newRotator(t, db, rotation.Config{Owner: "x"}).Recover(bg)
 			t.Logf("concurrent recoverer: %+v, %v", rep, err)
 		}
 		return nil
@@ -605,7 +605,7 @@ func TestAdv12_OwnerMarksDoneAfterConcurrentUndo(t *testing.T) {
 	if !hooked {
 		t.Fatal("owner never reached its delete")
 	}
-	rep, err := newRotator(t, db, rotation.Options{Owner: "next"}).Recover(bg)
+	rep, err := newRotator(t, db, rotation.Config{Owner: "next"}).Recover(bg)
 	t.Logf("recover: %+v, %v", rep, err)
 	var e struct {
 		State    string `bson:"state"`
@@ -645,7 +645,7 @@ func TestAdv12_BackupGivenBackByUndoCanNeverBeClaimed(t *testing.T) {
 	db := mongotest.New(t).Database
 	seed(t, db, 3, 2, 2)
 	ran := false
-	r := newRotator(t, db, rotation.Options{AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
+	r := newRotator(t, db, rotation.Config{AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
 		if s == rotation.StepActivateKey && !ran {
 			ran = true
 			legacyRotate(t, db, "key-001", nil)
@@ -657,7 +657,7 @@ func TestAdv12_BackupGivenBackByUndoCanNeverBeClaimed(t *testing.T) {
 	if n := count(t, db, rotation.JournalCollection, bson.M{"state": "undone"}); n != 1 {
 		t.Fatalf("ours was not undone (%d): the test proves nothing", n)
 	}
-	q := newRotator(t, db, rotation.Options{Owner: "q"})
+	q := newRotator(t, db, rotation.Config{Owner: "q"})
 	avail, err := q.BackupsAvailable(bg)
 	if err != nil {
 		t.Fatal(err)
@@ -687,7 +687,7 @@ func TestAdv12_StaleDocumentAfterSecretReplacedGrowsPool(t *testing.T) {
 	if _, err := keys.UpdateOne(bg, bson.M{"_id": "key-000"}, bson.M{"$set": bson.M{"apiKey": "sk-live-replaced-in-place-0000"}}); err != nil {
 		t.Fatal(err)
 	}
-	r := newRotator(t, db, rotation.Options{})
+	r := newRotator(t, db, rotation.Config{})
 	res, err := r.Rotate(bg, "key-000", "manual", rotation.WithKeyDocument(stale))
 	t.Logf("rotate: %+v, %v", res, err)
 	if _, err := r.Recover(bg); err != nil {

@@ -17,7 +17,7 @@ import (
 // proxy rotated key-001 whole: the next recovery pass undoes ours.
 func undoPending(t *testing.T, db *mongo.Database) {
 	t.Helper()
-	r := newRotator(t, db, rotation.Options{Owner: "crashed", AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
+	r := newRotator(t, db, rotation.Config{Owner: "crashed", AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
 		if s == rotation.StepActivateKey {
 			legacyRotate(t, db, "key-001", nil)
 			return errCrash
@@ -42,7 +42,7 @@ func TestAdv12_HeldCommandOfUndoingRecovery(t *testing.T) {
 		seed(t, mdb.Database, 3, 5, 2)
 		undoPending(t, mdb.Database)
 		proxy := mdb.Proxy(t)
-		r := newRotator(t, mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name), rotation.Options{})
+		r := newRotator(t, mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name), rotation.Config{})
 		proxy.ResetCommands()
 		if _, err := r.Recover(bg); err != nil {
 			t.Fatal(err)
@@ -62,7 +62,7 @@ func TestAdv12_HeldCommandOfUndoingRecovery(t *testing.T) {
 			seed(t, db, 3, 5, 2)
 			undoPending(t, db)
 			proxy := mdb.Proxy(t)
-			p := newRotator(t, mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name), rotation.Options{Owner: "p"})
+			p := newRotator(t, mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name), rotation.Config{Owner: "p"})
 			held := proxy.HoldCommand(k + 1)
 			ctx, cancel := context.WithCancel(bg)
 			defer cancel()
@@ -75,7 +75,7 @@ func TestAdv12_HeldCommandOfUndoingRecovery(t *testing.T) {
 				t.Fatalf("recover ended without command %d: %v", k+1, err)
 			}
 			<-done
-			q := newRotator(t, db, rotation.Options{Owner: "q"})
+			q := newRotator(t, db, rotation.Config{Owner: "q"})
 			if _, err := q.Recover(bg); err != nil {
 				t.Logf("q recover: %v", err)
 			}
@@ -92,7 +92,7 @@ func TestAdv12_HeldCommandOfUndoingRecovery(t *testing.T) {
 			if _, err := held.Deliver(bg); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := newRotator(t, db, rotation.Options{Owner: "next"}).Recover(bg); err != nil {
+			if _, err := newRotator(t, db, rotation.Config{Owner: "next"}).Recover(bg); err != nil {
 				t.Errorf("recover after late delivery: %v", err)
 			}
 			if n := count(t, db, testPool.KeysCollection, bson.M{}); n != 3 {
@@ -111,7 +111,7 @@ func TestAdv12_HeldCommandOfUndoingRecovery(t *testing.T) {
 					t.Errorf("used backup %s is no live key and was never rotated away", id)
 				}
 			}
-			probs, err := newRotator(t, db, rotation.Options{}).Verify(bg)
+			probs, err := newRotator(t, db, rotation.Config{}).Verify(bg)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -21,7 +21,7 @@ func TestAdv18b_ForeignRotationOfUnboundKeyIsNamed(t *testing.T) {
 	ctx := context.Background()
 	db := mongotest.New(t).Database
 	seed(t, db, 2, 1, 0)
-	r := newRotator(t, db, rotation.Options{})
+	r := newRotator(t, db, rotation.Config{})
 	legacyRotate(t, db, "key-000", nil)
 	probs, err := r.Verify(ctx)
 	if err != nil {
@@ -40,7 +40,7 @@ func TestAdv18b_ProxyRotatesOurUnboundKeyOnwardIsNamed(t *testing.T) {
 	ctx := context.Background()
 	db := mongotest.New(t).Database
 	seed(t, db, 2, 2, 0)
-	r := newRotator(t, db, rotation.Options{})
+	r := newRotator(t, db, rotation.Config{})
 	res, err := r.Rotate(ctx, "key-000", "manual")
 	if err != nil || res.Outcome != rotation.Rotated {
 		t.Fatalf("rotate: %+v %v", res, err)
@@ -73,7 +73,7 @@ func TestAdv18b_UndoneEntryHidesLostBindings(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	r := newRotator(t, db, rotation.Options{})
+	r := newRotator(t, db, rotation.Config{})
 	legacyRotate(t, db, "key-000", nil)
 	if _, err := db.Collection(testPool.BindingsCollection).DeleteMany(ctx, bson.M{testPool.BindingKeyField: "backup-000"}); err != nil {
 		t.Fatal(err)
@@ -94,7 +94,7 @@ func TestAdv18b_OnlyInactiveBindingNamed(t *testing.T) {
 	ctx := context.Background()
 	db := mongotest.New(t).Database
 	seed(t, db, 2, 1, 1)
-	r := newRotator(t, db, rotation.Options{})
+	r := newRotator(t, db, rotation.Config{})
 	legacyRotate(t, db, "key-000", nil)
 	if _, err := db.Collection(testPool.BindingsCollection).UpdateMany(ctx, bson.M{testPool.BindingKeyField: "backup-000"},
 		bson.M{"$set": bson.M{"isActive": false}}); err != nil {
@@ -117,7 +117,7 @@ func TestAdv18b_OurRotationAfterLostBindingsHidesThem(t *testing.T) {
 	ctx := context.Background()
 	db := mongotest.New(t).Database
 	seed(t, db, 2, 2, 2)
-	r := newRotator(t, db, rotation.Options{})
+	r := newRotator(t, db, rotation.Config{})
 	legacyRotate(t, db, "key-000", nil)
 	if _, err := db.Collection(testPool.BindingsCollection).DeleteMany(ctx, bson.M{testPool.BindingKeyField: "backup-000"}); err != nil {
 		t.Fatal(err)

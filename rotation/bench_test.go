@@ -86,7 +86,7 @@ func BenchmarkRotate(b *testing.B) {
 			}
 		}},
 		{"ours-cold", func(b *testing.B, e benchEnv, key string) {
-			r, _ := rotation.New(e.counted, testPool, rotation.Options{Owner: "bench"})
+			r, _ := rotation.New(e.counted, testPool, rotation.Config{Owner: "bench"})
 			mustRotate(b, r, key)
 		}},
 		{"ours-warm", func(b *testing.B, e benchEnv, key string) {
@@ -120,7 +120,7 @@ func BenchmarkRotate(b *testing.B) {
 			mdb := mongotest.New(b)
 			db, n := countingDB(b, mdb)
 			resetPool(b, mdb.Database, b.N, b.N)
-			r, _ := rotation.New(db, testPool, rotation.Options{Owner: "bench"})
+			r, _ := rotation.New(db, testPool, rotation.Config{Owner: "bench"})
 			n.Store(0)
 			b.ResetTimer()
 			for i := range b.N {
@@ -136,7 +136,7 @@ type benchEnv struct {
 	r              *rotation.Rotator
 }
 
-func mustRotate(b *testing.B, r *rotation.Rotator, key string, opts ...rotation.Option) {
+func mustRotate(b *testing.B, r *rotation.Rotator, key string, opts ...rotation.RotateOption) {
 	res, err := r.Rotate(context.Background(), key, "proactive_threshold_9.99", opts...)
 	if err != nil || res.Outcome != rotation.Rotated {
 		b.Fatalf("rotate %s: %+v %v", key, res, err)
@@ -168,7 +168,7 @@ func BenchmarkRace100(b *testing.B) {
 							_, _ = seedsRotate(ctx, mdb.Database, "key-005")
 							return
 						}
-						r, _ := rotation.New(mdb.Database, testPool, rotation.Options{Owner: fmt.Sprint(g)})
+						r, _ := rotation.New(mdb.Database, testPool, rotation.Config{Owner: fmt.Sprint(g)})
 						if _, err := r.Rotate(ctx, "key-005", "manual"); err != nil {
 							b.Error(err)
 						}
@@ -205,7 +205,7 @@ func BenchmarkRecoverIdle(b *testing.B) {
 			mdb := mongotest.New(b)
 			db, n := countingDB(b, mdb)
 			seed(b, mdb.Database, size.keys, size.backups, 1)
-			r, _ := rotation.New(db, testPool, rotation.Options{Owner: "bench"})
+			r, _ := rotation.New(db, testPool, rotation.Config{Owner: "bench"})
 			n.Store(0)
 			b.ResetTimer()
 			for range b.N {

@@ -26,7 +26,7 @@ func TestStoreFaultsDuringRotation(t *testing.T) {
 		mdb := mongotest.New(t)
 		seed(t, mdb.Database, 3, 2, 2)
 		proxy := mdb.Proxy(t)
-		r := newRotator(t, mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name), rotation.Options{})
+		r := newRotator(t, mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name), rotation.Config{})
 		proxy.ResetCommands()
 		if res, err := r.Rotate(ctx, "key-001", "proactive_threshold_9.99", rotation.WithObservation(history.Observation{Spend: 9.99, Threshold: 9.95})); err != nil || res.Outcome != rotation.Rotated {
 			t.Fatalf("clean rotation: %v %v", res, err)
@@ -44,7 +44,7 @@ func TestStoreFaultsDuringRotation(t *testing.T) {
 				seed(t, mdb.Database, 3, 2, 2)
 				proxy := mdb.Proxy(t)
 				client := mdb.NewClient(t, options.Client().ApplyURI(proxy.URI()).SetTimeout(10*time.Second))
-				r := newRotator(t, client.Database(mdb.Name), rotation.Options{})
+				r := newRotator(t, client.Database(mdb.Name), rotation.Config{})
 				proxy.FailCommand(k+1, when)
 				res, err := r.Rotate(ctx, "key-001", "proactive_threshold_9.99", rotation.WithObservation(history.Observation{Spend: 9.99, Threshold: 9.95}))
 				t.Logf("rotate: %v, err %v", res.Outcome, err)
@@ -61,7 +61,7 @@ func TestStoreFaultsDuringRotation(t *testing.T) {
 				// Recovery, then the key's next check rotating it, as the next
 				// cycle does: a fault before anything was written leaves the
 				// key to that rotation; any later one, to the recovery.
-				again := newRotator(t, mdb.Database, rotation.Options{Owner: "next-cycle"})
+				again := newRotator(t, mdb.Database, rotation.Config{Owner: "next-cycle"})
 				if _, err := again.Recover(ctx); err != nil {
 					t.Fatalf("recover: %v", err)
 				}

@@ -53,13 +53,13 @@ func seed(t testing.TB, db *mongo.Database, keys, backups, bindingsPerKey int) {
 	insert(testPool.KeysCollection, kd)
 	insert(testPool.BackupsCollection, bd)
 	insert(testPool.BindingsCollection, bind)
-	r := newRotator(t, db, rotation.Options{})
+	r := newRotator(t, db, rotation.Config{})
 	if err := r.EnsureIndexes(ctx); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func newRotator(t testing.TB, db *mongo.Database, opts rotation.Options) *rotation.Rotator {
+func newRotator(t testing.TB, db *mongo.Database, opts rotation.Config) *rotation.Rotator {
 	t.Helper()
 	if opts.Owner == "" {
 		opts.Owner = "test"
@@ -117,7 +117,7 @@ func checkInvariants(t testing.TB, db *mongo.Database, wantKeys int64) {
 			t.Errorf("used backup %s is not a live key", id)
 		}
 	}
-	probs, err := newRotator(t, db, rotation.Options{}).Verify(ctx)
+	probs, err := newRotator(t, db, rotation.Config{}).Verify(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,7 +43,7 @@ func rotationChild(uri, dbName string) int {
 	}
 	db := client.Database(dbName)
 	var mu sync.Mutex
-	r, err := rotation.New(db, testPool, rotation.Options{
+	r, err := rotation.New(db, testPool, rotation.Config{
 		Owner: fmt.Sprintf("child-%d", os.Getpid()),
 		AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
 			mu.Lock()
@@ -144,7 +144,7 @@ func TestSIGKILLDuringRotations(t *testing.T) {
 			t.Fatalf("round %d: pool shrank to %d", round, n)
 		}
 	}
-	rep, err := newRotator(t, mdb.Database, rotation.Options{}).Recover(ctx)
+	rep, err := newRotator(t, mdb.Database, rotation.Config{}).Recover(ctx)
 	if err != nil {
 		t.Fatalf("final recover: %+v, %v", rep, err)
 	}

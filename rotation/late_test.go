@@ -35,7 +35,7 @@ func newKeyOf(t testing.TB, db *mongo.Database, old string) string {
 // as a process killed right after its claim would.
 func crashAfterClaim(t *testing.T, db *mongo.Database) {
 	t.Helper()
-	r := newRotator(t, db, rotation.Options{Owner: "crashed", AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
+	r := newRotator(t, db, rotation.Config{Owner: "crashed", AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
 		if s == rotation.StepClaim {
 			return errCrash
 		}
@@ -74,7 +74,7 @@ func commandsOf(t *testing.T, h heldRun) []string {
 		h.prepare(t, mdb.Database)
 	}
 	proxy := mdb.Proxy(t)
-	r := newRotator(t, mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name), rotation.Options{})
+	r := newRotator(t, mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name), rotation.Config{})
 	proxy.ResetCommands()
 	if err := h.run(context.Background(), r); err != nil {
 		t.Fatalf("clean %s run: %v", h.name, err)
@@ -105,7 +105,7 @@ func TestHeldCommandDeliveredLate(t *testing.T) {
 					h.prepare(t, db)
 				}
 				proxy := mdb.Proxy(t)
-				p := newRotator(t, mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name), rotation.Options{Owner: "p"})
+				p := newRotator(t, mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name), rotation.Config{Owner: "p"})
 				held := proxy.HoldCommand(k + 1)
 				ctx, cancel := context.WithCancel(bg)
 				defer cancel()
@@ -119,7 +119,7 @@ func TestHeldCommandDeliveredLate(t *testing.T) {
 				}
 				<-done
 				// Another process recovers and rotates onward.
-				q := newRotator(t, db, rotation.Options{Owner: "q"})
+				q := newRotator(t, db, rotation.Config{Owner: "q"})
 				if _, err := q.Recover(bg); err != nil {
 					t.Fatalf("recover: %v", err)
 				}
@@ -139,7 +139,7 @@ func TestHeldCommandDeliveredLate(t *testing.T) {
 				}
 				t.Logf("held %s delivered late: %s", held.Command, reply)
 				// The next recovery pass leaves everything right.
-				if _, err := newRotator(t, db, rotation.Options{Owner: "next"}).Recover(bg); err != nil {
+				if _, err := newRotator(t, db, rotation.Config{Owner: "next"}).Recover(bg); err != nil {
 					t.Fatalf("recover after late delivery: %v", err)
 				}
 				checkInvariants(t, db, 3)
@@ -165,7 +165,7 @@ func TestLateInsertOfRotatedAwayKey(t *testing.T) {
 	db := mdb.Database
 	seed(t, db, 3, 3, 2)
 	proxy := mdb.Proxy(t)
-	p := newRotator(t, mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name), rotation.Options{Owner: "p"})
+	p := newRotator(t, mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name), rotation.Config{Owner: "p"})
 	steps := commandsOf(t, heldRuns[0])
 	k := -1
 	for i, s := range steps {
@@ -183,7 +183,7 @@ func TestLateInsertOfRotatedAwayKey(t *testing.T) {
 	<-held.Arrived()
 	cancel()
 	<-done
-	q := newRotator(t, db, rotation.Options{Owner: "q"})
+	q := newRotator(t, db, rotation.Config{Owner: "q"})
 	if rep, err := q.Recover(bg); err != nil || rep.Completed != 1 {
 		t.Fatalf("recover: %+v, %v", rep, err)
 	}
@@ -256,7 +256,7 @@ func TestBackupWhoseIDIsALiveKey(t *testing.T) {
 				}); err != nil {
 					t.Fatal(err)
 				}
-				opts := rotation.Options{}
+				opts := rotation.Config{}
 				if crash {
 					opts.AfterStep = func(_ context.Context, _ string, s rotation.Step) error {
 						if s == rotation.StepClaim {
@@ -268,10 +268,10 @@ func TestBackupWhoseIDIsALiveKey(t *testing.T) {
 				r := newRotator(t, db, opts)
 				res, err := r.Rotate(bg, "key-001", "manual")
 				t.Logf("rotate: %+v, %v", res, err)
-				if _, err := newRotator(t, db, rotation.Options{}).Recover(bg); err != nil {
+				if _, err := newRotator(t, db, rotation.Config{}).Recover(bg); err != nil {
 					t.Logf("recover: %v", err)
 				}
-				if res, err := newRotator(t, db, rotation.Options{}).Rotate(bg, "key-001", "manual"); err != nil {
+				if res, err := newRotator(t, db, rotation.Config{}).Rotate(bg, "key-001", "manual"); err != nil {
 					t.Fatalf("rotate again: %+v, %v", res, err)
 				}
 				var k bson.M
@@ -333,7 +333,7 @@ func TestVerifyNamesBackupLiveUnmarked(t *testing.T) {
 	if _, err := db.Collection(testPool.KeysCollection).InsertOne(bg, bson.M{"_id": "backup-001", "apiKey": "sk-live-backup-secret-000001"}); err != nil {
 		t.Fatal(err)
 	}
-	r := newRotator(t, db, rotation.Options{})
+	r := newRotator(t, db, rotation.Config{})
 	probs, err := r.Verify(bg)
 	if err != nil || !hasKind(probs, "backup_live_unmarked") {
 		t.Fatalf("verify: %v, %v; want backup_live_unmarked", probs, err)
@@ -356,7 +356,7 @@ func TestBackupIDUniquePerPool(t *testing.T) {
 	db := mongotest.New(t).Database
 	seed(t, db, 2, 1, 1)
 	factory, _ := rotation.Preset("factory")
-	fr, err := rotation.New(db, factory, rotation.Options{Owner: "test"})
+	fr, err := rotation.New(db, factory, rotation.Config{Owner: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -369,7 +369,7 @@ func TestBackupIDUniquePerPool(t *testing.T) {
 	if _, err := db.Collection(factory.BackupsCollection).InsertOne(bg, bson.M{"_id": "backup-000", "apiKey": "sk-live-factory-backup-01", "isUsed": false}); err != nil {
 		t.Fatal(err)
 	}
-	if res, err := newRotator(t, db, rotation.Options{}).Rotate(bg, "key-000", "manual"); err != nil || res.NewKeyID != "backup-000" {
+	if res, err := newRotator(t, db, rotation.Config{}).Rotate(bg, "key-000", "manual"); err != nil || res.NewKeyID != "backup-000" {
 		t.Fatalf("openhands rotation: %+v, %v", res, err)
 	}
 	if n, err := fr.BackupsAvailable(bg); err != nil || n != 1 {
@@ -397,7 +397,7 @@ func TestMigrateGlobalBackupIndex(t *testing.T) {
 	errs := make(chan error, replicas)
 	start := make(chan struct{})
 	for i := range replicas {
-		r := newRotator(t, mdb.NewClient(t).Database(mdb.Name), rotation.Options{Owner: fmt.Sprintf("r%d", i)})
+		r := newRotator(t, mdb.NewClient(t).Database(mdb.Name), rotation.Config{Owner: fmt.Sprintf("r%d", i)})
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -420,7 +420,7 @@ func TestMigrateGlobalBackupIndex(t *testing.T) {
 	if !specs["pool_1_backupId_1_unique"] {
 		t.Errorf("no per-pool unique index: %v", specs)
 	}
-	probs, err := newRotator(t, mdb.Database, rotation.Options{}).Verify(bg)
+	probs, err := newRotator(t, mdb.Database, rotation.Config{}).Verify(bg)
 	if err != nil || len(probs) != 0 {
 		t.Errorf("verify: %v, %v", probs, err)
 	}
@@ -446,7 +446,7 @@ func TestCachedBackupsChangedInTheStore(t *testing.T) {
 	bg := context.Background()
 	db := mongotest.New(t).Database
 	seed(t, db, 3, 5, 1)
-	r := newRotator(t, db, rotation.Options{})
+	r := newRotator(t, db, rotation.Config{})
 	if res, err := r.Rotate(bg, "key-000", "manual"); err != nil || res.NewKeyID != "backup-000" {
 		t.Fatalf("first rotation: %+v, %v", res, err)
 	}
@@ -518,7 +518,7 @@ func TestArchiveKeepsWhatIsDeleted(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r := newRotator(t, db, rotation.Options{})
+			r := newRotator(t, db, rotation.Config{})
 			res, err := r.Rotate(bg, "key-000", "manual", rotation.WithKeyDocument(stale))
 			t.Logf("rotate: %+v, %v", res, err)
 			if _, err := r.Recover(bg); err != nil {
@@ -553,7 +553,7 @@ func TestRestoredKeyCanBeRotatedAgain(t *testing.T) {
 	bg := context.Background()
 	db := mongotest.New(t).Database
 	seed(t, db, 3, 3, 1)
-	r := newRotator(t, db, rotation.Options{})
+	r := newRotator(t, db, rotation.Config{})
 	first, err := r.Rotate(bg, "key-001", "manual")
 	if err != nil || first.Outcome != rotation.Rotated {
 		t.Fatalf("first rotation: %+v, %v", first, err)
@@ -578,7 +578,7 @@ func TestRestoredKeyCanBeRotatedAgain(t *testing.T) {
 	if n := count(t, db, testPool.KeysCollection, bson.M{"_id": "key-001"}); n != 1 {
 		t.Fatal("recovery removed the restored key")
 	}
-	again, err := newRotator(t, db, rotation.Options{}).Rotate(bg, "key-001", "manual")
+	again, err := newRotator(t, db, rotation.Config{}).Rotate(bg, "key-001", "manual")
 	if err != nil || again.Outcome != rotation.Rotated || again.NewKeyID == first.NewKeyID {
 		t.Fatalf("rotating the restored key: %+v, %v", again, err)
 	}
@@ -599,7 +599,7 @@ func TestDurableWritesAndReads(t *testing.T) {
 	proxy := mdb.Proxy(t)
 	weak := proxy.URI() + "&w=1&journal=false&readConcernLevel=local"
 	client := mdb.NewClient(t, options.Client().ApplyURI(weak))
-	r := newRotator(t, client.Database(mdb.Name), rotation.Options{})
+	r := newRotator(t, client.Database(mdb.Name), rotation.Config{})
 	proxy.ResetCommands()
 	res, err := r.Rotate(bg, "key-001", "manual")
 	if err != nil || res.Outcome != rotation.Rotated {

@@ -121,7 +121,7 @@ func coexistInvariants(t *testing.T, db *mongo.Database) {
 	if used != 1 {
 		t.Errorf("%d backups used, want 1", used)
 	}
-	probs, err := newRotator(t, db, rotation.Options{}).Verify(ctx)
+	probs, err := newRotator(t, db, rotation.Config{}).Verify(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +140,7 @@ func TestCoexistWithLegacyRotator(t *testing.T) {
 			db := mongotest.New(t).Database
 			seed(t, db, 3, 4, 2)
 			ran := false
-			r := newRotator(t, db, rotation.Options{AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
+			r := newRotator(t, db, rotation.Config{AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
 				if s == k && !ran {
 					ran = true
 					legacyRotate(t, db, "key-001", nil)
@@ -149,7 +149,7 @@ func TestCoexistWithLegacyRotator(t *testing.T) {
 			}})
 			res, err := r.Rotate(ctx, "key-001", "manual")
 			t.Logf("ours: %+v, %v", res, err)
-			if _, err := newRotator(t, db, rotation.Options{}).Recover(ctx); err != nil {
+			if _, err := newRotator(t, db, rotation.Config{}).Recover(ctx); err != nil {
 				t.Fatalf("recover: %v", err)
 			}
 			coexistInvariants(t, db)
@@ -159,14 +159,14 @@ func TestCoexistWithLegacyRotator(t *testing.T) {
 		t.Run(fmt.Sprintf("ours after legacy step %d", j), func(t *testing.T) {
 			db := mongotest.New(t).Database
 			seed(t, db, 3, 4, 2)
-			r := newRotator(t, db, rotation.Options{})
+			r := newRotator(t, db, rotation.Config{})
 			legacyRotate(t, db, "key-001", func(step int) {
 				if step == j {
 					res, err := r.Rotate(ctx, "key-001", "manual")
 					t.Logf("ours: %+v, %v", res, err)
 				}
 			})
-			if _, err := newRotator(t, db, rotation.Options{}).Recover(ctx); err != nil {
+			if _, err := newRotator(t, db, rotation.Config{}).Recover(ctx); err != nil {
 				t.Fatalf("recover: %v", err)
 			}
 			coexistInvariants(t, db)
@@ -181,7 +181,7 @@ func TestClaimedBackupHiddenFromLegacyAndCleanup(t *testing.T) {
 	ctx := context.Background()
 	db := mongotest.New(t).Database
 	seed(t, db, 2, 1, 1)
-	crashAfterClaim := newRotator(t, db, rotation.Options{AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
+	crashAfterClaim := newRotator(t, db, rotation.Config{AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
 		if s == rotation.StepClaim {
 			return errCrash
 		}
@@ -202,7 +202,7 @@ func TestClaimedBackupHiddenFromLegacyAndCleanup(t *testing.T) {
 	if res.DeletedCount != 0 {
 		t.Errorf("the proxy's clean-up deleted %d claimed backups before their key was live", res.DeletedCount)
 	}
-	if _, err := newRotator(t, db, rotation.Options{}).Recover(ctx); err != nil {
+	if _, err := newRotator(t, db, rotation.Config{}).Recover(ctx); err != nil {
 		t.Fatal(err)
 	}
 	checkInvariants(t, db, 2)
@@ -231,7 +231,7 @@ func TestVerifyNamesForeignStates(t *testing.T) {
 	if _, err := backups.UpdateOne(ctx, bson.M{"_id": "backup-002"}, bson.M{"$set": bson.M{"isUsed": true, "activated": true, "usedFor": "key-001", "usedAt": now}}); err != nil {
 		t.Fatal(err)
 	}
-	probs, err := newRotator(t, db, rotation.Options{}).Verify(ctx)
+	probs, err := newRotator(t, db, rotation.Config{}).Verify(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +265,7 @@ func TestVerifyNamesBindingsLost(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			db := mongotest.New(t).Database
 			seed(t, db, 2, 1, tt.bindings)
-			r := newRotator(t, db, rotation.Options{})
+			r := newRotator(t, db, rotation.Config{})
 			if tt.ours {
 				if res, err := r.Rotate(ctx, "key-000", "manual"); err != nil || res.Outcome != rotation.Rotated {
 					t.Fatalf("rotate: %+v %v", res, err)

@@ -128,8 +128,8 @@ const maxGenerations = 64
 // skipFor is how long a rotator leaves aside a backup whose id is a live key.
 const skipFor = 10 * time.Minute
 
-// Options configure a Rotator.
-type Options struct {
+// Config configures a Rotator (New); RotateOption adjusts one Rotate call.
+type Config struct {
 	// Owner identifies this process in the journal and archive.
 	Owner string
 	// Now is the clock; time.Now when nil.
@@ -139,14 +139,19 @@ type Options struct {
 	// AfterStep, when set, runs after each completed step; an error aborts the
 	// saga there, as a crash would. For tests and fault injection.
 	AfterStep func(ctx context.Context, rotationID string, s Step) error
-	// Candidates is how many backups one read fetches (default 8).
+	// Candidates is how many backups one read fetches (default
+	// DefaultCandidates).
 	Candidates int
 }
+
+// DefaultCandidates is Config.Candidates when unset: enough backups per
+// read that racing rotators rarely all want the same one.
+const DefaultCandidates = 8
 
 // Rotator rotates the keys of one pool.
 type Rotator struct {
 	pool     Pool
-	opts     Options
+	opts     Config
 	log      *slog.Logger
 	keys     *mongo.Collection
 	backups  *mongo.Collection
@@ -180,7 +185,7 @@ func durable() *options.CollectionOptionsBuilder {
 }
 
 // New returns a Rotator for pool in db.
-func New(db *mongo.Database, pool Pool, opts Options) (*Rotator, error) {
+func New(db *mongo.Database, pool Pool, opts Config) (*Rotator, error) {
 	if err := pool.Validate(); err != nil {
 		return nil, err
 	}
@@ -188,7 +193,7 @@ func New(db *mongo.Database, pool Pool, opts Options) (*Rotator, error) {
 		opts.Now = time.Now
 	}
 	if opts.Candidates <= 0 {
-		opts.Candidates = 8
+		opts.Candidates = DefaultCandidates
 	}
 	log := opts.Logger
 	if log == nil {
@@ -242,8 +247,8 @@ type backupDoc struct {
 	APIKey string
 }
 
-// Option adjusts one Rotate call.
-type Option func(*request)
+// RotateOption adjusts one Rotate call (Config configures the Rotator).
+type RotateOption func(*request)
 
 type request struct {
 	obs    *history.Observation
@@ -252,13 +257,13 @@ type request struct {
 
 // WithObservation records the spend observation that led to the rotation in
 // its history record.
-func WithObservation(o history.Observation) Option {
+func WithObservation(o history.Observation) RotateOption {
 	return func(r *request) { r.obs = &o }
 }
 
 // WithKeyDocument passes the key document the caller already read, saving
 // the rotator a round trip. It must be the document whose _id is keyID.
-func WithKeyDocument(doc bson.Raw) Option {
+func WithKeyDocument(doc bson.Raw) RotateOption {
 	return func(r *request) { r.keyDoc = doc }
 }
 
@@ -293,7 +298,7 @@ func sameDocument(rotationID, pool, keyID, secret string) bool {
 
 // Rotate swaps keyID for a backup key. It returns an error only when the
 // saga stopped part-way (a retry or Recover completes it) or could not start.
-func (r *Rotator) Rotate(ctx context.Context, keyID, reason string, opts ...Option) (Result, error) {
+func (r *Rotator) Rotate(ctx context.Context, keyID, reason string, opts ...RotateOption) (Result, error) {
 	var req request
 	for _, o := range opts {
 		o(&req)

@@ -20,7 +20,7 @@ func TestRotateOnce(t *testing.T) {
 	ctx := context.Background()
 	db := mongotest.New(t).Database
 	seed(t, db, 3, 2, 2)
-	r := newRotator(t, db, rotation.Options{Owner: "replica-1"})
+	r := newRotator(t, db, rotation.Config{Owner: "replica-1"})
 	budget := 10.0
 	res, err := r.Rotate(ctx, "key-001", "proactive_threshold_9.99", rotation.WithObservation(history.Observation{
 		Spend: 9.99, Threshold: 9.95, Budget: &budget, Provider: "openhands", LeaseEpoch: 7,
@@ -110,7 +110,7 @@ func TestRotateOutcomesThatWriteNothing(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			db := mongotest.New(t).Database
 			seed(t, db, 2, tt.backups, 1)
-			r := newRotator(t, db, rotation.Options{})
+			r := newRotator(t, db, rotation.Config{})
 			if tt.prepare != nil {
 				tt.prepare(t, db, r)
 			}
@@ -165,7 +165,7 @@ func TestRotateSkipsMalformedBackups(t *testing.T) {
 	if _, err := db.Collection(testPool.BackupsCollection).InsertMany(ctx, bad); err != nil {
 		t.Fatal(err)
 	}
-	r := newRotator(t, db, rotation.Options{})
+	r := newRotator(t, db, rotation.Config{})
 	res, err := r.Rotate(ctx, "key-000", "manual")
 	if err != nil || res.Outcome != rotation.Rotated || res.NewKeyID != "backup-000" {
 		t.Fatalf("rotate = %+v, %v; want rotated onto backup-000", res, err)
@@ -186,7 +186,7 @@ func TestRotateAfterDoneReportsAlreadyRotated(t *testing.T) {
 	ctx := context.Background()
 	db := mongotest.New(t).Database
 	seed(t, db, 2, 3, 1)
-	r := newRotator(t, db, rotation.Options{})
+	r := newRotator(t, db, rotation.Config{})
 	var old bson.Raw
 	old, err := db.Collection(testPool.KeysCollection).FindOne(ctx, bson.M{"_id": "key-000"}).Raw()
 	if err != nil {
@@ -239,7 +239,7 @@ func TestRotateSameKeyRace(t *testing.T) {
 	start := make(chan struct{})
 	for i := range 100 {
 		// Separate rotators, as separate processes would have.
-		r := newRotator(t, db, rotation.Options{Owner: fmt.Sprintf("g%d", i)})
+		r := newRotator(t, db, rotation.Config{Owner: fmt.Sprintf("g%d", i)})
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -294,7 +294,7 @@ func TestRotateManyKeysFromSeveralClients(t *testing.T) {
 	start := make(chan struct{})
 	for c := range 4 {
 		db := mdb.NewClient(t).Database(mdb.Name)
-		r := newRotator(t, db, rotation.Options{Owner: fmt.Sprintf("client-%d", c)})
+		r := newRotator(t, db, rotation.Config{Owner: fmt.Sprintf("client-%d", c)})
 		for k := range 50 {
 			wg.Add(1)
 			go func() {
@@ -380,7 +380,7 @@ func TestCrashAtEveryStepThenRecover(t *testing.T) {
 						return nil
 					}
 				}
-				r := newRotator(t, db, rotation.Options{AfterStep: crashAt(k)})
+				r := newRotator(t, db, rotation.Config{AfterStep: crashAt(k)})
 				if _, err := r.Rotate(ctx, "key-002", "unauthorized"); !errors.Is(err, errCrash) {
 					t.Fatalf("rotate: %v, want simulated crash", err)
 				}
@@ -389,18 +389,18 @@ func TestCrashAtEveryStepThenRecover(t *testing.T) {
 					t.Fatalf("pool shrank to %d after crash at %s", n, k)
 				}
 				// A live caller meanwhile sees the rotation as taken.
-				other := newRotator(t, db, rotation.Options{})
+				other := newRotator(t, db, rotation.Config{})
 				res, err := other.Rotate(ctx, "key-002", "unauthorized")
 				if err != nil || (res.Outcome != rotation.InProgress && res.Outcome != rotation.AlreadyRotated) {
 					t.Fatalf("concurrent caller got %+v, %v", res, err)
 				}
 				if j != 0 {
-					rc := newRotator(t, db, rotation.Options{AfterStep: crashAt(j)})
+					rc := newRotator(t, db, rotation.Config{AfterStep: crashAt(j)})
 					if _, err := rc.Recover(ctx); !errors.Is(err, errCrash) && k != rotation.StepDone {
 						t.Fatalf("recover: %v, want simulated crash", err)
 					}
 				}
-				rep, err := newRotator(t, db, rotation.Options{}).Recover(ctx)
+				rep, err := newRotator(t, db, rotation.Config{}).Recover(ctx)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -424,7 +424,7 @@ func TestRecoverDropsClaimWhoseBackupVanished(t *testing.T) {
 	ctx := context.Background()
 	db := mongotest.New(t).Database
 	seed(t, db, 2, 2, 1)
-	r := newRotator(t, db, rotation.Options{AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
+	r := newRotator(t, db, rotation.Config{AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
 		if s == rotation.StepClaim {
 			return errCrash
 		}
@@ -436,7 +436,7 @@ func TestRecoverDropsClaimWhoseBackupVanished(t *testing.T) {
 	if _, err := db.Collection(testPool.BackupsCollection).DeleteOne(ctx, bson.M{"_id": "backup-000"}); err != nil {
 		t.Fatal(err)
 	}
-	clean := newRotator(t, db, rotation.Options{})
+	clean := newRotator(t, db, rotation.Config{})
 	rep, err := clean.Recover(ctx)
 	if err != nil || rep.Dropped != 1 {
 		t.Fatalf("recover: %+v, %v; want one dropped claim", rep, err)
@@ -450,7 +450,7 @@ func TestRecoverDropsClaimWhoseBackupVanished(t *testing.T) {
 
 func TestEnsureIndexesIsIdempotent(t *testing.T) {
 	db := mongotest.New(t).Database
-	r := newRotator(t, db, rotation.Options{})
+	r := newRotator(t, db, rotation.Config{})
 	for range 2 {
 		if err := r.EnsureIndexes(context.Background()); err != nil {
 			t.Fatal(err)
@@ -466,7 +466,7 @@ func TestVerifyFindsBrokenState(t *testing.T) {
 	ctx := context.Background()
 	db := mongotest.New(t).Database
 	seed(t, db, 2, 1, 1)
-	r := newRotator(t, db, rotation.Options{})
+	r := newRotator(t, db, rotation.Config{})
 	if _, err := db.Collection(testPool.BindingsCollection).InsertOne(ctx, bson.M{"_id": "b-x", testPool.BindingKeyField: "ghost"}); err != nil {
 		t.Fatal(err)
 	}
@@ -526,7 +526,7 @@ func TestRotateKeyWhoseArrivalIsUnfinished(t *testing.T) {
 		t.Run("first crashes after "+k.String(), func(t *testing.T) {
 			db := mongotest.New(t).Database
 			seed(t, db, 3, 3, 2)
-			crashing := newRotator(t, db, rotation.Options{AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
+			crashing := newRotator(t, db, rotation.Config{AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
 				if s == k {
 					return errCrash
 				}
@@ -536,7 +536,7 @@ func TestRotateKeyWhoseArrivalIsUnfinished(t *testing.T) {
 			if !errors.Is(err, errCrash) {
 				t.Fatalf("rotate: %v, want simulated crash", err)
 			}
-			other := newRotator(t, db, rotation.Options{})
+			other := newRotator(t, db, rotation.Config{})
 			if k == rotation.StepClaim {
 				// The new key is not live yet: nothing to rotate.
 				res, err := other.Rotate(ctx, first.NewKeyID, "manual")

@@ -56,7 +56,7 @@ func Open(ctx context.Context, uri, dbName, pool, owner string, log *slog.Logger
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
-	rot, err := rotation.New(client.Database(dbName), p, rotation.Options{Owner: owner, Logger: log})
+	rot, err := rotation.New(client.Database(dbName), p, rotation.Config{Owner: owner, Logger: log})
 	if err == nil {
 		err = ensureIndexes(ctx, rot)
 	}

@@ -35,7 +35,7 @@ func TestAdv18_FactoryPoolRecoverAndVerifyNeedNoProvider(t *testing.T) {
 
 	// The proxy's library rotation dies right after inserting the new key.
 	crash := errors.New("proxy process killed")
-	proxyRot, err := rotation.New(db, factory, rotation.Options{Owner: "proxy-1",
+	proxyRot, err := rotation.New(db, factory, rotation.Config{Owner: "proxy-1",
 		AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
 			if s == rotation.StepInsertKey {
 				return crash

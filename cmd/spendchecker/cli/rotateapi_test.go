@@ -47,7 +47,7 @@ func apiSeed(t *testing.T, db *mongo.Database, pool rotation.Pool, keys, backups
 			t.Fatal(err)
 		}
 	}
-	r, err := rotation.New(db, pool, rotation.Options{Owner: "seed"})
+	r, err := rotation.New(db, pool, rotation.Config{Owner: "seed"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +61,7 @@ func testRotators(t *testing.T, db *mongo.Database, owner string, pools ...strin
 	var out []*rotation.Rotator
 	for _, name := range pools {
 		p, _ := rotation.Preset(name)
-		r, err := rotation.New(db, p, rotation.Options{Owner: owner})
+		r, err := rotation.New(db, p, rotation.Config{Owner: owner})
 		if err != nil {
 			t.Fatal(err)
 		}
