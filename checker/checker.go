@@ -22,31 +22,31 @@ import (
 	"github.com/spendchecker/spendchecker/spend"
 )
 
-// Fields the checker keeps on key documents. totalSpend and lastSpendCheck
-// are read by the proxy's admin pages; the other two are the cadence plan,
-// kept with the key so it survives restarts and replica changes.
+// Fields the checker keeps on key documents, beside the proxy's own
+// (rotation.FieldTotalSpend, the spend, among them). lastSpendCheck is read
+// by the proxy's admin pages; nextSpendCheck and spendRate are the cadence
+// plan, kept with the key so it survives restarts and replica changes.
 const (
-	fieldSpend     = "totalSpend"
-	fieldLastCheck = "lastSpendCheck"
-	fieldNextCheck = "nextSpendCheck"
+	FieldLastCheck = "lastSpendCheck"
+	FieldNextCheck = "nextSpendCheck"
 	fieldRate      = "spendRate" // fastest spend seen, USD per second
-	fieldBudget    = "spendBudget"
-	// fieldEpoch is the lease epoch of the observation's writer: the
+	FieldBudget    = "spendBudget"
+	// FieldEpoch is the lease epoch of the observation's writer: the
 	// write-back's fence (README "Lease").
-	fieldEpoch = "spendEpoch"
-	// fieldCheckError says why the last check gave no spend the checker
+	FieldEpoch = "spendEpoch"
+	// FieldCheckError says why the last check gave no spend the checker
 	// acts on (today: "unauthorized" with rotate-unauthorized off), for status.
-	fieldCheckError = "spendCheckError"
-	// fieldRejected is when the upstream last rejected the key (401/403),
+	FieldCheckError = "spendCheckError"
+	// FieldRejectedAt is when the upstream last rejected the key (401/403),
 	// cleared by its next clear answer: a key is dead only when rejected on
 	// two checks in a row, and the rejection guard counts the keys rejected
 	// lately from the store, so its window survives --once runs, restarts
 	// and leader changes (README, Reliability).
-	fieldRejected = "spendRejectedAt"
-	// fieldRejectHeld is when the guard last held the key's rotation: while
+	FieldRejectedAt = "spendRejectedAt"
+	// FieldRejectHeldAt is when the guard last held the key's rotation: while
 	// a hold is recent the guard keeps holding as long as the rejected share
 	// stays high, however few keys a cycle polls.
-	fieldRejectHeld = "spendRejectHeldAt"
+	FieldRejectHeldAt = "spendRejectHeldAt"
 )
 
 // Pool is one pool to check, with its own provider and thresholds.
@@ -188,7 +188,7 @@ func (c *Checker) EnsureIndexes(ctx context.Context) error {
 			return err
 		}
 		if err := mongoidx.Ensure(ctx, p.keys, mongoidx.Index{Name: "status_1_nextSpendCheck_1",
-			Keys: bson.D{{Key: "status", Value: 1}, {Key: fieldNextCheck, Value: 1}}}); err != nil {
+			Keys: bson.D{{Key: rotation.FieldStatus, Value: 1}, {Key: FieldNextCheck, Value: 1}}}); err != nil {
 			return err
 		}
 	}
@@ -202,15 +202,15 @@ func (c *Checker) MaxEpoch(ctx context.Context) (int64, error) {
 	var top int64
 	for _, p := range c.pools {
 		var doc bson.Raw
-		err := p.keys.FindOne(ctx, bson.M{fieldEpoch: bson.M{"$gt": 0}},
-			options.FindOne().SetSort(bson.D{{Key: fieldEpoch, Value: -1}}).SetProjection(bson.M{fieldEpoch: 1})).Decode(&doc)
+		err := p.keys.FindOne(ctx, bson.M{FieldEpoch: bson.M{"$gt": 0}},
+			options.FindOne().SetSort(bson.D{{Key: FieldEpoch, Value: -1}}).SetProjection(bson.M{FieldEpoch: 1})).Decode(&doc)
 		if errors.Is(err, mongo.ErrNoDocuments) {
 			continue
 		}
 		if err != nil {
 			return 0, fmt.Errorf("pool %s: highest epoch: %w", p.rot.Pool().Name, err)
 		}
-		if e, ok := doc.Lookup(fieldEpoch).AsInt64OK(); ok {
+		if e, ok := doc.Lookup(FieldEpoch).AsInt64OK(); ok {
 			top = max(top, e)
 		}
 	}

@@ -45,8 +45,8 @@ type observation struct {
 	nextCheck time.Time
 	at        time.Time
 	budget    *float64
-	checkErr  string // "" clears fieldCheckError
-	// rejected: a 401/403 (only fieldRejected and, when set, nextCheck are
+	checkErr  string // "" clears FieldCheckError
+	// rejected: a 401/403 (only FieldRejectedAt and, when set, nextCheck are
 	// written); clearRejected: a clear answer ends a run of rejections.
 	rejected, clearRejected bool
 }
@@ -72,9 +72,9 @@ func (c *Checker) checkPool(ctx context.Context, p *poolRun) (PoolSummary, error
 		// than the maximum interval: no plan is made that far, so it was
 		// made by a clock ahead of ours (or ours was set back).
 		filter["$or"] = bson.A{
-			bson.M{fieldNextCheck: bson.M{"$not": bson.M{"$type": "date"}}},
-			bson.M{fieldNextCheck: bson.M{"$lte": dueBy}},
-			bson.M{fieldNextCheck: bson.M{"$gt": now.Add(c.cfg.MaxInterval + c.cfg.MinInterval)}},
+			bson.M{FieldNextCheck: bson.M{"$not": bson.M{"$type": "date"}}},
+			bson.M{FieldNextCheck: bson.M{"$lte": dueBy}},
+			bson.M{FieldNextCheck: bson.M{"$gt": now.Add(c.cfg.MaxInterval + c.cfg.MinInterval)}},
 		}
 		c.loadFastest(ctx, p)
 	}
@@ -332,20 +332,15 @@ type keyInfo struct {
 	rejAt     time.Time
 }
 
-// readKey reads a key leniently: only a string _id and apiKey are required;
+// readKey reads a key: the proxy's fields as rotation decodes them (only a
+// string _id and apiKey are required), then the checker's own, leniently:
 // wrongly typed optional fields are ignored.
 func readKey(doc bson.Raw) (keyInfo, error) {
-	var k keyInfo
-	var ok bool
-	if k.id, ok = doc.Lookup("_id").StringValueOK(); !ok {
-		return k, errors.New("_id is not a string")
+	kd, err := rotation.DecodeKey(doc)
+	if err != nil {
+		return keyInfo{}, err
 	}
-	if k.secret, ok = doc.Lookup("apiKey").StringValueOK(); !ok || k.secret == "" {
-		return k, errors.New("apiKey missing or not a string")
-	}
-	if v, err := doc.LookupErr(fieldSpend); err == nil {
-		k.spend, _ = v.AsFloat64OK()
-	}
+	k := keyInfo{id: kd.ID, secret: kd.APIKey, spend: kd.TotalSpend, createdAt: kd.CreatedAt}
 	if v, err := doc.LookupErr(fieldRate); err == nil {
 		k.rate, k.hasRate = v.AsFloat64OK()
 		if math.IsNaN(k.rate) || math.IsInf(k.rate, 0) || k.rate < 0 {
@@ -354,17 +349,12 @@ func readKey(doc bson.Raw) (keyInfo, error) {
 			k.rate, k.hasRate = 0, false
 		}
 	}
-	if v, err := doc.LookupErr(fieldLastCheck); err == nil {
+	if v, err := doc.LookupErr(FieldLastCheck); err == nil {
 		if t, ok := v.TimeOK(); ok {
 			k.lastCheck = t
 		}
 	}
-	if v, err := doc.LookupErr("createdAt"); err == nil {
-		if t, ok := v.TimeOK(); ok {
-			k.createdAt = t
-		}
-	}
-	if v, err := doc.LookupErr(fieldRejected); err == nil {
+	if v, err := doc.LookupErr(FieldRejectedAt); err == nil {
 		if t, ok := v.TimeOK(); ok {
 			k.rejAt = t
 		}
@@ -434,11 +424,11 @@ func (c *Checker) systemicRejection(ctx context.Context, p *poolRun, held []stri
 	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
 	defer cancel()
 	hist := c.db.Collection(p.rot.Pool().HistoryCollection)
-	rejected, err1 := p.keys.CountDocuments(ctx, bson.M{fieldRejected: bson.M{"$gte": since}})
+	rejected, err1 := p.keys.CountDocuments(ctx, bson.M{FieldRejectedAt: bson.M{"$gte": since}})
 	answered, err2 := p.keys.CountDocuments(ctx, bson.M{"$or": bson.A{
-		bson.M{fieldRejected: bson.M{"$gte": since}}, bson.M{fieldLastCheck: bson.M{"$gte": since}}}})
+		bson.M{FieldRejectedAt: bson.M{"$gte": since}}, bson.M{FieldLastCheck: bson.M{"$gte": since}}}})
 	gone, err3 := hist.CountDocuments(ctx, bson.M{"rotationReason": "unauthorized", "rotatedAt": bson.M{"$gte": since}})
-	recent, err4 := p.keys.CountDocuments(ctx, bson.M{fieldRejectHeld: bson.M{"$gte": since}})
+	recent, err4 := p.keys.CountDocuments(ctx, bson.M{FieldRejectHeldAt: bson.M{"$gte": since}})
 	if err := errors.Join(err1, err2, err3, err4); err != nil {
 		// Unknown: rotating on a guess could burn the pool.
 		return "cannot count recent rejections in the store: " + err.Error()
@@ -450,7 +440,7 @@ func (c *Checker) systemicRejection(ctx context.Context, p *poolRun, held []stri
 	}
 	if c.cfg.DryRun {
 		// Writes nothing.
-	} else if _, err := p.keys.UpdateMany(ctx, bson.M{"_id": bson.M{"$in": held}}, bson.M{"$set": bson.M{fieldRejectHeld: now}}); err != nil {
+	} else if _, err := p.keys.UpdateMany(ctx, bson.M{"_id": bson.M{"$in": held}}, bson.M{"$set": bson.M{FieldRejectHeldAt: now}}); err != nil {
 		c.log.Warn("could not record the rejection hold", "pool", p.rot.Pool().Name, "err", err)
 	}
 	return fmt.Sprintf("%d of %d keys answered in the last %s were rejected (401/403): that looks like an upstream outage, a block or a wrong --provider-url, not dead keys; check the upstream, then rotate dead keys by hand (spendchecker rotate) or raise --reject-share",

@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/spendchecker/spendchecker/rotation"
 )
 
 // servable matches the keys the serving proxy may hand out at now, as its
@@ -12,7 +14,7 @@ import (
 // it is polled too; README, "Running next to the proxy").
 func servable(now time.Time) bson.M {
 	return bson.M{"$or": bson.A{
-		bson.M{"status": "healthy"},
-		bson.M{"status": bson.M{"$ne": "exhausted"}, "cooldownUntil": bson.M{"$lte": now}},
+		bson.M{rotation.FieldStatus: rotation.StatusHealthy},
+		bson.M{rotation.FieldStatus: bson.M{"$ne": rotation.StatusExhausted}, rotation.FieldCooldownUntil: bson.M{"$lte": now}},
 	}}
 }

@@ -12,6 +12,8 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/spendchecker/spendchecker/rotation"
 )
 
 // FerretWriteBatch caps write-back commands on FerretDB v1, which keeps a
@@ -99,27 +101,27 @@ func (c *Checker) writeBack(ctx context.Context, keys *mongo.Collection, epoch i
 		if ctx.Err() != nil {
 			continue // drain: the write grace is over
 		}
-		set := bson.M{fieldSpend: o.spend, fieldLastCheck: o.at, fieldNextCheck: o.nextCheck, fieldRate: o.rate, fieldEpoch: epoch}
+		set := bson.M{rotation.FieldTotalSpend: o.spend, FieldLastCheck: o.at, FieldNextCheck: o.nextCheck, fieldRate: o.rate, FieldEpoch: epoch}
 		if o.planOnly {
-			set = bson.M{fieldNextCheck: o.nextCheck}
+			set = bson.M{FieldNextCheck: o.nextCheck}
 		}
 		if o.rejected {
-			set = bson.M{fieldRejected: o.at, fieldNextCheck: o.nextCheck}
+			set = bson.M{FieldRejectedAt: o.at, FieldNextCheck: o.nextCheck}
 		}
 		if o.budget != nil {
-			set[fieldBudget] = *o.budget
+			set[FieldBudget] = *o.budget
 		}
 		update := bson.M{"$set": set}
 		unset := bson.M{}
 		switch {
 		case o.planOnly, o.rejected:
 		case o.checkErr != "":
-			set[fieldCheckError] = o.checkErr
+			set[FieldCheckError] = o.checkErr
 		default:
-			unset[fieldCheckError] = ""
+			unset[FieldCheckError] = ""
 		}
 		if o.clearRejected {
-			unset[fieldRejected], unset[fieldRejectHeld] = "", ""
+			unset[FieldRejectedAt], unset[FieldRejectHeldAt] = "", ""
 		}
 		if len(unset) > 0 {
 			update["$unset"] = unset
@@ -154,18 +156,18 @@ const maxEpochLead = 1000
 // observation, and a key is never fenced for ever.
 func fence(epoch int64, at time.Time) bson.A {
 	noEpoch := bson.A{
-		bson.M{fieldEpoch: bson.M{"$not": bson.M{"$type": "number"}}},
-		bson.M{fieldEpoch: bson.M{"$gt": epoch + maxEpochLead}},
+		bson.M{FieldEpoch: bson.M{"$not": bson.M{"$type": "number"}}},
+		bson.M{FieldEpoch: bson.M{"$gt": epoch + maxEpochLead}},
 	}
 	if epoch > math.MaxInt64-maxEpochLead {
 		noEpoch = noEpoch[:1]
 	}
 	older := bson.A{
-		bson.M{fieldLastCheck: bson.M{"$lt": at}},
-		bson.M{fieldLastCheck: bson.M{"$not": bson.M{"$type": "date"}}},
+		bson.M{FieldLastCheck: bson.M{"$lt": at}},
+		bson.M{FieldLastCheck: bson.M{"$not": bson.M{"$type": "date"}}},
 	}
 	return bson.A{
-		bson.M{fieldEpoch: bson.M{"$lt": epoch}},
-		bson.M{"$and": bson.A{bson.M{"$or": append(bson.A{bson.M{fieldEpoch: epoch}}, noEpoch...)}, bson.M{"$or": older}}},
+		bson.M{FieldEpoch: bson.M{"$lt": epoch}},
+		bson.M{"$and": bson.A{bson.M{"$or": append(bson.A{bson.M{FieldEpoch: epoch}}, noEpoch...)}, bson.M{"$or": older}}},
 	}
 }

@@ -161,7 +161,7 @@ const lateInsertReason = "late_insert"
 // lost update: the mark is cleared. Any other marked key was inserted after
 // its rotation had moved on (a late insert): it is archived and removed.
 func (r *Rotator) sweepKey(ctx context.Context, raw bson.Raw) (string, error) {
-	k, err := decodeKey(raw)
+	k, err := DecodeKey(raw)
 	if err != nil || k.Pending == "" {
 		return "", nil
 	}
@@ -213,11 +213,11 @@ func (r *Rotator) markBackupsLiveAsKeys(ctx context.Context) (int, error) {
 		if !b.sameSecret {
 			continue // an id collision: which one is right is the operator's call
 		}
-		_, err := r.backups.UpdateOne(ctx, bson.M{"_id": b.id, "apiKey": b.secret, "isUsed": bson.M{"$ne": true}}, bson.M{"$set": bson.M{
-			"isUsed":    true,
-			"activated": true,
-			"usedFor":   b.replacedKey,
-			"usedAt":    r.opts.Now().UTC(),
+		_, err := r.backups.UpdateOne(ctx, bson.M{"_id": b.id, FieldAPIKey: b.secret, FieldIsUsed: bson.M{"$ne": true}}, bson.M{"$set": bson.M{
+			FieldIsUsed:    true,
+			FieldActivated: true,
+			FieldUsedFor:   b.replacedKey,
+			FieldUsedAt:    r.opts.Now().UTC(),
 		}})
 		if err != nil {
 			return n, fmt.Errorf("mark backup %s used: %w", b.id, err)
@@ -235,8 +235,8 @@ type liveBackup struct {
 
 // backupsLiveAsKeys lists the unused backups whose _id is a live key.
 func (r *Rotator) backupsLiveAsKeys(ctx context.Context) ([]liveBackup, error) {
-	cur, err := r.backups.Find(ctx, bson.M{"isUsed": bson.M{"$ne": true}, "_id": bson.M{"$type": "string"}},
-		options.Find().SetProjection(bson.M{"_id": 1, "apiKey": 1}))
+	cur, err := r.backups.Find(ctx, bson.M{FieldIsUsed: bson.M{"$ne": true}, "_id": bson.M{"$type": "string"}},
+		options.Find().SetProjection(bson.M{"_id": 1, FieldAPIKey: 1}))
 	if err != nil {
 		return nil, fmt.Errorf("list unused backups: %w", err)
 	}
@@ -244,7 +244,7 @@ func (r *Rotator) backupsLiveAsKeys(ctx context.Context) ([]liveBackup, error) {
 	var ids []string
 	for cur.Next(ctx) {
 		id, _ := cur.Current.Lookup("_id").StringValueOK()
-		secrets[id], _ = cur.Current.Lookup("apiKey").StringValueOK()
+		secrets[id], _ = cur.Current.Lookup(FieldAPIKey).StringValueOK()
 		ids = append(ids, id)
 	}
 	if err := cur.Err(); err != nil {
@@ -254,14 +254,14 @@ func (r *Rotator) backupsLiveAsKeys(ctx context.Context) ([]liveBackup, error) {
 	for len(ids) > 0 {
 		batch := ids[:min(len(ids), 500)]
 		ids = ids[len(batch):]
-		kc, err := r.keys.Find(ctx, bson.M{"_id": bson.M{"$in": batch}}, options.Find().SetProjection(bson.M{"_id": 1, "apiKey": 1, "replacedKey": 1}))
+		kc, err := r.keys.Find(ctx, bson.M{"_id": bson.M{"$in": batch}}, options.Find().SetProjection(bson.M{"_id": 1, FieldAPIKey: 1, FieldReplacedKey: 1}))
 		if err != nil {
 			return nil, fmt.Errorf("find keys with backup ids: %w", err)
 		}
 		for kc.Next(ctx) {
 			id, _ := kc.Current.Lookup("_id").StringValueOK()
-			secret, _ := kc.Current.Lookup("apiKey").StringValueOK()
-			rk, _ := kc.Current.Lookup("replacedKey").StringValueOK()
+			secret, _ := kc.Current.Lookup(FieldAPIKey).StringValueOK()
+			rk, _ := kc.Current.Lookup(FieldReplacedKey).StringValueOK()
 			out = append(out, liveBackup{id: id, secret: secrets[id], replacedKey: rk, sameSecret: secret == secrets[id] && secret != ""})
 		}
 		if err := kc.Err(); err != nil {
@@ -304,11 +304,11 @@ func (r *Rotator) EnsureIndexes(ctx context.Context) error {
 		return err
 	}
 	if err := r.ensure(ctx, r.backups, mongoidx.Index{Name: "isUsed_1_createdAt_1",
-		Keys: bson.D{{Key: "isUsed", Value: 1}, {Key: "createdAt", Value: 1}}}); err != nil {
+		Keys: bson.D{{Key: FieldIsUsed, Value: 1}, {Key: FieldCreatedAt, Value: 1}}}); err != nil {
 		return err
 	}
 	// Each rotation lists the replacements of its key by usedFor.
-	if err := r.ensure(ctx, r.backups, mongoidx.Index{Name: "usedFor_1", Keys: bson.D{{Key: "usedFor", Value: 1}}}); err != nil {
+	if err := r.ensure(ctx, r.backups, mongoidx.Index{Name: "usedFor_1", Keys: bson.D{{Key: FieldUsedFor, Value: 1}}}); err != nil {
 		return err
 	}
 	return history.NewStore(r.history).EnsureIndexes(ctx)
@@ -357,9 +357,9 @@ func (r *Rotator) dropLegacyIndex(ctx context.Context) error {
 // backups-left alert sees what is really usable.
 func (r *Rotator) BackupsAvailable(ctx context.Context) (int64, error) {
 	n, err := r.backups.CountDocuments(ctx, bson.M{
-		"isUsed": bson.M{"$ne": true},
-		"_id":    bson.M{"$type": "string", "$ne": ""},
-		"apiKey": bson.M{"$type": "string", "$ne": ""},
+		FieldIsUsed: bson.M{"$ne": true},
+		"_id":       bson.M{"$type": "string", "$ne": ""},
+		FieldAPIKey: bson.M{"$type": "string", "$ne": ""},
 	})
 	if err != nil {
 		return 0, fmt.Errorf("count backups: %w", err)
@@ -378,8 +378,8 @@ type replacement struct {
 // which of them are live keys: an old key with two live replacements is the
 // state a foreign rotator racing ours leaves (README "Rotation guarantees").
 func (r *Rotator) replacementsOf(ctx context.Context) (map[string][]replacement, error) {
-	cur, err := r.backups.Find(ctx, bson.M{"isUsed": true, "activated": true, "usedFor": bson.M{"$type": "string"}},
-		options.Find().SetProjection(bson.M{"_id": 1, "usedFor": 1, claimField: 1}))
+	cur, err := r.backups.Find(ctx, bson.M{FieldIsUsed: true, FieldActivated: true, FieldUsedFor: bson.M{"$type": "string"}},
+		options.Find().SetProjection(bson.M{"_id": 1, FieldUsedFor: 1, claimField: 1}))
 	if err != nil {
 		return nil, fmt.Errorf("list used backups: %w", err)
 	}
@@ -390,7 +390,7 @@ func (r *Rotator) replacementsOf(ctx context.Context) (map[string][]replacement,
 		if !ok {
 			continue
 		}
-		old, _ := cur.Current.Lookup("usedFor").StringValueOK()
+		old, _ := cur.Current.Lookup(FieldUsedFor).StringValueOK()
 		by, _ := cur.Current.Lookup(claimField).StringValueOK()
 		out[old] = append(out[old], replacement{id: id, claimedBy: by})
 		ids = append(ids, id)
@@ -502,8 +502,8 @@ func (r *Rotator) removeForeignDuplicates(ctx context.Context) (int, error) {
 				}
 				continue
 			}
-			if _, err := r.backups.UpdateOne(ctx, bson.M{"_id": rp.id, "usedFor": old},
-				bson.M{"$set": bson.M{"isUsed": false, "activated": false}, "$unset": bson.M{"usedFor": "", "usedAt": ""}}); err != nil {
+			if _, err := r.backups.UpdateOne(ctx, bson.M{"_id": rp.id, FieldUsedFor: old},
+				bson.M{"$set": bson.M{FieldIsUsed: false, FieldActivated: false}, "$unset": bson.M{FieldUsedFor: "", FieldUsedAt: ""}}); err != nil {
 				return n, err
 			}
 			n++
@@ -551,7 +551,7 @@ func (r *Rotator) settleUndone(ctx context.Context) (int, error) {
 		return n, fmt.Errorf("remove history of undone rotations: %w", err)
 	}
 	n += int(res.DeletedCount)
-	bc, err := r.backups.Find(ctx, bson.M{claimField: bson.M{"$in": ids}}, options.Find().SetProjection(bson.M{"_id": 1, claimField: 1, "usedFor": 1}))
+	bc, err := r.backups.Find(ctx, bson.M{claimField: bson.M{"$in": ids}}, options.Find().SetProjection(bson.M{"_id": 1, claimField: 1, FieldUsedFor: 1}))
 	if err != nil {
 		return n, fmt.Errorf("find backups of undone rotations: %w", err)
 	}
@@ -572,8 +572,8 @@ func (r *Rotator) settleUndone(ctx context.Context) (int, error) {
 			}
 			continue // a live key: not ours to give back; verify names it
 		}
-		res, err := r.backups.UpdateOne(ctx, bson.M{"_id": id, claimField: by, "usedFor": e.OldKeyID},
-			bson.M{"$set": bson.M{"isUsed": false, "activated": false}, "$unset": bson.M{"usedFor": "", "usedAt": "", claimField: ""}})
+		res, err := r.backups.UpdateOne(ctx, bson.M{"_id": id, claimField: by, FieldUsedFor: e.OldKeyID},
+			bson.M{"$set": bson.M{FieldIsUsed: false, FieldActivated: false}, "$unset": bson.M{FieldUsedFor: "", FieldUsedAt: "", claimField: ""}})
 		if err != nil {
 			return n, fmt.Errorf("give back backup %s of undone rotation %s: %w", id, by, err)
 		}

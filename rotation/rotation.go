@@ -251,8 +251,8 @@ type backupDoc struct {
 type RotateOption func(*request)
 
 type request struct {
-	obs    *history.Observation
-	keyDoc bson.Raw
+	obs *history.Observation
+	Key bson.Raw
 }
 
 // WithObservation records the spend observation that led to the rotation in
@@ -264,7 +264,7 @@ func WithObservation(o history.Observation) RotateOption {
 // WithKeyDocument passes the key document the caller already read, saving
 // the rotator a round trip. It must be the document whose _id is keyID.
 func WithKeyDocument(doc bson.Raw) RotateOption {
-	return func(r *request) { r.keyDoc = doc }
+	return func(r *request) { r.Key = doc }
 }
 
 // RotationID derives the id of the rotation of one key document from the
@@ -304,7 +304,7 @@ func (r *Rotator) Rotate(ctx context.Context, keyID, reason string, opts ...Rota
 		o(&req)
 	}
 	res := Result{OldKeyID: keyID}
-	doc := req.keyDoc
+	doc := req.Key
 	if doc == nil {
 		var err error
 		doc, err = r.keys.FindOne(ctx, bson.M{"_id": keyID}).Raw()
@@ -315,7 +315,7 @@ func (r *Rotator) Rotate(ctx context.Context, keyID, reason string, opts ...Rota
 			return res, fmt.Errorf("read key %s: %w", keyID, err)
 		}
 	}
-	key, err := decodeKey(doc)
+	key, err := DecodeKey(doc)
 	if err != nil {
 		return res, fmt.Errorf("key %s: %w", keyID, err)
 	}
@@ -361,7 +361,7 @@ func (r *Rotator) Rotate(ctx context.Context, keyID, reason string, opts ...Rota
 // new one, so a replacement live before the key was seen live again
 // replaced a copy put back since, not the key this call rotates.
 func (r *Rotator) earlierReplacements(ctx context.Context, keyID, secret string) ([]string, error) {
-	cur, err := r.backups.Find(ctx, bson.M{"usedFor": keyID, "isUsed": true}, options.Find().SetProjection(bson.M{"_id": 1}))
+	cur, err := r.backups.Find(ctx, bson.M{FieldUsedFor: keyID, FieldIsUsed: true}, options.Find().SetProjection(bson.M{"_id": 1}))
 	if err != nil {
 		return nil, fmt.Errorf("find replacements of %s: %w", keyID, err)
 	}
@@ -388,7 +388,7 @@ func (r *Rotator) earlierReplacements(ctx context.Context, keyID, secret string)
 		return nil, err
 	}
 	// A separate, later read: one find over several ids is no snapshot.
-	n, err := r.keys.CountDocuments(ctx, bson.M{"_id": keyID, "apiKey": secret})
+	n, err := r.keys.CountDocuments(ctx, bson.M{"_id": keyID, FieldAPIKey: secret})
 	if err != nil {
 		return nil, fmt.Errorf("read key %s: %w", keyID, err)
 	}
@@ -509,7 +509,7 @@ func (r *Rotator) claimLost(ctx context.Context, res Result) (Result, bool, erro
 	if err != nil {
 		return res, false, fmt.Errorf("read key %s: %w", e.OldKeyID, err)
 	}
-	k, err := decodeKey(raw)
+	k, err := DecodeKey(raw)
 	if err != nil || !sameDocument(e.ID, r.pool.Name, k.ID, k.APIKey) {
 		return entryResult(e), false, nil
 	}
@@ -593,8 +593,8 @@ const claimField = "claimedBy"
 // backup is then let go. It returns the backup as it is now, or why it
 // cannot be used.
 func (r *Rotator) reserve(ctx context.Context, e journalEntry) (bson.Raw, string, error) {
-	raw, err := r.backups.FindOneAndUpdate(ctx, bson.M{"_id": e.BackupID, "isUsed": bson.M{"$ne": true}},
-		bson.M{"$set": bson.M{"isUsed": true, "usedFor": e.OldKeyID, claimField: e.ID}},
+	raw, err := r.backups.FindOneAndUpdate(ctx, bson.M{"_id": e.BackupID, FieldIsUsed: bson.M{"$ne": true}},
+		bson.M{"$set": bson.M{FieldIsUsed: true, FieldUsedFor: e.OldKeyID, claimField: e.ID}},
 		options.FindOneAndUpdate().SetReturnDocument(options.After)).Raw()
 	if err == nil {
 		return raw, "", nil
@@ -610,7 +610,7 @@ func (r *Rotator) reserve(ctx context.Context, e journalEntry) (bson.Raw, string
 		return nil, "", fmt.Errorf("read backup %s: %w", e.BackupID, err)
 	}
 	by, _ := raw.Lookup(claimField).StringValueOK()
-	usedFor, _ := raw.Lookup("usedFor").StringValueOK()
+	usedFor, _ := raw.Lookup(FieldUsedFor).StringValueOK()
 	if by == e.ID && usedFor == e.OldKeyID {
 		return raw, "", nil // reserved by another executor of this rotation
 	}
@@ -619,8 +619,8 @@ func (r *Rotator) reserve(ctx context.Context, e journalEntry) (bson.Raw, string
 
 // unreserve gives a reserved backup back, unless someone else used it since.
 func (r *Rotator) unreserve(ctx context.Context, e journalEntry) error {
-	_, err := r.backups.UpdateOne(ctx, bson.M{"_id": e.BackupID, claimField: e.ID, "usedFor": e.OldKeyID, "activated": bson.M{"$ne": true}},
-		bson.M{"$set": bson.M{"isUsed": false}, "$unset": bson.M{"usedFor": "", claimField: ""}})
+	_, err := r.backups.UpdateOne(ctx, bson.M{"_id": e.BackupID, claimField: e.ID, FieldUsedFor: e.OldKeyID, FieldActivated: bson.M{"$ne": true}},
+		bson.M{"$set": bson.M{FieldIsUsed: false}, "$unset": bson.M{FieldUsedFor: "", claimField: ""}})
 	if err != nil {
 		return fmt.Errorf("give back backup %s: %w", e.BackupID, err)
 	}
@@ -631,7 +631,7 @@ func (r *Rotator) unreserve(ctx context.Context, e journalEntry) error {
 // was live under this id and rotated away (the old rotators left such
 // backups unmarked), which must not come back.
 func (r *Rotator) usable(ctx context.Context, e journalEntry, raw bson.Raw) (string, string, error) {
-	secret, _ := raw.Lookup("apiKey").StringValueOK()
+	secret, _ := raw.Lookup(FieldAPIKey).StringValueOK()
 	if secret == "" {
 		return "", "malformed", nil
 	}
@@ -697,14 +697,14 @@ func (r *Rotator) candidates(ctx context.Context, tried map[string]bool) ([]back
 		exclude = append(exclude, id)
 	}
 	for {
-		filter := bson.M{"isUsed": bson.M{"$ne": true}}
+		filter := bson.M{FieldIsUsed: bson.M{"$ne": true}}
 		if len(exclude) > 0 {
 			filter["_id"] = bson.M{"$nin": exclude}
 		}
 		cur, err := r.backups.Find(ctx, filter, options.Find().
-			SetSort(bson.D{{Key: "createdAt", Value: 1}, {Key: "_id", Value: 1}}).
+			SetSort(bson.D{{Key: FieldCreatedAt, Value: 1}, {Key: "_id", Value: 1}}).
 			SetLimit(int64(r.opts.Candidates)).
-			SetProjection(bson.M{"_id": 1, "apiKey": 1}))
+			SetProjection(bson.M{"_id": 1, FieldAPIKey: 1}))
 		if err != nil {
 			return nil, fmt.Errorf("find backups: %w", err)
 		}
@@ -714,7 +714,7 @@ func (r *Rotator) candidates(ctx context.Context, tried map[string]bool) ([]back
 		}
 		for _, raw := range raws {
 			id, ok := raw.Lookup("_id").StringValueOK()
-			secret, ok2 := raw.Lookup("apiKey").StringValueOK()
+			secret, ok2 := raw.Lookup(FieldAPIKey).StringValueOK()
 			if !ok || !ok2 || id == "" || secret == "" {
 				r.log.Warn("skipping malformed backup document (needs string _id and apiKey)", "backup", raw.Lookup("_id").String())
 				exclude = append(exclude, raw.Lookup("_id"))
@@ -760,7 +760,7 @@ func (r *Rotator) after(ctx context.Context, id string, s Step) error {
 	return nil
 }
 
-func (r *Rotator) historyRecord(e journalEntry, key keyDoc, obs *history.Observation) history.Record {
+func (r *Rotator) historyRecord(e journalEntry, key Key, obs *history.Observation) history.Record {
 	rec := history.Record{
 		ID:             e.ID,
 		Pool:           r.pool.Name,
@@ -768,7 +768,7 @@ func (r *Rotator) historyRecord(e journalEntry, key keyDoc, obs *history.Observa
 		APIKeyMasked:   e.APIKeyMasked,
 		Spend:          key.TotalSpend,
 		CheckedAt:      e.StartedAt,
-		WasActive:      key.Status == "healthy",
+		WasActive:      key.Status == StatusHealthy,
 		RotatedAt:      e.StartedAt,
 		RotationReason: e.Reason,
 		Instance:       r.opts.Owner,
@@ -784,41 +784,6 @@ func (r *Rotator) historyRecord(e journalEntry, key keyDoc, obs *history.Observa
 		}
 	}
 	return rec
-}
-
-type keyDoc struct {
-	ID          string
-	APIKey      string
-	Status      string
-	TotalSpend  float64
-	ReplacedKey string
-	Pending     string // the rotation that inserted it, until it is activated
-	CreatedAt   time.Time
-}
-
-// decodeKey reads the fields the rotator needs, leniently: a key without a
-// string _id or apiKey cannot be rotated, anything else is tolerated.
-func decodeKey(doc bson.Raw) (keyDoc, error) {
-	var k keyDoc
-	var ok bool
-	if k.ID, ok = doc.Lookup("_id").StringValueOK(); !ok {
-		return k, errors.New("_id is not a string")
-	}
-	if k.APIKey, ok = doc.Lookup("apiKey").StringValueOK(); !ok || k.APIKey == "" {
-		return k, errors.New("apiKey missing or not a string")
-	}
-	k.Status, _ = doc.Lookup("status").StringValueOK()
-	k.ReplacedKey, _ = doc.Lookup("replacedKey").StringValueOK()
-	k.Pending, _ = doc.Lookup(pendingField).StringValueOK()
-	if v, ok := doc.Lookup("createdAt").TimeOK(); ok {
-		k.CreatedAt = v.UTC()
-	}
-	if v, err := doc.LookupErr("totalSpend"); err == nil {
-		if f, ok := v.AsFloat64OK(); ok {
-			k.TotalSpend = f
-		}
-	}
-	return k, nil
 }
 
 // liveChain bounds LiveEnd's walk from a rotated key to its live replacement.

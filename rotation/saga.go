@@ -115,7 +115,7 @@ func (s *saga) stillClaimed(ctx context.Context) (finished bool, err error) {
 // guarantees"). The secret is not compared: a recoverer may have inserted
 // the key with the backup's secret as re-keyed after the owner read it, and
 // that insert is still this rotation's.
-func (s *saga) ours(k keyDoc) bool {
+func (s *saga) ours(k Key) bool {
 	if k.ReplacedKey != s.e.OldKeyID {
 		return false
 	}
@@ -135,13 +135,13 @@ func (s *saga) insertKey(ctx context.Context) error {
 	}
 	newKey := bson.D{
 		{Key: "_id", Value: s.e.NewKeyID},
-		{Key: "apiKey", Value: s.backupSecret},
-		{Key: "status", Value: "healthy"},
-		{Key: "tokensUsed", Value: int64(0)},
-		{Key: "requestsCount", Value: int64(0)},
-		{Key: "totalSpend", Value: 0.0},
-		{Key: "createdAt", Value: s.e.StartedAt},
-		{Key: "replacedKey", Value: s.e.OldKeyID},
+		{Key: FieldAPIKey, Value: s.backupSecret},
+		{Key: FieldStatus, Value: StatusHealthy},
+		{Key: FieldTokensUsed, Value: int64(0)},
+		{Key: FieldRequestsCount, Value: int64(0)},
+		{Key: FieldTotalSpend, Value: 0.0},
+		{Key: FieldCreatedAt, Value: s.e.StartedAt},
+		{Key: FieldReplacedKey, Value: s.e.OldKeyID},
 		{Key: pendingField, Value: s.e.ID},
 	}
 	_, err := r.keys.InsertOne(ctx, newKey)
@@ -157,7 +157,7 @@ func (s *saga) insertKey(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if k, err := decodeKey(got); err != nil || !s.ours(k) {
+	if k, err := DecodeKey(got); err != nil || !s.ours(k) {
 		return fmt.Errorf("%w: %s", ErrKeyCollision, s.e.NewKeyID)
 	}
 	return nil
@@ -174,7 +174,7 @@ func (s *saga) recoverInsertKey(ctx context.Context) (done bool, err error) {
 		return false, err
 	}
 	if got != nil {
-		if k, err := decodeKey(got); err == nil && s.ours(k) {
+		if k, err := DecodeKey(got); err == nil && s.ours(k) {
 			return true, nil
 		}
 		return false, fmt.Errorf("%w: %s", ErrKeyCollision, s.e.NewKeyID)
@@ -192,10 +192,10 @@ func (s *saga) recoverInsertKey(ctx context.Context) (done bool, err error) {
 		}
 		return false, ErrBackupVanished
 	}
-	activated, _ := raw.Lookup("activated").BooleanOK()
-	usedFor, _ := raw.Lookup("usedFor").StringValueOK()
+	activated, _ := raw.Lookup(FieldActivated).BooleanOK()
+	usedFor, _ := raw.Lookup(FieldUsedFor).StringValueOK()
 	by, hasBy := raw.Lookup(claimField).StringValueOK()
-	usedAt, _ := raw.Lookup("usedAt").TimeOK()
+	usedAt, _ := raw.Lookup(FieldUsedAt).TimeOK()
 	if activated && usedFor == s.e.OldKeyID && (by == s.e.ID || (!hasBy && usedAt.Equal(s.e.StartedAt))) {
 		// Marked used by this rotation: it was inserted (the mark follows
 		// the insert) and has since left the pool.
@@ -242,7 +242,7 @@ func (s *saga) insertedAndLeft(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	for _, d := range docs {
-		if k, err := decodeKey(d.Document); err == nil && k.Pending == "" && s.ours(k) {
+		if k, err := DecodeKey(d.Document); err == nil && k.Pending == "" && s.ours(k) {
 			return true, nil
 		}
 	}
@@ -257,11 +257,11 @@ func (s *saga) markBackup(ctx context.Context) error {
 	_, err := s.r.backups.UpdateOne(ctx, bson.M{"_id": s.e.BackupID, "$or": bson.A{
 		bson.M{claimField: s.e.ID}, bson.M{claimField: bson.M{"$exists": false}},
 	}}, bson.M{"$set": bson.M{
-		"isUsed":    true,
-		"activated": true,
-		"usedFor":   s.e.OldKeyID,
-		"usedAt":    s.e.StartedAt,
-		claimField:  s.e.ID,
+		FieldIsUsed:    true,
+		FieldActivated: true,
+		FieldUsedFor:   s.e.OldKeyID,
+		FieldUsedAt:    s.e.StartedAt,
+		claimField:     s.e.ID,
 	}})
 	return err
 }
@@ -281,7 +281,7 @@ func (s *saga) activateKey(ctx context.Context) error {
 // written before the key existed, so this read cannot miss it.
 func (s *saga) settleArrival(ctx context.Context) error {
 	if s.oldKey != nil {
-		if _, err := s.oldKey.LookupErr("replacedKey"); err != nil {
+		if _, err := s.oldKey.LookupErr(FieldReplacedKey); err != nil {
 			return nil
 		}
 	}
@@ -407,7 +407,7 @@ func (s *saga) oldKeyGone(ctx context.Context) error {
 	// Foreign: not reserved by any rotation of ours (an earlier one of a key
 	// put back by hand carries its claimedBy; one from before claimedBy
 	// existed is in the journal).
-	cur, err := r.backups.Find(ctx, bson.M{"usedFor": s.e.OldKeyID, "isUsed": true,
+	cur, err := r.backups.Find(ctx, bson.M{FieldUsedFor: s.e.OldKeyID, FieldIsUsed: true,
 		"_id": bson.M{"$ne": s.e.BackupID}, claimField: bson.M{"$exists": false}},
 		options.Find().SetProjection(bson.M{"_id": 1}))
 	if err != nil {
@@ -458,7 +458,7 @@ func (r *Rotator) liveHeir(ctx context.Context, id string, depth int) (string, e
 	if depth >= maxChain {
 		return "", nil
 	}
-	cur, err := r.backups.Find(ctx, bson.M{"usedFor": id, "isUsed": true}, options.Find().SetProjection(bson.M{"_id": 1}))
+	cur, err := r.backups.Find(ctx, bson.M{FieldUsedFor: id, FieldIsUsed: true}, options.Find().SetProjection(bson.M{"_id": 1}))
 	if err != nil {
 		return "", fmt.Errorf("look for the replacement of %s: %w", id, err)
 	}
@@ -498,7 +498,7 @@ func (s *saga) undo(ctx context.Context, other string) error {
 		return err
 	}
 	if raw != nil {
-		if k, err := decodeKey(raw); err == nil && s.ours(k) {
+		if k, err := DecodeKey(raw); err == nil && s.ours(k) {
 			if err := r.archiveCopy(ctx, s.e.ID+"/undone/"+k.ID, s.e.ID, k.ID, "rotation_undone", other, raw); err != nil {
 				return err
 			}
@@ -507,8 +507,8 @@ func (s *saga) undo(ctx context.Context, other string) error {
 			}
 		}
 	}
-	if _, err := r.backups.UpdateOne(ctx, bson.M{"_id": s.e.BackupID, claimField: s.e.ID, "usedFor": s.e.OldKeyID},
-		bson.M{"$set": bson.M{"isUsed": false, "activated": false}, "$unset": bson.M{"usedFor": "", "usedAt": "", claimField: ""}}); err != nil {
+	if _, err := r.backups.UpdateOne(ctx, bson.M{"_id": s.e.BackupID, claimField: s.e.ID, FieldUsedFor: s.e.OldKeyID},
+		bson.M{"$set": bson.M{FieldIsUsed: false, FieldActivated: false}, "$unset": bson.M{FieldUsedFor: "", FieldUsedAt: "", claimField: ""}}); err != nil {
 		return fmt.Errorf("undo: give back backup %s: %w", s.e.BackupID, err)
 	}
 	// A history record a resumed step wrote stands for nothing now.
@@ -534,7 +534,7 @@ func (s *saga) undo(ctx context.Context, other string) error {
 // same id and secret. A secret replaced in place makes it another key, which
 // the rotation leaves alone.
 func (s *saga) isOldKey(doc bson.Raw) bool {
-	k, err := decodeKey(doc)
+	k, err := DecodeKey(doc)
 	if err != nil {
 		return false
 	}

@@ -35,8 +35,8 @@ func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 
 	keyIDs := map[string]bool{}
 	secrets := map[string]string{}
-	live := map[string]keyDoc{}
-	cur, err := r.keys.Find(ctx, bson.M{}, options.Find().SetProjection(bson.M{"_id": 1, "apiKey": 1, "replacedKey": 1, pendingField: 1}))
+	live := map[string]Key{}
+	cur, err := r.keys.Find(ctx, bson.M{}, options.Find().SetProjection(bson.M{"_id": 1, FieldAPIKey: 1, FieldReplacedKey: 1, pendingField: 1}))
 	if err != nil {
 		return nil, fmt.Errorf("verify keys: %w", err)
 	}
@@ -47,12 +47,12 @@ func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 			continue
 		}
 		keyIDs[id] = true
-		secret, _ := cur.Current.Lookup("apiKey").StringValueOK()
+		secret, _ := cur.Current.Lookup(FieldAPIKey).StringValueOK()
 		if secret == "" {
 			add("malformed_key", "key %s: apiKey missing or not a string", id)
 			continue
 		}
-		k, _ := decodeKey(cur.Current)
+		k, _ := DecodeKey(cur.Current)
 		live[id] = k
 		if other, dup := secrets[secret]; dup {
 			add("duplicate_secret", "keys %s and %s hold the same secret (%s)", other, id, history.Mask(secret))
@@ -63,7 +63,7 @@ func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 		return nil, fmt.Errorf("verify keys: %w", err)
 	}
 
-	bcur, err := r.bindings.Find(ctx, bson.M{}, options.Find().SetProjection(bson.M{"_id": 1, r.pool.BindingKeyField: 1, "isActive": 1}))
+	bcur, err := r.bindings.Find(ctx, bson.M{}, options.Find().SetProjection(bson.M{"_id": 1, r.pool.BindingKeyField: 1, FieldIsActive: 1}))
 	if err != nil {
 		return nil, fmt.Errorf("verify bindings: %w", err)
 	}
@@ -71,7 +71,7 @@ func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 	for bcur.Next(ctx) {
 		kid, ok := bcur.Current.Lookup(r.pool.BindingKeyField).StringValueOK()
 		// The proxy serves a key through its active bindings only.
-		active, isBool := bcur.Current.Lookup("isActive").BooleanOK()
+		active, isBool := bcur.Current.Lookup(FieldIsActive).BooleanOK()
 		bound[kid] = bound[kid] || (ok && (active || !isBool))
 		if ok && !keyIDs[kid] {
 			add("orphan_binding", "binding %s points at missing key %s", bcur.Current.Lookup("_id"), kid)
@@ -289,6 +289,6 @@ func (r *Rotator) foreignReplacement(ctx context.Context, e journalEntry, ours m
 	if err != nil {
 		return false, fmt.Errorf("verify archive: %w", err)
 	}
-	rk, _ := a.Document.Lookup("replacedKey").StringValueOK()
+	rk, _ := a.Document.Lookup(FieldReplacedKey).StringValueOK()
 	return rk != "", nil
 }

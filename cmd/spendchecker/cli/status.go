@@ -11,8 +11,10 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/spendchecker/spendchecker/checker"
 	"github.com/spendchecker/spendchecker/history"
 	"github.com/spendchecker/spendchecker/lease"
+	"github.com/spendchecker/spendchecker/rotation"
 )
 
 func statusCommand(c *Config, p *program) spec {
@@ -59,25 +61,25 @@ func (a *app) status(ctx context.Context, out io.Writer) error {
 		fmt.Fprintln(tw, "KEY\tAPI KEY\tSTATUS\tSPEND\tBUDGET\t% THRESHOLD\tLAST CHECK\tNEXT CHECK")
 		for cur.Next(ctx) {
 			d := cur.Current
-			secret, _ := d.Lookup("apiKey").StringValueOK()
-			st, _ := d.Lookup("status").StringValueOK()
-			if e, ok := d.Lookup("spendCheckError").StringValueOK(); ok && e != "" {
+			secret, _ := d.Lookup(rotation.FieldAPIKey).StringValueOK()
+			st, _ := d.Lookup(rotation.FieldStatus).StringValueOK()
+			if e, ok := d.Lookup(checker.FieldCheckError).StringValueOK(); ok && e != "" {
 				st += " (upstream: " + e + ")" // rejected, and not rotated (--rotate-unauthorized=false)
 			}
 			spendS, pct, budget := "-", "-", "-"
-			if v, err := d.LookupErr("totalSpend"); err == nil {
+			if v, err := d.LookupErr(rotation.FieldTotalSpend); err == nil {
 				if f, ok := v.AsFloat64OK(); ok {
 					spendS = fmt.Sprintf("$%.2f", f)
 					pct = fmt.Sprintf("%.0f%%", 100*f/threshold)
 				}
 			}
-			if v, err := d.LookupErr("spendBudget"); err == nil {
+			if v, err := d.LookupErr(checker.FieldBudget); err == nil {
 				if f, ok := v.AsFloat64OK(); ok {
 					budget = fmt.Sprintf("$%.2f", f)
 				}
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", idString(d.Lookup("_id")), history.Mask(secret), st,
-				spendS, budget, pct, ago(d.Lookup("lastSpendCheck"), now), until(d.Lookup("nextSpendCheck"), now))
+				spendS, budget, pct, ago(d.Lookup(checker.FieldLastCheck), now), until(d.Lookup(checker.FieldNextCheck), now))
 		}
 		_ = tw.Flush()
 		if err := cur.Err(); err != nil {
