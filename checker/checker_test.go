@@ -13,6 +13,7 @@ import (
 	"github.com/spendchecker/spendchecker/checker"
 	"github.com/spendchecker/spendchecker/history"
 	"github.com/spendchecker/spendchecker/internal/fakeupstream"
+	"github.com/spendchecker/spendchecker/internal/fixture"
 	"github.com/spendchecker/spendchecker/internal/mongotest"
 	"github.com/spendchecker/spendchecker/rotation"
 	"github.com/spendchecker/spendchecker/spend"
@@ -22,29 +23,26 @@ var openhands, _ = rotation.Preset("openhands")
 
 func secret(id string) string { return "sk-test-" + id + "-0123456789" }
 
-// seedPool writes keys (id → spend at the upstream) and backups.
+// seedPool writes keys (id → spend at the upstream, one binding each) and
+// backups.
 func seedPool(t testing.TB, db *mongo.Database, up *fakeupstream.Server, pool rotation.Pool, keys map[string]float64, backups int) {
 	t.Helper()
-	ctx := context.Background()
+	f := fixture.Pool{Bindings: 1, CreatedAt: time.Now().UTC()}
 	for id, s := range keys {
-		if _, err := db.Collection(pool.KeysCollection).InsertOne(ctx, bson.M{"_id": id, "apiKey": secret(id), "status": "healthy", "createdAt": time.Now().UTC()}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := db.Collection(pool.BindingsCollection).InsertOne(ctx, bson.M{"_id": "bind-" + id, "proxyId": "p1", pool.BindingKeyField: id, "priority": 1}); err != nil {
-			t.Fatal(err)
-		}
+		f.Keys = append(f.Keys, fixture.Key{ID: id, Secret: secret(id)})
 		if up != nil {
 			up.SetSpend(secret(id), s)
 		}
 	}
 	for i := range backups {
 		id := fmt.Sprintf("%s-backup-%02d", pool.Name, i)
-		if _, err := db.Collection(pool.BackupsCollection).InsertOne(ctx, bson.M{"_id": id, "apiKey": secret(id), "isUsed": false, "createdAt": time.Now().UTC()}); err != nil {
-			t.Fatal(err)
-		}
+		f.Backups = append(f.Backups, fixture.Backup{ID: id, Secret: secret(id)})
 		if up != nil {
 			up.SetSpend(secret(id), 0)
 		}
+	}
+	if err := fixture.Write(context.Background(), db, pool, f); err != nil {
+		t.Fatal(err)
 	}
 }
 

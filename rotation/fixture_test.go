@@ -10,6 +10,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
+	"github.com/spendchecker/spendchecker/internal/fixture"
 	"github.com/spendchecker/spendchecker/rotation"
 )
 
@@ -20,39 +21,17 @@ var testPool, _ = rotation.Preset("openhands")
 func seed(t testing.TB, db *mongo.Database, keys, backups, bindingsPerKey int) {
 	t.Helper()
 	ctx := context.Background()
-	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	var kd, bd, bind []any
+	f := fixture.Pool{Bindings: bindingsPerKey, CreatedAt: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	for i := range keys {
-		id := fmt.Sprintf("key-%03d", i)
-		kd = append(kd, bson.M{
-			"_id": id, "apiKey": fmt.Sprintf("sk-live-key-secret-%06d", i), "status": "healthy",
-			"tokensUsed": int64(100 + i), "requestsCount": int64(i), "totalSpend": 9.99, "createdAt": base,
-			"proxyOnlyField": "kept",
-		})
-		for j := range bindingsPerKey {
-			bind = append(bind, bson.M{
-				"_id": fmt.Sprintf("bind-%03d-%d", i, j), "proxyId": fmt.Sprintf("proxy-%d", j),
-				testPool.BindingKeyField: id, "priority": int32(j), "isActive": true, "createdAt": base,
-			})
-		}
+		f.Keys = append(f.Keys, fixture.Key{ID: fmt.Sprintf("key-%03d", i), Secret: fmt.Sprintf("sk-live-key-secret-%06d", i), Fields: bson.M{
+			"tokensUsed": int64(100 + i), "requestsCount": int64(i), "totalSpend": 9.99, "proxyOnlyField": "kept"}})
 	}
 	for i := range backups {
-		bd = append(bd, bson.M{
-			"_id": fmt.Sprintf("backup-%03d", i), "apiKey": fmt.Sprintf("sk-live-backup-secret-%06d", i),
-			"isUsed": false, "activated": false, "createdAt": base.Add(time.Duration(i) * time.Second),
-		})
+		f.Backups = append(f.Backups, fixture.Backup{ID: fmt.Sprintf("backup-%03d", i), Secret: fmt.Sprintf("sk-live-backup-secret-%06d", i)})
 	}
-	insert := func(coll string, docs []any) {
-		if len(docs) == 0 {
-			return
-		}
-		if _, err := db.Collection(coll).InsertMany(ctx, docs); err != nil {
-			t.Fatalf("seed %s: %v", coll, err)
-		}
+	if err := fixture.Write(ctx, db, testPool, f); err != nil {
+		t.Fatal(err)
 	}
-	insert(testPool.KeysCollection, kd)
-	insert(testPool.BackupsCollection, bd)
-	insert(testPool.BindingsCollection, bind)
 	r := newRotator(t, db, rotation.Config{})
 	if err := r.EnsureIndexes(ctx); err != nil {
 		t.Fatal(err)

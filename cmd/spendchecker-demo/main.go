@@ -23,6 +23,7 @@ import (
 	"github.com/spendchecker/spendchecker/cmd/spendchecker/cli"
 	"github.com/spendchecker/spendchecker/internal/embedded"
 	"github.com/spendchecker/spendchecker/internal/fakeupstream"
+	"github.com/spendchecker/spendchecker/internal/fixture"
 	"github.com/spendchecker/spendchecker/rotation"
 )
 
@@ -130,20 +131,11 @@ func seed(ctx context.Context, uri string, up *fakeupstream.Server, keys []demoK
 		return err
 	}
 	defer client.Disconnect(context.WithoutCancel(ctx))
-	db := client.Database("fproxy")
 	pool, _ := rotation.Preset("openhands")
-	now := time.Now().UTC()
+	f := fixture.Pool{Bindings: 2, CreatedAt: time.Now().UTC()}
 	for i, k := range keys {
-		if _, err := db.Collection(pool.KeysCollection).InsertOne(ctx, bson.M{"_id": k.id, "apiKey": secret(k.id), "status": "healthy",
-			"tokensUsed": int64(1000 * i), "requestsCount": int64(10 * i), "createdAt": now}); err != nil {
-			return err
-		}
-		for j := range 2 {
-			if _, err := db.Collection(pool.BindingsCollection).InsertOne(ctx, bson.M{"_id": fmt.Sprintf("bind-%s-%d", k.id, j),
-				"proxyId": fmt.Sprintf("egress-%d", (i+j)%4), pool.BindingKeyField: k.id, "priority": int32(j), "isActive": true, "createdAt": now}); err != nil {
-				return err
-			}
-		}
+		f.Keys = append(f.Keys, fixture.Key{ID: k.id, Secret: secret(k.id),
+			Fields: bson.M{rotation.FieldTokensUsed: int64(1000 * i), rotation.FieldRequestsCount: int64(10 * i)}})
 		up.SetSpend(secret(k.id), k.spend)
 		if k.dead {
 			up.SetStatus(secret(k.id), 401)
@@ -151,13 +143,10 @@ func seed(ctx context.Context, uri string, up *fakeupstream.Server, keys []demoK
 	}
 	for i := range backups {
 		id := fmt.Sprintf("oh-backup-%02d", i+1)
-		if _, err := db.Collection(pool.BackupsCollection).InsertOne(ctx, bson.M{"_id": id, "apiKey": secret(id), "isUsed": false,
-			"activated": false, "createdAt": now.Add(time.Duration(i) * time.Second)}); err != nil {
-			return err
-		}
+		f.Backups = append(f.Backups, fixture.Backup{ID: id, Secret: secret(id)})
 		up.SetSpend(secret(id), 0)
 	}
-	return nil
+	return fixture.Write(ctx, client.Database("fproxy"), pool, f)
 }
 
 func countRotations(ctx context.Context, uri string) (int64, error) {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/spendchecker/spendchecker/history"
 	"github.com/spendchecker/spendchecker/internal/fakeupstream"
+	"github.com/spendchecker/spendchecker/internal/fixture"
 	"github.com/spendchecker/spendchecker/internal/mongotest"
 	"github.com/spendchecker/spendchecker/rotation"
 )
@@ -173,29 +174,22 @@ func TestChaos(t *testing.T) {
 // every secret, keys first.
 func chaosSeed(t *testing.T, db *mongo.Database, up *fakeupstream.Server, rng *rand.Rand) []string {
 	t.Helper()
-	ctx := context.Background()
-	var keys, bindings, backups []any
 	var secrets []string
-	now := time.Now().UTC()
+	f := fixture.Pool{Bindings: 2, CreatedAt: time.Now().UTC()}
 	for i := range chaosKeys {
 		id := fmt.Sprintf("k%02d", i)
-		keys = append(keys, bson.M{"_id": id, "apiKey": secret(id), "status": "healthy", "createdAt": now})
-		for j := range 2 {
-			bindings = append(bindings, bson.M{"_id": fmt.Sprintf("bind-%s-%d", id, j), "proxyId": fmt.Sprintf("p%d", j), openhands.BindingKeyField: id, "priority": j})
-		}
+		f.Keys = append(f.Keys, fixture.Key{ID: id, Secret: secret(id)})
 		up.SetSpend(secret(id), 5+4.9*rng.Float64())
 		secrets = append(secrets, secret(id))
 	}
 	for i := range chaosBackups {
 		id := fmt.Sprintf("b%03d", i)
-		backups = append(backups, bson.M{"_id": id, "apiKey": secret(id), "isUsed": false, "createdAt": now.Add(time.Duration(i) * time.Millisecond)})
+		f.Backups = append(f.Backups, fixture.Backup{ID: id, Secret: secret(id)})
 		up.SetSpend(secret(id), 0)
 		secrets = append(secrets, secret(id))
 	}
-	for coll, docs := range map[string][]any{openhands.KeysCollection: keys, openhands.BindingsCollection: bindings, openhands.BackupsCollection: backups} {
-		if _, err := db.Collection(coll).InsertMany(ctx, docs); err != nil {
-			t.Fatal(err)
-		}
+	if err := fixture.Write(context.Background(), db, openhands, f); err != nil {
+		t.Fatal(err)
 	}
 	return secrets
 }

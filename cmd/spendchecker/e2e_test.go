@@ -25,6 +25,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/spendchecker/spendchecker/internal/fakeupstream"
+	"github.com/spendchecker/spendchecker/internal/fixture"
 	"github.com/spendchecker/spendchecker/internal/mongotest"
 	"github.com/spendchecker/spendchecker/lease"
 	"github.com/spendchecker/spendchecker/rotation"
@@ -64,19 +65,18 @@ func secret(id string) string { return "sk-e2e-" + id + "-abcdef0123" }
 
 func seed(t *testing.T, db *mongo.Database, up *fakeupstream.Server, keys map[string]float64, backups int) {
 	t.Helper()
-	ctx := context.Background()
+	var f fixture.Pool
 	for id, s := range keys {
-		if _, err := db.Collection(openhands.KeysCollection).InsertOne(ctx, bson.M{"_id": id, "apiKey": secret(id), "status": "healthy"}); err != nil {
-			t.Fatal(err)
-		}
+		f.Keys = append(f.Keys, fixture.Key{ID: id, Secret: secret(id)})
 		up.SetSpend(secret(id), s)
 	}
 	for i := range backups {
 		id := fmt.Sprintf("b%02d", i)
-		if _, err := db.Collection(openhands.BackupsCollection).InsertOne(ctx, bson.M{"_id": id, "apiKey": secret(id), "isUsed": false}); err != nil {
-			t.Fatal(err)
-		}
+		f.Backups = append(f.Backups, fixture.Backup{ID: id, Secret: secret(id)})
 		up.SetSpend(secret(id), 0)
+	}
+	if err := fixture.Write(context.Background(), db, openhands, f); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
+	"github.com/spendchecker/spendchecker/internal/fixture"
 	"github.com/spendchecker/spendchecker/internal/mongotest"
 	"github.com/spendchecker/spendchecker/rotation"
 )
@@ -28,24 +29,15 @@ const testToken = "tok-0123456789abcdef-xyz"
 func apiSeed(t *testing.T, db *mongo.Database, pool rotation.Pool, keys, backups int) {
 	t.Helper()
 	ctx := context.Background()
-	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	f := fixture.Pool{Bindings: 1, CreatedAt: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	for i := range keys {
-		id := fmt.Sprintf("k%d", i)
-		if _, err := db.Collection(pool.KeysCollection).InsertOne(ctx, bson.M{"_id": id,
-			"apiKey": fmt.Sprintf("sk-secret-key-%06d-abcdef", i), "status": "healthy", "createdAt": at}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := db.Collection(pool.BindingsCollection).InsertOne(ctx, bson.M{"_id": "bind-" + id,
-			"proxyId": "p1", pool.BindingKeyField: id, "priority": 1, "isActive": true, "createdAt": at}); err != nil {
-			t.Fatal(err)
-		}
+		f.Keys = append(f.Keys, fixture.Key{ID: fmt.Sprintf("k%d", i), Secret: fmt.Sprintf("sk-secret-key-%06d-abcdef", i)})
 	}
 	for i := range backups {
-		if _, err := db.Collection(pool.BackupsCollection).InsertOne(ctx, bson.M{"_id": fmt.Sprintf("b%d", i),
-			"apiKey": fmt.Sprintf("sk-secret-backup-%06d-abcdef", i), "isUsed": false, "activated": false,
-			"createdAt": at.Add(time.Duration(i) * time.Second)}); err != nil {
-			t.Fatal(err)
-		}
+		f.Backups = append(f.Backups, fixture.Backup{ID: fmt.Sprintf("b%d", i), Secret: fmt.Sprintf("sk-secret-backup-%06d-abcdef", i)})
+	}
+	if err := fixture.Write(ctx, db, pool, f); err != nil {
+		t.Fatal(err)
 	}
 	r, err := rotation.New(db, pool, rotation.Config{Owner: "seed"})
 	if err != nil {
