@@ -66,16 +66,32 @@ type Pool struct {
 	BurstFactor float64
 }
 
+// Defaults of Config (README, "Configuration"); the CLI's flags use them.
+const (
+	DefaultConcurrency = 16
+	DefaultMinInterval = 10 * time.Second
+	DefaultMaxInterval = 30 * time.Minute
+	DefaultBatchSize   = 500
+	DefaultRejectShare = 0.5
+	DefaultRejectMin   = 3
+)
+
 // Config configures a Checker.
 type Config struct {
-	Pools       []Pool
-	Concurrency int // simultaneous upstream requests per cycle; default 16
+	Pools []Pool
+	// Concurrency is the number of simultaneous upstream requests per
+	// cycle; default DefaultConcurrency.
+	Concurrency int
 	Adaptive    bool
-	MinInterval time.Duration // default 10 s
-	MaxInterval time.Duration // default 30 min
+	// MinInterval and MaxInterval bound a key's cadence; defaults
+	// DefaultMinInterval and DefaultMaxInterval.
+	MinInterval time.Duration
+	MaxInterval time.Duration
 	DryRun      bool
 	Instance    string
-	BatchSize   int // cursor batch and bulk-write size; default 500
+	// BatchSize is the cursor batch and bulk-write size; default
+	// DefaultBatchSize.
+	BatchSize int
 	// WriteBatch caps the statements of one write-back command; default
 	// BatchSize, or FerretWriteBatch on FerretDB.
 	WriteBatch int
@@ -87,7 +103,8 @@ type Config struct {
 	// the last RejectWindow, at least RejectMin keys of a pool and at least
 	// RejectShare of its answered keys were rejected (401/403), the cycle
 	// rotates none of its rejected keys and fails (README, Reliability).
-	// Defaults 0.5 and 3; a negative RejectShare turns the guard off.
+	// Defaults DefaultRejectShare and DefaultRejectMin; a negative
+	// RejectShare turns the guard off.
 	RejectShare float64
 	RejectMin   int
 	// Unfenced drops the write-back's fence (README "Lease"). Only for the
@@ -126,16 +143,16 @@ func New(db *mongo.Database, cfg Config) (*Checker, error) {
 		return nil, errors.New("checker: no pools")
 	}
 	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 16
+		cfg.Concurrency = DefaultConcurrency
 	}
 	if cfg.MinInterval <= 0 {
-		cfg.MinInterval = 10 * time.Second
+		cfg.MinInterval = DefaultMinInterval
 	}
 	if cfg.MaxInterval < cfg.MinInterval {
-		cfg.MaxInterval = max(30*time.Minute, cfg.MinInterval)
+		cfg.MaxInterval = max(DefaultMaxInterval, cfg.MinInterval)
 	}
 	if cfg.BatchSize <= 0 {
-		cfg.BatchSize = 500
+		cfg.BatchSize = DefaultBatchSize
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = clockwork.NewRealClock()
@@ -144,10 +161,10 @@ func New(db *mongo.Database, cfg Config) (*Checker, error) {
 		cfg.Epoch = func() int64 { return 0 }
 	}
 	if cfg.RejectShare == 0 {
-		cfg.RejectShare = 0.5
+		cfg.RejectShare = DefaultRejectShare
 	}
 	if cfg.RejectMin <= 0 {
-		cfg.RejectMin = 3
+		cfg.RejectMin = DefaultRejectMin
 	}
 	log := cfg.Logger
 	if log == nil {

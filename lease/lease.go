@@ -45,7 +45,8 @@ var (
 	ErrHeld = errors.New("lease held by another live instance")
 )
 
-// Config sets up a Lease. Zero durations take the defaults 15 s / 10 s / 2 s.
+// Config sets up a Lease. Zero durations take DefaultLeaseDuration,
+// DefaultRenewDeadline and DefaultRetryPeriod.
 type Config struct {
 	Name          string
 	Instance      string
@@ -131,10 +132,19 @@ type Lease struct {
 	failing bool
 }
 
+// Defaults of Config's timings, taken together when all three are unset
+// (README, "Lease"): the renew deadline is 2/3 and the retry period 2/15 of
+// the lease duration.
+const (
+	DefaultLeaseDuration = 15 * time.Second
+	DefaultRenewDeadline = DefaultLeaseDuration * 2 / 3
+	DefaultRetryPeriod   = DefaultLeaseDuration * 2 / 15
+)
+
 // New returns a candidate for the lease named cfg.Name in coll.
 func New(coll *mongo.Collection, cfg Config) (*Lease, error) {
 	if cfg.LeaseDuration == 0 && cfg.RenewDeadline == 0 && cfg.RetryPeriod == 0 {
-		cfg.LeaseDuration, cfg.RenewDeadline, cfg.RetryPeriod = 15*time.Second, 10*time.Second, 2*time.Second
+		cfg.LeaseDuration, cfg.RenewDeadline, cfg.RetryPeriod = DefaultLeaseDuration, DefaultRenewDeadline, DefaultRetryPeriod
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err

@@ -52,6 +52,10 @@ func (e *HostBackoffError) Error() string {
 	return fmt.Sprintf("upstream %s failing (%d in a row); backing off until %s", e.Host, e.Failures, e.Until.UTC().Format(time.RFC3339))
 }
 
+// DefaultRequestTimeout bounds one upstream request when
+// Client.RequestTimeout is unset.
+const DefaultRequestTimeout = 15 * time.Second
+
 // Client performs upstream GETs with a per-request timeout, retries with
 // exponential backoff and full jitter on 429, 5xx and network errors
 // (honouring Retry-After), a cap on the body size, an optional global rate
@@ -60,7 +64,7 @@ func (e *HostBackoffError) Error() string {
 // fails (README, Reliability). Use one Client per process, by pointer.
 type Client struct {
 	HTTP           *http.Client
-	RequestTimeout time.Duration // per attempt; default 15 s
+	RequestTimeout time.Duration // per attempt; default DefaultRequestTimeout
 	MaxAttempts    int           // default 4
 	BaseBackoff    time.Duration // default 250 ms
 	MaxBackoff     time.Duration // longest wait between attempts, Retry-After included; default 30 s
@@ -127,7 +131,7 @@ func (c *Client) settings() settings {
 	hc.CheckRedirect = refuseCrossHost(d.http.CheckRedirect)
 	d.http = &hc
 	if d.timeout <= 0 {
-		d.timeout = 15 * time.Second
+		d.timeout = DefaultRequestTimeout
 	}
 	if d.attempts <= 0 {
 		d.attempts = 4

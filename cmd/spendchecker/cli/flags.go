@@ -13,6 +13,8 @@ import (
 
 	"github.com/peterbourgon/ff/v4"
 
+	"github.com/spendchecker/spendchecker/checker"
+	"github.com/spendchecker/spendchecker/lease"
 	"github.com/spendchecker/spendchecker/rotation"
 	"github.com/spendchecker/spendchecker/spend"
 )
@@ -32,21 +34,21 @@ type PoolConfig struct {
 	RotateUnauthorized *bool   `json:"rotate-unauthorized"`
 }
 
-// Defaults of the settings (README, "Configuration"): the flags and the
-// constructors below use these, nowhere else is a default spelled.
+// Defaults of the settings (README, "Configuration"): the flags use these,
+// and those a constructor has are the constructor's own constants.
 const (
 	DefaultPool               = "openhands"
 	DefaultThreshold          = 9.95
 	DefaultInterval           = 10 * time.Second
-	DefaultMinCheckInterval   = 10 * time.Second
-	DefaultMaxCheckInterval   = 30 * time.Minute
-	DefaultConcurrency        = 16
-	DefaultRequestTimeout     = 15 * time.Second
+	DefaultMinCheckInterval   = checker.DefaultMinInterval
+	DefaultMaxCheckInterval   = checker.DefaultMaxInterval
+	DefaultConcurrency        = checker.DefaultConcurrency
+	DefaultRequestTimeout     = spend.DefaultRequestTimeout
 	DefaultHostRate           = 50
-	DefaultRejectShare        = 0.5
-	DefaultRejectMin          = 3
+	DefaultRejectShare        = checker.DefaultRejectShare
+	DefaultRejectMin          = checker.DefaultRejectMin
 	DefaultLeaseName          = "spendchecker"
-	DefaultLeaseDuration      = 15 * time.Second
+	DefaultLeaseDuration      = lease.DefaultLeaseDuration
 	DefaultListen             = "127.0.0.1:9090"
 	DefaultLogFormat          = "auto"
 	DefaultLogLevel           = "info"
