@@ -1,0 +1,178 @@
+package rotation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+)
+
+// errRotatedElsewhere means the old key was rotated by someone else (the
+// proxy's own rotator) under this rotation, which undid its own insert.
+type errRotatedElsewhere struct{ newKeyID string }
+
+func (e errRotatedElsewhere) Error() string {
+	return "old key was rotated by someone else onto " + e.newKeyID + "; this rotation was undone"
+}
+
+// stateUndone marks a rotation undone because the old key was rotated by
+// someone else under it.
+const stateUndone = "undone"
+
+// undoneBackupField names, in an undone journal entry, the backup it gave
+// back; its backupId then holds releasedBackupID, unique per rotation.
+const undoneBackupField = "undoneBackupId"
+
+func releasedBackupID(rotationID string) string { return "undone/" + rotationID }
+
+// oldKeyGone handles an old key found missing. Usually this rotation deleted
+// it. But the proxy's own rotator may have rotated it under us: then a
+// foreign replacement (a backup used for the old key by someone else) is
+// live, and this rotation undoes its own insert and gives its backup back,
+// so the pool keeps its size (README "Rotation guarantees").
+func (s *saga) oldKeyGone(ctx context.Context) error {
+	r := s.r
+	// Foreign: not reserved by any rotation of ours (an earlier one of a key
+	// put back by hand carries its claimedBy; one from before claimedBy
+	// existed is in the journal).
+	cur, err := r.backups.Find(ctx, bson.M{FieldUsedFor: s.e.OldKeyID, FieldIsUsed: true,
+		"_id": bson.M{"$ne": s.e.BackupID}, claimField: bson.M{"$exists": false}},
+		options.Find().SetProjection(bson.M{"_id": 1}))
+	if err != nil {
+		return fmt.Errorf("look for another replacement of %s: %w", s.e.OldKeyID, err)
+	}
+	var ids []string
+	for cur.Next(ctx) {
+		if id, ok := cur.Current.Lookup("_id").StringValueOK(); ok {
+			ids = append(ids, id)
+		}
+	}
+	if err := cur.Err(); err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if slices.Contains(s.e.Prior, id) {
+			continue // replaced an earlier copy of the old key
+		}
+		ours, err := r.journal.CountDocuments(ctx, bson.M{"pool": r.pool.Name, "oldKeyId": s.e.OldKeyID, "newKeyId": id})
+		if err != nil {
+			return err
+		}
+		if ours > 0 {
+			continue
+		}
+		heir, err := r.liveHeir(ctx, id, 0)
+		if err != nil {
+			return err
+		}
+		if heir != "" {
+			return s.undo(ctx, heir)
+		}
+	}
+	return nil
+}
+
+// liveHeir returns id if it is a live key, else the live key it was
+// rotated onto (by anyone, any number of times), else "": a foreign
+// replacement may have been rotated onward before ours looked.
+func (r *Rotator) liveHeir(ctx context.Context, id string, depth int) (string, error) {
+	n, err := r.keys.CountDocuments(ctx, bson.M{"_id": id})
+	if err != nil {
+		return "", err
+	}
+	if n > 0 {
+		return id, nil
+	}
+	if depth >= maxChain {
+		return "", nil
+	}
+	cur, err := r.backups.Find(ctx, bson.M{FieldUsedFor: id, FieldIsUsed: true}, options.Find().SetProjection(bson.M{"_id": 1}))
+	if err != nil {
+		return "", fmt.Errorf("look for the replacement of %s: %w", id, err)
+	}
+	var next []string
+	for cur.Next(ctx) {
+		if nid, ok := cur.Current.Lookup("_id").StringValueOK(); ok && nid != id {
+			next = append(next, nid)
+		}
+	}
+	if err := cur.Err(); err != nil {
+		return "", err
+	}
+	for _, nid := range next {
+		heir, err := r.liveHeir(ctx, nid, depth+1)
+		if err != nil || heir != "" {
+			return heir, err
+		}
+	}
+	return "", nil
+}
+
+// undo takes this rotation back after someone else rotated the old key onto
+// other: the bindings that followed our key go to theirs, our key is
+// archived and deleted, our backup given back, the journal entry marked
+// undone. Every step is idempotent; a crash in between is redone by
+// recovery, which finds the old key gone again.
+func (s *saga) undo(ctx context.Context, other string) error {
+	r := s.r
+	f := r.pool.BindingKeyField
+	if _, err := r.bindings.UpdateMany(ctx, bson.M{f: s.e.NewKeyID}, bson.M{"$set": bson.M{
+		f: other, "updatedAt": r.opts.Now().UTC(),
+	}}); err != nil {
+		return fmt.Errorf("undo: move bindings to %s: %w", other, err)
+	}
+	raw, err := r.keys.FindOne(ctx, bson.M{"_id": s.e.NewKeyID}).Raw()
+	if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
+		return err
+	}
+	if raw != nil {
+		if k, err := DecodeKey(raw); err == nil && s.ours(k) {
+			if err := r.archiveCopy(ctx, s.e.ID+"/undone/"+k.ID, s.e.ID, k.ID, "rotation_undone", other, raw); err != nil {
+				return err
+			}
+			if n, err := r.deleteExactly(ctx, raw); err != nil || n == 0 {
+				return fmt.Errorf("undo: delete %s (changed: %v): %w", k.ID, n == 0, err)
+			}
+		}
+	}
+	if _, err := r.backups.UpdateOne(ctx, bson.M{"_id": s.e.BackupID, claimField: s.e.ID, FieldUsedFor: s.e.OldKeyID},
+		bson.M{"$set": bson.M{FieldIsUsed: false, FieldActivated: false}, "$unset": bson.M{FieldUsedFor: "", FieldUsedAt: "", claimField: ""}}); err != nil {
+		return fmt.Errorf("undo: give back backup %s: %w", s.e.BackupID, err)
+	}
+	// A history record a resumed step wrote stands for nothing now.
+	if _, err := r.history.DeleteOne(ctx, bson.M{"_id": s.e.ID}); err != nil {
+		return fmt.Errorf("undo: remove history %s: %w", s.e.ID, err)
+	}
+	// The entry stops holding the backup in the unique (pool, backupId)
+	// index, or the backup given back could never be claimed again; the
+	// backup stays named in undoneBackupId, the outcome in state and
+	// supersededBy. A late markDone (filtered on the backupId) then matches
+	// nothing.
+	if _, err := r.journal.UpdateOne(ctx, bson.M{"_id": s.e.ID, "backupId": s.e.BackupID}, bson.M{"$set": bson.M{
+		"state": stateUndone, "supersededBy": other, "finishedAt": r.opts.Now().UTC(),
+		"backupId": releasedBackupID(s.e.ID), undoneBackupField: s.e.BackupID,
+	}}); err != nil {
+		return fmt.Errorf("undo: mark journal: %w", err)
+	}
+	r.log.Warn("old key was rotated by someone else under this rotation; undone, backup given back", "key", s.e.OldKeyID, "rotation", s.e.ID, "new_key", other)
+	return errRotatedElsewhere{newKeyID: other}
+}
+
+// isOldKey reports whether doc is the document this rotation retires: the
+// same id and secret. A secret replaced in place makes it another key, which
+// the rotation leaves alone.
+func (s *saga) isOldKey(doc bson.Raw) bool {
+	k, err := DecodeKey(doc)
+	if err != nil {
+		return false
+	}
+	if !sameDocument(s.e.ID, s.r.pool.Name, k.ID, k.APIKey) {
+		s.r.log.Warn("old key's secret was replaced in place; leaving it live and undoing this rotation", "key", s.e.OldKeyID, "rotation", s.e.ID)
+		return false
+	}
+	return true
+}
