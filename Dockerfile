@@ -11,7 +11,7 @@ ARG VERSION=dev
 # CGO_ENABLED=0: no libc at run time. The embedded store is imported only
 # by tests and the demo, so it is not in this binary.
 RUN CGO_ENABLED=0 go build -trimpath \
-      -ldflags "-s -w -X github.com/spendchecker/spendchecker/internal/cli.Version=${VERSION}" \
+      -ldflags "-s -w -X github.com/spendchecker/spendchecker/cmd/spendchecker/cli.Version=${VERSION}" \
       -o /out/spendchecker ./cmd/spendchecker
 
 FROM gcr.io/distroless/static-debian12:nonroot
