@@ -1,0 +1,54 @@
+package checker_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"go.mongodb.org/mongo-driver/v2/bson"
+)
+
+// A key migrated from the old deployment (totalSpend and lastSpendCheck, no
+// spendRate) has a rate at its first check: what it spent since the stored
+// reading, over the gap. It is planned with it like any other key (README
+// "Adaptive cadence"), not checked again at the minimum interval.
+func TestMigratedKeyPlannedFromStoredReading(t *testing.T) {
+	ctx := context.Background()
+	clock := clockwork.NewFakeClockAt(t0)
+	s := adaptiveSetup(t, map[string]float64{"migrated": 8.6}, clock, nil)
+	setFields(t, s, "migrated", bson.M{"totalSpend": 5.0, "lastSpendCheck": t0.Add(-time.Hour)})
+	if _, err := s.chk.Cycle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// $3.60 in an hour: 0.001 $/s. Headroom 1.35 at max(8 × 0.001, the
+	// default prior 9.95/3600) $/s is 169 s.
+	got := planned(t, s, "migrated")
+	if got < 2*time.Minute || got > 3*time.Minute {
+		t.Fatalf("migrated key spending 0.001 $/s, 1.35 under its threshold, planned %v ahead, want ~169 s", got)
+	}
+	if r, _ := keyDoc(t, s, "migrated")["spendRate"].(float64); r < 0.00099 || r > 0.00101 {
+		t.Fatalf("migrated key's rate %v, want 0.001 (over the gap since its stored reading)", r)
+	}
+}
+
+// A key planned on the rate of its last interval, times the burst factor:
+// one burst does not mark it bursty for ever (its rate over the burst times
+// the burst factor again), since the factor already covers its next burst
+// (README "Adaptive cadence").
+func TestKeyPlannedOnItsCurrentRateAfterABurst(t *testing.T) {
+	ctx := context.Background()
+	clock := clockwork.NewFakeClockAt(t0)
+	s := adaptiveSetup(t, map[string]float64{"calm": 1.01}, clock, nil)
+	// Its last interval ran at 0.004 $/s (a 4× burst); the one since, at
+	// its usual 0.001 $/s.
+	setFields(t, s, "calm", bson.M{"totalSpend": 1.0, "spendRate": 0.004, "lastSpendCheck": t0.Add(-10 * time.Second), "spendEpoch": int64(3)})
+	if _, err := s.chk.Cycle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Headroom 8.94 at 8 × 0.001 $/s is 1118 s; at 8 × 0.004 (the burst's
+	// rate, for ever) it would be 279 s.
+	if got := planned(t, s, "calm"); got < 1000*time.Second {
+		t.Fatalf("key back at 0.001 $/s after one 4x burst planned %v ahead, want ~1118 s", got)
+	}
+}
