@@ -7,6 +7,8 @@ import (
 
 	"github.com/jonboulle/clockwork"
 	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/spendchecker/spendchecker/checker"
 )
 
 // A key migrated from the old deployment (totalSpend and lastSpendCheck, no
@@ -27,8 +29,41 @@ func TestMigratedKeyPlannedFromStoredReading(t *testing.T) {
 	if got < 2*time.Minute || got > 3*time.Minute {
 		t.Fatalf("migrated key spending 0.001 $/s, 1.35 under its threshold, planned %v ahead, want ~169 s", got)
 	}
-	if r, _ := keyDoc(t, s, "migrated")["spendRate"].(float64); r < 0.00099 || r > 0.00101 {
-		t.Fatalf("migrated key's rate %v, want 0.001 (over the gap since its stored reading)", r)
+}
+
+// The rate over a migrated key's gap is an average over a stretch nobody
+// planned (the key may have sat idle most of it): the rate of its next
+// interval, against it, is no burst and teaches the pool no burst factor.
+func TestMigratedKeyGapRateTeachesNoBurst(t *testing.T) {
+	ctx := context.Background()
+	clock := clockwork.NewFakeClockAt(t0)
+	s := adaptiveSetup(t, map[string]float64{"migrated": 5.01, "steady": 1.6}, clock, func(c *checker.Config) {
+		c.MaxInterval = 24 * time.Hour
+	})
+	// $0.01 over the hour since the old deployment's last reading.
+	setFields(t, s, "migrated", bson.M{"totalSpend": 5.0, "lastSpendCheck": t0.Add(-time.Hour)})
+	setFields(t, s, "steady", bson.M{"totalSpend": 1.0, "spendRate": 0.001, "lastSpendCheck": t0.Add(-10 * time.Minute), "spendEpoch": int64(3)})
+	if _, err := s.chk.Cycle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wait := planned(t, s, "migrated")
+	clock.Advance(wait)
+	// It spends at 0.003 $/s, the pool's fastest yet: 1000 times its gap's.
+	s.up.AddSpend(secret("migrated"), 0.003*wait.Seconds())
+	setFields(t, s, "steady", bson.M{"nextSpendCheck": t0})
+	s.up.AddSpend(secret("steady"), 0.001*wait.Seconds())
+	if _, err := s.chk.Cycle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(10 * time.Second)
+	setFields(t, s, "steady", bson.M{"nextSpendCheck": t0})
+	s.up.AddSpend(secret("steady"), 0.01)
+	if _, err := s.chk.Cycle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// steady: headroom ~7.4 at 8 × 0.001 $/s is ~930 s; at 32×, ~232 s.
+	if got := planned(t, s, "steady"); got < 800*time.Second {
+		t.Fatalf("steady key planned %v ahead after a migrated key's first planned interval, want ~930 s (burst 8)", got)
 	}
 }
 

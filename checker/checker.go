@@ -33,7 +33,7 @@ const (
 	fieldSpend     = "totalSpend"
 	fieldLastCheck = "lastSpendCheck"
 	fieldNextCheck = "nextSpendCheck"
-	fieldRate      = "spendRate" // fastest spend seen, USD per second
+	fieldRate      = "spendRate" // spend rate over the last interval, USD per second
 	fieldBudget    = "spendBudget"
 	// fieldEpoch is the lease epoch of the observation's writer: the
 	// write-back's fence (README "Lease").
@@ -735,8 +735,12 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 		// rate never decays, so it is not learned (README "Adaptive
 		// cadence").
 	case !k.lastCheck.IsZero() && at.After(k.lastCheck) && res.Spend >= k.spend:
+		// The key's rate is its rate over its last interval: a burst is a
+		// multiple of it, which the burst factor covers; its fastest rate
+		// ever, times the factor again, would count one burst twice for
+		// ever (README "Adaptive cadence").
 		seen = (res.Spend - k.spend) / at.Sub(k.lastCheck).Seconds()
-		rate = max(rate, seen)
+		rate = seen
 	case k.lastCheck.IsZero() && rate <= 0:
 		rate = -1 // first check: no rate yet
 	}
@@ -751,10 +755,11 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 	// Any key may start spending as fast as any key of its pool has: a key
 	// with no rate of its own (idle, just rotated in, migrated) above all.
 	prior = max(prior, fastest)
-	if rate == 0 {
+	if rate == 0 || !k.hasRate {
 		// A key that has shown no spend of its own may start at any rate:
 		// the pool's fastest is an average over check intervals, which
-		// understates the peaks of bursts.
+		// understates the peaks of bursts. So may a migrated key, whose
+		// rate is an average over an unknown stretch.
 		prior *= idlePriorFactor
 	}
 	headroom := p.Threshold - res.Spend
@@ -762,13 +767,21 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 		headroom = min(headroom, p.BudgetRatio*(*res.Budget)-budgetSpend(res))
 	}
 	planRate := rate
-	if !k.hasRate {
-		// Never planned by us (migrated, or first check): its rate over a
-		// long, unknown stretch says little; check again at the minimum
-		// to measure one.
+	if !k.hasRate && seen < 0 {
+		// Never planned by us and no reading to measure a rate from (first
+		// check, or a stored reading ahead of the upstream's): check again
+		// at the minimum to measure one. A migrated key (totalSpend and
+		// lastSpendCheck, no spendRate) has its rate over the gap since its
+		// stored reading.
 		planRate = -1
 	}
 	next := NextInterval(headroom, planRate, prior, burst, c.cfg.MinInterval, c.cfg.MaxInterval)
+	if !k.hasRate {
+		// A rate over a stretch we did not plan is no base to learn a burst
+		// from: the next interval's rate over it would teach the pool any
+		// burst factor. The key's own rate starts with its next check.
+		rate = 0
+	}
 	return observation{id: k.id, spend: res.Spend, rate: max(rate, 0), nextCheck: at.Add(next), at: at, budget: res.Budget}
 }
 
