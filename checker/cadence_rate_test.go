@@ -11,26 +11,6 @@ import (
 	"github.com/spendchecker/spendchecker/checker"
 )
 
-// A key migrated from the old deployment (totalSpend and lastSpendCheck, no
-// spendRate) has a rate at its first check: what it spent since the stored
-// reading, over the gap. It is planned with it like any other key (README
-// "Adaptive cadence"), not checked again at the minimum interval.
-func TestMigratedKeyPlannedFromStoredReading(t *testing.T) {
-	ctx := context.Background()
-	clock := clockwork.NewFakeClockAt(t0)
-	s := adaptiveSetup(t, map[string]float64{"migrated": 8.6}, clock, nil)
-	setFields(t, s, "migrated", bson.M{"totalSpend": 5.0, "lastSpendCheck": t0.Add(-time.Hour)})
-	if _, err := s.chk.Cycle(ctx); err != nil {
-		t.Fatal(err)
-	}
-	// $3.60 in an hour: 0.001 $/s. Headroom 1.35 at max(8 × 0.001, the
-	// default prior 9.95/3600) $/s is 169 s.
-	got := planned(t, s, "migrated")
-	if got < 2*time.Minute || got > 3*time.Minute {
-		t.Fatalf("migrated key spending 0.001 $/s, 1.35 under its threshold, planned %v ahead, want ~169 s", got)
-	}
-}
-
 // The rate over a migrated key's gap is an average over a stretch nobody
 // planned (the key may have sat idle most of it): the rate of its next
 // interval, against it, is no burst and teaches the pool no burst factor.
@@ -85,5 +65,39 @@ func TestKeyPlannedOnItsCurrentRateAfterABurst(t *testing.T) {
 	// rate, for ever) it would be 279 s.
 	if got := planned(t, s, "calm"); got < 1000*time.Second {
 		t.Fatalf("key back at 0.001 $/s after one 4x burst planned %v ahead, want ~1118 s", got)
+	}
+}
+
+// A key is due half a minimum interval after it could cross its threshold at
+// the rate assumed: a cycle polls it up to half an interval past its plan,
+// so at most one interval late, as fixed polling at the minimum interval
+// would be (README "Adaptive cadence").
+func TestPlanDueHalfAnIntervalPastTheCrossing(t *testing.T) {
+	ctx := context.Background()
+	clock := clockwork.NewFakeClockAt(t0)
+	s := adaptiveSetup(t, map[string]float64{"k": 1.01}, clock, nil)
+	setFields(t, s, "k", bson.M{"totalSpend": 1.0, "spendRate": 0.001, "lastSpendCheck": t0.Add(-10 * time.Second), "spendEpoch": int64(3)})
+	if _, err := s.chk.Cycle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Headroom 8.94 at 8 × 0.001 $/s: 1117.5 s, then 5 s.
+	if got, want := planned(t, s, "k"), 1122500*time.Millisecond; got < want-time.Millisecond || got > want+time.Millisecond {
+		t.Fatalf("planned %v ahead, want %v", got, want)
+	}
+}
+
+// A key seen spending nothing is planned at the pool's prior (the fastest
+// rate seen in the pool, at least the threshold per hour), not twice it.
+func TestIdleKeyPlannedAtThePoolsPrior(t *testing.T) {
+	ctx := context.Background()
+	clock := clockwork.NewFakeClockAt(t0)
+	s := adaptiveSetup(t, map[string]float64{"idle": 9.0}, clock, nil)
+	setFields(t, s, "idle", bson.M{"totalSpend": 9.0, "spendRate": 0.0, "lastSpendCheck": t0.Add(-10 * time.Second), "spendEpoch": int64(3)})
+	if _, err := s.chk.Cycle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Headroom 0.95 at 9.95/3600 $/s: 344 s (then 5 s); at twice it, 172 s.
+	if got := planned(t, s, "idle"); got < 340*time.Second || got > 355*time.Second {
+		t.Fatalf("idle key 0.95 under its threshold planned %v ahead, want ~349 s", got)
 	}
 }

@@ -659,12 +659,6 @@ func atLeast(a, b float64) bool {
 // ran at up to 4 times a key's usual rate; the rest is margin.
 const DefaultBurstFactor = 8
 
-// idlePriorFactor multiplies the pool's prior for a key seen spending
-// nothing (measured: with 1 an idle key near its threshold that starts
-// spending overshoots 11 times more than under fixed polling, with 2 no
-// more; BENCHMARKS.md).
-const idlePriorFactor = 2
-
 // maxBurstFactor caps what a pool can teach the planner: a key whose rate
 // was measured over a nearly idle stretch can show any ratio.
 const maxBurstFactor = 32
@@ -755,25 +749,25 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 	// Any key may start spending as fast as any key of its pool has: a key
 	// with no rate of its own (idle, just rotated in, migrated) above all.
 	prior = max(prior, fastest)
-	if rate == 0 || !k.hasRate {
-		// A key that has shown no spend of its own may start at any rate:
-		// the pool's fastest is an average over check intervals, which
-		// understates the peaks of bursts. So may a migrated key, whose
-		// rate is an average over an unknown stretch.
-		prior *= idlePriorFactor
-	}
 	headroom := p.Threshold - res.Spend
 	if p.BudgetRatio > 0 && res.Budget != nil {
 		headroom = min(headroom, p.BudgetRatio*(*res.Budget)-budgetSpend(res))
 	}
 	planRate := rate
-	if !k.hasRate && seen < 0 {
-		// Never planned by us and no reading to measure a rate from (first
-		// check, or a stored reading ahead of the upstream's): check again
-		// at the minimum to measure one. A migrated key (totalSpend and
-		// lastSpendCheck, no spendRate) has its rate over the gap since its
-		// stored reading.
+	if !k.hasRate {
+		// Never planned by us (migrated, or first check): its rate over a
+		// long, unknown stretch says little — a migrated key planned on it
+		// overshot 17 times more than under fixed polling (BENCHMARKS.md);
+		// check again at the minimum to measure one.
 		planRate = -1
+	}
+	if headroom > 0 && planRate >= 0 {
+		// Due half a minimum interval after the key could cross at the
+		// rate assumed: a cycle polls a key up to half an interval past
+		// its plan, so it is at most one interval late, which is what
+		// polling every key at the minimum interval allows (README
+		// "Adaptive cadence").
+		headroom += max(planRate*burst, prior) * c.cfg.MinInterval.Seconds() / 2
 	}
 	next := NextInterval(headroom, planRate, prior, burst, c.cfg.MinInterval, c.cfg.MaxInterval)
 	if !k.hasRate {
