@@ -757,7 +757,7 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 	if !k.hasRate {
 		// Never planned by us (migrated, or first check): its rate over a
 		// long, unknown stretch says little — a migrated key planned on it
-		// overshot 17 times more than under fixed polling (BENCHMARKS.md);
+		// overshot up to 15 times more than fixed polling (BENCHMARKS.md);
 		// check again at the minimum to measure one.
 		planRate = -1
 	}
