@@ -725,9 +725,9 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 	switch {
 	case !k.lastCheck.IsZero() && at.Sub(k.lastCheck) < c.cfg.MinInterval/2:
 		// Checked moments ago (by another writer, or a clock ahead of
-		// ours): a rate over so short an interval is noise, and a stored
-		// rate never decays, so it is not learned (README "Adaptive
-		// cadence").
+		// ours): a rate over so short an interval is noise, and the pool's
+		// fastest rate never decays, so it is not learned (README
+		// "Adaptive cadence").
 	case !k.lastCheck.IsZero() && at.After(k.lastCheck) && res.Spend >= k.spend:
 		// The key's rate is its rate over its last interval: a burst is a
 		// multiple of it, which the burst factor covers; its fastest rate
