@@ -18,12 +18,6 @@ import (
 // ran at up to 4 times a key's usual rate; the rest is margin.
 const DefaultBurstFactor = 8
 
-// idlePriorFactor multiplies the pool's prior for a key seen spending
-// nothing (measured: with 1 an idle key near its threshold that starts
-// spending overshoots 11 times more than under fixed polling, with 2 no
-// more; BENCHMARKS.md).
-const idlePriorFactor = 2
-
 // maxBurstFactor caps what a pool can teach the planner: a key whose rate
 // was measured over a nearly idle stretch can show any ratio.
 const maxBurstFactor = 32
@@ -90,12 +84,16 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 	switch {
 	case !k.lastCheck.IsZero() && at.Sub(k.lastCheck) < c.cfg.MinInterval/2:
 		// Checked moments ago (by another writer, or a clock ahead of
-		// ours): a rate over so short an interval is noise, and a stored
-		// rate never decays, so it is not learned (README "Adaptive
-		// cadence").
+		// ours): a rate over so short an interval is noise, and the pool's
+		// fastest rate never decays, so it is not learned (README
+		// "Adaptive cadence").
 	case !k.lastCheck.IsZero() && at.After(k.lastCheck) && res.Spend >= k.spend:
+		// The key's rate is its rate over its last interval: a burst is a
+		// multiple of it, which the burst factor covers; its fastest rate
+		// ever, times the factor again, would count one burst twice for
+		// ever (README "Adaptive cadence").
 		seen = (res.Spend - k.spend) / at.Sub(k.lastCheck).Seconds()
-		rate = max(rate, seen)
+		rate = seen
 	case k.lastCheck.IsZero() && rate <= 0:
 		rate = -1 // first check: no rate yet
 	}
@@ -110,12 +108,6 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 	// Any key may start spending as fast as any key of its pool has: a key
 	// with no rate of its own (idle, just rotated in, migrated) above all.
 	prior = max(prior, fastest)
-	if rate == 0 {
-		// A key that has shown no spend of its own may start at any rate:
-		// the pool's fastest is an average over check intervals, which
-		// understates the peaks of bursts.
-		prior *= idlePriorFactor
-	}
 	headroom := p.Threshold - res.Spend
 	if p.BudgetRatio > 0 && res.Budget != nil {
 		headroom = min(headroom, p.BudgetRatio*(*res.Budget)-budgetSpend(res))
@@ -123,11 +115,26 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 	planRate := rate
 	if !k.hasRate {
 		// Never planned by us (migrated, or first check): its rate over a
-		// long, unknown stretch says little; check again at the minimum
-		// to measure one.
+		// long, unknown stretch says little — a migrated key planned on it
+		// overshot up to 15 times more than fixed polling (BENCHMARKS.md);
+		// check again at the minimum to measure one.
 		planRate = -1
 	}
+	if headroom > 0 && planRate >= 0 {
+		// Due half a minimum interval after the key could cross at the
+		// rate assumed: a cycle polls a key up to half an interval past
+		// its plan, so it is at most one interval late, which is what
+		// polling every key at the minimum interval allows (README
+		// "Adaptive cadence").
+		headroom += max(planRate*burst, prior) * c.cfg.MinInterval.Seconds() / 2
+	}
 	next := NextInterval(headroom, planRate, prior, burst, c.cfg.MinInterval, c.cfg.MaxInterval)
+	if !k.hasRate {
+		// A rate over a stretch we did not plan is no base to learn a burst
+		// from: the next interval's rate over it would teach the pool any
+		// burst factor. The key's own rate starts with its next check.
+		rate = 0
+	}
 	return observation{id: k.id, spend: res.Spend, rate: max(rate, 0), nextCheck: at.Add(next), at: at, budget: res.Budget}
 }
 
