@@ -82,6 +82,9 @@ func TestDashboardShowsEveryMetric(t *testing.T) {
 func TestDashboardQueriesParse(t *testing.T) {
 	promtool, err := exec.LookPath("promtool")
 	if err != nil {
+		if os.Getenv("SPENDCHECKER_REQUIRE_PROMTOOL") != "" {
+			t.Fatal("promtool not found and SPENDCHECKER_REQUIRE_PROMTOOL is set")
+		}
 		t.Skip("promtool not installed (.ci/run installs Debian's prometheus package)")
 	}
 	var b strings.Builder
