@@ -1,0 +1,7 @@
+#!/bin/sh
+# Load the new units; start nothing: the MongoDB URI must be written first
+# (README, "Deploying", the .deb).
+set -e
+if [ -d /run/systemd/system ]; then
+	systemctl daemon-reload >/dev/null || true
+fi
