@@ -92,3 +92,38 @@ func TestHuman(t *testing.T) {
 		}
 	}
 }
+
+func TestWriteText(t *testing.T) {
+	db := mongotest.New(t).Database
+	var b strings.Builder
+	WriteText(&b, seed(t, db).Read(context.Background()))
+	out := b.String()
+	for _, want := range []string{
+		"lease spendchecker: held by host-1, epoch 7, last renewed 1s ago (by its clock)\n",
+		"\npool openhands (openhands_keys): threshold $9.95, backups left 3\n",
+		"KEY  API KEY       STATUS",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+	lines := map[string]string{}
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) > 0 {
+			lines[f[0]] = strings.Join(f[1:], " ")
+		}
+	}
+	for id, want := range map[string]string{
+		"a": "sk-se...0001 healthy $4.00 $10.00 40% 1m0s ago in 10m0s $1.00/h in 5h56m",
+		"b": "sk-se...0002 healthy - - - never due - -",
+		"c": "sk-se...0003 healthy $9.96 - 100% 2s ago due $3.60/h over",
+		"d": "sk-se...0004 healthy (upstream: unauthorized) $1.00 - 10% 1h0m0s ago due - -",
+	} {
+		if lines[id] != want {
+			t.Errorf("key %s: %q, want %q", id, lines[id], want)
+		}
+	}
+	if strings.Contains(out, "sk-secret") {
+		t.Errorf("status prints a secret:\n%s", out)
+	}
+}
