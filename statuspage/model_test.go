@@ -65,7 +65,7 @@ func seed(t *testing.T, db *mongo.Database) Source {
 		t.Fatal(err)
 	}
 	return Source{
-		Pools: []Pool{{Name: "openhands", Keys: keys, History: hist, Threshold: 9.95, Backups: countBackups{n: 3}}},
+		Pools:  []Pool{{Name: "openhands", Keys: keys, History: hist, Threshold: 9.95, Backups: countBackups{n: 3}}},
 		Leases: db.Collection(lease.Collection), LeaseName: "spendchecker", Rotations: 10,
 		Now: func() time.Time { return now },
 	}
