@@ -11,11 +11,10 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/spendchecker/spendchecker/history"
-	"github.com/spendchecker/spendchecker/lease"
 	"github.com/spendchecker/spendchecker/rotation"
+	"github.com/spendchecker/spendchecker/statuspage"
 )
 
 func (a *app) warnHistoryTTL(ctx context.Context) {
@@ -29,92 +28,26 @@ func (a *app) warnHistoryTTL(ctx context.Context) {
 	}
 }
 
-// status prints a table of keys, backups left and the lease holder.
+// status prints a table of keys, backups left and the lease holder, read
+// through the same statuspage.Source as the page at / (README, "Status page").
 func (a *app) status(ctx context.Context, out io.Writer) int {
-	now := time.Now()
-	rec, err := lease.Latest(ctx, a.leases, a.cfg.LeaseName)
-	if err != nil {
-		fmt.Fprintf(out, "error: %v\n", err)
+	snap := a.statusSource().Read(ctx)
+	statuspage.WriteText(out, snap)
+	if len(snap.Errors) > 0 {
 		return ExitPartial
 	}
-	switch {
-	case rec == nil:
-		fmt.Fprintf(out, "lease %s: never held\n", a.cfg.LeaseName)
-	case rec.Released:
-		fmt.Fprintf(out, "lease %s: released by %s (epoch %d)\n", a.cfg.LeaseName, rec.Holder, rec.Epoch)
-	default:
-		fmt.Fprintf(out, "lease %s: held by %s, epoch %d, last renewed %s ago (by its clock)\n",
-			a.cfg.LeaseName, rec.Holder, rec.Epoch, now.Sub(rec.RenewedAt).Round(time.Second))
-	}
-	code := ExitOK
+	return ExitOK
+}
+
+// statusSource is what status and the status page read.
+func (a *app) statusSource() statuspage.Source {
+	var pools []statuspage.Pool
 	for i, r := range a.chk.Rotators() {
 		p := r.Pool()
-		threshold := a.cfg.Pools[i].Threshold
-		left, err := r.BackupsAvailable(ctx)
-		if err != nil {
-			fmt.Fprintf(out, "error: %v\n", err)
-			return ExitPartial
-		}
-		fmt.Fprintf(out, "\npool %s (%s): threshold $%.2f, backups left %d\n", p.Name, p.KeysCollection, threshold, left)
-		cur, err := a.db.Collection(p.KeysCollection).Find(ctx, bson.M{}, options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}))
-		if err != nil {
-			fmt.Fprintf(out, "error: %v\n", err)
-			return ExitPartial
-		}
-		tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "KEY\tAPI KEY\tSTATUS\tSPEND\tBUDGET\t% THRESHOLD\tLAST CHECK\tNEXT CHECK")
-		for cur.Next(ctx) {
-			d := cur.Current
-			secret, _ := d.Lookup("apiKey").StringValueOK()
-			st, _ := d.Lookup("status").StringValueOK()
-			if e, ok := d.Lookup("spendCheckError").StringValueOK(); ok && e != "" {
-				st += " (upstream: " + e + ")" // rejected, and not rotated (--rotate-unauthorized=false)
-			}
-			spendS, pct, budget := "-", "-", "-"
-			if v, err := d.LookupErr("totalSpend"); err == nil {
-				if f, ok := v.AsFloat64OK(); ok {
-					spendS = fmt.Sprintf("$%.2f", f)
-					pct = fmt.Sprintf("%.0f%%", 100*f/threshold)
-				}
-			}
-			if v, err := d.LookupErr("spendBudget"); err == nil {
-				if f, ok := v.AsFloat64OK(); ok {
-					budget = fmt.Sprintf("$%.2f", f)
-				}
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", idString(d.Lookup("_id")), history.Mask(secret), st,
-				spendS, budget, pct, ago(d.Lookup("lastSpendCheck"), now), until(d.Lookup("nextSpendCheck"), now))
-		}
-		_ = tw.Flush()
-		if err := cur.Err(); err != nil {
-			fmt.Fprintf(out, "error: %v\n", err)
-			code = ExitPartial
-		}
+		pools = append(pools, statuspage.Pool{Name: p.Name, Keys: a.db.Collection(p.KeysCollection),
+			History: a.db.Collection(p.HistoryCollection), Threshold: a.cfg.Pools[i].Threshold, Backups: r})
 	}
-	return code
-}
-
-func idString(v bson.RawValue) string {
-	if s, ok := v.StringValueOK(); ok {
-		return s
-	}
-	return v.String()
-}
-
-func ago(v bson.RawValue, now time.Time) string {
-	t, ok := v.TimeOK()
-	if !ok {
-		return "never"
-	}
-	return now.Sub(t).Round(time.Second).String() + " ago"
-}
-
-func until(v bson.RawValue, now time.Time) string {
-	t, ok := v.TimeOK()
-	if !ok || !t.After(now) {
-		return "due"
-	}
-	return "in " + t.Sub(now).Round(time.Second).String()
+	return statuspage.Source{Pools: pools, Leases: a.leases, LeaseName: a.cfg.LeaseName}
 }
 
 // rotate rotates one key by hand through the shared rotator.
