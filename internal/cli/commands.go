@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -32,7 +33,13 @@ func (a *app) warnHistoryTTL(ctx context.Context) {
 // through the same statuspage.Source as the page at / (README, "Status page").
 func (a *app) status(ctx context.Context, out io.Writer) int {
 	snap := a.statusSource().Read(ctx)
-	statuspage.WriteText(out, snap)
+	if a.cfg.Output == "json" {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(snap)
+	} else {
+		statuspage.WriteText(out, snap)
+	}
 	if len(snap.Errors) > 0 {
 		return ExitPartial
 	}
@@ -148,8 +155,7 @@ func (a *app) verify(ctx context.Context, out io.Writer) int {
 
 func (a *app) history(ctx context.Context, out io.Writer) int {
 	since, _ := parseSince(a.cfg.Since, time.Now())
-	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ROTATED AT\tPOOL\tKEY\tAPI KEY\tSPEND\tTHRESHOLD\tREASON\tNEW KEY\tINSTANCE\tEPOCH")
+	all := []history.Record{} // JSON: [] when there is none, never null
 	for _, r := range a.chk.Rotators() {
 		recs, err := history.NewStore(a.db.Collection(r.Pool().HistoryCollection)).Since(ctx, since)
 		if err != nil {
@@ -157,9 +163,21 @@ func (a *app) history(ctx context.Context, out io.Writer) int {
 			return ExitPartial
 		}
 		for _, h := range recs {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t$%.2f\t$%.2f\t%s\t%s\t%s\t%d\n", h.RotatedAt.Format(time.RFC3339), r.Pool().Name,
-				h.KeyID, h.APIKeyMasked, h.Spend, h.Threshold, h.RotationReason, h.NewKeyID, h.Instance, h.LeaseEpoch)
+			h.Pool = r.Pool().Name
+			all = append(all, h)
 		}
+	}
+	if a.cfg.Output == "json" {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(all)
+		return ExitOK
+	}
+	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ROTATED AT\tPOOL\tKEY\tAPI KEY\tSPEND\tTHRESHOLD\tREASON\tNEW KEY\tINSTANCE\tEPOCH")
+	for _, h := range all {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t$%.2f\t$%.2f\t%s\t%s\t%s\t%d\n", h.RotatedAt.Format(time.RFC3339), h.Pool,
+			h.KeyID, h.APIKeyMasked, h.Spend, h.Threshold, h.RotationReason, h.NewKeyID, h.Instance, h.LeaseEpoch)
 	}
 	_ = tw.Flush()
 	return ExitOK

@@ -68,6 +68,8 @@ type Config struct {
 	Reason    string
 	Since     string
 	Version   bool
+	// Output is how status and history print: text or json.
+	Output string
 	// RotateTokenFile and RotateToken enable POST /v1/rotate (rotateapi.go).
 	RotateTokenFile string
 	RotateToken     string
@@ -172,6 +174,7 @@ func Parse(args []string) (*Config, error) {
 	fs.StringVar(&c.Reason, "reason", "manual", "rotate: the rotation reason")
 	fs.StringVar(&c.Since, "since", "24h", "history: a duration back from now (24h, 90m, 7d, 1d12h), or a date (2006-01-02 or RFC 3339)")
 	fs.BoolVar(&c.Version, "version", false, "print the version and exit")
+	fs.StringVar(&c.Output, "output", "text", "status, history: text or json")
 	fs.StringVar(&c.RotateTokenFile, "rotate-token-file", "", "file holding the bearer token that enables POST /v1/rotate (or "+EnvRotateToken+")")
 
 	ffs := ff.NewFlagSetFrom("spendchecker", fs)
@@ -391,6 +394,9 @@ func (c *Config) validate() error {
 	case "auto", "text", "json":
 	default:
 		return usage("--log-format must be auto, text or json")
+	}
+	if c.Output != "text" && c.Output != "json" {
+		return usage("--output must be text or json")
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
