@@ -164,7 +164,7 @@ func Parse(args []string) (*Config, error) {
 	fs.DurationVar(&c.LeaseRen, "lease-renew-deadline", 0, "renew deadline (default: 2/3 of the lease duration)")
 	fs.DurationVar(&c.LeaseRetr, "lease-retry-period", 0, "retry period (default: 2/15 of the lease duration)")
 	fs.StringVar(&c.Instance, "instance", defaultInstance(), "this replica's identity")
-	fs.StringVar(&c.Listen, "listen", "127.0.0.1:9090", "address for /metrics, /healthz, /readyz (empty: off)")
+	fs.StringVar(&c.Listen, "listen", "127.0.0.1:9090", "address for the status page at /, /metrics, /healthz, /readyz (empty: off)")
 	fs.StringVar(&c.LogFormat, "log-format", "auto", "auto, text or json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&c.DryRun, "dry-run", false, "report what would rotate; write nothing")

@@ -17,6 +17,7 @@ import (
 
 	"github.com/spendchecker/spendchecker/checker"
 	"github.com/spendchecker/spendchecker/lease"
+	"github.com/spendchecker/spendchecker/statuspage"
 )
 
 // daemon runs until ctx ends: the lease loop, the scheduler and the HTTP
@@ -25,6 +26,7 @@ import (
 // work from the start, before the store answers (README, "Deploying").
 func (a *app) daemon(ctx context.Context) int {
 	var schedulerUp atomic.Bool
+	a.cycles = statuspage.NewRing(statusCycles)
 	srv, err := a.serveHTTP(&schedulerUp)
 	if err != nil {
 		a.log.Error("cannot listen", "listen", a.cfg.Listen, "err", err)
@@ -72,6 +74,7 @@ func (a *app) daemon(ctx context.Context) int {
 		OnStart: a.prog.cycleStart,
 		OnCycle: func(sum checker.Summary, err error) {
 			a.prog.cycleEnd()
+			a.cycles.Add(statuspage.CycleOf(time.Now(), sum, err))
 			a.met.cycle(sum, err, float64(time.Now().Unix()))
 			_, _ = daemon.SdNotify(false, "STATUS="+sum.String())
 		},
@@ -103,6 +106,13 @@ func (a *app) daemon(ctx context.Context) int {
 	a.log.Info("spendchecker stopped")
 	return ExitOK
 }
+
+// The status page lists the last statusCycles cycles of this replica and
+// the last statusRotations rotations of each pool.
+const (
+	statusCycles    = 20
+	statusRotations = 10
+)
 
 // storeAttempt bounds one start-up attempt on an unreachable store (the
 // client's server selection timeout).
@@ -160,6 +170,10 @@ func (a *app) serveHTTP(schedulerUp *atomic.Bool) (*http.Server, error) {
 		_, _ = io.WriteString(w, "ready\n")
 	})
 	a.rotateRoutes(mux)
+	// The status page: read-only, the same read as `status` (README, "Status page").
+	src := a.statusSource()
+	src.Cycles, src.Rotations = a.cycles, statusRotations
+	mux.Handle("/{$}", &statuspage.Page{Source: src, Instance: a.cfg.Instance, Logger: a.log})
 	ln, err := net.Listen("tcp", a.cfg.Listen)
 	if err != nil {
 		return nil, err

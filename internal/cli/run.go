@@ -26,6 +26,7 @@ import (
 	"github.com/spendchecker/spendchecker/internal/mongoidx"
 	"github.com/spendchecker/spendchecker/lease"
 	"github.com/spendchecker/spendchecker/spend"
+	"github.com/spendchecker/spendchecker/statuspage"
 )
 
 // Exit codes (README, "Configuration").
@@ -123,6 +124,8 @@ type app struct {
 	leases *mongo.Collection
 	met    *metrics
 	prog   *progress
+	// cycles are the daemon's last cycles, for the status page.
+	cycles *statuspage.Ring
 }
 
 func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*app, error) {
