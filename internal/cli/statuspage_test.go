@@ -100,7 +100,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 	// Secrets differ in their first and last characters, as real ones do,
 	// so each key's mask is its own.
 	secretOf := func(id string) string {
-		return "sk-" + history.Fingerprint(id)[:2] + "-4f9c2d7e81b3a65c" + history.Fingerprint(id+"/")[:4]
+		return "sk-" + history.Fingerprint(id)[:2] + "-4f9c2d7e81b3a65c" + history.Fingerprint(id + "/")[:4]
 	}
 	for _, k := range keys {
 		doc := bson.M{"_id": k.id, "apiKey": secretOf(k.id), "status": "healthy", "createdAt": now.Add(-48 * time.Hour),
