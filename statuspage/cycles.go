@@ -40,7 +40,7 @@ func (c Cycle) MarshalJSON() ([]byte, error) {
 // CycleOf summarises a finished cycle ending at at.
 func CycleOf(at time.Time, sum checker.Summary, err error) Cycle {
 	t := sum.Total()
-	c := Cycle{At: at, Duration: sum.Duration, Result: "ok",
+	c := Cycle{At: at.UTC(), Duration: sum.Duration, Result: "ok",
 		Due: t.Due, Checked: t.Checked, Failed: t.Failed, Unauthorized: t.Unauthorized, Over: t.Over,
 		Rotated: t.Rotated, AlreadyRotated: t.AlreadyRotated, NoBackup: t.NoBackup, RotateErrors: t.RotateErrors,
 		Errors: t.Errors}

@@ -134,7 +134,7 @@ func (s Source) Read(ctx context.Context) *Snapshot {
 	if s.Now != nil {
 		now = s.Now
 	}
-	snap := &Snapshot{GeneratedAt: now(), Lease: LeaseView{Name: s.LeaseName}}
+	snap := &Snapshot{GeneratedAt: now().UTC(), Lease: LeaseView{Name: s.LeaseName}}
 	if s.Leases != nil {
 		rec, err := lease.Latest(ctx, s.Leases, s.LeaseName)
 		switch {

@@ -221,3 +221,17 @@ func TestCycleOfResults(t *testing.T) {
 		}
 	}
 }
+
+// Times are written in UTC whatever the host's zone (README, "Operations").
+func TestTimesAreUTC(t *testing.T) {
+	cet := time.FixedZone("CET", 3600)
+	snap := Source{Now: func() time.Time { return now.In(cet) }}.Read(context.Background())
+	c := CycleOf(now.In(cet), checker.Summary{}, nil)
+	out, _ := json.Marshal(struct {
+		S *Snapshot
+		C Cycle
+	}{snap, c})
+	if strings.Contains(string(out), "+01:00") {
+		t.Fatalf("local times in JSON: %s", out)
+	}
+}
