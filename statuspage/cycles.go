@@ -74,8 +74,11 @@ func (r *Ring) Add(c Cycle) {
 	r.full = r.full || r.next == 0
 }
 
-// Recent returns the cycles kept, newest first.
+// Recent returns the cycles kept, newest first; a nil Ring keeps none.
 func (r *Ring) Recent() []Cycle {
+	if r == nil {
+		return nil
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := r.next

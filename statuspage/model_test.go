@@ -191,6 +191,10 @@ func TestRingKeepsTheLastCycles(t *testing.T) {
 		{3, 7, []int{6, 5, 4}},
 		{1, 2, []int{1}},
 	}
+	var none *Ring
+	if got := none.Recent(); len(got) != 0 {
+		t.Fatalf("nil ring: %v", got)
+	}
 	for _, tt := range tests {
 		r := NewRing(tt.size)
 		for i := range tt.add {
