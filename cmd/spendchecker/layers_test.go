@@ -13,9 +13,10 @@ const module = "github.com/spendchecker/spendchecker/"
 // bench (internal/, cmd/spendchecker-demo, bench) may import anything; no
 // production package imports them.
 var layers = map[string]int{
-	"cmd/spendchecker":     5,
-	"cmd/spendchecker/cli": 4,
-	"examples/proxyrotate": 4, // a proxy adopting the rotator
+	"cmd/spendchecker":     6,
+	"cmd/spendchecker/cli": 5,
+	"examples/proxyrotate": 5, // a proxy adopting the rotator
+	"statuspage":           4, // the page at / and status's table: reads what checker, rotation and lease keep
 	"checker":              3,
 	"rotation":             2,
 	"lease":                2,

@@ -23,6 +23,7 @@ import (
 	"github.com/spendchecker/spendchecker/lease"
 	"github.com/spendchecker/spendchecker/mongoidx"
 	"github.com/spendchecker/spendchecker/spend"
+	"github.com/spendchecker/spendchecker/statuspage"
 )
 
 // app holds the wired dependencies.
@@ -36,6 +37,8 @@ type app struct {
 	leases *mongo.Collection
 	met    *metrics
 	prog   *progress
+	// cycles are the daemon's last cycles, for the status page.
+	cycles *statuspage.Ring
 }
 
 func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*app, error) {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/spendchecker/spendchecker/checker"
 	"github.com/spendchecker/spendchecker/lease"
+	"github.com/spendchecker/spendchecker/statuspage"
 )
 
 // rootCommand is `spendchecker [FLAGS]`: the daemon, or with --once one
@@ -71,6 +72,7 @@ func rootCommand(c *Config, p *program) spec {
 // work from the start, before the store answers (README, "Deploying").
 func (a *app) daemon(ctx context.Context) error {
 	var schedulerUp atomic.Bool
+	a.cycles = statuspage.NewRing(statusCycles)
 	srv, err := a.serveHTTP(&schedulerUp)
 	if err != nil {
 		return &UsageError{fmt.Errorf("cannot listen on --listen %s: %w", a.cfg.Listen, err)}
@@ -117,6 +119,7 @@ func (a *app) daemon(ctx context.Context) error {
 		OnStart: a.prog.cycleStart,
 		OnCycle: func(sum checker.Summary, err error) {
 			a.prog.cycleEnd()
+			a.cycles.Add(statuspage.CycleOf(time.Now(), sum, err))
 			a.met.cycle(sum, err, float64(time.Now().Unix()))
 			_, _ = daemon.SdNotify(false, "STATUS="+sum.String())
 		},
@@ -147,6 +150,13 @@ func (a *app) daemon(ctx context.Context) error {
 	a.log.Info("spendchecker stopped")
 	return nil
 }
+
+// The status page lists the last statusCycles cycles of this replica and
+// the last statusRotations rotations of each pool.
+const (
+	statusCycles    = 20
+	statusRotations = 10
+)
 
 // storeAttempt bounds one start-up attempt on an unreachable store (the
 // client's server selection timeout).
@@ -204,6 +214,10 @@ func (a *app) serveHTTP(schedulerUp *atomic.Bool) (*http.Server, error) {
 		_, _ = io.WriteString(w, "ready\n")
 	})
 	a.rotateRoutes(mux)
+	// The status page: read-only, the same read as `status` (README, "Status page").
+	src := a.statusSource()
+	src.Cycles, src.Rotations = a.cycles, statusRotations
+	mux.Handle("/{$}", &statuspage.Page{Source: src, Instance: a.cfg.Instance, Logger: a.log})
 	ln, err := net.Listen("tcp", a.cfg.Listen)
 	if err != nil {
 		return nil, err

@@ -56,6 +56,7 @@ const (
 	DefaultStoreWait          = time.Minute
 	DefaultReason             = "manual"
 	DefaultSince              = "24h"
+	DefaultOutput             = "text"
 	DefaultDatabase           = "fproxy"
 	defaultRenewDeadlineShare = 2.0 / 3  // of the lease duration
 	defaultRetryPeriodShare   = 2.0 / 15 // of the lease duration
@@ -103,8 +104,10 @@ type Config struct {
 	// StoreWait bounds how long one-shot commands wait for the store.
 	StoreWait time.Duration
 	// Reason is rotate's rotation reason; Since is history's window.
-	Reason  string
-	Since   string
+	Reason string
+	Since  string
+	// Output is how status and history print: text or json.
+	Output  string
 	Version bool
 	// RotateTokenFile and RotateToken enable POST /v1/rotate (rotateapi.go).
 	RotateTokenFile string
@@ -135,7 +138,7 @@ func newConfig() *Config {
 		Instance: defaultInstance(), Listen: DefaultListen,
 		LogFormat: DefaultLogFormat, LogLevel: DefaultLogLevel,
 		ShutdownGrace: DefaultShutdownGrace, StoreWait: DefaultStoreWait,
-		Reason: DefaultReason, Since: DefaultSince,
+		Reason: DefaultReason, Since: DefaultSince, Output: DefaultOutput,
 	}
 }
 
@@ -214,7 +217,7 @@ func writeFlags(fs *flag.FlagSet, c *Config) {
 }
 
 func listenFlag(fs *flag.FlagSet, c *Config) {
-	fs.StringVar(&c.Listen, "listen", c.Listen, "address for /metrics, /healthz, /readyz (empty: off)")
+	fs.StringVar(&c.Listen, "listen", c.Listen, "address for the status page at /, /metrics, /healthz, /readyz (empty: off)")
 }
 
 // Parse reads the configuration: flags win over SPENDCHECKER_* environment

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ func historyCommand(c *Config, p *program) spec {
 		store: true,
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&c.Since, "since", c.Since, "a duration back from now (24h, 90m, 7d, 1d12h), or a date (2006-01-02 or RFC 3339)")
+			outputFlag(fs, c)
 		},
 		exec: p.withApp(func(ctx context.Context, a *app) error { return a.history(ctx, p.env.Stdout) }),
 	}
@@ -27,18 +29,28 @@ func historyCommand(c *Config, p *program) spec {
 // history prints the rotations since --since, every pool's.
 func (a *app) history(ctx context.Context, out io.Writer) error {
 	since, _ := parseSince(a.cfg.Since, time.Now())
-	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ROTATED AT\tPOOL\tKEY\tAPI KEY\tSPEND\tTHRESHOLD\tREASON\tNEW KEY\tINSTANCE\tEPOCH")
+	all := []history.Record{} // JSON: [] when there is none, never null
 	for _, r := range a.chk.Rotators() {
 		recs, err := history.NewStore(a.db.Collection(r.Pool().HistoryCollection)).Since(ctx, since)
 		if err != nil {
-			_ = tw.Flush()
 			return partial("pool %s: %w", r.Pool().Name, err)
 		}
 		for _, h := range recs {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t$%.2f\t$%.2f\t%s\t%s\t%s\t%d\n", h.RotatedAt.Format(time.RFC3339), r.Pool().Name,
-				h.KeyID, h.APIKeyMasked, h.Spend, h.Threshold, h.RotationReason, h.NewKeyID, h.Instance, h.LeaseEpoch)
+			h.Pool = r.Pool().Name
+			all = append(all, h)
 		}
+	}
+	if a.cfg.Output == "json" {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(all)
+		return nil
+	}
+	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ROTATED AT\tPOOL\tKEY\tAPI KEY\tSPEND\tTHRESHOLD\tREASON\tNEW KEY\tINSTANCE\tEPOCH")
+	for _, h := range all {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t$%.2f\t$%.2f\t%s\t%s\t%s\t%d\n", h.RotatedAt.Format(time.RFC3339), h.Pool,
+			h.KeyID, h.APIKeyMasked, h.Spend, h.Threshold, h.RotationReason, h.NewKeyID, h.Instance, h.LeaseEpoch)
 	}
 	_ = tw.Flush()
 	return nil

@@ -102,6 +102,9 @@ func (c *Config) validate() error {
 	if c.Command == "rotate" && len(c.Args) != 1 {
 		return usage("usage: spendchecker rotate KEY_ID [--reason R]")
 	}
+	if (c.Command == "status" || c.Command == "history") && c.Output != "text" && c.Output != "json" {
+		return usage("--output must be text or json")
+	}
 	if c.Command == "history" {
 		if _, err := parseSince(c.Since, time.Now()); err != nil {
 			return usage("--since: %v", err)

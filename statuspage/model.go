@@ -1,0 +1,301 @@
+// Package statuspage reads what an operator looks at — every key's spend
+// against its threshold, its rate and expected time to the threshold, the
+// backups left, the lease, the last cycles and the recent rotations — into
+// one read-only view model, and renders it as a self-contained HTML page.
+// `spendchecker status` (text and JSON) and the page at / on --listen read
+// the store through the same Read (README, "Status page").
+package statuspage
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/spendchecker/spendchecker/history"
+	"github.com/spendchecker/spendchecker/lease"
+)
+
+// Fields the checker keeps on key documents (README, "MongoDB schema").
+const (
+	fieldSpend      = "totalSpend"
+	fieldLastCheck  = "lastSpendCheck"
+	fieldNextCheck  = "nextSpendCheck"
+	fieldRate       = "spendRate" // fastest spend seen, USD per second
+	fieldBudget     = "spendBudget"
+	fieldCheckError = "spendCheckError"
+)
+
+// BackupCounter counts a pool's unused backups (*rotation.Rotator does).
+type BackupCounter interface {
+	BackupsAvailable(ctx context.Context) (int64, error)
+}
+
+// CycleLog gives the daemon's last cycles, newest first (*Ring does).
+type CycleLog interface {
+	Recent() []Cycle
+}
+
+// Pool is one pool to read.
+type Pool struct {
+	Name      string
+	Keys      *mongo.Collection
+	History   *mongo.Collection
+	Threshold float64
+	Backups   BackupCounter
+}
+
+// Source is what Read reads: the pools, the lease, and optionally the
+// daemon's recent cycles and each pool's recent rotations.
+type Source struct {
+	Pools     []Pool
+	Leases    *mongo.Collection
+	LeaseName string
+	// Cycles, if set, lists the last cycles of this process (they are
+	// not stored anywhere else).
+	Cycles CycleLog
+	// Rotations is how many recent rotations to read per pool (0: none).
+	Rotations int
+	// Now defaults to time.Now.
+	Now func() time.Time
+}
+
+// Snapshot is the view model: what `status` prints and the page shows.
+type Snapshot struct {
+	GeneratedAt time.Time  `json:"generatedAt"`
+	Lease       LeaseView  `json:"lease"`
+	Pools       []PoolView `json:"pools"`
+	Cycles      []Cycle    `json:"cycles,omitempty"`
+	Errors      []string   `json:"-"` // every section's error, for the exit code and the page's banner
+}
+
+// LeaseView is the newest lease record.
+type LeaseView struct {
+	Name string `json:"name"`
+	// State is "held", "released" or "never" (no record), "" when the
+	// read failed (Error says why).
+	State      string     `json:"state"`
+	Holder     string     `json:"holder,omitempty"`
+	Epoch      int64      `json:"epoch,omitempty"`
+	AcquiredAt *time.Time `json:"acquiredAt,omitempty"`
+	// RenewedAt is by the holder's clock.
+	RenewedAt *time.Time `json:"renewedAt,omitempty"`
+	Error     string     `json:"error,omitempty"`
+}
+
+// PoolView is one pool.
+type PoolView struct {
+	Name           string  `json:"name"`
+	KeysCollection string  `json:"keysCollection"`
+	Threshold      float64 `json:"threshold"`
+	// BackupsLeft is nil when counting them failed.
+	BackupsLeft *int64           `json:"backupsLeft"`
+	Keys        []KeyView        `json:"keys"`
+	Rotations   []history.Record `json:"recentRotations,omitempty"`
+	Error       string           `json:"error,omitempty"`
+}
+
+// KeyView is one key. Only the masked secret is ever carried.
+type KeyView struct {
+	ID           string `json:"id"`
+	APIKeyMasked string `json:"apiKeyMasked"`
+	Status       string `json:"status"`
+	// CheckError says why the last check gave no spend acted on (e.g.
+	// "unauthorized" with --rotate-unauthorized=false).
+	CheckError string `json:"checkError,omitempty"`
+	// Spend is nil until the key was checked; Budget when the upstream
+	// reports none.
+	Spend  *float64 `json:"spend"`
+	Budget *float64 `json:"budget"`
+	// PercentOfThreshold is 100 × spend / threshold.
+	PercentOfThreshold *float64 `json:"percentOfThreshold"`
+	// RatePerHour is the fastest spend rate seen for the key (USD/hour),
+	// the one the adaptive cadence plans with; nil when none is known.
+	RatePerHour *float64 `json:"ratePerHour"`
+	// ThresholdAt is when the key reaches the threshold at that rate,
+	// counted from its last check: the earliest estimate. Nil when no
+	// spend rate is known or the key is already over.
+	ThresholdAt *time.Time `json:"thresholdAt"`
+	Over        bool       `json:"overThreshold"`
+	LastCheck   *time.Time `json:"lastCheck"`
+	// NextCheck is when the cadence plans the next poll; nil or past: due.
+	NextCheck *time.Time `json:"nextCheck"`
+}
+
+// Read reads the snapshot. It never stops at the first error: each
+// section that could not be read carries its error (and Snapshot.Errors
+// lists them), and the rest is shown.
+func (s Source) Read(ctx context.Context) *Snapshot {
+	now := time.Now
+	if s.Now != nil {
+		now = s.Now
+	}
+	snap := &Snapshot{GeneratedAt: now().UTC(), Lease: LeaseView{Name: s.LeaseName}}
+	if s.Leases != nil {
+		rec, err := lease.Latest(ctx, s.Leases, s.LeaseName)
+		switch {
+		case err != nil:
+			snap.Lease.Error = err.Error()
+			snap.Errors = append(snap.Errors, err.Error())
+		case rec == nil:
+			snap.Lease.State = "never"
+		default:
+			snap.Lease.State = "held"
+			if rec.Released {
+				snap.Lease.State = "released"
+			}
+			snap.Lease.Holder, snap.Lease.Epoch = rec.Holder, rec.Epoch
+			snap.Lease.AcquiredAt, snap.Lease.RenewedAt = timePtr(rec.AcquiredAt), timePtr(rec.RenewedAt)
+		}
+	}
+	for _, p := range s.Pools {
+		pv := s.readPool(ctx, p)
+		if pv.Error != "" {
+			snap.Errors = append(snap.Errors, fmt.Sprintf("pool %s: %s", p.Name, pv.Error))
+		}
+		snap.Pools = append(snap.Pools, pv)
+	}
+	if s.Cycles != nil {
+		snap.Cycles = s.Cycles.Recent()
+	}
+	return snap
+}
+
+func (s Source) readPool(ctx context.Context, p Pool) PoolView {
+	pv := PoolView{Name: p.Name, KeysCollection: p.Keys.Name(), Threshold: p.Threshold, Keys: []KeyView{}}
+	var errs []string
+	if p.Backups != nil {
+		if n, err := p.Backups.BackupsAvailable(ctx); err != nil {
+			errs = append(errs, err.Error())
+		} else {
+			pv.BackupsLeft = &n
+		}
+	}
+	keys, err := readKeys(ctx, p.Keys, p.Threshold)
+	pv.Keys = append(pv.Keys, keys...)
+	if err != nil {
+		errs = append(errs, err.Error())
+	}
+	if s.Rotations > 0 && p.History != nil {
+		recs, err := recentRotations(ctx, p.History, s.Rotations)
+		if err != nil {
+			errs = append(errs, err.Error())
+		}
+		for i := range recs {
+			recs[i].Pool = p.Name
+		}
+		pv.Rotations = recs
+	}
+	for i, e := range errs {
+		if i > 0 {
+			pv.Error += "; "
+		}
+		pv.Error += e
+	}
+	return pv
+}
+
+// readKeys reads every key of a pool in _id order, leniently: a field of an
+// unexpected type reads as unknown, never as an error.
+func readKeys(ctx context.Context, coll *mongo.Collection, threshold float64) ([]KeyView, error) {
+	cur, err := coll.Find(ctx, bson.M{}, options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}))
+	if err != nil {
+		return nil, fmt.Errorf("read keys: %w", err)
+	}
+	defer cur.Close(context.WithoutCancel(ctx))
+	var out []KeyView
+	for cur.Next(ctx) {
+		out = append(out, keyView(cur.Current, threshold))
+	}
+	if err := cur.Err(); err != nil {
+		return out, fmt.Errorf("read keys: %w", err)
+	}
+	return out, nil
+}
+
+func keyView(d bson.Raw, threshold float64) KeyView {
+	secret, _ := d.Lookup("apiKey").StringValueOK()
+	k := KeyView{ID: idString(d.Lookup("_id")), APIKeyMasked: history.Mask(secret)}
+	k.Status, _ = d.Lookup("status").StringValueOK()
+	k.CheckError, _ = d.Lookup(fieldCheckError).StringValueOK()
+	k.Spend = number(d, fieldSpend)
+	k.Budget = number(d, fieldBudget)
+	k.LastCheck = date(d, fieldLastCheck)
+	k.NextCheck = date(d, fieldNextCheck)
+	if k.Spend != nil && threshold > 0 {
+		pct := 100 * *k.Spend / threshold
+		k.PercentOfThreshold = &pct
+		k.Over = *k.Spend >= threshold
+	}
+	if r := number(d, fieldRate); r != nil && *r > 0 {
+		perHour := *r * 3600
+		k.RatePerHour = &perHour
+		if k.Spend != nil && !k.Over && k.LastCheck != nil {
+			secs := (threshold - *k.Spend) / *r
+			if secs < float64(100*365*24*3600) {
+				at := k.LastCheck.Add(time.Duration(secs * float64(time.Second)))
+				k.ThresholdAt = &at
+			}
+		}
+	}
+	return k
+}
+
+// recentRotations reads a pool's newest n history records, newest first.
+func recentRotations(ctx context.Context, coll *mongo.Collection, n int) ([]history.Record, error) {
+	cur, err := coll.Find(ctx, bson.M{}, options.Find().SetSort(bson.D{{Key: "rotatedAt", Value: -1}}).SetLimit(int64(n)))
+	if err != nil {
+		return nil, fmt.Errorf("read history: %w", err)
+	}
+	defer cur.Close(context.WithoutCancel(ctx))
+	out := []history.Record{}
+	for cur.Next(ctx) {
+		out = append(out, history.Lenient(cur.Current))
+	}
+	if err := cur.Err(); err != nil {
+		return out, fmt.Errorf("read history: %w", err)
+	}
+	return out, nil
+}
+
+func idString(v bson.RawValue) string {
+	if s, ok := v.StringValueOK(); ok {
+		return s
+	}
+	if oid, ok := v.ObjectIDOK(); ok {
+		return oid.Hex()
+	}
+	return v.String()
+}
+
+// number reads a finite number; anything else is unknown.
+func number(d bson.Raw, key string) *float64 {
+	v, err := d.LookupErr(key)
+	if err != nil {
+		return nil
+	}
+	f, ok := v.AsFloat64OK()
+	if !ok || math.IsNaN(f) || math.IsInf(f, 0) {
+		return nil
+	}
+	return &f
+}
+
+func date(d bson.Raw, key string) *time.Time {
+	t, ok := d.Lookup(key).TimeOK()
+	if !ok {
+		return nil
+	}
+	return &t
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}

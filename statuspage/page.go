@@ -1,0 +1,194 @@
+package statuspage
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"fmt"
+	"html/template"
+	"log/slog"
+	"math"
+	"net/http"
+	"strings"
+	"time"
+)
+
+//go:embed page.html
+var pageHTML string
+
+var page = template.Must(template.New("page").Funcs(template.FuncMap{
+	"usd":     usd,
+	"usdp":    func(v *float64) string { return usdp(v) },
+	"pct":     pct,
+	"bar":     bar,
+	"level":   level,
+	"ago":     ago,
+	"until":   until,
+	"when":    when,
+	"rate":    rate,
+	"eta":     eta,
+	"seconds": func(d time.Duration) string { return d.Round(time.Millisecond).String() },
+	"utc":     func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
+	"join":    strings.Join,
+	"deref":   func(v *int64) int64 { return *v },
+}).Parse(pageHTML))
+
+// Page serves the status page: GET / renders a fresh Snapshot each time.
+type Page struct {
+	Source Source
+	// Instance is this replica's identity, shown beside the lease holder.
+	Instance string
+	// Refresh is how often the page reloads itself (default 15 s).
+	Refresh time.Duration
+	// Timeout bounds one read of the store (default 5 s).
+	Timeout time.Duration
+	Logger  *slog.Logger
+}
+
+// view is what the template renders.
+type view struct {
+	*Snapshot
+	Instance       string
+	RefreshSeconds int
+}
+
+// ServeHTTP renders the page. It is read-only: anything but GET and HEAD
+// is refused.
+func (p *Page) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	timeout, refresh := p.Timeout, p.Refresh
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	if refresh <= 0 {
+		refresh = 15 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	defer cancel()
+	snap := p.Source.Read(ctx)
+	var buf bytes.Buffer
+	if err := Render(&buf, snap, p.Instance, refresh); err != nil {
+		if p.Logger != nil {
+			p.Logger.Error("status page", "err", err)
+		}
+		http.Error(w, "status page: cannot render", http.StatusInternalServerError)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	// The page runs no script and loads nothing: say so, so a browser
+	// refuses anything else (README, "Status page").
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	_, _ = w.Write(buf.Bytes())
+}
+
+// Render writes the page for snap.
+func Render(w interface{ Write([]byte) (int, error) }, snap *Snapshot, instance string, refresh time.Duration) error {
+	return page.Execute(w, view{Snapshot: snap, Instance: instance, RefreshSeconds: max(1, int(refresh.Seconds()))})
+}
+
+func usd(v float64) string { return fmt.Sprintf("$%.2f", v) }
+
+func usdp(v *float64) string {
+	if v == nil {
+		return "-"
+	}
+	return usd(*v)
+}
+
+func pct(v *float64) string {
+	if v == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f%%", *v)
+}
+
+// bar is the width of a key's bar: its share of the threshold, 0–100.
+func bar(v *float64) template.CSS {
+	w := 0.0
+	if v != nil {
+		w = math.Max(0, math.Min(100, *v))
+	}
+	return template.CSS(fmt.Sprintf("width:%.1f%%", w))
+}
+
+// level names a bar's colour: ok under 80 % of the threshold, near up to
+// it, over at or above it.
+func level(k KeyView) string {
+	switch {
+	case k.Over:
+		return "over"
+	case k.PercentOfThreshold != nil && *k.PercentOfThreshold >= 80:
+		return "near"
+	case k.PercentOfThreshold == nil:
+		return "unknown"
+	}
+	return "ok"
+}
+
+// human rounds a duration to what a person reads: seconds under a minute,
+// minutes under an hour, then hours and minutes, then days and hours.
+func human(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return d.Round(time.Second).String()
+	case d < time.Hour:
+		d = d.Round(time.Second)
+		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+	case d < 48*time.Hour:
+		d = d.Round(time.Minute)
+		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+	}
+	d = d.Round(time.Hour)
+	return fmt.Sprintf("%dd%02dh", int(d.Hours())/24, int(d.Hours())%24)
+}
+
+func ago(t *time.Time, now time.Time) string {
+	if t == nil {
+		return "never"
+	}
+	if d := now.Sub(*t); d >= 0 {
+		return human(d) + " ago"
+	}
+	return "in " + human(t.Sub(now))
+}
+
+func until(t *time.Time, now time.Time) string {
+	if t == nil || !t.After(now) {
+		return "due"
+	}
+	return "in " + human(t.Sub(now))
+}
+
+func when(t time.Time, now time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return ago(&t, now)
+}
+
+func rate(v *float64) string {
+	if v == nil {
+		return "-"
+	}
+	return fmt.Sprintf("$%.2f/h", *v)
+}
+
+func eta(k KeyView, now time.Time) string {
+	switch {
+	case k.Over:
+		return "over"
+	case k.ThresholdAt == nil:
+		return "-"
+	case !k.ThresholdAt.After(now):
+		return "now"
+	}
+	return "in " + human(k.ThresholdAt.Sub(now))
+}

@@ -1,0 +1,58 @@
+package statuspage
+
+import (
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+)
+
+// WriteText writes the snapshot as `spendchecker status` prints it: the
+// lease, then per pool its backups left and a table of keys.
+func WriteText(out io.Writer, s *Snapshot) {
+	now := s.GeneratedAt
+	l := s.Lease
+	switch {
+	case l.Error != "":
+		fmt.Fprintf(out, "lease %s: error: %s\n", l.Name, l.Error)
+	case l.State == "never":
+		fmt.Fprintf(out, "lease %s: never held\n", l.Name)
+	case l.State == "released":
+		fmt.Fprintf(out, "lease %s: released by %s (epoch %d)\n", l.Name, l.Holder, l.Epoch)
+	default:
+		renewed := "never"
+		if l.RenewedAt != nil {
+			renewed = now.Sub(*l.RenewedAt).Round(time.Second).String() + " ago"
+		}
+		fmt.Fprintf(out, "lease %s: held by %s, epoch %d, last renewed %s (by its clock)\n", l.Name, l.Holder, l.Epoch, renewed)
+	}
+	for _, p := range s.Pools {
+		left := "unknown"
+		if p.BackupsLeft != nil {
+			left = fmt.Sprint(*p.BackupsLeft)
+		}
+		fmt.Fprintf(out, "\npool %s (%s): threshold $%.2f, backups left %s\n", p.Name, p.KeysCollection, p.Threshold, left)
+		tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "KEY\tAPI KEY\tSTATUS\tSPEND\tBUDGET\t% THRESHOLD\tLAST CHECK\tNEXT CHECK\tRATE\tTHRESHOLD AT RATE")
+		for _, k := range p.Keys {
+			st := k.Status
+			if k.CheckError != "" {
+				st += " (upstream: " + k.CheckError + ")" // rejected, and not rotated (--rotate-unauthorized=false)
+			}
+			last := "never"
+			if k.LastCheck != nil {
+				last = now.Sub(*k.LastCheck).Round(time.Second).String() + " ago"
+			}
+			next := "due"
+			if k.NextCheck != nil && k.NextCheck.After(now) {
+				next = "in " + k.NextCheck.Sub(now).Round(time.Second).String()
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.APIKeyMasked, st,
+				usdp(k.Spend), usdp(k.Budget), pct(k.PercentOfThreshold), last, next, rate(k.RatePerHour), eta(k, now))
+		}
+		_ = tw.Flush()
+		if p.Error != "" {
+			fmt.Fprintf(out, "error: %s\n", p.Error)
+		}
+	}
+}
