@@ -79,10 +79,10 @@ func ParseURL(s string) (*url.URL, error) {
 	return u, nil
 }
 
-// RedactURL is a webhook URL fit for a log line. Slack and Discord put
-// the webhook's secret in the path (…/services/T/B/SECRET,
+// RedactURL is a webhook URL fit for a log line or an error. Slack and
+// Discord put the webhook's secret in the path (…/services/T/B/SECRET,
 // …/api/webhooks/ID/TOKEN), others in the query or the user info: only
-// the scheme, the host and the first path segment are kept.
+// the scheme and the host are kept.
 func RedactURL(s string) string {
 	u, err := url.Parse(s)
 	if err != nil || u.Host == "" {
@@ -93,13 +93,8 @@ func RedactURL(s string) string {
 		out += "xxxxx@"
 	}
 	out += u.Host
-	path := strings.TrimPrefix(u.EscapedPath(), "/")
-	if path != "" {
-		first, rest, _ := strings.Cut(path, "/")
-		out += "/" + first
-		if rest != "" {
-			out += "/xxxxx"
-		}
+	if strings.Trim(u.EscapedPath(), "/") != "" {
+		out += "/xxxxx"
 	}
 	if u.RawQuery != "" {
 		out += "?xxxxx"

@@ -380,9 +380,9 @@ func TestSecretsMasked(t *testing.T) {
 
 func TestRedactURL(t *testing.T) {
 	for in, want := range map[string]string{
-		"https://hooks.slack.com/services/T000/B000/XXXXSECRET":     "https://hooks.slack.com/services/xxxxx",
-		"https://discord.com/api/webhooks/123/tokenSECRET":          "https://discord.com/api/xxxxx",
-		"https://user:passSECRET@example.com/hook?token=SECRET&x=1": "https://xxxxx@example.com/hook?xxxxx",
+		"https://hooks.slack.com/services/T000/B000/XXXXSECRET":     "https://hooks.slack.com/xxxxx",
+		"https://discord.com/api/webhooks/123/tokenSECRET":          "https://discord.com/xxxxx",
+		"https://user:passSECRET@example.com/hook?token=SECRET&x=1": "https://xxxxx@example.com/xxxxx?xxxxx",
 		"http://alerts.internal:8080":                               "http://alerts.internal:8080",
 		"::nonsense SECRET":                                         "(unparsable URL)",
 	} {
