@@ -36,6 +36,8 @@ type PoolConfig struct {
 	Threshold          float64 `json:"threshold"`
 	BudgetRatio        float64 `json:"budget-ratio"`
 	RotateUnauthorized *bool   `json:"rotate-unauthorized"`
+	// Notify replaces the notification settings for this pool (notify.go).
+	Notify *PoolNotify `json:"notify,omitempty"`
 }
 
 // Config is the whole configuration after flags, environment and file.
@@ -77,6 +79,12 @@ type Config struct {
 	HostRate    float64
 	RejectShare float64
 	RejectMin   int
+
+	// Notifications (notify.go; README, "Notifications").
+	NotifyURLs         urlList
+	NotifyFormat       string
+	NotifyBackupsBelow int
+	NotifyNoCycle      time.Duration
 
 	// Overrides are the pool settings of the config file that a flag or an
 	// environment variable replaced; the program logs them at start.
@@ -172,6 +180,10 @@ func Parse(args []string) (*Config, error) {
 	fs.StringVar(&c.Reason, "reason", "manual", "rotate: the rotation reason")
 	fs.StringVar(&c.Since, "since", "24h", "history: a duration back from now (24h, 90m, 7d, 1d12h), or a date (2006-01-02 or RFC 3339)")
 	fs.BoolVar(&c.Version, "version", false, "print the version and exit")
+	fs.Var(&c.NotifyURLs, "notify-url", "POST events to this webhook (repeatable; several separated by spaces)")
+	fs.StringVar(&c.NotifyFormat, "notify-format", "json", "webhook payload: json, slack or discord")
+	fs.IntVar(&c.NotifyBackupsBelow, "notify-backups-below", 0, "notify once when fewer unused backups than this are left (0: off)")
+	fs.DurationVar(&c.NotifyNoCycle, "notify-no-cycle-after", 15*time.Minute, "notify once when no cycle has succeeded for this long (0: off)")
 	fs.StringVar(&c.RotateTokenFile, "rotate-token-file", "", "file holding the bearer token that enables POST /v1/rotate (or "+EnvRotateToken+")")
 
 	ffs := ff.NewFlagSetFrom("spendchecker", fs)
@@ -308,6 +320,18 @@ func jsonParser(st *fileState, ffs *ff.FlagSet) ff.ConfigFileParseFunc {
 				s = strconv.FormatBool(x)
 			case float64:
 				s = strconv.FormatFloat(x, 'f', -1, 64)
+			case []any:
+				// A list: each string is one value of a repeatable flag.
+				for _, e := range x {
+					str, ok := e.(string)
+					if !ok {
+						return fmt.Errorf("config file: %s: want a list of strings", k)
+					}
+					if err := set(k, str); err != nil {
+						return fmt.Errorf("config file: %s: %s", k, strings.TrimPrefix(err.Error(), k+": "))
+					}
+				}
+				continue
 			default:
 				return fmt.Errorf("config file: %s: want a string, number or boolean", k)
 			}
@@ -415,6 +439,9 @@ func (c *Config) validate() error {
 		if c.RotateToken, err = rotateToken(c.RotateTokenFile); err != nil {
 			return err
 		}
+	}
+	if err := c.validateNotify(); err != nil {
+		return err
 	}
 	for i := range c.Pools {
 		if c.Pools[i].Provider == "" {

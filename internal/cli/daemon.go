@@ -69,10 +69,11 @@ func (a *app) daemon(ctx context.Context) int {
 	err = a.chk.RunDaemon(ctx, checker.DaemonConfig{
 		Schedule: a.cfg.Schedule, Interval: a.cfg.Interval, Grace: a.cfg.Grace,
 		Leader: a.lease, Logger: a.log,
-		OnStart: a.prog.cycleStart,
+		OnStart: func() { a.prog.cycleStart(); a.notifier.CycleStarted() },
 		OnCycle: func(sum checker.Summary, err error) {
 			a.prog.cycleEnd()
 			a.met.cycle(sum, err, float64(time.Now().Unix()))
+			a.notifyCycle(sum, err)
 			_, _ = daemon.SdNotify(false, "STATUS="+sum.String())
 		},
 		OnSkip: func() { a.met.cycles.WithLabelValues("skipped").Inc() },
@@ -219,8 +220,12 @@ func (a *app) once(ctx context.Context, out io.Writer) int {
 		stop := context.AfterFunc(ctx, cancel)
 		defer stop()
 	}
+	a.notifier.CycleStarted()
 	sum, err := a.chk.Cycle(cctx)
 	a.met.cycle(sum, err, float64(time.Now().Unix()))
+	a.notifyCycle(sum, err)
+	// The events go out before the process exits (README "Notifications").
+	a.closeNotifier(30 * time.Second)
 	for _, p := range sum.Pools {
 		fmt.Fprintf(out, "pool %s: due %d, checked %d, failed %d, unauthorized %d, over threshold %d, rotated %d, already rotated %d, no backup %d, backups left %d\n",
 			p.Pool, p.Due, p.Checked, p.Failed, p.Unauthorized, p.Over, p.Rotated, p.AlreadyRotated, p.NoBackup, p.BackupsLeft)

@@ -25,6 +25,7 @@ import (
 	"github.com/spendchecker/spendchecker/checker"
 	"github.com/spendchecker/spendchecker/internal/mongoidx"
 	"github.com/spendchecker/spendchecker/lease"
+	"github.com/spendchecker/spendchecker/notify"
 	"github.com/spendchecker/spendchecker/spend"
 )
 
@@ -123,6 +124,8 @@ type app struct {
 	leases *mongo.Collection
 	met    *metrics
 	prog   *progress
+	// notifier posts events to webhooks (notify.go).
+	notifier *notify.Notifier
 }
 
 func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*app, error) {
@@ -168,6 +171,9 @@ func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*app, error) {
 		return nil, err
 	}
 	a.lease = l
+	if err := a.startNotifier(); err != nil {
+		return nil, err
+	}
 	a.chk, err = checker.New(db, checker.Config{
 		Pools: pools, Concurrency: cfg.Conc, Adaptive: cfg.Adaptive,
 		MinInterval: cfg.MinCheck, MaxInterval: cfg.MaxCheck, DryRun: cfg.DryRun,
@@ -200,6 +206,7 @@ func rejectShare(v float64) float64 {
 }
 
 func (a *app) close() {
+	a.closeNotifier(5 * time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = a.client.Disconnect(ctx)
