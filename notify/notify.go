@@ -45,8 +45,9 @@ type Config struct {
 	NoCycleAfter time.Duration
 	// Store de-duplicates across replicas (nil: no de-duplication).
 	Store *mongo.Collection
-	// Leader reports whether this replica holds the lease (nil: always).
-	Leader   func() bool
+	// Epoch returns the lease epoch this replica holds and whether it
+	// holds it (nil: always leading, in one epoch).
+	Epoch    func() (int64, bool)
 	Instance string
 
 	QueueSize      int           // per target; default 100
@@ -79,6 +80,7 @@ type Notifier struct {
 
 	mu          sync.Mutex
 	low         map[string]bool // pool → below the threshold (notified)
+	lowEpoch    int64           // the lease epoch low was observed in
 	lastSuccess time.Time
 	polling     bool // this replica made the last cycle attempt as leader
 	noCycleSent bool
@@ -270,8 +272,15 @@ func (n *Notifier) enqueue(t *target, j job) {
 // do not until a count at or above it re-arms the alarm. Only the leader's
 // counts are taken (README, "Notifications").
 func (n *Notifier) Backups(pool string, left int64) {
-	if !n.Enabled() || (n.cfg.Leader != nil && !n.cfg.Leader()) {
+	if !n.Enabled() {
 		return
+	}
+	var epoch int64
+	if n.cfg.Epoch != nil {
+		var leader bool
+		if epoch, leader = n.cfg.Epoch(); !leader {
+			return
+		}
 	}
 	ts, r := n.route(pool)
 	if r.BackupsBelow <= 0 || len(ts) == 0 {
@@ -279,6 +288,11 @@ func (n *Notifier) Backups(pool string, left int64) {
 	}
 	now := n.clock.Now()
 	n.mu.Lock()
+	if epoch != n.lowEpoch {
+		// Another leader may have seen the crossing end and a new one
+		// begin meanwhile: what this replica remembers is stale.
+		n.low, n.lowEpoch = map[string]bool{}, epoch
+	}
 	low, seen := n.low[pool]
 	n.low[pool] = left < r.BackupsBelow
 	n.mu.Unlock()

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -456,7 +457,7 @@ func TestBackupsLowOncePerCrossing(t *testing.T) {
 		t.Fatalf("duplicate = %v, want 1", b.counter("duplicate", "factory", "json"))
 	}
 	// Only the leader counts.
-	c := newHarness(t, Config{Pools: map[string]Route{"factory": route}, Leader: func() bool { return false }})
+	c := newHarness(t, Config{Pools: map[string]Route{"factory": route}, Epoch: func() (int64, bool) { return 7, false }})
 	c.n.Backups("factory", 0)
 	c.close()
 	if rc.count() != 2 {
@@ -524,5 +525,32 @@ func TestNoSuccessfulCycleOncePerOutage(t *testing.T) {
 	standby.close()
 	if rc.count() != 2 {
 		t.Fatalf("notified %d times for two outages, want 2", rc.count())
+	}
+}
+
+// A replica that loses the lease and gets it back must not trust what it
+// remembered of the count: the crossing it saw may have ended and a new one
+// begun meanwhile, under another leader.
+func TestBackupsLowAfterRegainingTheLease(t *testing.T) {
+	rc := newReceiver(t, ok)
+	coll := mongotest.New(t).Database.Collection(Collection)
+	route := Route{Targets: []Target{{URL: rc.URL, Format: JSON}}, BackupsBelow: 3}
+	var aEpoch atomic.Int64
+	aEpoch.Store(1)
+	a := newHarness(t, Config{Default: route, Store: coll, Epoch: func() (int64, bool) { return aEpoch.Load(), true }})
+	b := newHarness(t, Config{Default: route, Store: coll, Instance: "replica-b", Epoch: func() (int64, bool) { return 2, true }})
+	a.n.Backups("openhands", 1) // crossing 1, reported by a
+	rc.wait(t)                  // its claim is in the store
+	// a loses the lease; b leads through the end of crossing 1 and all of crossing 2.
+	for _, n := range []int64{3, 1, 3} {
+		b.n.Backups("openhands", n)
+	}
+	b.close()
+	// a leads again: crossing 3.
+	aEpoch.Store(3)
+	a.n.Backups("openhands", 2)
+	a.close()
+	if rc.count() != 3 {
+		t.Fatalf("notified %d times for three crossings, want 3", rc.count())
 	}
 }
