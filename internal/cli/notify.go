@@ -139,7 +139,7 @@ func (a *app) startNotifier() error {
 	j := true
 	nc.Store = a.db.Collection(notify.Collection, options.Collection().
 		SetWriteConcern(&writeconcern.WriteConcern{W: "majority", Journal: &j}))
-	nc.Leader = func() bool { _, ok := a.lease.Epoch(); return ok }
+	nc.Epoch = a.lease.Epoch
 	nc.Logger = a.log
 	nc.Registerer = a.met.reg
 	nc.HTTP = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
