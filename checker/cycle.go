@@ -15,6 +15,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/spendchecker/spendchecker/history"
+	"github.com/spendchecker/spendchecker/notify"
 	"github.com/spendchecker/spendchecker/rotation"
 	"github.com/spendchecker/spendchecker/spend"
 )
@@ -215,7 +216,10 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 			log.Debug("upstream rejects the key; asking again before calling it dead", "apiKeyMasked", history.Mask(k.secret))
 			return
 		}
-		count(func(s *PoolSummary) { s.Unauthorized++ })
+		count(func(s *PoolSummary) {
+			s.Unauthorized++
+			s.Events = append(s.Events, notify.KeyRejectedEvent(p.rot.Pool().Name, k.id, k.secret, at))
+		})
 		if !p.RotateUnauthorized {
 			log.Warn("upstream rejects the key; not rotating (rotate-unauthorized is off)", "apiKeyMasked", history.Mask(k.secret))
 			if !c.cfg.DryRun {
@@ -302,10 +306,16 @@ func (c *Checker) rotateKey(ctx context.Context, p *poolRun, k keyInfo, doc bson
 		log.Error("rotation failed; recovery will finish it", "err", err)
 	case r.Outcome == rotation.Rotated:
 		// The rotator logs the rotation, with the spend and threshold.
-		count(func(s *PoolSummary) { s.Rotated++ })
+		count(func(s *PoolSummary) {
+			s.Rotated++
+			s.Events = append(s.Events, notify.RotatedEvent(notify.KeyRotation{Pool: p.rot.Pool().Name, KeyID: k.id,
+				NewKeyID: r.NewKeyID, RotationID: r.RotationID, Reason: reason, Secret: k.secret, Spend: res.Spend, Threshold: p.Threshold}, at))
+		})
 	case r.Outcome == rotation.NoBackup:
 		count(func(s *PoolSummary) {
 			s.NoBackup++
+			s.Events = append(s.Events, notify.NoBackupEvent(notify.KeyRotation{Pool: p.rot.Pool().Name, KeyID: k.id,
+				Reason: reason, Secret: k.secret, Spend: res.Spend, Threshold: p.Threshold}, at))
 			s.Errors = append(s.Errors, fmt.Sprintf("key %s is over threshold (%s) but no backup key is left", k.id, reason))
 		})
 		log.Error("no backup key left; key stays in service over threshold", "spend", res.Spend, "threshold", p.Threshold)

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/spendchecker/spendchecker/notify"
 	"github.com/spendchecker/spendchecker/spend"
 )
 
@@ -30,6 +31,9 @@ type PoolSummary struct {
 	// per cycle; FailedExample is one of their errors.
 	FailedBy      map[string]int
 	FailedExample string
+	// Events are what this cycle found worth a notification (README,
+	// "Notifications"): rotations, keys left without a backup, rejections.
+	Events []notify.Event
 }
 
 // Summary is a whole cycle.

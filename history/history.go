@@ -4,6 +4,8 @@ package history
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"strconv"
 	"time"
@@ -53,6 +55,13 @@ func Mask(secret string) string {
 		return "****"
 	}
 	return secret[:5] + "..." + secret[len(secret)-4:]
+}
+
+// Fingerprint is a short, stable, non-reversible identifier of a secret:
+// notifications name a key's secret by it in their event ids.
+func Fingerprint(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return hex.EncodeToString(sum[:4])
 }
 
 // Store reads a pool's history collection.

@@ -20,6 +20,7 @@ var layers = map[string]int{
 	"checker":              3,
 	"rotation":             2,
 	"lease":                2,
+	"notify":               2, // webhook notifications: events, formats, delivery
 	"history":              1,
 	"spend":                1,
 	"mongoidx":             0,

@@ -22,6 +22,7 @@ import (
 	"github.com/spendchecker/spendchecker/history"
 	"github.com/spendchecker/spendchecker/lease"
 	"github.com/spendchecker/spendchecker/mongoidx"
+	"github.com/spendchecker/spendchecker/notify"
 	"github.com/spendchecker/spendchecker/spend"
 	"github.com/spendchecker/spendchecker/statuspage"
 )
@@ -39,6 +40,8 @@ type app struct {
 	prog   *progress
 	// cycles are the daemon's last cycles, for the status page.
 	cycles *statuspage.Ring
+	// notifier posts events to webhooks (notify.go).
+	notifier *notify.Notifier
 }
 
 func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*app, error) {
@@ -84,6 +87,9 @@ func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*app, error) {
 		return nil, err
 	}
 	a.lease = l
+	if err := a.startNotifier(); err != nil {
+		return nil, err
+	}
 	a.chk, err = checker.New(db, checker.Config{
 		Pools: pools, Concurrency: cfg.Concurrency, Adaptive: cfg.Adaptive,
 		MinInterval: cfg.MinCheckInterval, MaxInterval: cfg.MaxCheckInterval, DryRun: cfg.DryRun,
@@ -116,6 +122,7 @@ func rejectShare(v float64) float64 {
 }
 
 func (a *app) close() {
+	a.closeNotifier(5 * time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = a.client.Disconnect(ctx)

@@ -55,6 +55,10 @@ func rootCommand(c *Config, p *program) spec {
 			fs.BoolVar(&c.Once, "once", false, "run one cycle, then exit")
 			fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "how long a cycle in flight may finish after SIGTERM")
 			fs.BoolVar(&c.Version, "version", false, "print the version and exit")
+			fs.Var(&c.NotifyURLs, "notify-url", "POST events to this webhook (repeatable; several separated by spaces)")
+			fs.StringVar(&c.NotifyFormat, "notify-format", c.NotifyFormat, "webhook payload: json, slack or discord")
+			fs.IntVar(&c.NotifyBackupsBelow, "notify-backups-below", 0, "notify once when fewer unused backups than this are left (0: off)")
+			fs.DurationVar(&c.NotifyNoCycle, "notify-no-cycle-after", c.NotifyNoCycle, "notify once when no cycle has succeeded for this long (0: off)")
 			fs.StringVar(&c.RotateTokenFile, "rotate-token-file", "", "file holding the bearer token that enables POST /v1/rotate (or "+EnvRotateToken+")")
 		},
 		exec: p.withApp(func(ctx context.Context, a *app) error {
@@ -116,11 +120,12 @@ func (a *app) daemon(ctx context.Context) error {
 	err = runScheduled(ctx, a.chk, schedule{
 		Schedule: a.cfg.Schedule, Interval: a.cfg.Interval, Grace: a.cfg.ShutdownGrace,
 		Leader: a.lease, Logger: a.log,
-		OnStart: a.prog.cycleStart,
+		OnStart: func() { a.prog.cycleStart(); a.notifier.CycleStarted() },
 		OnCycle: func(sum checker.Summary, err error) {
 			a.prog.cycleEnd()
 			a.cycles.Add(statuspage.CycleOf(time.Now(), sum, err))
 			a.met.cycle(sum, err, float64(time.Now().Unix()))
+			a.notifyCycle(sum, err)
 			_, _ = daemon.SdNotify(false, "STATUS="+sum.String())
 		},
 		OnSkip: func() { a.met.cycles.WithLabelValues("skipped").Inc() },
@@ -273,8 +278,12 @@ func (a *app) once(ctx context.Context, out io.Writer) error {
 		stop := context.AfterFunc(ctx, cancel)
 		defer stop()
 	}
+	a.notifier.CycleStarted()
 	sum, err := a.chk.Cycle(cctx)
 	a.met.cycle(sum, err, float64(time.Now().Unix()))
+	a.notifyCycle(sum, err)
+	// The events go out before the process exits (README "Notifications").
+	a.closeNotifier(30 * time.Second)
 	for _, p := range sum.Pools {
 		fmt.Fprintf(out, "pool %s: due %d, checked %d, failed %d, unauthorized %d, over threshold %d, rotated %d, already rotated %d, no backup %d, backups left %d\n",
 			p.Pool, p.Due, p.Checked, p.Failed, p.Unauthorized, p.Over, p.Rotated, p.AlreadyRotated, p.NoBackup, p.BackupsLeft)

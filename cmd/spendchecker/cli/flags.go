@@ -32,6 +32,8 @@ type PoolConfig struct {
 	Threshold          float64 `json:"threshold"`
 	BudgetRatio        float64 `json:"budget-ratio"`
 	RotateUnauthorized *bool   `json:"rotate-unauthorized"`
+	// Notify replaces the notification settings for this pool (notify.go).
+	Notify *PoolNotify `json:"notify,omitempty"`
 }
 
 // Defaults of the settings (README, "Configuration"): the flags use these,
@@ -47,6 +49,8 @@ const (
 	DefaultHostRate           = 50
 	DefaultRejectShare        = checker.DefaultRejectShare
 	DefaultRejectMin          = checker.DefaultRejectMin
+	DefaultNotifyFormat       = "json"
+	DefaultNotifyNoCycle      = 15 * time.Minute
 	DefaultLeaseName          = "spendchecker"
 	DefaultLeaseDuration      = lease.DefaultLeaseDuration
 	DefaultListen             = "127.0.0.1:9090"
@@ -119,6 +123,14 @@ type Config struct {
 	RejectShare float64
 	RejectMin   int
 
+	// Notifications (notify.go; README, "Notifications"): webhooks, their
+	// payload format, the backups level that notifies once per crossing (0:
+	// off) and how long without a successful cycle notifies once (0: off).
+	NotifyURLs         urlList
+	NotifyFormat       string
+	NotifyBackupsBelow int
+	NotifyNoCycle      time.Duration
+
 	// Overrides are the pool settings of the config file that a flag or an
 	// environment variable replaced; the program logs them at start.
 	Overrides []Override
@@ -134,6 +146,7 @@ func newConfig() *Config {
 		MinCheckInterval: DefaultMinCheckInterval, MaxCheckInterval: DefaultMaxCheckInterval,
 		Concurrency: DefaultConcurrency, RequestTimeout: DefaultRequestTimeout,
 		HostRate: DefaultHostRate, RejectShare: DefaultRejectShare, RejectMin: DefaultRejectMin,
+		NotifyFormat: DefaultNotifyFormat, NotifyNoCycle: DefaultNotifyNoCycle,
 		LeaseName: DefaultLeaseName, LeaseDuration: DefaultLeaseDuration,
 		Instance: defaultInstance(), Listen: DefaultListen,
 		LogFormat: DefaultLogFormat, LogLevel: DefaultLogLevel,
@@ -394,6 +407,18 @@ func jsonParser(st *fileState, ffs *ff.FlagSet, known map[string]bool) ff.Config
 				s = strconv.FormatBool(x)
 			case float64:
 				s = strconv.FormatFloat(x, 'f', -1, 64)
+			case []any:
+				// A list: each string is one value of a repeatable flag.
+				for _, e := range x {
+					str, ok := e.(string)
+					if !ok {
+						return fmt.Errorf("config file: %s: want a list of strings", k)
+					}
+					if err := set(k, str); err != nil {
+						return fmt.Errorf("config file: %s: %s", k, strings.TrimPrefix(err.Error(), k+": "))
+					}
+				}
+				continue
 			default:
 				return fmt.Errorf("config file: %s: want a string, number or boolean", k)
 			}

@@ -119,6 +119,9 @@ func (c *Config) validate() error {
 	if !needsDB {
 		return nil // no pool, no store
 	}
+	if err := c.validateNotify(); err != nil {
+		return err
+	}
 	for i := range c.Pools {
 		if c.Pools[i].Provider == "" {
 			c.Pools[i].Provider = presetProvider(c.Pools[i].Pool)

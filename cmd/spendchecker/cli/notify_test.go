@@ -1,0 +1,168 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/spendchecker/spendchecker/internal/fakeupstream"
+	"github.com/spendchecker/spendchecker/internal/mongotest"
+	"github.com/spendchecker/spendchecker/lease"
+	"github.com/spendchecker/spendchecker/notify"
+	"github.com/spendchecker/spendchecker/rotation"
+)
+
+// A daemon cycle that rotates a key posts one rotated event (and, with
+// one backup left below --notify-backups-below, one backups_low).
+func TestDaemonCycleNotifiesRotation(t *testing.T) {
+	mdb := mongotest.New(t)
+	pool, _ := rotation.Preset("openhands")
+	apiSeed(t, mdb.Database, pool, 2, 2)
+	up := fakeupstream.New("openhands")
+	t.Cleanup(up.Close)
+	up.SetSpend("sk-secret-key-000000-abcdef", 9.99) // k0: over the threshold
+	up.SetSpend("sk-secret-key-000001-abcdef", 1)
+	up.SetSpend("sk-secret-backup-000000-abcdef", 0)
+	up.SetSpend("sk-secret-backup-000001-abcdef", 0)
+	// A released lease, as a previous deployment leaves it: the first
+	// start takes it at once (README "Lease").
+	if _, err := mdb.Database.Collection(lease.Collection).InsertOne(context.Background(), lease.Record{
+		ID: "spendchecker/00000000000000000000", Name: "spendchecker", Holder: "seed", Released: true}); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan notify.Event, 10)
+	raw := make(chan string, 10)
+	rc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		var ev notify.Event
+		_ = json.Unmarshal(b, &ev)
+		raw <- string(b)
+		got <- ev
+	}))
+	defer rc.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan int, 1)
+	var stderr syncBuffer
+	go func() {
+		done <- Run(ctx, []string{"--mongo-uri", mdb.URI, "--database", mdb.Name, "--provider-url", up.URL, "--listen", "",
+			"--log-format", "json", "--interval", "1h", "--notify-url", rc.URL + "/hook", "--notify-backups-below", "2"},
+			Env{Stdout: io.Discard, Stderr: &stderr})
+	}()
+	want := map[notify.Kind]bool{notify.Rotated: true, notify.BackupsLow: true}
+	for len(want) > 0 {
+		select {
+		case ev := <-got:
+			if !want[ev.Kind] {
+				t.Fatalf("unexpected event %+v", ev)
+			}
+			delete(want, ev.Kind)
+			if ev.Kind == notify.Rotated && (ev.KeyID != "k0" || ev.NewKeyID != "b0" || ev.APIKeyMasked != "sk-se...cdef" || ev.RotationID == "") {
+				t.Errorf("rotated event %+v", ev)
+			}
+			if ev.Kind == notify.BackupsLow && *ev.BackupsLeft != 1 {
+				t.Errorf("backups_low event %+v", ev)
+			}
+		case code := <-done:
+			t.Fatalf("daemon exited %d before notifying:\n%s", code, stderr.String())
+		case <-time.After(2 * time.Minute):
+			t.Fatalf("no notification; missing %v:\n%s", want, stderr.String())
+		}
+	}
+	cancel()
+	if code := <-done; code != ExitOK {
+		t.Fatalf("exit %d", code)
+	}
+	close(raw)
+	for b := range raw {
+		if strings.Contains(b, "sk-secret-key-000000-abcdef") {
+			t.Fatalf("payload holds the key: %s", b)
+		}
+	}
+	if n := len(got); n != 0 {
+		t.Fatalf("%d more notifications, want none", n)
+	}
+	sent, err := mdb.Database.Collection(notify.Collection).CountDocuments(context.Background(), bson.M{"state": "sent"})
+	if err != nil || sent != 2 {
+		t.Fatalf("%d claims sent (%v), want 2", sent, err)
+	}
+}
+
+func TestNotifyFlags(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "c.json")
+	if err := os.WriteFile(file, []byte(`{"notify-url": ["https://a.example/h1", "https://b.example/h2"], "notify-format": "slack",
+  "pools": [{"pool": "openhands"}, {"pool": "factory", "provider": "litellm", "provider-url": "http://litellm:4000",
+    "notify": {"url": "https://hooks.slack.com/services/T0/B0/X", "format": "discord", "backups-below": 4}}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Parse([]string{"--mongo-uri", uri, "--config", file, "--notify-backups-below", "2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc := notifyConfig(cfg)
+	if len(nc.Default.Targets) != 2 || nc.Default.Targets[1].URL != "https://b.example/h2" || nc.Default.Targets[0].Format != notify.Slack || nc.Default.BackupsBelow != 2 {
+		t.Errorf("default route %+v", nc.Default)
+	}
+	if f := nc.Pools["factory"]; len(f.Targets) != 1 || f.Targets[0].Format != notify.Discord || f.BackupsBelow != 4 {
+		t.Errorf("factory route %+v", f)
+	}
+	if _, ok := nc.Pools["openhands"]; ok {
+		t.Error("openhands has no notify entry: it takes the default route")
+	}
+	if cfg.NotifyNoCycle != 15*time.Minute {
+		t.Errorf("--notify-no-cycle-after default %s", cfg.NotifyNoCycle)
+	}
+	t.Setenv("SPENDCHECKER_NOTIFY_URL", "https://c.example/1 https://d.example/2")
+	t.Setenv("SPENDCHECKER_NOTIFY_FORMAT", "discord")
+	t.Setenv("SPENDCHECKER_NOTIFY_NO_CYCLE_AFTER", "5m")
+	cfg, err = Parse([]string{"--mongo-uri", uri})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.NotifyURLs) != 2 || cfg.NotifyFormat != "discord" || cfg.NotifyNoCycle != 5*time.Minute {
+		t.Errorf("from the environment: %v %s %s", cfg.NotifyURLs, cfg.NotifyFormat, cfg.NotifyNoCycle)
+	}
+	cfg, err = Parse([]string{"--mongo-uri", uri, "--notify-url", "https://e.example/1", "--notify-url", "https://f.example/2"})
+	if err != nil || len(cfg.NotifyURLs) != 2 || cfg.NotifyURLs[0] != "https://e.example/1" {
+		t.Errorf("repeated flag: %v %v", cfg.NotifyURLs, err)
+	}
+}
+
+// A bad URL or format is exit 2 with one line that shows no secret.
+func TestNotifyBadSettingsExitTwo(t *testing.T) {
+	dir := t.TempDir()
+	badPool := filepath.Join(dir, "c.json")
+	_ = os.WriteFile(badPool, []byte(`{"pools": [{"pool": "openhands", "notify": {"url": "ftp://x/SECRETPATH"}}]}`), 0o600)
+	for _, args := range [][]string{
+		{"--notify-url", "hooks.slack.com/services/T0/B0/SECRETPATH"},
+		{"--notify-url", "ftp://user:SECRETPATH@x/y"},
+		{"--notify-format", "teams"},
+		{"--notify-backups-below", "-1"},
+		{"--notify-no-cycle-after", "-1m"},
+		{"--config", badPool},
+	} {
+		var stderr strings.Builder
+		code := Run(context.Background(), append([]string{"--once", "--mongo-uri", uri}, args...), Env{Stdout: io.Discard, Stderr: &stderr})
+		out := stderr.String()
+		if code != ExitUsage || strings.Count(out, "\n") != 1 || strings.Contains(out, "SECRETPATH") {
+			t.Errorf("%v: exit %d, stderr %q", args, code, out)
+		}
+		_, err := Parse(append([]string{"--mongo-uri", uri}, args...))
+		var ue *UsageError
+		if !errors.As(err, &ue) {
+			t.Errorf("%v: %v, want a usage error", args, err)
+		}
+	}
+}

@@ -1,0 +1,128 @@
+// Package notify posts the daemon's events (a key rotated, no backup left,
+// backups running low, a key rejected, no successful cycle for a while) to
+// webhooks: asynchronously, through a bounded queue per receiver, retried
+// with backoff, de-duplicated across replicas through the store (README,
+// "Notifications").
+package notify
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spendchecker/spendchecker/history"
+)
+
+// Kind names an event.
+type Kind string
+
+// The events (README, "Notifications").
+const (
+	Rotated           Kind = "rotated"
+	NoBackup          Kind = "no_backup"
+	BackupsLow        Kind = "backups_low"
+	KeyRejected       Kind = "key_rejected"
+	NoSuccessfulCycle Kind = "no_successful_cycle"
+)
+
+// Kinds lists every event kind.
+var Kinds = []Kind{Rotated, NoBackup, BackupsLow, KeyRejected, NoSuccessfulCycle}
+
+// Event is one notification. It never carries a secret: keys appear as
+// APIKeyMasked (history.Mask), built by the constructors below.
+type Event struct {
+	// ID is stable for the event: the same event built by another replica
+	// (or this one, a cycle later) has the same ID, which is how it is
+	// sent once.
+	ID           string    `json:"id"`
+	Kind         Kind      `json:"event"`
+	Pool         string    `json:"pool,omitempty"`
+	Time         time.Time `json:"time"`
+	Instance     string    `json:"instance,omitempty"`
+	KeyID        string    `json:"keyId,omitempty"`
+	APIKeyMasked string    `json:"apiKeyMasked,omitempty"`
+	NewKeyID     string    `json:"newKeyId,omitempty"`
+	RotationID   string    `json:"rotationId,omitempty"`
+	Reason       string    `json:"reason,omitempty"`
+	Spend        *float64  `json:"spend,omitempty"`
+	Threshold    *float64  `json:"threshold,omitempty"`
+	BackupsLeft  *int64    `json:"backupsLeft,omitempty"`
+	BackupsBelow *int64    `json:"backupsBelow,omitempty"`
+	// LastSuccess is when the last successful cycle ended (or the daemon
+	// started): no_successful_cycle only.
+	LastSuccess *time.Time `json:"lastSuccess,omitempty"`
+	// Message is the one-line text the slack and discord formats post.
+	Message string `json:"message"`
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func money(v float64) string { return "$" + strconv.FormatFloat(v, 'f', 2, 64) }
+
+// KeyRotation is what the checker knows of a rotation that happened.
+type KeyRotation struct {
+	Pool, KeyID, NewKeyID, RotationID, Reason string
+	Secret                                    string // masked here, never sent
+	Spend, Threshold                          float64
+}
+
+// RotatedEvent: a key was rotated. Its ID is the rotation id, which the
+// rotator makes unique per rotation.
+func RotatedEvent(r KeyRotation, at time.Time) Event {
+	return Event{
+		ID: "rotated/" + r.RotationID, Kind: Rotated, Pool: r.Pool, Time: at.UTC(),
+		KeyID: r.KeyID, APIKeyMasked: history.Mask(r.Secret), NewKeyID: r.NewKeyID, RotationID: r.RotationID,
+		Reason: r.Reason, Spend: ptr(r.Spend), Threshold: ptr(r.Threshold),
+		Message: fmt.Sprintf("pool %s: key %s (%s) rotated to %s: %s, spend %s, threshold %s",
+			r.Pool, r.KeyID, history.Mask(r.Secret), r.NewKeyID, r.Reason, money(r.Spend), money(r.Threshold)),
+	}
+}
+
+// NoBackupEvent: a key is over its threshold (or rejected) but no backup
+// is left, so it stays in service. Once per key document: the ID names the
+// key and a fingerprint of its secret, so the cycles that find it again
+// while it waits for a backup do not repeat it.
+func NoBackupEvent(r KeyRotation, at time.Time) Event {
+	return Event{
+		ID: "no_backup/" + r.Pool + "/" + r.KeyID + "/" + history.Fingerprint(r.Secret), Kind: NoBackup, Pool: r.Pool, Time: at.UTC(),
+		KeyID: r.KeyID, APIKeyMasked: history.Mask(r.Secret), Reason: r.Reason, Spend: ptr(r.Spend), Threshold: ptr(r.Threshold),
+		Message: fmt.Sprintf("pool %s: key %s (%s) should rotate (%s, spend %s, threshold %s) but no backup key is left; it stays in service",
+			r.Pool, r.KeyID, history.Mask(r.Secret), r.Reason, money(r.Spend), money(r.Threshold)),
+	}
+}
+
+// KeyRejectedEvent: the upstream rejects a key (401/403, confirmed on a
+// second check). Once per key document, as NoBackupEvent.
+func KeyRejectedEvent(pool, keyID, secret string, at time.Time) Event {
+	return Event{
+		ID: "key_rejected/" + pool + "/" + keyID + "/" + history.Fingerprint(secret), Kind: KeyRejected, Pool: pool, Time: at.UTC(),
+		KeyID: keyID, APIKeyMasked: history.Mask(secret), Reason: "unauthorized",
+		Message: fmt.Sprintf("pool %s: the upstream rejects key %s (%s)", pool, keyID, history.Mask(secret)),
+	}
+}
+
+// backupsLowEvent: the pool's unused backups fell below the threshold. One
+// ID per pool: the claim is deleted when the count rises back (re-armed).
+func backupsLowEvent(pool string, left, below int64, at time.Time) Event {
+	return Event{
+		ID: "backups_low/" + pool, Kind: BackupsLow, Pool: pool, Time: at.UTC(),
+		BackupsLeft: ptr(left), BackupsBelow: ptr(below),
+		Message: fmt.Sprintf("pool %s: %d backup keys left (below %d)", pool, left, below),
+	}
+}
+
+// noCycleEvent: no cycle of this instance has succeeded since last.
+func noCycleEvent(instance string, last, at time.Time) Event {
+	return Event{
+		ID:   "no_successful_cycle/" + instance + "/" + last.UTC().Format(time.RFC3339Nano),
+		Kind: NoSuccessfulCycle, Time: at.UTC(), Instance: instance, LastSuccess: ptr(last.UTC()),
+		Message: fmt.Sprintf("no successful cycle on %s for %s (since %s)", instance,
+			at.Sub(last).Round(time.Second), last.UTC().Format(time.RFC3339)),
+	}
+}
+
+// slackEscape escapes the three characters Slack's mrkdwn reserves.
+func slackEscape(s string) string {
+	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
+}

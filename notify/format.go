@@ -1,0 +1,112 @@
+package notify
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+)
+
+// Format is a payload format.
+type Format string
+
+// The formats (README, "Notifications").
+const (
+	JSON    Format = "json"
+	Slack   Format = "slack"
+	Discord Format = "discord"
+)
+
+// Formats lists every format.
+var Formats = []Format{JSON, Slack, Discord}
+
+// ParseFormat reads --notify-format.
+func ParseFormat(s string) (Format, error) {
+	for _, f := range Formats {
+		if string(f) == s {
+			return f, nil
+		}
+	}
+	return "", fmt.Errorf("notify format %q: want json, slack or discord", s)
+}
+
+// discordMax is the length limit of a Discord message's content (Discord's
+// "Execute Webhook": content, up to 2000 characters).
+const discordMax = 2000
+
+// Encode renders the event as the format's request body.
+func (f Format) Encode(ev Event) ([]byte, error) {
+	text := "spendchecker " + string(ev.Kind) + ": " + ev.Message
+	switch f {
+	case JSON:
+		return json.Marshal(ev)
+	case Slack:
+		// An incoming webhook takes {"text": ...} in Slack's mrkdwn, where
+		// &, < and > must be escaped.
+		return json.Marshal(struct {
+			Text string `json:"text"`
+		}{slackEscape(text)})
+	case Discord:
+		if r := []rune(text); len(r) > discordMax {
+			text = string(r[:discordMax-1]) + "…"
+		}
+		// No mention in a key id or a pool name may ping anyone.
+		return json.Marshal(struct {
+			Content         string `json:"content"`
+			AllowedMentions struct {
+				Parse []string `json:"parse"`
+			} `json:"allowed_mentions"`
+		}{Content: text, AllowedMentions: struct {
+			Parse []string `json:"parse"`
+		}{Parse: []string{}}})
+	}
+	return nil, fmt.Errorf("unknown notify format %q", f)
+}
+
+// ParseURL checks a webhook URL: http or https, with a host.
+func ParseURL(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("notify URL %s: not a URL", RedactURL(s))
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("notify URL %s: want http:// or https://", RedactURL(s))
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("notify URL %s: no host", RedactURL(s))
+	}
+	return u, nil
+}
+
+// RedactURL is a webhook URL fit for a log line or an error. Slack and
+// Discord put the webhook's secret in the path (…/services/T/B/SECRET,
+// …/api/webhooks/ID/TOKEN), others in the query or the user info: only
+// the scheme and the host are kept.
+func RedactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" {
+		return "(unparsable URL)"
+	}
+	out := u.Scheme + "://"
+	if u.User != nil {
+		out += "xxxxx@"
+	}
+	out += u.Host
+	if strings.Trim(u.EscapedPath(), "/") != "" {
+		out += "/xxxxx"
+	}
+	if u.RawQuery != "" {
+		out += "?xxxxx"
+	}
+	return out
+}
+
+// redactErr drops the URL the HTTP client puts in its errors.
+func redactErr(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Op + " " + RedactURL(ue.URL) + ": " + ue.Err.Error()
+	}
+	return err.Error()
+}
