@@ -205,8 +205,13 @@ func New(cfg Config) (*Notifier, error) {
 		go n.work(t)
 	}
 	if cfg.NoCycleAfter > 0 && len(n.all) > 0 {
+		// The ticker is armed here, not in the goroutine: its period then
+		// starts with lastSuccess, and a clock advanced as soon as New
+		// returns (a fake one in tests) cannot pass it unseen and delay the
+		// first check by a whole period.
+		every := min(max(cfg.NoCycleAfter/4, time.Second), time.Minute)
 		n.wg.Add(1)
-		go n.watchCycles()
+		go n.watchCycles(n.clock.NewTicker(every))
 	}
 	return n, nil
 }
@@ -334,11 +339,10 @@ func (n *Notifier) CycleEnded(ok bool) {
 	n.mu.Unlock()
 }
 
-// watchCycles checks for an outage of cycles a few times per NoCycleAfter.
-func (n *Notifier) watchCycles() {
+// watchCycles checks for an outage of cycles on every tick of tk, a few
+// times per NoCycleAfter.
+func (n *Notifier) watchCycles(tk clockwork.Ticker) {
 	defer n.wg.Done()
-	every := min(max(n.cfg.NoCycleAfter/4, time.Second), time.Minute)
-	tk := n.clock.NewTicker(every)
 	defer tk.Stop()
 	for {
 		select {

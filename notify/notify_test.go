@@ -82,7 +82,9 @@ type harness struct {
 func newHarness(t *testing.T, cfg Config) *harness {
 	t.Helper()
 	h := &harness{clock: clockwork.NewFakeClockAt(time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC)), reg: prometheus.NewRegistry()}
-	if cfg.Clock == nil {
+	if fc, ok := cfg.Clock.(*clockwork.FakeClock); ok {
+		h.clock = fc // shared with another harness
+	} else if cfg.Clock == nil {
 		cfg.Clock = h.clock
 	}
 	cfg.Registerer = h.reg
@@ -106,9 +108,15 @@ func newHarness(t *testing.T, cfg Config) *harness {
 	return h
 }
 
-// retry lets the worker's next backoff elapse.
+// retry lets the worker's next backoff elapse. It waits for the backoff
+// timer as the clock's one waiter, so it cannot serve a notifier with a
+// no_successful_cycle watcher: that ticker, armed by New, would count
+// instead and the clock would move before the worker waits.
 func (h *harness) retry(t *testing.T) {
 	t.Helper()
+	if h.n.cfg.NoCycleAfter > 0 {
+		t.Fatal("retry: the watcher's ticker is also a waiter on the clock")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := h.clock.BlockUntilContext(ctx, 1); err != nil {
@@ -500,7 +508,17 @@ func TestDedupAcrossReplicas(t *testing.T) {
 func TestNoSuccessfulCycleOncePerOutage(t *testing.T) {
 	rc := newReceiver(t, ok)
 	h := newHarness(t, Config{Default: Route{Targets: []Target{{URL: rc.URL, Format: JSON}}}, NoCycleAfter: 10 * time.Minute})
-	standby := newHarness(t, Config{Default: Route{Targets: []Target{{URL: rc.URL, Format: JSON}}}, NoCycleAfter: 10 * time.Minute, Clock: h.clock})
+	standby := newHarness(t, Config{Default: Route{Targets: []Target{{URL: rc.URL, Format: JSON}}}, NoCycleAfter: 10 * time.Minute,
+		Clock: h.clock, Instance: "replica-b"})
+	// New returns with both watchers' tickers on the clock: a ticker armed
+	// later (when its goroutine first runs) would miss the advances below
+	// and fire a whole period late. A cancelled context makes this a check
+	// of the present count, not a wait.
+	armed, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := h.clock.BlockUntilContext(armed, 2); err != nil {
+		t.Fatal("New returned before the no_successful_cycle watchers armed their tickers")
+	}
 	h.n.CycleStarted()
 	h.n.CycleEnded(false)
 	h.clock.Advance(9 * time.Minute)
@@ -512,7 +530,10 @@ func TestNoSuccessfulCycleOncePerOutage(t *testing.T) {
 	h.clock.Advance(time.Minute) // the ticker fires too
 	var ev Event
 	_ = json.Unmarshal(rc.wait(t), &ev)
-	if ev.Kind != NoSuccessfulCycle || ev.Instance != "replica-a" || !ev.LastSuccess.Equal(time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC)) {
+	// Its time is the check that found the outage: one made at 9 minutes
+	// (and still on its way when the count above was read) would show.
+	if ev.Kind != NoSuccessfulCycle || ev.Instance != "replica-a" || !ev.LastSuccess.Equal(time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC)) ||
+		!ev.Time.Equal(time.Date(2026, 1, 2, 3, 10, 0, 0, time.UTC)) {
 		t.Fatalf("event %+v", ev)
 	}
 	h.clock.Advance(time.Hour)
@@ -525,6 +546,10 @@ func TestNoSuccessfulCycleOncePerOutage(t *testing.T) {
 	standby.close()
 	if rc.count() != 2 {
 		t.Fatalf("notified %d times for two outages, want 2", rc.count())
+	}
+	_ = json.Unmarshal(rc.wait(t), &ev)
+	if ev.Instance != "replica-a" || !ev.LastSuccess.Equal(time.Date(2026, 1, 2, 4, 10, 0, 0, time.UTC)) {
+		t.Fatalf("second event %+v", ev)
 	}
 }
 
