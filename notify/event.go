@@ -79,6 +79,19 @@ func RotatedEvent(r KeyRotation, at time.Time) Event {
 	}
 }
 
+// RequestedRotationEvent: a key was rotated on request — by the proxy
+// through POST /v1/rotate or by an operator with `spendchecker rotate` — not
+// by a cycle, so there is no spend reading and no secret to mask. Its ID is
+// the rotation id, as for RotatedEvent: one rotation notifies once however
+// it was asked for.
+func RequestedRotationEvent(pool, keyID, newKeyID, rotationID, reason, via string, at time.Time) Event {
+	return Event{
+		ID: "rotated/" + rotationID, Kind: Rotated, Pool: pool, Time: at.UTC(),
+		KeyID: keyID, NewKeyID: newKeyID, RotationID: rotationID, Reason: reason,
+		Message: fmt.Sprintf("pool %s: key %s rotated to %s on request (%s, via %s)", pool, keyID, newKeyID, reason, via),
+	}
+}
+
 // NoBackupEvent: a key is over its threshold (or rejected) but no backup
 // is left, so it stays in service. Once per key document: the ID names the
 // key and a fingerprint of its secret, so the cycles that find it again

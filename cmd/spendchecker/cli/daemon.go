@@ -55,8 +55,7 @@ func rootCommand(c *Config, p *program) spec {
 			fs.BoolVar(&c.Once, "once", false, "run one cycle, then exit")
 			fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "how long a cycle in flight may finish after SIGTERM")
 			fs.BoolVar(&c.Version, "version", false, "print the version and exit")
-			fs.Var(&c.NotifyURLs, "notify-url", "POST events to this webhook (repeatable; several separated by spaces)")
-			fs.StringVar(&c.NotifyFormat, "notify-format", c.NotifyFormat, "webhook payload: json, slack or discord")
+			notifyFlags(fs, c)
 			fs.IntVar(&c.NotifyBackupsBelow, "notify-backups-below", 0, "notify once when fewer unused backups than this are left (0: off)")
 			fs.DurationVar(&c.NotifyNoCycle, "notify-no-cycle-after", c.NotifyNoCycle, "notify once when no cycle has succeeded for this long (0: off)")
 			fs.StringVar(&c.RotateTokenFile, "rotate-token-file", "", "file holding the bearer token that enables POST /v1/rotate (or "+EnvRotateToken+")")
@@ -283,7 +282,7 @@ func (a *app) once(ctx context.Context, out io.Writer) error {
 	a.met.cycle(sum, err, float64(time.Now().Unix()))
 	a.notifyCycle(sum, err)
 	// The events go out before the process exits (README "Notifications").
-	a.closeNotifier(30 * time.Second)
+	a.closeNotifier(notifyOnExit)
 	for _, p := range sum.Pools {
 		fmt.Fprintf(out, "pool %s: due %d, checked %d, failed %d, unauthorized %d, over threshold %d, rotated %d, already rotated %d, no backup %d, backups left %d\n",
 			p.Pool, p.Due, p.Checked, p.Failed, p.Unauthorized, p.Over, p.Rotated, p.AlreadyRotated, p.NoBackup, p.BackupsLeft)

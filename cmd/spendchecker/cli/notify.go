@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"net/http"
 	"strings"
 	"time"
@@ -132,8 +133,8 @@ func notifyConfig(cfg *Config) notify.Config {
 // mode, which writes nothing anywhere.
 func (a *app) startNotifier() error {
 	nc := notifyConfig(a.cfg)
-	if a.cfg.DryRun || a.cfg.Command != "" {
-		// Only cycles notify: the daemon and --once.
+	if a.cfg.DryRun || (a.cfg.Command != "" && a.cfg.Command != "rotate") {
+		// Cycles notify (the daemon and --once), and rotations on request.
 		nc = notify.Config{}
 	}
 	j := true
@@ -169,4 +170,14 @@ func (a *app) closeNotifier(d time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	a.notifier.Close(ctx)
+}
+
+// notifyOnExit is how long a one-shot command (--once, rotate) waits for its
+// notifications to go out before it exits.
+const notifyOnExit = 30 * time.Second
+
+// notifyFlags are the commands' that notify: the webhooks and their format.
+func notifyFlags(fs *flag.FlagSet, c *Config) {
+	fs.Var(&c.NotifyURLs, "notify-url", "POST events to this webhook (repeatable; several separated by spaces)")
+	fs.StringVar(&c.NotifyFormat, "notify-format", c.NotifyFormat, "webhook payload: json, slack or discord")
 }

@@ -1,10 +1,12 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -165,4 +167,50 @@ func TestNotifyBadSettingsExitTwo(t *testing.T) {
 			t.Errorf("%v: %v, want a usage error", args, err)
 		}
 	}
+}
+
+// A rotation on request notifies like a cycle's: once per rotation, through
+// POST /v1/rotate (retries answer already_rotated and notify nothing) and
+// through `spendchecker rotate`, which waits for the delivery before it exits.
+func TestRotationOnRequestNotifies(t *testing.T) {
+	t.Run("POST /v1/rotate", func(t *testing.T) {
+		db := mongotest.New(t).Database
+		apiSeed(t, db, apiPool, 2, 2)
+		api := newRotateAPI(testToken, testRotators(t, db, "r1", "openhands"), false, slog.New(slog.DiscardHandler))
+		var got []notify.Event
+		api.notify = func(ev notify.Event) { got = append(got, ev) }
+		for range 3 {
+			apiCall(t, api, "Bearer "+testToken, `{"keyId":"k0","reason":"budget_exceeded"}`)
+		}
+		if len(got) != 1 || got[0].Kind != notify.Rotated || got[0].KeyID != "k0" || got[0].NewKeyID != "b0" ||
+			got[0].ID != "rotated/"+got[0].RotationID || got[0].Reason != "budget_exceeded" || got[0].APIKeyMasked != "" {
+			t.Fatalf("events %+v, want one rotated event for k0 -> b0", got)
+		}
+	})
+	t.Run("spendchecker rotate", func(t *testing.T) {
+		mdb := mongotest.New(t)
+		apiSeed(t, mdb.Database, apiPool, 2, 2)
+		got := make(chan notify.Event, 10)
+		rc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			var ev notify.Event
+			_ = json.NewDecoder(r.Body).Decode(&ev)
+			got <- ev
+		}))
+		defer rc.Close()
+		var stdout, stderr bytes.Buffer
+		code := Run(context.Background(), []string{"rotate", "k1", "--mongo-uri", mdb.URI, "--database", mdb.Name,
+			"--reason", "leaked", "--notify-url", rc.URL + "/hook", "--notify-format", "json"}, Env{Stdout: &stdout, Stderr: &stderr})
+		if code != ExitOK {
+			t.Fatalf("exit %d: %s %s", code, stdout.String(), stderr.String())
+		}
+		// Delivered before Run returned: no waiting here.
+		select {
+		case ev := <-got:
+			if ev.Kind != notify.Rotated || ev.KeyID != "k1" || ev.Reason != "leaked" || !strings.Contains(ev.Message, "spendchecker rotate") {
+				t.Fatalf("event %+v", ev)
+			}
+		default:
+			t.Fatalf("rotate exited before its notification was delivered:\n%s", stderr.String())
+		}
+	})
 }

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/spendchecker/spendchecker/history"
+	"github.com/spendchecker/spendchecker/notify"
 	"github.com/spendchecker/spendchecker/rotation"
 )
 
@@ -23,6 +25,7 @@ func rotateCommand(c *Config, p *program) spec {
 			fs.StringVar(&c.Reason, "reason", c.Reason, "the rotation reason recorded in the history")
 			instanceFlag(fs, c)
 			writeFlags(fs, c)
+			notifyFlags(fs, c)
 		},
 		exec: p.withApp(func(ctx context.Context, a *app) error { return a.rotate(ctx, p.env.Stdout) }),
 	}
@@ -68,6 +71,9 @@ func (a *app) rotate(ctx context.Context, out io.Writer) error {
 			continue
 		case rotation.Rotated:
 			fmt.Fprintf(out, "pool %s: rotated %s -> %s (rotation %s)\n", r.Pool().Name, keyID, res.NewKeyID, res.RotationID)
+			a.notifier.Notify(notify.RequestedRotationEvent(r.Pool().Name, keyID, res.NewKeyID, res.RotationID, a.cfg.Reason, "spendchecker rotate", time.Now()))
+			// The event goes out before the process exits, as with --once.
+			a.closeNotifier(notifyOnExit)
 			return nil
 		case rotation.AlreadyRotated, rotation.InProgress:
 			fmt.Fprintf(out, "pool %s: %s was %s (new key %s)\n", r.Pool().Name, keyID, strings.ReplaceAll(res.Outcome.String(), "_", " "), res.NewKeyID)

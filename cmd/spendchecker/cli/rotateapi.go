@@ -21,6 +21,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
+	"github.com/spendchecker/spendchecker/notify"
 	"github.com/spendchecker/spendchecker/rotation"
 )
 
@@ -92,6 +93,8 @@ type rotateAPI struct {
 	// counted receives each rotation's outcome label for
 	// spendchecker_rotations_total; nil: not counted.
 	counted func(pool, outcome string)
+	// notify receives an event for each rotation made on request; nil: none.
+	notify func(notify.Event)
 
 	// indexed: the rotators' indexes are known to exist; until then every
 	// request first ensures them (README, "Way 2").
@@ -135,6 +138,7 @@ func newRotateAPI(token string, rotators apiRotators, dryRun bool, log *slog.Log
 func (a *app) rotateRoutes(mux *http.ServeMux) {
 	api := newRotateAPI(a.cfg.RotateToken, apiRotators{a.db, a.chk.Rotators()}, a.cfg.DryRun, a.log)
 	api.counted = func(pool, outcome string) { a.met.rotations.WithLabelValues(pool, outcome).Inc() }
+	api.notify = a.notifier.Notify
 	mux.Handle("POST /v1/rotate", api)
 }
 
@@ -192,6 +196,9 @@ func (api *rotateAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	resp.Outcome = res.Outcome.String()
 	api.log.Info("rotate request", "pool", req.Pool, "key", req.KeyID, "reason", req.Reason,
 		"outcome", resp.Outcome, "rotation", res.RotationID, "new_key", res.NewKeyID, "remote", r.RemoteAddr)
+	if res.Outcome == rotation.Rotated && api.notify != nil {
+		api.notify(notify.RequestedRotationEvent(req.Pool, req.KeyID, res.NewKeyID, res.RotationID, req.Reason, "POST /v1/rotate", time.Now()))
+	}
 	writeRotate(w, outcomeStatus(res.Outcome), resp)
 }
 
