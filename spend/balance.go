@@ -193,3 +193,7 @@ func ParseSiliconFlow(status int, body []byte) (Result, error) {
 	}
 	return Result{Remaining: &rem}, nil
 }
+
+// HostCurrency is the currency a balance answer from baseURL is in when it
+// names none ("" unknown).
+func HostCurrency(baseURL string) string { return hostCurrency(baseURL) }

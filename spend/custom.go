@@ -39,6 +39,9 @@ type CustomSpec struct {
 	// Error is the path whose presence (not null, false, 0 or "") on a 200
 	// means a failed check; default "error". "-": no such check.
 	Error string `json:"error"`
+	// Numbers says how figures are written: "number" (JSON numbers only),
+	// "string" (strings holding a number only) or "" (either).
+	Numbers string `json:"numbers"`
 	// Scale multiplies every figure (0.01 for cents, 1/500000 for one-api
 	// quota units, an exchange rate); default 1.
 	Scale float64 `json:"scale"`
@@ -104,6 +107,7 @@ type custom struct {
 	exhausted                                               map[int]bool
 	exhaustedRe                                             *regexp.Regexp
 	host                                                    string
+	numbers                                                 string
 }
 
 // NewCustom validates spec and returns its provider talking through c (nil:
@@ -178,6 +182,12 @@ func NewCustom(spec CustomSpec, c *Client) (Provider, error) {
 	}
 	if p.budgetRem != nil && p.budget == nil {
 		return nil, errors.New("custom provider: budget-remaining needs a budget path")
+	}
+	switch spec.Numbers {
+	case "", "number", "string":
+		p.numbers = spec.Numbers
+	default:
+		return nil, fmt.Errorf("custom provider: numbers %q: want number, string or empty (either)", spec.Numbers)
 	}
 	p.okValue = true
 	if len(spec.OKValue) > 0 {
@@ -346,8 +356,14 @@ func (p *custom) figure(doc any, path jsonPath, name string, signed bool) (v flo
 	var raw json.RawMessage
 	switch t := x.(type) {
 	case json.Number:
+		if p.numbers == "string" {
+			return 0, false, unclear("%s is a number, configured as a string", name)
+		}
 		raw = json.RawMessage(t.String())
 	case string:
+		if p.numbers == "number" {
+			return 0, false, unclear("%s is a string, configured as a number", name)
+		}
 		raw, _ = json.Marshal(t)
 	default:
 		return 0, false, unclear("%s is not a number: %.40v", name, x)
