@@ -51,6 +51,13 @@ const (
 	// a hold is recent the guard keeps holding as long as the rejected share
 	// stays high, however few keys a cycle polls.
 	fieldRejectHeld = "spendRejectHeldAt"
+	// fieldRemaining and fieldCurrency hold a balance provider's reading
+	// (what remains of the account's balance) instead of totalSpend;
+	// fieldAccount (set by the operator) names the key's account, whose
+	// balance is asked once per cycle (README, Providers).
+	fieldRemaining = "spendRemaining"
+	fieldCurrency  = "spendCurrency"
+	fieldAccount   = "spendAccount"
 )
 
 // Pool is one pool to check, with its own provider and thresholds.
@@ -68,6 +75,12 @@ type Pool struct {
 	// assumed able to spend in a burst. 0 means learn it from the pool's
 	// observations, starting at DefaultBurstFactor.
 	BurstFactor float64
+	// MinRemaining: with a balance provider (the remaining kind), a key
+	// rotates when what remains is at or below it (README, Providers).
+	MinRemaining float64
+	// Account names the upstream account of every key of the pool that
+	// names none itself (spendAccount): one balance request per cycle.
+	Account string
 }
 
 // Config configures a Checker.
@@ -250,6 +263,12 @@ type PoolSummary struct {
 	// BackupsUnknown: counting the backups failed; BackupsLeft means nothing.
 	BackupsUnknown bool
 	Errors         []string // one line each, for the summary
+	// NoReading counts clear answers without a figure (one-api unlimited
+	// tokens); LowestRemaining is the lowest balance read this cycle (the
+	// remaining kind), in LowestCurrency.
+	NoReading       int
+	LowestRemaining *float64
+	LowestCurrency  string
 	// FailedBy counts the failed checks by cause, for the one outage line
 	// per cycle; FailedExample is one of their errors.
 	FailedBy      map[string]int
@@ -299,6 +318,9 @@ func (s Summary) String() string {
 // Cycle runs one check over every pool. ctx should end when leadership
 // does: no new poll or rotation starts after that.
 func (c *Checker) Cycle(ctx context.Context) (Summary, error) {
+	// One memo per cycle: keys of one account share its balance reading
+	// (spend.Cycle).
+	ctx = spend.WithCycle(ctx, spend.BeginCycle())
 	start := c.cfg.Clock.Now()
 	var sum Summary
 	var errs []error
@@ -322,6 +344,8 @@ type observation struct {
 	nextCheck time.Time
 	at        time.Time
 	budget    *float64
+	remaining *float64 // the remaining kind: written instead of the spend
+	currency  string
 	checkErr  string // "" clears fieldCheckError
 	// rejected: a 401/403 (only fieldRejected and, when set, nextCheck are
 	// written); clearRejected: a clear answer ends a run of rejections.
@@ -461,7 +485,11 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 	}
 	count(func(s *PoolSummary) { s.Due++ })
 	log = log.With("key", k.id)
-	res, err := p.Provider.Spend(ctx, spend.Key{Secret: k.secret, CreatedAt: k.createdAt})
+	account := k.account
+	if account == "" {
+		account = p.Account
+	}
+	res, err := p.Provider.Spend(ctx, spend.Key{Secret: k.secret, CreatedAt: k.createdAt, Account: account})
 	// Upstream texts may echo the key: never let it reach a log line.
 	err = maskSecret(err, k.secret)
 	at := c.cfg.Clock.Now().UTC()
@@ -526,6 +554,23 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 	default:
 		spendStr := strconv.FormatFloat(res.Spend, 'f', 2, 64)
 		switch {
+		case res.Exhausted:
+			reason = "exhausted"
+		case res.NoReading:
+			// No figure (a one-api unlimited token): checked, and status
+			// says so; the last spend stays as it was (README, Providers).
+			count(func(s *PoolSummary) { s.Checked++; s.NoReading++ })
+			if !c.cfg.DryRun {
+				o := c.plan(p, k, spend.Result{Spend: k.spend}, at)
+				o.checkErr, o.clearRejected = "no_reading", !k.rejAt.IsZero()
+				send(o)
+			}
+			return
+		case res.Remaining != nil:
+			count(func(s *PoolSummary) { s.remaining(*res.Remaining, res.Currency) })
+			if *res.Remaining <= p.MinRemaining {
+				reason = "low_remaining_" + strconv.FormatFloat(*res.Remaining, 'f', 2, 64)
+			}
 		case res.BudgetExceeded:
 			reason = "budget_exceeded_" + spendStr
 		case res.Spend >= p.Threshold:
@@ -570,7 +615,7 @@ func (c *Checker) rotateKey(ctx context.Context, p *poolRun, k keyInfo, doc bson
 		return
 	}
 	r, err := p.rot.Rotate(ctx, k.id, reason, rotation.WithKeyDocument(doc), rotation.WithObservation(history.Observation{
-		Spend: res.Spend, Threshold: p.Threshold, Budget: res.Budget, CheckedAt: at,
+		Spend: res.Spend, Threshold: p.Threshold, Budget: res.Budget, CheckedAt: at, Remaining: res.Remaining, Currency: res.Currency,
 		Provider: p.Provider.Name(), Instance: c.cfg.Instance, LeaseEpoch: c.cfg.Epoch(),
 	}))
 	switch {
@@ -607,6 +652,8 @@ type keyInfo struct {
 	hasRate   bool // planned by us before (a migrated key has none)
 	createdAt time.Time
 	rejAt     time.Time
+	account   string
+	remaining *float64 // the last balance reading, for the remaining kind
 }
 
 // readKey reads a key leniently: only a string _id and apiKey are required;
@@ -644,6 +691,12 @@ func readKey(doc bson.Raw) (keyInfo, error) {
 	if v, err := doc.LookupErr(fieldRejected); err == nil {
 		if t, ok := v.TimeOK(); ok {
 			k.rejAt = t
+		}
+	}
+	k.account, _ = doc.Lookup(fieldAccount).StringValueOK()
+	if v, err := doc.LookupErr(fieldRemaining); err == nil {
+		if f, ok := v.AsFloat64OK(); ok && !math.IsNaN(f) && !math.IsInf(f, 0) {
+			k.remaining = &f
 		}
 	}
 	return k, nil
@@ -728,14 +781,23 @@ func (c *Checker) loadFastest(ctx context.Context, p *poolRun) {
 func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) observation {
 	rate := k.rate
 	seen := -1.0 // the rate over the interval since the last check
+	now, before := res.Spend, k.spend
+	if res.Remaining != nil {
+		// A balance falls as its keys spend: the fall is the spend. No
+		// earlier balance reading: no rate yet.
+		now, before = -*res.Remaining, math.Inf(1)
+		if k.remaining != nil {
+			before = -*k.remaining
+		}
+	}
 	switch {
 	case !k.lastCheck.IsZero() && at.Sub(k.lastCheck) < c.cfg.MinInterval/2:
 		// Checked moments ago (by another writer, or a clock ahead of
 		// ours): a rate over so short an interval is noise, and a stored
 		// rate never decays, so it is not learned (README "Adaptive
 		// cadence").
-	case !k.lastCheck.IsZero() && at.After(k.lastCheck) && res.Spend >= k.spend:
-		seen = (res.Spend - k.spend) / at.Sub(k.lastCheck).Seconds()
+	case !k.lastCheck.IsZero() && at.After(k.lastCheck) && now >= before:
+		seen = (now - before) / at.Sub(k.lastCheck).Seconds()
 		rate = max(rate, seen)
 	case k.lastCheck.IsZero() && rate <= 0:
 		rate = -1 // first check: no rate yet
@@ -761,6 +823,9 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 	if p.BudgetRatio > 0 && res.Budget != nil {
 		headroom = min(headroom, p.BudgetRatio*(*res.Budget)-budgetSpend(res))
 	}
+	if res.Remaining != nil {
+		headroom = *res.Remaining - p.MinRemaining
+	}
 	planRate := rate
 	if !k.hasRate {
 		// Never planned by us (migrated, or first check): its rate over a
@@ -769,7 +834,8 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 		planRate = -1
 	}
 	next := NextInterval(headroom, planRate, prior, burst, c.cfg.MinInterval, c.cfg.MaxInterval)
-	return observation{id: k.id, spend: res.Spend, rate: max(rate, 0), nextCheck: at.Add(next), at: at, budget: res.Budget}
+	return observation{id: k.id, spend: res.Spend, rate: max(rate, 0), nextCheck: at.Add(next), at: at, budget: res.Budget,
+		remaining: res.Remaining, currency: res.Currency}
 }
 
 // NextInterval plans the wait before a key's next check: the time the key
@@ -856,6 +922,11 @@ func (c *Checker) writeBack(ctx context.Context, keys *mongo.Collection, epoch i
 		if o.budget != nil {
 			set[fieldBudget] = *o.budget
 		}
+		if o.remaining != nil && !o.planOnly && !o.rejected {
+			// The remaining kind: the balance, not a spend of 0.
+			delete(set, fieldSpend)
+			set[fieldRemaining], set[fieldCurrency] = *o.remaining, o.currency
+		}
 		update := bson.M{"$set": set}
 		unset := bson.M{}
 		switch {
@@ -923,6 +994,13 @@ func budgetSpend(r spend.Result) float64 {
 		return *r.BudgetSpend
 	}
 	return r.Spend
+}
+
+// remaining notes a balance reading.
+func (s *PoolSummary) remaining(v float64, currency string) {
+	if s.LowestRemaining == nil || v < *s.LowestRemaining {
+		s.LowestRemaining, s.LowestCurrency = &v, currency
+	}
 }
 
 // fail counts a failed check by its cause.
