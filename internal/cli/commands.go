@@ -82,6 +82,7 @@ func (a *app) status(ctx context.Context, out io.Writer) int {
 					budget = fmt.Sprintf("$%.2f", f)
 				}
 			}
+			spendS, pct = readingColumns(d, spendS, pct)
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", idString(d.Lookup("_id")), history.Mask(secret), st,
 				spendS, budget, pct, ago(d.Lookup("lastSpendCheck"), now), until(d.Lookup("nextSpendCheck"), now))
 		}
@@ -224,8 +225,12 @@ func (a *app) history(ctx context.Context, out io.Writer) int {
 			return ExitPartial
 		}
 		for _, h := range recs {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t$%.2f\t$%.2f\t%s\t%s\t%s\t%d\n", h.RotatedAt.Format(time.RFC3339), r.Pool().Name,
-				h.KeyID, h.APIKeyMasked, h.Spend, h.Threshold, h.RotationReason, h.NewKeyID, h.Instance, h.LeaseEpoch)
+			spendS := fmt.Sprintf("$%.2f", h.Spend)
+			if h.Remaining != nil {
+				spendS = remainingString(*h.Remaining, h.Currency)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t$%.2f\t%s\t%s\t%s\t%d\n", h.RotatedAt.Format(time.RFC3339), r.Pool().Name,
+				h.KeyID, h.APIKeyMasked, spendS, h.Threshold, h.RotationReason, h.NewKeyID, h.Instance, h.LeaseEpoch)
 		}
 	}
 	_ = tw.Flush()

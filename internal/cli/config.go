@@ -36,6 +36,11 @@ type PoolConfig struct {
 	Threshold          float64 `json:"threshold"`
 	BudgetRatio        float64 `json:"budget-ratio"`
 	RotateUnauthorized *bool   `json:"rotate-unauthorized"`
+	// MinRemaining and Account serve balance providers (README, Providers);
+	// Custom configures the custom provider (config file only).
+	MinRemaining float64           `json:"min-remaining"`
+	Account      string            `json:"account"`
+	Custom       *spend.CustomSpec `json:"custom"`
 }
 
 // Config is the whole configuration after flags, environment and file.
@@ -141,11 +146,13 @@ func Parse(args []string) (*Config, error) {
 	fs.StringVar(&p.BindingsCollection, "bindings-collection", "", "override the pool's bindings collection")
 	fs.StringVar(&p.BindingKeyField, "binding-key-field", "", "override the bindings' key field")
 	fs.StringVar(&p.HistoryCollection, "history-collection", "", "override the pool's history collection")
-	fs.StringVar(&p.Provider, "provider", "", "upstream: "+strings.Join(spend.Names, ", ")+" (default: openhands for the openhands pool; the factory pool has none)")
+	fs.StringVar(&p.Provider, "provider", "", "upstream: "+strings.Join(spend.Names, ", ")+", custom (default: openhands for the openhands pool; the factory pool has none)")
 	fs.StringVar(&p.ProviderURL, "provider-url", "", "upstream base URL (default: the provider's public URL)")
 	fs.Float64Var(&p.Threshold, "threshold", 9.95, "USD spend at or above which a key rotates")
 	fs.Float64Var(&p.BudgetRatio, "budget-ratio", 0, "also rotate at this fraction of a known budget (0: off)")
 	fs.BoolVar(&rotateUnauth, "rotate-unauthorized", true, "rotate keys the upstream rejects (401/403)")
+	fs.Float64Var(&p.MinRemaining, "min-remaining", 1, "balance providers: rotate a key when its account's remaining balance is at or below this (the balance's currency)")
+	fs.StringVar(&p.Account, "account", "", "balance providers: the upstream account every key of the pool belongs to (one request per cycle); a key's spendAccount field wins")
 	fs.StringVar(&c.Schedule, "schedule", "", "cron expression for cycles (5 fields, or 6 with seconds)")
 	fs.DurationVar(&c.Interval, "interval", 10*time.Second, "cycle interval when no --schedule")
 	fs.BoolVar(&c.Adaptive, "adaptive", true, "poll only the keys that are due")
@@ -440,7 +447,7 @@ func (c *Config) validate() error {
 		if p.Provider == "" {
 			continue
 		}
-		if _, err := spend.New(p.Provider, p.ProviderURL, &spend.Client{}); err != nil {
+		if _, err := p.newProvider(&spend.Client{}); err != nil {
 			return usage("pool %s: %v", pool.Name, err)
 		}
 	}

@@ -1,0 +1,101 @@
+package cli
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/spendchecker/spendchecker/checker"
+)
+
+// A configured provider is validated at start-up: a bad path or template
+// is a usage error (exit 2) in one line naming the pool; a good one loads
+// with the balance settings.
+func TestCustomProviderConfig(t *testing.T) {
+	pool := func(custom string) string {
+		return `{"pools":[{"pool":"factory","provider":"custom","account":"acme","min-remaining":2.5,"custom":` + custom + `}]}`
+	}
+	good := pool(`{"url":"https://api.example.com/v1/me?k={{.Key | urlquery}}","headers":{"X-Api-Key":"{{.Key}}"},
+		"remaining":"data.balance","currency":"data.currency","ok":"success","scale":0.01,"min-interval":"1s"}`)
+	c, err := Parse([]string{"--mongo-uri", uri, "--config", writeFile(t, good)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := c.Pools[0]; p.Custom == nil || p.Account != "acme" || p.MinRemaining != 2.5 || p.Custom.Remaining != "data.balance" {
+		t.Fatalf("pool %+v", p)
+	}
+	bad := map[string]string{
+		"path":            pool(`{"url":"https://x/","spend":"data..usage"}`),
+		"template":        pool(`{"url":"https://x/{{.Key","spend":"a"}`),
+		"template field":  pool(`{"url":"https://x/{{.Token}}","spend":"a"}`),
+		"header template": pool(`{"url":"https://x/","spend":"a","headers":{"X-K":"{{end}}"}}`),
+		"no figure":       pool(`{"url":"https://x/"}`),
+		"unknown setting": pool(`{"url":"https://x/","spend":"a","spend-path":"b"}`),
+		"missing":         `{"pools":[{"pool":"factory","provider":"custom"}]}`,
+		"wrong provider":  `{"pools":[{"pool":"factory","provider":"litellm","provider-url":"https://x","custom":{"url":"https://x/","spend":"a"}}]}`,
+	}
+	for name, file := range bad {
+		_, err := Parse([]string{"--mongo-uri", uri, "--config", writeFile(t, file)})
+		var ue *UsageError
+		if !errors.As(err, &ue) {
+			t.Errorf("%s: err %v, want a usage error (exit 2)", name, err)
+			continue
+		}
+		if strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: %q is not one line", name, err)
+		}
+	}
+}
+
+// The built-in balance and oneapi providers need only their name (and a
+// URL for oneapi); --min-remaining and --account apply to every pool.
+func TestBalanceProviderFlags(t *testing.T) {
+	c, err := Parse([]string{"--mongo-uri", uri, "--pool", "factory", "--provider", "deepseek", "--min-remaining", "0.5", "--account", "team-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := c.Pools[0]; p.MinRemaining != 0.5 || p.Account != "team-a" {
+		t.Fatalf("pool %+v", p)
+	}
+	if _, err := Parse([]string{"--mongo-uri", uri, "--pool", "factory", "--provider", "oneapi"}); err == nil {
+		t.Fatal("oneapi without a URL accepted")
+	}
+}
+
+// status shows what remains for a balance, says "no reading" for a one-api
+// unlimited token, and a spend otherwise; the metrics carry the lowest
+// balance and the keys without a reading.
+func TestReadingShownByKind(t *testing.T) {
+	doc := func(m bson.M) bson.Raw {
+		b, err := bson.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	for _, tc := range []struct {
+		d              bson.M
+		wantS, wantPct string
+	}{
+		{bson.M{"totalSpend": 4.25}, "$4.25", "43%"},
+		{bson.M{"spendRemaining": 3.5, "spendCurrency": "CNY"}, "left 3.50 CNY", "-"},
+		{bson.M{"spendRemaining": -1.0}, "left -1.00 (currency unknown)", "-"},
+		{bson.M{"spendCheckError": "no_reading"}, "no reading (unlimited)", "-"},
+	} {
+		s, pct := readingColumns(doc(tc.d), "$4.25", "43%")
+		if s != tc.wantS || pct != tc.wantPct {
+			t.Errorf("%v: %q %q, want %q %q", tc.d, s, pct, tc.wantS, tc.wantPct)
+		}
+	}
+	m := newMetrics()
+	low := 0.75
+	m.cycle(checker.Summary{Pools: []checker.PoolSummary{{Pool: "p", NoReading: 2, LowestRemaining: &low, LowestCurrency: "USD"}}}, nil, 1)
+	if v := value(t, m.remaining.WithLabelValues("p", "USD")); v != 0.75 {
+		t.Fatalf("remaining gauge %v", v)
+	}
+	if v := value(t, m.checked.WithLabelValues("p", "no_reading")); v != 2 {
+		t.Fatalf("no_reading %v", v)
+	}
+}
