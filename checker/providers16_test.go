@@ -2,13 +2,17 @@ package checker_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/spendchecker/spendchecker/checker"
 	"github.com/spendchecker/spendchecker/history"
+	"github.com/spendchecker/spendchecker/internal/fakeupstream"
+	"github.com/spendchecker/spendchecker/internal/mongotest"
 )
 
 func balDoc(t *testing.T, w *world, id string) bson.M {
@@ -111,5 +115,50 @@ func TestOneAPIInChecker(t *testing.T) {
 	}
 	if f := balDoc(t, w, "fine"); f["totalSpend"] != 4.25 || f["spendBudget"] != 10.0 {
 		t.Fatalf("fine key %v", f)
+	}
+}
+
+// BenchmarkCallsPerCycle counts the upstream requests of one full cycle over
+// 1,000 due keys: per-key providers (litellm 1 a key, oneapi 2 a key)
+// against a balance provider whose keys name no account (1 a key) and one
+// whose keys belong to 10 accounts (1 an account). BENCHMARKS.md.
+func BenchmarkCallsPerCycle(b *testing.B) {
+	const n, accounts = 1000, 10
+	for _, tc := range []struct {
+		name, kind string
+		accounts   bool
+	}{{"litellm", "litellm", false}, {"oneapi", "oneapi", false}, {"deepseek-no-account", "deepseek", false}, {"deepseek-10-accounts", "deepseek", true}} {
+		b.Run(tc.name, func(b *testing.B) {
+			keys := map[string]float64{}
+			for i := range n {
+				keys[fmt.Sprintf("k%04d", i)] = 5
+			}
+			w := &world{db: mongotest.New(b).Database, up: fakeupstream.New(tc.kind), logs: &syncBuffer{}, kind: tc.kind,
+				clock: clockwork.NewFakeClockAt(time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC))}
+			b.Cleanup(w.up.Close)
+			seedPool(b, w.db, w.up, openhands, keys, 0)
+			if tc.accounts {
+				for a := range accounts {
+					ids := bson.A{}
+					for i := a; i < n; i += accounts {
+						ids = append(ids, fmt.Sprintf("k%04d", i))
+					}
+					if _, err := w.db.Collection(openhands.KeysCollection).UpdateMany(context.Background(), bson.M{"_id": bson.M{"$in": ids}},
+						bson.M{"$set": bson.M{"spendAccount": fmt.Sprintf("acct-%d", a)}}); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			chk := w.checker(b, func(c *checker.Config, p *checker.Pool) { c.Adaptive = false; c.Concurrency = 16 })
+			b.ResetTimer()
+			for range b.N {
+				before := w.up.TotalCalls()
+				sum, err := chk.Cycle(context.Background())
+				if err != nil || sum.Pools[0].Checked != n {
+					b.Fatalf("%+v, %v", sum.Pools[0], err)
+				}
+				b.ReportMetric(float64(w.up.TotalCalls()-before), "calls/cycle")
+			}
+		})
 	}
 }
