@@ -922,6 +922,10 @@ func (c *Checker) writeBack(ctx context.Context, keys *mongo.Collection, epoch i
 		if o.budget != nil {
 			set[fieldBudget] = *o.budget
 		}
+		if o.checkErr == "no_reading" {
+			// No figure: the last spend stays, not replaced by a reading.
+			delete(set, fieldSpend)
+		}
 		if o.remaining != nil && !o.planOnly && !o.rejected {
 			// The remaining kind: the balance, not a spend of 0.
 			delete(set, fieldSpend)
