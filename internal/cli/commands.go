@@ -55,7 +55,7 @@ func (a *app) status(ctx context.Context, out io.Writer) int {
 			fmt.Fprintf(out, "error: %v\n", err)
 			return ExitPartial
 		}
-		fmt.Fprintf(out, "\npool %s (%s): threshold $%.2f, backups left %d\n", p.Name, p.KeysCollection, threshold, left)
+		fmt.Fprintf(out, "\npool %s (%s): %s, backups left %d\n", p.Name, p.KeysCollection, a.cfg.Pools[i].rotatesAt(), left)
 		cur, err := a.db.Collection(p.KeysCollection).Find(ctx, bson.M{}, options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}))
 		if err != nil {
 			fmt.Fprintf(out, "error: %v\n", err)

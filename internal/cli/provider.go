@@ -46,3 +46,14 @@ func remainingString(v float64, currency string) string {
 	}
 	return fmt.Sprintf("left %.2f %s", v, currency)
 }
+
+// rotatesAt says what rotates a pool's keys, for status: the threshold, or
+// for a balance provider the minimum remaining.
+func (p PoolConfig) rotatesAt() string {
+	switch {
+	case p.Provider == "deepseek" || p.Provider == "moonshot" || p.Provider == "siliconflow" ||
+		p.Provider == "custom" && p.Custom != nil && p.Custom.Remaining != "":
+		return fmt.Sprintf("min remaining %.2f", p.MinRemaining)
+	}
+	return fmt.Sprintf("threshold $%.2f", p.Threshold)
+}

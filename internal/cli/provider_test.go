@@ -8,6 +8,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/spendchecker/spendchecker/checker"
+	"github.com/spendchecker/spendchecker/spend"
 )
 
 // A configured provider is validated at start-up: a bad path or template
@@ -97,5 +98,22 @@ func TestReadingShownByKind(t *testing.T) {
 	}
 	if v := value(t, m.checked.WithLabelValues("p", "no_reading")); v != 2 {
 		t.Fatalf("no_reading %v", v)
+	}
+}
+
+func TestStatusSaysWhatRotates(t *testing.T) {
+	for _, tc := range []struct {
+		p    PoolConfig
+		want string
+	}{
+		{PoolConfig{Provider: "litellm", Threshold: 9.95}, "threshold $9.95"},
+		{PoolConfig{Provider: "oneapi", Threshold: 5}, "threshold $5.00"},
+		{PoolConfig{Provider: "deepseek", Threshold: 9.95, MinRemaining: 1}, "min remaining 1.00"},
+		{PoolConfig{Provider: "custom", Custom: &spend.CustomSpec{Remaining: "a"}, MinRemaining: 2}, "min remaining 2.00"},
+		{PoolConfig{Provider: "custom", Custom: &spend.CustomSpec{Spend: "a"}, Threshold: 3}, "threshold $3.00"},
+	} {
+		if got := tc.p.rotatesAt(); got != tc.want {
+			t.Errorf("%+v: %q, want %q", tc.p, got, tc.want)
+		}
 	}
 }
