@@ -108,6 +108,7 @@ type custom struct {
 	exhaustedRe                                             *regexp.Regexp
 	host                                                    string
 	numbers                                                 string
+	rawURL                                                  string // the URL template: with the account, what a balance is shared under
 }
 
 // NewCustom validates spec and returns its provider talking through c (nil:
@@ -137,7 +138,7 @@ func NewCustom(spec CustomSpec, c *Client) (Provider, error) {
 	if strings.Contains(u.Host, "sk-probe") {
 		return nil, errors.New("custom provider: url: the key must not be in the host")
 	}
-	p.host = u.Host
+	p.host, p.rawURL = u.Host, spec.URL
 	for name, h := range spec.Headers {
 		if name == "" || strings.ContainsAny(name, " :\r\n") {
 			return nil, fmt.Errorf("custom provider: header name %q", name)
@@ -239,7 +240,16 @@ func execTemplate(t *template.Template, k Key) (string, error) {
 
 func (p *custom) Name() string { return "custom" }
 
+// Spend asks once per key; a remaining figure (a balance) is shared by the
+// keys of one account for the cycle, as the built-in balance providers do.
 func (p *custom) Spend(ctx context.Context, k Key) (Result, error) {
+	if p.remaining != nil {
+		return Shared(ctx, accountID("custom", p.rawURL, k), func(ctx context.Context) (Result, error) { return p.spend1(ctx, k) })
+	}
+	return p.spend1(ctx, k)
+}
+
+func (p *custom) spend1(ctx context.Context, k Key) (Result, error) {
 	rawURL, err := execTemplate(p.url, k)
 	if err != nil {
 		return Result{}, Redact(unclear("url template: %v", err), k.Secret)
