@@ -157,6 +157,9 @@ func Lenient(d bson.Raw) Record {
 	if e, ok := num("leaseEpoch"); ok {
 		r.LeaseEpoch = int64(e)
 	}
+	if v, ok := num("remaining"); ok {
+		r.Remaining, r.Currency = &v, str("currency")
+	}
 	r.WasActive, _ = d.Lookup("wasActive").BooleanOK()
 	return r
 }
