@@ -45,7 +45,9 @@ func TestBalancePoolEndToEnd(t *testing.T) {
 			} else {
 				base = append(base, "--config", writeFile(t, tc.file(up.URL)))
 			}
-			env := func(out *bytes.Buffer) Env { return Env{Stdout: out, Stderr: out, Getenv: func(string) string { return "" }} }
+			env := func(out *bytes.Buffer) Env {
+				return Env{Stdout: out, Stderr: out, Getenv: func(string) string { return "" }}
+			}
 			var out bytes.Buffer
 			if code := Run(context.Background(), append([]string{"--once"}, base...), env(&out)); code != ExitOK {
 				t.Fatalf("--once exit %d: %s", code, out.String())
