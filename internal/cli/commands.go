@@ -225,12 +225,12 @@ func (a *app) history(ctx context.Context, out io.Writer) int {
 			return ExitPartial
 		}
 		for _, h := range recs {
-			spendS := fmt.Sprintf("$%.2f", h.Spend)
+			spendS, thr := fmt.Sprintf("$%.2f", h.Spend), fmt.Sprintf("$%.2f", h.Threshold)
 			if h.Remaining != nil {
-				spendS = remainingString(*h.Remaining, h.Currency)
+				spendS, thr = remainingString(*h.Remaining, h.Currency), "-"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t$%.2f\t%s\t%s\t%s\t%d\n", h.RotatedAt.Format(time.RFC3339), r.Pool().Name,
-				h.KeyID, h.APIKeyMasked, spendS, h.Threshold, h.RotationReason, h.NewKeyID, h.Instance, h.LeaseEpoch)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", h.RotatedAt.Format(time.RFC3339), r.Pool().Name,
+				h.KeyID, h.APIKeyMasked, spendS, thr, h.RotationReason, h.NewKeyID, h.Instance, h.LeaseEpoch)
 		}
 	}
 	_ = tw.Flush()

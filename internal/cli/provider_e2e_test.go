@@ -64,7 +64,7 @@ func TestBalancePoolEndToEnd(t *testing.T) {
 			out.Reset()
 			Run(context.Background(), append([]string{"history"}, base...), env(&out))
 			h := out.String()
-			if strings.Count(h, "left 0.50 USD") != 3 || !strings.Contains(h, "low_remaining_0.50") {
+			if strings.Count(h, "left 0.50 USD") != 3 || !strings.Contains(h, "low_remaining_0.50") || strings.Contains(h, "$9.95") {
 				t.Fatalf("history:\n%s", h)
 			}
 			// The backups now serve; a second run reads their account.
