@@ -162,3 +162,19 @@ func BenchmarkCallsPerCycle(b *testing.B) {
 		})
 	}
 }
+
+// A dry run decides for a balance as for a spend, and writes nothing.
+func TestRemainingKindDryRun(t *testing.T) {
+	w := newWorld(t, "deepseek", map[string]float64{"low": 0.5, "ok": 20}, 2)
+	chk := w.checker(t, func(c *checker.Config, p *checker.Pool) { p.MinRemaining = 1; c.DryRun = true })
+	ps := cycle(t, chk)
+	if ps.Over != 1 || ps.Rotated != 0 || ps.Checked != 2 {
+		t.Fatalf("dry run %+v", ps)
+	}
+	if _, ok := balDoc(t, w, "low")["spendRemaining"]; ok {
+		t.Fatal("a dry run wrote the balance")
+	}
+	if n := countDocs(t, w.db.Collection(openhands.HistoryCollection), bson.M{}); n != 0 {
+		t.Fatalf("%d history records after a dry run", n)
+	}
+}
