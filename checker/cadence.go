@@ -81,18 +81,29 @@ func (c *Checker) loadFastest(ctx context.Context, p *poolRun) {
 func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) observation {
 	rate := k.rate
 	seen := -1.0 // the rate over the interval since the last check
+	// Issue 16, the remaining kind (README, Providers): a balance falls as
+	// its keys spend, so the fall is the spend; no earlier balance reading,
+	// no rate yet.
+	now, before := res.Spend, k.spend
+	if res.Remaining != nil {
+		now, before = -*res.Remaining, math.Inf(1)
+		if k.remaining != nil {
+			before = -*k.remaining
+		}
+	}
+	// End of the remaining kind's inputs.
 	switch {
 	case !k.lastCheck.IsZero() && at.Sub(k.lastCheck) < c.cfg.MinInterval/2:
 		// Checked moments ago (by another writer, or a clock ahead of
 		// ours): a rate over so short an interval is noise, and the pool's
 		// fastest rate never decays, so it is not learned (README
 		// "Adaptive cadence").
-	case !k.lastCheck.IsZero() && at.After(k.lastCheck) && res.Spend >= k.spend:
+	case !k.lastCheck.IsZero() && at.After(k.lastCheck) && now >= before: // issue 16: was res.Spend >= k.spend
 		// The key's rate is its rate over its last interval: a burst is a
 		// multiple of it, which the burst factor covers; its fastest rate
 		// ever, times the factor again, would count one burst twice for
 		// ever (README "Adaptive cadence").
-		seen = (res.Spend - k.spend) / at.Sub(k.lastCheck).Seconds()
+		seen = (now - before) / at.Sub(k.lastCheck).Seconds() // issue 16: was res.Spend - k.spend
 		rate = seen
 	case k.lastCheck.IsZero() && rate <= 0:
 		rate = -1 // first check: no rate yet
@@ -111,6 +122,11 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 	headroom := p.Threshold - res.Spend
 	if p.BudgetRatio > 0 && res.Budget != nil {
 		headroom = min(headroom, p.BudgetRatio*(*res.Budget)-budgetSpend(res))
+	}
+	if res.Remaining != nil {
+		// Issue 16, the remaining kind: the headroom is what remains above
+		// the minimum (README, Providers).
+		headroom = *res.Remaining - p.MinRemaining
 	}
 	planRate := rate
 	if !k.hasRate {
@@ -135,7 +151,8 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 		// burst factor. The key's own rate starts with its next check.
 		rate = 0
 	}
-	return observation{id: k.id, spend: res.Spend, rate: max(rate, 0), nextCheck: at.Add(next), at: at, budget: res.Budget}
+	return observation{id: k.id, spend: res.Spend, rate: max(rate, 0), nextCheck: at.Add(next), at: at, budget: res.Budget,
+		remaining: res.Remaining, currency: res.Currency} // issue 16: the balance read
 }
 
 // NextInterval plans the wait before a key's next check: the time the key

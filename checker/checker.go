@@ -47,6 +47,13 @@ const (
 	// a hold is recent the guard keeps holding as long as the rejected share
 	// stays high, however few keys a cycle polls.
 	FieldRejectHeldAt = "spendRejectHeldAt"
+	// FieldRemaining and FieldCurrency hold a balance provider's reading
+	// (what remains of the account's balance) instead of totalSpend;
+	// FieldAccount (set by the operator) names the key's account, whose
+	// balance is asked once per cycle (README, Providers).
+	FieldRemaining = "spendRemaining"
+	FieldCurrency  = "spendCurrency"
+	FieldAccount   = "spendAccount"
 )
 
 // Pool is one pool to check, with its own provider and thresholds.
@@ -64,6 +71,12 @@ type Pool struct {
 	// assumed able to spend in a burst. 0 means learn it from the pool's
 	// observations, starting at DefaultBurstFactor.
 	BurstFactor float64
+	// MinRemaining: with a balance provider (the remaining kind), a key
+	// rotates when what remains is at or below it (README, Providers).
+	MinRemaining float64
+	// Account names the upstream account of every key of the pool that
+	// names none itself (spendAccount): one balance request per cycle.
+	Account string
 }
 
 // Defaults of Config (README, "Configuration"); the CLI's flags use them.

@@ -23,6 +23,9 @@ import (
 // Cycle runs one check over every pool. ctx should end when leadership
 // does: no new poll or rotation starts after that.
 func (c *Checker) Cycle(ctx context.Context) (Summary, error) {
+	// One memo per cycle: keys of one account share its balance reading
+	// (spend.Cycle).
+	ctx = spend.WithCycle(ctx, spend.BeginCycle())
 	start := c.cfg.Clock.Now()
 	var sum Summary
 	var errs []error
@@ -46,6 +49,8 @@ type observation struct {
 	nextCheck time.Time
 	at        time.Time
 	budget    *float64
+	remaining *float64 // the remaining kind: written instead of the spend
+	currency  string
 	checkErr  string // "" clears FieldCheckError
 	// rejected: a 401/403 (only FieldRejectedAt and, when set, nextCheck are
 	// written); clearRejected: a clear answer ends a run of rejections.
@@ -185,7 +190,11 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 	}
 	count(func(s *PoolSummary) { s.Due++ })
 	log = log.With("key", k.id)
-	res, err := p.Provider.Spend(ctx, spend.Key{Secret: k.secret, CreatedAt: k.createdAt})
+	account := k.account
+	if account == "" {
+		account = p.Account
+	}
+	res, err := p.Provider.Spend(ctx, spend.Key{Secret: k.secret, CreatedAt: k.createdAt, Account: account})
 	// Upstream texts may echo the key: never let it reach a log line.
 	err = maskSecret(err, k.secret)
 	at := c.cfg.Clock.Now().UTC()
@@ -253,6 +262,23 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 	default:
 		spendStr := strconv.FormatFloat(res.Spend, 'f', 2, 64)
 		switch {
+		case res.Exhausted:
+			reason = "exhausted"
+		case res.NoReading:
+			// No figure (a one-api unlimited token): checked, and status
+			// says so; the last spend stays as it was (README, Providers).
+			count(func(s *PoolSummary) { s.Checked++; s.NoReading++ })
+			if !c.cfg.DryRun {
+				o := c.plan(p, k, spend.Result{Spend: k.spend}, at)
+				o.checkErr, o.clearRejected = "no_reading", !k.rejAt.IsZero()
+				send(o)
+			}
+			return
+		case res.Remaining != nil:
+			count(func(s *PoolSummary) { s.remaining(*res.Remaining, res.Currency) })
+			if *res.Remaining <= p.MinRemaining {
+				reason = "low_remaining_" + strconv.FormatFloat(*res.Remaining, 'f', 2, 64)
+			}
 		case res.BudgetExceeded:
 			reason = "budget_exceeded_" + spendStr
 		case res.Spend >= p.Threshold:
@@ -297,7 +323,7 @@ func (c *Checker) rotateKey(ctx context.Context, p *poolRun, k keyInfo, doc bson
 		return
 	}
 	r, err := p.rot.Rotate(ctx, k.id, reason, rotation.WithKeyDocument(doc), rotation.WithObservation(history.Observation{
-		Spend: res.Spend, Threshold: p.Threshold, Budget: res.Budget, CheckedAt: at,
+		Spend: res.Spend, Threshold: p.Threshold, Budget: res.Budget, CheckedAt: at, Remaining: res.Remaining, Currency: res.Currency,
 		Provider: p.Provider.Name(), Instance: c.cfg.Instance, LeaseEpoch: c.cfg.Epoch(),
 	}))
 	switch {
@@ -340,6 +366,8 @@ type keyInfo struct {
 	hasRate   bool // planned by us before (a migrated key has none)
 	createdAt time.Time
 	rejAt     time.Time
+	account   string
+	remaining *float64 // the last balance reading, for the remaining kind
 }
 
 // readKey reads a key: the proxy's fields as rotation decodes them (only a
@@ -367,6 +395,12 @@ func readKey(doc bson.Raw) (keyInfo, error) {
 	if v, err := doc.LookupErr(FieldRejectedAt); err == nil {
 		if t, ok := v.TimeOK(); ok {
 			k.rejAt = t
+		}
+	}
+	k.account, _ = doc.Lookup(FieldAccount).StringValueOK()
+	if v, err := doc.LookupErr(FieldRemaining); err == nil {
+		if f, ok := v.AsFloat64OK(); ok && !math.IsNaN(f) && !math.IsInf(f, 0) {
+			k.remaining = &f
 		}
 	}
 	return k, nil

@@ -27,6 +27,12 @@ type PoolSummary struct {
 	// BackupsUnknown: counting the backups failed; BackupsLeft means nothing.
 	BackupsUnknown bool
 	Errors         []string // one line each, for the summary
+	// NoReading counts clear answers without a figure (one-api unlimited
+	// tokens); LowestRemaining is the lowest balance read this cycle (the
+	// remaining kind), in LowestCurrency.
+	NoReading       int
+	LowestRemaining *float64
+	LowestCurrency  string
 	// FailedBy counts the failed checks by cause, for the one outage line
 	// per cycle; FailedExample is one of their errors.
 	FailedBy      map[string]int
@@ -74,6 +80,13 @@ func (s Summary) String() string {
 	t := s.Total()
 	return fmt.Sprintf("checked %d, failed %d, over threshold %d, rotated %d, already rotated %d, no backup %d, backups left %d, in %s",
 		t.Checked, t.Failed, t.Over, t.Rotated, t.AlreadyRotated, t.NoBackup, t.BackupsLeft, s.Duration.Round(time.Millisecond))
+}
+
+// remaining notes a balance reading.
+func (s *PoolSummary) remaining(v float64, currency string) {
+	if s.LowestRemaining == nil || v < *s.LowestRemaining {
+		s.LowestRemaining, s.LowestCurrency = &v, currency
+	}
 }
 
 // fail counts a failed check by its cause.

@@ -66,7 +66,7 @@ func newWorld(t *testing.T, kind string, keys map[string]float64, backups int) *
 	return w
 }
 
-func (w *world) checker(t *testing.T, mutate func(*checker.Config, *checker.Pool)) *checker.Checker {
+func (w *world) checker(t testing.TB, mutate func(*checker.Config, *checker.Pool)) *checker.Checker {
 	t.Helper()
 	prov, err := spend.New(w.kind, w.up.URL, &spend.Client{MaxAttempts: 2, Now: w.clock.Now,
 		Wait: func(context.Context, time.Duration) error { return nil }})

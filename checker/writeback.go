@@ -111,6 +111,15 @@ func (c *Checker) writeBack(ctx context.Context, keys *mongo.Collection, epoch i
 		if o.budget != nil {
 			set[FieldBudget] = *o.budget
 		}
+		if o.checkErr == "no_reading" {
+			// No figure: the last spend stays, not replaced by a reading.
+			delete(set, rotation.FieldTotalSpend)
+		}
+		if o.remaining != nil && !o.planOnly && !o.rejected {
+			// The remaining kind: the balance, not a spend of 0.
+			delete(set, rotation.FieldTotalSpend)
+			set[FieldRemaining], set[FieldCurrency] = *o.remaining, o.currency
+		}
 		update := bson.M{"$set": set}
 		unset := bson.M{}
 		switch {

@@ -35,6 +35,10 @@ type Record struct {
 	Provider       string    `bson:"provider" json:"provider"`
 	Instance       string    `bson:"instance" json:"instance"`
 	LeaseEpoch     int64     `bson:"leaseEpoch" json:"leaseEpoch"`
+	// Remaining is the account balance read, for a balance provider (then
+	// Spend means nothing), in Currency (README, Providers).
+	Remaining *float64 `bson:"remaining,omitempty" json:"remaining,omitempty"`
+	Currency  string   `bson:"currency,omitempty" json:"currency,omitempty"`
 }
 
 // Observation is what the caller of a rotation knows about the key's spend;
@@ -47,6 +51,8 @@ type Observation struct {
 	Provider   string
 	Instance   string
 	LeaseEpoch int64
+	Remaining  *float64
+	Currency   string
 }
 
 // Mask shows the first 5 and last 4 characters of a secret, never more.
@@ -151,6 +157,9 @@ func Lenient(d bson.Raw) Record {
 	}
 	if e, ok := num("leaseEpoch"); ok {
 		r.LeaseEpoch = int64(e)
+	}
+	if v, ok := num("remaining"); ok {
+		r.Remaining, r.Currency = &v, str("currency")
 	}
 	r.WasActive, _ = d.Lookup("wasActive").BooleanOK()
 	return r

@@ -65,6 +65,7 @@ func (r *Rotator) historyRecord(e journalEntry, key Key, obs *history.Observatio
 	if obs != nil {
 		rec.Spend, rec.Threshold, rec.Budget = obs.Spend, obs.Threshold, obs.Budget
 		rec.Provider, rec.LeaseEpoch = obs.Provider, obs.LeaseEpoch
+		rec.Remaining, rec.Currency = obs.Remaining, obs.Currency
 		if !obs.CheckedAt.IsZero() {
 			rec.CheckedAt = obs.CheckedAt.UTC()
 		}

@@ -100,7 +100,11 @@ type Client struct {
 }
 
 type hostState struct {
-	lim       *rate.Limiter
+	lim *rate.Limiter
+	// own is a provider's own pace for the host (SetHostInterval), on top
+	// of HostRate: one-api and new-api limit requests per client IP.
+	own       *rate.Limiter
+	ownEvery  time.Duration
 	failures  int // pauses in a row
 	notBefore time.Time
 	// failedKeys are the keys that failed since the last success, while
@@ -224,8 +228,39 @@ func (c *Client) Get(ctx context.Context, rawURL, apiKey string) (Response, erro
 // get is Get with a body cap of its own (0: the Client's MaxBody), for an
 // endpoint whose answers are larger by nature.
 func (c *Client) get(ctx context.Context, rawURL, apiKey string, maxBody int64) (Response, error) {
+	return c.do(ctx, request{url: rawURL, key: apiKey, maxBody: maxBody})
+}
+
+// request is one upstream GET. key is the secret it is about (the
+// Retry-After memory and the host's failure count go by it); header, when
+// not nil, replaces the bearer token (a configured provider's headers).
+type request struct {
+	url     string
+	key     string
+	header  http.Header
+	maxBody int64
+}
+
+// SetHostInterval paces the requests to host to at most one per every, on
+// top of HostRate: a provider whose upstream limits requests per client IP
+// sets its own pace (README, Providers). A second call keeps the slower.
+func (c *Client) SetHostInterval(host string, every time.Duration) {
+	if every <= 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.host(host)
+	if st.ownEvery >= every {
+		return
+	}
+	st.ownEvery, st.own = every, rate.NewLimiter(rate.Every(every), 1)
+}
+
+func (c *Client) do(ctx context.Context, rq request) (Response, error) {
+	rawURL, apiKey := rq.url, rq.key
 	d := c.settings()
-	d.maxBody = max(d.maxBody, maxBody)
+	d.maxBody = max(d.maxBody, rq.maxBody)
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return Response{}, unclear("bad request URL: %v", err)
@@ -245,7 +280,10 @@ func (c *Client) get(ctx context.Context, rawURL, apiKey string, maxBody int64) 
 		if err := c.limit(ctx, c.hostLimiter(host)); err != nil {
 			return Response{}, err
 		}
-		resp, retryAfter, err := d.once(ctx, rawURL, apiKey, c.now())
+		if err := c.limit(ctx, c.hostOwnLimiter(host)); err != nil {
+			return Response{}, err
+		}
+		resp, retryAfter, err := d.once(ctx, rq, c.now())
 		if err == nil && resp.Status == http.StatusTooManyRequests && budgetRefusal(resp.Body) {
 			// Some LiteLLM deployments refuse an over-budget key with 429:
 			// that is an answer about the key, not a rate limit.
@@ -330,6 +368,12 @@ func (c *Client) hostLimiter(h string) *rate.Limiter {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.host(h).lim
+}
+
+func (c *Client) hostOwnLimiter(h string) *rate.Limiter {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.host(h).own
 }
 
 func (c *Client) hostGate(h string) error {
@@ -419,15 +463,20 @@ func (c *Client) setKeyNotBefore(secret string, until time.Time) {
 	c.keys[secret] = until
 }
 
-func (d settings) once(ctx context.Context, url, apiKey string, now time.Time) (Response, time.Duration, error) {
+func (d settings) once(ctx context.Context, rq request, now time.Time) (Response, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rq.url, nil)
 	if err != nil {
 		return Response{}, 0, unclear("bad request URL: %v", err)
 	}
-	req.Header.Set("Authorization", "Bearer "+apiKey)
 	req.Header.Set("Accept", "application/json")
+	if rq.header == nil {
+		req.Header.Set("Authorization", "Bearer "+rq.key)
+	}
+	for k, v := range rq.header {
+		req.Header[k] = v
+	}
 	resp, err := d.http.Do(req)
 	if err != nil {
 		return Response{}, 0, fmt.Errorf("request: %w", err)

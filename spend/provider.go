@@ -14,8 +14,10 @@ import (
 	"time"
 )
 
-// Result is a clear spend answer.
+// Result is a clear answer: a spend (the default kind), or, when Remaining
+// is set, what remains of the account's balance (README, Providers).
 type Result struct {
+	// Spend is the key's spend in USD; meaningless when Remaining is set.
 	Spend float64
 	// Budget is the key's budget when the upstream reports one.
 	Budget *float64
@@ -31,11 +33,42 @@ type Result struct {
 	// is over its threshold whatever the rest says); a lower bound under
 	// the threshold is no clear answer (README, Providers).
 	AtLeast bool
+	// Remaining is the account's remaining balance, in Currency, from a
+	// balance provider (deepseek, moonshot, siliconflow, or a configured
+	// one with a remaining path): the key rotates when it falls to
+	// --min-remaining or below. It may be negative (a debt). Nil: a spend.
+	Remaining *float64
+	// Currency is the unit of Remaining (or of Spend for a configured
+	// provider) when the upstream says or its host implies it; "" unknown.
+	Currency string
+	// NoReading: the upstream answered clearly but with no figure to act
+	// on — a one-api token with unlimited quota reports no usage at all.
+	// Not a spend of 0: status says so (README, Providers).
+	NoReading bool
+	// Exhausted: the upstream refused the key because its own quota is
+	// used up (one-api/new-api's 401 "额度已用尽"): rotate, reason exhausted.
+	Exhausted bool
+}
+
+// Kind names what a Result reports: "spend", "remaining" or "none".
+func (r Result) Kind() string {
+	switch {
+	case r.Remaining != nil:
+		return "remaining"
+	case r.NoReading:
+		return "none"
+	}
+	return "spend"
 }
 
 // Key is what a provider needs of a key.
 type Key struct {
 	Secret string
+	// Account names the upstream account the key belongs to, when
+	// configured (the pool's "account", or the key document's
+	// spendAccount): keys of one account share one balance, asked once per
+	// cycle (Cycle). Empty: the key is its own account.
+	Account string
 	// CreatedAt is the key document's createdAt. No provider relies on it:
 	// a migrated or restored key spent before it (README, Providers).
 	CreatedAt time.Time
@@ -51,7 +84,7 @@ type Provider interface {
 }
 
 // Names lists the known providers.
-var Names = []string{"openhands", "litellm", "openrouter"}
+var Names = []string{"openhands", "litellm", "openrouter", "oneapi", "deepseek", "moonshot", "siliconflow"}
 
 // DefaultURL is each provider's public base URL ("" when one must be given).
 func DefaultURL(name string) string {
@@ -60,6 +93,12 @@ func DefaultURL(name string) string {
 		return "https://llm-proxy.app.all-hands.dev"
 	case "openrouter":
 		return "https://openrouter.ai"
+	case "deepseek":
+		return "https://api.deepseek.com"
+	case "moonshot":
+		return "https://api.moonshot.cn"
+	case "siliconflow":
+		return "https://api.siliconflow.cn"
 	}
 	return ""
 }
@@ -95,6 +134,15 @@ func New(name, baseURL string, c *Client) (Provider, error) {
 		return &httpProvider{name: name, c: c, parse: ParseLiteLLM, url: func(Key) string { return base + "/key/info" }}, nil
 	case "openrouter":
 		return &httpProvider{name: name, c: c, parse: ParseOpenRouter, url: func(Key) string { return base + "/api/v1/key" }}, nil
+	case "oneapi":
+		c.SetHostInterval(u.Host, OneAPIInterval)
+		return &oneAPI{c: c, base: base}, nil
+	case "deepseek":
+		return &balance{name: name, c: c, base: base, path: "/user/balance", parse: ParseDeepSeek}, nil
+	case "moonshot":
+		return &balance{name: name, c: c, base: base, path: "/v1/users/me/balance", parse: ParseMoonshot, currency: hostCurrency(base)}, nil
+	case "siliconflow":
+		return &balance{name: name, c: c, base: base, path: "/v1/user/info", parse: ParseSiliconFlow, currency: hostCurrency(base)}, nil
 	}
 	return nil, fmt.Errorf("unknown provider %q (known: %s)", name, strings.Join(Names, ", "))
 }

@@ -269,7 +269,12 @@ func FuzzParsers(f *testing.F) {
 		litellmAuthError, litellmOK, litellmNoCap, openrouterOK, openrouterReset, openrouterNoReset, openrouterAuth,
 		cdnBlockHTML, cdnBlockJSON, activityPage(3.5, 2, 3), `{"metadata":{"total_spend":-0}}`, `{"info":{"spend":1e308}}`,
 		`Spend=1.5`, `Spend=1.5e-05, Budget=inf`, `Current cost: nan, Max budget: 1`, `{"error":{"message":null}}`,
-		`{"data":{"usage":1,"limit":5,"limit_remaining":9}}`} {
+		`{"data":{"usage":1,"limit":5,"limit_remaining":9}}`,
+		oneapiSub, oneapiSubUnlimited, oneapiUsage, oneapiErr200, newapiErr200, oneapiExhausted, newapiExhausted, oneapiInvalid,
+		deepseekOK, deepseekTwo, deepseekEmpty, deepseekAuth, moonshotOK, moonshotDebt, moonshotFailed, moonshotAuth,
+		siliconflowOK, siliconflowFailed, `{"code":20000,"status":true,"data":{"totalBalance":"1e999"}}`,
+		`{"is_available":true,"balance_infos":[{"currency":"USD","total_balance":" -0x1p3 "}]}`,
+		`{"s":"12.5","b":"100","r":"-3","c":"USD","ok":true}`} {
 		for _, status := range []int{200, 400, 401, 403, 429} {
 			f.Add(status, []byte(s))
 		}
@@ -279,8 +284,33 @@ func FuzzParsers(f *testing.F) {
 		if _, pg, err := spend.ParseOpenHandsPage(status, body); err == nil && pg.HasMore && pg.Page < 0 {
 			t.Logf("page %+v", pg) // any page number is fine; the reader checks it
 		}
-		for _, parse := range []func(int, []byte) (spend.Result, error){spend.ParseOpenHands, spend.ParseLiteLLM, spend.ParseOpenRouter} {
+		unl := 1e8
+		customSpend := spend.CustomSpec{URL: "http://x/", Spend: "s", Budget: "b", BudgetRemaining: "r", Currency: "c", OK: "ok", Scale: 0.01, Unlimited: &unl,
+			ExhaustedStatuses: []int{401, 402}, ExhaustedMatch: "额度已用尽"}
+		customRemaining := spend.CustomSpec{URL: "http://x/", Remaining: "r", Currency: "c"}
+		parsers := []func(int, []byte) (spend.Result, error){spend.ParseOpenHands, spend.ParseLiteLLM, spend.ParseOpenRouter,
+			spend.ParseOneAPISubscription, spend.ParseOneAPIUsage, spend.ParseDeepSeek, spend.ParseMoonshot, spend.ParseSiliconFlow,
+			func(s int, b []byte) (spend.Result, error) { return spend.ParseCustom(customSpend, s, b) },
+			func(s int, b []byte) (spend.Result, error) { return spend.ParseCustom(customRemaining, s, b) }}
+		for _, parse := range parsers {
 			r, err := parse(status, body)
+			if err == nil && r.Exhausted {
+				// Only an error status says a key's quota is used up.
+				if status < 400 || r.Remaining != nil || r.Spend != 0 {
+					t.Fatalf("status %d %q gave %+v", status, body, r)
+				}
+				continue
+			}
+			if err == nil && r.Remaining != nil {
+				// A remaining balance may be negative (a debt), never infinite or NaN.
+				if v := *r.Remaining; v != v || math.IsInf(v, 0) || status != 200 || r.Spend != 0 || r.Budget != nil || r.NoReading {
+					t.Fatalf("status %d %q gave remaining %+v", status, body, r)
+				}
+				continue
+			}
+			if err == nil && r.NoReading && (status != 200 || r.Spend != 0 || r.Budget != nil) {
+				t.Fatalf("status %d %q gave no reading %+v", status, body, r)
+			}
 			if errors.Is(err, spend.ErrUnauthorized) {
 				// A rejection counts only as the provider's JSON error.
 				var v struct {

@@ -28,6 +28,12 @@ const (
 	fieldRate       = "spendRate" // fastest spend seen, USD per second
 	fieldBudget     = "spendBudget"
 	fieldCheckError = "spendCheckError"
+	// A balance provider's reading (the remaining kind, README "Providers").
+	fieldRemaining = "spendRemaining"
+	fieldCurrency  = "spendCurrency"
+	// checkNoReading is the check error of a clear answer without a figure
+	// (a one-api unlimited token).
+	checkNoReading = "no_reading"
 )
 
 // BackupCounter counts a pool's unused backups (*rotation.Rotator does).
@@ -46,7 +52,10 @@ type Pool struct {
 	Keys      *mongo.Collection
 	History   *mongo.Collection
 	Threshold float64
-	Backups   BackupCounter
+	// MinRemaining is set for a balance pool (the remaining kind): its keys
+	// rotate when what remains is at or below it, not at Threshold.
+	MinRemaining *float64
+	Backups      BackupCounter
 }
 
 // Source is what Read reads: the pools, the lease, and optionally the
@@ -92,6 +101,9 @@ type PoolView struct {
 	Name           string  `json:"name"`
 	KeysCollection string  `json:"keysCollection"`
 	Threshold      float64 `json:"threshold"`
+	// MinRemaining is set for a balance pool: it rotates its keys, not
+	// Threshold (README, "Providers").
+	MinRemaining *float64 `json:"minRemaining,omitempty"`
 	// BackupsLeft is nil when counting them failed.
 	BackupsLeft *int64           `json:"backupsLeft"`
 	Keys        []KeyView        `json:"keys"`
@@ -111,6 +123,13 @@ type KeyView struct {
 	// reports none.
 	Spend  *float64 `json:"spend"`
 	Budget *float64 `json:"budget"`
+	// Remaining is what remains of the key's account balance, in Currency,
+	// for a balance provider (then Spend is nil). NoReading: the upstream
+	// answered without a figure (a one-api unlimited token), so no spend
+	// is shown as if it were a reading (README, "Providers").
+	Remaining *float64 `json:"remaining,omitempty"`
+	Currency  string   `json:"currency,omitempty"`
+	NoReading bool     `json:"noReading,omitempty"`
 	// PercentOfThreshold is 100 × spend / threshold.
 	PercentOfThreshold *float64 `json:"percentOfThreshold"`
 	// RatePerHour is the fastest spend rate seen for the key (USD/hour),
@@ -166,7 +185,7 @@ func (s Source) Read(ctx context.Context) *Snapshot {
 }
 
 func (s Source) readPool(ctx context.Context, p Pool) PoolView {
-	pv := PoolView{Name: p.Name, KeysCollection: p.Keys.Name(), Threshold: p.Threshold, Keys: []KeyView{}}
+	pv := PoolView{Name: p.Name, KeysCollection: p.Keys.Name(), Threshold: p.Threshold, MinRemaining: p.MinRemaining, Keys: []KeyView{}}
 	var errs []string
 	if p.Backups != nil {
 		if n, err := p.Backups.BackupsAvailable(ctx); err != nil {
@@ -175,7 +194,7 @@ func (s Source) readPool(ctx context.Context, p Pool) PoolView {
 			pv.BackupsLeft = &n
 		}
 	}
-	keys, err := readKeys(ctx, p.Keys, p.Threshold)
+	keys, err := readKeys(ctx, p.Keys, p.Threshold, p.MinRemaining)
 	pv.Keys = append(pv.Keys, keys...)
 	if err != nil {
 		errs = append(errs, err.Error())
@@ -201,7 +220,7 @@ func (s Source) readPool(ctx context.Context, p Pool) PoolView {
 
 // readKeys reads every key of a pool in _id order, leniently: a field of an
 // unexpected type reads as unknown, never as an error.
-func readKeys(ctx context.Context, coll *mongo.Collection, threshold float64) ([]KeyView, error) {
+func readKeys(ctx context.Context, coll *mongo.Collection, threshold float64, minRemaining *float64) ([]KeyView, error) {
 	cur, err := coll.Find(ctx, bson.M{}, options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}))
 	if err != nil {
 		return nil, fmt.Errorf("read keys: %w", err)
@@ -209,7 +228,7 @@ func readKeys(ctx context.Context, coll *mongo.Collection, threshold float64) ([
 	defer cur.Close(context.WithoutCancel(ctx))
 	var out []KeyView
 	for cur.Next(ctx) {
-		out = append(out, keyView(cur.Current, threshold))
+		out = append(out, keyView(cur.Current, threshold, minRemaining))
 	}
 	if err := cur.Err(); err != nil {
 		return out, fmt.Errorf("read keys: %w", err)
@@ -217,7 +236,7 @@ func readKeys(ctx context.Context, coll *mongo.Collection, threshold float64) ([
 	return out, nil
 }
 
-func keyView(d bson.Raw, threshold float64) KeyView {
+func keyView(d bson.Raw, threshold float64, minRemaining *float64) KeyView {
 	secret, _ := d.Lookup("apiKey").StringValueOK()
 	k := KeyView{ID: idString(d.Lookup("_id")), APIKeyMasked: history.Mask(secret)}
 	k.Status, _ = d.Lookup("status").StringValueOK()
@@ -226,6 +245,27 @@ func keyView(d bson.Raw, threshold float64) KeyView {
 	k.Budget = number(d, fieldBudget)
 	k.LastCheck = date(d, fieldLastCheck)
 	k.NextCheck = date(d, fieldNextCheck)
+	k.NoReading = k.CheckError == checkNoReading
+	if k.Remaining = number(d, fieldRemaining); k.Remaining != nil {
+		// A balance, not a spend (README, "Providers").
+		k.Currency, _ = d.Lookup(fieldCurrency).StringValueOK()
+		k.Spend = nil
+		if minRemaining != nil {
+			k.Over = *k.Remaining <= *minRemaining
+			if r := number(d, fieldRate); r != nil && *r > 0 && !k.Over && k.LastCheck != nil {
+				// The rate is the balance's fall: the time to the minimum.
+				if secs := (*k.Remaining - *minRemaining) / *r; secs < float64(100*365*24*3600) {
+					at := k.LastCheck.Add(time.Duration(secs * float64(time.Second)))
+					k.ThresholdAt = &at
+				}
+			}
+		}
+		if r := number(d, fieldRate); r != nil && *r > 0 {
+			perHour := *r * 3600
+			k.RatePerHour = &perHour
+		}
+		return k
+	}
 	if k.Spend != nil && threshold > 0 {
 		pct := 100 * *k.Spend / threshold
 		k.PercentOfThreshold = &pct

@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/spendchecker/spendchecker/history"
 )
 
 //go:embed page.html
@@ -19,6 +21,9 @@ var pageHTML string
 var page = template.Must(template.New("page").Funcs(template.FuncMap{
 	"usd":     usd,
 	"usdp":    func(v *float64) string { return usdp(v) },
+	"reading": reading,
+	"rotates": rotatesAt,
+	"spentAt": RecordReading,
 	"pct":     pct,
 	"bar":     bar,
 	"level":   level,
@@ -101,6 +106,43 @@ func usdp(v *float64) string {
 		return "-"
 	}
 	return usd(*v)
+}
+
+// reading is a key's figure: its spend, what remains of its account's
+// balance, or that the upstream gave none (README, "Providers").
+func reading(k KeyView) string {
+	switch {
+	case k.Remaining != nil:
+		return remainingString(*k.Remaining, k.Currency)
+	case k.NoReading:
+		return "no reading (unlimited)"
+	}
+	return usdp(k.Spend)
+}
+
+func remainingString(v float64, currency string) string {
+	if currency == "" {
+		currency = "(currency unknown)"
+	}
+	return fmt.Sprintf("left %.2f %s", v, currency)
+}
+
+// rotatesAt says what rotates a pool's keys: its threshold, or for a
+// balance pool the minimum remaining.
+func rotatesAt(p PoolView) string {
+	if p.MinRemaining != nil {
+		return fmt.Sprintf("min remaining %.2f", *p.MinRemaining)
+	}
+	return "threshold " + usd(p.Threshold)
+}
+
+// RecordReading is what a rotation record read: the spend, or for a
+// balance provider what remained (status page and `history`).
+func RecordReading(h history.Record) string {
+	if h.Remaining != nil {
+		return remainingString(*h.Remaining, h.Currency)
+	}
+	return usd(h.Spend)
 }
 
 func pct(v *float64) string {

@@ -31,12 +31,12 @@ func WriteText(out io.Writer, s *Snapshot) {
 		if p.BackupsLeft != nil {
 			left = fmt.Sprint(*p.BackupsLeft)
 		}
-		fmt.Fprintf(out, "\npool %s (%s): threshold $%.2f, backups left %s\n", p.Name, p.KeysCollection, p.Threshold, left)
+		fmt.Fprintf(out, "\npool %s (%s): %s, backups left %s\n", p.Name, p.KeysCollection, rotatesAt(p), left)
 		tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "KEY\tAPI KEY\tSTATUS\tSPEND\tBUDGET\t% THRESHOLD\tLAST CHECK\tNEXT CHECK\tRATE\tTHRESHOLD AT RATE")
 		for _, k := range p.Keys {
 			st := k.Status
-			if k.CheckError != "" {
+			if k.CheckError != "" && !k.NoReading {
 				st += " (upstream: " + k.CheckError + ")" // rejected, and not rotated (--rotate-unauthorized=false)
 			}
 			last := "never"
@@ -48,7 +48,7 @@ func WriteText(out io.Writer, s *Snapshot) {
 				next = "in " + k.NextCheck.Sub(now).Round(time.Second).String()
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.APIKeyMasked, st,
-				usdp(k.Spend), usdp(k.Budget), pct(k.PercentOfThreshold), last, next, rate(k.RatePerHour), eta(k, now))
+				reading(k), usdp(k.Budget), pct(k.PercentOfThreshold), last, next, rate(k.RatePerHour), eta(k, now))
 		}
 		_ = tw.Flush()
 		if p.Error != "" {

@@ -2,11 +2,15 @@
 // embedded store (FerretDB on SQLite in a temporary directory) against a
 // simulated OpenHands upstream whose keys spend at different rates, then
 // prints the status table, the rotation history and verify's verdict.
-// It needs no flags and leaves nothing behind.
+// It needs no flags and leaves nothing behind. With -provider oneapi it runs
+// against a simulated one-api reseller instead: a token over the threshold,
+// one whose quota is used up (rotated as exhausted) and an unlimited one
+// (no reading).
 package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -32,6 +36,15 @@ const runFor = 10 * time.Second
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	provider := flag.String("provider", "openhands", "simulated upstream: openhands or oneapi")
+	flag.Parse()
+	if *provider == "oneapi" {
+		os.Exit(runOneAPI(ctx, os.Stdout, os.Stderr))
+	}
+	if *provider != "openhands" {
+		fmt.Fprintln(os.Stderr, "demo: -provider must be openhands or oneapi")
+		os.Exit(2)
+	}
 	os.Exit(run(ctx, os.Stdout, os.Stderr))
 }
 
@@ -40,6 +53,10 @@ type demoKey struct {
 	spend float64 // USD at start
 	rate  float64 // USD per second
 	dead  bool    // the upstream rejects it (401)
+	// oneapi: budget > 0 is the token's quota (used up: 401 exhausted);
+	// unlimited reports no usage at all.
+	budget    float64
+	unlimited bool
 }
 
 func run(ctx context.Context, out, errOut io.Writer) int {
@@ -59,10 +76,10 @@ func run(ctx context.Context, out, errOut io.Writer) int {
 	defer up.Close()
 
 	keys := []demoKey{
-		{"oh-key-01", 9.80, 0.060, false}, {"oh-key-02", 9.55, 0.080, false}, {"oh-key-03", 9.20, 0.150, false},
-		{"oh-key-04", 9.90, 0.020, false}, {"oh-key-05", 4.00, 0.005, true}, {"oh-key-06", 2.10, 0.004, false},
-		{"oh-key-07", 6.30, 0.010, false}, {"oh-key-08", 0.40, 0.002, false}, {"oh-key-09", 7.75, 0.008, false},
-		{"oh-key-10", 3.30, 0.001, false}, {"oh-key-11", 5.05, 0.003, false}, {"oh-key-12", 8.60, 0.012, false},
+		{id: "oh-key-01", spend: 9.80, rate: 0.060, dead: false}, {id: "oh-key-02", spend: 9.55, rate: 0.080, dead: false}, {id: "oh-key-03", spend: 9.20, rate: 0.150, dead: false},
+		{id: "oh-key-04", spend: 9.90, rate: 0.020, dead: false}, {id: "oh-key-05", spend: 4.00, rate: 0.005, dead: true}, {id: "oh-key-06", spend: 2.10, rate: 0.004, dead: false},
+		{id: "oh-key-07", spend: 6.30, rate: 0.010, dead: false}, {id: "oh-key-08", spend: 0.40, rate: 0.002, dead: false}, {id: "oh-key-09", spend: 7.75, rate: 0.008, dead: false},
+		{id: "oh-key-10", spend: 3.30, rate: 0.001, dead: false}, {id: "oh-key-11", spend: 5.05, rate: 0.003, dead: false}, {id: "oh-key-12", spend: 8.60, rate: 0.012, dead: false},
 	}
 	uri := store.URI() + "fproxy"
 	if err := seed(ctx, uri, up, keys, 6); err != nil {
@@ -137,6 +154,12 @@ func seed(ctx context.Context, uri string, up *fakeupstream.Server, keys []demoK
 		f.Keys = append(f.Keys, fixture.Key{ID: k.id, Secret: secret(k.id),
 			Fields: bson.M{rotation.FieldTokensUsed: int64(1000 * i), rotation.FieldRequestsCount: int64(10 * i)}})
 		up.SetSpend(secret(k.id), k.spend)
+		if k.budget > 0 {
+			up.SetBudget(secret(k.id), k.budget)
+		}
+		if k.unlimited {
+			up.SetUnlimited(secret(k.id))
+		}
 		if k.dead {
 			up.SetStatus(secret(k.id), 401)
 		}
@@ -156,4 +179,89 @@ func countRotations(ctx context.Context, uri string) (int64, error) {
 	}
 	defer client.Disconnect(context.WithoutCancel(ctx))
 	return client.Database("fproxy").Collection(rotation.JournalCollection).CountDocuments(ctx, bson.M{"state": "done"})
+}
+
+// oneAPIRunFor is longer than runFor: the oneapi provider paces itself to
+// one request per 1.1 s per host, under one-api's and new-api's per-IP
+// limits, and a check is two requests (README, Providers).
+const oneAPIRunFor = 20 * time.Second
+
+// runOneAPI is the demo against a simulated one-api reseller.
+func runOneAPI(ctx context.Context, out, errOut io.Writer) int {
+	dir, err := os.MkdirTemp("", "spendchecker-demo-")
+	if err != nil {
+		fmt.Fprintln(errOut, "demo:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	store, err := embedded.Start(dir, slog.New(slog.DiscardHandler))
+	if err != nil {
+		fmt.Fprintln(errOut, "demo:", err)
+		return 1
+	}
+	defer store.Close()
+	up := fakeupstream.New("oneapi")
+	defer up.Close()
+	keys := []demoKey{
+		{id: "oa-key-01", spend: 9.80, rate: 0.060},
+		{id: "oa-key-02", spend: 5.00, budget: 5.00},
+		{id: "oa-key-03", spend: 3.00, unlimited: true},
+		{id: "oa-key-04", spend: 1.00, rate: 0.001},
+	}
+	uri := store.URI() + "fproxy"
+	if err := seed(ctx, uri, up, keys, 3); err != nil {
+		fmt.Fprintln(errOut, "demo: seed:", err)
+		return 1
+	}
+	fmt.Fprintf(out, "== spendchecker demo (oneapi): 4 tokens, 3 backups, threshold $9.95, simulated one-api at %s\n", up.URL)
+	fmt.Fprintf(out, "== running the daemon for %s (01 crosses the threshold, 02's quota is used up, 03 is unlimited)\n\n", oneAPIRunFor)
+	spendCtx, stopSpending := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-spendCtx.Done():
+				return
+			case <-t.C:
+				for _, k := range keys {
+					up.AddSpend(secret(k.id), k.rate/10)
+				}
+			}
+		}
+	}()
+	// Each command takes only its own flags: --listen and --instance are
+	// the daemon's.
+	common := []string{"--mongo-uri", uri, "--provider", "oneapi", "--provider-url", up.URL}
+	daemonCtx, cancel := context.WithTimeout(ctx, oneAPIRunFor)
+	code := cli.Run(daemonCtx, append([]string{"--interval", "1s", "--min-check-interval", "1s", "--max-check-interval", "5s",
+		"--lease-duration", "3s", "--shutdown-grace", "5s", "--log-format", "auto", "--listen", "", "--instance", "demo-1"}, common...), cli.Env{Stdout: out, Stderr: out})
+	cancel()
+	stopSpending()
+	wg.Wait()
+	if code != cli.ExitOK {
+		fmt.Fprintf(errOut, "demo: daemon exited with %d\n", code)
+		return 1
+	}
+	quiet := append([]string{"--log-level", "error"}, common...)
+	for _, cmd := range []string{"status", "history"} {
+		fmt.Fprintln(out, "\n== spendchecker "+cmd)
+		if code := cli.Run(ctx, append([]string{cmd}, quiet...), cli.Env{Stdout: out, Stderr: errOut}); code != cli.ExitOK {
+			fmt.Fprintf(errOut, "demo: %s exited with %d\n", cmd, code)
+			return 1
+		}
+	}
+	rotated, err := countRotations(ctx, uri)
+	if err != nil {
+		fmt.Fprintln(errOut, "demo:", err)
+		return 1
+	}
+	fmt.Fprintf(out, "\n== %d rotations\n", rotated)
+	if rotated < 2 {
+		return 1
+	}
+	return 0
 }

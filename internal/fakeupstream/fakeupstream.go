@@ -14,7 +14,9 @@ import (
 	"time"
 )
 
-// Server answers for one provider kind: openhands, litellm or openrouter.
+// Server answers for one provider kind: openhands, litellm, openrouter,
+// oneapi (one-api/new-api billing endpoints) or deepseek (a balance: a
+// key's "spend" set here is what remains of its account's balance).
 type Server struct {
 	URL  string
 	srv  *httptest.Server
@@ -37,6 +39,7 @@ type Server struct {
 	pages  map[string]int     // openhands: pages a key's daily activity spans
 	period map[string]float64 // openrouter: spend in the limit's current period
 	retry  map[string]string  // Retry-After sent with a key's status
+	unlim  map[string]bool    // oneapi: tokens with unlimited quota
 	// defSpend answers keys never set, when hasDef (large benchmarks).
 	defSpend float64
 	hasDef   bool
@@ -48,7 +51,7 @@ type Server struct {
 // New starts a server on loopback.
 func New(kind string) *Server {
 	s := &Server{kind: kind, spend: map[string]float64{}, budget: map[string]float64{}, status: map[string]int{}, calls: map[string]int{}, served: map[string]float64{},
-		pages: map[string]int{}, period: map[string]float64{}, retry: map[string]string{}}
+		pages: map[string]int{}, period: map[string]float64{}, retry: map[string]string{}, unlim: map[string]bool{}}
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
 	s.URL = s.srv.URL
 	return s
@@ -120,6 +123,14 @@ func (s *Server) SetRetryAfter(secret, v string) {
 	s.retry[secret] = v
 }
 
+// SetUnlimited gives a oneapi token unlimited quota: hard_limit_usd
+// 100000000 and, as one-api counts nothing for it, a usage of 0.
+func (s *Server) SetUnlimited(secret string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.unlim[secret] = true
+}
+
 // SetStatus makes every answer for a key use this HTTP status (0 resets).
 func (s *Server) SetStatus(secret string, status int) {
 	s.mu.Lock()
@@ -184,6 +195,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	pages := max(s.pages[secret], 1)
 	period, resets := s.period[secret]
 	retry := s.retry[secret]
+	unlimited := s.unlim[secret]
 	if known && status == 0 {
 		s.served[secret] = max(s.served[secret], spend)
 	}
@@ -197,6 +209,16 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(status)
 		fmt.Fprintf(w, `{"error":{"message":"status %d","code":"%d"}}`, status, status)
 		return
+	case !known && s.kind == "oneapi":
+		// one-api middleware/utils.go abortWithMessage, model/token.go.
+		w.WriteHeader(http.StatusUnauthorized)
+		fmt.Fprint(w, `{"error":{"message":"无效的令牌 (request id: 20261125120000000000001)","type":"one_api_error"}}`)
+		return
+	case s.kind == "oneapi" && hasBudget && spend >= budget && !unlimited:
+		// one-api marks the token exhausted and refuses it on every route.
+		w.WriteHeader(http.StatusUnauthorized)
+		fmt.Fprint(w, `{"error":{"message":"该令牌额度已用尽 (request id: 20261125120000000000001)","type":"one_api_error"}}`)
+		return
 	case !known && s.kind == "openrouter":
 		// openrouter.ai/docs/api-reference/errors: {"error":{"code","message"}}.
 		w.WriteHeader(http.StatusUnauthorized)
@@ -208,7 +230,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusUnauthorized)
 		fmt.Fprint(w, `{"error":{"message":"Authentication Error, Invalid proxy server token passed. Unable to find token in cache or LiteLLM_VerificationTokenTable","type":"auth_error","param":"None","code":"401"}}`)
 		return
-	case hasBudget && spend >= budget && s.kind != "openrouter":
+	case hasBudget && spend >= budget && s.kind != "openrouter" && s.kind != "deepseek":
 		// litellm/exceptions.py BudgetExceededError's message in LiteLLM's
 		// ProxyException envelope; figures as Python's str(float) prints them.
 		w.WriteHeader(http.StatusBadRequest)
@@ -220,6 +242,26 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		budgetJSON = fmt.Sprint(budget)
 	}
 	switch s.kind {
+	case "oneapi":
+		// one-api controller/billing.go: GetSubscription, GetUsage (cents).
+		if strings.HasSuffix(r.URL.Path, "/subscription") {
+			limit := 10.0
+			if hasBudget {
+				limit = budget - spend // one-api: the token's remaining quota
+			}
+			if unlimited {
+				limit = 100000000
+			}
+			fmt.Fprintf(w, `{"object":"billing_subscription","has_payment_method":true,"soft_limit_usd":%v,"hard_limit_usd":%v,"system_hard_limit_usd":%v,"access_until":0}`, limit, limit, limit)
+			return
+		}
+		if unlimited {
+			spend = 0
+		}
+		fmt.Fprintf(w, `{"object":"list","total_usage":%v}`, math.Round(spend*100*1e6)/1e6)
+	case "deepseek":
+		// api-docs.deepseek.com/api/get-user-balance: amounts as strings.
+		fmt.Fprintf(w, `{"is_available":%v,"balance_infos":[{"currency":"USD","total_balance":"%.2f","granted_balance":"0.00","topped_up_balance":"%.2f"}]}`, spend > 0, spend, spend)
 	case "litellm":
 		fmt.Fprintf(w, `{"key":"sk-...","info":{"spend":%v,"max_budget":%s,"models":[]}}`, spend, budgetJSON)
 	case "openrouter":

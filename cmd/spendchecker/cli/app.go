@@ -64,12 +64,12 @@ func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*app, error) {
 		// No provider for the commands that never poll (Validate).
 		var prov spend.Provider
 		if p.Provider != "" {
-			if prov, err = spend.New(p.Provider, p.ProviderURL, httpc); err != nil {
+			if prov, err = p.newProvider(httpc); err != nil {
 				return nil, err
 			}
 		}
 		pools = append(pools, checker.Pool{Pool: pool, Provider: prov, Threshold: p.Threshold, BudgetRatio: p.BudgetRatio,
-			RotateUnauthorized: p.RotateUnauthorized == nil || *p.RotateUnauthorized})
+			RotateUnauthorized: p.RotateUnauthorized == nil || *p.RotateUnauthorized, MinRemaining: p.MinRemaining, Account: p.Account})
 	}
 	a := &app{cfg: cfg, log: log, client: client, db: db, leases: db.Collection(lease.Collection), met: newMetrics(), prog: prog}
 	l, err := lease.New(a.leases, lease.Config{

@@ -32,6 +32,11 @@ type PoolConfig struct {
 	Threshold          float64 `json:"threshold"`
 	BudgetRatio        float64 `json:"budget-ratio"`
 	RotateUnauthorized *bool   `json:"rotate-unauthorized"`
+	// MinRemaining and Account serve balance providers (README, Providers);
+	// Custom configures the custom provider (config file only).
+	MinRemaining float64           `json:"min-remaining"`
+	Account      string            `json:"account"`
+	Custom       *spend.CustomSpec `json:"custom,omitempty"`
 	// Notify replaces the notification settings for this pool (notify.go).
 	Notify *PoolNotify `json:"notify,omitempty"`
 }
@@ -41,6 +46,7 @@ type PoolConfig struct {
 const (
 	DefaultPool               = "openhands"
 	DefaultThreshold          = 9.95
+	DefaultMinRemaining       = 1.0
 	DefaultInterval           = 10 * time.Second
 	DefaultMinCheckInterval   = checker.DefaultMinInterval
 	DefaultMaxCheckInterval   = checker.DefaultMaxInterval
@@ -205,11 +211,13 @@ func storeFlags(c *Config, st *parseState) func(*flag.FlagSet) {
 		fs.StringVar(&p.BindingsCollection, "bindings-collection", "", "override the pool's bindings collection")
 		fs.StringVar(&p.BindingKeyField, "binding-key-field", "", "override the bindings' key field")
 		fs.StringVar(&p.HistoryCollection, "history-collection", "", "override the pool's history collection")
-		fs.StringVar(&p.Provider, "provider", "", "upstream: "+strings.Join(spend.Names, ", ")+" (default: openhands for the openhands pool; the factory pool has none)")
+		fs.StringVar(&p.Provider, "provider", "", "upstream: "+strings.Join(spend.Names, ", ")+", custom (default: openhands for the openhands pool; the factory pool has none)")
 		fs.StringVar(&p.ProviderURL, "provider-url", "", "upstream base URL (default: the provider's public URL)")
 		fs.Float64Var(&p.Threshold, "threshold", DefaultThreshold, "USD spend at or above which a key rotates")
 		fs.Float64Var(&p.BudgetRatio, "budget-ratio", 0, "also rotate at this fraction of a known budget (0: off)")
 		fs.BoolVar(&st.rotateUnauth, "rotate-unauthorized", true, "rotate keys the upstream rejects (401/403)")
+		fs.Float64Var(&p.MinRemaining, "min-remaining", DefaultMinRemaining, "balance providers: rotate a key when its account's remaining balance is at or below this (the balance's currency)")
+		fs.StringVar(&p.Account, "account", "", "balance providers: the upstream account every key of the pool belongs to (one request per cycle); a key's spendAccount field wins")
 		fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "auto, text or json")
 		fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spendchecker/spendchecker/history"
+	"github.com/spendchecker/spendchecker/statuspage"
 )
 
 func historyCommand(c *Config, p *program) spec {
@@ -49,8 +50,14 @@ func (a *app) history(ctx context.Context, out io.Writer) error {
 	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ROTATED AT\tPOOL\tKEY\tAPI KEY\tSPEND\tTHRESHOLD\tREASON\tNEW KEY\tINSTANCE\tEPOCH")
 	for _, h := range all {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t$%.2f\t$%.2f\t%s\t%s\t%s\t%d\n", h.RotatedAt.Format(time.RFC3339), h.Pool,
-			h.KeyID, h.APIKeyMasked, h.Spend, h.Threshold, h.RotationReason, h.NewKeyID, h.Instance, h.LeaseEpoch)
+		// A balance rotation shows what remained, and no threshold
+		// (README, Providers).
+		thr := fmt.Sprintf("$%.2f", h.Threshold)
+		if h.Remaining != nil {
+			thr = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", h.RotatedAt.Format(time.RFC3339), h.Pool,
+			h.KeyID, h.APIKeyMasked, statuspage.RecordReading(h), thr, h.RotationReason, h.NewKeyID, h.Instance, h.LeaseEpoch)
 	}
 	_ = tw.Flush()
 	return nil

@@ -20,6 +20,9 @@ type metrics struct {
 	isLeader            prometheus.Gauge
 	epoch               prometheus.Gauge
 	lastSuccess         prometheus.Gauge
+	// remaining is the lowest account balance a balance provider reported
+	// in the pool's last cycle that read one (README, Providers).
+	remaining *prometheus.GaugeVec
 }
 
 func newMetrics() *metrics {
@@ -43,8 +46,10 @@ func newMetrics() *metrics {
 			Help: "Epoch of the lease this replica last held."}),
 		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{Name: "spendchecker_last_success_timestamp_seconds",
 			Help: "Unix time of the last cycle that checked every due key."}),
+		remaining: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "spendchecker_remaining_lowest",
+			Help: "Balance providers: the lowest remaining account balance read in the pool's last cycle, in its currency."}, []string{"pool", "currency"}),
 	}
-	m.reg.MustRegister(m.cycles, m.checked, m.rotations, m.backups, m.backupCountFailures, m.duration, m.isLeader, m.epoch, m.lastSuccess,
+	m.reg.MustRegister(m.cycles, m.checked, m.rotations, m.backups, m.backupCountFailures, m.duration, m.isLeader, m.epoch, m.lastSuccess, m.remaining,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, r := range []string{"ok", "partial", "error", "skipped"} {
 		m.cycles.WithLabelValues(r)
@@ -82,6 +87,12 @@ func (m *metrics) cycle(sum checker.Summary, err error, nowUnix float64) {
 		add(m.checked, "failed", p.Failed)
 		add(m.checked, "unauthorized", p.Unauthorized)
 		add(m.checked, "over_threshold", p.Over)
+		if p.NoReading > 0 {
+			add(m.checked, "no_reading", p.NoReading)
+		}
+		if p.LowestRemaining != nil {
+			m.remaining.WithLabelValues(p.Pool, p.LowestCurrency).Set(*p.LowestRemaining)
+		}
 		add(m.rotations, "rotated", p.Rotated)
 		add(m.rotations, "already_rotated", p.AlreadyRotated)
 		add(m.rotations, "no_backup", p.NoBackup)

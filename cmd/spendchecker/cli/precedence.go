@@ -17,7 +17,7 @@ type fileState struct {
 // Pool settings that a flag overrides in every pool, and those that name
 // one pool's collections.
 var (
-	poolSettings       = []string{"provider", "provider-url", "threshold", "budget-ratio", "rotate-unauthorized"}
+	poolSettings       = []string{"provider", "provider-url", "threshold", "budget-ratio", "rotate-unauthorized", "min-remaining", "account"}
 	collectionSettings = []string{"keys-collection", "backups-collection", "bindings-collection", "binding-key-field", "history-collection"}
 )
 
@@ -97,6 +97,10 @@ func (p *PoolConfig) setting(k string) any {
 		return &p.BudgetRatio
 	case "rotate-unauthorized":
 		return &p.RotateUnauthorized
+	case "min-remaining":
+		return &p.MinRemaining
+	case "account":
+		return &p.Account
 	case "keys-collection":
 		return &p.KeysCollection
 	case "backups-collection":

@@ -50,7 +50,8 @@ func (a *app) statusSource() statuspage.Source {
 	for i, r := range a.chk.Rotators() {
 		p := r.Pool()
 		pools = append(pools, statuspage.Pool{Name: p.Name, Keys: a.db.Collection(p.KeysCollection),
-			History: a.db.Collection(p.HistoryCollection), Threshold: a.cfg.Pools[i].Threshold, Backups: r})
+			History: a.db.Collection(p.HistoryCollection), Threshold: a.cfg.Pools[i].Threshold,
+			MinRemaining: a.cfg.Pools[i].minRemaining(), Backups: r})
 	}
 	return statuspage.Source{Pools: pools, Leases: a.leases, LeaseName: a.cfg.LeaseName}
 }

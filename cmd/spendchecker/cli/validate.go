@@ -146,7 +146,7 @@ func (c *Config) validate() error {
 		if p.Provider == "" {
 			continue
 		}
-		if _, err := spend.New(p.Provider, p.ProviderURL, &spend.Client{}); err != nil {
+		if _, err := p.newProvider(&spend.Client{}); err != nil {
 			return usage("pool %s: %v", pool.Name, err)
 		}
 	}

@@ -1,0 +1,35 @@
+package cli
+
+import (
+	"errors"
+
+	"github.com/spendchecker/spendchecker/spend"
+)
+
+// newProvider builds a pool's provider: a built-in by name, or "custom"
+// from the pool's "custom" entry in the config file (README, Providers).
+func (p PoolConfig) newProvider(c *spend.Client) (spend.Provider, error) {
+	if p.Provider != "custom" {
+		if p.Custom != nil {
+			return nil, errors.New(`"custom" is set but the provider is ` + p.Provider + `; set "provider": "custom"`)
+		}
+		return spend.New(p.Provider, p.ProviderURL, c)
+	}
+	if p.Custom == nil {
+		return nil, errors.New(`provider custom needs a "custom" object in the pool's entry of the config file`)
+	}
+	return spend.NewCustom(*p.Custom, c)
+}
+
+// minRemaining is the pool's minimum remaining when its provider reads a
+// balance (the remaining kind), for status; nil for a spend provider
+// (README, Providers).
+func (p PoolConfig) minRemaining() *float64 {
+	switch {
+	case p.Provider == "deepseek" || p.Provider == "moonshot" || p.Provider == "siliconflow" ||
+		p.Provider == "custom" && p.Custom != nil && p.Custom.Remaining != "":
+		v := p.MinRemaining
+		return &v
+	}
+	return nil
+}
