@@ -220,6 +220,14 @@ func (c *Client) Get(ctx context.Context, rawURL, apiKey string) (Response, erro
 // get is Get with a body cap of its own (0: the Client's MaxBody), for an
 // endpoint whose answers are larger by nature.
 func (c *Client) get(ctx context.Context, rawURL, apiKey string, maxBody int64) (Response, error) {
+	return c.getWith(ctx, rawURL, apiKey, nil, maxBody)
+}
+
+// getWith is get with the credential sent in hdr instead of as a bearer
+// token (nil hdr: bearer), for upstreams that take it in a header of their
+// own (Anthropic's x-api-key). apiKey still names the credential for the
+// Retry-After memory and the host's failure count.
+func (c *Client) getWith(ctx context.Context, rawURL, apiKey string, hdr http.Header, maxBody int64) (Response, error) {
 	d := c.settings()
 	d.maxBody = max(d.maxBody, maxBody)
 	u, err := url.Parse(rawURL)
@@ -241,7 +249,7 @@ func (c *Client) get(ctx context.Context, rawURL, apiKey string, maxBody int64) 
 		if err := c.limit(ctx, c.hostLimiter(host)); err != nil {
 			return Response{}, err
 		}
-		resp, retryAfter, err := d.once(ctx, rawURL, apiKey, c.now())
+		resp, retryAfter, err := d.once(ctx, rawURL, apiKey, hdr, c.now())
 		if err == nil && resp.Status == http.StatusTooManyRequests && budgetRefusal(resp.Body) {
 			// Some LiteLLM deployments refuse an over-budget key with 429:
 			// that is an answer about the key, not a rate limit.
@@ -415,14 +423,19 @@ func (c *Client) setKeyNotBefore(secret string, until time.Time) {
 	c.keys[secret] = until
 }
 
-func (d settings) once(ctx context.Context, url, apiKey string, now time.Time) (Response, time.Duration, error) {
+func (d settings) once(ctx context.Context, url, apiKey string, hdr http.Header, now time.Time) (Response, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return Response{}, 0, unclear("bad request URL: %v", err)
 	}
-	req.Header.Set("Authorization", "Bearer "+apiKey)
+	if hdr == nil {
+		req.Header.Set("Authorization", "Bearer "+apiKey)
+	}
+	for k, vs := range hdr {
+		req.Header[k] = vs
+	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := d.http.Do(req)
 	if err != nil {

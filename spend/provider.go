@@ -31,6 +31,10 @@ type Result struct {
 	// is over its threshold whatever the rest says); a lower bound under
 	// the threshold is no clear answer (README, Providers).
 	AtLeast bool
+	// Lag is how old the figure may be: a batch report lags the spend by
+	// up to Lag, and the spend made meanwhile counts against the threshold
+	// (README, "Batch reports").
+	Lag time.Duration
 }
 
 // Key is what a provider needs of a key.
@@ -39,6 +43,10 @@ type Key struct {
 	// CreatedAt is the key document's createdAt. No provider relies on it:
 	// a migrated or restored key spent before it (README, Providers).
 	CreatedAt time.Time
+	// ID is the key document's _id and UpstreamID its optional
+	// upstreamKeyId: batch providers find the key in their report by them
+	// (README, "Batch reports").
+	ID, UpstreamID string
 }
 
 // Provider fetches one key's spend. Errors: ErrUnauthorized for a dead key,
