@@ -51,6 +51,10 @@ const (
 	// a hold is recent the guard keeps holding as long as the rejected share
 	// stays high, however few keys a cycle polls.
 	fieldRejectHeld = "spendRejectHeldAt"
+	// fieldUpstreamID is the key's id in a batch provider's report, set by
+	// the operator or the proxy; read only, optional (README, "Batch
+	// reports").
+	fieldUpstreamID = "upstreamKeyId"
 )
 
 // Pool is one pool to check, with its own provider and thresholds.
@@ -299,6 +303,9 @@ func (s Summary) String() string {
 // Cycle runs one check over every pool. ctx should end when leadership
 // does: no new poll or rotation starts after that.
 func (c *Checker) Cycle(ctx context.Context) (Summary, error) {
+	// Batch providers read each report once per cycle (README, "Batch
+	// reports").
+	ctx = spend.WithCycle(ctx)
 	start := c.cfg.Clock.Now()
 	var sum Summary
 	var errs []error
@@ -461,7 +468,7 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 	}
 	count(func(s *PoolSummary) { s.Due++ })
 	log = log.With("key", k.id)
-	res, err := p.Provider.Spend(ctx, spend.Key{Secret: k.secret, CreatedAt: k.createdAt})
+	res, err := p.Provider.Spend(ctx, spend.Key{Secret: k.secret, CreatedAt: k.createdAt, ID: k.id, UpstreamID: k.upID})
 	// Upstream texts may echo the key: never let it reach a log line.
 	err = maskSecret(err, k.secret)
 	at := c.cfg.Clock.Now().UTC()
@@ -525,12 +532,15 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 		return
 	default:
 		spendStr := strconv.FormatFloat(res.Spend, 'f', 2, 64)
+		// What a lagging report may not show yet counts against the
+		// threshold (README, "Batch reports").
+		hidden := c.lagSpend(p, k, res)
 		switch {
 		case res.BudgetExceeded:
 			reason = "budget_exceeded_" + spendStr
-		case res.Spend >= p.Threshold:
+		case res.Spend+hidden >= p.Threshold:
 			reason = "proactive_threshold_" + spendStr
-		case p.BudgetRatio > 0 && res.Budget != nil && atLeast(budgetSpend(res), p.BudgetRatio*(*res.Budget)):
+		case p.BudgetRatio > 0 && res.Budget != nil && atLeast(budgetSpend(res)+hidden, p.BudgetRatio*(*res.Budget)):
 			reason = "proactive_threshold_" + spendStr
 		}
 		if res.AtLeast && reason == "" {
@@ -607,6 +617,7 @@ type keyInfo struct {
 	hasRate   bool // planned by us before (a migrated key has none)
 	createdAt time.Time
 	rejAt     time.Time
+	upID      string // upstreamKeyId: the key's id in a batch report
 }
 
 // readKey reads a key leniently: only a string _id and apiKey are required;
@@ -623,6 +634,7 @@ func readKey(doc bson.Raw) (keyInfo, error) {
 	if v, err := doc.LookupErr(fieldSpend); err == nil {
 		k.spend, _ = v.AsFloat64OK()
 	}
+	k.upID, _ = doc.Lookup(fieldUpstreamID).StringValueOK()
 	if v, err := doc.LookupErr(fieldRate); err == nil {
 		k.rate, k.hasRate = v.AsFloat64OK()
 		if math.IsNaN(k.rate) || math.IsInf(k.rate, 0) || k.rate < 0 {
@@ -757,9 +769,10 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 		// understates the peaks of bursts.
 		prior *= idlePriorFactor
 	}
-	headroom := p.Threshold - res.Spend
+	hidden := c.lagSpend(p, k, res)
+	headroom := p.Threshold - res.Spend - hidden
 	if p.BudgetRatio > 0 && res.Budget != nil {
-		headroom = min(headroom, p.BudgetRatio*(*res.Budget)-budgetSpend(res))
+		headroom = min(headroom, p.BudgetRatio*(*res.Budget)-budgetSpend(res)-hidden)
 	}
 	planRate := rate
 	if !k.hasRate {
@@ -770,6 +783,19 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 	}
 	next := NextInterval(headroom, planRate, prior, burst, c.cfg.MinInterval, c.cfg.MaxInterval)
 	return observation{id: k.id, spend: res.Spend, rate: max(rate, 0), nextCheck: at.Add(next), at: at, budget: res.Budget}
+}
+
+// lagSpend is the spend a lagging report may not show yet (README, "Batch
+// reports"): its lag times the faster of the key's fastest observed rate
+// and its pool's. A figure that does not lag hides nothing.
+func (c *Checker) lagSpend(p *poolRun, k keyInfo, res spend.Result) float64 {
+	if res.Lag <= 0 {
+		return 0
+	}
+	p.cad.mu.Lock()
+	fastest := p.cad.fastest
+	p.cad.mu.Unlock()
+	return res.Lag.Seconds() * max(k.rate, fastest)
 }
 
 // NextInterval plans the wait before a key's next check: the time the key
