@@ -36,6 +36,12 @@ type PoolConfig struct {
 	Threshold          float64 `json:"threshold"`
 	BudgetRatio        float64 `json:"budget-ratio"`
 	RotateUnauthorized *bool   `json:"rotate-unauthorized"`
+	// Batch providers only (README, "Batch reports").
+	AdminKeyFile   string            `json:"admin-key-file"`
+	UpstreamKeyIDs map[string]string `json:"upstream-key-ids"`
+	ReportLag      string            `json:"report-lag"`
+	ReportSince    string            `json:"report-since"`
+	adminKey       string            // read by loadBatch
 }
 
 // Config is the whole configuration after flags, environment and file.
@@ -141,7 +147,7 @@ func Parse(args []string) (*Config, error) {
 	fs.StringVar(&p.BindingsCollection, "bindings-collection", "", "override the pool's bindings collection")
 	fs.StringVar(&p.BindingKeyField, "binding-key-field", "", "override the bindings' key field")
 	fs.StringVar(&p.HistoryCollection, "history-collection", "", "override the pool's history collection")
-	fs.StringVar(&p.Provider, "provider", "", "upstream: "+strings.Join(spend.Names, ", ")+" (default: openhands for the openhands pool; the factory pool has none)")
+	fs.StringVar(&p.Provider, "provider", "", "upstream: "+strings.Join(append(append([]string{}, spend.Names...), spend.BatchNames...), ", ")+" (default: openhands for the openhands pool; the factory pool has none)")
 	fs.StringVar(&p.ProviderURL, "provider-url", "", "upstream base URL (default: the provider's public URL)")
 	fs.Float64Var(&p.Threshold, "threshold", 9.95, "USD spend at or above which a key rotates")
 	fs.Float64Var(&p.BudgetRatio, "budget-ratio", 0, "also rotate at this fraction of a known budget (0: off)")
@@ -421,6 +427,9 @@ func (c *Config) validate() error {
 			c.Pools[i].Provider = presetProvider(c.Pools[i].Pool)
 		}
 	}
+	if err := loadBatch(c); err != nil {
+		return err
+	}
 	names := map[string]bool{}
 	for _, p := range c.Pools {
 		pool, err := p.resolve()
@@ -440,7 +449,7 @@ func (c *Config) validate() error {
 		if p.Provider == "" {
 			continue
 		}
-		if _, err := spend.New(p.Provider, p.ProviderURL, &spend.Client{}); err != nil {
+		if _, err := newProvider(p, &spend.Client{}); err != nil {
 			return usage("pool %s: %v", pool.Name, err)
 		}
 	}

@@ -74,7 +74,7 @@ func Run(ctx context.Context, args []string, env Env) int {
 	if env.signals != nil {
 		defer handleSignals(env.signals, env.shutdown, env.exit, log)()
 	}
-	for _, e := range exposedSecrets(cfg.ConfigFile, unitEnvFile, cfg.RotateTokenFile) {
+	for _, e := range exposedSecrets(cfg.ConfigFile, unitEnvFile, append([]string{cfg.RotateTokenFile}, adminKeyFiles(cfg)...)...) {
 		log.Warn("secret file readable by other users: make it private (chmod 600) or hand it over as a systemd credential",
 			"file", e.path, "mode", fmt.Sprintf("%#o", e.mode))
 	}
@@ -145,7 +145,7 @@ func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*app, error) {
 		// No provider for the commands that never poll (Validate).
 		var prov spend.Provider
 		if p.Provider != "" {
-			if prov, err = spend.New(p.Provider, p.ProviderURL, httpc); err != nil {
+			if prov, err = newProvider(p, httpc); err != nil {
 				return nil, err
 			}
 		}
