@@ -481,3 +481,75 @@ func fuzzBatch(t *testing.T, status int, body []byte) {
 		}
 	}
 }
+
+// Every batch provider under the same misbehaviour: a long Retry-After
+// parks every key of the cycle until then after one request; a 5xx fails
+// them after the client's attempts; an error body echoing the admin key
+// never shows it.
+func TestBatchProvidersMisbehave(t *testing.T) {
+	for _, name := range spend.BatchNames {
+		for _, c := range []struct {
+			what     string
+			answer   func(w http.ResponseWriter)
+			requests int64
+			check    func(error) bool
+		}{
+			{"429 with a long Retry-After", func(w http.ResponseWriter) {
+				w.Header().Set("Retry-After", "120")
+				w.WriteHeader(http.StatusTooManyRequests)
+				fmt.Fprint(w, `{"error":{"message":"Rate limit reached"}}`)
+			}, 1, func(err error) bool {
+				var ra *spend.RetryAfterError
+				return errors.As(err, &ra) && ra.Until.Equal(newFakeTime().Now().Add(2*time.Minute))
+			}},
+			{"503", func(w http.ResponseWriter) {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				fmt.Fprint(w, `{"error":{"message":"overloaded"}}`)
+			}, 4, func(err error) bool { return err != nil && strings.Contains(err.Error(), "503") }},
+			{"403 echoing the admin key", func(w http.ResponseWriter) {
+				w.WriteHeader(http.StatusForbidden)
+				fmt.Fprintf(w, `{"type":"error","error":{"type":"permission_error","message":"key %s lacks read:analytics"}}`, adminKey)
+			}, 1, func(err error) bool {
+				var uc *spend.UnclearError
+				return errors.As(err, &uc) && !strings.Contains(err.Error(), adminKey) && strings.Contains(err.Error(), "sk-or...cdef")
+			}},
+		} {
+			t.Run(name+"/"+c.what, func(t *testing.T) {
+				var requests atomic.Int64
+				srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					requests.Add(1)
+					c.answer(w)
+				}))
+				defer srv.Close()
+				p, err := spend.NewBatch(name, srv.URL, fastClient(newFakeTime()), spend.BatchConfig{AdminKey: adminKey})
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, errs := cycle(t, p, poolKeys(30))
+				for i, err := range errs {
+					if !c.check(err) || errors.Is(err, spend.ErrUnauthorized) {
+						t.Fatalf("key %d: %v", i, err)
+					}
+				}
+				if requests.Load() != c.requests {
+					t.Fatalf("%d requests for 30 keys, want %d", requests.Load(), c.requests)
+				}
+			})
+		}
+	}
+}
+
+func TestNewBatchRefuses(t *testing.T) {
+	for _, c := range []struct{ name, url, key string }{
+		{"openrouter", "", adminKey},
+		{"openrouter-keys", "", " "},
+		{"openai-costs", "ftp://x", adminKey},
+	} {
+		if _, err := spend.NewBatch(c.name, c.url, nil, spend.BatchConfig{AdminKey: c.key}); err == nil {
+			t.Errorf("%+v accepted", c)
+		}
+	}
+	if !spend.IsBatch("anthropic-costs") || spend.IsBatch("openrouter") {
+		t.Fatal("IsBatch")
+	}
+}
