@@ -236,6 +236,10 @@ func (p *batchProvider) fetchOpenAI(ctx context.Context) (*Report, error) {
 	if since.IsZero() {
 		since = DefaultSince(p.name, p.c.now())
 	}
+	if !since.Before(p.c.now()) {
+		// An empty report would read as every key spending nothing.
+		return nil, unclear("report-since %s is not in the past", since.UTC().Format(time.RFC3339))
+	}
 	rep := &Report{Keys: map[string]ReportRow{}}
 	next := ""
 	for {
@@ -273,10 +277,14 @@ func (p *batchProvider) fetchOpenAI(ctx context.Context) (*Report, error) {
 // api_key_id, in windows of at most 31 days from Since, each paged by
 // next_page while has_more.
 func (p *batchProvider) fetchAnthropic(ctx context.Context) (*Report, error) {
-	now := p.c.now().UTC()
+	now := p.c.now().UTC().Truncate(time.Second)
 	since := p.cfg.Since
 	if since.IsZero() || since.Before(anthropicEarliest(now)) {
 		since = anthropicEarliest(now)
+	}
+	if !since.Before(now) {
+		// An empty report would read as every key spending nothing.
+		return nil, unclear("report-since %s is not in the past", since.UTC().Format(time.RFC3339))
 	}
 	hdr := http.Header{}
 	hdr.Set("X-Api-Key", p.cfg.AdminKey)

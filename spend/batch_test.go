@@ -553,3 +553,19 @@ func TestNewBatchRefuses(t *testing.T) {
 		t.Fatal("IsBatch")
 	}
 }
+
+// A cost report that would start in the future is refused, not read as
+// every key spending nothing.
+func TestCostReportSinceInTheFuture(t *testing.T) {
+	ft := newFakeTime()
+	for _, name := range []string{"openai-costs", "anthropic-costs"} {
+		var requests atomic.Int64
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { requests.Add(1) }))
+		p, _ := spend.NewBatch(name, srv.URL, fastClient(ft), spend.BatchConfig{AdminKey: adminKey, Since: ft.Now().Add(time.Hour)})
+		_, err := p.Spend(context.Background(), spend.Key{UpstreamID: "k"})
+		srv.Close()
+		if err == nil || !strings.Contains(err.Error(), "not in the past") || requests.Load() != 0 {
+			t.Errorf("%s: %v after %d requests", name, err, requests.Load())
+		}
+	}
+}
