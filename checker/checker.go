@@ -534,7 +534,7 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 		spendStr := strconv.FormatFloat(res.Spend, 'f', 2, 64)
 		// What a lagging report may not show yet counts against the
 		// threshold (README, "Batch reports").
-		hidden := c.lagSpend(p, k, res)
+		hidden := c.lagSpend(k, res, at)
 		switch {
 		case res.BudgetExceeded:
 			reason = "budget_exceeded_" + spendStr
@@ -769,7 +769,7 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 		// understates the peaks of bursts.
 		prior *= idlePriorFactor
 	}
-	hidden := c.lagSpend(p, k, res)
+	hidden := c.lagSpend(k, res, at)
 	headroom := p.Threshold - res.Spend - hidden
 	if p.BudgetRatio > 0 && res.Budget != nil {
 		headroom = min(headroom, p.BudgetRatio*(*res.Budget)-budgetSpend(res)-hidden)
@@ -786,16 +786,20 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 }
 
 // lagSpend is the spend a lagging report may not show yet (README, "Batch
-// reports"): its lag times the faster of the key's fastest observed rate
-// and its pool's. A figure that does not lag hides nothing.
-func (c *Checker) lagSpend(p *poolRun, k keyInfo, res spend.Result) float64 {
+// reports"): its lag times the key's own fastest rate, the one stored or
+// the one seen since its last check. Not the pool's: a key with no rate of
+// its own would then count as spending like the pool's fastest, and a lag
+// longer than threshold ÷ that rate would rotate every idle key and every
+// backup brought in. A figure that does not lag hides nothing.
+func (c *Checker) lagSpend(k keyInfo, res spend.Result, at time.Time) float64 {
 	if res.Lag <= 0 {
 		return 0
 	}
-	p.cad.mu.Lock()
-	fastest := p.cad.fastest
-	p.cad.mu.Unlock()
-	return res.Lag.Seconds() * max(k.rate, fastest)
+	rate := k.rate
+	if dt := at.Sub(k.lastCheck); !k.lastCheck.IsZero() && dt >= c.cfg.MinInterval/2 && res.Spend >= k.spend {
+		rate = max(rate, (res.Spend-k.spend)/dt.Seconds())
+	}
+	return res.Lag.Seconds() * rate
 }
 
 // NextInterval plans the wait before a key's next check: the time the key
