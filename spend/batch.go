@@ -260,11 +260,11 @@ func (p *batchProvider) fetchOpenAI(ctx context.Context) (*Report, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := rep.add(pg.Rows); err != nil {
+		if err := rep.add(pg); err != nil {
 			return nil, err
 		}
 		if !pg.More {
-			return rep, nil
+			return rep.attributed()
 		}
 		if pg.Next == "" || pg.Next == next {
 			return nil, unclear("has_more without a new next_page")
@@ -314,7 +314,7 @@ func (p *batchProvider) fetchAnthropic(ctx context.Context) (*Report, error) {
 			if err != nil {
 				return nil, err
 			}
-			if err := rep.add(pg.Rows); err != nil {
+			if err := rep.add(pg); err != nil {
 				return nil, err
 			}
 			if !pg.More {
@@ -326,7 +326,18 @@ func (p *batchProvider) fetchAnthropic(ctx context.Context) (*Report, error) {
 			next = pg.Next
 		}
 	}
-	return rep, nil
+	return rep.attributed()
+}
+
+// attributed refuses a cost report that has costs but puts none on any key:
+// the grouping was not applied, or the organization's rows carry no
+// api_key_id (Claude Enterprise organizations). Read as it is, it would say
+// every key spent nothing.
+func (r *Report) attributed() (*Report, error) {
+	if len(r.Keys) == 0 && r.unattributed > 0 {
+		return nil, unclear("the report puts no cost to any API key (%d costs without an api_key_id): grouping by key is not available to this account", r.unattributed)
+	}
+	return r, nil
 }
 
 // Report is one upstream report: what it says of each key it lists, by
@@ -335,11 +346,15 @@ type Report struct {
 	Keys map[string]ReportRow
 	// Requests is how many upstream requests (pages) the report took.
 	Requests int
+	// unattributed counts cost rows above 0 that name no key.
+	unattributed int
 }
 
-// add sums cost rows into the report: one key has a row per bucket.
-func (r *Report) add(rows []ReportRow) error {
-	for _, row := range rows {
+// add sums a page's cost rows into the report: one key has a row per
+// bucket.
+func (r *Report) add(pg ReportPage) error {
+	r.unattributed += pg.Unattributed
+	for _, row := range pg.Rows {
 		old := r.Keys[row.ID]
 		old.ID = row.ID
 		old.Spend += row.Spend
@@ -365,6 +380,8 @@ type ReportPage struct {
 	Rows []ReportRow
 	More bool   // has_more
 	Next string // the next page's cursor
+	// Unattributed counts the cost rows above 0 that name no key.
+	Unattributed int
 }
 
 // reportStatus handles a report answer that is not a 200. The admin key's
@@ -452,6 +469,9 @@ func ParseOpenAICosts(status int, body []byte) (ReportPage, error) {
 	for _, b := range *v.Data {
 		for _, r := range b.Results {
 			if r.APIKeyID == nil || *r.APIKeyID == "" {
+				if r.Amount != nil && positive(r.Amount.Value) {
+					pg.Unattributed++
+				}
 				continue
 			}
 			if r.Amount == nil {
@@ -504,6 +524,9 @@ func ParseAnthropicCost(status int, body []byte) (ReportPage, error) {
 	}
 	for _, r := range *v.Data {
 		if r.Group == nil || r.Group.APIKeyID == nil || *r.Group.APIKeyID == "" {
+			if r.Cost != nil && positive(r.Cost.Amount) {
+				pg.Unattributed++
+			}
 			continue
 		}
 		id := *r.Group.APIKeyID
@@ -529,6 +552,14 @@ func ParseAnthropicCost(status int, body []byte) (ReportPage, error) {
 		pg.Rows = append(pg.Rows, ReportRow{ID: id, Spend: cents / 100})
 	}
 	return pg, nil
+}
+
+// positive reports whether an amount, a JSON number or a decimal string,
+// is above 0.
+func positive(raw json.RawMessage) bool {
+	t := strings.Trim(strings.TrimSpace(string(raw)), `"`)
+	v, err := strconv.ParseFloat(t, 64)
+	return err == nil && v > 0
 }
 
 // maskAdmin masks the admin key in err's text (first 5 and last 4

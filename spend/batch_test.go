@@ -569,3 +569,23 @@ func TestCostReportSinceInTheFuture(t *testing.T) {
 		}
 	}
 }
+
+// A cost report whose costs carry no api_key_id at all (the grouping not
+// applied, or an organization whose rows are not attributed to keys) says
+// nothing about any key: every key fails its check, none reads as $0.
+func TestCostReportWithoutAttribution(t *testing.T) {
+	bodies := map[string]string{
+		"openai-costs":    `{"object":"page","data":[{"object":"bucket","start_time":1730419200,"end_time":1730505600,"results":[{"object":"organization.costs.result","amount":{"value":12.5,"currency":"usd"},"line_item":null,"project_id":null}]}],"has_more":false,"next_page":null}`,
+		"anthropic-costs": `{"data":[{"starting_at":"2026-11-01T00:00:00Z","ending_at":"2026-11-02T00:00:00Z","group":{"api_key_id":null},"cost":{"amount":"1250","currency":"USD"}}],"has_more":false,"next_page":null}`,
+	}
+	for name, body := range bodies {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, body) }))
+		p, _ := spend.NewBatch(name, srv.URL, fastClient(newFakeTime()), spend.BatchConfig{AdminKey: adminKey, Since: newFakeTime().Now().AddDate(0, 0, -3)})
+		r, err := p.Spend(context.Background(), spend.Key{UpstreamID: "key_a"})
+		srv.Close()
+		var uc *spend.UnclearError
+		if !errors.As(err, &uc) || !strings.Contains(err.Error(), "puts no cost to any API key") {
+			t.Errorf("%s: %+v %v", name, r, err)
+		}
+	}
+}
