@@ -188,3 +188,57 @@ func TestAdv16b_EmptyCostReportWipesKnownSpend(t *testing.T) {
 		t.Fatalf("k1 ($9.50 an hour ago) read as a clear $0 from an empty cost report: %+v", sum.Total())
 	}
 }
+
+// Shows: the lag rule multiplies the lag by spendRate, which is the
+// FASTEST rate ever seen over one check interval (a peak: it never
+// decays), not a rate the key sustains for the lag's length. A pool moved
+// from the per-key `openrouter` provider to `openai-costs` (lag 1 h) keeps
+// its keys' stored peaks: five keys at $1–$2 whose fastest 10-second
+// window once showed $0.03 (one request finishing: $0.003/s) each "hide"
+// $10.80 and are all rotated at the first batch cycle, though the report
+// says each spent under $2 of $9.95.
+// Cost: a whole pool rotated at once on switching provider (or on any key
+// whose one burst × lag passes the threshold): every backup burnt, the
+// pool's keys thrown away at 10–20% of their budget.
+func TestAdv16b_PeakRateTimesLagRotatesWholePool(t *testing.T) {
+	ctx := context.Background()
+	totals := map[string]float64{}
+	keys := map[string]float64{}
+	for i := range 5 {
+		totals[fmt.Sprintf("key_%d", i)] = 1 + float64(i)/5
+		keys[fmt.Sprintf("k%d", i)] = 0
+	}
+	up := httptest.NewServer(openAICostsOne(totals))
+	defer up.Close()
+	db := mongotest.New(t).Database
+	seedPool(t, db, nil, openhands, keys, 5)
+	coll := db.Collection(openhands.KeysCollection)
+	for i := range 5 {
+		// As the per-key provider left them: spend read an hour ago, the
+		// fastest rate seen over a check interval.
+		if _, err := coll.UpdateByID(ctx, fmt.Sprintf("k%d", i), bson.M{"$set": bson.M{
+			"upstreamKeyId": fmt.Sprintf("key_%d", i), "totalSpend": totals[fmt.Sprintf("key_%d", i)],
+			"spendRate": 0.003, "lastSpendCheck": time.Now().UTC().Add(-time.Hour),
+		}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	prov, err := spend.NewBatch("openai-costs", up.URL, &spend.Client{MaxAttempts: 1}, spend.BatchConfig{AdminKey: adv16bAdmin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	chk, err := checker.New(db, checker.Config{Pools: []checker.Pool{{Pool: openhands, Provider: prov, Threshold: 9.95}}, Instance: "t", Adaptive: false})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := chk.EnsureIndexes(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := chk.Cycle(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tot := sum.Total(); tot.Rotated != 0 {
+		t.Fatalf("%d of 5 keys at $1.00-$1.80 of $9.95 rotated (backups left %d): a stored peak rate of $0.003/s taken as sustained for the 1 h lag", tot.Rotated, tot.BackupsLeft)
+	}
+}
