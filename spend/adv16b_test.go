@@ -196,3 +196,31 @@ func TestAdv16b_CancelledFetchPoisonsTheCycle(t *testing.T) {
 		t.Fatalf("a key with a live context got %v (spend %v) from the memo after %d request(s); want a fresh fetch", err, r.Spend, up.requests.Load())
 	}
 }
+
+// Shows: the client pauses a failing host only after several different
+// keys failed there (HostFailKeys, 3), so one poisoned key cannot pause
+// its neighbours. A batch report is asked with one credential, the admin
+// key, so its failures count as one key's and the host is never paused:
+// a report endpoint answering 503 gets the client's 4 attempts again at
+// every cycle, for ever. Here five back-to-back cycles send 20 requests;
+// a per-key pool failing the same way pauses the host (doubling the pause
+// each time) once 3 of its keys failed. The report's failure is every
+// key's failure.
+// Cost: a failing upstream hammered at 4 requests per cycle (24 a
+// minute at the 10 s default) with no backoff between cycles.
+func TestAdv16b_FailingReportNeverBacksOffTheHost(t *testing.T) {
+	var requests atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprint(w, `{"error":{"code":503,"message":"overloaded"}}`)
+	}))
+	defer srv.Close()
+	p, _ := spend.NewBatch("openrouter-keys", srv.URL, fastClient(newFakeTime()), spend.BatchConfig{AdminKey: adminKey})
+	for range 5 {
+		cycle(t, p, poolKeys(10))
+	}
+	if got := requests.Load(); got > 8 {
+		t.Fatalf("%d requests over 5 back-to-back cycles to a report endpoint answering 503; want the host paused after the first cycles", got)
+	}
+}
