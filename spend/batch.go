@@ -1,6 +1,7 @@
 package spend
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -136,7 +137,13 @@ func NewBatch(name, baseURL string, c *Client, cfg BatchConfig) (Provider, error
 		p.lag = DefaultLag(name)
 	}
 	p.lag = max(p.lag, 0)
-	sum := sha256.Sum256([]byte(name + "\x00" + p.base + "\x00" + cfg.AdminKey))
+	// Everything that changes the report is in its memo key: two pools of
+	// one account with different report-since read different reports.
+	since := ""
+	if !cfg.Since.IsZero() {
+		since = strconv.FormatInt(cfg.Since.UnixNano(), 10)
+	}
+	sum := sha256.Sum256([]byte(name + "\x00" + p.base + "\x00" + cfg.AdminKey + "\x00" + since))
 	p.memo = hex.EncodeToString(sum[:])
 	return p, nil
 }
@@ -209,7 +216,7 @@ func (p *batchProvider) fetchOpenRouter(ctx context.Context) (*Report, error) {
 			return nil, err
 		}
 		rep.Requests++
-		pg, err := ParseOpenRouterKeys(resp.Status, resp.Body)
+		pg, err := ParseOpenRouterKeys(resp.Status, maskIn(resp.Body, p.cfg.AdminKey))
 		if err != nil {
 			return nil, err
 		}
@@ -256,7 +263,7 @@ func (p *batchProvider) fetchOpenAI(ctx context.Context) (*Report, error) {
 			return nil, err
 		}
 		rep.Requests++
-		pg, err := ParseOpenAICosts(resp.Status, resp.Body)
+		pg, err := ParseOpenAICosts(resp.Status, maskIn(resp.Body, p.cfg.AdminKey))
 		if err != nil {
 			return nil, err
 		}
@@ -310,7 +317,7 @@ func (p *batchProvider) fetchAnthropic(ctx context.Context) (*Report, error) {
 				return nil, err
 			}
 			rep.Requests++
-			pg, err := ParseAnthropicCost(resp.Status, resp.Body)
+			pg, err := ParseAnthropicCost(resp.Status, maskIn(resp.Body, p.cfg.AdminKey))
 			if err != nil {
 				return nil, err
 			}
@@ -569,11 +576,25 @@ func maskAdmin(err error, secret string) error {
 	if err == nil || secret == "" || !strings.Contains(err.Error(), secret) {
 		return err
 	}
-	m := "****"
-	if len(secret) >= 16 {
-		m = secret[:5] + "..." + secret[len(secret)-4:]
+	return &maskedErr{err: err, msg: strings.ReplaceAll(err.Error(), secret, masked(secret))}
+}
+
+// masked is the secret's masked form: its first 5 and last 4 characters.
+func masked(secret string) string {
+	if len(secret) < 16 {
+		return "****"
 	}
-	return &maskedErr{err: err, msg: strings.ReplaceAll(err.Error(), secret, m)}
+	return secret[:5] + "..." + secret[len(secret)-4:]
+}
+
+// maskIn masks the secret in an upstream body before a parser quotes a cut
+// of it (%.120q): masking the error text afterwards misses a secret that
+// straddles the cut, all but its last characters left in the error.
+func maskIn(body []byte, secret string) []byte {
+	if secret == "" || !bytes.Contains(body, []byte(secret)) {
+		return body
+	}
+	return bytes.ReplaceAll(body, []byte(secret), []byte(masked(secret)))
 }
 
 type maskedErr struct {

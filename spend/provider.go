@@ -121,7 +121,8 @@ func (p *httpProvider) Spend(ctx context.Context, k Key) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	return p.parse(resp.Status, resp.Body)
+	// Masked before a parser quotes a cut of it (maskIn).
+	return p.parse(resp.Status, maskIn(resp.Body, k.Secret))
 }
 
 // common handles what every provider answers alike: LiteLLM's budget
@@ -379,7 +380,7 @@ func (p *openHands) Spend(ctx context.Context, k Key) (Result, error) {
 		if err != nil {
 			return Result{}, err
 		}
-		r, pg, err := ParseOpenHandsPage(resp.Status, resp.Body)
+		r, pg, err := ParseOpenHandsPage(resp.Status, maskIn(resp.Body, k.Secret))
 		if err != nil || r.BudgetExceeded {
 			return r, err
 		}
