@@ -220,14 +220,24 @@ func (p *batchProvider) fetchOpenRouter(ctx context.Context) (*Report, error) {
 		if err != nil {
 			return nil, err
 		}
+		fresh := 0
 		for _, r := range pg.Rows {
 			// Offsets shift when keys are created or deleted meanwhile: a
 			// key listed twice keeps its larger usage.
-			if old, ok := rep.Keys[r.ID]; !ok || r.Spend >= old.Spend {
+			old, ok := rep.Keys[r.ID]
+			if !ok {
+				fresh++
+			}
+			if !ok || r.Spend >= old.Spend {
 				rep.Keys[r.ID] = r
 			}
 		}
 		n := len(pg.Rows)
+		if offset > 0 && n > 0 && fresh == 0 {
+			// A later page listing only keys already seen: the upstream (or
+			// a gateway) ignores offset and would answer it for ever.
+			return nil, unclear("the key list repeats its keys at offset %d: offset ignored?", offset)
+		}
 		longest = max(longest, n)
 		if n < openRouterPage || n < longest {
 			return rep, nil
@@ -249,6 +259,7 @@ func (p *batchProvider) fetchOpenAI(ctx context.Context) (*Report, error) {
 	}
 	rep := &Report{Keys: map[string]ReportRow{}}
 	next := ""
+	cursors := map[string]bool{}
 	for {
 		if rep.Requests >= maxReportPages {
 			return nil, unclear("the cost report goes on past %d pages", maxReportPages)
@@ -273,9 +284,11 @@ func (p *batchProvider) fetchOpenAI(ctx context.Context) (*Report, error) {
 		if !pg.More {
 			return rep.attributed()
 		}
-		if pg.Next == "" || pg.Next == next {
+		if pg.Next == "" || cursors[pg.Next] {
+			// A cursor seen before (a → b → a …) would be followed for ever.
 			return nil, unclear("has_more without a new next_page")
 		}
+		cursors[pg.Next] = true
 		next = pg.Next
 	}
 }
@@ -304,6 +317,7 @@ func (p *batchProvider) fetchAnthropic(ctx context.Context) (*Report, error) {
 			end = now
 		}
 		next := ""
+		cursors := map[string]bool{}
 		for {
 			if rep.Requests >= maxReportPages {
 				return nil, unclear("the cost report goes on past %d pages", maxReportPages)
@@ -327,9 +341,10 @@ func (p *batchProvider) fetchAnthropic(ctx context.Context) (*Report, error) {
 			if !pg.More {
 				break
 			}
-			if pg.Next == "" || pg.Next == next {
+			if pg.Next == "" || cursors[pg.Next] {
 				return nil, unclear("has_more without a new next_page")
 			}
+			cursors[pg.Next] = true
 			next = pg.Next
 		}
 	}
@@ -355,6 +370,9 @@ type Report struct {
 	Requests int
 	// unattributed counts cost rows above 0 that name no key.
 	unattributed int
+	// seen holds the (bucket, key) pairs added: a cost report has one row
+	// per key and time bucket.
+	seen map[string]bool
 }
 
 // add sums a page's cost rows into the report: one key has a row per
@@ -362,6 +380,18 @@ type Report struct {
 func (r *Report) add(pg ReportPage) error {
 	r.unattributed += pg.Unattributed
 	for _, row := range pg.Rows {
+		if row.Bucket != "" {
+			// A bucket repeated (on a later page, behind a new cursor)
+			// would add its cost twice: the report is not what it says.
+			k := row.Bucket + "\x00" + row.ID
+			if r.seen[k] {
+				return unclear("key %q: the bucket starting %s is reported twice", row.ID, row.Bucket)
+			}
+			if r.seen == nil {
+				r.seen = map[string]bool{}
+			}
+			r.seen[k] = true
+		}
 		old := r.Keys[row.ID]
 		old.ID = row.ID
 		old.Spend += row.Spend
@@ -380,6 +410,9 @@ type ReportRow struct {
 	// Budget and BudgetSpend are as in Result (OpenRouter's limit).
 	Budget, BudgetSpend *float64
 	Disabled            bool
+	// Bucket is the cost row's time bucket (its start), "" when the row
+	// has none: a (bucket, key) pair counts once.
+	Bucket string
 }
 
 // ReportPage is one page of a report.
@@ -452,7 +485,8 @@ func ParseOpenAICosts(status int, body []byte) (ReportPage, error) {
 	}
 	var v struct {
 		Data *[]struct {
-			Results []struct {
+			StartTime json.RawMessage `json:"start_time"`
+			Results   []struct {
 				Amount *struct {
 					Value    json.RawMessage `json:"value"`
 					Currency string          `json:"currency"`
@@ -491,7 +525,7 @@ func ParseOpenAICosts(status int, body []byte) (ReportPage, error) {
 			if err != nil {
 				return ReportPage{}, fmt.Errorf("key %q: %w", *r.APIKeyID, err)
 			}
-			pg.Rows = append(pg.Rows, ReportRow{ID: *r.APIKeyID, Spend: s})
+			pg.Rows = append(pg.Rows, ReportRow{ID: *r.APIKeyID, Spend: s, Bucket: bucketOf(b.StartTime)})
 		}
 	}
 	return pg, nil
@@ -508,7 +542,8 @@ func ParseAnthropicCost(status int, body []byte) (ReportPage, error) {
 	}
 	var v struct {
 		Data *[]struct {
-			Group *struct {
+			StartingAt json.RawMessage `json:"starting_at"`
+			Group      *struct {
 				APIKeyID *string `json:"api_key_id"`
 			} `json:"group"`
 			Cost *struct {
@@ -556,9 +591,19 @@ func ParseAnthropicCost(status int, body []byte) (ReportPage, error) {
 		if err != nil {
 			return ReportPage{}, fmt.Errorf("key %q: %w", id, err)
 		}
-		pg.Rows = append(pg.Rows, ReportRow{ID: id, Spend: cents / 100})
+		pg.Rows = append(pg.Rows, ReportRow{ID: id, Spend: cents / 100, Bucket: bucketOf(r.StartingAt)})
 	}
 	return pg, nil
+}
+
+// bucketOf is a bucket's start as the report gives it (a number or a
+// string), "" when absent.
+func bucketOf(raw json.RawMessage) string {
+	t := strings.TrimSpace(string(raw))
+	if t == "" || t == "null" {
+		return ""
+	}
+	return t
 }
 
 // positive reports whether an amount, a JSON number or a decimal string,
