@@ -654,7 +654,9 @@ func (e *maskedErr) Unwrap() error { return e.err }
 // Each report is fetched at most once per Cycle, however many keys ask for
 // it, with singleflight semantics: the first asker fetches, the others wait
 // for its answer and share it, an error included (a report that failed
-// fails every key it covers this cycle, after one fetch, not one per key).
+// fails every key it covers this cycle, after one fetch, not one per key) —
+// but not an error that is the asker's own: a fetch that ended because the
+// asker's context did is forgotten, and the next asker fetches again.
 // Reports are keyed by provider, base URL and a hash of the admin
 // credential, so two pools reading one account share one fetch, and no
 // secret is kept as a key. A Cycle lives as long as the context that
@@ -670,6 +672,9 @@ type reportCall struct {
 	done chan struct{}
 	rep  *Report
 	err  error
+	// abandoned: the fetch ended because its asker's context did; its
+	// error is that asker's, not the report's, and is not shared.
+	abandoned bool
 }
 
 type cycleKey struct{}
@@ -686,34 +691,53 @@ func ReportFor(ctx context.Context, key string, fetch func(context.Context) (*Re
 	if c == nil {
 		return fetch(ctx)
 	}
-	c.mu.Lock()
-	if c.reports == nil {
-		c.reports = map[string]*reportCall{}
-	}
-	call, ok := c.reports[key]
-	if !ok {
-		call = &reportCall{done: make(chan struct{})}
-		c.reports[key] = call
-	}
-	c.mu.Unlock()
-	if !ok {
-		func() {
-			defer close(call.done)
-			defer func() {
-				if r := recover(); r != nil {
-					call.err = fmt.Errorf("report fetch panicked: %v", r)
+	for {
+		c.mu.Lock()
+		if c.reports == nil {
+			c.reports = map[string]*reportCall{}
+		}
+		call, ok := c.reports[key]
+		if !ok {
+			call = &reportCall{done: make(chan struct{})}
+			c.reports[key] = call
+		}
+		c.mu.Unlock()
+		if !ok {
+			func() {
+				defer close(call.done)
+				defer func() {
+					if r := recover(); r != nil {
+						call.err = fmt.Errorf("report fetch panicked: %v", r)
+					}
+				}()
+				call.rep, call.err = fetch(ctx)
+				if call.rep == nil && call.err == nil {
+					call.err = errors.New("report fetch returned nothing")
+				}
+				if call.err != nil && ctx.Err() != nil {
+					// The asker gave up (its own deadline, a cancel): forget
+					// the call, so the next asker with a live context fetches
+					// afresh instead of sharing this asker's cancellation.
+					c.mu.Lock()
+					call.abandoned = true
+					if c.reports[key] == call {
+						delete(c.reports, key)
+					}
+					c.mu.Unlock()
 				}
 			}()
-			call.rep, call.err = fetch(ctx)
-			if call.rep == nil && call.err == nil {
-				call.err = errors.New("report fetch returned nothing")
+		}
+		select {
+		case <-call.done:
+			if !call.abandoned {
+				return call.rep, call.err
 			}
-		}()
-	}
-	select {
-	case <-call.done:
-		return call.rep, call.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			// The fetcher gave up, this asker did not: fetch again.
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 }
