@@ -211,7 +211,7 @@ func (p *batchProvider) fetchOpenRouter(ctx context.Context) (*Report, error) {
 			return nil, unclear("the key list goes on past %d pages", maxReportPages)
 		}
 		q := url.Values{"include_disabled": {"true"}, "offset": {strconv.Itoa(offset)}}
-		resp, err := p.c.get(ctx, p.base+"/api/v1/keys?"+q.Encode(), p.cfg.AdminKey, reportMaxBody)
+		resp, err := p.c.getReport(ctx, p.base+"/api/v1/keys?"+q.Encode(), p.cfg.AdminKey, nil, reportMaxBody)
 		if err != nil {
 			return nil, err
 		}
@@ -269,7 +269,7 @@ func (p *batchProvider) fetchOpenAI(ctx context.Context) (*Report, error) {
 		if next != "" {
 			q.Set("page", next)
 		}
-		resp, err := p.c.get(ctx, p.base+"/v1/organization/costs?"+q.Encode(), p.cfg.AdminKey, reportMaxBody)
+		resp, err := p.c.getReport(ctx, p.base+"/v1/organization/costs?"+q.Encode(), p.cfg.AdminKey, nil, reportMaxBody)
 		if err != nil {
 			return nil, err
 		}
@@ -326,7 +326,7 @@ func (p *batchProvider) fetchAnthropic(ctx context.Context) (*Report, error) {
 			if next != "" {
 				q.Set("page", next)
 			}
-			resp, err := p.c.getWith(ctx, p.base+"/v1/organizations/analytics/cost?"+q.Encode(), p.cfg.AdminKey, hdr, reportMaxBody)
+			resp, err := p.c.getReport(ctx, p.base+"/v1/organizations/analytics/cost?"+q.Encode(), p.cfg.AdminKey, hdr, reportMaxBody)
 			if err != nil {
 				return nil, err
 			}
