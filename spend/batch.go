@@ -178,13 +178,29 @@ func (p *batchProvider) Spend(ctx context.Context, k Key) (Result, error) {
 	switch {
 	case !ok && p.name == "openrouter-keys":
 		return Result{}, unclear("key %q is not in the management key's list (deleted, another account, or a wrong upstreamKeyId)", id)
-	case !ok:
-		return Result{Lag: p.lag}, nil
-	case row.Disabled:
+	case ok && row.Disabled:
 		// The account says the key is disabled: as dead as a 401.
 		return Result{}, ErrUnauthorized
 	}
+	// Every batch figure is cumulative (lifetime, or since report-since):
+	// one below what was already recorded for the key — a cost report not
+	// naming a key known to have spent above all (another organization's
+	// admin key, report-since moved forward, an empty page) — says the
+	// report is not this key's, not that its spend fell.
+	if fell(row.Spend, k.Recorded) {
+		if !ok {
+			return Result{}, unclear("key %q is not in the cost report, though $%.2f was recorded for it (another organization, or report-since moved?)", id, k.Recorded)
+		}
+		return Result{}, unclear("key %q: the report says $%.2f, below the $%.2f recorded for it (another organization, or report-since moved?)", id, row.Spend, k.Recorded)
+	}
 	return Result{Spend: row.Spend, Budget: row.Budget, BudgetSpend: row.BudgetSpend, Lag: p.lag}, nil
+}
+
+// fell reports whether a cumulative figure is below the recorded one by
+// more than a cent and 1% (sums of the same costs in another order, a
+// small restatement).
+func fell(now, recorded float64) bool {
+	return recorded > 0 && now < recorded*0.99-0.01
 }
 
 func (p *batchProvider) fetch(ctx context.Context) (*Report, error) {

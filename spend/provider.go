@@ -47,6 +47,10 @@ type Key struct {
 	// upstreamKeyId: batch providers find the key in their report by them
 	// (README, "Batch reports").
 	ID, UpstreamID string
+	// Recorded is the spend last recorded for the key (its totalSpend), 0
+	// when none: a batch report's cumulative figure below it is a failed
+	// check, not a fall in spend (README, "Batch reports").
+	Recorded float64
 }
 
 // Provider fetches one key's spend. Errors: ErrUnauthorized for a dead key,
