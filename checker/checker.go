@@ -468,7 +468,7 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 	}
 	count(func(s *PoolSummary) { s.Due++ })
 	log = log.With("key", k.id)
-	res, err := p.Provider.Spend(ctx, spend.Key{Secret: k.secret, CreatedAt: k.createdAt, ID: k.id, UpstreamID: k.upID})
+	res, err := p.Provider.Spend(ctx, spend.Key{Secret: k.secret, CreatedAt: k.createdAt, ID: k.id, UpstreamID: k.upID, Recorded: k.spend})
 	// Upstream texts may echo the key: never let it reach a log line.
 	err = maskSecret(err, k.secret)
 	at := c.cfg.Clock.Now().UTC()
