@@ -786,19 +786,21 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 }
 
 // lagSpend is the spend a lagging report may not show yet (README, "Batch
-// reports"): its lag times the key's own fastest rate, the one stored or
-// the one seen since its last check. Not the pool's: a key with no rate of
-// its own would then count as spending like the pool's fastest, and a lag
-// longer than threshold ÷ that rate would rotate every idle key and every
-// backup brought in. A figure that does not lag hides nothing.
+// reports"): the lag times the rate the report itself proves the key
+// sustains. A rise seen dt after the last check may hold spend made up to
+// lag before that check (a lagging report moves in steps: daily buckets,
+// whole hours), so it proves at most rise/(dt+lag), never rise/dt. Not the
+// stored spendRate: that is the fastest rate over one check interval (a
+// peak of seconds that never decays), and a peak × an hour's lag would
+// rotate keys at a fraction of their budget. Not the pool's either: a key
+// with no rise of its own hides nothing. A figure that does not lag hides
+// nothing.
 func (c *Checker) lagSpend(k keyInfo, res spend.Result, at time.Time) float64 {
-	if res.Lag <= 0 {
+	if res.Lag <= 0 || k.lastCheck.IsZero() || !at.After(k.lastCheck) || res.Spend <= k.spend {
 		return 0
 	}
-	rate := k.rate
-	if dt := at.Sub(k.lastCheck); !k.lastCheck.IsZero() && dt >= c.cfg.MinInterval/2 && res.Spend >= k.spend {
-		rate = max(rate, (res.Spend-k.spend)/dt.Seconds())
-	}
+	dt := at.Sub(k.lastCheck)
+	rate := (res.Spend - k.spend) / (dt + res.Lag).Seconds()
 	return res.Lag.Seconds() * rate
 }
 
