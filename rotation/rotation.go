@@ -240,6 +240,9 @@ type journalEntry struct {
 type backupDoc struct {
 	ID     string
 	APIKey string
+	// UpstreamID is the backup's optional upstreamKeyId, carried onto the
+	// key it becomes.
+	UpstreamID string
 }
 
 // Option adjusts one Rotate call.
@@ -412,7 +415,7 @@ func (r *Rotator) rotateOnce(ctx context.Context, entry journalEntry, doc bson.R
 		if err := r.after(ctx, entry.ID, StepClaim); err != nil {
 			return res, false, err
 		}
-		s := &saga{r: r, e: entry, oldKey: doc, backupSecret: backup.APIKey}
+		s := &saga{r: r, e: entry, oldKey: doc, backupSecret: backup.APIKey, backupUpstreamID: backup.UpstreamID}
 		err = s.run(ctx, StepInsertKey)
 		if errors.Is(err, ErrKeyCollision) {
 			// Nothing was written for this backup: let it go, take another.
@@ -579,6 +582,12 @@ func (r *Rotator) claim(ctx context.Context, e *journalEntry) (*backupDoc, error
 // claimField names, in a backup, the rotation that reserved it.
 const claimField = "claimedBy"
 
+// upstreamIDField is a key's optional id in a batch provider's report
+// (README, "Batch reports"): set on backups by the operator or the proxy,
+// copied onto the key a backup becomes when present, so a rotated-in key
+// can still be found in the report.
+const upstreamIDField = "upstreamKeyId"
+
 // reserve hides the claimed backup from the proxy's own rotators, whose claim
 // is findOneAndUpdate({isUsed: false}): it sets isUsed, usedFor and the
 // rotation id, but no usedAt, so the proxy's clean-up of used backups (by
@@ -656,7 +665,8 @@ func (r *Rotator) claimedBackup(ctx context.Context, e journalEntry) (*backupDoc
 		}
 	}
 	if why == "" {
-		return &backupDoc{ID: e.BackupID, APIKey: secret}, nil
+		up, _ := raw.Lookup(upstreamIDField).StringValueOK()
+		return &backupDoc{ID: e.BackupID, APIKey: secret, UpstreamID: up}, nil
 	}
 	r.log.Info("claimed backup changed since it was listed; trying another", "backup", e.BackupID, "why", why)
 	return nil, r.dropClaim(ctx, e)

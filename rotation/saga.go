@@ -32,6 +32,8 @@ type saga struct {
 	oldKey bson.Raw
 	// backupSecret is empty on recovery: insertKey reads the backup then.
 	backupSecret string
+	// backupUpstreamID is the backup's upstreamKeyId, "" when it has none.
+	backupUpstreamID string
 	// depth counts predecessors being completed, to stop a corrupt journal
 	// from recursing forever.
 	depth int
@@ -144,6 +146,9 @@ func (s *saga) insertKey(ctx context.Context) error {
 		{Key: "replacedKey", Value: s.e.OldKeyID},
 		{Key: pendingField, Value: s.e.ID},
 	}
+	if s.backupUpstreamID != "" {
+		newKey = append(newKey, bson.E{Key: upstreamIDField, Value: s.backupUpstreamID})
+	}
 	_, err := r.keys.InsertOne(ctx, newKey)
 	if err == nil || !mongo.IsDuplicateKeyError(err) {
 		return err
@@ -224,6 +229,7 @@ func (s *saga) recoverInsertKey(ctx context.Context) (done bool, err error) {
 		return false, fmt.Errorf("%w: backup %s: %s", ErrKeyCollision, s.e.BackupID, why)
 	}
 	s.backupSecret = secret
+	s.backupUpstreamID, _ = raw.Lookup(upstreamIDField).StringValueOK()
 	return false, nil
 }
 
