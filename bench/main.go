@@ -4,7 +4,7 @@
 // polling over a simulated hour.
 //
 //	go run ./bench                      # everything (a few minutes)
-//	go run ./bench -run throughput      # or memory, adaptive
+//	go run ./bench -run throughput      # or memory, adaptive, batch
 //
 // The embedded store (and, for the memory figures, the upstream) run in a
 // child process, so the heap measured is the checker's own.
@@ -62,6 +62,7 @@ type settings struct {
 	seed        uint64
 	variants    string
 	scenarios   string
+	batchKeys   int
 }
 
 func run(args []string) error {
@@ -78,6 +79,7 @@ func run(args []string) error {
 	fs.Uint64Var(&s.seed, "seed", 1, "random seed of the simulated trajectories")
 	fs.StringVar(&s.variants, "variants", "fixed,adaptive", "adaptive: include fixed polling (drop it to tune the planner quickly)")
 	fs.StringVar(&s.scenarios, "scenarios", "", "adaptive: which scenarios (comma-separated; default all)")
+	fs.IntVar(&s.batchKeys, "batch-keys", 1000, "batch: keys in the pool read per key and by report")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the measuring process to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -107,8 +109,10 @@ func run(args []string) error {
 			err = memory(ctx, s)
 		case "adaptive":
 			err = adaptive(ctx, s)
+		case "batch":
+			err = batchCalls(ctx, s)
 		default:
-			err = fmt.Errorf("unknown figure %q (throughput, memory, adaptive)", w)
+			err = fmt.Errorf("unknown figure %q (throughput, memory, adaptive, batch)", w)
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", w, err)

@@ -119,9 +119,10 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 	// Any key may start spending as fast as any key of its pool has: a key
 	// with no rate of its own (idle, just rotated in, migrated) above all.
 	prior = max(prior, fastest)
-	headroom := p.Threshold - res.Spend
+	hidden := c.lagSpend(k, res, at) // issue 16, batch reports: what a lagging report may not show yet
+	headroom := p.Threshold - res.Spend - hidden
 	if p.BudgetRatio > 0 && res.Budget != nil {
-		headroom = min(headroom, p.BudgetRatio*(*res.Budget)-budgetSpend(res))
+		headroom = min(headroom, p.BudgetRatio*(*res.Budget)-budgetSpend(res)-hidden) // issue 16: -hidden
 	}
 	if res.Remaining != nil {
 		// Issue 16, the remaining kind: the headroom is what remains above
@@ -153,6 +154,25 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 	}
 	return observation{id: k.id, spend: res.Spend, rate: max(rate, 0), nextCheck: at.Add(next), at: at, budget: res.Budget,
 		remaining: res.Remaining, currency: res.Currency} // issue 16: the balance read
+}
+
+// lagSpend is the spend a lagging report may not show yet (README, "Batch
+// reports"): the lag times the rate the report itself proves the key
+// sustains. A rise seen dt after the last check may hold spend made up to
+// lag before that check (a lagging report moves in steps: daily buckets,
+// whole hours), so it proves at most rise/(dt+lag), never rise/dt. Not the
+// stored spendRate: that is the fastest rate over one check interval (a
+// peak of seconds that never decays), and a peak × an hour's lag would
+// rotate keys at a fraction of their budget. Not the pool's either: a key
+// with no rise of its own hides nothing. A figure that does not lag hides
+// nothing.
+func (c *Checker) lagSpend(k keyInfo, res spend.Result, at time.Time) float64 {
+	if res.Lag <= 0 || k.lastCheck.IsZero() || !at.After(k.lastCheck) || res.Spend <= k.spend {
+		return 0
+	}
+	dt := at.Sub(k.lastCheck)
+	rate := (res.Spend - k.spend) / (dt + res.Lag).Seconds()
+	return res.Lag.Seconds() * rate
 }
 
 // NextInterval plans the wait before a key's next check: the time the key

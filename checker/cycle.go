@@ -194,7 +194,10 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 	if account == "" {
 		account = p.Account
 	}
-	res, err := p.Provider.Spend(ctx, spend.Key{Secret: k.secret, CreatedAt: k.createdAt, Account: account})
+	// Batch providers find the key in their report by _id or upstreamKeyId,
+	// and fail a figure below the one recorded (README, "Batch reports").
+	res, err := p.Provider.Spend(ctx, spend.Key{Secret: k.secret, CreatedAt: k.createdAt, Account: account,
+		ID: k.id, UpstreamID: k.upID, Recorded: k.spend})
 	// Upstream texts may echo the key: never let it reach a log line.
 	err = maskSecret(err, k.secret)
 	at := c.cfg.Clock.Now().UTC()
@@ -261,6 +264,9 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 		return
 	default:
 		spendStr := strconv.FormatFloat(res.Spend, 'f', 2, 64)
+		// What a lagging report may not show yet counts against the
+		// threshold (README, "Batch reports").
+		hidden := c.lagSpend(k, res, at)
 		switch {
 		case res.Exhausted:
 			reason = "exhausted"
@@ -281,9 +287,9 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 			}
 		case res.BudgetExceeded:
 			reason = "budget_exceeded_" + spendStr
-		case res.Spend >= p.Threshold:
+		case res.Spend+hidden >= p.Threshold:
 			reason = "proactive_threshold_" + spendStr
-		case p.BudgetRatio > 0 && res.Budget != nil && atLeast(budgetSpend(res), p.BudgetRatio*(*res.Budget)):
+		case p.BudgetRatio > 0 && res.Budget != nil && atLeast(budgetSpend(res)+hidden, p.BudgetRatio*(*res.Budget)):
 			reason = "proactive_threshold_" + spendStr
 		}
 		if res.AtLeast && reason == "" {
@@ -367,6 +373,7 @@ type keyInfo struct {
 	createdAt time.Time
 	rejAt     time.Time
 	account   string
+	upID      string   // upstreamKeyId: the key's id in a batch report
 	remaining *float64 // the last balance reading, for the remaining kind
 }
 
@@ -378,7 +385,7 @@ func readKey(doc bson.Raw) (keyInfo, error) {
 	if err != nil {
 		return keyInfo{}, err
 	}
-	k := keyInfo{id: kd.ID, secret: kd.APIKey, spend: kd.TotalSpend, createdAt: kd.CreatedAt}
+	k := keyInfo{id: kd.ID, secret: kd.APIKey, spend: kd.TotalSpend, createdAt: kd.CreatedAt, upID: kd.UpstreamKeyID}
 	if v, err := doc.LookupErr(fieldRate); err == nil {
 		k.rate, k.hasRate = v.AsFloat64OK()
 		if math.IsNaN(k.rate) || math.IsInf(k.rate, 0) || k.rate < 0 {

@@ -21,6 +21,9 @@ const (
 	FieldRequestsCount = "requestsCount"
 	FieldTotalSpend    = "totalSpend" // USD, read by the proxy's admin pages
 	FieldCooldownUntil = "cooldownUntil"
+	// FieldUpstreamKeyID is the key's optional id in a batch provider's
+	// report (README, "Batch reports"), set by the operator or the proxy.
+	FieldUpstreamKeyID = "upstreamKeyId"
 
 	// Backup documents (the backups collection) also have _id, apiKey and
 	// createdAt.
@@ -33,6 +36,23 @@ const (
 	// pool's BindingKeyField.
 	FieldIsActive = "isActive"
 )
+
+// carriedFields are the optional fields a backup hands on to the key it
+// becomes, when it has them (a clean rotation and a recovered one alike):
+// ids that name the key elsewhere and must survive its rotation in.
+var carriedFields = []string{FieldUpstreamKeyID}
+
+// carried returns the carriedFields present in a backup document, in
+// carriedFields' order.
+func carried(backup bson.Raw) bson.D {
+	var out bson.D
+	for _, f := range carriedFields {
+		if v, err := backup.LookupErr(f); err == nil {
+			out = append(out, bson.E{Key: f, Value: v})
+		}
+	}
+	return out
+}
 
 // Key statuses the proxy serves or parks.
 const (
@@ -49,6 +69,8 @@ type Key struct {
 	ReplacedKey string
 	Pending     string // the rotation that inserted it, until it is activated
 	CreatedAt   time.Time
+	// UpstreamKeyID is FieldUpstreamKeyID, "" when absent.
+	UpstreamKeyID string
 }
 
 // DecodeKey reads a key document leniently: a key without a string _id or
@@ -66,6 +88,7 @@ func DecodeKey(doc bson.Raw) (Key, error) {
 	k.Status, _ = doc.Lookup(FieldStatus).StringValueOK()
 	k.ReplacedKey, _ = doc.Lookup(FieldReplacedKey).StringValueOK()
 	k.Pending, _ = doc.Lookup(pendingField).StringValueOK()
+	k.UpstreamKeyID, _ = doc.Lookup(FieldUpstreamKeyID).StringValueOK()
 	if v, ok := doc.Lookup(FieldCreatedAt).TimeOK(); ok {
 		k.CreatedAt = v.UTC()
 	}

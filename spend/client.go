@@ -239,6 +239,18 @@ type request struct {
 	key     string
 	header  http.Header
 	maxBody int64
+	// report: a batch report, asked with one credential for every key it
+	// covers. When it fails for good the host's failure counts as
+	// HostFailKeys keys': the host pauses, doubling while it keeps failing,
+	// as it would once that many keys failed (README, "Batch reports").
+	report bool
+}
+
+// getReport is get for a batch report (hdr nil: bearer; else the
+// credential goes in hdr, as Anthropic's x-api-key). cred still names the
+// credential for the Retry-After memory and the host's failure count.
+func (c *Client) getReport(ctx context.Context, rawURL, cred string, hdr http.Header, maxBody int64) (Response, error) {
+	return c.do(ctx, request{url: rawURL, key: cred, header: hdr, maxBody: maxBody, report: true})
 }
 
 // SetHostInterval paces the requests to host to at most one per every, on
@@ -314,11 +326,11 @@ func (c *Client) do(ctx context.Context, rq request) (Response, error) {
 		// the host pauses once several keys fail in a row.
 		if retryAfter > d.maxBackoff || (attempt >= d.attempts && retryAfter > 0) {
 			until := c.now().Add(min(retryAfter, d.maxRetryAfter))
-			c.hostFailed(host, apiKey, c.now().Add(min(retryAfter, d.maxHostBack)))
+			c.hostFailed(host, apiKey, c.now().Add(min(retryAfter, d.maxHostBack)), rq.report)
 			c.setKeyNotBefore(apiKey, until)
 			return Response{}, &RetryAfterError{Until: until, Err: fmt.Errorf("after %d attempts: %w", attempt, lastErr)}
 		}
-		c.hostFailed(host, apiKey, time.Time{})
+		c.hostFailed(host, apiKey, time.Time{}, rq.report && attempt >= d.attempts)
 		if attempt >= d.attempts {
 			return Response{}, fmt.Errorf("after %d attempts: %w", attempt, lastErr)
 		}
@@ -398,8 +410,9 @@ func (c *Client) hostSucceeded(h string) {
 // doubling with each pause in a row (failures), so a poisoned key probing
 // first after a pause cannot pause the host on its own again; failures
 // during a pause (requests in flight when the host went down) count once.
-// until (a Retry-After, capped by the caller) lengthens the pause.
-func (c *Client) hostFailed(h, key string, until time.Time) {
+// until (a Retry-After, capped by the caller) lengthens the pause. whole
+// (a batch report failed for good) counts as HostFailKeys keys.
+func (c *Client) hostFailed(h, key string, until time.Time, whole bool) {
 	d := c.settings()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -410,7 +423,7 @@ func (c *Client) hostFailed(h, key string, until time.Time) {
 			st.failedKeys = map[string]bool{}
 		}
 		st.failedKeys[key] = true
-		if len(st.failedKeys) < d.failKeys {
+		if len(st.failedKeys) < d.failKeys && !whole {
 			return
 		}
 		st.failedKeys = nil

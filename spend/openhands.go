@@ -101,7 +101,7 @@ func (p *openHands) Spend(ctx context.Context, k Key) (Result, error) {
 		if err != nil {
 			return Result{}, err
 		}
-		r, pg, err := ParseOpenHandsPage(resp.Status, resp.Body)
+		r, pg, err := ParseOpenHandsPage(resp.Status, maskIn(resp.Body, k.Secret))
 		if err != nil || r.BudgetExceeded {
 			return r, err
 		}

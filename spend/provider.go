@@ -48,6 +48,10 @@ type Result struct {
 	// Exhausted: the upstream refused the key because its own quota is
 	// used up (one-api/new-api's 401 "额度已用尽"): rotate, reason exhausted.
 	Exhausted bool
+	// Lag is how old the figure may be: a batch report lags the spend by
+	// up to Lag, and the spend made meanwhile counts against the threshold
+	// (README, "Batch reports").
+	Lag time.Duration
 }
 
 // Kind names what a Result reports: "spend", "remaining" or "none".
@@ -72,6 +76,14 @@ type Key struct {
 	// CreatedAt is the key document's createdAt. No provider relies on it:
 	// a migrated or restored key spent before it (README, Providers).
 	CreatedAt time.Time
+	// ID is the key document's _id and UpstreamID its optional
+	// upstreamKeyId: batch providers find the key in their report by them
+	// (README, "Batch reports").
+	ID, UpstreamID string
+	// Recorded is the spend last recorded for the key (its totalSpend), 0
+	// when none: a batch report's cumulative figure below it is a failed
+	// check, not a fall in spend (README, "Batch reports").
+	Recorded float64
 }
 
 // Provider fetches one key's spend. Errors: ErrUnauthorized for a dead key,
@@ -161,7 +173,8 @@ func (p *httpProvider) Spend(ctx context.Context, k Key) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	return p.parse(resp.Status, resp.Body)
+	// Masked before a parser quotes a cut of it (maskIn).
+	return p.parse(resp.Status, maskIn(resp.Body, k.Secret))
 }
 
 // common handles what every provider answers alike: LiteLLM's budget

@@ -265,7 +265,7 @@ func TestNewValidates(t *testing.T) {
 }
 
 func FuzzParsers(f *testing.F) {
-	for _, s := range []string{openhandsOK, openhandsOver, litellmTokenOver, litellmUserOver, litellmTeamOver, litellmTeamOver2,
+	for _, s := range append([]string{openhandsOK, openhandsOver, litellmTokenOver, litellmUserOver, litellmTeamOver, litellmTeamOver2,
 		litellmAuthError, litellmOK, litellmNoCap, openrouterOK, openrouterReset, openrouterNoReset, openrouterAuth,
 		cdnBlockHTML, cdnBlockJSON, activityPage(3.5, 2, 3), `{"metadata":{"total_spend":-0}}`, `{"info":{"spend":1e308}}`,
 		`Spend=1.5`, `Spend=1.5e-05, Budget=inf`, `Current cost: nan, Max budget: 1`, `{"error":{"message":null}}`,
@@ -274,12 +274,13 @@ func FuzzParsers(f *testing.F) {
 		deepseekOK, deepseekTwo, deepseekEmpty, deepseekAuth, moonshotOK, moonshotDebt, moonshotFailed, moonshotAuth,
 		siliconflowOK, siliconflowFailed, `{"code":20000,"status":true,"data":{"totalBalance":"1e999"}}`,
 		`{"is_available":true,"balance_infos":[{"currency":"USD","total_balance":" -0x1p3 "}]}`,
-		`{"s":"12.5","b":"100","r":"-3","c":"USD","ok":true}`} {
+		`{"s":"12.5","b":"100","r":"-3","c":"USD","ok":true}`}, batchSeeds()...) {
 		for _, status := range []int{200, 400, 401, 403, 429} {
 			f.Add(status, []byte(s))
 		}
 	}
 	f.Fuzz(func(t *testing.T, status int, body []byte) {
+		fuzzBatch(t, status, body)
 		finite := func(v float64) bool { return v >= 0 && v == v && v <= math.MaxFloat64 }
 		if _, pg, err := spend.ParseOpenHandsPage(status, body); err == nil && pg.HasMore && pg.Page < 0 {
 			t.Logf("page %+v", pg) // any page number is fine; the reader checks it

@@ -125,7 +125,7 @@ func run(ctx context.Context, args []string, env Env) error {
 	if env.signals != nil {
 		defer handleSignals(env.signals, env.shutdown, env.exit, p.log)()
 	}
-	for _, e := range exposedSecrets(cfg.ConfigFile, unitEnvFile, cfg.RotateTokenFile) {
+	for _, e := range exposedSecrets(cfg.ConfigFile, unitEnvFile, append([]string{cfg.RotateTokenFile}, adminKeyFiles(cfg)...)...) {
 		p.log.Warn("secret file readable by other users: make it private (chmod 600) or hand it over as a systemd credential",
 			"file", e.path, "mode", fmt.Sprintf("%#o", e.mode))
 	}

@@ -67,7 +67,7 @@ type exposedSecret struct {
 
 // envSecret reports whether an environment file line sets a secret: a
 // MongoDB URI with a password (ours, or the proxy's MONGODB_URI that we
-// fall back to) or the rotate token.
+// fall back to), the rotate token, or a pool's admin key.
 func envSecret(k, v string) bool {
 	switch k {
 	case "SPENDCHECKER_MONGO_URI", "MONGODB_URI":
@@ -75,7 +75,9 @@ func envSecret(k, v string) bool {
 	case EnvRotateToken:
 		return v != ""
 	}
-	return false
+	// A pool's admin key (README, "Batch reports") reads, or on OpenRouter
+	// manages, every key of its account.
+	return strings.HasPrefix(k, envAdminKeyPrefix) && v != ""
 }
 
 // exposedSecrets finds the secret files other users can read: the config
@@ -104,6 +106,10 @@ func exposedSecrets(configFile, envFile string, tokenFiles ...string) []exposedS
 	inEnv := false
 	for _, k := range []string{"SPENDCHECKER_MONGO_URI", "MONGODB_URI", EnvRotateToken} {
 		inEnv = inEnv || envSecret(k, os.Getenv(k))
+	}
+	for _, kv := range os.Environ() {
+		k, v, _ := strings.Cut(kv, "=")
+		inEnv = inEnv || (strings.HasPrefix(k, envAdminKeyPrefix) && envSecret(k, v))
 	}
 	if envFile != "" && inEnv {
 		check(envFile, func(b []byte) bool {

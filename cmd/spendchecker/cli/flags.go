@@ -37,6 +37,13 @@ type PoolConfig struct {
 	MinRemaining float64           `json:"min-remaining"`
 	Account      string            `json:"account"`
 	Custom       *spend.CustomSpec `json:"custom,omitempty"`
+	// Batch providers only, config file only (batch.go; README, "Batch
+	// reports"). report-lag "" is the provider's default (spend.DefaultLag).
+	AdminKeyFile   string            `json:"admin-key-file"`
+	UpstreamKeyIDs map[string]string `json:"upstream-key-ids"`
+	ReportLag      string            `json:"report-lag"`
+	ReportSince    string            `json:"report-since"`
+	adminKey       string            // read by loadBatch
 	// Notify replaces the notification settings for this pool (notify.go).
 	Notify *PoolNotify `json:"notify,omitempty"`
 }
@@ -211,7 +218,7 @@ func storeFlags(c *Config, st *parseState) func(*flag.FlagSet) {
 		fs.StringVar(&p.BindingsCollection, "bindings-collection", "", "override the pool's bindings collection")
 		fs.StringVar(&p.BindingKeyField, "binding-key-field", "", "override the bindings' key field")
 		fs.StringVar(&p.HistoryCollection, "history-collection", "", "override the pool's history collection")
-		fs.StringVar(&p.Provider, "provider", "", "upstream: "+strings.Join(spend.Names, ", ")+", custom (default: openhands for the openhands pool; the factory pool has none)")
+		fs.StringVar(&p.Provider, "provider", "", "upstream: "+strings.Join(spend.Names, ", ")+", custom, "+strings.Join(spend.BatchNames, ", ")+" (default: openhands for the openhands pool; the factory pool has none)")
 		fs.StringVar(&p.ProviderURL, "provider-url", "", "upstream base URL (default: the provider's public URL)")
 		fs.Float64Var(&p.Threshold, "threshold", DefaultThreshold, "USD spend at or above which a key rotates")
 		fs.Float64Var(&p.BudgetRatio, "budget-ratio", 0, "also rotate at this fraction of a known budget (0: off)")

@@ -6,9 +6,13 @@ import (
 	"github.com/spendchecker/spendchecker/spend"
 )
 
-// newProvider builds a pool's provider: a built-in by name, or "custom"
-// from the pool's "custom" entry in the config file (README, Providers).
+// newProvider builds a pool's provider: a built-in by name, a batch
+// provider (batch.go), or "custom" from the pool's "custom" entry in the
+// config file (README, Providers).
 func (p PoolConfig) newProvider(c *spend.Client) (spend.Provider, error) {
+	if spend.IsBatch(p.Provider) && p.Custom == nil {
+		return p.newBatchProvider(c)
+	}
 	if p.Provider != "custom" {
 		if p.Custom != nil {
 			return nil, errors.New(`"custom" is set but the provider is ` + p.Provider + `; set "provider": "custom"`)

@@ -127,6 +127,9 @@ func (c *Config) validate() error {
 			c.Pools[i].Provider = presetProvider(c.Pools[i].Pool)
 		}
 	}
+	if err := loadBatch(c); err != nil {
+		return err
+	}
 	names := map[string]bool{}
 	for _, p := range c.Pools {
 		pool, err := p.resolve()

@@ -1,0 +1,690 @@
+package spend
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Batch providers read one report per cycle that covers every key of an
+// account, with an admin credential, instead of one request per key
+// (README, "Batch reports").
+var BatchNames = []string{"openrouter-keys", "openai-costs", "anthropic-costs"}
+
+// IsBatch reports whether name is a batch provider.
+func IsBatch(name string) bool {
+	for _, n := range BatchNames {
+		if n == name {
+			return true
+		}
+	}
+	return false
+}
+
+// BatchConfig configures a batch provider.
+type BatchConfig struct {
+	// AdminKey reads the report: OpenRouter's management key, OpenAI's
+	// admin key, Anthropic's analytics key. A secret: errors mask it.
+	AdminKey string
+	// KeyIDs maps a pool key's document _id to its id in the report, for
+	// keys whose documents carry no upstreamKeyId. The id cannot be derived
+	// from the key itself.
+	KeyIDs map[string]string
+	// Lag is how far the report may run behind the spend: 0 means the
+	// provider's DefaultLag, a negative value none.
+	Lag time.Duration
+	// Since is where the cost reports start adding (zero: DefaultSince):
+	// spend before it is not seen. The OpenRouter list reports lifetime
+	// usage and ignores it.
+	Since time.Time
+}
+
+// DefaultLag is each batch provider's assumed report lag (README, "Batch
+// reports"): OpenRouter's list, like /api/v1/key, charges a request when it
+// finishes; OpenAI does not document how late its costs appear; Anthropic's
+// report covers whole hours only and its data arrives minutes late.
+func DefaultLag(name string) time.Duration {
+	switch name {
+	case "openrouter-keys":
+		return time.Minute
+	case "openai-costs":
+		return time.Hour
+	case "anthropic-costs":
+		return time.Hour + 5*time.Minute
+	}
+	return 0
+}
+
+// DefaultSince is where a cost report starts adding when none is given:
+// OpenAI's from 2023 (like the OpenHands activity); Anthropic's as far back
+// as its analytics allow: the last 365 days, not before 2026.
+func DefaultSince(name string, now time.Time) time.Time {
+	switch name {
+	case "openai-costs":
+		return activityStart
+	case "anthropic-costs":
+		return anthropicEarliest(now)
+	}
+	return time.Time{}
+}
+
+func anthropicEarliest(now time.Time) time.Time {
+	floor := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	// An hour inside the 365 days, so the first window is never refused
+	// for starting a moment too early.
+	return maxTime(floor, now.UTC().AddDate(-1, 0, 0).Add(time.Hour).Truncate(time.Hour))
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// Report limits: a report is read whole or not at all.
+const (
+	// maxReportPages bounds one report: 500 OpenRouter pages are 50,000
+	// keys.
+	maxReportPages = 500
+	// reportMaxBody caps one report page: a cost page of 90 daily buckets
+	// for 1,000 keys that all spent every day is about 15 MB.
+	reportMaxBody = 32 << 20
+	// openRouterPage is the keys per page of OpenRouter's list.
+	openRouterPage = 100
+	// openAICostBuckets is the buckets asked per costs page (1 to 180).
+	openAICostBuckets = 90
+	// anthropicWindow is the widest range asked of Anthropic at once: the
+	// range its report covers when ending_at is omitted.
+	anthropicWindow = 31 * 24 * time.Hour
+	// anthropicBeta is the beta the analytics cost endpoint requires
+	// (platform.claude.com/docs/en/api/go/beta/organization/analytics/cost).
+	anthropicBeta = "analytics-usage-cost-2026-08-24"
+)
+
+// NewBatch returns the named batch provider talking to baseURL (""
+// means the provider's public URL) through c.
+func NewBatch(name, baseURL string, c *Client, cfg BatchConfig) (Provider, error) {
+	if !IsBatch(name) {
+		return nil, fmt.Errorf("unknown batch provider %q (known: %s)", name, strings.Join(BatchNames, ", "))
+	}
+	if strings.TrimSpace(cfg.AdminKey) == "" {
+		return nil, fmt.Errorf("provider %s needs an admin key (README, \"Batch reports\")", name)
+	}
+	if baseURL == "" {
+		baseURL = map[string]string{"openrouter-keys": "https://openrouter.ai", "openai-costs": "https://api.openai.com", "anthropic-costs": "https://api.anthropic.com"}[name]
+	}
+	u, err := url.Parse(baseURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("provider URL %q is not an http(s) URL", baseURL)
+	}
+	if c == nil {
+		c = &Client{}
+	}
+	p := &batchProvider{name: name, c: c, base: strings.TrimRight(baseURL, "/"), cfg: cfg, lag: cfg.Lag}
+	if p.lag == 0 {
+		p.lag = DefaultLag(name)
+	}
+	p.lag = max(p.lag, 0)
+	// Everything that changes the report is in its memo key: two pools of
+	// one account with different report-since read different reports.
+	since := ""
+	if !cfg.Since.IsZero() {
+		since = strconv.FormatInt(cfg.Since.UnixNano(), 10)
+	}
+	// Keyed by provider, base URL, a hash of the admin key and since: two
+	// pools reading one account share one fetch; no secret in the key.
+	sum := sha256.Sum256([]byte(cfg.AdminKey))
+	p.memo = name + "\x00" + p.base + "\x00" + hex.EncodeToString(sum[:]) + "\x00" + since
+	return p, nil
+}
+
+type batchProvider struct {
+	name, base string
+	c          *Client
+	cfg        BatchConfig
+	lag        time.Duration
+	memo       string // the report's id in a Cycle (ReportFor): no secret in it
+}
+
+func (p *batchProvider) Name() string { return p.name }
+
+// Spend finds the key in this cycle's report. A key with no report id, or
+// one the OpenRouter list does not name, is a failed check, never a spend
+// of 0; a cost report lists only keys that spent, so a key it does not name
+// spent nothing since Since.
+func (p *batchProvider) Spend(ctx context.Context, k Key) (Result, error) {
+	id := k.UpstreamID
+	if id == "" {
+		id = p.cfg.KeyIDs[k.ID]
+	}
+	if id == "" {
+		return Result{}, unclear("no report id for this key: set upstreamKeyId on its document or map its _id in the pool's upstream-key-ids (README, \"Batch reports\")")
+	}
+	rep, err := ReportFor(ctx, p.memo, p.fetch)
+	if err != nil {
+		return Result{}, maskAdmin(err, p.cfg.AdminKey)
+	}
+	row, ok := rep.Keys[id]
+	switch {
+	case !ok && p.name == "openrouter-keys":
+		return Result{}, unclear("key %q is not in the management key's list (deleted, another account, or a wrong upstreamKeyId)", id)
+	case ok && row.Disabled:
+		// The account says the key is disabled: as dead as a 401.
+		return Result{}, ErrUnauthorized
+	}
+	// Every batch figure is cumulative (lifetime, or since report-since):
+	// one below what was already recorded for the key — a cost report not
+	// naming a key known to have spent above all (another organization's
+	// admin key, report-since moved forward, an empty page) — says the
+	// report is not this key's, not that its spend fell.
+	if fell(row.Spend, k.Recorded) {
+		if !ok {
+			return Result{}, unclear("key %q is not in the cost report, though $%.2f was recorded for it (another organization, or report-since moved?)", id, k.Recorded)
+		}
+		return Result{}, unclear("key %q: the report says $%.2f, below the $%.2f recorded for it (another organization, or report-since moved?)", id, row.Spend, k.Recorded)
+	}
+	return Result{Spend: row.Spend, Budget: row.Budget, BudgetSpend: row.BudgetSpend, Lag: p.lag}, nil
+}
+
+// fell reports whether a cumulative figure is below the recorded one by
+// more than a cent and 1% (sums of the same costs in another order, a
+// small restatement).
+func fell(now, recorded float64) bool {
+	return recorded > 0 && now < recorded*0.99-0.01
+}
+
+func (p *batchProvider) fetch(ctx context.Context) (*Report, error) {
+	switch p.name {
+	case "openrouter-keys":
+		return p.fetchOpenRouter(ctx)
+	case "openai-costs":
+		return p.fetchOpenAI(ctx)
+	}
+	return p.fetchAnthropic(ctx)
+}
+
+// fetchOpenRouter pages GET /api/v1/keys by offset (100 keys a page,
+// openrouter.ai/docs/api/api-reference/api-keys/list), disabled keys
+// included. The list has no has_more: it ends at a page shorter than the
+// documented 100 or than the longest seen, or an empty one. Were the page
+// size to shrink, keys past the first page would fail their checks as not
+// listed, never read as spend 0.
+func (p *batchProvider) fetchOpenRouter(ctx context.Context) (*Report, error) {
+	rep := &Report{Keys: map[string]ReportRow{}}
+	offset, longest := 0, 0
+	for {
+		if rep.Requests >= maxReportPages {
+			return nil, unclear("the key list goes on past %d pages", maxReportPages)
+		}
+		q := url.Values{"include_disabled": {"true"}, "offset": {strconv.Itoa(offset)}}
+		resp, err := p.c.getReport(ctx, p.base+"/api/v1/keys?"+q.Encode(), p.cfg.AdminKey, nil, reportMaxBody)
+		if err != nil {
+			return nil, err
+		}
+		rep.Requests++
+		pg, err := ParseOpenRouterKeys(resp.Status, maskIn(resp.Body, p.cfg.AdminKey))
+		if err != nil {
+			return nil, err
+		}
+		fresh := 0
+		for _, r := range pg.Rows {
+			// Offsets shift when keys are created or deleted meanwhile: a
+			// key listed twice keeps its larger usage.
+			old, ok := rep.Keys[r.ID]
+			if !ok {
+				fresh++
+			}
+			if !ok || r.Spend >= old.Spend {
+				rep.Keys[r.ID] = r
+			}
+		}
+		n := len(pg.Rows)
+		if offset > 0 && n > 0 && fresh == 0 {
+			// A later page listing only keys already seen: the upstream (or
+			// a gateway) ignores offset and would answer it for ever.
+			return nil, unclear("the key list repeats its keys at offset %d: offset ignored?", offset)
+		}
+		longest = max(longest, n)
+		if n < openRouterPage || n < longest {
+			return rep, nil
+		}
+		offset += n
+	}
+}
+
+// fetchOpenAI pages GET /v1/organization/costs grouped by api_key_id in
+// daily buckets from Since, by next_page while has_more.
+func (p *batchProvider) fetchOpenAI(ctx context.Context) (*Report, error) {
+	since := p.cfg.Since
+	if since.IsZero() {
+		since = DefaultSince(p.name, p.c.now())
+	}
+	if !since.Before(p.c.now()) {
+		// An empty report would read as every key spending nothing.
+		return nil, unclear("report-since %s is not in the past", since.UTC().Format(time.RFC3339))
+	}
+	rep := &Report{Keys: map[string]ReportRow{}}
+	next := ""
+	cursors := map[string]bool{}
+	for {
+		if rep.Requests >= maxReportPages {
+			return nil, unclear("the cost report goes on past %d pages", maxReportPages)
+		}
+		q := url.Values{"start_time": {strconv.FormatInt(since.Unix(), 10)}, "bucket_width": {"1d"},
+			"group_by": {"api_key_id"}, "limit": {strconv.Itoa(openAICostBuckets)}}
+		if next != "" {
+			q.Set("page", next)
+		}
+		resp, err := p.c.getReport(ctx, p.base+"/v1/organization/costs?"+q.Encode(), p.cfg.AdminKey, nil, reportMaxBody)
+		if err != nil {
+			return nil, err
+		}
+		rep.Requests++
+		pg, err := ParseOpenAICosts(resp.Status, maskIn(resp.Body, p.cfg.AdminKey))
+		if err != nil {
+			return nil, err
+		}
+		if err := rep.add(pg); err != nil {
+			return nil, err
+		}
+		if !pg.More {
+			return rep.attributed()
+		}
+		if pg.Next == "" || cursors[pg.Next] {
+			// A cursor seen before (a → b → a …) would be followed for ever.
+			return nil, unclear("has_more without a new next_page")
+		}
+		cursors[pg.Next] = true
+		next = pg.Next
+	}
+}
+
+// fetchAnthropic reads GET /v1/organizations/analytics/cost grouped by
+// api_key_id, in windows of at most 31 days from Since, each paged by
+// next_page while has_more.
+func (p *batchProvider) fetchAnthropic(ctx context.Context) (*Report, error) {
+	now := p.c.now().UTC().Truncate(time.Second)
+	since := p.cfg.Since
+	if since.IsZero() || since.Before(anthropicEarliest(now)) {
+		since = anthropicEarliest(now)
+	}
+	if !since.Before(now) {
+		// An empty report would read as every key spending nothing.
+		return nil, unclear("report-since %s is not in the past", since.UTC().Format(time.RFC3339))
+	}
+	hdr := http.Header{}
+	hdr.Set("X-Api-Key", p.cfg.AdminKey)
+	hdr.Set("Anthropic-Version", "2023-06-01")
+	hdr.Set("Anthropic-Beta", anthropicBeta)
+	rep := &Report{Keys: map[string]ReportRow{}}
+	for start := since; start.Before(now); start = start.Add(anthropicWindow) {
+		end := start.Add(anthropicWindow)
+		if end.After(now) {
+			end = now
+		}
+		next := ""
+		cursors := map[string]bool{}
+		for {
+			if rep.Requests >= maxReportPages {
+				return nil, unclear("the cost report goes on past %d pages", maxReportPages)
+			}
+			q := url.Values{"starting_at": {start.Format(time.RFC3339)}, "ending_at": {end.Format(time.RFC3339)}, "group_by[]": {"api_key_id"}}
+			if next != "" {
+				q.Set("page", next)
+			}
+			resp, err := p.c.getReport(ctx, p.base+"/v1/organizations/analytics/cost?"+q.Encode(), p.cfg.AdminKey, hdr, reportMaxBody)
+			if err != nil {
+				return nil, err
+			}
+			rep.Requests++
+			pg, err := ParseAnthropicCost(resp.Status, maskIn(resp.Body, p.cfg.AdminKey))
+			if err != nil {
+				return nil, err
+			}
+			if err := rep.add(pg); err != nil {
+				return nil, err
+			}
+			if !pg.More {
+				break
+			}
+			if pg.Next == "" || cursors[pg.Next] {
+				return nil, unclear("has_more without a new next_page")
+			}
+			cursors[pg.Next] = true
+			next = pg.Next
+		}
+	}
+	return rep.attributed()
+}
+
+// attributed refuses a cost report that has costs but puts none on any key:
+// the grouping was not applied, or the organization's rows carry no
+// api_key_id (Claude Enterprise organizations). Read as it is, it would say
+// every key spent nothing.
+func (r *Report) attributed() (*Report, error) {
+	if len(r.Keys) == 0 && r.unattributed > 0 {
+		return nil, unclear("the report puts no cost to any API key (%d costs without an api_key_id): grouping by key is not available to this account", r.unattributed)
+	}
+	return r, nil
+}
+
+// Report is one upstream report: what it says of each key it lists, by
+// the upstream's key id.
+type Report struct {
+	Keys map[string]ReportRow
+	// Requests is how many upstream requests (pages) the report took.
+	Requests int
+	// unattributed counts cost rows above 0 that name no key.
+	unattributed int
+	// seen holds the (bucket, key) pairs added: a cost report has one row
+	// per key and time bucket.
+	seen map[string]bool
+}
+
+// add sums a page's cost rows into the report: one key has a row per
+// bucket.
+func (r *Report) add(pg ReportPage) error {
+	r.unattributed += pg.Unattributed
+	for _, row := range pg.Rows {
+		if row.Bucket != "" {
+			// A bucket repeated (on a later page, behind a new cursor)
+			// would add its cost twice: the report is not what it says.
+			k := row.Bucket + "\x00" + row.ID
+			if r.seen[k] {
+				return unclear("key %q: the bucket starting %s is reported twice", row.ID, row.Bucket)
+			}
+			if r.seen == nil {
+				r.seen = map[string]bool{}
+			}
+			r.seen[k] = true
+		}
+		old := r.Keys[row.ID]
+		old.ID = row.ID
+		old.Spend += row.Spend
+		if math.IsInf(old.Spend, 0) {
+			return unclear("key %q: total cost overflows", row.ID)
+		}
+		r.Keys[row.ID] = old
+	}
+	return nil
+}
+
+// ReportRow is one key's figures in a report page.
+type ReportRow struct {
+	ID    string
+	Spend float64 // USD
+	// Budget and BudgetSpend are as in Result (OpenRouter's limit).
+	Budget, BudgetSpend *float64
+	Disabled            bool
+	// Bucket is the cost row's time bucket (its start), "" when the row
+	// has none: a (bucket, key) pair counts once.
+	Bucket string
+}
+
+// ReportPage is one page of a report.
+type ReportPage struct {
+	Rows []ReportRow
+	More bool   // has_more
+	Next string // the next page's cursor
+	// Unattributed counts the cost rows above 0 that name no key.
+	Unattributed int
+}
+
+// reportStatus handles a report answer that is not a 200. The admin key's
+// own 401 or 403 says nothing about any pool key: never ErrUnauthorized.
+func reportStatus(status int, body []byte) error {
+	if status == http.StatusOK {
+		return nil
+	}
+	if status == http.StatusUnauthorized || status == http.StatusForbidden {
+		return unclear("the report refused the admin key (%d): check the admin key and its scope; no pool key is judged on it: %.120q", status, body)
+	}
+	return unclear("report status %d: %.120q", status, body)
+}
+
+// ParseOpenRouterKeys reads one page of GET /api/v1/keys: data[] with hash,
+// usage (lifetime USD), limit, limit_remaining, limit_reset and disabled
+// (openrouter.ai/docs/api/api-reference/api-keys/list).
+func ParseOpenRouterKeys(status int, body []byte) (ReportPage, error) {
+	if err := reportStatus(status, body); err != nil {
+		return ReportPage{}, err
+	}
+	var v struct {
+		Data *[]json.RawMessage `json:"data"`
+	}
+	if err := decode(body, &v); err != nil {
+		return ReportPage{}, err
+	}
+	if v.Data == nil {
+		return ReportPage{}, unclear("data missing")
+	}
+	var pg ReportPage
+	for i, item := range *v.Data {
+		var k struct {
+			Hash     *string `json:"hash"`
+			Disabled *bool   `json:"disabled"`
+		}
+		if err := decode(item, &k); err != nil {
+			return ReportPage{}, err
+		}
+		if k.Hash == nil || *k.Hash == "" {
+			return ReportPage{}, unclear("data[%d].hash missing", i)
+		}
+		// The item carries the same figures as GET /api/v1/key's data.
+		r, err := ParseOpenRouter(http.StatusOK, append(append([]byte(`{"data":`), item...), '}'))
+		if err != nil {
+			return ReportPage{}, fmt.Errorf("key %q: %w", *k.Hash, err)
+		}
+		pg.Rows = append(pg.Rows, ReportRow{ID: *k.Hash, Spend: r.Spend, Budget: r.Budget, BudgetSpend: r.BudgetSpend,
+			Disabled: k.Disabled != nil && *k.Disabled})
+	}
+	return pg, nil
+}
+
+// ParseOpenAICosts reads one page of GET /v1/organization/costs grouped by
+// api_key_id: data[] buckets whose results carry amount.value (USD),
+// amount.currency and api_key_id; has_more and next_page. Results without
+// an api_key_id (costs no key made) are not any key's.
+func ParseOpenAICosts(status int, body []byte) (ReportPage, error) {
+	if err := reportStatus(status, body); err != nil {
+		return ReportPage{}, err
+	}
+	var v struct {
+		Data *[]struct {
+			StartTime json.RawMessage `json:"start_time"`
+			Results   []struct {
+				Amount *struct {
+					Value    json.RawMessage `json:"value"`
+					Currency string          `json:"currency"`
+				} `json:"amount"`
+				APIKeyID *string `json:"api_key_id"`
+			} `json:"results"`
+		} `json:"data"`
+		HasMore  *bool   `json:"has_more"`
+		NextPage *string `json:"next_page"`
+	}
+	if err := decode(body, &v); err != nil {
+		return ReportPage{}, err
+	}
+	if v.Data == nil || v.HasMore == nil {
+		return ReportPage{}, unclear("data or has_more missing")
+	}
+	pg := ReportPage{More: *v.HasMore}
+	if v.NextPage != nil {
+		pg.Next = *v.NextPage
+	}
+	for _, b := range *v.Data {
+		for _, r := range b.Results {
+			if r.APIKeyID == nil || *r.APIKeyID == "" {
+				if r.Amount != nil && positive(r.Amount.Value) {
+					pg.Unattributed++
+				}
+				continue
+			}
+			if r.Amount == nil {
+				return ReportPage{}, unclear("key %q: amount missing", *r.APIKeyID)
+			}
+			if !strings.EqualFold(r.Amount.Currency, "usd") {
+				return ReportPage{}, unclear("key %q: currency %.10q is not USD", *r.APIKeyID, r.Amount.Currency)
+			}
+			s, err := number(r.Amount.Value)
+			if err != nil {
+				return ReportPage{}, fmt.Errorf("key %q: %w", *r.APIKeyID, err)
+			}
+			pg.Rows = append(pg.Rows, ReportRow{ID: *r.APIKeyID, Spend: s, Bucket: bucketOf(b.StartTime)})
+		}
+	}
+	return pg, nil
+}
+
+// ParseAnthropicCost reads one page of GET /v1/organizations/analytics/cost
+// grouped by api_key_id: data[] rows with group.api_key_id and cost.amount
+// in fractional cents (a decimal string or a number) and cost.currency
+// (always "USD"); has_more and next_page. Rows without an api_key_id (seat
+// users, the console) are not any key's.
+func ParseAnthropicCost(status int, body []byte) (ReportPage, error) {
+	if err := reportStatus(status, body); err != nil {
+		return ReportPage{}, err
+	}
+	var v struct {
+		Data *[]struct {
+			StartingAt json.RawMessage `json:"starting_at"`
+			Group      *struct {
+				APIKeyID *string `json:"api_key_id"`
+			} `json:"group"`
+			Cost *struct {
+				Amount   json.RawMessage `json:"amount"`
+				Currency string          `json:"currency"`
+			} `json:"cost"`
+		} `json:"data"`
+		HasMore  *bool   `json:"has_more"`
+		NextPage *string `json:"next_page"`
+	}
+	if err := decode(body, &v); err != nil {
+		return ReportPage{}, err
+	}
+	if v.Data == nil || v.HasMore == nil {
+		return ReportPage{}, unclear("data or has_more missing")
+	}
+	pg := ReportPage{More: *v.HasMore}
+	if v.NextPage != nil {
+		pg.Next = *v.NextPage
+	}
+	for _, r := range *v.Data {
+		if r.Group == nil || r.Group.APIKeyID == nil || *r.Group.APIKeyID == "" {
+			if r.Cost != nil && positive(r.Cost.Amount) {
+				pg.Unattributed++
+			}
+			continue
+		}
+		id := *r.Group.APIKeyID
+		if r.Cost == nil {
+			return ReportPage{}, unclear("key %q: cost missing", id)
+		}
+		if !strings.EqualFold(r.Cost.Currency, "usd") {
+			return ReportPage{}, unclear("key %q: currency %.10q is not USD", id, r.Cost.Currency)
+		}
+		raw := r.Cost.Amount
+		if t := strings.TrimSpace(string(raw)); len(t) > 1 && t[0] == '"' {
+			// A decimal string: its text is the number.
+			var s string
+			if err := json.Unmarshal(raw, &s); err != nil || s == "" || !json.Valid([]byte(s)) || (s[0] != '-' && (s[0] < '0' || s[0] > '9')) {
+				return ReportPage{}, unclear("key %q: amount is not a number: %.40q", id, t)
+			}
+			raw = json.RawMessage(s)
+		}
+		cents, err := number(raw)
+		if err != nil {
+			return ReportPage{}, fmt.Errorf("key %q: %w", id, err)
+		}
+		pg.Rows = append(pg.Rows, ReportRow{ID: id, Spend: cents / 100, Bucket: bucketOf(r.StartingAt)})
+	}
+	return pg, nil
+}
+
+// bucketOf is a bucket's start as the report gives it (a number or a
+// string), "" when absent.
+func bucketOf(raw json.RawMessage) string {
+	t := strings.TrimSpace(string(raw))
+	if t == "" || t == "null" {
+		return ""
+	}
+	return t
+}
+
+// positive reports whether an amount, a JSON number or a decimal string,
+// is above 0.
+func positive(raw json.RawMessage) bool {
+	t := strings.Trim(strings.TrimSpace(string(raw)), `"`)
+	v, err := strconv.ParseFloat(t, 64)
+	return err == nil && v > 0
+}
+
+// maskAdmin masks the admin key in err's text (first 5 and last 4
+// characters, as the checker masks pool keys): an upstream or a gateway may
+// echo the credential it was given.
+func maskAdmin(err error, secret string) error {
+	if err == nil || secret == "" || !strings.Contains(err.Error(), secret) {
+		return err
+	}
+	return &maskedErr{err: err, msg: strings.ReplaceAll(err.Error(), secret, masked(secret))}
+}
+
+// masked is the secret's masked form: its first 5 and last 4 characters.
+func masked(secret string) string {
+	if len(secret) < 16 {
+		return "****"
+	}
+	return secret[:5] + "..." + secret[len(secret)-4:]
+}
+
+// maskIn masks the secret in an upstream body before a parser quotes a cut
+// of it (%.120q): masking the error text afterwards misses a secret that
+// straddles the cut, all but its last characters left in the error.
+func maskIn(body []byte, secret string) []byte {
+	if secret == "" || !bytes.Contains(body, []byte(secret)) {
+		return body
+	}
+	return bytes.ReplaceAll(body, []byte(secret), []byte(masked(secret)))
+}
+
+type maskedErr struct {
+	err error
+	msg string
+}
+
+func (e *maskedErr) Error() string { return e.msg }
+func (e *maskedErr) Unwrap() error { return e.err }
+
+// ReportFor returns the report named key from the cycle ctx carries
+// (Shared), fetching it there once: every key the report covers shares one
+// fetch and its outcome, an error included (a report that failed fails
+// every key it covers this cycle, after one fetch, not one per key), but
+// not an error that was its asker's own (a fetch that ended with its
+// asker's context is not kept; the next asker fetches again). Without a
+// cycle every call fetches (one-off callers, tests).
+func ReportFor(ctx context.Context, key string, fetch func(context.Context) (*Report, error)) (*Report, error) {
+	return Shared(ctx, "report\x00"+key, func(ctx context.Context) (rep *Report, err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				rep, err = nil, fmt.Errorf("report fetch panicked: %v", r)
+			}
+		}()
+		rep, err = fetch(ctx)
+		if rep == nil && err == nil {
+			err = errors.New("report fetch returned nothing")
+		}
+		return rep, err
+	})
+}
