@@ -173,7 +173,7 @@ func (p *batchProvider) Spend(ctx context.Context, k Key) (Result, error) {
 	}
 	rep, err := ReportFor(ctx, p.memo, p.fetch)
 	if err != nil {
-		return Result{}, maskAdmin(err, p.cfg.AdminKey)
+		return Result{}, Redact(err, p.cfg.AdminKey)
 	}
 	row, ok := rep.Keys[id]
 	switch {
@@ -631,17 +631,8 @@ func positive(raw json.RawMessage) bool {
 	return err == nil && v > 0
 }
 
-// maskAdmin masks the admin key in err's text (first 5 and last 4
-// characters, as the checker masks pool keys): an upstream or a gateway may
-// echo the credential it was given.
-func maskAdmin(err error, secret string) error {
-	if err == nil || secret == "" || !strings.Contains(err.Error(), secret) {
-		return err
-	}
-	return &maskedErr{err: err, msg: strings.ReplaceAll(err.Error(), secret, masked(secret))}
-}
-
-// masked is the secret's masked form: its first 5 and last 4 characters.
+// masked is the secret's masked form: its first 5 and last 4 characters
+// (nothing of one under 16), as the checker masks pool keys.
 func masked(secret string) string {
 	if len(secret) < 16 {
 		return "****"
@@ -658,14 +649,6 @@ func maskIn(body []byte, secret string) []byte {
 	}
 	return bytes.ReplaceAll(body, []byte(secret), []byte(masked(secret)))
 }
-
-type maskedErr struct {
-	err error
-	msg string
-}
-
-func (e *maskedErr) Error() string { return e.msg }
-func (e *maskedErr) Unwrap() error { return e.err }
 
 // ReportFor returns the report named key from the cycle ctx carries
 // (Shared), fetching it there once: every key the report covers shares one

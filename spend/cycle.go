@@ -105,15 +105,15 @@ func accountID(provider, base string, k Key) string {
 	return provider + "\x00" + base + "\x00key\x00" + hex.EncodeToString(h[:])
 }
 
-// Redact replaces secret in err's text by its mask (first 5 and last 4
-// characters), keeping err's type for errors.Is and errors.As: an upstream
-// may echo the token it was given, and an answer shared in a Cycle reaches
-// other keys' log lines.
+// Redact replaces secret in err's text by its mask (masked: first 5 and
+// last 4 characters), keeping err's type for errors.Is and errors.As: an
+// upstream may echo the token it was given, and an answer shared in a Cycle
+// reaches other keys' log lines.
 func Redact(err error, secret string) error {
 	if err == nil || secret == "" || !strings.Contains(err.Error(), secret) {
 		return err
 	}
-	return &redactedError{err: err, msg: strings.ReplaceAll(err.Error(), secret, maskSecret(secret))}
+	return &redactedError{err: err, msg: strings.ReplaceAll(err.Error(), secret, masked(secret))}
 }
 
 type redactedError struct {
@@ -123,10 +123,3 @@ type redactedError struct {
 
 func (e *redactedError) Error() string { return e.msg }
 func (e *redactedError) Unwrap() error { return e.err }
-
-func maskSecret(s string) string {
-	if len(s) <= 12 {
-		return "…"
-	}
-	return s[:5] + "…" + s[len(s)-4:]
-}
