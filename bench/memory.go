@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/spendchecker/spendchecker/rotation"
 )
 
 // memory: peak heap during one cycle, by key count, against reading the
@@ -54,7 +56,7 @@ func memory(ctx context.Context, s settings) error {
 			return err
 		}
 		naive, err := peakHeap(func() error {
-			cur, err := db.Collection(pool.KeysCollection).Find(ctx, bson.M{"status": "healthy"})
+			cur, err := db.Collection(pool.KeysCollection).Find(ctx, bson.M{rotation.FieldStatus: rotation.StatusHealthy})
 			if err != nil {
 				return err
 			}

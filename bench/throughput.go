@@ -10,6 +10,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/spendchecker/spendchecker/checker"
+	"github.com/spendchecker/spendchecker/rotation"
 )
 
 // throughput: one cycle over N keys, upstream latency L, concurrency C,
@@ -90,8 +91,8 @@ func writeBackAlone(ctx context.Context, db *mongo.Database, n int) (time.Durati
 	start := time.Now()
 	batch := make([]mongo.WriteModel, 0, checker.FerretWriteBatch)
 	for i := range n {
-		set := bson.M{"totalSpend": 1.0, "lastSpendCheck": at, "nextSpendCheck": at.Add(time.Minute), "spendRate": 0.0}
-		batch = append(batch, mongo.NewUpdateOneModel().SetFilter(bson.M{"_id": fmt.Sprintf("key-%07d", i)}).SetUpdate(bson.M{"$set": set}))
+		set := bson.M{rotation.FieldTotalSpend: 1.0, checker.FieldLastCheck: at, checker.FieldNextCheck: at.Add(time.Minute), checker.FieldRate: 0.0}
+		batch = append(batch, mongo.NewUpdateOneModel().SetFilter(bson.M{rotation.FieldID: fmt.Sprintf("key-%07d", i)}).SetUpdate(bson.M{"$set": set}))
 		if len(batch) == cap(batch) || i == n-1 {
 			if _, err := keys.BulkWrite(ctx, batch, options.BulkWrite().SetOrdered(false)); err != nil {
 				return 0, err

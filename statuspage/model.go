@@ -16,18 +16,10 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/spendchecker/spendchecker/checker"
 	"github.com/spendchecker/spendchecker/history"
 	"github.com/spendchecker/spendchecker/lease"
-)
-
-// Fields the checker keeps on key documents (README, "MongoDB schema").
-const (
-	fieldSpend      = "totalSpend"
-	fieldLastCheck  = "lastSpendCheck"
-	fieldNextCheck  = "nextSpendCheck"
-	fieldRate       = "spendRate" // fastest spend seen, USD per second
-	fieldBudget     = "spendBudget"
-	fieldCheckError = "spendCheckError"
+	"github.com/spendchecker/spendchecker/rotation"
 )
 
 // BackupCounter counts a pool's unused backups (*rotation.Rotator does).
@@ -113,7 +105,7 @@ type KeyView struct {
 	Budget *float64 `json:"budget"`
 	// PercentOfThreshold is 100 × spend / threshold.
 	PercentOfThreshold *float64 `json:"percentOfThreshold"`
-	// RatePerHour is the fastest spend rate seen for the key (USD/hour),
+	// RatePerHour is the key's spend rate over its last interval (USD/hour),
 	// the one the adaptive cadence plans with; nil when none is known.
 	RatePerHour *float64 `json:"ratePerHour"`
 	// ThresholdAt is when the key reaches the threshold at that rate,
@@ -202,7 +194,7 @@ func (s Source) readPool(ctx context.Context, p Pool) PoolView {
 // readKeys reads every key of a pool in _id order, leniently: a field of an
 // unexpected type reads as unknown, never as an error.
 func readKeys(ctx context.Context, coll *mongo.Collection, threshold float64) ([]KeyView, error) {
-	cur, err := coll.Find(ctx, bson.M{}, options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}))
+	cur, err := coll.Find(ctx, bson.M{}, options.Find().SetSort(bson.D{{Key: rotation.FieldID, Value: 1}}))
 	if err != nil {
 		return nil, fmt.Errorf("read keys: %w", err)
 	}
@@ -218,20 +210,20 @@ func readKeys(ctx context.Context, coll *mongo.Collection, threshold float64) ([
 }
 
 func keyView(d bson.Raw, threshold float64) KeyView {
-	secret, _ := d.Lookup("apiKey").StringValueOK()
-	k := KeyView{ID: idString(d.Lookup("_id")), APIKeyMasked: history.Mask(secret)}
-	k.Status, _ = d.Lookup("status").StringValueOK()
-	k.CheckError, _ = d.Lookup(fieldCheckError).StringValueOK()
-	k.Spend = number(d, fieldSpend)
-	k.Budget = number(d, fieldBudget)
-	k.LastCheck = date(d, fieldLastCheck)
-	k.NextCheck = date(d, fieldNextCheck)
+	secret, _ := d.Lookup(rotation.FieldAPIKey).StringValueOK()
+	k := KeyView{ID: idString(d.Lookup(rotation.FieldID)), APIKeyMasked: history.Mask(secret)}
+	k.Status, _ = d.Lookup(rotation.FieldStatus).StringValueOK()
+	k.CheckError, _ = d.Lookup(checker.FieldCheckError).StringValueOK()
+	k.Spend = number(d, rotation.FieldTotalSpend)
+	k.Budget = number(d, checker.FieldBudget)
+	k.LastCheck = date(d, checker.FieldLastCheck)
+	k.NextCheck = date(d, checker.FieldNextCheck)
 	if k.Spend != nil && threshold > 0 {
 		pct := 100 * *k.Spend / threshold
 		k.PercentOfThreshold = &pct
 		k.Over = *k.Spend >= threshold
 	}
-	if r := number(d, fieldRate); r != nil && *r > 0 {
+	if r := number(d, checker.FieldRate); r != nil && *r > 0 {
 		perHour := *r * 3600
 		k.RatePerHour = &perHour
 		if k.Spend != nil && !k.Over && k.LastCheck != nil {
