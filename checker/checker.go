@@ -29,8 +29,11 @@ import (
 const (
 	FieldLastCheck = "lastSpendCheck"
 	FieldNextCheck = "nextSpendCheck"
-	fieldRate      = "spendRate" // spend rate over the last interval, USD per second
-	FieldBudget    = "spendBudget"
+	// FieldRate is the key's spend rate over its last interval, USD per
+	// second, the rate the cadence plan uses (status shows it).
+	FieldRate   = "spendRate"
+	fieldRate   = FieldRate
+	FieldBudget = "spendBudget"
 	// FieldEpoch is the lease epoch of the observation's writer: the
 	// write-back's fence (README "Lease").
 	FieldEpoch = "spendEpoch"

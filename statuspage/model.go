@@ -16,21 +16,23 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/spendchecker/spendchecker/checker"
 	"github.com/spendchecker/spendchecker/history"
 	"github.com/spendchecker/spendchecker/lease"
+	"github.com/spendchecker/spendchecker/rotation"
 )
 
-// Fields the checker keeps on key documents (README, "MongoDB schema").
+// The key document's fields, named by their owners (README, "MongoDB schema").
 const (
-	fieldSpend      = "totalSpend"
-	fieldLastCheck  = "lastSpendCheck"
-	fieldNextCheck  = "nextSpendCheck"
-	fieldRate       = "spendRate" // fastest spend seen, USD per second
-	fieldBudget     = "spendBudget"
-	fieldCheckError = "spendCheckError"
+	fieldSpend      = rotation.FieldTotalSpend
+	fieldLastCheck  = checker.FieldLastCheck
+	fieldNextCheck  = checker.FieldNextCheck
+	fieldRate       = checker.FieldRate
+	fieldBudget     = checker.FieldBudget
+	fieldCheckError = checker.FieldCheckError
 	// A balance provider's reading (the remaining kind, README "Providers").
-	fieldRemaining = "spendRemaining"
-	fieldCurrency  = "spendCurrency"
+	fieldRemaining = checker.FieldRemaining
+	fieldCurrency  = checker.FieldCurrency
 	// checkNoReading is the check error of a clear answer without a figure
 	// (a one-api unlimited token).
 	checkNoReading = "no_reading"
@@ -132,7 +134,7 @@ type KeyView struct {
 	NoReading bool     `json:"noReading,omitempty"`
 	// PercentOfThreshold is 100 × spend / threshold.
 	PercentOfThreshold *float64 `json:"percentOfThreshold"`
-	// RatePerHour is the fastest spend rate seen for the key (USD/hour),
+	// RatePerHour is the key's fastest spend rate seen (USD/hour),
 	// the one the adaptive cadence plans with; nil when none is known.
 	RatePerHour *float64 `json:"ratePerHour"`
 	// ThresholdAt is when the key reaches the threshold at that rate,
@@ -221,7 +223,7 @@ func (s Source) readPool(ctx context.Context, p Pool) PoolView {
 // readKeys reads every key of a pool in _id order, leniently: a field of an
 // unexpected type reads as unknown, never as an error.
 func readKeys(ctx context.Context, coll *mongo.Collection, threshold float64, minRemaining *float64) ([]KeyView, error) {
-	cur, err := coll.Find(ctx, bson.M{}, options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}))
+	cur, err := coll.Find(ctx, bson.M{}, options.Find().SetSort(bson.D{{Key: rotation.FieldID, Value: 1}}))
 	if err != nil {
 		return nil, fmt.Errorf("read keys: %w", err)
 	}
@@ -237,9 +239,9 @@ func readKeys(ctx context.Context, coll *mongo.Collection, threshold float64, mi
 }
 
 func keyView(d bson.Raw, threshold float64, minRemaining *float64) KeyView {
-	secret, _ := d.Lookup("apiKey").StringValueOK()
-	k := KeyView{ID: idString(d.Lookup("_id")), APIKeyMasked: history.Mask(secret)}
-	k.Status, _ = d.Lookup("status").StringValueOK()
+	secret, _ := d.Lookup(rotation.FieldAPIKey).StringValueOK()
+	k := KeyView{ID: idString(d.Lookup(rotation.FieldID)), APIKeyMasked: history.Mask(secret)}
+	k.Status, _ = d.Lookup(rotation.FieldStatus).StringValueOK()
 	k.CheckError, _ = d.Lookup(fieldCheckError).StringValueOK()
 	k.Spend = number(d, fieldSpend)
 	k.Budget = number(d, fieldBudget)

@@ -1,0 +1,202 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/spendchecker/spendchecker/history"
+	"github.com/spendchecker/spendchecker/internal/fakeupstream"
+	"github.com/spendchecker/spendchecker/internal/fixture"
+)
+
+// scenario is one population of spend trajectories for the adaptive
+// figures.
+type scenario struct {
+	name string
+	what string
+	// burstMin, burstMax: bursts run at this multiple of a key's base rate.
+	burstMin, burstMax float64
+	// idleThenBurst: half the keys sit idle between $9.00 and $9.90 for 5 to
+	// 50 minutes, then spend at a rate from the pool's range.
+	idleThenBurst bool
+	// migrated: the keys carry totalSpend and lastSpendCheck (equal to the
+	// upstream's reading: they look idle) but no spendRate.
+	migrated bool
+	// lagMin, lagMax: the upstream reports the spend of this long ago.
+	lagMin, lagMax time.Duration
+}
+
+var scenarios = []scenario{
+	{name: "mixed", what: "bursts 2-4x", burstMin: 2, burstMax: 4},
+	{name: "burst10", what: "bursts 10x", burstMin: 10, burstMax: 10},
+	{name: "burst20", what: "bursts 20x", burstMin: 20, burstMax: 20},
+	{name: "idle-burst", what: "idle near threshold, then spending", burstMin: 2, burstMax: 4, idleThenBurst: true},
+	{name: "migrated", what: "migrated without a rate", burstMin: 2, burstMax: 4, migrated: true},
+	{name: "lag", what: "upstream lags 10-15 s", burstMin: 2, burstMax: 4, lagMin: 10 * time.Second, lagMax: 15 * time.Second},
+}
+
+// adaptive: per scenario, one simulated hour (a cycle every 10 s on a fake
+// clock) of keys with varied, bursty spend, polled adaptively and at the
+// fixed minimum interval. Both runs of a scenario see the same trajectories.
+// Overshoot is the key's true spend when it was rotated minus the threshold.
+func adaptive(ctx context.Context, s settings) error {
+	ch, err := startChild(0, nil)
+	if err != nil {
+		return err
+	}
+	defer ch.stop()
+	fmt.Printf("\n## adaptive vs fixed polling: %d keys, one simulated hour, cycle and min interval 10 s, max 30 min, threshold $9.95, seed %d\n", s.simKeys, s.seed)
+	fmt.Printf("%-11s %12s %12s %7s %11s %22s %11s %11s %9s %9s\n", "scenario", "fixed calls", "adapt calls", "fewer", "rotations", "worst overshoot f / a",
+		"pool-peak", "ideal", "fewer pp", "fewer id")
+	var fixedAll, adaptiveAll, peakAll, idealAll int64
+	worse := []string{}
+	for _, sc := range scenarios {
+		if s.scenarios != "" && !strings.Contains(","+s.scenarios+",", ","+sc.name+",") {
+			continue
+		}
+		// Fixed polling on the model: no store, so it runs in milliseconds;
+		// its figures stand in for the checker's when -variants leaves the
+		// fixed run out (marked *), and are printed beside them otherwise.
+		fm := model(s, sc, fixedPolicy)
+		f, mark := fm, "*"
+		if strings.Contains(s.variants, "fixed") {
+			if f, err = simulate(ctx, ch, s, false, sc); err != nil {
+				return fmt.Errorf("%s fixed: %w", sc.name, err)
+			}
+			mark = ""
+		}
+		var a simResult
+		if strings.Contains(s.variants, "adaptive") {
+			if a, err = simulate(ctx, ch, s, true, sc); err != nil {
+				return fmt.Errorf("%s adaptive: %w", sc.name, err)
+			}
+		}
+		// The two bounds (BENCHMARKS.md): schedulers that rotate every key
+		// with an overshoot no larger than fixed polling's worst here, w,
+		// whatever the key does within its limit — the scenario's fastest
+		// rate for every key (pool-peak), or each key's own fastest (ideal).
+		w := f.worst
+		peak := poolPeak(s, sc)
+		pp := model(s, sc, boundPolicy(w, func(*trajectory) float64 { return peak }))
+		id := model(s, sc, boundPolicy(w, (*trajectory).peak))
+		fixedAll += f.calls
+		adaptiveAll += a.calls
+		peakAll += pp.calls
+		idealAll += id.calls
+		fmt.Printf("%-11s %11d%1s %12d %6.1fx %4d/%-4d%1s %10.4f$ / %.4f$ %11d %11d %8.1fx %8.1fx\n", sc.name, f.calls, mark, a.calls,
+			float64(f.calls)/float64(max(a.calls, 1)), f.rotations, a.rotations, mark, f.worst, a.worst,
+			pp.calls, id.calls, float64(f.calls)/float64(max(pp.calls, 1)), float64(f.calls)/float64(max(id.calls, 1)))
+		if os.Getenv("BENCH_DEBUG") != "" {
+			fmt.Fprintf(os.Stderr, "%s: model fixed %d calls %d rotations worst %.4f; pool peak %.6f $/s: %d rotations worst %.4f; ideal %d rotations worst %.4f\n",
+				sc.name, fm.calls, fm.rotations, fm.worst, peak, pp.rotations, pp.worst, id.rotations, id.worst)
+		}
+		if a.worst > f.worst+1e-9 {
+			worse = append(worse, sc.name)
+		}
+	}
+	fmt.Printf("overall: adaptive makes %.1fx fewer calls (target >= 20x), the pool-peak bound %.1fx, the ideal %.1fx; scenarios where adaptive's worst overshoot is larger than fixed's: %v (target: none)\n",
+		float64(fixedAll)/float64(max(adaptiveAll, 1)), float64(fixedAll)/float64(max(peakAll, 1)), float64(fixedAll)/float64(max(idealAll, 1)), worse)
+	if !strings.Contains(s.variants, "fixed") {
+		fmt.Println("* fixed polling's figures from the model (-variants without fixed)")
+	}
+	return nil
+}
+
+type simResult struct {
+	calls, rotations int64
+	worst, mean      float64
+}
+
+func simulate(ctx context.Context, ch *child, s settings, adaptiveOn bool, sc scenario) (simResult, error) {
+	var res simResult
+	name := "sim_fixed_" + strings.ReplaceAll(sc.name, "-", "_")
+	if adaptiveOn {
+		name = "sim_adaptive_" + strings.ReplaceAll(sc.name, "-", "_")
+	}
+	db := ch.client.Database(name)
+	_ = db.Drop(ctx)
+	up := fakeupstream.New("openhands")
+	defer up.Close()
+	start := simStart
+	clock := clockwork.NewFakeClockAt(start)
+	const tick = simTick
+	traj, seed := population(s, sc)
+	for i := range traj {
+		up.SetSpend(secretOf(i), traj[i].truth)
+	}
+	if err := fixture.Write(ctx, db, pool, seed); err != nil {
+		return res, err
+	}
+	chk, err := newSimChecker(db, up.URL, adaptiveOn, clock)
+	if err != nil {
+		return res, err
+	}
+	if err := ch.indexIDs(name); err != nil {
+		return res, err
+	}
+	hist := db.Collection(pool.HistoryCollection)
+	seen := map[string]bool{}
+	var sum float64
+	for range simTicks {
+		clock.Advance(tick)
+		for i := range traj {
+			traj[i].step(tick)
+			up.SetSpend(secretOf(i), traj[i].reported(tick))
+		}
+		if _, err := chk.Cycle(ctx); err != nil {
+			return res, err
+		}
+		cur, err := hist.Find(ctx, bson.M{"rotatedAt": bson.M{"$gte": clock.Now().Add(-time.Second)}})
+		if err != nil {
+			return res, err
+		}
+		var recs []history.Record
+		if err := cur.All(ctx, &recs); err != nil {
+			return res, err
+		}
+		for _, r := range recs {
+			if seen[r.KeyID] {
+				continue
+			}
+			seen[r.KeyID] = true
+			var i int
+			if _, err := fmt.Sscanf(r.KeyID, "sim-%d", &i); err != nil {
+				return res, err
+			}
+			over := traj[i].truth - r.Threshold
+			if over < 0 {
+				return res, fmt.Errorf("key %s rotated under its threshold (%.4f)", r.KeyID, traj[i].truth)
+			}
+			traj[i].live = false
+			var j int
+			if _, err := fmt.Sscanf(r.NewKeyID, "sim-%d", &j); err != nil {
+				return res, fmt.Errorf("new key %q: %w", r.NewKeyID, err)
+			}
+			traj[j].live = true
+			if over > res.worst && os.Getenv("BENCH_DEBUG") != "" {
+				fmt.Fprintf(os.Stderr, "worst so far %s: over %.4f at %v, base %.6f burst %.6f idle-left %d\n", r.KeyID, over, clock.Since(start), traj[i].base, traj[i].burst, traj[i].idleTicks)
+			}
+			res.worst = max(res.worst, over)
+			sum += over
+		}
+	}
+	res.calls = up.TotalCalls()
+	n, err := hist.CountDocuments(ctx, bson.M{})
+	if err != nil {
+		return res, err
+	}
+	if n != int64(len(seen)) {
+		return res, fmt.Errorf("%d rotations, %d measured", n, len(seen))
+	}
+	res.rotations = n
+	if n > 0 {
+		res.mean = sum / float64(n)
+	}
+	return res, db.Drop(ctx)
+}

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/event"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/spendchecker/spendchecker/internal/embedded"
+	"github.com/spendchecker/spendchecker/internal/fakeupstream"
+)
+
+// serve is the child: the store and an upstream where every key has spent
+// $1, until stdin closes. A line "index DB" on stdin gives DB's collections
+// the _id index FerretDB's updates can use (embedded.Store.IndexIDs) and
+// answers "ok".
+func serve(latency time.Duration) error {
+	dir, err := os.MkdirTemp("", "spendchecker-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	store, err := embedded.Start(dir, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	up := fakeupstream.New("openhands")
+	defer up.Close()
+	up.Latency = latency
+	up.SetDefaultSpend(1)
+	fmt.Println(store.URI(), up.URL)
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		db, ok := strings.CutPrefix(in.Text(), "index ")
+		if !ok {
+			return fmt.Errorf("serve: unknown request %q", in.Text())
+		}
+		if err := store.IndexIDs(context.Background(), db); err != nil {
+			return err
+		}
+		fmt.Println("ok")
+	}
+	return in.Err()
+}
+
+type child struct {
+	uri, upstream string
+	cmd           *exec.Cmd
+	stdin         io.WriteCloser
+	stdout        *bufio.Reader
+	client        *mongo.Client
+}
+
+// startChild starts the serving process and connects to its store; rt, when
+// not nil, counts the commands the client sends.
+func startChild(latency time.Duration, rt *roundTrips) (*child, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(self, "-serve", "-latency", latency.String())
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	stdout := bufio.NewReader(out)
+	line, err := stdout.ReadString('\n')
+	f := strings.Fields(line)
+	if err != nil || len(f) != 2 {
+		_ = cmd.Process.Kill()
+		return nil, fmt.Errorf("child store did not start: %q %v", line, err)
+	}
+	c := &child{uri: f[0], upstream: f[1], cmd: cmd, stdin: in, stdout: stdout}
+	if c.client, err = connect(c.uri, rt); err != nil {
+		c.stop()
+		return nil, err
+	}
+	return c, nil
+}
+
+// indexIDs asks the child to index db's collections by _id as FerretDB
+// looks them up (see embedded.Store.IndexIDs).
+func (c *child) indexIDs(db string) error {
+	if _, err := fmt.Fprintf(c.stdin, "index %s\n", db); err != nil {
+		return err
+	}
+	line, err := c.stdout.ReadString('\n')
+	if err != nil || strings.TrimSpace(line) != "ok" {
+		return fmt.Errorf("child could not index %s: %q %v", db, line, err)
+	}
+	return nil
+}
+
+func (c *child) stop() {
+	if c.client != nil {
+		_ = c.client.Disconnect(context.Background())
+	}
+	_ = c.stdin.Close()
+	_ = c.cmd.Wait()
+}
+
+// roundTrips counts the commands a client sends.
+type roundTrips struct{ n atomic.Int64 }
+
+func (r *roundTrips) monitor() *event.CommandMonitor {
+	return &event.CommandMonitor{Started: func(context.Context, *event.CommandStartedEvent) { r.n.Add(1) }}
+}
+
+func connect(uri string, rt *roundTrips) (*mongo.Client, error) {
+	o := options.Client().ApplyURI(uri)
+	if rt != nil {
+		o.SetMonitor(rt.monitor())
+	}
+	return mongo.Connect(o)
+}

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/spendchecker/spendchecker/checker"
+	"github.com/spendchecker/spendchecker/rotation"
+)
+
+// throughput: one cycle over N keys, upstream latency L, concurrency C,
+// against the ideal N·L/C and against per-key reads (cursor batches of 1).
+// The polling path (a dry run: stream, poll, decide; no writes) isolates
+// the checker; the full cycle adds the write-back of every key. The store
+// gets the _id index its updates can use (embedded.Store.IndexIDs): without
+// it FerretDB scans the table for each updated document and the full cycle
+// measures that, not the checker.
+func throughput(ctx context.Context, s settings) error {
+	var rt roundTrips
+	ch, err := startChild(s.latency, &rt)
+	if err != nil {
+		return err
+	}
+	defer ch.stop()
+	client := ch.client
+	fmt.Printf("\n## cycle throughput: upstream latency %v, concurrency %d; ideal = N·L/C\n", s.latency, s.concurrency)
+	var full time.Duration
+	fmt.Printf("%-44s %7s %9s %9s %9s %12s %10s\n", "variant", "keys", "ideal", "wall", "vs ideal", "round trips", "vs N/250")
+	for _, v := range []struct {
+		name   string
+		keys   int
+		batch  int
+		dryRun bool
+	}{
+		{"ours: polling path (dry run), batches of 500", s.keys, 500, true},
+		{"baseline: polling path, per-key reads", s.keys, 1, true},
+		{"ours: full cycle with write-back", s.fullKeys, 500, false},
+	} {
+		db := client.Database(fmt.Sprintf("throughput_%d", v.keys))
+		if n, _ := db.Collection(pool.KeysCollection).EstimatedDocumentCount(ctx); n == 0 {
+			if err := seedKeys(ctx, db, v.keys); err != nil {
+				return err
+			}
+			if err := ch.indexIDs(db.Name()); err != nil {
+				return err
+			}
+		}
+		chk, err := newChecker(db, ch.upstream, s.concurrency, v.batch, false, v.dryRun, nil)
+		if err != nil {
+			return err
+		}
+		ideal := time.Duration(float64(v.keys) * float64(s.latency) / float64(s.concurrency))
+		rt.n.Store(0)
+		d, err := cycleOnce(ctx, chk, v.keys)
+		if err != nil {
+			return err
+		}
+		n := rt.n.Load()
+		fmt.Printf("%-44s %7d %9v %9v %8.3fx %12d %9.2fx\n", v.name, v.keys, ideal, d.Round(time.Millisecond), float64(d)/float64(ideal), n, float64(n)/(float64(v.keys)/250))
+		if !v.dryRun {
+			full = d
+		}
+	}
+	// The full cycle cannot beat the store: the same write-back alone, with
+	// no polling, is its other bound.
+	db := client.Database(fmt.Sprintf("throughput_%d", s.fullKeys))
+	rt.n.Store(0)
+	alone, err := writeBackAlone(ctx, db, s.fullKeys)
+	if err != nil {
+		return err
+	}
+	ideal := time.Duration(float64(s.fullKeys) * float64(s.latency) / float64(s.concurrency))
+	fmt.Printf("%-44s %7d %9s %9v %8.3fx %12d %9.2fx\n", "store alone: the same write-back, no polling", s.fullKeys, "", alone.Round(time.Millisecond),
+		float64(alone)/float64(ideal), rt.n.Load(), float64(rt.n.Load())/(float64(s.fullKeys)/250))
+	bound := max(ideal, alone)
+	fmt.Printf("full cycle vs its bound max(ideal, store alone) = %v: %.3fx\n", bound.Round(time.Millisecond), float64(full)/float64(bound))
+	return nil
+}
+
+// writeBackAlone updates every key's spend fields as the checker's
+// write-back does on FerretDB (checker.FerretWriteBatch statements per
+// command), one command at a time, and times it.
+func writeBackAlone(ctx context.Context, db *mongo.Database, n int) (time.Duration, error) {
+	keys := db.Collection(pool.KeysCollection)
+	at := time.Now().UTC()
+	start := time.Now()
+	batch := make([]mongo.WriteModel, 0, checker.FerretWriteBatch)
+	for i := range n {
+		set := bson.M{rotation.FieldTotalSpend: 1.0, checker.FieldLastCheck: at, checker.FieldNextCheck: at.Add(time.Minute), checker.FieldRate: 0.0}
+		batch = append(batch, mongo.NewUpdateOneModel().SetFilter(bson.M{rotation.FieldID: fmt.Sprintf("key-%07d", i)}).SetUpdate(bson.M{"$set": set}))
+		if len(batch) == cap(batch) || i == n-1 {
+			if _, err := keys.BulkWrite(ctx, batch, options.BulkWrite().SetOrdered(false)); err != nil {
+				return 0, err
+			}
+			batch = batch[:0]
+		}
+	}
+	return time.Since(start), nil
+}
