@@ -25,7 +25,7 @@ const maxBurstFactor = 32
 // cadence is what a pool's observations teach the planner: the fastest
 // rate seen for any of its keys (the prior for keys with no rate of their
 // own) and how bursty its keys are (the largest ratio of a key's rate over
-// one interval to the fastest rate known for it before). It lives in
+// one interval to its sustained rate before). It lives in
 // memory; the fastest rate is reloaded from the keys at start.
 type cadence struct {
 	mu      sync.Mutex
@@ -35,7 +35,7 @@ type cadence struct {
 }
 
 // observe learns from one key's rate seen over an interval, known its
-// fastest rate before, base the pool's configured prior. A jump counts as a
+// sustained rate before (< 0: none to measure a burst against), base the pool's configured prior. A jump counts as a
 // burst only when it goes past what the planner already assumed for every
 // key, the larger of base and the pool's fastest rate: an idle key waking up
 // at the pool's usual rate is not bursty, and its ratio over a near-zero
@@ -77,47 +77,86 @@ func (c *Checker) loadFastest(ctx context.Context, p *poolRun) {
 	}
 }
 
-// plan decides the key's next check (README "Adaptive cadence").
+// idlePriorFactor multiplies the pool's fastest observed rate for a key
+// never seen spending: that rate is an average over check intervals, below
+// the peaks the pool's keys really spend at, and an idle key may wake at
+// such a peak (TestAdv13c_IdleKeyWakingAtThePoolsPeakNotItsAverage). The
+// configured or default prior is not multiplied: it is no average.
+const idlePriorFactor = 2
+
+// sustainWindow is the time constant of a key's sustained rate: a
+// time-weighted average of its rates over its intervals, so one quiet
+// interval (a pause, a cooldown, a batching upstream) does not drop the
+// burst cover, nor one burst raise it for ever (README "Adaptive cadence").
+const sustainWindow = 10 * time.Minute
+
+// fieldRateSustained keeps a key's sustained rate (USD/s) beside spendRate,
+// its fastest (README "Adaptive cadence").
+const fieldRateSustained = "spendRateSustained"
+
+// plan decides the key's next check (README "Adaptive cadence"). at is the
+// time of the reading (when the request was made): a slow answer does not
+// move the plan later.
 func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) observation {
-	rate := k.rate
-	seen := -1.0 // the rate over the interval since the last check
+	fastestKey := k.rate // the key's fastest rate seen, kept for ever
+	avg := k.avg         // its sustained rate
+	seen := -1.0         // the rate over the interval since the last check
+	unknown := !k.hasRate
 	switch {
 	case !k.lastCheck.IsZero() && at.Sub(k.lastCheck) < c.cfg.MinInterval/2:
 		// Checked moments ago (by another writer, or a clock ahead of
-		// ours): a rate over so short an interval is noise, and the pool's
-		// fastest rate never decays, so it is not learned (README
+		// ours): a rate over so short an interval is noise, and the
+		// fastest rates never decay, so it is not learned (README
 		// "Adaptive cadence").
 	case !k.lastCheck.IsZero() && at.After(k.lastCheck) && res.Spend >= k.spend:
-		// The key's rate is its rate over its last interval: a burst is a
-		// multiple of it, which the burst factor covers; its fastest rate
-		// ever, times the factor again, would count one burst twice for
-		// ever (README "Adaptive cadence").
 		seen = (res.Spend - k.spend) / at.Sub(k.lastCheck).Seconds()
-		rate = seen
-	case k.lastCheck.IsZero() && rate <= 0:
-		rate = -1 // first check: no rate yet
+	case k.lastCheck.IsZero() && k.rate <= 0:
+		unknown = true // first check: no rate yet
+	}
+	known := -1.0 // the sustained rate a burst is measured against
+	if k.hasAvg {
+		known = avg
+	}
+	if seen >= 0 {
+		fastestKey = max(fastestKey, seen)
+		if k.hasAvg {
+			w := math.Exp(-at.Sub(k.lastCheck).Seconds() / sustainWindow.Seconds())
+			avg = w*avg + (1-w)*seen
+		} else {
+			avg = seen // stored before the sustained rate was kept
+		}
+	} else if !k.hasAvg {
+		avg = k.rate
 	}
 	prior := p.RatePrior
 	if prior <= 0 {
 		prior = p.Threshold / 3600
 	}
-	fastest, burst := p.cad.observe(k.rate, seen, prior)
+	fastest, burst := p.cad.observe(known, seen, prior)
 	if p.BurstFactor > 0 {
 		burst = p.BurstFactor
 	}
+	if !k.hasRate {
+		// Never planned by us (migrated, or first check): its rate over a
+		// long, unknown stretch says little — a migrated key planned on it
+		// overshot up to 15 times more than fixed polling (BENCHMARKS.md) —
+		// and is no base to learn a burst from. Check again at the minimum
+		// to measure one; until the key is seen spending it is idle.
+		fastestKey, avg = 0, 0
+	}
+	if fastestKey <= 0 {
+		fastest *= idlePriorFactor
+	}
 	// Any key may start spending as fast as any key of its pool has: a key
 	// with no rate of its own (idle, just rotated in, migrated) above all.
-	prior = max(prior, fastest)
+	// And a key may spend again at its own fastest, after any pause.
+	prior = max(prior, fastest, fastestKey)
 	headroom := p.Threshold - res.Spend
 	if p.BudgetRatio > 0 && res.Budget != nil {
 		headroom = min(headroom, p.BudgetRatio*(*res.Budget)-budgetSpend(res))
 	}
-	planRate := rate
-	if !k.hasRate {
-		// Never planned by us (migrated, or first check): its rate over a
-		// long, unknown stretch says little — a migrated key planned on it
-		// overshot up to 15 times more than fixed polling (BENCHMARKS.md);
-		// check again at the minimum to measure one.
+	planRate := max(avg, seen)
+	if unknown {
 		planRate = -1
 	}
 	if headroom > 0 && planRate >= 0 {
@@ -129,13 +168,7 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 		headroom += max(planRate*burst, prior) * c.cfg.MinInterval.Seconds() / 2
 	}
 	next := NextInterval(headroom, planRate, prior, burst, c.cfg.MinInterval, c.cfg.MaxInterval)
-	if !k.hasRate {
-		// A rate over a stretch we did not plan is no base to learn a burst
-		// from: the next interval's rate over it would teach the pool any
-		// burst factor. The key's own rate starts with its next check.
-		rate = 0
-	}
-	return observation{id: k.id, spend: res.Spend, rate: max(rate, 0), nextCheck: at.Add(next), at: at, budget: res.Budget}
+	return observation{id: k.id, spend: res.Spend, rate: max(fastestKey, 0), avg: max(avg, 0), nextCheck: at.Add(next), at: at, budget: res.Budget}
 }
 
 // NextInterval plans the wait before a key's next check: the time the key

@@ -29,7 +29,7 @@ import (
 const (
 	FieldLastCheck = "lastSpendCheck"
 	FieldNextCheck = "nextSpendCheck"
-	fieldRate      = "spendRate" // spend rate over the last interval, USD per second
+	fieldRate      = "spendRate" // fastest spend rate seen, USD per second
 	FieldBudget    = "spendBudget"
 	// FieldEpoch is the lease epoch of the observation's writer: the
 	// write-back's fence (README "Lease").
