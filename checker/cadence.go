@@ -141,8 +141,10 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 		// long, unknown stretch says little — a migrated key planned on it
 		// overshot up to 15 times more than fixed polling (BENCHMARKS.md) —
 		// and is no base to learn a burst from. Check again at the minimum
-		// to measure one; until the key is seen spending it is idle.
-		fastestKey, avg = 0, 0
+		// to measure one; until the key is seen spending it is idle, and
+		// its sustained rate starts from its next interval's (stored as
+		// none: 0 would read as a lull any rate is a burst over).
+		fastestKey, avg = 0, -1
 	}
 	if fastestKey <= 0 {
 		fastest *= idlePriorFactor
@@ -155,7 +157,7 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 	if p.BudgetRatio > 0 && res.Budget != nil {
 		headroom = min(headroom, p.BudgetRatio*(*res.Budget)-budgetSpend(res))
 	}
-	planRate := max(avg, seen)
+	planRate := max(avg, seen, 0)
 	if unknown {
 		planRate = -1
 	}
@@ -168,7 +170,7 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 		headroom += max(planRate*burst, prior) * c.cfg.MinInterval.Seconds() / 2
 	}
 	next := NextInterval(headroom, planRate, prior, burst, c.cfg.MinInterval, c.cfg.MaxInterval)
-	return observation{id: k.id, spend: res.Spend, rate: max(fastestKey, 0), avg: max(avg, 0), nextCheck: at.Add(next), at: at, budget: res.Budget}
+	return observation{id: k.id, spend: res.Spend, rate: max(fastestKey, 0), avg: avg, nextCheck: at.Add(next), at: at, budget: res.Budget}
 }
 
 // NextInterval plans the wait before a key's next check: the time the key

@@ -43,7 +43,7 @@ type observation struct {
 	planOnly  bool // only nextCheck: a Retry-After, no spend figure
 	spend     float64
 	rate      float64
-	avg       float64 // the sustained rate
+	avg       float64 // the sustained rate; < 0: none yet (unset)
 	nextCheck time.Time
 	at        time.Time
 	budget    *float64

@@ -113,6 +113,10 @@ func (c *Checker) writeBack(ctx context.Context, keys *mongo.Collection, epoch i
 		}
 		update := bson.M{"$set": set}
 		unset := bson.M{}
+		if o.avg < 0 && !o.planOnly && !o.rejected {
+			delete(set, fieldRateSustained)
+			unset[fieldRateSustained] = ""
+		}
 		switch {
 		case o.planOnly, o.rejected:
 		case o.checkErr != "":
