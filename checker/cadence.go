@@ -174,10 +174,10 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 }
 
 // NextInterval plans the wait before a key's next check: the time the key
-// needs to cross its threshold at the faster of burst × its own fastest
-// rate and the pool's prior, clamped to [min, max]. So a key is back at the
-// minimum interval before a burst of up to burst × its rate can carry it
-// over, and a key with no rate of its own (idle, new, migrated) is never
+// needs to cross its threshold at the faster of burst × rate (the key's
+// sustained rate) and prior (the pool's prior, or the key's own fastest rate
+// if faster), clamped to [min, max]. So a key is back at the minimum
+// interval before a burst of up to burst × its rate can carry it over, and a key with no rate of its own (idle, new, migrated) is never
 // parked longer than the prior allows: near its threshold it is checked
 // near the minimum. A key whose rate is still unknown (rate < 0) is checked
 // again at the minimum, to learn one.

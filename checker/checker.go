@@ -60,8 +60,8 @@ type Pool struct {
 	// of its own; the pool's fastest observed rate raises it. 0 means the
 	// threshold per hour (README "Adaptive cadence").
 	RatePrior float64
-	// BurstFactor is how many times its fastest observed rate a key is
-	// assumed able to spend in a burst. 0 means learn it from the pool's
+	// BurstFactor is how many times its sustained rate a key is assumed
+	// able to spend in a burst. 0 means learn it from the pool's
 	// observations, starting at DefaultBurstFactor.
 	BurstFactor float64
 }
