@@ -25,7 +25,7 @@ const maxBurstFactor = 32
 // cadence is what a pool's observations teach the planner: the fastest
 // rate seen for any of its keys (the prior for keys with no rate of their
 // own) and how bursty its keys are (the largest ratio of a key's rate over
-// one interval to the fastest rate known for it before). It lives in
+// one interval to its sustained rate before). It lives in
 // memory; the fastest rate is reloaded from the keys at start.
 type cadence struct {
 	mu      sync.Mutex
@@ -35,7 +35,7 @@ type cadence struct {
 }
 
 // observe learns from one key's rate seen over an interval, known its
-// fastest rate before, base the pool's configured prior. A jump counts as a
+// sustained rate before (< 0: none to measure a burst against), base the pool's configured prior. A jump counts as a
 // burst only when it goes past what the planner already assumed for every
 // key, the larger of base and the pool's fastest rate: an idle key waking up
 // at the pool's usual rate is not bursty, and its ratio over a near-zero
@@ -77,10 +77,31 @@ func (c *Checker) loadFastest(ctx context.Context, p *poolRun) {
 	}
 }
 
-// plan decides the key's next check (README "Adaptive cadence").
+// idlePriorFactor multiplies the pool's fastest observed rate for a key
+// never seen spending: that rate is an average over check intervals, below
+// the peaks the pool's keys really spend at, and an idle key may wake at
+// such a peak (TestAdv13c_IdleKeyWakingAtThePoolsPeakNotItsAverage). The
+// configured or default prior is not multiplied: it is no average.
+const idlePriorFactor = 2
+
+// sustainWindow is the time constant of a key's sustained rate: a
+// time-weighted average of its rates over its intervals, so one quiet
+// interval (a pause, a cooldown, a batching upstream) does not drop the
+// burst cover, nor one burst raise it for ever (README "Adaptive cadence").
+const sustainWindow = 10 * time.Minute
+
+// fieldRateSustained keeps a key's sustained rate (USD/s) beside spendRate,
+// its fastest (README "Adaptive cadence").
+const fieldRateSustained = "spendRateSustained"
+
+// plan decides the key's next check (README "Adaptive cadence"). at is the
+// time of the reading (when the request was made): a slow answer does not
+// move the plan later.
 func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) observation {
-	rate := k.rate
-	seen := -1.0 // the rate over the interval since the last check
+	fastestKey := k.rate // the key's fastest rate seen, kept for ever
+	avg := k.avg         // its sustained rate
+	seen := -1.0         // the rate over the interval since the last check
+	unknown := !k.hasRate
 	// Issue 16, the remaining kind (README, Providers): a balance falls as
 	// its keys spend, so the fall is the spend; no earlier balance reading,
 	// no rate yet.
@@ -95,30 +116,54 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 	switch {
 	case !k.lastCheck.IsZero() && at.Sub(k.lastCheck) < c.cfg.MinInterval/2:
 		// Checked moments ago (by another writer, or a clock ahead of
-		// ours): a rate over so short an interval is noise, and the pool's
-		// fastest rate never decays, so it is not learned (README
+		// ours): a rate over so short an interval is noise, and the
+		// fastest rates never decay, so it is not learned (README
 		// "Adaptive cadence").
 	case !k.lastCheck.IsZero() && at.After(k.lastCheck) && now >= before: // issue 16: was res.Spend >= k.spend
-		// The key's rate is its rate over its last interval: a burst is a
-		// multiple of it, which the burst factor covers; its fastest rate
-		// ever, times the factor again, would count one burst twice for
-		// ever (README "Adaptive cadence").
 		seen = (now - before) / at.Sub(k.lastCheck).Seconds() // issue 16: was res.Spend - k.spend
-		rate = seen
-	case k.lastCheck.IsZero() && rate <= 0:
-		rate = -1 // first check: no rate yet
+	case k.lastCheck.IsZero() && k.rate <= 0:
+		unknown = true // first check: no rate yet
+	}
+	known := -1.0 // the sustained rate a burst is measured against
+	if k.hasAvg {
+		known = avg
+	}
+	if seen >= 0 {
+		fastestKey = max(fastestKey, seen)
+		if k.hasAvg {
+			w := math.Exp(-at.Sub(k.lastCheck).Seconds() / sustainWindow.Seconds())
+			avg = w*avg + (1-w)*seen
+		} else {
+			avg = seen // stored before the sustained rate was kept
+		}
+	} else if !k.hasAvg {
+		avg = k.rate
 	}
 	prior := p.RatePrior
 	if prior <= 0 {
 		prior = p.Threshold / 3600
 	}
-	fastest, burst := p.cad.observe(k.rate, seen, prior)
+	fastest, burst := p.cad.observe(known, seen, prior)
 	if p.BurstFactor > 0 {
 		burst = p.BurstFactor
 	}
+	if !k.hasRate {
+		// Never planned by us (migrated, or first check): its rate over a
+		// long, unknown stretch says little — a migrated key planned on it
+		// overshot up to 15 times more than fixed polling (BENCHMARKS.md) —
+		// and is no base to learn a burst from. Check again at the minimum
+		// to measure one; until the key is seen spending it is idle, and
+		// its sustained rate starts from its next interval's (stored as
+		// none: 0 would read as a lull any rate is a burst over).
+		fastestKey, avg = 0, -1
+	}
+	if fastestKey <= 0 {
+		fastest *= idlePriorFactor
+	}
 	// Any key may start spending as fast as any key of its pool has: a key
 	// with no rate of its own (idle, just rotated in, migrated) above all.
-	prior = max(prior, fastest)
+	// And a key may spend again at its own fastest, after any pause.
+	prior = max(prior, fastest, fastestKey)
 	hidden := c.lagSpend(k, res, at) // issue 16, batch reports: what a lagging report may not show yet
 	headroom := p.Threshold - res.Spend - hidden
 	if p.BudgetRatio > 0 && res.Budget != nil {
@@ -129,12 +174,8 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 		// the minimum (README, Providers).
 		headroom = *res.Remaining - p.MinRemaining
 	}
-	planRate := rate
-	if !k.hasRate {
-		// Never planned by us (migrated, or first check): its rate over a
-		// long, unknown stretch says little — a migrated key planned on it
-		// overshot up to 15 times more than fixed polling (BENCHMARKS.md);
-		// check again at the minimum to measure one.
+	planRate := max(avg, seen, 0)
+	if unknown {
 		planRate = -1
 	}
 	if headroom > 0 && planRate >= 0 {
@@ -146,14 +187,31 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 		headroom += max(planRate*burst, prior) * c.cfg.MinInterval.Seconds() / 2
 	}
 	next := NextInterval(headroom, planRate, prior, burst, c.cfg.MinInterval, c.cfg.MaxInterval)
-	if !k.hasRate {
-		// A rate over a stretch we did not plan is no base to learn a burst
-		// from: the next interval's rate over it would teach the pool any
-		// burst factor. The key's own rate starts with its next check.
-		rate = 0
-	}
-	return observation{id: k.id, spend: res.Spend, rate: max(rate, 0), nextCheck: at.Add(next), at: at, budget: res.Budget,
+	return observation{id: k.id, spend: res.Spend, rate: max(fastestKey, 0), avg: avg, nextCheck: at.Add(next), at: at, budget: res.Budget,
 		remaining: res.Remaining, currency: res.Currency} // issue 16: the balance read
+}
+
+// NextInterval plans the wait before a key's next check: the time the key
+// needs to cross its threshold at the faster of burst × rate (the key's
+// sustained rate) and prior (the pool's prior, or the key's own fastest rate
+// if faster), clamped to [min, max]. So a key is back at the minimum
+// interval before a burst of up to burst × its rate can carry it over, and a key with no rate of its own (idle, new, migrated) is never
+// parked longer than the prior allows: near its threshold it is checked
+// near the minimum. A key whose rate is still unknown (rate < 0) is checked
+// again at the minimum, to learn one.
+func NextInterval(headroom, rate, prior, burst float64, minI, maxI time.Duration) time.Duration {
+	if headroom <= 0 || rate < 0 {
+		return minI
+	}
+	eff := max(rate*burst, prior)
+	if eff <= 0 {
+		return maxI
+	}
+	secs := headroom / eff
+	if secs >= maxI.Seconds() {
+		return maxI
+	}
+	return max(minI, time.Duration(secs*float64(time.Second)))
 }
 
 // lagSpend is the spend a lagging report may not show yet (README, "Batch
@@ -173,27 +231,4 @@ func (c *Checker) lagSpend(k keyInfo, res spend.Result, at time.Time) float64 {
 	dt := at.Sub(k.lastCheck)
 	rate := (res.Spend - k.spend) / (dt + res.Lag).Seconds()
 	return res.Lag.Seconds() * rate
-}
-
-// NextInterval plans the wait before a key's next check: the time the key
-// needs to cross its threshold at the faster of burst × its own fastest
-// rate and the pool's prior, clamped to [min, max]. So a key is back at the
-// minimum interval before a burst of up to burst × its rate can carry it
-// over, and a key with no rate of its own (idle, new, migrated) is never
-// parked longer than the prior allows: near its threshold it is checked
-// near the minimum. A key whose rate is still unknown (rate < 0) is checked
-// again at the minimum, to learn one.
-func NextInterval(headroom, rate, prior, burst float64, minI, maxI time.Duration) time.Duration {
-	if headroom <= 0 || rate < 0 {
-		return minI
-	}
-	eff := max(rate*burst, prior)
-	if eff <= 0 {
-		return maxI
-	}
-	secs := headroom / eff
-	if secs >= maxI.Seconds() {
-		return maxI
-	}
-	return max(minI, time.Duration(secs*float64(time.Second)))
 }

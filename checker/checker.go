@@ -29,8 +29,8 @@ import (
 const (
 	FieldLastCheck = "lastSpendCheck"
 	FieldNextCheck = "nextSpendCheck"
-	// FieldRate is the key's spend rate over its last interval, USD per
-	// second, the rate the cadence plan uses (status shows it).
+	// FieldRate is the key's fastest spend rate seen, USD per second, one of
+	// the rates the cadence plan uses (status shows it).
 	FieldRate   = "spendRate"
 	fieldRate   = FieldRate
 	FieldBudget = "spendBudget"
@@ -70,8 +70,8 @@ type Pool struct {
 	// of its own; the pool's fastest observed rate raises it. 0 means the
 	// threshold per hour (README "Adaptive cadence").
 	RatePrior float64
-	// BurstFactor is how many times its fastest observed rate a key is
-	// assumed able to spend in a burst. 0 means learn it from the pool's
+	// BurstFactor is how many times its sustained rate a key is assumed
+	// able to spend in a burst. 0 means learn it from the pool's
 	// observations, starting at DefaultBurstFactor.
 	BurstFactor float64
 	// MinRemaining: with a balance provider (the remaining kind), a key

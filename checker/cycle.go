@@ -46,6 +46,7 @@ type observation struct {
 	planOnly  bool // only nextCheck: a Retry-After, no spend figure
 	spend     float64
 	rate      float64
+	avg       float64 // the sustained rate; < 0: none yet (unset)
 	nextCheck time.Time
 	at        time.Time
 	budget    *float64
@@ -194,13 +195,15 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 	if account == "" {
 		account = p.Account
 	}
+	// The reading's time is the request's: a plan counted from a slow
+	// answer would be late by its latency (README "Adaptive cadence").
+	at := c.cfg.Clock.Now().UTC()
 	// Batch providers find the key in their report by _id or upstreamKeyId,
 	// and fail a figure below the one recorded (README, "Batch reports").
 	res, err := p.Provider.Spend(ctx, spend.Key{Secret: k.secret, CreatedAt: k.createdAt, Account: account,
 		ID: k.id, UpstreamID: k.upID, Recorded: k.spend})
 	// Upstream texts may echo the key: never let it reach a log line.
 	err = maskSecret(err, k.secret)
-	at := c.cfg.Clock.Now().UTC()
 	send := func(o observation) {
 		if c.cfg.DryRun {
 			return
@@ -370,6 +373,8 @@ type keyInfo struct {
 	lastCheck time.Time
 	rate      float64
 	hasRate   bool // planned by us before (a migrated key has none)
+	avg       float64
+	hasAvg    bool
 	createdAt time.Time
 	rejAt     time.Time
 	account   string
@@ -392,6 +397,12 @@ func readKey(doc bson.Raw) (keyInfo, error) {
 			// Not a rate: unknown, relearned and overwritten (README
 			// "Adaptive cadence").
 			k.rate, k.hasRate = 0, false
+		}
+	}
+	if v, err := doc.LookupErr(fieldRateSustained); err == nil {
+		k.avg, k.hasAvg = v.AsFloat64OK()
+		if math.IsNaN(k.avg) || math.IsInf(k.avg, 0) || k.avg < 0 {
+			k.avg, k.hasAvg = 0, false
 		}
 	}
 	if v, err := doc.LookupErr(FieldLastCheck); err == nil {

@@ -101,7 +101,7 @@ func (c *Checker) writeBack(ctx context.Context, keys *mongo.Collection, epoch i
 		if ctx.Err() != nil {
 			continue // drain: the write grace is over
 		}
-		set := bson.M{rotation.FieldTotalSpend: o.spend, FieldLastCheck: o.at, FieldNextCheck: o.nextCheck, fieldRate: o.rate, FieldEpoch: epoch}
+		set := bson.M{rotation.FieldTotalSpend: o.spend, FieldLastCheck: o.at, FieldNextCheck: o.nextCheck, fieldRate: o.rate, fieldRateSustained: o.avg, FieldEpoch: epoch}
 		if o.planOnly {
 			set = bson.M{FieldNextCheck: o.nextCheck}
 		}
@@ -122,6 +122,10 @@ func (c *Checker) writeBack(ctx context.Context, keys *mongo.Collection, epoch i
 		}
 		update := bson.M{"$set": set}
 		unset := bson.M{}
+		if o.avg < 0 && !o.planOnly && !o.rejected {
+			delete(set, fieldRateSustained)
+			unset[fieldRateSustained] = ""
+		}
 		switch {
 		case o.planOnly, o.rejected:
 		case o.checkErr != "":
