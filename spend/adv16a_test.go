@@ -139,3 +139,32 @@ func TestAdv16a_OneAPIPaceSplitByHostSpelling(t *testing.T) {
 		t.Fatalf("%d requests to one one-api server within 180 s (new-api allows 180 per client IP)", n)
 	}
 }
+
+// An error answer is quoted into the error text cut at 160 characters
+// ("200 with an error: %.160q"). An upstream that echoes the key it was
+// sent (many do: "Invalid API key: sk-…") some 135 bytes into the body
+// gets it cut in the middle: Redact looks for the whole secret, finds none,
+// and the first part of the key stays in the error, the log line and the
+// cycle's failure example — far more of it than the mask's 5 + 4
+// characters.
+// Cost: most of a key in the logs (here 24 of its 40 characters).
+func TestAdv16a_TruncatedEchoDefeatsRedact(t *testing.T) {
+	const secret = "sk-live-0123456789abcdefghijklmnopqrstuvwx"
+	pad := strings.Repeat("x", 110)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(`{"error":{"message":"` + pad + ` key ` + secret + ` refused"}}`))
+	}))
+	t.Cleanup(srv.Close)
+	ft := newFakeTime()
+	p, err := spend.NewCustom(spend.CustomSpec{URL: srv.URL + "/v1/me", Spend: "usage"}, &spend.Client{Now: ft.Now, Wait: ft.Wait})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = p.Spend(context.Background(), spend.Key{Secret: secret})
+	if err == nil {
+		t.Fatal("an error answer read as a spend")
+	}
+	if strings.Contains(err.Error(), secret[:16]) {
+		t.Fatalf("the error carries %d+ leading characters of the key: %v", 16, err)
+	}
+}
