@@ -240,6 +240,9 @@ type journalEntry struct {
 type backupDoc struct {
 	ID     string
 	APIKey string
+	// Raw is the backup document as claimed, for the optional fields the
+	// new key carries over (carried); nil when only listed.
+	Raw bson.Raw
 }
 
 // Option adjusts one Rotate call.
@@ -412,7 +415,7 @@ func (r *Rotator) rotateOnce(ctx context.Context, entry journalEntry, doc bson.R
 		if err := r.after(ctx, entry.ID, StepClaim); err != nil {
 			return res, false, err
 		}
-		s := &saga{r: r, e: entry, oldKey: doc, backupSecret: backup.APIKey}
+		s := &saga{r: r, e: entry, oldKey: doc, backupSecret: backup.APIKey, backup: backup.Raw}
 		err = s.run(ctx, StepInsertKey)
 		if errors.Is(err, ErrKeyCollision) {
 			// Nothing was written for this backup: let it go, take another.
@@ -656,7 +659,7 @@ func (r *Rotator) claimedBackup(ctx context.Context, e journalEntry) (*backupDoc
 		}
 	}
 	if why == "" {
-		return &backupDoc{ID: e.BackupID, APIKey: secret}, nil
+		return &backupDoc{ID: e.BackupID, APIKey: secret, Raw: raw}, nil
 	}
 	r.log.Info("claimed backup changed since it was listed; trying another", "backup", e.BackupID, "why", why)
 	return nil, r.dropClaim(ctx, e)

@@ -32,6 +32,9 @@ type saga struct {
 	oldKey bson.Raw
 	// backupSecret is empty on recovery: insertKey reads the backup then.
 	backupSecret string
+	// backup is the claimed backup document (read again on recovery): the
+	// optional fields in carried are copied from it onto the new key.
+	backup bson.Raw
 	// depth counts predecessors being completed, to stop a corrupt journal
 	// from recursing forever.
 	depth int
@@ -125,6 +128,12 @@ func (s *saga) ours(k keyDoc) bool {
 	return k.CreatedAt.Equal(s.e.StartedAt.UTC())
 }
 
+// carried are the optional fields of a backup document copied, when
+// present, onto the key it becomes: spendAccount names the upstream account
+// the backup belongs to, which need not be the old key's (README,
+// Providers: "Balance providers").
+var carried = []string{"spendAccount"}
+
 func (s *saga) insertKey(ctx context.Context) error {
 	r := s.r
 	if s.backupSecret == "" {
@@ -143,6 +152,11 @@ func (s *saga) insertKey(ctx context.Context) error {
 		{Key: "createdAt", Value: s.e.StartedAt},
 		{Key: "replacedKey", Value: s.e.OldKeyID},
 		{Key: pendingField, Value: s.e.ID},
+	}
+	for _, f := range carried {
+		if v, err := s.backup.LookupErr(f); err == nil {
+			newKey = append(newKey, bson.E{Key: f, Value: v})
+		}
 	}
 	_, err := r.keys.InsertOne(ctx, newKey)
 	if err == nil || !mongo.IsDuplicateKeyError(err) {
@@ -223,7 +237,7 @@ func (s *saga) recoverInsertKey(ctx context.Context) (done bool, err error) {
 		}
 		return false, fmt.Errorf("%w: backup %s: %s", ErrKeyCollision, s.e.BackupID, why)
 	}
-	s.backupSecret = secret
+	s.backupSecret, s.backup = secret, raw
 	return false, nil
 }
 
