@@ -253,7 +253,27 @@ func (c *Client) SetHostInterval(host string, every time.Duration) {
 	st.ownEvery, st.own = every, rate.NewLimiter(rate.Every(every), 1)
 }
 
+// do runs one request (do1) and masks the key in what it returns: an
+// upstream may echo the key in its answer, which parsers quote into errors
+// cut at a length that could split the key (README, Providers), and a
+// network error carries the request URL, key included when a configured
+// provider puts it there.
 func (c *Client) do(ctx context.Context, rq request) (Response, error) {
+	resp, err := c.do1(ctx, rq)
+	if err != nil {
+		return resp, Redact(err, rq.key)
+	}
+	if len(rq.key) > 12 {
+		// Shorter keys are masked whole ("…"); a short string could also
+		// be a figure of the answer.
+		if b := RedactString(string(resp.Body), rq.key); len(b) != len(resp.Body) || b != string(resp.Body) {
+			resp.Body = []byte(b)
+		}
+	}
+	return resp, nil
+}
+
+func (c *Client) do1(ctx context.Context, rq request) (Response, error) {
 	rawURL, apiKey := rq.url, rq.key
 	d := c.settings()
 	d.maxBody = max(d.maxBody, rq.maxBody)

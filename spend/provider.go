@@ -69,6 +69,9 @@ type Key struct {
 	// spendAccount): keys of one account share one balance, asked once per
 	// cycle (Cycle). Empty: the key is its own account.
 	Account string
+	// Pool is the pool the key is in: account labels are shared within a
+	// pool only.
+	Pool string
 	// CreatedAt is the key document's createdAt. No provider relies on it:
 	// a migrated or restored key spent before it (README, Providers).
 	CreatedAt time.Time
