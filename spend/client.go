@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -237,6 +239,25 @@ type request struct {
 	maxBody int64
 }
 
+// hostKey is the name a host's pace and failures go by: one-api and new-api
+// limit per client IP, so spellings of one server ("API.example.com",
+// "api.example.com.", "api.example.com:443" over https) must share one
+// pace (README, Providers). Lowercase, no trailing dot, no default port.
+func hostKey(u *url.URL) string {
+	h := strings.TrimSuffix(strings.ToLower(u.Hostname()), ".")
+	port := u.Port()
+	if (port == "443" && u.Scheme != "http") || (port == "80" && u.Scheme != "https") {
+		port = ""
+	}
+	if port == "" {
+		if strings.Contains(h, ":") {
+			return "[" + h + "]"
+		}
+		return h
+	}
+	return net.JoinHostPort(h, port)
+}
+
 // SetHostInterval paces the requests to host to at most one per every, on
 // top of HostRate: a provider whose upstream limits requests per client IP
 // sets its own pace (README, Providers). A second call keeps the slower.
@@ -244,6 +265,8 @@ func (c *Client) SetHostInterval(host string, every time.Duration) {
 	if every <= 0 {
 		return
 	}
+	host = strings.ToLower(host) // callers in this package pass hostKey's
+
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st := c.host(host)
@@ -281,7 +304,7 @@ func (c *Client) do1(ctx context.Context, rq request) (Response, error) {
 	if err != nil {
 		return Response{}, unclear("bad request URL: %v", err)
 	}
-	host := u.Host
+	host := hostKey(u)
 	if until, ok := c.keyNotBefore(apiKey); ok {
 		return Response{}, &RetryAfterError{Until: until, Err: errors.New("still inside the upstream's Retry-After")}
 	}

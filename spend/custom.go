@@ -138,7 +138,7 @@ func NewCustom(spec CustomSpec, c *Client) (Provider, error) {
 	if strings.Contains(u.Host, "sk-probe") {
 		return nil, errors.New("custom provider: url: the key must not be in the host")
 	}
-	p.host, p.rawURL = u.Host, spec.URL
+	p.host, p.rawURL = hostKey(u), spec.URL
 	for name, h := range spec.Headers {
 		if name == "" || strings.ContainsAny(name, " :\r\n") {
 			return nil, fmt.Errorf("custom provider: header name %q", name)

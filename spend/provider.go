@@ -138,7 +138,7 @@ func New(name, baseURL string, c *Client) (Provider, error) {
 	case "openrouter":
 		return &httpProvider{name: name, c: c, parse: ParseOpenRouter, url: func(Key) string { return base + "/api/v1/key" }}, nil
 	case "oneapi":
-		c.SetHostInterval(u.Host, OneAPIInterval)
+		c.SetHostInterval(hostKey(u), OneAPIInterval)
 		return &oneAPI{c: c, base: base}, nil
 	case "deepseek":
 		return &balance{name: name, c: c, base: base, path: "/user/balance", parse: ParseDeepSeek}, nil
