@@ -153,7 +153,7 @@ func Parse(args []string) (*Config, error) {
 	fs.Float64Var(&p.BudgetRatio, "budget-ratio", 0, "also rotate at this fraction of a known budget (0: off)")
 	fs.BoolVar(&rotateUnauth, "rotate-unauthorized", true, "rotate keys the upstream rejects (401/403)")
 	fs.Float64Var(&p.MinRemaining, "min-remaining", 1, "balance providers: rotate a key when its account's remaining balance is at or below this (the balance's currency)")
-	fs.StringVar(&p.Account, "account", "", "balance providers: the upstream account every key of the pool belongs to (one request per cycle); a key's spendAccount field wins")
+	fs.StringVar(&p.Account, "account", "", "balance providers: the upstream account every key of the pool belongs to (one request per cycle; one pool only); a key's spendAccount wins, and a key rotated in from a backup without one is its own account")
 	fs.StringVar(&c.Schedule, "schedule", "", "cron expression for cycles (5 fields, or 6 with seconds)")
 	fs.DurationVar(&c.Interval, "interval", 10*time.Second, "cycle interval when no --schedule")
 	fs.BoolVar(&c.Adaptive, "adaptive", true, "poll only the keys that are due")
