@@ -486,10 +486,13 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 	count(func(s *PoolSummary) { s.Due++ })
 	log = log.With("key", k.id)
 	account := k.account
-	if account == "" {
+	if account == "" && !k.rotatedIn {
+		// A key rotated in from a backup is in the backup's account: its
+		// spendAccount (carried by the rotator), else its own; never the
+		// pool's label (README, Providers: "Balance providers").
 		account = p.Account
 	}
-	res, err := p.Provider.Spend(ctx, spend.Key{Secret: k.secret, CreatedAt: k.createdAt, Account: account})
+	res, err := p.Provider.Spend(ctx, spend.Key{Secret: k.secret, CreatedAt: k.createdAt, Account: account, Pool: p.rot.Pool().Name})
 	// Upstream texts may echo the key: never let it reach a log line.
 	err = maskSecret(err, k.secret)
 	at := c.cfg.Clock.Now().UTC()
@@ -653,6 +656,7 @@ type keyInfo struct {
 	createdAt time.Time
 	rejAt     time.Time
 	account   string
+	rotatedIn bool     // inserted by a rotation (replacedKey)
 	remaining *float64 // the last balance reading, for the remaining kind
 }
 
@@ -694,6 +698,8 @@ func readKey(doc bson.Raw) (keyInfo, error) {
 		}
 	}
 	k.account, _ = doc.Lookup(fieldAccount).StringValueOK()
+	_, err := doc.LookupErr("replacedKey")
+	k.rotatedIn = err == nil
 	if v, err := doc.LookupErr(fieldRemaining); err == nil {
 		if f, ok := v.AsFloat64OK(); ok && !math.IsNaN(f) && !math.IsInf(f, 0) {
 			k.remaining = &f
