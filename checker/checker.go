@@ -558,7 +558,13 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 		spendStr := strconv.FormatFloat(res.Spend, 'f', 2, 64)
 		switch {
 		case res.Exhausted:
+			// Refused like a dead key, so held for the rejection guard like
+			// one (a whole pool "exhausted" at once is the upstream's
+			// fault); the last spend stays, as for an unauthorized key
+			// (README, Reliability).
 			reason = "exhausted"
+			res.Spend = k.spend
+			send(observation{id: k.id, rejected: true, at: at, nextCheck: at.Add(c.cfg.MinInterval)})
 		case res.NoReading:
 			// No figure (a one-api unlimited token): checked, and status
 			// says so; the last spend stays as it was (README, Providers).
@@ -598,7 +604,7 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 		log.Debug("spend checked", "spend", res.Spend, "threshold", p.Threshold)
 		return
 	}
-	if reason == "unauthorized" {
+	if reason == "unauthorized" || reason == "exhausted" {
 		// Held until the cycle knows how many keys were rejected at once.
 		hold(k.id, func() { c.rotateKey(ctx, p, k, doc, res, reason, at, log, count, nil) })
 		return
@@ -1108,7 +1114,7 @@ func (c *Checker) systemicRejection(ctx context.Context, p *poolRun, held []stri
 	rejected, err1 := p.keys.CountDocuments(ctx, bson.M{fieldRejected: bson.M{"$gte": since}})
 	answered, err2 := p.keys.CountDocuments(ctx, bson.M{"$or": bson.A{
 		bson.M{fieldRejected: bson.M{"$gte": since}}, bson.M{fieldLastCheck: bson.M{"$gte": since}}}})
-	gone, err3 := hist.CountDocuments(ctx, bson.M{"rotationReason": "unauthorized", "rotatedAt": bson.M{"$gte": since}})
+	gone, err3 := hist.CountDocuments(ctx, bson.M{"rotationReason": bson.M{"$in": bson.A{"unauthorized", "exhausted"}}, "rotatedAt": bson.M{"$gte": since}})
 	recent, err4 := p.keys.CountDocuments(ctx, bson.M{fieldRejectHeld: bson.M{"$gte": since}})
 	if err := errors.Join(err1, err2, err3, err4); err != nil {
 		// Unknown: rotating on a guess could burn the pool.
