@@ -1087,10 +1087,16 @@ func (e *maskedError) Unwrap() error { return e.err }
 // maskSecret masks the key in err's text (first 5 and last 4 characters):
 // an upstream or a gateway may echo the token it was given.
 func maskSecret(err error, secret string) error {
-	if err == nil || secret == "" || !strings.Contains(err.Error(), secret) {
+	if err == nil || secret == "" {
 		return err
 	}
-	return &maskedError{err: err, msg: strings.ReplaceAll(err.Error(), secret, history.Mask(secret))}
+	// The encoded forms too (percent-encoded in a URL, escaped in a quoted
+	// body): spend.RedactString knows them.
+	msg := spend.RedactString(strings.ReplaceAll(err.Error(), secret, history.Mask(secret)), secret)
+	if msg == err.Error() {
+		return err
+	}
+	return &maskedError{err: err, msg: msg}
 }
 
 // systemicRejection returns why the rejected keys in held must not be
