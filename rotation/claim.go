@@ -13,6 +13,8 @@ import (
 type backupDoc struct {
 	ID     string
 	APIKey string
+	// Carried are the backup's carriedFields, for the key it becomes.
+	Carried bson.D
 }
 
 // claim inserts the journal entry with the first backup nobody else holds,
@@ -143,7 +145,7 @@ func (r *Rotator) claimedBackup(ctx context.Context, e journalEntry) (*backupDoc
 		}
 	}
 	if why == "" {
-		return &backupDoc{ID: e.BackupID, APIKey: secret}, nil
+		return &backupDoc{ID: e.BackupID, APIKey: secret, Carried: carried(raw)}, nil
 	}
 	r.log.Info("claimed backup changed since it was listed; trying another", "backup", e.BackupID, "why", why)
 	return nil, r.dropClaim(ctx, e)

@@ -333,7 +333,7 @@ func (r *Rotator) rotateOnce(ctx context.Context, entry journalEntry, doc bson.R
 		if err := r.after(ctx, entry.ID, StepClaim); err != nil {
 			return res, false, err
 		}
-		s := &saga{r: r, e: entry, oldKey: doc, backupSecret: backup.APIKey}
+		s := &saga{r: r, e: entry, oldKey: doc, backupSecret: backup.APIKey, backupCarried: backup.Carried}
 		err = s.run(ctx, StepInsertKey)
 		if errors.Is(err, ErrKeyCollision) {
 			// Nothing was written for this backup: let it go, take another.

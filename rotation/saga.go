@@ -27,6 +27,9 @@ type saga struct {
 	oldKey bson.Raw
 	// backupSecret is empty on recovery: insertKey reads the backup then.
 	backupSecret string
+	// backupCarried are the backup's carriedFields, copied onto the key it
+	// becomes.
+	backupCarried bson.D
 	// depth counts predecessors being completed, to stop a corrupt journal
 	// from recursing forever.
 	depth int
@@ -139,6 +142,7 @@ func (s *saga) insertKey(ctx context.Context) error {
 		{Key: FieldReplacedKey, Value: s.e.OldKeyID},
 		{Key: pendingField, Value: s.e.ID},
 	}
+	newKey = append(newKey, s.backupCarried...)
 	_, err := r.keys.InsertOne(ctx, newKey)
 	if err == nil || !mongo.IsDuplicateKeyError(err) {
 		return err
@@ -219,6 +223,7 @@ func (s *saga) recoverInsertKey(ctx context.Context) (done bool, err error) {
 		return false, fmt.Errorf("%w: backup %s: %s", ErrKeyCollision, s.e.BackupID, why)
 	}
 	s.backupSecret = secret
+	s.backupCarried = carried(raw)
 	return false, nil
 }
 
