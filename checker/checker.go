@@ -56,7 +56,7 @@ const (
 	// balance is asked once per cycle (README, Providers).
 	FieldRemaining = "spendRemaining"
 	FieldCurrency  = "spendCurrency"
-	FieldAccount   = "spendAccount"
+	FieldAccount   = rotation.FieldSpendAccount
 )
 
 // Pool is one pool to check, with its own provider and thresholds.

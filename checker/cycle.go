@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"math"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -192,7 +191,10 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 	count(func(s *PoolSummary) { s.Due++ })
 	log = log.With("key", k.id)
 	account := k.account
-	if account == "" {
+	if account == "" && !k.rotatedIn {
+		// A key rotated in from a backup is in the backup's account: its
+		// spendAccount (carried by the rotator), else its own; never the
+		// pool's label (README, Providers: "Balance providers").
 		account = p.Account
 	}
 	// The reading's time is the request's: a plan counted from a slow
@@ -201,7 +203,7 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 	// Batch providers find the key in their report by _id or upstreamKeyId,
 	// and fail a figure below the one recorded (README, "Batch reports").
 	res, err := p.Provider.Spend(ctx, spend.Key{Secret: k.secret, CreatedAt: k.createdAt, Account: account,
-		ID: k.id, UpstreamID: k.upID, Recorded: k.spend})
+		Pool: p.rot.Pool().Name, ID: k.id, UpstreamID: k.upID, Recorded: k.spend})
 	// Upstream texts may echo the key: never let it reach a log line.
 	err = maskSecret(err, k.secret)
 	send := func(o observation) {
@@ -272,7 +274,13 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 		hidden := c.lagSpend(k, res, at)
 		switch {
 		case res.Exhausted:
+			// Refused like a dead key, so held for the rejection guard like
+			// one (a whole pool "exhausted" at once is the upstream's
+			// fault); the last spend stays, as for an unauthorized key
+			// (README, Reliability).
 			reason = "exhausted"
+			res.Spend = k.spend
+			send(observation{id: k.id, rejected: true, at: at, nextCheck: at.Add(c.cfg.MinInterval)})
 		case res.NoReading:
 			// No figure (a one-api unlimited token): checked, and status
 			// says so; the last spend stays as it was (README, Providers).
@@ -312,7 +320,7 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 		log.Debug("spend checked", "spend", res.Spend, "threshold", p.Threshold)
 		return
 	}
-	if reason == "unauthorized" {
+	if reason == "unauthorized" || reason == "exhausted" {
 		// Held until the cycle knows how many keys were rejected at once.
 		hold(k.id, func() { c.rotateKey(ctx, p, k, doc, res, reason, at, log, count, nil) })
 		return
@@ -379,6 +387,7 @@ type keyInfo struct {
 	rejAt     time.Time
 	account   string
 	upID      string   // upstreamKeyId: the key's id in a batch report
+	rotatedIn bool     // inserted by a rotation (replacedKey)
 	remaining *float64 // the last balance reading, for the remaining kind
 }
 
@@ -390,7 +399,8 @@ func readKey(doc bson.Raw) (keyInfo, error) {
 	if err != nil {
 		return keyInfo{}, err
 	}
-	k := keyInfo{id: kd.ID, secret: kd.APIKey, spend: kd.TotalSpend, createdAt: kd.CreatedAt, upID: kd.UpstreamKeyID}
+	k := keyInfo{id: kd.ID, secret: kd.APIKey, spend: kd.TotalSpend, createdAt: kd.CreatedAt, upID: kd.UpstreamKeyID,
+		rotatedIn: kd.ReplacedKey != ""}
 	if v, err := doc.LookupErr(fieldRate); err == nil {
 		k.rate, k.hasRate = v.AsFloat64OK()
 		if math.IsNaN(k.rate) || math.IsInf(k.rate, 0) || k.rate < 0 {
@@ -449,25 +459,6 @@ func minTime(a, b time.Time) time.Time {
 	return a
 }
 
-// maskedError is err with every occurrence of a secret masked in its text;
-// errors.Is and As still see the original.
-type maskedError struct {
-	err error
-	msg string
-}
-
-func (e *maskedError) Error() string { return e.msg }
-func (e *maskedError) Unwrap() error { return e.err }
-
-// maskSecret masks the key in err's text (first 5 and last 4 characters):
-// an upstream or a gateway may echo the token it was given.
-func maskSecret(err error, secret string) error {
-	if err == nil || secret == "" || !strings.Contains(err.Error(), secret) {
-		return err
-	}
-	return &maskedError{err: err, msg: strings.ReplaceAll(err.Error(), secret, history.Mask(secret))}
-}
-
 // systemicRejection returns why the rejected keys in held must not be
 // rotated, or "" when they may be: a share of a pool's answered keys
 // rejected at once is an outage, a block or a wrong URL, not that many dead
@@ -489,7 +480,7 @@ func (c *Checker) systemicRejection(ctx context.Context, p *poolRun, held []stri
 	rejected, err1 := p.keys.CountDocuments(ctx, bson.M{FieldRejectedAt: bson.M{"$gte": since}})
 	answered, err2 := p.keys.CountDocuments(ctx, bson.M{"$or": bson.A{
 		bson.M{FieldRejectedAt: bson.M{"$gte": since}}, bson.M{FieldLastCheck: bson.M{"$gte": since}}}})
-	gone, err3 := hist.CountDocuments(ctx, bson.M{"rotationReason": "unauthorized", "rotatedAt": bson.M{"$gte": since}})
+	gone, err3 := hist.CountDocuments(ctx, bson.M{"rotationReason": bson.M{"$in": bson.A{"unauthorized", "exhausted"}}, "rotatedAt": bson.M{"$gte": since}})
 	recent, err4 := p.keys.CountDocuments(ctx, bson.M{FieldRejectHeldAt: bson.M{"$gte": since}})
 	if err := errors.Join(err1, err2, err3, err4); err != nil {
 		// Unknown: rotating on a guess could burn the pool.

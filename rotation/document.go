@@ -19,6 +19,10 @@ const (
 	FieldReplacedKey   = "replacedKey" // the key a rotation replaced
 	FieldTokensUsed    = "tokensUsed"
 	FieldRequestsCount = "requestsCount"
+	// FieldSpendAccount is the key's optional upstream account: keys of one
+	// account share one balance reading (README, Providers: "Balance
+	// providers"), set by the operator or the proxy.
+	FieldSpendAccount  = "spendAccount"
 	FieldTotalSpend    = "totalSpend" // USD, read by the proxy's admin pages
 	FieldCooldownUntil = "cooldownUntil"
 	// FieldUpstreamKeyID is the key's optional id in a batch provider's
@@ -40,7 +44,7 @@ const (
 // carriedFields are the optional fields a backup hands on to the key it
 // becomes, when it has them (a clean rotation and a recovered one alike):
 // ids that name the key elsewhere and must survive its rotation in.
-var carriedFields = []string{FieldUpstreamKeyID}
+var carriedFields = []string{FieldUpstreamKeyID, FieldSpendAccount}
 
 // carried returns the carriedFields present in a backup document, in
 // carriedFields' order.

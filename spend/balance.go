@@ -84,7 +84,9 @@ func flexNumber(raw json.RawMessage) (float64, error) {
 // "granted_balance": "10.00", "topped_up_balance": "100.00"}]}, amounts as
 // strings. The remaining figure is total_balance in USD when the account
 // has a USD entry, else in the first entry's currency; is_available false
-// (no balance the API may use) is a remaining of 0.
+// (no balance the API may use) is a remaining of 0. An available account
+// whose picked entry is empty while another currency is funded is a failed
+// check: we do not guess its currency.
 func ParseDeepSeek(status int, body []byte) (Result, error) {
 	if r, done, err := common(status, body); done {
 		return r, err
@@ -123,6 +125,22 @@ func ParseDeepSeek(status int, body []byte) (Result, error) {
 	rem, err := flexNumber(v.Infos[pick].TotalBalance)
 	if err != nil {
 		return Result{}, err
+	}
+	if rem <= 0 {
+		// The account can still spend (is_available): if another entry is
+		// funded it spends that currency, and reading the empty one as
+		// "remaining 0" would rotate every key of a funded account. Which
+		// currency the pool's --min-remaining means is not ours to guess: a
+		// failed check, never a rotation (README, Providers).
+		for i, in := range v.Infos {
+			if i == pick {
+				continue
+			}
+			if other, err := flexNumber(in.TotalBalance); err == nil && other > 0 {
+				return Result{}, unclear("balance %s %s is empty but %s %s is funded and the account is available: not guessing which the account spends",
+					v.Infos[pick].TotalBalance, v.Infos[pick].Currency, in.TotalBalance, in.Currency)
+			}
+		}
 	}
 	return Result{Remaining: &rem, Currency: v.Infos[pick].Currency}, nil
 }

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -253,6 +255,25 @@ func (c *Client) getReport(ctx context.Context, rawURL, cred string, hdr http.He
 	return c.do(ctx, request{url: rawURL, key: cred, header: hdr, maxBody: maxBody, report: true})
 }
 
+// hostKey is the name a host's pace and failures go by: one-api and new-api
+// limit per client IP, so spellings of one server ("API.example.com",
+// "api.example.com.", "api.example.com:443" over https) must share one
+// pace (README, Providers). Lowercase, no trailing dot, no default port.
+func hostKey(u *url.URL) string {
+	h := strings.TrimSuffix(strings.ToLower(u.Hostname()), ".")
+	port := u.Port()
+	if (port == "443" && u.Scheme != "http") || (port == "80" && u.Scheme != "https") {
+		port = ""
+	}
+	if port == "" {
+		if strings.Contains(h, ":") {
+			return "[" + h + "]"
+		}
+		return h
+	}
+	return net.JoinHostPort(h, port)
+}
+
 // SetHostInterval paces the requests to host to at most one per every, on
 // top of HostRate: a provider whose upstream limits requests per client IP
 // sets its own pace (README, Providers). A second call keeps the slower.
@@ -260,6 +281,8 @@ func (c *Client) SetHostInterval(host string, every time.Duration) {
 	if every <= 0 {
 		return
 	}
+	host = strings.ToLower(host) // callers in this package pass hostKey's
+
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st := c.host(host)
@@ -269,7 +292,27 @@ func (c *Client) SetHostInterval(host string, every time.Duration) {
 	st.ownEvery, st.own = every, rate.NewLimiter(rate.Every(every), 1)
 }
 
+// do runs one request (do1) and masks the key in what it returns: an
+// upstream may echo the key in its answer, which parsers quote into errors
+// cut at a length that could split the key (README, Providers), and a
+// network error carries the request URL, key included when a configured
+// provider puts it there.
 func (c *Client) do(ctx context.Context, rq request) (Response, error) {
+	resp, err := c.do1(ctx, rq)
+	if err != nil {
+		return resp, Redact(err, rq.key)
+	}
+	if len(rq.key) > 12 {
+		// Shorter keys are masked whole ("…"); a short string could also
+		// be a figure of the answer.
+		if b := RedactString(string(resp.Body), rq.key); len(b) != len(resp.Body) || b != string(resp.Body) {
+			resp.Body = []byte(b)
+		}
+	}
+	return resp, nil
+}
+
+func (c *Client) do1(ctx context.Context, rq request) (Response, error) {
 	rawURL, apiKey := rq.url, rq.key
 	d := c.settings()
 	d.maxBody = max(d.maxBody, rq.maxBody)
@@ -277,7 +320,7 @@ func (c *Client) do(ctx context.Context, rq request) (Response, error) {
 	if err != nil {
 		return Response{}, unclear("bad request URL: %v", err)
 	}
-	host := u.Host
+	host := hostKey(u)
 	if until, ok := c.keyNotBefore(apiKey); ok {
 		return Response{}, &RetryAfterError{Until: until, Err: errors.New("still inside the upstream's Retry-After")}
 	}

@@ -138,7 +138,7 @@ func NewCustom(spec CustomSpec, c *Client) (Provider, error) {
 	if strings.Contains(u.Host, "sk-probe") {
 		return nil, errors.New("custom provider: url: the key must not be in the host")
 	}
-	p.host, p.rawURL = u.Host, spec.URL
+	p.host, p.rawURL = hostKey(u), spec.URL
 	for name, h := range spec.Headers {
 		if name == "" || strings.ContainsAny(name, " :\r\n") {
 			return nil, fmt.Errorf("custom provider: header name %q", name)
@@ -244,10 +244,25 @@ func (p *custom) Name() string { return "custom" }
 // keys of one account for the cycle, as the built-in balance providers do.
 func (p *custom) Spend(ctx context.Context, k Key) (Result, error) {
 	if p.remaining != nil {
-		return Shared(ctx, accountID("custom", p.rawURL, k), func(ctx context.Context) (Result, error) { return p.spend1(ctx, k) })
+		r, err := Shared(ctx, accountID("custom", p.rawURL, k), func(ctx context.Context) (Result, error) {
+			r, err := p.spend1(ctx, k)
+			if err == nil && r.Exhausted {
+				// About this key, not the account: not shared.
+				return r, errKeyAnswer
+			}
+			return r, err
+		})
+		if errors.Is(err, errKeyAnswer) {
+			return r, nil
+		}
+		return r, err
 	}
 	return p.spend1(ctx, k)
 }
+
+// errKeyAnswer marks a clear answer about one key (exhausted), which Shared
+// must not hand to the account's other keys.
+var errKeyAnswer = errors.New("an answer about the key, not the account")
 
 func (p *custom) spend1(ctx context.Context, k Key) (Result, error) {
 	rawURL, err := execTemplate(p.url, k)
@@ -267,6 +282,19 @@ func (p *custom) spend1(ctx context.Context, k Key) (Result, error) {
 	}
 	resp, err := p.c.do(ctx, rq)
 	if err != nil {
+		// The URL, as a network error quotes it, may hold the key in any
+		// encoding the template chose: mask the whole rendered URL.
+		if shown, e := execTemplate(p.url, Key{Secret: masked(k.Secret)}); e == nil {
+			forms := []string{rawURL}
+			if u, e := url.Parse(rawURL); e == nil {
+				forms = append(forms, u.String())
+			}
+			for _, f := range forms {
+				if msg := err.Error(); strings.Contains(msg, f) {
+					err = &redactedError{err: err, msg: strings.ReplaceAll(msg, f, shown)}
+				}
+			}
+		}
 		return Result{}, Redact(err, k.Secret)
 	}
 	r, err := p.parse(resp.Status, resp.Body)
@@ -276,7 +304,7 @@ func (p *custom) spend1(ctx context.Context, k Key) (Result, error) {
 // Parse reads one answer as the spec says; exported through ParseCustom
 // for the fuzz target.
 func (p *custom) parse(status int, body []byte) (Result, error) {
-	if p.exhausted[status] && (p.exhaustedRe == nil || p.exhaustedRe.Match(body)) {
+	if p.exhausted[status] && p.exhaustedBody(body) {
 		return Result{Exhausted: true}, nil
 	}
 	if r, done, err := common(status, body); done {
@@ -354,6 +382,18 @@ func (p *custom) parse(status int, body []byte) (Result, error) {
 		}
 	}
 	return r, nil
+}
+
+// exhaustedBody: with exhausted-match, the body matches it; without, the
+// body is a JSON object (the upstream's own error): an HTML block page from
+// a CDN or WAF in front of the upstream is not a statement about the key
+// (README, Providers: "A configured provider").
+func (p *custom) exhaustedBody(body []byte) bool {
+	if p.exhaustedRe != nil {
+		return p.exhaustedRe.Match(body)
+	}
+	t := bytes.TrimSpace(body)
+	return len(t) > 0 && t[0] == '{' && json.Valid(t)
 }
 
 // figure reads a number or numeric string at path, scaled; unl reports the

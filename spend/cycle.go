@@ -4,9 +4,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
+	"net/url"
+	"sort"
+	"strconv"
 	"strings"
 	"sync"
+	"text/template"
 )
 
 // Cycle is one check cycle's memo of upstream answers: calls with the same
@@ -49,71 +52,118 @@ func CycleFrom(ctx context.Context) *Cycle {
 	return cyc
 }
 
-// Shared runs fn once per id in the cycle ctx carries and hands its result
-// to every caller with that id; without a cycle it just runs fn. A caller
-// whose ctx ends while another runs fn gets ctx's error; a call that failed
-// because its own context ended is not kept, so the next caller runs again.
+// Shared runs fn once per id in the cycle ctx carries and hands its
+// successful result to every caller with that id; without a cycle it just
+// runs fn. Only a success is shared: an error (a 401, a 403, an unclear or
+// failed answer) is a statement about the key that was sent, or may be, so
+// it goes to that caller alone and every other caller asks with its own key
+// (README, Providers: "Balance providers"). A caller whose ctx ends while
+// another runs fn gets ctx's error.
 func Shared[T any](ctx context.Context, id string, fn func(context.Context) (T, error)) (T, error) {
 	cyc := CycleFrom(ctx)
 	if cyc == nil {
 		return fn(ctx)
 	}
-	for {
-		cyc.mu.Lock()
-		c, ok := cyc.calls[id]
-		if !ok {
-			c = &cycleCall{done: make(chan struct{})}
-			cyc.calls[id] = c
+	cyc.mu.Lock()
+	c, ok := cyc.calls[id]
+	if !ok {
+		c = &cycleCall{done: make(chan struct{})}
+		cyc.calls[id] = c
+		cyc.mu.Unlock()
+		v, err := fn(ctx)
+		c.v, c.err = v, err
+		if err != nil {
+			cyc.mu.Lock()
+			delete(cyc.calls, id)
 			cyc.mu.Unlock()
-			v, err := fn(ctx)
-			c.v, c.err = v, err
-			if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
-				cyc.mu.Lock()
-				delete(cyc.calls, id)
-				cyc.mu.Unlock()
-			}
-			close(c.done)
-			return v, err
 		}
-		cyc.mu.Unlock()
-		select {
-		case <-c.done:
-		case <-ctx.Done():
-			var zero T
-			return zero, ctx.Err()
-		}
-		cyc.mu.Lock()
-		dropped := cyc.calls[id] != c
-		cyc.mu.Unlock()
-		if dropped && ctx.Err() == nil {
-			// The caller that ran it was cancelled: run it again.
-			continue
-		}
-		v, _ := c.v.(T)
-		return v, c.err
+		close(c.done)
+		return v, err
 	}
+	cyc.mu.Unlock()
+	select {
+	case <-c.done:
+	case <-ctx.Done():
+		var zero T
+		return zero, ctx.Err()
+	}
+	if c.err != nil {
+		// Not shared: ask with this caller's own key.
+		return fn(ctx)
+	}
+	v, _ := c.v.(T)
+	return v, nil
 }
 
 // accountID is the id under which an account's answer is shared in a
-// cycle: the provider, its base URL and the account label, or a hash of the
-// secret when the key has none (it is then its own account).
+// cycle: the provider, its base URL, the pool and the account label, or a
+// hash of the secret when the key has none (it is then its own account).
+// Labels are the operator's names, per pool: two pools that both call an
+// account "main" are not taken for one.
 func accountID(provider, base string, k Key) string {
 	if k.Account != "" {
-		return provider + "\x00" + base + "\x00account\x00" + k.Account
+		return provider + "\x00" + base + "\x00pool\x00" + k.Pool + "\x00account\x00" + k.Account
 	}
 	h := sha256.Sum256([]byte(k.Secret))
 	return provider + "\x00" + base + "\x00key\x00" + hex.EncodeToString(h[:])
 }
 
-// Redact replaces secret in err's text by its mask (masked: first 5 and
-// last 4 characters), keeping err's type for errors.Is and errors.As: an
-// upstream may echo the token it was given, and an answer shared in a Cycle
-// reaches other keys' log lines.
+// Redact replaces secret in err's text by its mask (first 5 and last 4
+// characters), keeping err's type for errors.Is and errors.As: an upstream
+// may echo the token it was given, and an answer shared in a Cycle reaches
+// other keys' log lines. It masks the encoded forms of the secret too
+// (secretForms): a key sent in a URL shows in a network error
+// percent-encoded.
 func Redact(err error, secret string) error {
-	if err == nil || secret == "" || !strings.Contains(err.Error(), secret) {
+	if err == nil || secret == "" {
 		return err
 	}
-	return &redactedError{err: err, msg: strings.ReplaceAll(err.Error(), secret, masked(secret))}
+	msg := RedactString(err.Error(), secret)
+	if msg == err.Error() {
+		return err
+	}
+	return &redactedError{err: err, msg: msg}
+}
+
+// RedactString masks every form of secret (secretForms) in s.
+func RedactString(s, secret string) string {
+	if secret == "" {
+		return s
+	}
+	mask := masked(secret)
+	for _, f := range secretForms(secret) {
+		if strings.Contains(s, f) {
+			s = strings.ReplaceAll(s, f, mask)
+		}
+	}
+	return s
+}
+
+// secretForms are the spellings of a secret an error or a quoted body may
+// carry: raw; percent-encoded as a query value, a path segment and twice
+// (a URL quoted into another); as text/template's html and js escapes
+// write it (a configured provider's templates may use them); with JSON's
+// escaped slash; and each of those as Go's %q quotes it. Longest first, so
+// a form is masked whole before a shorter one inside it.
+func secretForms(secret string) []string {
+	seen := map[string]bool{}
+	var out []string
+	add := func(f string) {
+		if len(f) >= len(secret)/2 && f != "" && !seen[f] {
+			seen[f] = true
+			out = append(out, f)
+		}
+	}
+	q := url.QueryEscape(secret)
+	base := []string{secret, q, url.PathEscape(secret), strings.ReplaceAll(q, "%", "%25"),
+		template.HTMLEscapeString(secret), template.JSEscapeString(secret), strings.ReplaceAll(secret, "/", `\/`)}
+	for _, f := range base {
+		add(f)
+		qq := strconv.Quote(f)
+		add(qq[1 : len(qq)-1])
+	}
+	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
+	return out
 }
 
 type redactedError struct {

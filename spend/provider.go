@@ -73,6 +73,9 @@ type Key struct {
 	// spendAccount): keys of one account share one balance, asked once per
 	// cycle (Cycle). Empty: the key is its own account.
 	Account string
+	// Pool is the pool the key is in: account labels are shared within a
+	// pool only.
+	Pool string
 	// CreatedAt is the key document's createdAt. No provider relies on it:
 	// a migrated or restored key spent before it (README, Providers).
 	CreatedAt time.Time
@@ -147,7 +150,7 @@ func New(name, baseURL string, c *Client) (Provider, error) {
 	case "openrouter":
 		return &httpProvider{name: name, c: c, parse: ParseOpenRouter, url: func(Key) string { return base + "/api/v1/key" }}, nil
 	case "oneapi":
-		c.SetHostInterval(u.Host, OneAPIInterval)
+		c.SetHostInterval(hostKey(u), OneAPIInterval)
 		return &oneAPI{c: c, base: base}, nil
 	case "deepseek":
 		return &balance{name: name, c: c, base: base, path: "/user/balance", parse: ParseDeepSeek}, nil

@@ -224,7 +224,7 @@ func storeFlags(c *Config, st *parseState) func(*flag.FlagSet) {
 		fs.Float64Var(&p.BudgetRatio, "budget-ratio", 0, "also rotate at this fraction of a known budget (0: off)")
 		fs.BoolVar(&st.rotateUnauth, "rotate-unauthorized", true, "rotate keys the upstream rejects (401/403)")
 		fs.Float64Var(&p.MinRemaining, "min-remaining", DefaultMinRemaining, "balance providers: rotate a key when its account's remaining balance is at or below this (the balance's currency)")
-		fs.StringVar(&p.Account, "account", "", "balance providers: the upstream account every key of the pool belongs to (one request per cycle); a key's spendAccount field wins")
+		fs.StringVar(&p.Account, "account", "", "balance providers: the upstream account every key of the pool belongs to (one request per cycle; one pool only); a key's spendAccount wins, and a key rotated in from a backup without one is its own account")
 		fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "auto, text or json")
 		fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	}

@@ -62,6 +62,16 @@ func (st *fileState) resolvePools(top PoolConfig) ([]PoolConfig, []Override, err
 			return nil, nil, usage("%s names one pool's collection; with %d pools in the config file, select one with --pool or set it in the pool's entry", name, len(entries))
 		}
 	}
+	if (st.user["account"] || st.top["account"]) && len(entries) > 1 {
+		// One label for every pool's keys would tell the poller that keys
+		// of different pools (different upstream accounts, as a rule) share
+		// one balance (README, Providers: "Balance providers").
+		name := "--account"
+		if !st.user["account"] {
+			name = "config file: account"
+		}
+		return nil, nil, usage("%s names one upstream account; with %d pools in the config file, set \"account\" in each pool's entry or select one pool with --pool", name, len(entries))
+	}
 	var out []PoolConfig
 	var overrides []Override
 	for _, e := range entries {

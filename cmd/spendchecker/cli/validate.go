@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -145,6 +146,10 @@ func (c *Config) validate() error {
 		}
 		if p.BudgetRatio < 0 || p.BudgetRatio > 1 {
 			return usage("pool %s: --budget-ratio must be between 0 and 1", pool.Name)
+		}
+		if !(p.MinRemaining >= 0) || math.IsInf(p.MinRemaining, 1) {
+			// NaN never rotates, +Inf rotates every key (README, Providers).
+			return usage("pool %s: --min-remaining must be a finite number, 0 or more", pool.Name)
 		}
 		if p.Provider == "" {
 			continue
