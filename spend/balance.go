@@ -24,7 +24,7 @@ type balance struct {
 func (p *balance) Name() string { return p.name }
 
 func (p *balance) Spend(ctx context.Context, k Key) (Result, error) {
-	return Shared(ctx, accountID(p.name, p.base, k), func(ctx context.Context) (Result, error) {
+	return SharedSuccess(ctx, accountID(p.name, p.base, k), func(ctx context.Context) (Result, error) {
 		resp, err := p.c.Get(ctx, p.base+p.path, k.Secret)
 		if err != nil {
 			return Result{}, Redact(err, k.Secret)

@@ -244,7 +244,7 @@ func (p *custom) Name() string { return "custom" }
 // keys of one account for the cycle, as the built-in balance providers do.
 func (p *custom) Spend(ctx context.Context, k Key) (Result, error) {
 	if p.remaining != nil {
-		r, err := Shared(ctx, accountID("custom", p.rawURL, k), func(ctx context.Context) (Result, error) {
+		r, err := SharedSuccess(ctx, accountID("custom", p.rawURL, k), func(ctx context.Context) (Result, error) {
 			r, err := p.spend1(ctx, k)
 			if err == nil && r.Exhausted {
 				// About this key, not the account: not shared.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"net/url"
 	"sort"
 	"strconv"
@@ -52,14 +53,57 @@ func CycleFrom(ctx context.Context) *Cycle {
 	return cyc
 }
 
-// Shared runs fn once per id in the cycle ctx carries and hands its
-// successful result to every caller with that id; without a cycle it just
-// runs fn. Only a success is shared: an error (a 401, a 403, an unclear or
-// failed answer) is a statement about the key that was sent, or may be, so
-// it goes to that caller alone and every other caller asks with its own key
-// (README, Providers: "Balance providers"). A caller whose ctx ends while
-// another runs fn gets ctx's error.
+// Shared runs fn once per id in the cycle ctx carries and hands its result
+// to every caller with that id, its error included (a batch report asked
+// with one admin credential for every key); without a cycle it just runs fn. A caller
+// whose ctx ends while another runs fn gets ctx's error; a call that failed
+// because its own context ended is not kept, so the next caller runs again.
 func Shared[T any](ctx context.Context, id string, fn func(context.Context) (T, error)) (T, error) {
+	cyc := CycleFrom(ctx)
+	if cyc == nil {
+		return fn(ctx)
+	}
+	for {
+		cyc.mu.Lock()
+		c, ok := cyc.calls[id]
+		if !ok {
+			c = &cycleCall{done: make(chan struct{})}
+			cyc.calls[id] = c
+			cyc.mu.Unlock()
+			v, err := fn(ctx)
+			c.v, c.err = v, err
+			if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+				cyc.mu.Lock()
+				delete(cyc.calls, id)
+				cyc.mu.Unlock()
+			}
+			close(c.done)
+			return v, err
+		}
+		cyc.mu.Unlock()
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			var zero T
+			return zero, ctx.Err()
+		}
+		cyc.mu.Lock()
+		dropped := cyc.calls[id] != c
+		cyc.mu.Unlock()
+		if dropped && ctx.Err() == nil {
+			// The caller that ran it was cancelled: run it again.
+			continue
+		}
+		v, _ := c.v.(T)
+		return v, c.err
+	}
+}
+
+// SharedSuccess is Shared for answers asked with one key's own credential
+// (an account's balance): only a successful answer is shared. An error — a
+// 401/403, an exhausted refusal, an unclear or failed answer — is about the
+// key that was sent, so a caller that finds one asks again with its own key.
+func SharedSuccess[T any](ctx context.Context, id string, fn func(context.Context) (T, error)) (T, error) {
 	cyc := CycleFrom(ctx)
 	if cyc == nil {
 		return fn(ctx)
