@@ -203,7 +203,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		dst := filepath.Join("..", "..", "docs", "statuspage.png")
+		dst := filepath.Join("..", "..", "..", "docs", "statuspage.png") // from cmd/spendchecker/cli
 		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 			t.Fatal(err)
 		}
