@@ -55,10 +55,24 @@ func CycleFrom(ctx context.Context) *Cycle {
 
 // Shared runs fn once per id in the cycle ctx carries and hands its result
 // to every caller with that id, its error included (a batch report asked
-// with one admin credential for every key); without a cycle it just runs fn. A caller
-// whose ctx ends while another runs fn gets ctx's error; a call that failed
-// because its own context ended is not kept, so the next caller runs again.
+// with one admin credential for every key); without a cycle it just runs fn.
+// A caller whose ctx ends while another runs fn gets ctx's error; a call that
+// failed because its own context ended is not kept, so the next caller runs
+// again.
 func Shared[T any](ctx context.Context, id string, fn func(context.Context) (T, error)) (T, error) {
+	return share(ctx, id, fn, true)
+}
+
+// SharedSuccess is Shared for answers asked with one key's own credential
+// (an account's balance): only a successful answer is shared. An error — a
+// 401/403, an exhausted refusal, an unclear or failed answer — is about the
+// key that was sent, so a caller that finds one asks again with its own key.
+func SharedSuccess[T any](ctx context.Context, id string, fn func(context.Context) (T, error)) (T, error) {
+	return share(ctx, id, fn, false)
+}
+
+// share is Shared (keepErrors) and SharedSuccess (not).
+func share[T any](ctx context.Context, id string, fn func(context.Context) (T, error), keepErrors bool) (T, error) {
 	cyc := CycleFrom(ctx)
 	if cyc == nil {
 		return fn(ctx)
@@ -72,7 +86,8 @@ func Shared[T any](ctx context.Context, id string, fn func(context.Context) (T, 
 			cyc.mu.Unlock()
 			v, err := fn(ctx)
 			c.v, c.err = v, err
-			if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			ownCancel := ctx.Err() != nil && errors.Is(err, ctx.Err())
+			if err != nil && (!keepErrors || ownCancel) {
 				cyc.mu.Lock()
 				delete(cyc.calls, id)
 				cyc.mu.Unlock()
@@ -87,6 +102,10 @@ func Shared[T any](ctx context.Context, id string, fn func(context.Context) (T, 
 			var zero T
 			return zero, ctx.Err()
 		}
+		if c.err != nil && !keepErrors {
+			// Not shared: ask with this caller's own key.
+			return fn(ctx)
+		}
 		cyc.mu.Lock()
 		dropped := cyc.calls[id] != c
 		cyc.mu.Unlock()
@@ -97,46 +116,6 @@ func Shared[T any](ctx context.Context, id string, fn func(context.Context) (T, 
 		v, _ := c.v.(T)
 		return v, c.err
 	}
-}
-
-// SharedSuccess is Shared for answers asked with one key's own credential
-// (an account's balance): only a successful answer is shared. An error — a
-// 401/403, an exhausted refusal, an unclear or failed answer — is about the
-// key that was sent, so a caller that finds one asks again with its own key.
-func SharedSuccess[T any](ctx context.Context, id string, fn func(context.Context) (T, error)) (T, error) {
-	cyc := CycleFrom(ctx)
-	if cyc == nil {
-		return fn(ctx)
-	}
-	cyc.mu.Lock()
-	c, ok := cyc.calls[id]
-	if !ok {
-		c = &cycleCall{done: make(chan struct{})}
-		cyc.calls[id] = c
-		cyc.mu.Unlock()
-		v, err := fn(ctx)
-		c.v, c.err = v, err
-		if err != nil {
-			cyc.mu.Lock()
-			delete(cyc.calls, id)
-			cyc.mu.Unlock()
-		}
-		close(c.done)
-		return v, err
-	}
-	cyc.mu.Unlock()
-	select {
-	case <-c.done:
-	case <-ctx.Done():
-		var zero T
-		return zero, ctx.Err()
-	}
-	if c.err != nil {
-		// Not shared: ask with this caller's own key.
-		return fn(ctx)
-	}
-	v, _ := c.v.(T)
-	return v, nil
 }
 
 // accountID is the id under which an account's answer is shared in a
