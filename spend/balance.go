@@ -153,30 +153,7 @@ func ParseDeepSeek(status int, body []byte) (Result, error) {
 // refuses the account) is the remaining figure; code ≠ 0 or status false
 // on a 200 is a failed check.
 func ParseMoonshot(status int, body []byte) (Result, error) {
-	if r, done, err := common(status, body); done {
-		return r, err
-	}
-	var v struct {
-		Code   *int  `json:"code"`
-		Status *bool `json:"status"`
-		Data   *struct {
-			Available json.RawMessage `json:"available_balance"`
-		} `json:"data"`
-	}
-	if err := decode(body, &v); err != nil {
-		return Result{}, err
-	}
-	if v.Code == nil || *v.Code != 0 || v.Status == nil || !*v.Status {
-		return Result{}, unclear("200 without success (code 0, status true): %.160q", body)
-	}
-	if v.Data == nil || isNull(v.Data.Available) {
-		return Result{}, unclear("data.available_balance missing")
-	}
-	rem, err := flexNumber(v.Data.Available)
-	if err != nil {
-		return Result{}, err
-	}
-	return Result{Remaining: &rem}, nil
+	return parseCodedBalance(status, body, 0, "available_balance")
 }
 
 // ParseSiliconFlow reads SiliconFlow's GET /v1/user/info
@@ -186,26 +163,33 @@ func ParseMoonshot(status int, body []byte) (Result, error) {
 // strings. totalBalance (gift + charged) is the remaining figure; code ≠
 // 20000 or status false on a 200 is a failed check.
 func ParseSiliconFlow(status int, body []byte) (Result, error) {
+	return parseCodedBalance(status, body, 20000, "totalBalance")
+}
+
+// parseCodedBalance reads the answer shape Moonshot and SiliconFlow share:
+// {"code": N, "status": true, "data": {field: amount}}. A 200 with another
+// code or status false is a failed check; the amount is a number or a
+// numeric string.
+func parseCodedBalance(status int, body []byte, okCode int, field string) (Result, error) {
 	if r, done, err := common(status, body); done {
 		return r, err
 	}
 	var v struct {
-		Code   *int  `json:"code"`
-		Status *bool `json:"status"`
-		Data   *struct {
-			Total json.RawMessage `json:"totalBalance"`
-		} `json:"data"`
+		Code   *int                       `json:"code"`
+		Status *bool                      `json:"status"`
+		Data   map[string]json.RawMessage `json:"data"`
 	}
 	if err := decode(body, &v); err != nil {
 		return Result{}, err
 	}
-	if v.Code == nil || *v.Code != 20000 || v.Status == nil || !*v.Status {
-		return Result{}, unclear("200 without success (code 20000, status true): %.160q", body)
+	if v.Code == nil || *v.Code != okCode || v.Status == nil || !*v.Status {
+		return Result{}, unclear("200 without success (code %d, status true): %.160q", okCode, body)
 	}
-	if v.Data == nil || isNull(v.Data.Total) {
-		return Result{}, unclear("data.totalBalance missing")
+	raw, ok := v.Data[field]
+	if !ok || isNull(raw) {
+		return Result{}, unclear("data.%s missing", field)
 	}
-	rem, err := flexNumber(v.Data.Total)
+	rem, err := flexNumber(raw)
 	if err != nil {
 		return Result{}, err
 	}
