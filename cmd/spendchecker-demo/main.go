@@ -16,7 +16,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"sync"
 	"syscall"
 	"time"
 
@@ -90,24 +89,7 @@ func run(ctx context.Context, out, errOut io.Writer) int {
 	fmt.Fprintf(out, "== running the daemon for %s (keys 01-04 cross the threshold, 05 is rejected by the upstream)\n\n", runFor)
 
 	// The upstream's keys keep spending, new keys included, as traffic would.
-	spendCtx, stopSpending := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(100 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-spendCtx.Done():
-				return
-			case <-t.C:
-				for _, k := range keys {
-					up.AddSpend(secret(k.id), k.rate/10)
-				}
-			}
-		}
-	}()
+	stopSpending := keepSpending(ctx, up, keys)
 
 	common := []string{"--mongo-uri", uri, "--provider-url", up.URL}
 	daemonCtx, cancel := context.WithTimeout(ctx, runFor)
@@ -115,7 +97,6 @@ func run(ctx context.Context, out, errOut io.Writer) int {
 		"--lease-duration", "3s", "--shutdown-grace", "5s", "--log-format", "auto", "--listen", "", "--instance", "demo-1"}, common...), cli.Env{Stdout: out, Stderr: out})
 	cancel()
 	stopSpending()
-	wg.Wait()
 	if code != cli.ExitOK {
 		fmt.Fprintf(errOut, "demo: daemon exited with %d\n", code)
 		return 1
@@ -215,24 +196,7 @@ func runOneAPI(ctx context.Context, out, errOut io.Writer) int {
 	}
 	fmt.Fprintf(out, "== spendchecker demo (oneapi): 4 tokens, 3 backups, threshold $9.95, simulated one-api at %s\n", up.URL)
 	fmt.Fprintf(out, "== running the daemon for %s (01 crosses the threshold, 02's quota is used up, 03 is unlimited)\n\n", oneAPIRunFor)
-	spendCtx, stopSpending := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(100 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-spendCtx.Done():
-				return
-			case <-t.C:
-				for _, k := range keys {
-					up.AddSpend(secret(k.id), k.rate/10)
-				}
-			}
-		}
-	}()
+	stopSpending := keepSpending(ctx, up, keys)
 	// Each command takes only its own flags: --listen and --instance are
 	// the daemon's.
 	common := []string{"--mongo-uri", uri, "--provider", "oneapi", "--provider-url", up.URL}
@@ -241,7 +205,6 @@ func runOneAPI(ctx context.Context, out, errOut io.Writer) int {
 		"--lease-duration", "3s", "--shutdown-grace", "5s", "--log-format", "auto", "--listen", "", "--instance", "demo-1"}, common...), cli.Env{Stdout: out, Stderr: out})
 	cancel()
 	stopSpending()
-	wg.Wait()
 	if code != cli.ExitOK {
 		fmt.Fprintf(errOut, "demo: daemon exited with %d\n", code)
 		return 1
@@ -264,4 +227,27 @@ func runOneAPI(ctx context.Context, out, errOut io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// keepSpending makes the upstream's keys spend at their rates, new keys
+// included, as traffic would, until the returned stop is called (it waits).
+func keepSpending(ctx context.Context, up *fakeupstream.Server, keys []demoKey) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				for _, k := range keys {
+					up.AddSpend(secret(k.id), k.rate/10)
+				}
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }
