@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/spendchecker/spendchecker/internal/mongotest"
 	"github.com/spendchecker/spendchecker/rotation"
@@ -24,29 +23,7 @@ func TestAdv12_LateInsertOfUndoneRotationStaysForever(t *testing.T) {
 	mdb := mongotest.New(t)
 	db := mdb.Database
 	seed(t, db, 3, 4, 2)
-	proxy := mdb.Proxy(t)
-	p := newRotator(t, mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name), rotation.Config{Owner: "p"})
-	steps := commandsOf(t, heldRuns[0])
-	k := -1
-	for i, s := range steps {
-		if s == "insert "+testPool.KeysCollection {
-			k = i
-			break
-		}
-	}
-	if k < 0 {
-		t.Fatalf("no key insert in %v", steps)
-	}
-	held := proxy.HoldCommand(k + 1)
-	ctx, cancel := context.WithCancel(bg)
-	done := make(chan error, 1)
-	go func() {
-		_, err := p.Rotate(ctx, "key-001", "manual")
-		done <- err
-	}()
-	<-held.Arrived()
-	cancel()
-	<-done
+	held := rotateAbandonedAt(t, mdb, firstStep(t, "insert "+testPool.KeysCollection))
 
 	legacyRotate(t, db, "key-001", nil)
 
@@ -217,29 +194,7 @@ func TestAdv12_LateDeleteOfEarlierGenerationRemovesRestoredKey(t *testing.T) {
 	mdb := mongotest.New(t)
 	db := mdb.Database
 	seed(t, db, 3, 4, 2)
-	proxy := mdb.Proxy(t)
-	p := newRotator(t, mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name), rotation.Config{Owner: "p"})
-	steps := commandsOf(t, heldRuns[0])
-	k := -1
-	for i, s := range steps {
-		if s == "delete "+testPool.KeysCollection {
-			k = i
-			break
-		}
-	}
-	if k < 0 {
-		t.Fatalf("no key delete in %v", steps)
-	}
-	held := proxy.HoldCommand(k + 1)
-	ctx, cancel := context.WithCancel(bg)
-	done := make(chan error, 1)
-	go func() {
-		_, err := p.Rotate(ctx, "key-001", "manual")
-		done <- err
-	}()
-	<-held.Arrived()
-	cancel()
-	<-done
+	held := rotateAbandonedAt(t, mdb, firstStep(t, "delete "+testPool.KeysCollection))
 	q := newRotator(t, db, rotation.Config{Owner: "q"})
 	if rep, err := q.Recover(bg); err != nil || rep.Completed != 1 {
 		t.Fatalf("recover: %+v, %v", rep, err)
@@ -460,29 +415,7 @@ func TestAdv12_LateBindingsUpdateMovesRestoredKeysBindingOntoDeletedKey(t *testi
 	mdb := mongotest.New(t)
 	db := mdb.Database
 	seed(t, db, 3, 4, 2)
-	proxy := mdb.Proxy(t)
-	p := newRotator(t, mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name), rotation.Config{Owner: "p"})
-	steps := commandsOf(t, heldRuns[0])
-	k := -1
-	for i, s := range steps {
-		if s == "update "+testPool.BindingsCollection {
-			k = i
-			break
-		}
-	}
-	if k < 0 {
-		t.Fatalf("no bindings update in %v", steps)
-	}
-	held := proxy.HoldCommand(k + 1)
-	ctx, cancel := context.WithCancel(bg)
-	done := make(chan error, 1)
-	go func() {
-		_, err := p.Rotate(ctx, "key-001", "manual")
-		done <- err
-	}()
-	<-held.Arrived()
-	cancel()
-	<-done
+	held := rotateAbandonedAt(t, mdb, firstStep(t, "update "+testPool.BindingsCollection))
 	q := newRotator(t, db, rotation.Config{Owner: "q"})
 	if rep, err := q.Recover(bg); err != nil || rep.Completed != 1 {
 		t.Fatalf("recover: %+v, %v", rep, err)

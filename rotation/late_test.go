@@ -66,6 +66,53 @@ var heldRuns = []heldRun{
 }
 
 // commandsOf lists the data commands one clean run sends.
+// rotateAbandonedAt rotates key-001 as owner "p" through a proxy that
+// holds the rotation's step k (0-based, as commandsOf lists heldRuns[0]);
+// when that command reaches the proxy the owner gives up, as a stalled
+// replica does. The held command is returned undelivered.
+func rotateAbandonedAt(t *testing.T, mdb *mongotest.DB, k int) *mongotest.Held {
+	t.Helper()
+	proxy := mdb.Proxy(t)
+	p := newRotator(t, mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name), rotation.Config{Owner: "p"})
+	held := proxy.HoldCommand(k + 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := p.Rotate(ctx, "key-001", "manual")
+		done <- err
+	}()
+	<-held.Arrived()
+	cancel()
+	<-done
+	return held
+}
+
+// firstStep and lastStep are the index of the first and the last command
+// named step in a rotation's commands (heldRuns[0]).
+func firstStep(t *testing.T, step string) int {
+	t.Helper()
+	steps := commandsOf(t, heldRuns[0])
+	for i, s := range steps {
+		if s == step {
+			return i
+		}
+	}
+	t.Fatalf("no %q in %v", step, steps)
+	return -1
+}
+
+func lastStep(t *testing.T, step string) int {
+	t.Helper()
+	steps := commandsOf(t, heldRuns[0])
+	for i := len(steps) - 1; i >= 0; i-- {
+		if steps[i] == step {
+			return i
+		}
+	}
+	t.Fatalf("no %q in %v", step, steps)
+	return -1
+}
+
 func commandsOf(t *testing.T, h heldRun) []string {
 	t.Helper()
 	mdb := mongotest.New(t)
@@ -164,25 +211,7 @@ func TestLateInsertOfRotatedAwayKey(t *testing.T) {
 	mdb := mongotest.New(t)
 	db := mdb.Database
 	seed(t, db, 3, 3, 2)
-	proxy := mdb.Proxy(t)
-	p := newRotator(t, mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name), rotation.Config{Owner: "p"})
-	steps := commandsOf(t, heldRuns[0])
-	k := -1
-	for i, s := range steps {
-		if s == "insert "+testPool.KeysCollection {
-			k = i
-		}
-	}
-	held := proxy.HoldCommand(k + 1)
-	ctx, cancel := context.WithCancel(bg)
-	done := make(chan error, 1)
-	go func() {
-		_, err := p.Rotate(ctx, "key-001", "manual")
-		done <- err
-	}()
-	<-held.Arrived()
-	cancel()
-	<-done
+	held := rotateAbandonedAt(t, mdb, lastStep(t, "insert "+testPool.KeysCollection))
 	q := newRotator(t, db, rotation.Config{Owner: "q"})
 	if rep, err := q.Recover(bg); err != nil || rep.Completed != 1 {
 		t.Fatalf("recover: %+v, %v", rep, err)
