@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/spendchecker/spendchecker/checker"
 	"github.com/spendchecker/spendchecker/internal/mongotest"
@@ -65,17 +66,7 @@ func TestAdv16b_LagStepReadAsRateRotatesKeyFarBelowThreshold(t *testing.T) {
 	}}); err != nil {
 		t.Fatal(err)
 	}
-	prov, err := spend.NewBatch("openai-costs", up.URL, &spend.Client{MaxAttempts: 1}, spend.BatchConfig{AdminKey: adv16bAdmin})
-	if err != nil {
-		t.Fatal(err)
-	}
-	chk, err := checker.New(db, checker.Config{Pools: []checker.Pool{{Pool: openhands, Provider: prov, Threshold: 9.95}}, Instance: "t", Adaptive: false})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := chk.EnsureIndexes(ctx); err != nil {
-		t.Fatal(err)
-	}
+	chk := adv16bChecker(t, db, "openai-costs", up.URL)
 	sum, err := chk.Cycle(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -117,17 +108,7 @@ func TestAdv16b_RotatedInKeyLosesItsReportID(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	prov, err := spend.NewBatch("openrouter-keys", up.URL, &spend.Client{MaxAttempts: 1}, spend.BatchConfig{AdminKey: adv16bAdmin})
-	if err != nil {
-		t.Fatal(err)
-	}
-	chk, err := checker.New(db, checker.Config{Pools: []checker.Pool{{Pool: openhands, Provider: prov, Threshold: 9.95}}, Instance: "t", Adaptive: false})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := chk.EnsureIndexes(ctx); err != nil {
-		t.Fatal(err)
-	}
+	chk := adv16bChecker(t, db, "openrouter-keys", up.URL)
 	if sum, err := chk.Cycle(ctx); err != nil || sum.Total().Rotated != 1 {
 		t.Fatalf("cycle 1: %+v %v", sum.Total(), err)
 	}
@@ -169,17 +150,7 @@ func TestAdv16b_EmptyCostReportWipesKnownSpend(t *testing.T) {
 	}}); err != nil {
 		t.Fatal(err)
 	}
-	prov, err := spend.NewBatch("openai-costs", up.URL, &spend.Client{MaxAttempts: 1}, spend.BatchConfig{AdminKey: adv16bAdmin})
-	if err != nil {
-		t.Fatal(err)
-	}
-	chk, err := checker.New(db, checker.Config{Pools: []checker.Pool{{Pool: openhands, Provider: prov, Threshold: 9.95}}, Instance: "t", Adaptive: false})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := chk.EnsureIndexes(ctx); err != nil {
-		t.Fatal(err)
-	}
+	chk := adv16bChecker(t, db, "openai-costs", up.URL)
 	sum, err := chk.Cycle(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -223,17 +194,7 @@ func TestAdv16b_PeakRateTimesLagRotatesWholePool(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	prov, err := spend.NewBatch("openai-costs", up.URL, &spend.Client{MaxAttempts: 1}, spend.BatchConfig{AdminKey: adv16bAdmin})
-	if err != nil {
-		t.Fatal(err)
-	}
-	chk, err := checker.New(db, checker.Config{Pools: []checker.Pool{{Pool: openhands, Provider: prov, Threshold: 9.95}}, Instance: "t", Adaptive: false})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := chk.EnsureIndexes(ctx); err != nil {
-		t.Fatal(err)
-	}
+	chk := adv16bChecker(t, db, "openai-costs", up.URL)
 	sum, err := chk.Cycle(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -241,4 +202,22 @@ func TestAdv16b_PeakRateTimesLagRotatesWholePool(t *testing.T) {
 	if tot := sum.Total(); tot.Rotated != 0 {
 		t.Fatalf("%d of 5 keys at $1.00-$1.80 of $9.95 rotated (backups left %d): a stored peak rate of $0.003/s taken as sustained for the 1 h lag", tot.Rotated, tot.BackupsLeft)
 	}
+}
+
+// adv16bChecker is a checker over openhands (threshold $9.95, polling every
+// key) whose provider is the batch report kind at url, indexes ensured.
+func adv16bChecker(t *testing.T, db *mongo.Database, kind, url string) *checker.Checker {
+	t.Helper()
+	prov, err := spend.NewBatch(kind, url, &spend.Client{MaxAttempts: 1}, spend.BatchConfig{AdminKey: adv16bAdmin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	chk, err := checker.New(db, checker.Config{Pools: []checker.Pool{{Pool: openhands, Provider: prov, Threshold: 9.95}}, Instance: "t", Adaptive: false})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := chk.EnsureIndexes(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return chk
 }
