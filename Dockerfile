@@ -4,7 +4,10 @@
 #   docker run --rm -e SPENDCHECKER_MONGO_URI=mongodb://... spendchecker
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
-COPY go.mod go.sum ./
+# The rotator is its own module (rotation/), which go.mod replaces with
+# the folder: both go.mod files are needed to download.
+COPY go.mod go.sum go.work go.work.sum ./
+COPY rotation/go.mod rotation/go.sum ./rotation/
 RUN go mod download
 COPY . .
 ARG VERSION=dev

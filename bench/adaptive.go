@@ -10,9 +10,9 @@ import (
 	"github.com/jonboulle/clockwork"
 	"go.mongodb.org/mongo-driver/v2/bson"
 
-	"github.com/spendchecker/spendchecker/history"
 	"github.com/spendchecker/spendchecker/internal/fakeupstream"
 	"github.com/spendchecker/spendchecker/internal/fixture"
+	"github.com/spendchecker/spendchecker/rotation/history"
 )
 
 // scenario is one population of spend trajectories for the adaptive

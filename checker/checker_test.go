@@ -11,11 +11,11 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/spendchecker/spendchecker/checker"
-	"github.com/spendchecker/spendchecker/history"
 	"github.com/spendchecker/spendchecker/internal/fakeupstream"
 	"github.com/spendchecker/spendchecker/internal/fixture"
 	"github.com/spendchecker/spendchecker/internal/mongotest"
 	"github.com/spendchecker/spendchecker/rotation"
+	"github.com/spendchecker/spendchecker/rotation/history"
 	"github.com/spendchecker/spendchecker/spend"
 )
 

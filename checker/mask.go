@@ -3,7 +3,7 @@ package checker
 import (
 	"strings"
 
-	"github.com/spendchecker/spendchecker/history"
+	"github.com/spendchecker/spendchecker/rotation/history"
 	"github.com/spendchecker/spendchecker/spend"
 )
 

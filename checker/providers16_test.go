@@ -10,9 +10,9 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/spendchecker/spendchecker/checker"
-	"github.com/spendchecker/spendchecker/history"
 	"github.com/spendchecker/spendchecker/internal/fakeupstream"
 	"github.com/spendchecker/spendchecker/internal/mongotest"
+	"github.com/spendchecker/spendchecker/rotation/history"
 )
 
 func balDoc(t *testing.T, w *world, id string) bson.M {

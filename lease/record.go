@@ -13,7 +13,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
-	"github.com/spendchecker/spendchecker/mongoidx"
+	"github.com/spendchecker/spendchecker/rotation/mongoidx"
 )
 
 // Record is one epoch's document.

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spendchecker/spendchecker/history"
+	"github.com/spendchecker/spendchecker/rotation/history"
 )
 
 // Kind names an event.

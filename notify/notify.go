@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
-	"github.com/spendchecker/spendchecker/history"
+	"github.com/spendchecker/spendchecker/rotation/history"
 )
 
 // Collection is the default name of the collection that records which

@@ -9,8 +9,8 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
-	"github.com/spendchecker/spendchecker/history"
-	"github.com/spendchecker/spendchecker/mongoidx"
+	"github.com/spendchecker/spendchecker/rotation/history"
+	"github.com/spendchecker/spendchecker/rotation/mongoidx"
 )
 
 // EnsureIndexes creates the indexes the algorithm relies on and migrates the

@@ -9,7 +9,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
-	"github.com/spendchecker/spendchecker/history"
+	"github.com/spendchecker/spendchecker/rotation/history"
 )
 
 // liveChain bounds LiveEnd's walk from a rotated key to its live replacement.

@@ -26,7 +26,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
 	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
 
-	"github.com/spendchecker/spendchecker/history"
+	"github.com/spendchecker/spendchecker/rotation/history"
 )
 
 // Journal states.

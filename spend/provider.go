@@ -8,10 +8,11 @@ import (
 	"math"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/spendchecker/spendchecker/rotation/upstream"
 )
 
 // Result is a clear answer: a spend (the default kind), or, when Remaining
@@ -198,7 +199,7 @@ func common(status int, body []byte) (Result, bool, error) {
 		if !providerError(body) {
 			return Result{}, true, unclear("%d without the provider's JSON error (a proxy, WAF or CDN answered?): %.60q", status, body)
 		}
-		if accessRefusalRe.Match(body) {
+		if upstream.AccessRefusal(body) {
 			return Result{}, true, unclear("%d: the key may not call this endpoint, which says nothing about whether it serves: %.160q", status, body)
 		}
 		return Result{}, true, ErrUnauthorized
@@ -206,98 +207,28 @@ func common(status int, body []byte) (Result, bool, error) {
 	return Result{}, true, unclear("status %d", status)
 }
 
-// providerError reports whether a body is the provider's own JSON error:
-// LiteLLM ({"error":{"message":…,"type":"auth_error",…}}) and OpenRouter
-// ({"error":{"code":401,"message":…}}) both answer an object "error" with a
-// string "message". An HTML block page, an empty body or a CDN's problem
-// document is not a statement about the key.
-func providerError(body []byte) bool {
-	var v struct {
-		Error *struct {
-			Message *string `json:"message"`
-		} `json:"error"`
-	}
-	return json.Unmarshal(body, &v) == nil && v.Error != nil && v.Error.Message != nil
-}
-
-// pyFloat is a number as Python's str(float) or repr prints it: 10.02,
-// 10.0, 1.5e-05, 2e-07, 1e+16; also inf and nan, which are refused later.
-const pyFloat = `([-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[-+]?(?i:inf|infinity|nan)|None)`
-
-// LiteLLM's budget refusals. Only those about the key itself (or its own
-// user: one LiteLLM user per key on OpenHands) mean this key is spent; a
-// team, model or global budget is shared by every key, so rotating would
-// burn backups without helping (README, Providers).
-var (
-	// litellm/proxy/auth/user_api_key_auth.py (key budget check).
-	tokenBudgetRe = regexp.MustCompile(`ExceededTokenBudget: Current spend for token: ` + pyFloat + `; Max Budget for Token: ` + pyFloat)
-	// litellm/exceptions.py BudgetExceededError; a scope (Team=…, …) may
-	// sit between "!" and "Current cost" in newer versions.
-	budgetExceededRe = regexp.MustCompile(`Budget has been exceeded!\s*([^"]*?)\s*Current cost: \$?` + pyFloat + `, Max budget: \$?` + pyFloat)
-	// litellm/proxy/auth/auth_checks.py: "ExceededBudget: User=<id> over
-	// budget. Spend=3.7e-05, Budget=0.0" (docs/my-website/docs/proxy/users.md).
-	spendBudgetRe = regexp.MustCompile(`Spend=` + pyFloat + `, Budget=` + pyFloat)
-	// Shared budgets: never a reason to rotate one key. A LiteLLM user's
-	// budget is shared by every key the user generates, a customer's ("End
-	// User") by every key of the deployment (docs/my-website/docs/proxy/
-	// users.md), the proxy's global budget by all.
-	sharedBudgetRe = regexp.MustCompile(`Current Team Spend|Max Budget for Team|ExceededModelBudget|exceeded budget for model|Team=|Organization=|Project=|Tag=|User=|Customer=|LiteLLM Proxy has exceeded its budget`)
-	// Any other "ExceededBudget" refusal is a budget LiteLLM does not name
-	// as the key's: unclear.
-	otherBudgetRe = regexp.MustCompile(`ExceededBudget|ExceededTokenBudget|budget_exceeded|Budget has been exceeded`)
-	// LiteLLM's access-control refusals (litellm/proxy/auth/route_checks.py,
-	// auth_checks.py): the key is refused this route or model, which says
-	// nothing about whether it is alive.
-	accessRefusalRe = regexp.MustCompile(`not allowed to call this route|Only allowed to call routes|not allowed to access (this )?model|not allowed to call model|is not allowed to access|IP address not allowed|not allowed to make requests`)
-)
-
-// keyScope: the scope LiteLLM names in "Budget has been exceeded! <scope>
-// Current cost: …" is the key's own: none (older versions) or Key=….
-func keyScope(scope string) bool {
-	return scope == "" || strings.HasPrefix(scope, "Key=")
-}
+// providerError: the provider's own JSON error (upstream.ProviderError).
+func providerError(body []byte) bool { return upstream.ProviderError(body) }
 
 // budgetRefusal reports whether body is one of LiteLLM's budget refusals.
 func budgetRefusal(body []byte) bool {
-	_, ok, _ := parseBudgetExceeded(body)
+	_, ok := upstream.BudgetRefusal(body)
 	return ok
 }
 
-// parseBudgetExceeded recognises LiteLLM's budget refusals. ok is false when
-// the body is not one; a refusal whose figures are not finite numbers, or
-// about a shared budget, is unclear (counted, never rotated).
+// parseBudgetExceeded recognises LiteLLM's budget refusals (read by package
+// upstream, shared with the proxy). ok is false when the body is not one; a
+// refusal whose figures are not finite numbers, or about a shared budget,
+// is unclear (counted, never rotated).
 func parseBudgetExceeded(body []byte) (r Result, ok bool, err error) {
-	var m [][]byte
-	scope := ""
-	if m = tokenBudgetRe.FindSubmatch(body); m == nil {
-		if mm := budgetExceededRe.FindSubmatch(body); mm != nil {
-			scope, m = string(mm[1]), [][]byte{mm[0], mm[2], mm[3]}
-		} else if m = spendBudgetRe.FindSubmatch(body); m == nil {
-			if sharedBudgetRe.Match(body) && otherBudgetRe.Match(body) {
-				return Result{}, true, unclear("a shared (user, team, model or global) budget is exceeded, not this key's: %.120q", body)
-			}
-			if otherBudgetRe.Match(body) {
-				return Result{}, true, unclear("budget refusal without a spend figure: %.120q", body)
-			}
-			return Result{}, false, nil
-		}
+	b, ok := upstream.BudgetRefusal(body)
+	if !ok {
+		return Result{}, false, nil
 	}
-	if !keyScope(scope) || sharedBudgetRe.Match(body) {
-		return Result{}, true, unclear("a shared (user, team, model or global) budget is exceeded, not this key's: %.120q", body)
+	if b.Unclear != "" {
+		return Result{}, true, unclear("%s", b.Unclear)
 	}
-	s, err := number(json.RawMessage(m[1]))
-	if err != nil {
-		return Result{}, true, err
-	}
-	r = Result{Spend: s, BudgetExceeded: true}
-	if string(m[2]) != "None" {
-		b, err := number(json.RawMessage(m[2]))
-		if err != nil {
-			return Result{}, true, err
-		}
-		r.Budget = &b
-	}
-	return r, true, nil
+	return Result{Spend: b.Spend, Budget: b.Max, BudgetExceeded: true}, true, nil
 }
 
 // number accepts only a JSON number that is finite and not negative.
@@ -429,41 +360,18 @@ func isNull(raw json.RawMessage) bool {
 	return len(t) == 0 || string(t) == "null"
 }
 
-// Verdict is what one upstream error answer says about the key that got it.
-type Verdict int
+// Verdict is what one upstream error answer says about the key that got it
+// (package upstream, shared with the proxy).
+type Verdict = upstream.Verdict
 
+// The verdicts (upstream.Verdict).
 const (
-	// NotAboutKey: no statement about this key — a success, another status,
-	// or a CDN/WAF block page (HTML, a problem document) on 401/402/403.
-	NotAboutKey Verdict = iota
-	// KeyRejected: a 401, 402 or 403 carrying the provider's own JSON error.
-	KeyRejected
-	// KeyBudgetExceeded: LiteLLM's budget refusal about this key's own budget.
-	KeyBudgetExceeded
-	// SharedBudget: a budget refusal about a budget many keys share (team,
-	// model, organisation) or without figures to tell: rotating would burn
-	// backups without helping.
-	SharedBudget
+	NotAboutKey       = upstream.NotAboutKey
+	KeyRejected       = upstream.KeyRejected
+	KeyBudgetExceeded = upstream.KeyBudgetExceeded
+	SharedBudget      = upstream.SharedBudget
 )
 
 // Classify reads an upstream error answer the way the checker's polls do
-// (README, Providers), for callers that see the answers of real traffic —
-// a proxy deciding whether to rotate (examples/proxyrotate).
-func Classify(status int, body []byte) Verdict {
-	if status == http.StatusOK {
-		return NotAboutKey
-	}
-	if r, ok, err := parseBudgetExceeded(body); ok {
-		if err == nil && r.BudgetExceeded {
-			return KeyBudgetExceeded
-		}
-		return SharedBudget
-	}
-	switch status {
-	case http.StatusUnauthorized, http.StatusPaymentRequired, http.StatusForbidden:
-		if providerError(body) {
-			return KeyRejected
-		}
-	}
-	return NotAboutKey
-}
+// (upstream.Classify).
+func Classify(status int, body []byte) Verdict { return upstream.Classify(status, body) }

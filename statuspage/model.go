@@ -17,9 +17,9 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/spendchecker/spendchecker/checker"
-	"github.com/spendchecker/spendchecker/history"
 	"github.com/spendchecker/spendchecker/lease"
 	"github.com/spendchecker/spendchecker/rotation"
+	"github.com/spendchecker/spendchecker/rotation/history"
 )
 
 // The key document's fields, named by their owners (README, "MongoDB schema").

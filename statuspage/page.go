@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spendchecker/spendchecker/history"
+	"github.com/spendchecker/spendchecker/rotation/history"
 )
 
 //go:embed page.html

@@ -16,11 +16,11 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
-	"github.com/spendchecker/spendchecker/history"
 	"github.com/spendchecker/spendchecker/internal/fakeupstream"
 	"github.com/spendchecker/spendchecker/internal/fixture"
 	"github.com/spendchecker/spendchecker/internal/mongotest"
 	"github.com/spendchecker/spendchecker/rotation"
+	"github.com/spendchecker/spendchecker/rotation/history"
 )
 
 // EnvChaos sets how long TestChaos runs (a Go duration); unset, a bounded

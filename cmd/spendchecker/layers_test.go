@@ -15,15 +15,16 @@ const module = "github.com/spendchecker/spendchecker/"
 var layers = map[string]int{
 	"cmd/spendchecker":     6,
 	"cmd/spendchecker/cli": 5,
-	"examples/proxyrotate": 5, // a proxy adopting the rotator
+	"rotation/proxyrotate": 5, // a proxy adopting the rotator
 	"statuspage":           4, // the page at / and status's table: reads what checker, rotation and lease keep
 	"checker":              3,
 	"rotation":             2,
 	"lease":                2,
 	"notify":               2, // webhook notifications: events, formats, delivery
-	"history":              1,
+	"rotation/history":     1,
 	"spend":                1,
-	"mongoidx":             0,
+	"rotation/upstream":    0, // what an upstream's error answer says about the key
+	"rotation/mongoidx":    0,
 }
 
 func testSupport(pkg string) bool {

@@ -19,7 +19,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/spendchecker/spendchecker/lease"
-	"github.com/spendchecker/spendchecker/mongoidx"
+	"github.com/spendchecker/spendchecker/rotation/mongoidx"
 )
 
 // runFor runs the binary, killing it after limit (a hang is a failure).

@@ -19,10 +19,10 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/spendchecker/spendchecker/checker"
-	"github.com/spendchecker/spendchecker/history"
 	"github.com/spendchecker/spendchecker/lease"
-	"github.com/spendchecker/spendchecker/mongoidx"
 	"github.com/spendchecker/spendchecker/notify"
+	"github.com/spendchecker/spendchecker/rotation/history"
+	"github.com/spendchecker/spendchecker/rotation/mongoidx"
 	"github.com/spendchecker/spendchecker/spend"
 	"github.com/spendchecker/spendchecker/statuspage"
 )

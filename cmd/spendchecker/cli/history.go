@@ -9,7 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/spendchecker/spendchecker/history"
+	"github.com/spendchecker/spendchecker/rotation/history"
 	"github.com/spendchecker/spendchecker/statuspage"
 )
 

@@ -18,10 +18,10 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 
-	"github.com/spendchecker/spendchecker/history"
 	"github.com/spendchecker/spendchecker/internal/fakeupstream"
 	"github.com/spendchecker/spendchecker/internal/headless"
 	"github.com/spendchecker/spendchecker/internal/mongotest"
+	"github.com/spendchecker/spendchecker/rotation/history"
 )
 
 // EnvUpdateScreenshot makes TestStatusPageInBrowser write its screenshot

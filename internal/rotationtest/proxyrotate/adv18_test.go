@@ -9,8 +9,8 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
-	"github.com/spendchecker/spendchecker/examples/proxyrotate"
 	"github.com/spendchecker/spendchecker/internal/mongotest"
+	"github.com/spendchecker/spendchecker/rotation/proxyrotate"
 )
 
 // adv18Seed writes keys (each with one binding) and backups the way the

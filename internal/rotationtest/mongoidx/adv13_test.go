@@ -9,7 +9,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/spendchecker/spendchecker/internal/mongotest"
-	"github.com/spendchecker/spendchecker/mongoidx"
+	"github.com/spendchecker/spendchecker/rotation/mongoidx"
 )
 
 // Adversarial (issue 13 case 7, "list existing indexes, create missing"):

@@ -13,9 +13,9 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
-	"github.com/spendchecker/spendchecker/history"
 	"github.com/spendchecker/spendchecker/internal/mongotest"
 	"github.com/spendchecker/spendchecker/rotation"
+	"github.com/spendchecker/spendchecker/rotation/history"
 )
 
 // newKeyOf returns the key that a finished rotation of old brought in.

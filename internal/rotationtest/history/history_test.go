@@ -7,8 +7,8 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 
-	"github.com/spendchecker/spendchecker/history"
 	"github.com/spendchecker/spendchecker/internal/mongotest"
+	"github.com/spendchecker/spendchecker/rotation/history"
 )
 
 func TestMask(t *testing.T) {

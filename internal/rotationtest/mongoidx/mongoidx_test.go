@@ -13,7 +13,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/spendchecker/spendchecker/internal/mongotest"
-	"github.com/spendchecker/spendchecker/mongoidx"
+	"github.com/spendchecker/spendchecker/rotation/mongoidx"
 )
 
 // Issue 13 case 7: many processes starting at once on a fresh database all

@@ -1,4 +1,4 @@
-package proxyrotate_test
+package proxyv1_test
 
 import (
 	"context"
@@ -12,8 +12,8 @@ import (
 	mongov1 "go.mongodb.org/mongo-driver/mongo"
 	optionsv1 "go.mongodb.org/mongo-driver/mongo/options"
 
-	"github.com/spendchecker/spendchecker/examples/proxyrotate"
 	"github.com/spendchecker/spendchecker/internal/embedded"
+	"github.com/spendchecker/spendchecker/rotation/proxyrotate"
 )
 
 // A proxy on mongo-driver v1 adopts the rotator: one v2 client and one

@@ -9,9 +9,9 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
-	"github.com/spendchecker/spendchecker/history"
 	"github.com/spendchecker/spendchecker/internal/mongotest"
 	"github.com/spendchecker/spendchecker/rotation"
+	"github.com/spendchecker/spendchecker/rotation/history"
 )
 
 // The key a backup becomes carries the backup's optional upstreamKeyId

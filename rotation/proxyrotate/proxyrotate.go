@@ -24,7 +24,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/spendchecker/spendchecker/rotation"
-	"github.com/spendchecker/spendchecker/spend"
+	"github.com/spendchecker/spendchecker/rotation/upstream"
 )
 
 // Rotator is the proxy's handle: a v2 client and one pool's rotator.
@@ -101,7 +101,7 @@ func (r *Rotator) Close(ctx context.Context) error { return r.client.Disconnect(
 // ShouldRotate reports whether an upstream answer means "this key is dead,
 // rotate it now", with the reason recorded in the spend history. It is the
 // proxy's own CheckAndRotateOnError (both pools' rules) narrowed by the
-// daemon's reading of the same answers (spend.Classify, README "Providers"),
+// daemon's reading of the same answers (upstream.Classify, README "Providers"),
 // so that an answer that says nothing about this key never burns a backup:
 //
 //   - 429 and 529 are cooldowns, never rotations;
@@ -123,12 +123,12 @@ func ShouldRotate(status int, body string) (reason string, ok bool) {
 		strings.Contains(lower, "app.factory.ai/settings/billing"):
 		return "factory_quota_exhausted", true
 	}
-	switch spend.Classify(status, []byte(body)) {
-	case spend.KeyBudgetExceeded:
+	switch upstream.Classify(status, []byte(body)) {
+	case upstream.KeyBudgetExceeded:
 		return "budget_exceeded", true
-	case spend.SharedBudget:
+	case upstream.SharedBudget:
 		return "", false
-	case spend.KeyRejected:
+	case upstream.KeyRejected:
 		switch status {
 		case 401:
 			return "unauthorized", true

@@ -11,9 +11,9 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
-	"github.com/spendchecker/spendchecker/history"
 	"github.com/spendchecker/spendchecker/internal/mongotest"
 	"github.com/spendchecker/spendchecker/rotation"
+	"github.com/spendchecker/spendchecker/rotation/history"
 )
 
 func TestRotateOnce(t *testing.T) {
