@@ -27,7 +27,7 @@ const benchAdminKey = "sk-bench-admin-0123456789abcdef"
 // OpenAI's costs grouped by api_key_id, 90 daily buckets a page from the
 // default start; Anthropic's analytics cost in 31-day windows, one page
 // each here), through the real checker, each upstream an httptest
-// server counting what it is asked (README, "Batch reports").
+// server counting what it is asked (docs/providers.md, "Batch reports").
 func batchCalls(ctx context.Context, s settings) error {
 	const cycles = 3
 	n := s.batchKeys

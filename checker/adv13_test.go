@@ -15,7 +15,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
-// Adversarial (README "Adaptive cadence"): a stored spendRate that is NaN
+// Adversarial (docs/design.md "Adaptive cadence"): a stored spendRate that is NaN
 // or +Inf (written by hand, or by another writer) makes the planner plan
 // the key at the minimum interval (NaN × burst, headroom / Inf) and store
 // the same non-finite rate again (max(NaN, x) is NaN), so the key is
@@ -57,7 +57,7 @@ func TestAdv13_NonFiniteStoredRateNeverHeals(t *testing.T) {
 	}
 }
 
-// Adversarial (README "Adaptive cadence", "the pool's prior"): one rate
+// Adversarial (docs/design.md "Adaptive cadence", "the pool's prior"): one rate
 // measured over a tiny interval becomes the pool's fastest rate for ever.
 // The key's lastSpendCheck was written 1 ms before our check by someone
 // else (the proxy's own spend checker during a migration, or a replica
@@ -98,7 +98,7 @@ func TestAdv13_OneTinyIntervalOutlierPinsWholePoolAtMinimum(t *testing.T) {
 	}
 }
 
-// Adversarial (README "Lease": the write-back fence). A key whose
+// Adversarial (docs/design.md "Lease": the write-back fence). A key whose
 // spendEpoch is not a number below the writer's — null or a string after
 // an operator "cleared" it, or a number above the current epoch written by
 // hand — is fenced away from every write-back for ever: the null/string
@@ -143,7 +143,7 @@ func TestAdv13_FenceBlocksKeyWithForeignSpendEpochForEver(t *testing.T) {
 	}
 }
 
-// Adversarial (README "Lease": "a write-back never replaces a newer
+// Adversarial (docs/design.md "Lease": "a write-back never replaces a newer
 // observation ... A write the network delivers later still never replaces
 // a newer observation"). A deposed leader's write-back is held by the
 // network (fault proxy); meanwhile another writer that stores no
@@ -220,7 +220,7 @@ func TestAdv13_LateWriteOverKeyWithoutEpochGoesBackwards(t *testing.T) {
 	}
 }
 
-// Adversarial (README "Adaptive cadence": the learned burst factor). A key
+// Adversarial (docs/design.md "Adaptive cadence": the learned burst factor). A key
 // that was nearly idle (known rate $0.00001/s) starts spending at the
 // pool's ordinary rate ($0.001/s, below the pool's own threshold-per-hour
 // prior): nothing bursty happened, yet the ratio 100 teaches the pool a

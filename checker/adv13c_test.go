@@ -276,7 +276,7 @@ func TestAdv13c_LullThenUsualRateTeachesBurstFactor(t *testing.T) {
 // Finding 5 (one rejected check erases a key's rate; no pause, no burst,
 // no restart). With --rotate-unauthorized=false, a key the upstream rejects
 // once (LiteLLM answers 401 for any failure on its auth path, its database
-// unreachable included: README, Reliability) is planned on its last known
+// unreachable included: docs/reliability.md, Reliability) is planned on its last known
 // spend as if it had spent nothing since: its rate is stored as 0 and it is
 // planned at the pool's prior ×1 — from a spend that is one whole interval
 // stale. The key never changed its rate ($0.005/s, the pool's fastest), yet

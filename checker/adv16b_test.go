@@ -79,7 +79,7 @@ func TestAdv16b_LagStepReadAsRateRotatesKeyFarBelowThreshold(t *testing.T) {
 // Shows: the new key a rotation brings in carries no upstreamKeyId: the
 // rotator builds it from the backup's _id and apiKey only, and drops the
 // backup's upstreamKeyId. With report ids kept on the documents (the way
-// README "Batch reports" puts first), every key rotated in fails its
+// docs/providers.md "Batch reports" puts first), every key rotated in fails its
 // check for ever ("no report id for this key") — including when it is
 // over its threshold.
 // Cost: after the first rotation the pool's new keys are unguarded: an
@@ -133,7 +133,7 @@ func TestAdv16b_RotatedInKeyLosesItsReportID(t *testing.T) {
 // empty page all look like this; the checker writes $0 over $9.50 and the
 // key is planned as far from its threshold.
 // Cost: the key keeps spending past $9.95 unrotated until the report is
-// right again. (README "Batch reports" states that a wrong id reads $0;
+// right again. (docs/providers.md "Batch reports" states that a wrong id reads $0;
 // a cumulative figure falling from $9.50 to $0 is a cheap signal to fail
 // the check instead.)
 func TestAdv16b_EmptyCostReportWipesKnownSpend(t *testing.T) {

@@ -22,7 +22,7 @@ import (
 // report fetch (its pages), not one call per key; a key with no report id
 // fails its check rather than reading as spend 0; a key whose reported
 // spend plus what the report's lag may hide crosses the threshold rotates
-// (README, "Batch reports").
+// (docs/providers.md, "Batch reports").
 func TestBatchProviderCycle(t *testing.T) {
 	const n = 120
 	const admin = "sk-or-v1-management-0123456789abcdef"

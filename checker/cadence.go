@@ -39,7 +39,7 @@ type cadence struct {
 // burst only when it goes past what the planner already assumed for every
 // key, the larger of base and the pool's fastest rate: an idle key waking up
 // at the pool's usual rate is not bursty, and its ratio over a near-zero
-// rate would teach any factor (README "Adaptive cadence").
+// rate would teach any factor (docs/design.md "Adaptive cadence").
 func (cd *cadence) observe(known, seen, base float64) (fastest, burst float64) {
 	cd.mu.Lock()
 	defer cd.mu.Unlock()
@@ -87,14 +87,14 @@ const idlePriorFactor = 2
 // sustainWindow is the time constant of a key's sustained rate: a
 // time-weighted average of its rates over its intervals, so one quiet
 // interval (a pause, a cooldown, a batching upstream) does not drop the
-// burst cover, nor one burst raise it for ever (README "Adaptive cadence").
+// burst cover, nor one burst raise it for ever (docs/design.md "Adaptive cadence").
 const sustainWindow = 10 * time.Minute
 
 // fieldRateSustained keeps a key's sustained rate (USD/s) beside spendRate,
-// its fastest (README "Adaptive cadence").
+// its fastest (docs/design.md "Adaptive cadence").
 const fieldRateSustained = "spendRateSustained"
 
-// plan decides the key's next check (README "Adaptive cadence"). at is the
+// plan decides the key's next check (docs/design.md "Adaptive cadence"). at is the
 // time of the reading (when the request was made): a slow answer does not
 // move the plan later.
 func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) observation {
@@ -102,7 +102,7 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 	avg := k.avg         // its sustained rate
 	seen := -1.0         // the rate over the interval since the last check
 	unknown := !k.hasRate
-	// Issue 16, the remaining kind (README, Providers): a balance falls as
+	// Issue 16, the remaining kind (docs/providers.md): a balance falls as
 	// its keys spend, so the fall is the spend; no earlier balance reading,
 	// no rate yet.
 	now, before := res.Spend, k.spend
@@ -117,7 +117,7 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 	case !k.lastCheck.IsZero() && at.Sub(k.lastCheck) < c.cfg.MinInterval/2:
 		// Checked moments ago (by another writer, or a clock ahead of
 		// ours): a rate over so short an interval is noise, and the
-		// fastest rates never decay, so it is not learned (README
+		// fastest rates never decay, so it is not learned (docs/design.md
 		// "Adaptive cadence").
 	case !k.lastCheck.IsZero() && at.After(k.lastCheck) && now >= before: // issue 16: was res.Spend >= k.spend
 		seen = (now - before) / at.Sub(k.lastCheck).Seconds() // issue 16: was res.Spend - k.spend
@@ -171,7 +171,7 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 	}
 	if res.Remaining != nil {
 		// Issue 16, the remaining kind: the headroom is what remains above
-		// the minimum (README, Providers).
+		// the minimum (docs/providers.md).
 		headroom = *res.Remaining - p.MinRemaining
 	}
 	planRate := max(avg, seen, 0)
@@ -182,7 +182,7 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 		// Due half a minimum interval after the key could cross at the
 		// rate assumed: a cycle polls a key up to half an interval past
 		// its plan, so it is at most one interval late, which is what
-		// polling every key at the minimum interval allows (README
+		// polling every key at the minimum interval allows (docs/design.md
 		// "Adaptive cadence").
 		headroom += max(planRate*burst, prior) * c.cfg.MinInterval.Seconds() / 2
 	}
@@ -214,7 +214,7 @@ func NextInterval(headroom, rate, prior, burst float64, minI, maxI time.Duration
 	return max(minI, time.Duration(secs*float64(time.Second)))
 }
 
-// lagSpend is the spend a lagging report may not show yet (README, "Batch
+// lagSpend is the spend a lagging report may not show yet (docs/providers.md, "Batch
 // reports"): the lag times the rate the report itself proves the key
 // sustains. A rise seen dt after the last check may hold spend made up to
 // lag before that check (a lagging report moves in steps: daily buckets,

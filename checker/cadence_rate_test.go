@@ -50,7 +50,7 @@ func TestMigratedKeyGapRateTeachesNoBurst(t *testing.T) {
 // A key planned on the rate of its last interval, times the burst factor:
 // one burst does not mark it bursty for ever (its rate over the burst times
 // the burst factor again), since the factor already covers its next burst
-// (README "Adaptive cadence").
+// (docs/design.md "Adaptive cadence").
 func TestKeyPlannedOnItsCurrentRateAfterABurst(t *testing.T) {
 	ctx := context.Background()
 	clock := clockwork.NewFakeClockAt(t0)
@@ -71,7 +71,7 @@ func TestKeyPlannedOnItsCurrentRateAfterABurst(t *testing.T) {
 // A key is due half a minimum interval after it could cross its threshold at
 // the rate assumed: a cycle polls it up to half an interval past its plan,
 // so at most one interval late, as fixed polling at the minimum interval
-// would be (README "Adaptive cadence").
+// would be (docs/design.md "Adaptive cadence").
 func TestPlanDueHalfAnIntervalPastTheCrossing(t *testing.T) {
 	ctx := context.Background()
 	clock := clockwork.NewFakeClockAt(t0)

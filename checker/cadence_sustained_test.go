@@ -10,7 +10,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
-// A key's stored rates (README "Adaptive cadence"): spendRate is the
+// A key's stored rates (docs/design.md "Adaptive cadence"): spendRate is the
 // fastest it was seen spending, kept through quiet intervals (the status
 // page shows it as such); spendRateSustained is its time-weighted average.
 // A migrated key's first plan stores neither a rate nor a sustained rate:

@@ -214,7 +214,7 @@ func TestPlannerLearnsBurstiness(t *testing.T) {
 		t.Fatal(err)
 	}
 	// steady: headroom 9.95-5.02 = 4.93 at 0.001 $/s is 4930 s; ÷ 8 = 616 s;
-	// ÷ 16 = 308 s, then half the minimum interval (README "Adaptive cadence").
+	// ÷ 16 = 308 s, then half the minimum interval (docs/design.md "Adaptive cadence").
 	if want := 4930*time.Second/16 + 5*time.Second; planned(t, s, "steady") > want {
 		t.Fatalf("steady key planned %v ahead after a 16x burst in its pool, want at most %v", planned(t, s, "steady"), want)
 	}

@@ -35,7 +35,7 @@ const (
 	fieldRate   = FieldRate
 	FieldBudget = "spendBudget"
 	// FieldEpoch is the lease epoch of the observation's writer: the
-	// write-back's fence (README "Lease").
+	// write-back's fence (docs/design.md "Lease").
 	FieldEpoch = "spendEpoch"
 	// FieldCheckError says why the last check gave no spend the checker
 	// acts on (today: "unauthorized" with rotate-unauthorized off), for status.
@@ -44,7 +44,7 @@ const (
 	// cleared by its next clear answer: a key is dead only when rejected on
 	// two checks in a row, and the rejection guard counts the keys rejected
 	// lately from the store, so its window survives --once runs, restarts
-	// and leader changes (README, Reliability).
+	// and leader changes (docs/reliability.md, Reliability).
 	FieldRejectedAt = "spendRejectedAt"
 	// FieldRejectHeldAt is when the guard last held the key's rotation: while
 	// a hold is recent the guard keeps holding as long as the rejected share
@@ -53,7 +53,7 @@ const (
 	// FieldRemaining and FieldCurrency hold a balance provider's reading
 	// (what remains of the account's balance) instead of totalSpend;
 	// FieldAccount (set by the operator) names the key's account, whose
-	// balance is asked once per cycle (README, Providers).
+	// balance is asked once per cycle (docs/providers.md).
 	FieldRemaining = "spendRemaining"
 	FieldCurrency  = "spendCurrency"
 	FieldAccount   = rotation.FieldSpendAccount
@@ -68,21 +68,21 @@ type Pool struct {
 	RotateUnauthorized bool
 	// RatePrior (USD/s) is the spend rate assumed for a key that shows none
 	// of its own; the pool's fastest observed rate raises it. 0 means the
-	// threshold per hour (README "Adaptive cadence").
+	// threshold per hour (docs/design.md "Adaptive cadence").
 	RatePrior float64
 	// BurstFactor is how many times its sustained rate a key is assumed
 	// able to spend in a burst. 0 means learn it from the pool's
 	// observations, starting at DefaultBurstFactor.
 	BurstFactor float64
 	// MinRemaining: with a balance provider (the remaining kind), a key
-	// rotates when what remains is at or below it (README, Providers).
+	// rotates when what remains is at or below it (docs/providers.md).
 	MinRemaining float64
 	// Account names the upstream account of every key of the pool that
 	// names none itself (spendAccount): one balance request per cycle.
 	Account string
 }
 
-// Defaults of Config (README, "Configuration"); the CLI's flags use them.
+// Defaults of Config (docs/configuration.md, "Configuration"); the CLI's flags use them.
 const (
 	DefaultConcurrency = 16
 	DefaultMinInterval = 10 * time.Second
@@ -118,12 +118,12 @@ type Config struct {
 	// RejectShare and RejectMin guard against systemic rejections: when, over
 	// the last RejectWindow, at least RejectMin keys of a pool and at least
 	// RejectShare of its answered keys were rejected (401/403), the cycle
-	// rotates none of its rejected keys and fails (README, Reliability).
+	// rotates none of its rejected keys and fails (docs/reliability.md, Reliability).
 	// Defaults DefaultRejectShare and DefaultRejectMin; a negative
 	// RejectShare turns the guard off.
 	RejectShare float64
 	RejectMin   int
-	// Unfenced drops the write-back's fence (README "Lease"). Only for the
+	// Unfenced drops the write-back's fence (docs/design.md "Lease"). Only for the
 	// cadence simulation on FerretDB v1, which uses its _id index only for a
 	// filter on _id alone and scans the whole table for a fenced update.
 	Unfenced bool
@@ -230,7 +230,7 @@ func (c *Checker) EnsureIndexes(ctx context.Context) error {
 
 // MaxEpoch returns the highest lease epoch stored with any pool's
 // observations: the lease's floor, so epochs never go backwards even when
-// the lease records are deleted by hand (README "Lease").
+// the lease records are deleted by hand (docs/design.md "Lease").
 func (c *Checker) MaxEpoch(ctx context.Context) (int64, error) {
 	var top int64
 	for _, p := range c.pools {

@@ -112,7 +112,7 @@ func TestCycleDecidesAndRotates(t *testing.T) {
 	s.up.SetStatus(secret("broken"), 500)
 	s.up.SetStatus(secret("unclear"), 404)
 	// The upstream rejected "dead" on an earlier check too: a second
-	// rejection in a row makes it dead (README, Reliability).
+	// rejection in a row makes it dead (docs/reliability.md, Reliability).
 	if _, err := s.db.Collection(openhands.KeysCollection).UpdateOne(ctx, bson.M{"_id": "dead"}, bson.M{"$set": bson.M{"spendRejectedAt": time.Now().Add(-time.Minute)}}); err != nil {
 		t.Fatal(err)
 	}

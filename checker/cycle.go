@@ -194,14 +194,14 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 	if account == "" && !k.rotatedIn {
 		// A key rotated in from a backup is in the backup's account: its
 		// spendAccount (carried by the rotator), else its own; never the
-		// pool's label (README, Providers: "Balance providers").
+		// pool's label (docs/providers.md, "Balance providers").
 		account = p.Account
 	}
 	// The reading's time is the request's: a plan counted from a slow
-	// answer would be late by its latency (README "Adaptive cadence").
+	// answer would be late by its latency (docs/design.md "Adaptive cadence").
 	at := c.cfg.Clock.Now().UTC()
 	// Batch providers find the key in their report by _id or upstreamKeyId,
-	// and fail a figure below the one recorded (README, "Batch reports").
+	// and fail a figure below the one recorded (docs/providers.md, "Batch reports").
 	res, err := p.Provider.Spend(ctx, spend.Key{Secret: k.secret, CreatedAt: k.createdAt, Account: account,
 		Pool: p.rot.Pool().Name, ID: k.id, UpstreamID: k.upID, Recorded: k.spend})
 	// Upstream texts may echo the key: never let it reach a log line.
@@ -220,7 +220,7 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 	case errors.Is(err, spend.ErrUnauthorized):
 		// LiteLLM answers 401 for any failure on its auth path (its
 		// database unreachable included): a key is dead only when rejected
-		// again on a later check (README, Reliability).
+		// again on a later check (docs/reliability.md, Reliability).
 		// With rotate-unauthorized off nothing is rotated: no need to ask
 		// twice before recording the rejection.
 		if p.RotateUnauthorized && (k.rejAt.IsZero() || at.Sub(k.rejAt) < c.cfg.MinInterval/2) {
@@ -270,20 +270,20 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 	default:
 		spendStr := strconv.FormatFloat(res.Spend, 'f', 2, 64)
 		// What a lagging report may not show yet counts against the
-		// threshold (README, "Batch reports").
+		// threshold (docs/providers.md, "Batch reports").
 		hidden := c.lagSpend(k, res, at)
 		switch {
 		case res.Exhausted:
 			// Refused like a dead key, so held for the rejection guard like
 			// one (a whole pool "exhausted" at once is the upstream's
 			// fault); the last spend stays, as for an unauthorized key
-			// (README, Reliability).
+			// (docs/reliability.md, Reliability).
 			reason = "exhausted"
 			res.Spend = k.spend
 			send(observation{id: k.id, rejected: true, at: at, nextCheck: at.Add(c.cfg.MinInterval)})
 		case res.NoReading:
 			// No figure (a one-api unlimited token): checked, and status
-			// says so; the last spend stays as it was (README, Providers).
+			// says so; the last spend stays as it was (docs/providers.md).
 			count(func(s *PoolSummary) { s.Checked++; s.NoReading++ })
 			if !c.cfg.DryRun {
 				o := c.plan(p, k, spend.Result{Spend: k.spend}, at)
@@ -404,7 +404,7 @@ func readKey(doc bson.Raw) (keyInfo, error) {
 	if v, err := doc.LookupErr(fieldRate); err == nil {
 		k.rate, k.hasRate = v.AsFloat64OK()
 		if math.IsNaN(k.rate) || math.IsInf(k.rate, 0) || k.rate < 0 {
-			// Not a rate: unknown, relearned and overwritten (README
+			// Not a rate: unknown, relearned and overwritten (docs/design.md
 			// "Adaptive cadence").
 			k.rate, k.hasRate = 0, false
 		}

@@ -11,7 +11,7 @@ import (
 // systemicRejection returns why the rejected keys in held must not be
 // rotated, or "" when they may be: a share of a pool's answered keys
 // rejected at once is an outage, a block or a wrong URL, not that many dead
-// keys (README, Reliability). It counts distinct keys over the last
+// keys (docs/reliability.md, Reliability). It counts distinct keys over the last
 // RejectWindow from the store (keys rejected lately, and keys rotated as
 // rejected, from the history), so the window survives --once runs,
 // restarts and leader changes. Once the guard has held within the window

@@ -10,7 +10,7 @@ import (
 // TestAdv13_NonFiniteStoredRateNeverHeals skips on FerretDB, which cannot
 // store NaN or Inf: this is the same check at the decoding step. A stored
 // spendRate that is not a finite, non-negative number is an unknown rate,
-// relearned and overwritten (README "Adaptive cadence").
+// relearned and overwritten (docs/design.md "Adaptive cadence").
 func TestReadKeyNonFiniteRateIsUnknown(t *testing.T) {
 	for _, bad := range []float64{math.NaN(), math.Inf(1), math.Inf(-1), -1} {
 		raw, err := bson.Marshal(bson.M{"_id": "k", "apiKey": "sk-x", "spendRate": bad})

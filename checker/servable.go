@@ -11,7 +11,7 @@ import (
 // servable matches the keys the serving proxy may hand out at now, as its
 // IsAvailable decides: a healthy key, or any key but an exhausted one whose
 // cooldownUntil has passed (a rate-limited key is back in service then, so
-// it is polled too; README, "Running next to the proxy").
+// it is polled too; docs/proxy.md, "Running next to the proxy").
 func servable(now time.Time) bson.M {
 	return bson.M{"$or": bson.A{
 		bson.M{rotation.FieldStatus: rotation.StatusHealthy},

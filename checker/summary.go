@@ -37,7 +37,7 @@ type PoolSummary struct {
 	// per cycle; FailedExample is one of their errors.
 	FailedBy      map[string]int
 	FailedExample string
-	// Events are what this cycle found worth a notification (README,
+	// Events are what this cycle found worth a notification (docs/operating.md,
 	// "Notifications"): rotations, keys left without a backup, rejections.
 	Events []notify.Event
 }

@@ -52,7 +52,7 @@ func (c *Checker) writeBatchSize(ctx context.Context) int {
 
 // writeGrace is how long the write-back may go on after the cycle's context
 // ended (shutdown, or the lease lost): observations made are worth keeping,
-// but a deposed leader must stop writing within a bound (README "Lease").
+// but a deposed leader must stop writing within a bound (docs/design.md "Lease").
 const writeGrace = 5 * time.Second
 
 // writeContext outlives ctx by at most writeGrace; stop releases it.
@@ -80,7 +80,7 @@ func (c *Checker) writeContext(ctx context.Context) (wctx context.Context, stop 
 // update of a key rotated meanwhile matches nothing, which is right. Each
 // update is fenced: it applies only over an observation of an older lease
 // epoch, or of the same epoch and an earlier check, so a deposed leader's
-// late write never replaces a newer observation (README "Lease").
+// late write never replaces a newer observation (docs/design.md "Lease").
 func (c *Checker) writeBack(ctx context.Context, keys *mongo.Collection, epoch int64, obs <-chan observation) error {
 	var errs []error
 	batch := make([]mongo.WriteModel, 0, c.writeBatchSize(ctx))
@@ -158,10 +158,10 @@ func (c *Checker) writeBack(ctx context.Context, keys *mongo.Collection, epoch i
 // maxEpochLead is how far above the writer's epoch a stored spendEpoch can
 // be and still be taken for a newer leader's: elections take one epoch at a
 // time, so a write in flight never sees thousands of them. Anything beyond
-// was written by hand and must not fence the key for ever (README "Lease").
+// was written by hand and must not fence the key for ever (docs/design.md "Lease").
 const maxEpochLead = 1000
 
-// fence is the write-back filter (README "Lease"): the write applies over an
+// fence is the write-back filter (docs/design.md "Lease"): the write applies over an
 // observation of a lower epoch, or of the same epoch and an older time. A
 // spendEpoch that is missing, not a number, or beyond maxEpochLead (another
 // writer, or edited by hand) says nothing about the writer's epoch: then the

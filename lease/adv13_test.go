@@ -18,7 +18,7 @@ import (
 // the epochs stored with observations (checker.MaxEpoch). That floor lags
 // the holder's epoch whenever the holder has not written back yet — its
 // first cycle is still running, or with adaptive cadence no key was due —
-// or is 0 after the keys' spendEpoch were removed. README "Lease" promises
+// or is 0 after the keys' spendEpoch were removed. docs/design.md "Lease" promises
 // no two leaders and "epochs never go backwards, whatever is deleted".
 func TestAdv13_DeletedRecordsFreshCandidateWithLaggingFloor(t *testing.T) {
 	ctx := context.Background()
@@ -173,7 +173,7 @@ func TestAdv13_VanishedRecordWaitIgnoresHolderDuration(t *testing.T) {
 	ctx := context.Background()
 	coll := mongotest.New(t).Database.Collection(lease.Collection)
 	clock := clockwork.NewFakeClock()
-	seed(t, coll) // a first start would wait the lease duration (README "Lease")
+	seed(t, coll) // a first start would wait the lease duration (docs/design.md "Lease")
 	a, err := lease.New(coll, lease.Config{Name: "spendchecker", Instance: "a", LeaseDuration: 30 * time.Second, RenewDeadline: 25 * time.Second, RetryPeriod: retry, Clock: clock})
 	if err != nil {
 		t.Fatal(err)

@@ -30,7 +30,7 @@ func BenchmarkFailover(b *testing.B) {
 				coll := db.Collection("leases_" + mode + string(rune('a'+i%26)) + time.Now().Format("150405.000000"))
 				cfg := lease.Config{Name: "spendchecker", LeaseDuration: d, RenewDeadline: rd, RetryPeriod: rp}
 				cfg.Instance = "leader"
-				seed(b, coll) // not a first start (README "Lease")
+				seed(b, coll) // not a first start (docs/design.md "Lease")
 				leader, _ := lease.New(coll, cfg)
 				leader.Tick(context.Background())
 				if leader.IsLeader(context.Background()) != nil {

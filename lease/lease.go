@@ -109,7 +109,7 @@ type Lease struct {
 }
 
 // Defaults of Config's timings, taken together when all three are unset
-// (README, "Lease"): the renew deadline is 2/3 and the retry period 2/15 of
+// (docs/design.md, "Lease"): the renew deadline is 2/3 and the retry period 2/15 of
 // the lease duration.
 const (
 	DefaultLeaseDuration = 15 * time.Second
@@ -133,7 +133,7 @@ func New(coll *mongo.Collection, cfg Config) (*Lease, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	// Decisions rest on these reads and writes: a failover must not roll
-	// them back, whatever the URI or the server's defaults say (README
+	// them back, whatever the URI or the server's defaults say (docs/reliability.md
 	// "Reliability").
 	coll = coll.Database().Collection(coll.Name(), options.Collection().
 		SetWriteConcern(&writeconcern.WriteConcern{W: "majority", Journal: &journal}).
@@ -362,7 +362,7 @@ func (l *Lease) tryAcquire(ctx context.Context) {
 	// whose record was deleted may believe it leads until its next renewal
 	// finds it gone (or, stalled, until its renew deadline), so wait the
 	// longest lease duration seen, as for an expired holder, then take an
-	// epoch above every one used (README "Lease").
+	// epoch above every one used (docs/design.md "Lease").
 	floor, err := l.floor(actx)
 	if err != nil {
 		l.log.Debug("lease floor read failed", "err", err)

@@ -53,7 +53,7 @@ func candidate(t testing.TB, coll *mongo.Collection, name string, clock clockwor
 // seed gives an empty lease collection a released epoch 0, as a previous
 // deployment would have left it: a candidate that finds no record at all
 // cannot tell a first start from records deleted under a live holder, and
-// waits the lease duration first (README "Lease"). Most tests start from
+// waits the lease duration first (docs/design.md "Lease"). Most tests start from
 // a lease nobody holds.
 func seed(t testing.TB, coll *mongo.Collection) {
 	t.Helper()

@@ -42,7 +42,7 @@ func (l *Lease) Latest(ctx context.Context) (*Record, error) {
 }
 
 // Latest returns the newest record of the lease name in coll, or nil.
-// Records are decoded leniently (README "Lease"): a field with the wrong type
+// Records are decoded leniently (docs/design.md "Lease"): a field with the wrong type
 // takes its zero value (not released), an epoch that is not a number is read
 // from the _id, and the record still counts as held and observed, so a record
 // edited by hand delays a takeover by the lease duration, never for ever.
@@ -155,7 +155,7 @@ func (l *Lease) floor(ctx context.Context) (int64, error) {
 }
 
 // maxHolderWait caps how long a recorded lease duration can make a
-// candidate wait: ten times its own, and at least five minutes (README
+// candidate wait: ten times its own, and at least five minutes (docs/design.md
 // "Lease"), so a hand-edited leaseDurationMs cannot block failover for ever.
 func (l *Lease) maxHolderWait() time.Duration {
 	return max(10*l.cfg.LeaseDuration, 5*time.Minute)

@@ -160,7 +160,7 @@ func TestLeaseCommandsUseMajority(t *testing.T) {
 
 // A first start on an empty lease collection cannot be told from every
 // record deleted under a live holder: it leads after one lease duration of
-// seeing nothing, not before (README "Lease").
+// seeing nothing, not before (docs/design.md "Lease").
 func TestFirstStartWaitsLeaseDuration(t *testing.T) {
 	ctx := context.Background()
 	coll := mongotest.New(t).Database.Collection(lease.Collection)

@@ -33,7 +33,7 @@ func (n *Notifier) work(t *target) {
 func claimID(t *target, ev Event) string { return ev.ID + "@" + t.fp }
 
 // claim inserts the claim; a duplicate means the event was claimed before,
-// by another replica or by this one before a restart (README,
+// by another replica or by this one before a restart (docs/operating.md,
 // "Notifications": an insert checked by the unique _id index is the only
 // atomic step every MongoDB-compatible store offers).
 func (n *Notifier) claim(t *target, ev Event) (dup bool, err error) {

@@ -1,7 +1,7 @@
 // Package notify posts the daemon's events (a key rotated, no backup left,
 // backups running low, a key rejected, no successful cycle for a while) to
 // webhooks: asynchronously, through a bounded queue per receiver, retried
-// with backoff, de-duplicated across replicas through the store (README,
+// with backoff, de-duplicated across replicas through the store (docs/operating.md,
 // "Notifications").
 package notify
 
@@ -17,7 +17,7 @@ import (
 // Kind names an event.
 type Kind string
 
-// The events (README, "Notifications").
+// The events (docs/operating.md, "Notifications").
 const (
 	Rotated           Kind = "rotated"
 	NoBackup          Kind = "no_backup"

@@ -11,7 +11,7 @@ import (
 // Format is a payload format.
 type Format string
 
-// The formats (README, "Notifications").
+// The formats (docs/operating.md, "Notifications").
 const (
 	JSON    Format = "json"
 	Slack   Format = "slack"

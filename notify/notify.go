@@ -275,7 +275,7 @@ func (n *Notifier) enqueue(t *target, j job) {
 // Backups reports a pool's unused backups after a cycle counted them. The
 // first count below the pool's threshold notifies backups_low; later ones
 // do not until a count at or above it re-arms the alarm. Only the leader's
-// counts are taken (README, "Notifications").
+// counts are taken (docs/operating.md, "Notifications").
 func (n *Notifier) Backups(pool string, left int64) {
 	if !n.Enabled() {
 		return

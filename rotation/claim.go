@@ -71,7 +71,7 @@ const claimField = "claimedBy"
 // reserve hides the claimed backup from the proxy's own rotators, whose claim
 // is findOneAndUpdate({isUsed: false}): it sets isUsed, usedFor and the
 // rotation id, but no usedAt, so the proxy's clean-up of used backups (by
-// usedAt) cannot delete it before its key is live (README "Rotation
+// usedAt) cannot delete it before its key is live (docs/design.md "Rotation
 // guarantees"). The journal insert decided the claim; this
 // only tells the legacy claimers, so a lost race here is harmless: the
 // backup is then let go. It returns the backup as it is now, or why it

@@ -7,7 +7,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
-// The proxy's documents (README, "MongoDB schema"): the field names of its
+// The proxy's documents (docs/design.md, "MongoDB schema"): the field names of its
 // keys, backups and bindings, defined here once for the rotator, the
 // checker, the CLI and the tests.
 const (
@@ -20,13 +20,13 @@ const (
 	FieldTokensUsed    = "tokensUsed"
 	FieldRequestsCount = "requestsCount"
 	// FieldSpendAccount is the key's optional upstream account: keys of one
-	// account share one balance reading (README, Providers: "Balance
+	// account share one balance reading (docs/providers.md, "Balance
 	// providers"), set by the operator or the proxy.
 	FieldSpendAccount  = "spendAccount"
 	FieldTotalSpend    = "totalSpend" // USD, read by the proxy's admin pages
 	FieldCooldownUntil = "cooldownUntil"
 	// FieldUpstreamKeyID is the key's optional id in a batch provider's
-	// report (README, "Batch reports"), set by the operator or the proxy.
+	// report (docs/providers.md, "Batch reports"), set by the operator or the proxy.
 	FieldUpstreamKeyID = "upstreamKeyId"
 
 	// Backup documents (the backups collection) also have _id, apiKey and

@@ -55,7 +55,7 @@ func (r *Rotator) archiveCopy(ctx context.Context, id, rotationID, keyID, reason
 
 // deleteExactly deletes doc only while the store holds it unchanged: the
 // filter names every top-level field, so what is deleted is what was
-// archived (README "Reliability" states the limit on FerretDB v1).
+// archived (docs/reliability.md "Reliability" states the limit on FerretDB v1).
 func (r *Rotator) deleteExactly(ctx context.Context, doc bson.Raw, set ...bson.E) (int64, error) {
 	filter, err := exactFilter(doc, set...)
 	if err != nil {

@@ -15,7 +15,7 @@ import (
 
 // EnsureIndexes creates the indexes the algorithm relies on and migrates the
 // journal's old global backupId index; idempotent, and safe when several
-// replicas start at once (README "Deploying").
+// replicas start at once (docs/operating.md "Deploying").
 func (r *Rotator) EnsureIndexes(ctx context.Context) error {
 	err := r.ensure(ctx, r.journal,
 		mongoidx.Index{Name: journalBackupIndex, Keys: bson.D{{Key: "pool", Value: 1}, {Key: "backupId", Value: 1}}, Unique: true},

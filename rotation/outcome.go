@@ -72,7 +72,7 @@ func (s Step) String() string {
 
 // ErrKeyCollision means the new key's id already holds a different key (or
 // the backup's secret was live under that id before): the backup is skipped
-// and the rotation moves to another one (README "Rotation guarantees").
+// and the rotation moves to another one (docs/design.md "Rotation guarantees").
 var ErrKeyCollision = errors.New("new key id already holds a different key")
 
 // ErrBackupVanished means a claimed backup disappeared before its key was

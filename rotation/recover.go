@@ -31,7 +31,7 @@ type RecoverReport struct {
 
 // Recover finishes every unfinished rotation of the pool found in the
 // journal, removes keys that late inserts brought back, and repairs the
-// states that are safe to repair (README "Reliability"). It is safe to run
+// states that are safe to repair (docs/reliability.md "Reliability"). It is safe to run
 // concurrently with rotations and with other recoverers: each step is
 // idempotent.
 func (r *Rotator) Recover(ctx context.Context) (RecoverReport, error) {
@@ -285,7 +285,7 @@ type replacement struct {
 
 // replacementsOf groups the used backups by the key they replaced, with
 // which of them are live keys: an old key with two live replacements is the
-// state a foreign rotator racing ours leaves (README "Rotation guarantees").
+// state a foreign rotator racing ours leaves (docs/design.md "Rotation guarantees").
 func (r *Rotator) replacementsOf(ctx context.Context) (map[string][]replacement, error) {
 	cur, err := r.backups.Find(ctx, bson.M{FieldIsUsed: true, FieldActivated: true, FieldUsedFor: bson.M{"$type": "string"}},
 		options.Find().SetProjection(bson.M{"_id": 1, FieldUsedFor: 1, claimField: 1}))

@@ -39,7 +39,7 @@ const (
 // its backup used. A key that still carries it after its rotation moved on
 // was inserted late (a command delivered after its sender gave up) and is
 // removed by recovery; a key put back by hand from the archive never carries
-// it, which is how the two are told apart (README "Reliability").
+// it, which is how the two are told apart (docs/reliability.md "Reliability").
 const pendingField = "pendingRotation"
 
 // maxGenerations bounds how often one key document (same id and secret) can
@@ -94,7 +94,7 @@ type Rotator struct {
 // durable makes every write of the rotator wait for a majority of a replica
 // set, journaled, and every read go to the primary with read concern
 // majority, whatever the connection string or the server's defaults say: a
-// decision must not rest on a write a failover can roll back (README
+// decision must not rest on a write a failover can roll back (docs/reliability.md
 // "Reliability"). On a standalone server and on FerretDB these are accepted
 // and mean "written and journaled".
 func durable() *options.CollectionOptionsBuilder {

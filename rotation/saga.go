@@ -14,7 +14,7 @@ import (
 // run concurrently with the same step of another executor (the owner and a
 // recoverer), so a crash at any instant is completed by running it again.
 //
-// Order (a deliberate variation; see the README's deviations): the new key is inserted
+// Order (a deliberate variation; see docs/design.md, "Decisions"): the new key is inserted
 // before the backup is marked used, so a backup marked used is always live
 // as a key, even if the proxy later deletes used backups; insert precedes
 // delete, so the pool never shrinks. The new key carries pendingField until
@@ -57,7 +57,7 @@ func (s *saga) run(ctx context.Context, from Step) error {
 		if st != StepArchive {
 			// Before every write that could bring a key back, burn a
 			// backup or move bindings: the claim may have moved on while
-			// this executor was paused (README "Reliability").
+			// this executor was paused (docs/reliability.md "Reliability").
 			finished, err := s.stillClaimed(ctx)
 			if err != nil {
 				return fmt.Errorf("rotation %s step %s: %w", s.e.ID, st, err)
@@ -109,7 +109,7 @@ func (s *saga) stillClaimed(ctx context.Context) (finished bool, err error) {
 // it names the old key as replaced and carries this rotation's mark, or,
 // once activated, this rotation's start as its creation time. A document
 // another writer put there (another secret, another replacedKey, another
-// rotation's mark) is never taken for the new key (README "Rotation
+// rotation's mark) is never taken for the new key (docs/design.md "Rotation
 // guarantees"). The secret is not compared: a recoverer may have inserted
 // the key with the backup's secret as re-keyed after the owner read it, and
 // that insert is still this rotation's.

@@ -33,7 +33,7 @@ func releasedBackupID(rotationID string) string { return "undone/" + rotationID 
 // it. But the proxy's own rotator may have rotated it under us: then a
 // foreign replacement (a backup used for the old key by someone else) is
 // live, and this rotation undoes its own insert and gives its backup back,
-// so the pool keeps its size (README "Rotation guarantees").
+// so the pool keeps its size (docs/design.md "Rotation guarantees").
 func (s *saga) oldKeyGone(ctx context.Context) error {
 	r := s.r
 	// Foreign: not reserved by any rotation of ours (an earlier one of a key

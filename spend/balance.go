@@ -11,7 +11,7 @@ import (
 
 // Balance providers report what remains of the account's balance, not a
 // key's spend; every key of the account reports the same figure
-// (README, Providers). Each answer is shared in the cycle by account
+// (docs/providers.md). Each answer is shared in the cycle by account
 // (Key.Account, else the key itself).
 type balance struct {
 	name, base, path string
@@ -131,7 +131,7 @@ func ParseDeepSeek(status int, body []byte) (Result, error) {
 		// funded it spends that currency, and reading the empty one as
 		// "remaining 0" would rotate every key of a funded account. Which
 		// currency the pool's --min-remaining means is not ours to guess: a
-		// failed check, never a rotation (README, Providers).
+		// failed check, never a rotation (docs/providers.md).
 		for i, in := range v.Infos {
 			if i == pick {
 				continue

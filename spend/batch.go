@@ -16,7 +16,7 @@ import (
 
 // Batch providers read one report per cycle that covers every key of an
 // account, with an admin credential, instead of one request per key
-// (README, "Batch reports").
+// (docs/providers.md, "Batch reports").
 var BatchNames = []string{"openrouter-keys", "openai-costs", "anthropic-costs"}
 
 // IsBatch reports whether name is a batch provider.
@@ -47,7 +47,7 @@ type BatchConfig struct {
 	Since time.Time
 }
 
-// DefaultLag is each batch provider's assumed report lag (README, "Batch
+// DefaultLag is each batch provider's assumed report lag (docs/providers.md, "Batch
 // reports"): OpenRouter's list, like /api/v1/key, charges a request when it
 // finishes; OpenAI does not document how late its costs appear; Anthropic's
 // report covers whole hours only and its data arrives minutes late.
@@ -117,7 +117,7 @@ func NewBatch(name, baseURL string, c *Client, cfg BatchConfig) (Provider, error
 		return nil, fmt.Errorf("unknown batch provider %q (known: %s)", name, strings.Join(BatchNames, ", "))
 	}
 	if strings.TrimSpace(cfg.AdminKey) == "" {
-		return nil, fmt.Errorf("provider %s needs an admin key (README, \"Batch reports\")", name)
+		return nil, fmt.Errorf("provider %s needs an admin key (docs/providers.md, \"Batch reports\")", name)
 	}
 	if baseURL == "" {
 		baseURL = map[string]string{"openrouter-keys": "https://openrouter.ai", "openai-costs": "https://api.openai.com", "anthropic-costs": "https://api.anthropic.com"}[name]
@@ -167,7 +167,7 @@ func (p *batchProvider) Spend(ctx context.Context, k Key) (Result, error) {
 		id = p.cfg.KeyIDs[k.ID]
 	}
 	if id == "" {
-		return Result{}, unclear("no report id for this key: set upstreamKeyId on its document or map its _id in the pool's upstream-key-ids (README, \"Batch reports\")")
+		return Result{}, unclear("no report id for this key: set upstreamKeyId on its document or map its _id in the pool's upstream-key-ids (docs/providers.md, \"Batch reports\")")
 	}
 	rep, err := ReportFor(ctx, p.memo, p.fetch)
 	if err != nil {

@@ -61,7 +61,7 @@ const DefaultRequestTimeout = 15 * time.Second
 // (honouring Retry-After), a cap on the body size, an optional global rate
 // limit and an optional rate per upstream host. It remembers, across
 // cycles, a Retry-After per key and a backoff per host while the host
-// fails (README, Reliability). Use one Client per process, by pointer.
+// fails (docs/reliability.md, Reliability). Use one Client per process, by pointer.
 type Client struct {
 	HTTP           *http.Client
 	RequestTimeout time.Duration // per attempt; default DefaultRequestTimeout
@@ -82,7 +82,7 @@ type Client struct {
 	// HostFailKeys is how many different keys must fail in a row (429, 5xx
 	// or network errors, no success between) before the host is paused
 	// (default 3), and again after each pause, for twice as long: one key
-	// the upstream cannot answer must not pause its neighbours (README,
+	// the upstream cannot answer must not pause its neighbours (docs/reliability.md,
 	// Reliability).
 	HostFailKeys int
 	// MaxRetryAfter caps a Retry-After remembered for a key and reported in
@@ -229,7 +229,7 @@ type request struct {
 	// report: a batch report, asked with one credential for every key it
 	// covers. When it fails for good the host's failure counts as
 	// HostFailKeys keys': the host pauses, doubling while it keeps failing,
-	// as it would once that many keys failed (README, "Batch reports").
+	// as it would once that many keys failed (docs/providers.md, "Batch reports").
 	report bool
 }
 
@@ -242,7 +242,7 @@ func (c *Client) getReport(ctx context.Context, rawURL, cred string, hdr http.He
 
 // do runs one request (do1) and masks the key in what it returns: an
 // upstream may echo the key in its answer, which parsers quote into errors
-// cut at a length that could split the key (README, Providers), and a
+// cut at a length that could split the key (docs/providers.md), and a
 // network error carries the request URL, key included when a configured
 // provider puts it there.
 func (c *Client) do(ctx context.Context, rq request) (Response, error) {
@@ -383,7 +383,7 @@ func retryAfter(h string, now time.Time) time.Duration {
 		return 0
 	}
 	// A year in a header must neither overflow a Duration nor be believed:
-	// callers cap what they wait (README, Reliability).
+	// callers cap what they wait (docs/reliability.md, Reliability).
 	const most = 24 * time.Hour
 	if s, err := strconv.ParseInt(h, 10, 64); err == nil && s >= 0 {
 		return min(time.Duration(min(s, int64(most/time.Second)))*time.Second, most)

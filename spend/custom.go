@@ -16,7 +16,7 @@ import (
 )
 
 // CustomSpec configures the "custom" provider: one GET per key, read by JSON
-// paths (README, Providers: "A configured provider"). It sits in a pool's
+// paths (docs/providers.md, "A configured provider"). It sits in a pool's
 // entry of the config file as "custom".
 type CustomSpec struct {
 	// URL is a text/template with .Key (the secret); functions urlquery and
@@ -387,7 +387,7 @@ func (p *custom) parse(status int, body []byte) (Result, error) {
 // exhaustedBody: with exhausted-match, the body matches it; without, the
 // body is a JSON object (the upstream's own error): an HTML block page from
 // a CDN or WAF in front of the upstream is not a statement about the key
-// (README, Providers: "A configured provider").
+// (docs/providers.md, "A configured provider").
 func (p *custom) exhaustedBody(body []byte) bool {
 	if p.exhaustedRe != nil {
 		return p.exhaustedRe.Match(body)

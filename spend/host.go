@@ -1,7 +1,7 @@
 package spend
 
 // The Client's memory per upstream host and per key: a host's pace and its
-// backoff while it fails, a key's Retry-After (README, Reliability).
+// backoff while it fails, a key's Retry-After (docs/reliability.md, Reliability).
 
 import (
 	"context"
@@ -30,7 +30,7 @@ type hostState struct {
 // hostKey is the name a host's pace and failures go by: one-api and new-api
 // limit per client IP, so spellings of one server ("API.example.com",
 // "api.example.com.", "api.example.com:443" over https) must share one
-// pace (README, Providers). Lowercase, no trailing dot, no default port.
+// pace (docs/providers.md). Lowercase, no trailing dot, no default port.
 func hostKey(u *url.URL) string {
 	h := strings.TrimSuffix(strings.ToLower(u.Hostname()), ".")
 	port := u.Port()
@@ -48,7 +48,7 @@ func hostKey(u *url.URL) string {
 
 // SetHostInterval paces the requests to host to at most one per every, on
 // top of HostRate: a provider whose upstream limits requests per client IP
-// sets its own pace (README, Providers). A second call keeps the slower.
+// sets its own pace (docs/providers.md). A second call keeps the slower.
 func (c *Client) SetHostInterval(host string, every time.Duration) {
 	if every <= 0 {
 		return

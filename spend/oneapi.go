@@ -11,7 +11,7 @@ import (
 // one-api (songquanpeng/one-api) and new-api (QuantumNous/new-api) answer
 // OpenAI's old billing endpoints for the token used as bearer
 // (controller/billing.go): GET /v1/dashboard/billing/subscription and GET
-// /v1/dashboard/billing/usage (README, Providers).
+// /v1/dashboard/billing/usage (docs/providers.md).
 const (
 	oneAPISubscriptionPath = "/v1/dashboard/billing/subscription"
 	oneAPIUsagePath        = "/v1/dashboard/billing/usage"
@@ -22,7 +22,7 @@ const (
 	// API rate limits are per client IP: one-api 480 per 180 s
 	// (GLOBAL_API_RATE_LIMIT, common/constants.go), new-api 180 per 180 s;
 	// one request per 1.1 s is 164 per 180 s, under both, and a check is
-	// two requests (README, Providers).
+	// two requests (docs/providers.md).
 	OneAPIInterval = 1100 * time.Millisecond
 )
 

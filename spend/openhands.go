@@ -69,7 +69,7 @@ const (
 	maxActivityPages = 50
 	// activityMaxBody caps one page: a full page of 1,000 rows with
 	// LiteLLM's per-model, per-provider and per-key breakdowns is about
-	// 2.2 MB (README, Providers).
+	// 2.2 MB (docs/providers.md).
 	activityMaxBody = 8 << 20
 )
 
@@ -86,7 +86,7 @@ type openHands struct {
 func (p *openHands) Name() string { return "openhands" }
 
 // Spend follows every page and adds their totals: one request per 1,000
-// daily rows (README, Providers).
+// daily rows (docs/providers.md).
 func (p *openHands) Spend(ctx context.Context, k Key) (Result, error) {
 	end := p.c.now().UTC().AddDate(0, 0, 1).Format(time.DateOnly)
 	var total float64

@@ -16,7 +16,7 @@ import (
 )
 
 // Result is a clear answer: a spend (the default kind), or, when Remaining
-// is set, what remains of the account's balance (README, Providers).
+// is set, what remains of the account's balance (docs/providers.md).
 type Result struct {
 	// Spend is the key's spend in USD; meaningless when Remaining is set.
 	Spend float64
@@ -32,7 +32,7 @@ type Result struct {
 	// AtLeast: Spend is a lower bound, not the key's whole spend (a check
 	// reads at most maxActivityPages pages). It may rotate a key (the key
 	// is over its threshold whatever the rest says); a lower bound under
-	// the threshold is no clear answer (README, Providers).
+	// the threshold is no clear answer (docs/providers.md).
 	AtLeast bool
 	// Remaining is the account's remaining balance, in Currency, from a
 	// balance provider (deepseek, moonshot, siliconflow, or a configured
@@ -44,14 +44,14 @@ type Result struct {
 	Currency string
 	// NoReading: the upstream answered clearly but with no figure to act
 	// on — a one-api token with unlimited quota reports no usage at all.
-	// Not a spend of 0: status says so (README, Providers).
+	// Not a spend of 0: status says so (docs/providers.md).
 	NoReading bool
 	// Exhausted: the upstream refused the key because its own quota is
 	// used up (one-api/new-api's 401 "额度已用尽"): rotate, reason exhausted.
 	Exhausted bool
 	// Lag is how old the figure may be: a batch report lags the spend by
 	// up to Lag, and the spend made meanwhile counts against the threshold
-	// (README, "Batch reports").
+	// (docs/providers.md, "Batch reports").
 	Lag time.Duration
 }
 
@@ -78,15 +78,15 @@ type Key struct {
 	// pool only.
 	Pool string
 	// CreatedAt is the key document's createdAt. No provider relies on it:
-	// a migrated or restored key spent before it (README, Providers).
+	// a migrated or restored key spent before it (docs/providers.md).
 	CreatedAt time.Time
 	// ID is the key document's _id and UpstreamID its optional
 	// upstreamKeyId: batch providers find the key in their report by them
-	// (README, "Batch reports").
+	// (docs/providers.md, "Batch reports").
 	ID, UpstreamID string
 	// Recorded is the spend last recorded for the key (its totalSpend), 0
 	// when none: a batch report's cumulative figure below it is a failed
-	// check, not a fall in spend (README, "Batch reports").
+	// check, not a fall in spend (docs/providers.md, "Batch reports").
 	Recorded float64
 }
 

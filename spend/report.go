@@ -1,7 +1,7 @@
 package spend
 
 // A batch report and its parsers: what OpenRouter's key list, OpenAI's
-// costs and Anthropic's cost report say of each key (README, "Batch
+// costs and Anthropic's cost report say of each key (docs/providers.md, "Batch
 // reports"). batch.go fetches them.
 
 import (

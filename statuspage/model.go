@@ -3,7 +3,7 @@
 // backups left, the lease, the last cycles and the recent rotations — into
 // one read-only view model, and renders it as a self-contained HTML page.
 // `spendchecker status` (text and JSON) and the page at / on --listen read
-// the store through the same Read (README, "Status page").
+// the store through the same Read (docs/operating.md, "Status page").
 package statuspage
 
 import (
@@ -22,7 +22,7 @@ import (
 	"github.com/spendchecker/spendchecker/rotation/history"
 )
 
-// The key document's fields, named by their owners (README, "MongoDB schema").
+// The key document's fields, named by their owners (docs/design.md, "MongoDB schema").
 const (
 	fieldSpend      = rotation.FieldTotalSpend
 	fieldLastCheck  = checker.FieldLastCheck
@@ -30,7 +30,7 @@ const (
 	fieldRate       = checker.FieldRate
 	fieldBudget     = checker.FieldBudget
 	fieldCheckError = checker.FieldCheckError
-	// A balance provider's reading (the remaining kind, README "Providers").
+	// A balance provider's reading (the remaining kind, docs/providers.md "Providers").
 	fieldRemaining = checker.FieldRemaining
 	fieldCurrency  = checker.FieldCurrency
 	// checkNoReading is the check error of a clear answer without a figure
@@ -104,7 +104,7 @@ type PoolView struct {
 	KeysCollection string  `json:"keysCollection"`
 	Threshold      float64 `json:"threshold"`
 	// MinRemaining is set for a balance pool: it rotates its keys, not
-	// Threshold (README, "Providers").
+	// Threshold (docs/providers.md, "Providers").
 	MinRemaining *float64 `json:"minRemaining,omitempty"`
 	// BackupsLeft is nil when counting them failed.
 	BackupsLeft *int64           `json:"backupsLeft"`
@@ -128,7 +128,7 @@ type KeyView struct {
 	// Remaining is what remains of the key's account balance, in Currency,
 	// for a balance provider (then Spend is nil). NoReading: the upstream
 	// answered without a figure (a one-api unlimited token), so no spend
-	// is shown as if it were a reading (README, "Providers").
+	// is shown as if it were a reading (docs/providers.md, "Providers").
 	Remaining *float64 `json:"remaining,omitempty"`
 	Currency  string   `json:"currency,omitempty"`
 	NoReading bool     `json:"noReading,omitempty"`
@@ -249,7 +249,7 @@ func keyView(d bson.Raw, threshold float64, minRemaining *float64) KeyView {
 	k.NextCheck = date(d, fieldNextCheck)
 	k.NoReading = k.CheckError == checkNoReading
 	if k.Remaining = number(d, fieldRemaining); k.Remaining != nil {
-		// A balance, not a spend (README, "Providers").
+		// A balance, not a spend (docs/providers.md, "Providers").
 		k.Currency, _ = d.Lookup(fieldCurrency).StringValueOK()
 		k.Spend = nil
 		if minRemaining != nil {

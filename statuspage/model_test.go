@@ -226,7 +226,7 @@ func TestCycleOfResults(t *testing.T) {
 	}
 }
 
-// Times are written in UTC whatever the host's zone (README, "Operations").
+// Times are written in UTC whatever the host's zone (docs/operating.md, "Operations").
 func TestTimesAreUTC(t *testing.T) {
 	cet := time.FixedZone("CET", 3600)
 	snap := Source{Now: func() time.Time { return now.In(cet) }}.Read(context.Background())

@@ -87,7 +87,7 @@ func (p *Page) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
 	// The page runs no script and loads nothing: say so, so a browser
-	// refuses anything else (README, "Status page").
+	// refuses anything else (docs/operating.md, "Status page").
 	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
@@ -109,7 +109,7 @@ func usdp(v *float64) string {
 }
 
 // reading is a key's figure: its spend, what remains of its account's
-// balance, or that the upstream gave none (README, "Providers").
+// balance, or that the upstream gave none (docs/providers.md, "Providers").
 func reading(k KeyView) string {
 	switch {
 	case k.Remaining != nil:

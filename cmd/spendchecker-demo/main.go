@@ -164,7 +164,7 @@ func countRotations(ctx context.Context, uri string) (int64, error) {
 
 // oneAPIRunFor is longer than runFor: the oneapi provider paces itself to
 // one request per 1.1 s per host, under one-api's and new-api's per-IP
-// limits, and a check is two requests (README, Providers).
+// limits, and a check is two requests (docs/providers.md).
 const oneAPIRunFor = 20 * time.Second
 
 // runOneAPI is the demo against a simulated one-api reseller.

@@ -12,7 +12,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
-// The binary with a batch provider (README, "Batch reports"): the admin key
+// The binary with a batch provider (docs/providers.md, "Batch reports"): the admin key
 // from the environment, one report per run, the over key rotated, the
 // unmapped key a failed check (exit 1); an upstream echoing the admin key
 // in its refusal never gets it into the output.

@@ -91,7 +91,7 @@ func newEnv(t *testing.T, keys map[string]float64, backups int) env {
 	t.Cleanup(up.Close)
 	seed(t, mdb.Database, up, keys, backups)
 	// A lease nobody holds, as a previous deployment leaves it: on an empty
-	// leases collection the first start waits a lease duration (README "Lease").
+	// leases collection the first start waits a lease duration (docs/design.md "Lease").
 	if _, err := mdb.Database.Collection(lease.Collection).InsertOne(context.Background(), lease.Record{
 		ID: "spendchecker/00000000000000000000", Name: "spendchecker", Holder: "seed", Released: true}); err != nil {
 		t.Fatal(err)
@@ -678,7 +678,7 @@ func TestWarnsOnReadableSecretFile(t *testing.T) {
 	}
 }
 
-// A person's first command prints the usage and exits 0 (README,
+// A person's first command prints the usage and exits 0 (docs/operating.md,
 // "Operations"): the binary, as a shell runs it.
 func TestHelpExitsZero(t *testing.T) {
 	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}, {"help", "status"}, {"status", "--help"}, {"rotate", "-h"}} {

@@ -8,7 +8,7 @@ import (
 
 const module = "github.com/spendchecker/spendchecker/"
 
-// layers is the tree read top-down (README, "Architecture"): a package
+// layers is the tree read top-down (docs/design.md, "Architecture"): a package
 // imports only packages of a lower layer. Test support, the demo and the
 // bench (internal/, cmd/spendchecker-demo, bench) may import anything; no
 // production package imports them.

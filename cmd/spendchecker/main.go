@@ -1,5 +1,5 @@
 // Command spendchecker keeps a pool of upstream LLM API keys healthy: it
-// polls each key's spend and rotates keys over their threshold. See README.md.
+// polls each key's spend and rotates keys over their threshold. See README.md and docs/.
 package main
 
 import (

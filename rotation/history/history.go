@@ -17,7 +17,7 @@ import (
 	"github.com/spendchecker/spendchecker/rotation/mongoidx"
 )
 
-// Record is one spend-history document (README, "MongoDB schema"). Its _id is the
+// Record is one spend-history document (docs/design.md, "MongoDB schema"). Its _id is the
 // rotation id, so inserting it twice is harmless.
 type Record struct {
 	ID             string    `bson:"_id" json:"id"`
@@ -36,7 +36,7 @@ type Record struct {
 	Instance       string    `bson:"instance" json:"instance"`
 	LeaseEpoch     int64     `bson:"leaseEpoch" json:"leaseEpoch"`
 	// Remaining is the account balance read, for a balance provider (then
-	// Spend means nothing), in Currency (README, Providers).
+	// Spend means nothing), in Currency (docs/providers.md).
 	Remaining *float64 `bson:"remaining,omitempty" json:"remaining,omitempty"`
 	Currency  string   `bson:"currency,omitempty" json:"currency,omitempty"`
 }
@@ -104,7 +104,7 @@ func (s *Store) Since(ctx context.Context, t time.Time) ([]Record, error) {
 }
 
 // Lenient reads a history document as leniently as the other documents
-// (README, "MongoDB schema"): older deployments wrote an ObjectId _id and
+// (docs/design.md, "MongoDB schema"): older deployments wrote an ObjectId _id and
 // numbers of other BSON types, so each field is taken when it can be read
 // as what it means and left zero otherwise; one odd record never hides the
 // others.

@@ -77,7 +77,7 @@ func missingOf(ctx context.Context, coll *mongo.Collection, idx []Index) ([]mong
 		if spec, ok := have[i.Name]; ok {
 			// Right name, wrong index (recreated by hand, restored without
 			// its options): correctness may rest on it being unique, so
-			// never take it for the one needed (README "Reliability").
+			// never take it for the one needed (docs/reliability.md "Reliability").
 			if err := i.matches(spec); err != nil {
 				return nil, Permanent(fmt.Errorf("index %s on %s: %w; drop it (db.%s.dropIndex(%q)) and start again, it is then created as needed",
 					i.Name, coll.Name(), err, coll.Name(), i.Name))

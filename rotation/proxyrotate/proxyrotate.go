@@ -1,5 +1,5 @@
 // Package proxyrotate is the code a serving proxy copies to rotate keys
-// through spendchecker's rotator instead of its own sequence (README,
+// through spendchecker's rotator instead of its own sequence (docs/proxy.md,
 // "Running next to the proxy"). It needs nothing from the daemon: a second
 // MongoDB client (mongo-driver v2, next to the proxy's v1 client) on the same
 // URI and database, and one rotation.Rotator per pool, built once at start-up.
@@ -101,7 +101,7 @@ func (r *Rotator) Close(ctx context.Context) error { return r.client.Disconnect(
 // ShouldRotate reports whether an upstream answer means "this key is dead,
 // rotate it now", with the reason recorded in the spend history. It is the
 // proxy's own CheckAndRotateOnError (both pools' rules) narrowed by the
-// daemon's reading of the same answers (upstream.Classify, README "Providers"),
+// daemon's reading of the same answers (upstream.Classify, docs/providers.md "Providers"),
 // so that an answer that says nothing about this key never burns a backup:
 //
 //   - 429 and 529 are cooldowns, never rotations;

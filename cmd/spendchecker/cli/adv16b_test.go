@@ -7,7 +7,7 @@ import (
 )
 
 // Shows: the admin key may come from $SPENDCHECKER_ADMIN_KEY_<POOL>
-// (README "Batch reports"), and the units read the environment file
+// (docs/providers.md "Batch reports"), and the units read the environment file
 // /etc/spendchecker/spendchecker.env, which the README installs with mode
 // 0644. The start-up check for readable secret files knows only the
 // MongoDB URI and the rotate token there: an admin key in a world-readable

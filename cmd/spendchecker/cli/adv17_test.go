@@ -15,7 +15,7 @@ import (
 // The start-up warning about secret files readable by others (issue 17,
 // case 10) looks only for SPENDCHECKER_MONGO_URI in the environment file
 // and mongo-uri in the config file. It misses the other secrets the daemon
-// reads: the proxy's MONGODB_URI (used when ours is unset; README,
+// reads: the proxy's MONGODB_URI (used when ours is unset; docs/proxy.md,
 // "Running next to the proxy"), the rotate token that lets anyone on the
 // host rotate every key through POST /v1/rotate (SPENDCHECKER_ROTATE_TOKEN
 // in the environment file, or --rotate-token-file).

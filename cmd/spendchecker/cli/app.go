@@ -80,7 +80,7 @@ func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*app, error) {
 			a.met.leader(leader, epoch)
 		},
 		// Epochs stored with observations: never take a lower one, even
-		// when the lease records were deleted (README "Lease").
+		// when the lease records were deleted (docs/design.md "Lease").
 		Floor: func(ctx context.Context) (int64, error) { return a.chk.MaxEpoch(ctx) },
 	})
 	if err != nil {
@@ -132,7 +132,7 @@ func (a *app) close() {
 // in dry-run mode. Transient store errors (network, a primary stepping
 // down, replicas racing on a fresh database) are retried with backoff: a
 // one-shot command gives up after --store-wait, the daemon keeps trying
-// until it is stopped (README "Reliability").
+// until it is stopped (docs/reliability.md "Reliability").
 func (a *app) prepare(ctx context.Context) error {
 	if a.cfg.DryRun {
 		return nil

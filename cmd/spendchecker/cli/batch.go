@@ -9,7 +9,7 @@ import (
 	"github.com/spendchecker/spendchecker/spend"
 )
 
-// Batch providers' settings (README, "Batch reports"). A pool's admin key
+// Batch providers' settings (docs/providers.md, "Batch reports"). A pool's admin key
 // is read, in this order, from its config entry's admin-key-file, the
 // systemd credential admin-key-<pool>, or $SPENDCHECKER_ADMIN_KEY_<POOL>;
 // never from the config file itself, which then need not be a secret.
@@ -71,7 +71,7 @@ func loadBatch(c *Config) error {
 			return usage("pool %s: %v", p.Pool, err)
 		}
 		if k == "" && c.Command == "" {
-			return usage("pool %s: provider %s needs an admin key: admin-key-file in the pool's config entry, the systemd credential %s, or $%s (README, \"Batch reports\")",
+			return usage("pool %s: provider %s needs an admin key: admin-key-file in the pool's config entry, the systemd credential %s, or $%s (docs/providers.md, \"Batch reports\")",
 				p.Pool, p.Provider, adminKeyCredential(p.Pool), adminKeyEnv(p.Pool))
 		}
 		p.adminKey = k

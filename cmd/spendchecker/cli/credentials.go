@@ -10,7 +10,7 @@ import (
 	"strings"
 )
 
-// Systemd credentials (README, "Deploying"): with LoadCredential= systemd
+// Systemd credentials (docs/operating.md, "Deploying"): with LoadCredential= systemd
 // copies a root-only file into a directory only the service can read, named
 // by $CREDENTIALS_DIRECTORY, which works under DynamicUser= where the file
 // itself is out of reach.
@@ -75,7 +75,7 @@ func envSecret(k, v string) bool {
 	case EnvRotateToken:
 		return v != ""
 	}
-	// A pool's admin key (README, "Batch reports") reads, or on OpenRouter
+	// A pool's admin key (docs/providers.md, "Batch reports") reads, or on OpenRouter
 	// manages, every key of its account.
 	return strings.HasPrefix(k, envAdminKeyPrefix) && v != ""
 }

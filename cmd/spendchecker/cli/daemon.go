@@ -72,7 +72,7 @@ func rootCommand(c *Config, p *program) spec {
 // daemon runs until ctx ends: the lease loop, the scheduler and the HTTP
 // server share one context; on shutdown the cycle in flight finishes within
 // the grace period, then the lease is released. /healthz and the watchdog
-// work from the start, before the store answers (README, "Deploying").
+// work from the start, before the store answers (docs/operating.md, "Deploying").
 func (a *app) daemon(ctx context.Context) error {
 	var schedulerUp atomic.Bool
 	a.cycles = statuspage.NewRing(statusCycles)
@@ -191,7 +191,7 @@ func (a *app) serveHTTP(schedulerUp *atomic.Bool) (*http.Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(a.met.reg, promhttp.HandlerOpts{}))
 	// Liveness: the process answers and makes progress; never the store
-	// (README, "Metrics and alerts").
+	// (docs/operating.md, "Metrics and alerts").
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if ok, why := a.prog.healthy(); !ok {
 			w.WriteHeader(http.StatusServiceUnavailable)
@@ -218,7 +218,7 @@ func (a *app) serveHTTP(schedulerUp *atomic.Bool) (*http.Server, error) {
 		_, _ = io.WriteString(w, "ready\n")
 	})
 	a.rotateRoutes(mux)
-	// The status page: read-only, the same read as `status` (README, "Status page").
+	// The status page: read-only, the same read as `status` (docs/operating.md, "Status page").
 	src := a.statusSource()
 	src.Cycles, src.Rotations = a.cycles, statusRotations
 	mux.Handle("/{$}", &statuspage.Page{Source: src, Instance: a.cfg.Instance, Logger: a.log})
@@ -263,7 +263,7 @@ func (a *app) once(ctx context.Context, out io.Writer) error {
 			return partial("could not take the lease: %w", err)
 		}
 		// Renew the lease while the cycle runs, as the daemon does, and
-		// release it at the end (README "One-shot runs").
+		// release it at the end (docs/operating.md "One-shot runs").
 		leaseCtx, stopLease := context.WithCancel(context.WithoutCancel(ctx))
 		leaseDone := make(chan error, 1)
 		go func() { leaseDone <- a.lease.Run(leaseCtx) }()
@@ -281,7 +281,7 @@ func (a *app) once(ctx context.Context, out io.Writer) error {
 	sum, err := a.chk.Cycle(cctx)
 	a.met.cycle(sum, err, float64(time.Now().Unix()))
 	a.notifyCycle(sum, err)
-	// The events go out before the process exits (README "Notifications").
+	// The events go out before the process exits (docs/operating.md "Notifications").
 	a.closeNotifier(notifyOnExit)
 	for _, p := range sum.Pools {
 		fmt.Fprintf(out, "pool %s: due %d, checked %d, failed %d, unauthorized %d, over threshold %d, rotated %d, already rotated %d, no backup %d, backups left %d\n",

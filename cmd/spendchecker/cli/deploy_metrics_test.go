@@ -19,7 +19,7 @@ import (
 	"github.com/spendchecker/spendchecker/notify"
 )
 
-// The alert rules and the dashboard in deploy/ (README, "Metrics and alerts")
+// The alert rules and the dashboard in deploy/ (docs/operating.md, "Metrics and alerts")
 // must name only series the daemon exports. The exported names come from the
 // daemon's own registry, so a renamed or removed metric fails here.
 // The test reads the deploy files relative to this package (three levels deep).

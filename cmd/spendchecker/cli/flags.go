@@ -32,12 +32,12 @@ type PoolConfig struct {
 	Threshold          float64 `json:"threshold"`
 	BudgetRatio        float64 `json:"budget-ratio"`
 	RotateUnauthorized *bool   `json:"rotate-unauthorized"`
-	// MinRemaining and Account serve balance providers (README, Providers);
+	// MinRemaining and Account serve balance providers (docs/providers.md);
 	// Custom configures the custom provider (config file only).
 	MinRemaining float64           `json:"min-remaining"`
 	Account      string            `json:"account"`
 	Custom       *spend.CustomSpec `json:"custom,omitempty"`
-	// Batch providers only, config file only (batch.go; README, "Batch
+	// Batch providers only, config file only (batch.go; docs/providers.md, "Batch
 	// reports"). report-lag "" is the provider's default (spend.DefaultLag).
 	AdminKeyFile   string            `json:"admin-key-file"`
 	UpstreamKeyIDs map[string]string `json:"upstream-key-ids"`
@@ -48,7 +48,7 @@ type PoolConfig struct {
 	Notify *PoolNotify `json:"notify,omitempty"`
 }
 
-// Defaults of the settings (README, "Configuration"): the flags use these,
+// Defaults of the settings (docs/configuration.md, "Configuration"): the flags use these,
 // and those a constructor has are the constructor's own constants.
 const (
 	DefaultPool               = "openhands"
@@ -93,7 +93,7 @@ type Config struct {
 	// Schedule is a cron expression; empty means every Interval.
 	Schedule string
 	Interval time.Duration
-	// Adaptive polls only the keys that are due (README, "Adaptive cadence").
+	// Adaptive polls only the keys that are due (docs/design.md, "Adaptive cadence").
 	Adaptive bool
 	// MinCheckInterval and MaxCheckInterval bound a key's cadence.
 	MinCheckInterval time.Duration
@@ -130,13 +130,13 @@ type Config struct {
 	RotateTokenFile string
 	RotateToken     string
 
-	// Upstream safety (README, Reliability): a rate per upstream host, and
+	// Upstream safety (docs/reliability.md, Reliability): a rate per upstream host, and
 	// the systemic-rejection guard.
 	HostRate    float64
 	RejectShare float64
 	RejectMin   int
 
-	// Notifications (notify.go; README, "Notifications"): webhooks, their
+	// Notifications (notify.go; docs/operating.md, "Notifications"): webhooks, their
 	// payload format, the backups level that notifies once per crossing (0:
 	// off) and how long without a successful cycle notifies once (0: off).
 	NotifyURLs         urlList

@@ -51,7 +51,7 @@ func (a *app) history(ctx context.Context, out io.Writer) error {
 	fmt.Fprintln(tw, "ROTATED AT\tPOOL\tKEY\tAPI KEY\tSPEND\tTHRESHOLD\tREASON\tNEW KEY\tINSTANCE\tEPOCH")
 	for _, h := range all {
 		// A balance rotation shows what remained, and no threshold
-		// (README, Providers).
+		// (docs/providers.md).
 		thr := fmt.Sprintf("$%.2f", h.Threshold)
 		if h.Remaining != nil {
 			thr = "-"

@@ -7,7 +7,7 @@ import (
 	"github.com/spendchecker/spendchecker/checker"
 )
 
-// metrics are the Prometheus series of the README's "Metrics and alerts", on a registry of their own.
+// metrics are the Prometheus series of the docs/operating.md's "Metrics and alerts", on a registry of their own.
 type metrics struct {
 	reg       *prometheus.Registry
 	cycles    *prometheus.CounterVec
@@ -21,7 +21,7 @@ type metrics struct {
 	epoch               prometheus.Gauge
 	lastSuccess         prometheus.Gauge
 	// remaining is the lowest account balance a balance provider reported
-	// in the pool's last cycle that read one (README, Providers).
+	// in the pool's last cycle that read one (docs/providers.md).
 	remaining *prometheus.GaugeVec
 }
 

@@ -51,7 +51,7 @@ func (s *stringOrList) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// validateNotify checks the notification settings (README,
+// validateNotify checks the notification settings (docs/operating.md,
 // "Notifications"); errors name the URL without its secret.
 func (c *Config) validateNotify() error {
 	if _, err := notify.ParseFormat(c.NotifyFormat); err != nil {

@@ -37,7 +37,7 @@ func TestDaemonCycleNotifiesRotation(t *testing.T) {
 	up.SetSpend("sk-secret-backup-000000-abcdef", 0)
 	up.SetSpend("sk-secret-backup-000001-abcdef", 0)
 	// A released lease, as a previous deployment leaves it: the first
-	// start takes it at once (README "Lease").
+	// start takes it at once (docs/design.md "Lease").
 	if _, err := mdb.Database.Collection(lease.Collection).InsertOne(context.Background(), lease.Record{
 		ID: "spendchecker/00000000000000000000", Name: "spendchecker", Holder: "seed", Released: true}); err != nil {
 		t.Fatal(err)

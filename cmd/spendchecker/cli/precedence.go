@@ -21,7 +21,7 @@ var (
 	collectionSettings = []string{"keys-collection", "backups-collection", "bindings-collection", "binding-key-field", "history-collection"}
 )
 
-// resolvePools applies the precedence of pool settings (README,
+// resolvePools applies the precedence of pool settings (docs/configuration.md,
 // "Configuration"): a flag, then the environment, then the pool's own entry
 // in the file, then the file's top level, then the default. top holds the
 // value ff settled on from all but the pool entries. An explicit zero or
@@ -65,7 +65,7 @@ func (st *fileState) resolvePools(top PoolConfig) ([]PoolConfig, []Override, err
 	if (st.user["account"] || st.top["account"]) && len(entries) > 1 {
 		// One label for every pool's keys would tell the poller that keys
 		// of different pools (different upstream accounts, as a rule) share
-		// one balance (README, Providers: "Balance providers").
+		// one balance (docs/providers.md, "Balance providers").
 		name := "--account"
 		if !st.user["account"] {
 			name = "config file: account"

@@ -13,7 +13,7 @@ import (
 	"github.com/spendchecker/spendchecker/lease"
 )
 
-// progress says whether the daemon is making progress (README, "Deploying"):
+// progress says whether the daemon is making progress (docs/operating.md, "Deploying"):
 // it feeds the systemd watchdog and answers /healthz. While the daemon waits
 // for the store at start, each attempt is a sign of life; between cycles the
 // scheduler is idle and healthy; during a cycle every upstream answer and

@@ -8,7 +8,7 @@ import (
 
 // newProvider builds a pool's provider: a built-in by name, a batch
 // provider (batch.go), or "custom" from the pool's "custom" entry in the
-// config file (README, Providers).
+// config file (docs/providers.md).
 func (p PoolConfig) newProvider(c *spend.Client) (spend.Provider, error) {
 	if spend.IsBatch(p.Provider) && p.Custom == nil {
 		return p.newBatchProvider(c)
@@ -27,7 +27,7 @@ func (p PoolConfig) newProvider(c *spend.Client) (spend.Provider, error) {
 
 // minRemaining is the pool's minimum remaining when its provider reads a
 // balance (the remaining kind), for status; nil for a spend provider
-// (README, Providers).
+// (docs/providers.md).
 func (p PoolConfig) minRemaining() *float64 {
 	switch {
 	case p.Provider == "deepseek" || p.Provider == "moonshot" || p.Provider == "siliconflow" ||

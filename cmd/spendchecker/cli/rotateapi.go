@@ -26,7 +26,7 @@ import (
 )
 
 // POST /v1/rotate lets a proxy that does not link the rotator rotate a key
-// through it (README, "Running next to the proxy"). Every replica serves it,
+// through it (docs/proxy.md, "Running next to the proxy"). Every replica serves it,
 // leader or not: the rotator is safe without the lease.
 
 // EnvRotateToken carries the endpoint's bearer token itself. It is not a
@@ -97,7 +97,7 @@ type rotateAPI struct {
 	notify func(notify.Event)
 
 	// indexed: the rotators' indexes are known to exist; until then every
-	// request first ensures them (README, "Way 2").
+	// request first ensures them (docs/proxy.md, "Way 2").
 	indexMu sync.Mutex
 	indexed atomic.Bool
 
@@ -288,7 +288,7 @@ func (api *rotateAPI) rotate(ctx context.Context, rot *rotation.Rotator, req rot
 
 // settle completes a flight's answer and counts it: an already rotated
 // key's replacement is followed to the live end of the chain, and a
-// not_found is checked for an ObjectId _id (README, "Way 2").
+// not_found is checked for an ObjectId _id (docs/proxy.md, "Way 2").
 func (api *rotateAPI) settle(ctx context.Context, rot *rotation.Rotator, keyID string, f *rotateFlight) {
 	outcome := "error"
 	switch {

@@ -391,7 +391,7 @@ func TestRotateTokenConfiguration(t *testing.T) {
 }
 
 // k0 was rotated to b0 and b0 to b1; a late request for k0 gets the live end
-// of the chain (b1), never b0, which is deleted (README, "Way 2").
+// of the chain (b1), never b0, which is deleted (docs/proxy.md, "Way 2").
 func TestRotateAPIAlreadyRotatedNamesTheLiveKey(t *testing.T) {
 	db := mongotest.New(t).Database
 	apiSeed(t, db, apiPool, 1, 2)

@@ -8,7 +8,7 @@ import (
 	"syscall"
 )
 
-// Main runs the program as a process that owns its signals (README,
+// Main runs the program as a process that owns its signals (docs/operating.md,
 // "Deploying"): the first SIGTERM or SIGINT starts a graceful shutdown, a
 // second one exits at once, and SIGHUP is ignored (settings are read at
 // start only), so a closed terminal or a stray `kill -HUP` never kills the

@@ -28,7 +28,7 @@ func outputFlag(fs *flag.FlagSet, c *Config) {
 }
 
 // status prints a table of keys, backups left and the lease holder, read
-// through the same statuspage.Source as the page at / (README, "Status page").
+// through the same statuspage.Source as the page at / (docs/operating.md, "Status page").
 func (a *app) status(ctx context.Context, out io.Writer) error {
 	snap := a.statusSource().Read(ctx)
 	if a.cfg.Output == "json" {

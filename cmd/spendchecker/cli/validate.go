@@ -148,7 +148,7 @@ func (c *Config) validate() error {
 			return usage("pool %s: --budget-ratio must be between 0 and 1", pool.Name)
 		}
 		if !(p.MinRemaining >= 0) || math.IsInf(p.MinRemaining, 1) {
-			// NaN never rotates, +Inf rotates every key (README, Providers).
+			// NaN never rotates, +Inf rotates every key (docs/providers.md).
 			return usage("pool %s: --min-remaining must be a finite number, 0 or more", pool.Name)
 		}
 		if p.Provider == "" {
@@ -171,7 +171,7 @@ func (c *Config) validate() error {
 
 // presetProvider is the provider that serves a preset's upstream. The
 // factory pool's keys talk to an upstream no built-in provider serves, so it
-// must name one (README, "Running next to the proxy").
+// must name one (docs/proxy.md, "Running next to the proxy").
 func presetProvider(pool string) string {
 	if pool == "openhands" {
 		return "openhands"
@@ -187,7 +187,7 @@ const (
 
 // proxyEnvFallback fills the URI and database from the proxy's variables
 // when neither a flag, SPENDCHECKER_* nor the file set them, so a sidecar
-// sharing the proxy's environment uses the proxy's database (README,
+// sharing the proxy's environment uses the proxy's database (docs/proxy.md,
 // "Running next to the proxy"). It returns the name the URI came by.
 func proxyEnvFallback(c *Config) string {
 	from := "--mongo-uri"
@@ -226,7 +226,7 @@ func (p PoolConfig) resolve() (rotation.Pool, error) {
 }
 
 // parseSince reads --since: a duration back from now, in Go's units or with
-// whole days first (7d, 1d12h), or a date (README, "Operations").
+// whole days first (7d, 1d12h), or a date (docs/operating.md, "Operations").
 func parseSince(s string, now time.Time) (time.Time, error) {
 	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
 		return now.Add(-d), nil

@@ -179,7 +179,7 @@ func TestAdv18_ShouldRotateMissesTheFactoryRevokedKeyRule(t *testing.T) {
 }
 
 // ShouldRotate is what the guide tells the proxy to rotate on. The project's
-// own rule for the same upstream answers (spend/provider.go, README
+// own rule for the same upstream answers (spend/provider.go, docs/providers.md
 // "Providers"): a 401/403 is a dead key only when it is the provider's JSON
 // error, never a CDN/WAF block page; and a budget shared by many keys (a
 // LiteLLM team budget) never rotates one key — "rotating would burn backups

@@ -15,7 +15,7 @@ import (
 // silence here; it is named by design: the proxy's inline rotator rotates
 // only keys it serves, and it serves only keys with active bindings, so
 // this state comes from lost bindings or from a rotator of an older
-// deployment, and either way the key is never served (README, "Rotation
+// deployment, and either way the key is never served (docs/design.md, "Rotation
 // guarantees": bindings_lost).
 func TestAdv18b_ForeignRotationOfUnboundKeyIsNamed(t *testing.T) {
 	ctx := context.Background()

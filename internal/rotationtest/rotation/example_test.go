@@ -17,7 +17,7 @@ import (
 	"github.com/spendchecker/spendchecker/rotation"
 )
 
-// A proxy adopts the rotator (README, "Running next to the proxy"): one
+// A proxy adopts the rotator (docs/proxy.md, "Running next to the proxy"): one
 // Rotator per pool, built at start-up; on an upstream answer that says the
 // key is spent (LiteLLM's budget_exceeded) or dead (401), Rotate, and branch
 // on the outcome. Recover completes what a crashed caller left unfinished;

@@ -137,7 +137,7 @@ func commandsOf(t *testing.T, h heldRun) []string {
 // the network; its sender gives up; another process recovers the rotation
 // and rotates the new key onward; then the held command reaches the store.
 // After the next recovery pass every invariant holds and verify finds
-// nothing, for every k (README "Reliability").
+// nothing, for every k (docs/reliability.md "Reliability").
 func TestHeldCommandDeliveredLate(t *testing.T) {
 	for _, h := range heldRuns {
 		steps := commandsOf(t, h)
@@ -620,7 +620,7 @@ func TestRestoredKeyCanBeRotatedAgain(t *testing.T) {
 // Every write of a rotation and of a recovery waits for a majority,
 // journaled, and every read uses read concern majority, even when the
 // connection string asks for less; the embedded store accepts them (the
-// rotation succeeds through it). README "Reliability".
+// rotation succeeds through it). docs/reliability.md "Reliability".
 func TestDurableWritesAndReads(t *testing.T) {
 	bg := context.Background()
 	mdb := mongotest.New(t)

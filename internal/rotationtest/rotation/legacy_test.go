@@ -18,7 +18,7 @@ import (
 const legacySteps = 6
 
 // legacyRotate is a test double of the serving proxy's own inline rotation,
-// written from its description (README, "Running next to the proxy"): read the old key,
+// written from its description (docs/proxy.md, "Running next to the proxy"): read the old key,
 // claim a backup with findOneAndUpdate({isUsed: false}), archive and delete
 // the old key, insert the new one, re-point the bindings. Nothing in it
 // decides a race. between runs after each step (1-based).
@@ -132,7 +132,7 @@ func coexistInvariants(t *testing.T, db *mongo.Database) {
 
 // The proxy's own rotator runs whole at every step of ours, and ours runs
 // whole at every step of the proxy's: pool size, bindings and backups hold
-// in every interleaving (README "Rotation guarantees").
+// in every interleaving (docs/design.md "Rotation guarantees").
 func TestCoexistWithLegacyRotator(t *testing.T) {
 	ctx := context.Background()
 	for _, k := range rotation.Steps {

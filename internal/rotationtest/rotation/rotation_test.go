@@ -203,7 +203,7 @@ func TestRotateAfterDoneReportsAlreadyRotated(t *testing.T) {
 		}
 	})
 	t.Run("same document put back by hand is rotated again", func(t *testing.T) {
-		// Restored from the archive (README "Rotation guarantees"): the
+		// Restored from the archive (docs/design.md "Rotation guarantees"): the
 		// operator wants it in the pool, so it can leave again later.
 		if _, err := db.Collection(testPool.KeysCollection).InsertOne(ctx, old); err != nil {
 			t.Fatal(err)

@@ -15,7 +15,7 @@ import (
 )
 
 // The key a backup becomes carries the backup's optional upstreamKeyId
-// (README, "Batch reports"), on a clean rotation and on one whose insert
+// (docs/providers.md, "Batch reports"), on a clean rotation and on one whose insert
 // was cut off and finished by recovery; a backup without one gives a key
 // without one.
 func TestRotatedInKeyCarriesUpstreamKeyID(t *testing.T) {
