@@ -3,6 +3,7 @@ package rotation_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -214,6 +215,84 @@ func BenchmarkRecoverIdle(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(n.Load())/float64(b.N), "roundtrips/op")
+		})
+	}
+}
+
+// callerTrips is the context key under which a caller's round-trip counter
+// travels: the command monitor sees each command's context.
+type callerTrips struct{}
+
+// BenchmarkRotateBlocking measures how long Rotate holds the request that
+// called it: per op, 41 callers (two proxies' 20 goroutines and the CLI)
+// race one key. It reports the winner's latency, the others' median and
+// worst, and the most round trips any caller made (multiply by the store's
+// round-trip time for a remote MongoDB).
+//
+//	go test -run '^$' -bench BenchmarkRotateBlocking -benchtime 20x ./internal/rotationtest/rotation
+func BenchmarkRotateBlocking(b *testing.B) {
+	const callers = 41
+	for _, n := range []int{1, callers} {
+		b.Run(fmt.Sprintf("callers=%d", n), func(b *testing.B) {
+			mdb := mongotest.New(b)
+			c := mdb.NewClient(b, options.Client().SetMonitor(&event.CommandMonitor{
+				Started: func(ctx context.Context, _ *event.CommandStartedEvent) {
+					if p, ok := ctx.Value(callerTrips{}).(*atomic.Int64); ok {
+						p.Add(1)
+					}
+				},
+			}))
+			db := c.Database(mdb.Name)
+			r, _ := rotation.New(db, testPool, rotation.Config{Owner: "bench"})
+			var winner, others []time.Duration
+			var maxTrips int64
+			b.ResetTimer()
+			for range b.N {
+				b.StopTimer()
+				resetPool(b, mdb.Database, 1, 2)
+				b.StartTimer()
+				var wg sync.WaitGroup
+				var mu sync.Mutex
+				start := make(chan struct{})
+				for range n {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						var trips atomic.Int64
+						ctx := context.WithValue(context.Background(), callerTrips{}, &trips)
+						<-start
+						t0 := time.Now()
+						res, err := r.Rotate(ctx, "key-000", "budget_exceeded")
+						d := time.Since(t0)
+						if err != nil {
+							b.Errorf("rotate: %v", err)
+						}
+						mu.Lock()
+						defer mu.Unlock()
+						maxTrips = max(maxTrips, trips.Load())
+						if res.Outcome == rotation.Rotated {
+							winner = append(winner, d)
+						} else {
+							others = append(others, d)
+						}
+					}()
+				}
+				close(start)
+				wg.Wait()
+			}
+			b.StopTimer()
+			ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+			slices.Sort(winner)
+			slices.Sort(others)
+			if len(winner) > 0 {
+				b.ReportMetric(ms(winner[len(winner)/2]), "winner-ms-p50")
+				b.ReportMetric(ms(winner[len(winner)-1]), "winner-ms-max")
+			}
+			if len(others) > 0 {
+				b.ReportMetric(ms(others[len(others)/2]), "others-ms-p50")
+				b.ReportMetric(ms(others[len(others)-1]), "others-ms-max")
+			}
+			b.ReportMetric(float64(maxTrips), "max-roundtrips/caller")
 		})
 	}
 }
