@@ -5,11 +5,13 @@
 // It needs no flags and leaves nothing behind. With -provider oneapi it runs
 // against a simulated one-api reseller instead: a token over the threshold,
 // one whose quota is used up (rotated as exhausted) and an unlimited one
-// (no reading).
+// (no reading). With -serve it keeps the store, the upstream and the daemon
+// running, with the status page on -listen, until Ctrl-C (serve.go).
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -35,16 +37,48 @@ const runFor = 10 * time.Second
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	provider := flag.String("provider", "openhands", "simulated upstream: openhands or oneapi")
-	flag.Parse()
-	if *provider == "oneapi" {
-		os.Exit(runOneAPI(ctx, os.Stdout, os.Stderr))
+	// A second Ctrl-C while the demo shuts down ends it at once.
+	go func() { <-ctx.Done(); stop() }()
+	os.Exit(demo(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// demo runs the demo its flags ask for; bad usage is one line and exit 2.
+func demo(ctx context.Context, args []string, out, errOut io.Writer) int {
+	fs := flag.NewFlagSet("spendchecker-demo", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	provider := fs.String("provider", "openhands", "simulated upstream: openhands or oneapi")
+	serve := fs.Bool("serve", false, "keep the store, the upstream and the daemon running, with the status page on -listen, until Ctrl-C")
+	listen := fs.String("listen", defaultListen, "address of the status page with -serve (port 0: any free port)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(out)
+			fs.PrintDefaults()
+			return 0
+		}
+		fmt.Fprintf(errOut, "demo: %v (see -help)\n", err)
+		return 2
 	}
-	if *provider != "openhands" {
-		fmt.Fprintln(os.Stderr, "demo: -provider must be openhands or oneapi")
-		os.Exit(2)
+	listenSet := false
+	fs.Visit(func(f *flag.Flag) { listenSet = listenSet || f.Name == "listen" })
+	switch {
+	case fs.NArg() > 0:
+		fmt.Fprintf(errOut, "demo: unexpected argument %q (see -help)\n", fs.Arg(0))
+		return 2
+	case *serve && *provider != "openhands":
+		fmt.Fprintln(errOut, "demo: -serve runs the openhands demo; drop -provider")
+		return 2
+	case *serve:
+		return runServe(ctx, *listen, out, errOut)
+	case listenSet:
+		fmt.Fprintln(errOut, "demo: -listen needs -serve")
+		return 2
+	case *provider == "oneapi":
+		return runOneAPI(ctx, out, errOut)
+	case *provider != "openhands":
+		fmt.Fprintln(errOut, "demo: -provider must be openhands or oneapi")
+		return 2
 	}
-	os.Exit(run(ctx, os.Stdout, os.Stderr))
+	return run(ctx, out, errOut)
 }
 
 type demoKey struct {
@@ -58,28 +92,52 @@ type demoKey struct {
 	unlimited bool
 }
 
-func run(ctx context.Context, out, errOut io.Writer) int {
+// openhandsKeys are the openhands demo's keys: 01-04 cross the threshold
+// within seconds, 05 is rejected by the upstream, the others spend slowly.
+var openhandsKeys = []demoKey{
+	{id: "oh-key-01", spend: 9.80, rate: 0.060, dead: false}, {id: "oh-key-02", spend: 9.55, rate: 0.080, dead: false}, {id: "oh-key-03", spend: 9.20, rate: 0.150, dead: false},
+	{id: "oh-key-04", spend: 9.90, rate: 0.020, dead: false}, {id: "oh-key-05", spend: 4.00, rate: 0.005, dead: true}, {id: "oh-key-06", spend: 2.10, rate: 0.004, dead: false},
+	{id: "oh-key-07", spend: 6.30, rate: 0.010, dead: false}, {id: "oh-key-08", spend: 0.40, rate: 0.002, dead: false}, {id: "oh-key-09", spend: 7.75, rate: 0.008, dead: false},
+	{id: "oh-key-10", spend: 3.30, rate: 0.001, dead: false}, {id: "oh-key-11", spend: 5.05, rate: 0.003, dead: false}, {id: "oh-key-12", spend: 8.60, rate: 0.012, dead: false},
+}
+
+// world is what every demo runs on: an embedded store in a temporary
+// directory and a simulated upstream.
+type world struct {
+	dir   string
+	store *embedded.Store
+	up    *fakeupstream.Server
+}
+
+// newWorld starts the store and the upstream; close stops both and removes
+// the directory.
+func newWorld(kind string) (*world, error) {
 	dir, err := os.MkdirTemp("", "spendchecker-demo-")
 	if err != nil {
-		fmt.Fprintln(errOut, "demo:", err)
-		return 1
+		return nil, err
 	}
-	defer os.RemoveAll(dir)
 	store, err := embedded.Start(dir, slog.New(slog.DiscardHandler))
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return &world{dir: dir, store: store, up: fakeupstream.New(kind)}, nil
+}
+
+func (w *world) close() error {
+	w.up.Close()
+	w.store.Close()
+	return os.RemoveAll(w.dir)
+}
+
+func run(ctx context.Context, out, errOut io.Writer) int {
+	w, err := newWorld("openhands")
 	if err != nil {
 		fmt.Fprintln(errOut, "demo:", err)
 		return 1
 	}
-	defer store.Close()
-	up := fakeupstream.New("openhands")
-	defer up.Close()
-
-	keys := []demoKey{
-		{id: "oh-key-01", spend: 9.80, rate: 0.060, dead: false}, {id: "oh-key-02", spend: 9.55, rate: 0.080, dead: false}, {id: "oh-key-03", spend: 9.20, rate: 0.150, dead: false},
-		{id: "oh-key-04", spend: 9.90, rate: 0.020, dead: false}, {id: "oh-key-05", spend: 4.00, rate: 0.005, dead: true}, {id: "oh-key-06", spend: 2.10, rate: 0.004, dead: false},
-		{id: "oh-key-07", spend: 6.30, rate: 0.010, dead: false}, {id: "oh-key-08", spend: 0.40, rate: 0.002, dead: false}, {id: "oh-key-09", spend: 7.75, rate: 0.008, dead: false},
-		{id: "oh-key-10", spend: 3.30, rate: 0.001, dead: false}, {id: "oh-key-11", spend: 5.05, rate: 0.003, dead: false}, {id: "oh-key-12", spend: 8.60, rate: 0.012, dead: false},
-	}
+	defer w.close()
+	store, up, keys := w.store, w.up, openhandsKeys
 	uri := store.URI() + "fproxy"
 	if err := seed(ctx, uri, up, keys, 6); err != nil {
 		fmt.Fprintln(errOut, "demo: seed:", err)
@@ -169,20 +227,13 @@ const oneAPIRunFor = 20 * time.Second
 
 // runOneAPI is the demo against a simulated one-api reseller.
 func runOneAPI(ctx context.Context, out, errOut io.Writer) int {
-	dir, err := os.MkdirTemp("", "spendchecker-demo-")
+	w, err := newWorld("oneapi")
 	if err != nil {
 		fmt.Fprintln(errOut, "demo:", err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-	store, err := embedded.Start(dir, slog.New(slog.DiscardHandler))
-	if err != nil {
-		fmt.Fprintln(errOut, "demo:", err)
-		return 1
-	}
-	defer store.Close()
-	up := fakeupstream.New("oneapi")
-	defer up.Close()
+	defer w.close()
+	store, up := w.store, w.up
 	keys := []demoKey{
 		{id: "oa-key-01", spend: 9.80, rate: 0.060},
 		{id: "oa-key-02", spend: 5.00, budget: 5.00},
