@@ -321,3 +321,45 @@ func maxLine(m map[int]string) int {
 	}
 	return hi
 }
+
+// testFunc is a test, fuzz test, benchmark or example declared in a Go file.
+var testFunc = regexp.MustCompile(`(?m)^func ((?:Test|Fuzz|Benchmark|Example)\w*)\(`)
+
+// TestFuncs returns the names of the tests declared in Go source.
+func TestFuncs(src []byte) []string {
+	var names []string
+	for _, m := range testFunc.FindAllSubmatch(src, -1) {
+		names = append(names, string(m[1]))
+	}
+	return names
+}
+
+// CitedTests returns every test a Markdown file names that is not among
+// known (a proof must point at a test that exists). A name followed by *
+// ("TestAdv13c_*") stands for every test with that prefix, as does a name in
+// a `go test -run` pattern; each must match at least one test.
+func CitedTests(file string, d Doc, known map[string]bool) []Problem {
+	var probs []Problem
+	for n, line := range d.Prose {
+		for _, m := range citedTest.FindAllStringSubmatchIndex(line, -1) {
+			name := line[m[2]:m[3]]
+			prefix := m[4] >= 0 || strings.Contains(line[:m[0]], "-run")
+			if known[name] || prefix && anyPrefix(known, name) {
+				continue
+			}
+			probs = append(probs, Problem{file, n, fmt.Sprintf("cites test %s, which no Go file declares", line[m[0]:m[1]])})
+		}
+	}
+	return probs
+}
+
+var citedTest = regexp.MustCompile(`\b((?:Test|Fuzz|Benchmark)[A-Z0-9]\w*)(\*)?`)
+
+func anyPrefix(known map[string]bool, prefix string) bool {
+	for k := range known {
+		if strings.HasPrefix(k, prefix) {
+			return true
+		}
+	}
+	return false
+}

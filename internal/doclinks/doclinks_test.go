@@ -31,16 +31,50 @@ func TestRepositoryDocs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range styled {
+	known := declaredTests(t)
+	for _, f := range append(slices.Clone(styled), "BENCHMARKS.md") {
 		b, err := os.ReadFile(filepath.Join(root, f))
 		if err != nil {
 			t.Fatal(err)
 		}
-		probs = append(probs, Style(f, Parse(b), maxWords)...)
+		d := Parse(b)
+		probs = append(probs, CitedTests(f, d, known)...)
+		if f != "BENCHMARKS.md" {
+			probs = append(probs, Style(f, d, maxWords)...)
+		}
 	}
 	for _, p := range probs {
 		t.Error(p)
 	}
+}
+
+// declaredTests are the tests of every Go file in the repository.
+func declaredTests(t *testing.T) map[string]bool {
+	t.Helper()
+	known := map[string]bool{}
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && strings.HasPrefix(d.Name(), ".") && path != root {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		src, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, n := range TestFuncs(src) {
+			known[n] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return known
 }
 
 // TestCodeCitesExistingSections fails when a comment in Go or YAML cites a
@@ -189,6 +223,22 @@ func TestStyle(t *testing.T) {
 				t.Errorf("problems %v, want bad=%v", probs, c.bad)
 			}
 		})
+	}
+}
+
+func TestCitedTests(t *testing.T) {
+	known := map[string]bool{"TestRotateOnce": true, "TestAdv13c_Quiet": true, "FuzzParsers": true}
+	md := "| a | `TestRotateOnce`, `FuzzParsers` |\n| b | `TestGone` |\n| c | `TestAdv13c_*` |\n| d | `TestNope_*` |\n| e | `go test -run 'TestRot\\|TestAdv' .` |\n| f | `TestRot` |\n"
+	var lines []int
+	for _, p := range CitedTests("x.md", Parse([]byte(md)), known) {
+		lines = append(lines, p.Line)
+	}
+	slices.Sort(lines)
+	if !slices.Equal(lines, []int{2, 4, 6}) {
+		t.Errorf("problems on lines %v, want 2, 4 and 6", lines)
+	}
+	if got := TestFuncs([]byte("package x\nfunc TestA(t *testing.T) {}\nfunc helper() {}\nfunc ExampleB() {}\n")); !slices.Equal(got, []string{"TestA", "ExampleB"}) {
+		t.Errorf("TestFuncs = %v", got)
 	}
 }
 
