@@ -44,6 +44,9 @@ type Doc struct {
 	Anchors map[string]bool
 	// Headings are the headings' texts as rendered (markup stripped).
 	Headings []string
+	// Unread are lines holding a "](" no link was read from (a link split
+	// over more than two lines, say): Check reports them.
+	Unread []int
 }
 
 var (
@@ -93,18 +96,63 @@ func Parse(md []byte) Doc {
 		for _, m := range htmlAnchor.FindAllStringSubmatch(line, -1) {
 			d.Anchors[m[1]] = true
 		}
-		text := codeSpan.ReplaceAllString(line, "")
-		for _, m := range inlineLink.FindAllStringSubmatch(text, -1) {
-			d.Links = append(d.Links, Link{n, m[2]})
+	}
+	d.findLinks()
+	return d
+}
+
+// findLinks reads the links of the prose. A link's text may wrap onto the
+// next line, so each line is read joined with the next; a "](" that no
+// link found covers is reported in Unread.
+func (d *Doc) findLinks() {
+	text := map[int]string{}
+	for n, line := range d.Prose {
+		text[n] = codeSpan.ReplaceAllString(line, "")
+	}
+	covered := map[int]map[int]bool{}
+	cover := func(n, from, to int) {
+		if covered[n] == nil {
+			covered[n] = map[int]bool{}
 		}
-		for _, m := range htmlHref.FindAllStringSubmatch(text, -1) {
+		for i := from; i < to; i++ {
+			covered[n][i] = true
+		}
+	}
+	for n := 1; n <= maxLine(d.Prose); n++ {
+		cur, ok := text[n]
+		if !ok {
+			continue
+		}
+		next, hasNext := text[n+1]
+		joined := cur
+		if hasNext && strings.TrimSpace(next) != "" {
+			joined += "\n" + next
+		}
+		for _, m := range inlineLink.FindAllStringSubmatchIndex(joined, -1) {
+			if m[0] >= len(cur) {
+				continue // starts on the next line: found there
+			}
+			d.Links = append(d.Links, Link{n, joined[m[4]:m[5]]})
+			cover(n, m[0], min(m[1], len(cur)))
+			if m[1] > len(cur)+1 {
+				cover(n+1, 0, m[1]-len(cur)-1)
+			}
+		}
+		for _, m := range htmlHref.FindAllStringSubmatch(cur, -1) {
 			d.Links = append(d.Links, Link{n, m[1]})
 		}
-		if m := refDef.FindStringSubmatch(text); m != nil {
+		if m := refDef.FindStringSubmatch(cur); m != nil {
 			d.Links = append(d.Links, Link{n, m[1]})
 		}
 	}
-	return d
+	for n, t := range text {
+		for i := 0; i+1 < len(t); i++ {
+			if t[i] == ']' && t[i+1] == '(' && !covered[n][i] {
+				d.Unread = append(d.Unread, n)
+				break
+			}
+		}
+	}
 }
 
 // renderedText is a heading's text as GitHub shows it: code spans keep
@@ -159,6 +207,9 @@ func Check(root string, files []string) ([]Problem, error) {
 			if msg := checkLink(root, f, l.Target, load); msg != "" {
 				probs = append(probs, Problem{f, l.Line, msg})
 			}
+		}
+		for _, n := range d.Unread {
+			probs = append(probs, Problem{f, n, "a link the checker cannot read: keep a link's text within two lines"})
 		}
 	}
 	return probs, nil

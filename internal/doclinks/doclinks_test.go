@@ -154,6 +154,9 @@ func TestCheck(t *testing.T) {
 		"```",                   // 10
 		"[ref]: docs/gone.md",   // 11
 		"[dir](docs) [anchor into a dir](docs#x)", // 12
+		"a link whose [text wraps",                // 13
+		"onto the next line](docs/a.md#nope).",    // 14
+		"[three", "lines", "long](docs/a.md)",     // 15-17: unread
 	}, "\n"))
 	write(t, dir, "docs/a.md", "# Page A\n## Section one\n[back](../README.md#top) [bad](../README.md#bottom)\n")
 	write(t, dir, "docs/pic.png", "")
@@ -165,12 +168,12 @@ func TestCheck(t *testing.T) {
 	for _, p := range probs {
 		got[p.File] |= 1 << p.Line
 	}
-	want := map[string]int{"README.md": 1<<3 | 1<<4 | 1<<5 | 1<<6 | 1<<11 | 1<<12, "docs/a.md": 1 << 3}
+	want := map[string]int{"README.md": 1<<3 | 1<<4 | 1<<5 | 1<<6 | 1<<11 | 1<<12 | 1<<13 | 1<<17, "docs/a.md": 1 << 3}
 	if got["README.md"] != want["README.md"] || got["docs/a.md"] != want["docs/a.md"] {
 		t.Errorf("problems on the wrong lines: %v", probs)
 	}
-	if len(probs) != 7 {
-		t.Errorf("%d problems, want 7: %v", len(probs), probs)
+	if len(probs) != 9 {
+		t.Errorf("%d problems, want 9: %v", len(probs), probs)
 	}
 }
 
