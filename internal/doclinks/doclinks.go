@@ -254,7 +254,7 @@ func checkLink(root, from, target string, load func(string) (Doc, error)) string
 
 // citation is a comment naming a docs page's section: docs/x.md, "Title"
 // (the comma optional, the title possibly wrapped onto the next comment line).
-var citation = regexp.MustCompile(`(docs/[a-z0-9_-]+\.md|README\.md|BENCHMARKS\.md)'?s?,?\s+"([^"]+)"`)
+var citation = regexp.MustCompile(`(docs/[a-z0-9_-]+\.md|README\.md|BENCHMARKS\.md)'?s?,?\s+\\?"([^"\\]+)\\?"`)
 
 // commentPrefix is a comment's marker at the start of a line (Go's //, YAML's #).
 var commentPrefix = regexp.MustCompile(`^\s*(//|#)\s*`)
