@@ -82,7 +82,7 @@ type Pool struct {
 	Account string
 }
 
-// Defaults of Config (docs/configuration.md, "Configuration"); the CLI's flags use them.
+// Defaults of Config (docs/configuration.md, "Flags"); the CLI's flags use them.
 const (
 	DefaultConcurrency = 16
 	DefaultMinInterval = 10 * time.Second

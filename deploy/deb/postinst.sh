@@ -1,6 +1,6 @@
 #!/bin/sh
 # Load the new units; start nothing: the MongoDB URI must be written first
-# (README, "Deploying", the .deb).
+# (docs/operating.md, "The .deb").
 set -e
 if [ -d /run/systemd/system ]; then
 	systemctl daemon-reload >/dev/null || true

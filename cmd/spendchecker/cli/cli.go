@@ -20,7 +20,7 @@ import (
 	"github.com/peterbourgon/ff/v4/ffhelp"
 )
 
-// Exit codes (docs/configuration.md, "Configuration").
+// Exit codes (docs/configuration.md, "Exit codes").
 const (
 	ExitOK        = 0
 	ExitPartial   = 1

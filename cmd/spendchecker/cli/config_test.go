@@ -274,7 +274,7 @@ func TestParseSince(t *testing.T) {
 }
 
 // TestPoolPrecedence is the precedence of pool settings (docs/configuration.md,
-// "Configuration"): a flag, then the environment, then the pool's own entry
+// "Precedence of pool settings"): a flag, then the environment, then the pool's own entry
 // in the file, then the file's top level, then the default. An explicit zero
 // or false is a value; nothing is ignored without a word.
 func TestPoolPrecedence(t *testing.T) {
@@ -389,7 +389,7 @@ func TestHelpSaysDays(t *testing.T) {
 
 // A person's first command prints the usage on stdout and exits 0: the
 // commands, and each flag with its default and its environment variable;
-// a command's help shows its own flags only (docs/configuration.md, "Configuration").
+// a command's help shows its own flags only (docs/configuration.md, "Flags").
 func TestHelp(t *testing.T) {
 	tests := []struct {
 		args     []string

@@ -6,8 +6,8 @@ import (
 )
 
 // Each command takes only its own flags, but a config file and the
-// environment may hold every command's settings (README, the deviations
-// section): the file and variables a daemon runs with serve every
+// environment may hold every command's settings (docs/design.md,
+// "Decisions"): the file and variables a daemon runs with serve every
 // command, none of them is a usage error there.
 func TestEveryCommandAcceptsTheDaemonsConfigAndEnvironment(t *testing.T) {
 	uri := "mongodb://127.0.0.1:1/x?serverSelectionTimeoutMS=200"

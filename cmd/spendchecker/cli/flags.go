@@ -48,7 +48,7 @@ type PoolConfig struct {
 	Notify *PoolNotify `json:"notify,omitempty"`
 }
 
-// Defaults of the settings (docs/configuration.md, "Configuration"): the flags use these,
+// Defaults of the settings (docs/configuration.md, "Flags"): the flags use these,
 // and those a constructor has are the constructor's own constants.
 const (
 	DefaultPool               = "openhands"

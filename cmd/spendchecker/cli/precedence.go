@@ -22,7 +22,7 @@ var (
 )
 
 // resolvePools applies the precedence of pool settings (docs/configuration.md,
-// "Configuration"): a flag, then the environment, then the pool's own entry
+// "Precedence of pool settings"): a flag, then the environment, then the pool's own entry
 // in the file, then the file's top level, then the default. top holds the
 // value ff settled on from all but the pool entries. An explicit zero or
 // false in an entry is a value. A --pool from the command line, the

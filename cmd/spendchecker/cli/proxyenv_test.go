@@ -7,7 +7,7 @@ import (
 )
 
 // A sidecar sharing the proxy's environment finds the proxy's database
-// (docs/configuration.md, "Configuration": where the database comes from).
+// (docs/configuration.md, "Where settings come from").
 func TestProxyEnvironmentFallbacks(t *testing.T) {
 	const ours, proxys = "mongodb://ours:27017/oursdb", "mongodb://proxy:27017/admin?authSource=admin"
 	tests := []struct {
