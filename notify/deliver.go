@@ -9,13 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"go.mongodb.org/mongo-driver/v2/bson"
-	"go.mongodb.org/mongo-driver/v2/mongo"
 )
-
-// storeTimeout bounds one claim, re-arm or state write.
-const storeTimeout = 10 * time.Second
 
 func (n *Notifier) work(t *target) {
 	defer n.wg.Done()
@@ -24,59 +18,13 @@ func (n *Notifier) work(t *target) {
 			n.rearm(t, j.ev)
 			continue
 		}
-		n.deliver(t, j.ev)
+		n.deliver(t, j.ev, j.from)
 	}
 }
 
 // claimID names the claim of one event for one target: every target gets
 // each event once, whatever the other targets answer.
 func claimID(t *target, ev Event) string { return ev.ID + "@" + t.fp }
-
-// claim inserts the claim; a duplicate means the event was claimed before,
-// by another replica or by this one before a restart (docs/operating.md,
-// "Notifications": an insert checked by the unique _id index is the only
-// atomic step every MongoDB-compatible store offers).
-func (n *Notifier) claim(t *target, ev Event) (dup bool, err error) {
-	ctx, cancel := context.WithTimeout(n.ctx, storeTimeout)
-	defer cancel()
-	_, err = n.cfg.Store.InsertOne(ctx, bson.D{
-		{Key: "_id", Value: claimID(t, ev)}, {Key: "event", Value: ev.ID}, {Key: "kind", Value: string(ev.Kind)},
-		{Key: "pool", Value: ev.Pool}, {Key: "target", Value: t.fp}, {Key: "format", Value: string(t.Format)},
-		{Key: "instance", Value: n.cfg.Instance}, {Key: "claimedAt", Value: n.clock.Now().UTC()}, {Key: "state", Value: "claimed"},
-	})
-	if mongo.IsDuplicateKeyError(err) {
-		return true, nil
-	}
-	return false, err
-}
-
-// record notes the outcome on the claim, for operators reading the
-// collection; a lost race or a failure here is harmless.
-func (n *Notifier) record(t *target, ev Event, state string, attempts int, lastErr string) {
-	ctx, cancel := context.WithTimeout(n.ctx, storeTimeout)
-	defer cancel()
-	_, err := n.cfg.Store.UpdateOne(ctx, bson.D{{Key: "_id", Value: claimID(t, ev)}}, bson.D{{Key: "$set", Value: bson.D{
-		{Key: "state", Value: state}, {Key: "attempts", Value: attempts}, {Key: "lastError", Value: lastErr},
-		{Key: "finishedAt", Value: n.clock.Now().UTC()},
-	}}})
-	if err != nil {
-		n.log.Debug("could not record the notification's outcome", "id", ev.ID, "err", err)
-	}
-}
-
-// rearm deletes the claim of a low-backups crossing, so the next crossing
-// is notified again. A delete by _id is atomic everywhere.
-func (n *Notifier) rearm(t *target, ev Event) {
-	if n.cfg.Store == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(n.ctx, storeTimeout)
-	defer cancel()
-	if _, err := n.cfg.Store.DeleteOne(ctx, bson.D{{Key: "_id", Value: claimID(t, ev)}}); err != nil {
-		n.log.Warn("could not re-arm the low-backups notification; the next crossing may go unreported",
-			"pool", ev.Pool, "url", RedactURL(t.URL), "err", err)
-	}
-}
 
 func (n *Notifier) attrs(t *target, ev Event) []any {
 	a := []any{"pool", ev.Pool, "event", string(ev.Kind), "id", ev.ID, "url", RedactURL(t.URL), "format", string(t.Format)}
@@ -89,7 +37,14 @@ func (n *Notifier) attrs(t *target, ev Event) []any {
 	return a
 }
 
-func (n *Notifier) deliver(t *target, ev Event) {
+// deliver claims the event for the target (or takes over from, a stale
+// claim of an earlier run) and posts it, retrying, until the receiver
+// accepts it, refuses it, or the attempts or the delivery's deadline run
+// out; the outcome is recorded on the claim.
+func (n *Notifier) deliver(t *target, ev Event, from *Claim) {
+	if from != nil {
+		defer n.resumed(from.ID)
+	}
 	pool, format := poolLabel(ev.Pool), string(t.Format)
 	log := n.log.With(n.attrs(t, ev)...)
 	body, err := t.Format.Encode(ev)
@@ -98,18 +53,23 @@ func (n *Notifier) deliver(t *target, ev Event) {
 		log.Error("cannot encode the notification", "err", err)
 		return
 	}
-	inStore := false // a claim of ours is in the store
+	d := &delivery{owner: owner{n.cfg.Instance, n.run, n.deliveries.Add(1)}, deadline: n.clock.Now().Add(n.bound), from: from}
+	inStore := false // a claim of this delivery's is in the store
 	claimed := n.cfg.Store == nil
+	// A request starts only when it, and the record of its outcome, end
+	// before the deadline: after it nobody may still be posting.
+	last := d.deadline.Add(-n.cfg.RequestTimeout - 2*n.cfg.StoreTimeout)
 	var lastErr string
+	abandoned := false
 	attempt := 1
 	for ; ; attempt++ {
 		var wait time.Duration
 		if !claimed {
-			dup, err := n.claim(t, ev)
+			held, err := n.take(t, ev, d, attempt)
 			switch {
-			case err == nil && dup:
+			case err == nil && held != nil:
 				n.duplicate.WithLabelValues(pool, format).Inc()
-				log.Debug("notification already claimed; not sent again")
+				log.Debug("notification already claimed; not sent again", "owner", held.Instance, "state", held.State)
 				return
 			case err == nil:
 				claimed, inStore = true, true
@@ -119,23 +79,28 @@ func (n *Notifier) deliver(t *target, ev Event) {
 				claimed = true
 				log.Warn("cannot claim the notification in the store; sending it without de-duplication", "err", err)
 			default:
-				lastErr = "claim in the store: " + err.Error()
+				lastErr = err.Error()
 			}
 		}
 		if claimed {
+			if n.clock.Now().After(last) {
+				lastErr += " (delivery deadline reached)"
+				break
+			}
 			status, ra, err := n.post(t, body)
 			if err == nil {
 				n.sent.WithLabelValues(pool, format).Inc()
 				log.Info("notification sent", "attempt", attempt)
 				if inStore {
-					n.record(t, ev, "sent", attempt, "")
+					n.record(t, ev, d, stateSent, attempt, "")
 				}
 				return
 			}
 			lastErr = err.Error()
-			if status >= 400 && status < 500 && status != http.StatusRequestTimeout && status != http.StatusTooManyRequests {
+			if status >= 300 && status < 500 && status != http.StatusRequestTimeout && status != http.StatusTooManyRequests {
 				// The receiver refuses this request (a bad or revoked
-				// webhook): asking again changes nothing.
+				// webhook) or sends it elsewhere (a redirect, never
+				// followed): asking again changes nothing.
 				break
 			}
 			if ra > 0 {
@@ -152,6 +117,10 @@ func (n *Notifier) deliver(t *target, ev Event) {
 		if wait == 0 {
 			wait = n.backoff(attempt)
 		}
+		if n.clock.Now().Add(wait).After(last) {
+			lastErr += " (delivery deadline reached)"
+			break
+		}
 		log.Debug("notification failed; retrying", "attempt", attempt, "retry_in", wait.String(), "err", lastErr)
 		if n.onWait != nil {
 			n.onWait(wait)
@@ -160,14 +129,25 @@ func (n *Notifier) deliver(t *target, ev Event) {
 		case <-n.clock.After(wait):
 			continue
 		case <-n.ctx.Done():
-			lastErr += " (abandoned at shutdown)"
+			abandoned = true
 		}
 		break
+	}
+	if abandoned && inStore {
+		// Not failed: the claim says its owner stopped now, and a restart
+		// of this replica resumes it (README, "Notifications").
+		log.Warn("notification abandoned at shutdown; its claim is left for a restart of this replica to resume",
+			"attempts", attempt, "err", lastErr)
+		n.release(t, ev, d, attempt, lastErr+" (abandoned at shutdown)")
+		return
+	}
+	if abandoned {
+		lastErr += " (abandoned at shutdown)"
 	}
 	n.failed.WithLabelValues(pool, format).Inc()
 	log.Error("notification failed; giving up", "attempts", attempt, "err", lastErr)
 	if inStore {
-		n.record(t, ev, "failed", attempt, lastErr)
+		n.record(t, ev, d, stateFailed, attempt, lastErr)
 	}
 }
 
@@ -201,19 +181,33 @@ func (n *Notifier) post(t *target, body []byte) (status int, retryAfter time.Dur
 	defer resp.Body.Close()
 	// Slack answers errors as short text (invalid_payload, no_service):
 	// worth a log line; the rest is read only to reuse the connection.
-	head, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
+	head, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return resp.StatusCode, 0, nil
 	}
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		// Only the webhook URL itself delivers. The Location may hold a
+		// secret as the URL does: scheme and host only.
+		to := "without a Location"
+		if loc, err := resp.Location(); err == nil {
+			to = "to " + RedactURL(loc.String())
+		}
+		return resp.StatusCode, 0, fmt.Errorf("HTTP %d: redirect %s not followed (the webhook URL must answer 2xx itself)", resp.StatusCode, to)
+	}
 	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
 		retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), n.clock.Now())
 	}
-	msg := strings.TrimSpace(strings.ToValidUTF8(string(head), "?"))
-	if msg != "" {
-		msg = ": " + strconv.Quote(msg)
+	// Scrubbed before it is cut: a secret cut in two would not be found.
+	msg := []rune(strings.TrimSpace(strings.ToValidUTF8(scrub(string(head), t.URL), "?")))
+	if len(msg) > 200 {
+		msg = msg[:200]
 	}
-	return resp.StatusCode, retryAfter, fmt.Errorf("HTTP %d%s", resp.StatusCode, msg)
+	quoted := ""
+	if len(msg) > 0 {
+		quoted = ": " + strconv.Quote(string(msg))
+	}
+	return resp.StatusCode, retryAfter, fmt.Errorf("HTTP %d%s", resp.StatusCode, quoted)
 }
 
 // parseRetryAfter reads delay-seconds (Discord sends fractions too) or an

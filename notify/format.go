@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"sort"
 	"strings"
 )
 
@@ -100,6 +101,36 @@ func RedactURL(s string) string {
 		out += "?xxxxx"
 	}
 	return out
+}
+
+// scrub removes from a receiver's answer every part of the webhook URL
+// that may be its secret: some servers echo the path they were asked
+// ("Cannot POST /services/T/B/SECRET"), and the answer goes to the log.
+func scrub(msg, rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return "(answer withheld)"
+	}
+	var parts []string
+	for _, p := range []string{u.EscapedPath(), u.Path, u.RawQuery, u.User.Username()} {
+		parts = append(parts, p)
+		parts = append(parts, strings.FieldsFunc(p, func(r rune) bool { return strings.ContainsRune("/?&=;", r) })...)
+	}
+	if pw, ok := u.User.Password(); ok {
+		parts = append(parts, pw)
+	}
+	for _, vs := range u.Query() {
+		parts = append(parts, vs...)
+	}
+	// Longest first, so a part inside another is not left half-replaced;
+	// short parts ("api", "v1") are not secrets and would mangle the text.
+	sort.Slice(parts, func(i, j int) bool { return len(parts[i]) > len(parts[j]) })
+	for _, p := range parts {
+		if len(p) >= 6 {
+			msg = strings.ReplaceAll(msg, p, "xxxxx")
+		}
+	}
+	return msg
 }
 
 // redactErr drops the URL the HTTP client puts in its errors.

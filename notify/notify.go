@@ -2,11 +2,14 @@ package notify
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -56,9 +59,16 @@ type Config struct {
 	MaxBackoff     time.Duration // default 1m
 	MaxRetryAfter  time.Duration // a longer Retry-After gives up; default 5m
 	RequestTimeout time.Duration // default 10s
-	HTTP           *http.Client  // default: a client of its own
-	Clock          clockwork.Clock
-	Logger         *slog.Logger
+	StoreTimeout   time.Duration // one claim, read or record; default 10s
+	// SweepEvery: how often the stale claims are counted and this
+	// replica's earlier runs' stale claims resumed (0: never; the daemon's
+	// setting, not a one-shot command's).
+	SweepEvery time.Duration
+	// HTTP sends the requests (default: a client of its own). Its redirect
+	// policy is replaced: a redirect is never followed.
+	HTTP   *http.Client
+	Clock  clockwork.Clock
+	Logger *slog.Logger
 	// Registerer receives the metrics (nil: not registered).
 	Registerer prometheus.Registerer
 	// Jitter returns a duration in [0, d) (default: uniformly random).
@@ -77,8 +87,16 @@ type Notifier struct {
 	all     []*target
 
 	sent, failed, dropped, duplicate *prometheus.CounterVec
+	stale                            *prometheus.GaugeVec
+
+	// run names this process in its claims; deliveries counts the
+	// deliveries it started (each claim names the one that took it).
+	run        string
+	deliveries atomic.Int64
+	bound      time.Duration // one delivery's, from its start to its outcome
 
 	mu          sync.Mutex
+	resuming    map[string]bool // claim ids of stale claims queued to resume
 	low         map[string]bool // pool → below the threshold (notified)
 	lowEpoch    int64           // the lease epoch low was observed in
 	lastSuccess time.Time
@@ -93,8 +111,10 @@ type Notifier struct {
 	cancel context.CancelFunc // abandons deliveries in flight
 	wg     sync.WaitGroup
 
-	// onWait, in tests, sees every wait between two attempts.
-	onWait func(time.Duration)
+	// onWait, in tests, sees every wait between two attempts; onSweep
+	// every sweep's end.
+	onWait  func(time.Duration)
+	onSweep func()
 }
 
 type target struct {
@@ -107,33 +127,51 @@ func (t Target) key() string { return string(t.Format) + " " + t.URL }
 
 type job struct {
 	ev    Event
-	rearm bool // delete the claim of ev.ID for this target
+	rearm bool   // delete the claim of ev.ID for this target
+	from  *Claim // a stale claim of an earlier run to take over
 }
 
-// New validates the configuration, registers the metrics and starts one
-// delivery goroutine per target. Close stops them.
-func New(cfg Config) (*Notifier, error) {
+// The defaults of Config.
+const (
+	defaultMaxAttempts    = 5
+	defaultMaxBackoff     = time.Minute
+	defaultMaxRetryAfter  = 5 * time.Minute
+	defaultRequestTimeout = 10 * time.Second
+	defaultStoreTimeout   = 10 * time.Second
+)
+
+func withDefaults(cfg Config) Config {
 	if cfg.QueueSize <= 0 {
 		cfg.QueueSize = 100
 	}
 	if cfg.MaxAttempts <= 0 {
-		cfg.MaxAttempts = 5
+		cfg.MaxAttempts = defaultMaxAttempts
 	}
 	if cfg.BaseBackoff <= 0 {
 		cfg.BaseBackoff = time.Second
 	}
 	if cfg.MaxBackoff <= 0 {
-		cfg.MaxBackoff = time.Minute
+		cfg.MaxBackoff = defaultMaxBackoff
 	}
 	if cfg.MaxRetryAfter <= 0 {
-		cfg.MaxRetryAfter = 5 * time.Minute
+		cfg.MaxRetryAfter = defaultMaxRetryAfter
 	}
 	if cfg.RequestTimeout <= 0 {
-		cfg.RequestTimeout = 10 * time.Second
+		cfg.RequestTimeout = defaultRequestTimeout
 	}
-	if cfg.HTTP == nil {
-		cfg.HTTP = &http.Client{}
+	if cfg.StoreTimeout <= 0 {
+		cfg.StoreTimeout = defaultStoreTimeout
 	}
+	// A copy: the caller's client keeps its own policy. Following a
+	// redirect would re-POST the payload to wherever the Location points
+	// (307, 308), or turn it into a GET whose 200 looks delivered (301-303),
+	// and every hop would carry the webhook URL, secret and all, in Referer.
+	hc := http.Client{}
+	if cfg.HTTP != nil {
+		hc = *cfg.HTTP
+	}
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	cfg.HTTP = &hc
 	if cfg.Clock == nil {
 		cfg.Clock = clockwork.NewRealClock()
 	}
@@ -148,10 +186,17 @@ func New(cfg Config) (*Notifier, error) {
 			return rand.N(d)
 		}
 	}
+	return cfg
+}
+
+// New validates the configuration, registers the metrics and starts one
+// delivery goroutine per target. Close stops them.
+func New(cfg Config) (*Notifier, error) {
+	cfg = withDefaults(cfg)
 	n := &Notifier{
 		cfg: cfg, log: cfg.Logger, clock: cfg.Clock,
 		targets: map[string]*target{}, routes: map[string][]*target{}, low: map[string]bool{},
-		lastSuccess: cfg.Clock.Now(),
+		resuming: map[string]bool{}, lastSuccess: cfg.Clock.Now(), run: runID(), bound: bound(cfg),
 	}
 	add := func(ts []Target) ([]*target, error) {
 		var out []*target
@@ -191,8 +236,11 @@ func New(cfg Config) (*Notifier, error) {
 		Help: "Notifications dropped because the receiver's queue was full."}, labels)
 	n.duplicate = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "spendchecker_notifications_duplicate_total",
 		Help: "Notifications not sent because the store shows them claimed already (by another replica, or before a restart)."}, labels)
+	n.stale = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "spendchecker_notifications_stale_claims",
+		Help: "Claims left claimed past their deadline (their owner stopped before recording an outcome): events that may never have been sent."},
+		[]string{"pool"})
 	if cfg.Registerer != nil {
-		for _, c := range []prometheus.Collector{n.sent, n.failed, n.dropped, n.duplicate} {
+		for _, c := range []prometheus.Collector{n.sent, n.failed, n.dropped, n.duplicate, n.stale} {
 			if err := cfg.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("register notification metrics: %w", err)
 			}
@@ -213,7 +261,19 @@ func New(cfg Config) (*Notifier, error) {
 		n.wg.Add(1)
 		go n.watchCycles(n.clock.NewTicker(every))
 	}
+	if cfg.SweepEvery > 0 && cfg.Store != nil && len(n.all) > 0 {
+		n.wg.Add(1)
+		go n.sweepEvery(n.clock.NewTicker(cfg.SweepEvery))
+	}
 	return n, nil
+}
+
+// runID tells this process's claims from those of an earlier run of the
+// same replica.
+func runID() string {
+	b := make([]byte, 6)
+	_, _ = crand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 // Enabled reports whether any receiver is configured.
@@ -251,25 +311,31 @@ func (n *Notifier) Notify(ev Event) {
 	}
 }
 
-func (n *Notifier) enqueue(t *target, j job) {
+func (n *Notifier) enqueue(t *target, j job) bool {
 	n.qmu.RLock()
 	defer n.qmu.RUnlock()
 	if n.closed {
-		return
+		return false
 	}
 	select {
 	case t.queue <- j:
+		return true
 	default:
-		if j.rearm {
-			// Without the re-arm the next crossing goes unreported:
-			// worth a line, not a metric.
-			n.log.Warn("notification queue full; low-backups alarm not re-armed", "pool", j.ev.Pool, "url", RedactURL(t.URL))
-			return
-		}
+	}
+	switch {
+	case j.rearm:
+		// Without the re-arm the next crossing goes unreported:
+		// worth a line, not a metric.
+		n.log.Warn("notification queue full; low-backups alarm not re-armed", "pool", j.ev.Pool, "url", RedactURL(t.URL))
+	case j.from != nil:
+		// The claim stays stale: the next sweep tries again.
+		n.log.Warn("notification queue full; stale claim not resumed yet", "pool", j.ev.Pool, "id", j.ev.ID, "url", RedactURL(t.URL))
+	default:
 		n.dropped.WithLabelValues(poolLabel(j.ev.Pool), string(t.Format)).Inc()
 		n.log.Warn("notification queue full; event dropped", "pool", j.ev.Pool, "event", j.ev.Kind, "id", j.ev.ID,
 			"url", RedactURL(t.URL))
 	}
+	return false
 }
 
 // Backups reports a pool's unused backups after a cycle counted them. The

@@ -137,6 +137,9 @@ func (a *app) startNotifier() error {
 		// Cycles notify (the daemon and --once), and rotations on request.
 		nc = notify.Config{}
 	}
+	if sweepsClaims(a.cfg) {
+		nc.SweepEvery = claimSweep
+	}
 	j := true
 	nc.Store = a.db.Collection(notify.Collection, options.Collection().
 		SetWriteConcern(&writeconcern.WriteConcern{W: "majority", Journal: &j}))
@@ -151,6 +154,10 @@ func (a *app) startNotifier() error {
 	a.notifier = n
 	return nil
 }
+
+// sweepsClaims: only the daemon lives long enough to count the stale claims
+// for its metrics and to resume its earlier runs' (README, "Notifications").
+func sweepsClaims(c *Config) bool { return c.Command == "" && !c.Once && !c.DryRun }
 
 // notifyCycle passes a cycle's events, backup counts and result on.
 func (a *app) notifyCycle(sum checker.Summary, err error) {
@@ -171,6 +178,9 @@ func (a *app) closeNotifier(d time.Duration) {
 	defer cancel()
 	a.notifier.Close(ctx)
 }
+
+// claimSweep is how often the daemon sweeps the notification claims.
+const claimSweep = time.Minute
 
 // notifyOnExit is how long a one-shot command (--once, rotate) waits for its
 // notifications to go out before it exits.

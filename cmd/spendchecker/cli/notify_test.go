@@ -214,3 +214,63 @@ func TestRotationOnRequestNotifies(t *testing.T) {
 		}
 	})
 }
+
+// verify names a claim left `claimed` past its deadline: the event it
+// stands for may never have been delivered. A claim still within its
+// deadline (a delivery under way) and finished claims are not named.
+func TestVerifyNamesStaleClaims(t *testing.T) {
+	mdb := mongotest.New(t)
+	apiSeed(t, mdb.Database, apiPool, 2, 2)
+	now := time.Now().UTC()
+	coll := mdb.Database.Collection(notify.Collection)
+	for _, c := range []bson.M{
+		// As today's daemon leaves it when killed between claim and request.
+		{"_id": "rotated/openhands.k0.aa@11111111", "event": "rotated/openhands.k0.aa", "kind": "rotated", "pool": "openhands",
+			"target": "11111111", "format": "slack", "instance": "host-a-17", "claimedAt": now.Add(-48 * time.Hour), "state": "claimed"},
+		{"_id": "rotated/openhands.k1.bb@11111111", "event": "rotated/openhands.k1.bb", "kind": "rotated", "pool": "openhands",
+			"target": "11111111", "format": "slack", "instance": "host-a-17", "claimedAt": now.Add(-48 * time.Hour), "state": "sent"},
+		{"_id": "rotated/openhands.k2.cc@11111111", "event": "rotated/openhands.k2.cc", "kind": "rotated", "pool": "openhands",
+			"target": "11111111", "format": "slack", "instance": "host-b-18", "claimedAt": now.Add(-time.Second), "state": "claimed"},
+	} {
+		if _, err := coll.InsertOne(context.Background(), c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var stdout, stderr bytes.Buffer
+	code := Run(context.Background(), []string{"verify", "--mongo-uri", mdb.URI, "--database", mdb.Name}, Env{Stdout: &stdout, Stderr: &stderr})
+	out := stdout.String()
+	if code != ExitPartial {
+		t.Errorf("exit %d, want %d:\n%s%s", code, ExitPartial, out, stderr.String())
+	}
+	if !strings.Contains(out, "rotated/openhands.k0.aa@11111111") || !strings.Contains(out, "host-a-17") {
+		t.Errorf("verify does not name the stale claim and its owner:\n%s", out)
+	}
+	for _, s := range []string{"k1.bb", "k2.cc"} {
+		if strings.Contains(out, s) {
+			t.Errorf("verify names %s, which is not stale:\n%s", s, out)
+		}
+	}
+}
+
+// Only the daemon sweeps the claims: a one-shot command exits before a
+// sweep could count or resume anything.
+func TestOnlyTheDaemonSweepsClaims(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want bool
+	}{
+		{nil, true},
+		{[]string{"--once"}, false},
+		{[]string{"--dry-run"}, false},
+		{[]string{"rotate", "k1"}, false},
+		{[]string{"verify"}, false},
+	} {
+		cfg, err := Parse(append(tc.args, "--mongo-uri", uri))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := sweepsClaims(cfg); got != tc.want {
+			t.Errorf("%v: sweeps claims %v, want %v", tc.args, got, tc.want)
+		}
+	}
+}
