@@ -155,12 +155,14 @@ func (n *Notifier) take(t *target, ev Event, d *delivery, attempt int) (held *Cl
 	defer cancel()
 	id := claimID(t, ev)
 	now := n.clock.Now().UTC()
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return nil, fmt.Errorf("encode the event: %w", err)
+	}
 	who := bson.D{{Key: "instance", Value: d.instance}, {Key: "run", Value: d.run}, {Key: "delivery", Value: d.delivery},
-		{Key: "claimAttempt", Value: attempt}, {Key: "deadline", Value: d.deadline.UTC()}}
+		{Key: "claimAttempt", Value: attempt}, {Key: "deadline", Value: d.deadline.UTC()}, {Key: "eventJSON", Value: string(data)}}
 	if d.from != nil {
-		res, err := n.cfg.Store.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "state", Value: stateClaimed},
-			{Key: "instance", Value: d.from.Instance}, {Key: "run", Value: d.from.Run}, {Key: "delivery", Value: d.from.Delivery}},
-			bson.D{{Key: "$set", Value: append(who, bson.E{Key: "resumedAt", Value: now})}})
+		res, err := n.cfg.Store.UpdateOne(ctx, ownerFilter(*d.from), bson.D{{Key: "$set", Value: append(who, bson.E{Key: "resumedAt", Value: now})}})
 		if err != nil {
 			return nil, fmt.Errorf("take over the claim: %w", err)
 		}
@@ -168,13 +170,9 @@ func (n *Notifier) take(t *target, ev Event, d *delivery, attempt int) (held *Cl
 			return nil, nil
 		}
 	} else {
-		data, err := json.Marshal(ev)
-		if err != nil {
-			return nil, fmt.Errorf("encode the event: %w", err)
-		}
 		doc := append(bson.D{{Key: "_id", Value: id}, {Key: "event", Value: ev.ID}, {Key: "kind", Value: string(ev.Kind)},
 			{Key: "pool", Value: ev.Pool}, {Key: "target", Value: t.fp}, {Key: "format", Value: string(t.Format)},
-			{Key: "claimedAt", Value: now}, {Key: "state", Value: stateClaimed}, {Key: "eventJSON", Value: string(data)}}, who...)
+			{Key: "claimedAt", Value: now}, {Key: "state", Value: stateClaimed}}, who...)
 		_, err = n.cfg.Store.InsertOne(ctx, doc)
 		if err == nil {
 			return nil, nil
@@ -200,6 +198,17 @@ func (n *Notifier) take(t *target, ev Event, d *delivery, attempt int) (held *Cl
 		return n.take(t, ev, d, attempt)
 	}
 	return &c, nil
+}
+
+// ownerFilter matches the claim while it is still `claimed` by the owner
+// it had when read (a claim written before claims named their run has
+// none).
+func ownerFilter(c Claim) bson.D {
+	f := bson.D{{Key: "_id", Value: c.ID}, {Key: "state", Value: stateClaimed}, {Key: "instance", Value: c.Instance}}
+	if c.Run == "" {
+		return append(f, bson.E{Key: "run", Value: bson.D{{Key: "$exists", Value: false}}})
+	}
+	return append(f, bson.E{Key: "run", Value: c.Run}, bson.E{Key: "delivery", Value: c.Delivery})
 }
 
 // resumable: the claim is stale and was left by an earlier run of this

@@ -236,6 +236,47 @@ func TestClaimsAcrossRestarts(t *testing.T) {
 				t.Fatalf("claims %+v, want a's, failed", cs)
 			}
 		}},
+		{"same replica id, receiver no longer configured: given up, counted failed", func(t *testing.T, e *env) {
+			a := killedOwner(t, e.proxy, cfg(e, "replica-a"), e.ev, e.rc)
+			e.clock.Advance(a.n.bound + time.Second)
+			other := newReceiver(t, ok)
+			c := cfg(e, "replica-a")
+			c.Default.Targets = []Target{{URL: other.URL, Format: JSON}}
+			b := newHarness(t, c)
+			b.n.sweep()
+			b.close()
+			cs := claims(t, e.direct)
+			if len(cs) != 1 || cs[0].State != "failed" || b.counter("failed", "openhands", "json") != 1 || other.count() != 0 {
+				t.Fatalf("claims %+v, failed %v, other receiver %d; want failed, 1, 0", cs, b.counter("failed", "openhands", "json"), other.count())
+			}
+		}},
+		{"same replica id, a claim from before claims held their event: given up", func(t *testing.T, e *env) {
+			b := newHarness(t, cfg(e, "replica-a"))
+			if _, err := e.direct.InsertOne(context.Background(), bson.M{"_id": claimID(b.n.all[0], e.ev), "event": e.ev.ID,
+				"kind": "rotated", "pool": "openhands", "target": b.n.all[0].fp, "format": "json", "instance": "replica-a",
+				"claimedAt": e.clock.Now().Add(-DefaultBound - time.Minute), "state": "claimed"}); err != nil {
+				t.Fatal(err)
+			}
+			b.n.sweep()
+			b.close()
+			if cs := claims(t, e.direct); len(cs) != 1 || cs[0].State != "failed" || e.rc.count() != 0 {
+				t.Fatalf("claims %+v, receiver %d; want failed, 0", cs, e.rc.count())
+			}
+		}},
+		{"same replica id, a claim from before claims held their event: a later cycle's event takes it over", func(t *testing.T, e *env) {
+			b := newHarness(t, cfg(e, "replica-a"))
+			if _, err := e.direct.InsertOne(context.Background(), bson.M{"_id": claimID(b.n.all[0], e.ev), "event": e.ev.ID,
+				"kind": "rotated", "pool": "openhands", "target": b.n.all[0].fp, "format": "json", "instance": "replica-a",
+				"claimedAt": e.clock.Now().Add(-DefaultBound - time.Minute), "state": "claimed"}); err != nil {
+				t.Fatal(err)
+			}
+			b.n.Notify(e.ev)
+			b.retry(t) // the flaky receiver's first answer is a 500
+			b.close()
+			if cs := claims(t, e.direct); len(cs) != 1 || cs[0].State != "sent" || cs[0].Run != b.n.run || e.rc.accepted.Load() != 1 {
+				t.Fatalf("claims %+v, accepted %d; want sent by run %s, 1", cs, e.rc.accepted.Load(), b.n.run)
+			}
+		}},
 		{"graceful stop: the claim is resumable at once by the same id", func(t *testing.T, e *env) {
 			a := newHarness(t, cfg(e, "replica-a"))
 			a.n.Notify(e.ev)

@@ -111,10 +111,8 @@ func (n *Notifier) resumed(id string) {
 func (n *Notifier) giveUp(c Claim, why string) {
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.StoreTimeout)
 	defer cancel()
-	res, err := n.cfg.Store.UpdateOne(ctx, bson.D{{Key: "_id", Value: c.ID}, {Key: "state", Value: stateClaimed},
-		{Key: "instance", Value: c.Instance}, {Key: "run", Value: c.Run}, {Key: "delivery", Value: c.Delivery}},
-		bson.D{{Key: "$set", Value: bson.D{{Key: "state", Value: stateFailed}, {Key: "lastError", Value: "not resumed: " + why},
-			{Key: "finishedAt", Value: n.clock.Now().UTC()}}}})
+	res, err := n.cfg.Store.UpdateOne(ctx, ownerFilter(c), bson.D{{Key: "$set", Value: bson.D{{Key: "state", Value: stateFailed}, {Key: "lastError", Value: "not resumed: " + why},
+		{Key: "finishedAt", Value: n.clock.Now().UTC()}}}})
 	if err != nil || res.MatchedCount == 0 {
 		return // the next sweep sees it again
 	}
