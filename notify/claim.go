@@ -18,10 +18,10 @@ const (
 	stateFailed  = "failed"
 )
 
-// Claim is a claim as stored in the notifications collection (README,
-// "Notifications"). Instance, Run and Delivery name its owner: the
-// replica, the process (a random id per start) and the delivery within
-// that process; ClaimAttempt is the attempt whose write took it.
+// Claim is a claim as stored in the notifications collection
+// (docs/design.md, "MongoDB schema"). Instance, Run and Delivery name its
+// owner: the replica, the process (a random id per start) and the delivery
+// within that process; ClaimAttempt is the attempt whose write took it.
 type Claim struct {
 	ID           string    `bson:"_id"`
 	Event        string    `bson:"event"`
@@ -148,7 +148,7 @@ var errVanished = errors.New("the claim vanished before it could be read")
 // when its write took effect but the reply was lost (an earlier attempt of
 // d wrote it), and then the delivery goes on. Another owner's claim is
 // returned as held. Only the unique _id index decides who wins an insert
-// (README, "Notifications"); the rewrite of a stale claim filters on its
+// (docs/operating.md, "Notifications"); the rewrite of a stale claim filters on its
 // old owner, which only this replica's later runs ever rewrite.
 func (n *Notifier) take(t *target, ev Event, d *delivery, attempt int) (held *Claim, err error) {
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.StoreTimeout)

@@ -135,7 +135,7 @@ func (n *Notifier) deliver(t *target, ev Event, from *Claim) {
 	}
 	if abandoned && inStore {
 		// Not failed: the claim says its owner stopped now, and a restart
-		// of this replica resumes it (README, "Notifications").
+		// of this replica resumes it (docs/operating.md, "Notifications").
 		log.Warn("notification abandoned at shutdown; its claim is left for a restart of this replica to resume",
 			"attempts", attempt, "err", lastErr)
 		n.release(t, ev, d, attempt, lastErr+" (abandoned at shutdown)")

@@ -156,7 +156,7 @@ func (a *app) startNotifier() error {
 }
 
 // sweepsClaims: only the daemon lives long enough to count the stale claims
-// for its metrics and to resume its earlier runs' (README, "Notifications").
+// for its metrics and to resume its earlier runs' (docs/operating.md, "Notifications").
 func sweepsClaims(c *Config) bool { return c.Command == "" && !c.Once && !c.DryRun }
 
 // notifyCycle passes a cycle's events, backup counts and result on.

@@ -49,7 +49,7 @@ func (a *app) verify(ctx context.Context, out io.Writer) error {
 // verifyClaims names the notification claims left `claimed` past their
 // deadline: the owner stopped (killed, or cut off from the store) before
 // recording an outcome, so the event may never have been sent, and no
-// other replica resends it (README, "Notifications").
+// other replica resends it (docs/operating.md, "Notifications").
 func (a *app) verifyClaims(ctx context.Context, out io.Writer) error {
 	now := time.Now()
 	stale, err := notify.StaleClaims(ctx, a.db.Collection(notify.Collection), now)
