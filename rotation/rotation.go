@@ -161,6 +161,10 @@ type journalEntry struct {
 	// UndoneBackupID, in an undone rotation, is the backup it gave back.
 	UndoneBackupID string         `bson:"undoneBackupId,omitempty"`
 	History        history.Record `bson:"history"`
+	// BackupsCollection is where BackupID was claimed: the journal is one
+	// per database, and only this tells two pools' claims on one backup
+	// from the same id in two collections (empty in older entries).
+	BackupsCollection string `bson:"backupsCollection,omitempty"`
 }
 
 // RotateOption adjusts one Rotate call (Config configures the Rotator).
@@ -251,6 +255,7 @@ func (r *Rotator) Rotate(ctx context.Context, keyID, reason string, opts ...Rota
 		APIKeyMasked: history.Mask(key.APIKey),
 		StartedAt:    now,
 	}
+	entry.BackupsCollection = r.pool.BackupsCollection
 	prior, err := r.earlierReplacements(ctx, keyID, key.APIKey)
 	if err != nil {
 		return res, err

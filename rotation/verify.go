@@ -89,6 +89,11 @@ func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 	if err := jcur.All(ctx, &entries); err != nil {
 		return nil, fmt.Errorf("verify journal: %w", err)
 	}
+	shared, err := r.backupsClaimedByOtherPools(ctx, entries)
+	if err != nil {
+		return nil, err
+	}
+	probs = append(probs, shared...)
 	rotatedAway := map[string]bool{}
 	earlier := map[string]bool{} // old key + a replacement of an earlier copy of it
 	for _, e := range entries {
