@@ -1,13 +1,9 @@
 package cli
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"flag"
-	"fmt"
 	"io"
-	"strconv"
 	"strings"
 	"time"
 
@@ -220,10 +216,10 @@ func storeFlags(c *Config, st *parseState) func(*flag.FlagSet) {
 		fs.StringVar(&p.HistoryCollection, "history-collection", "", "override the pool's history collection")
 		fs.StringVar(&p.Provider, "provider", "", "upstream: "+strings.Join(spend.Names, ", ")+", custom, "+strings.Join(spend.BatchNames, ", ")+" (default: openhands for the openhands pool; the factory pool has none)")
 		fs.StringVar(&p.ProviderURL, "provider-url", "", "upstream base URL (default: the provider's public URL)")
-		fs.Float64Var(&p.Threshold, "threshold", DefaultThreshold, "USD spend at or above which a key rotates")
-		fs.Float64Var(&p.BudgetRatio, "budget-ratio", 0, "also rotate at this fraction of a known budget (0: off)")
+		finiteFloatVar(fs, &p.Threshold, "threshold", DefaultThreshold, "USD spend at or above which a key rotates")
+		finiteFloatVar(fs, &p.BudgetRatio, "budget-ratio", 0, "also rotate at this fraction of a known budget (0: off)")
 		fs.BoolVar(&st.rotateUnauth, "rotate-unauthorized", true, "rotate keys the upstream rejects (401/403)")
-		fs.Float64Var(&p.MinRemaining, "min-remaining", DefaultMinRemaining, "balance providers: rotate a key when its account's remaining balance is at or below this (the balance's currency)")
+		finiteFloatVar(fs, &p.MinRemaining, "min-remaining", DefaultMinRemaining, "balance providers: rotate a key when its account's remaining balance is at or below this (the balance's currency)")
 		fs.StringVar(&p.Account, "account", "", "balance providers: the upstream account every key of the pool belongs to (one request per cycle; one pool only); a key's spendAccount wins, and a key rotated in from a backup without one is its own account")
 		fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "auto, text or json")
 		fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
@@ -333,10 +329,12 @@ func parse(args []string, p *program) (*Config, *ff.Command, error) {
 // strconv's reason) with what the setting wants, whichever of the flag, the
 // environment variable or the file key carried the value.
 func explainParseError(msg string, sets []*flag.FlagSet) string {
-	rest, ok := strings.CutSuffix(msg, "parse error")
-	if !ok {
+	// The flag package's error, before the file's position if any.
+	i := strings.LastIndex(msg, "parse error")
+	if i < 0 {
 		return msg
 	}
+	rest, tail := msg[:i], msg[i+len("parse error"):]
 	want := ""
 	for _, fs := range sets {
 		fs.VisitAll(func(f *flag.Flag) {
@@ -362,86 +360,5 @@ func explainParseError(msg string, sets []*flag.FlagSet) string {
 	if want == "" {
 		return msg
 	}
-	return rest + want
-}
-
-// jsonParser reads a JSON object: flat keys are flag names (ff applies them
-// with the right precedence and rejects unknown ones); "pools" is a list of
-// pool objects, decoded strictly. A key another command has (the daemon's
-// --interval in a file that `status` reads) is skipped; a key no command
-// has is an error.
-func jsonParser(st *fileState, ffs *ff.FlagSet, known map[string]bool) ff.ConfigFileParseFunc {
-	return func(r io.Reader, set func(name, value string) error) error {
-		// ff reads the file last: what is set now came from a flag or the
-		// environment.
-		_ = ffs.WalkFlags(func(f ff.Flag) error {
-			if name, ok := f.GetLongName(); ok && f.IsSet() {
-				st.user[name] = true
-			}
-			return nil
-		})
-		var top map[string]json.RawMessage
-		dec := json.NewDecoder(r)
-		if err := dec.Decode(&top); err != nil {
-			return fmt.Errorf("config file: %w", err)
-		}
-		for k, raw := range top {
-			if k == "pools" {
-				pd := json.NewDecoder(bytes.NewReader(raw))
-				pd.DisallowUnknownFields()
-				if err := pd.Decode(&st.pools); err != nil {
-					return fmt.Errorf("config file: pools: %w", err)
-				}
-				var present []map[string]json.RawMessage
-				_ = json.Unmarshal(raw, &present)
-				for _, m := range present {
-					keys := map[string]bool{}
-					for k := range m {
-						keys[k] = true
-					}
-					st.present = append(st.present, keys)
-				}
-				continue
-			}
-			if k == "config" {
-				return errors.New("config file: \"config\" cannot be set from a config file")
-			}
-			if _, ok := ffs.GetFlag(k); !ok && known[k] {
-				continue
-			}
-			st.top[k] = true
-			var v any
-			if err := json.Unmarshal(raw, &v); err != nil {
-				return fmt.Errorf("config file: %s: %w", k, err)
-			}
-			var s string
-			switch x := v.(type) {
-			case string:
-				s = x
-			case bool:
-				s = strconv.FormatBool(x)
-			case float64:
-				s = strconv.FormatFloat(x, 'f', -1, 64)
-			case []any:
-				// A list: each string is one value of a repeatable flag.
-				for _, e := range x {
-					str, ok := e.(string)
-					if !ok {
-						return fmt.Errorf("config file: %s: want a list of strings", k)
-					}
-					if err := set(k, str); err != nil {
-						return fmt.Errorf("config file: %s: %s", k, strings.TrimPrefix(err.Error(), k+": "))
-					}
-				}
-				continue
-			default:
-				return fmt.Errorf("config file: %s: want a string, number or boolean", k)
-			}
-			if err := set(k, s); err != nil {
-				// ff's error starts with the name again.
-				return fmt.Errorf("config file: %s: set %q: %s", k, s, strings.TrimPrefix(err.Error(), k+": "))
-			}
-		}
-		return nil
-	}
+	return rest + want + tail
 }

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	"github.com/robfig/cron/v3"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/spendchecker/spendchecker/rotation"
 	"github.com/spendchecker/spendchecker/spend"
@@ -68,10 +66,10 @@ func (c *Config) validate() error {
 		return usage("--concurrency must be between 1 and 10000")
 	case c.RequestTimeout <= 0:
 		return usage("--request-timeout must be positive")
-	case c.RateLimit < 0:
-		return usage("--rate-limit must not be negative")
-	case c.HostRate < 0:
-		return usage("--host-rate must not be negative")
+	case !(c.RateLimit >= 0) || !finite(c.RateLimit):
+		return usage("--rate-limit must be a finite number, 0 or more")
+	case !(c.HostRate >= 0) || !finite(c.HostRate):
+		return usage("--host-rate must be a finite number, 0 or more")
 	case !(c.RejectShare >= 0 && c.RejectShare <= 1):
 		return usage("--reject-share must be between 0 (off) and 1")
 	case c.RejectMin < 1:
@@ -132,6 +130,7 @@ func (c *Config) validate() error {
 		return err
 	}
 	names := map[string]bool{}
+	var resolved []rotation.Pool
 	for _, p := range c.Pools {
 		pool, err := p.resolve()
 		if err != nil {
@@ -141,10 +140,14 @@ func (c *Config) validate() error {
 			return usage("pool %q configured twice", pool.Name)
 		}
 		names[pool.Name] = true
-		if p.Threshold <= 0 || p.Threshold != p.Threshold {
-			return usage("pool %s: --threshold must be greater than 0", pool.Name)
+		if err := shareNoCollection(resolved, pool); err != nil {
+			return err
 		}
-		if p.BudgetRatio < 0 || p.BudgetRatio > 1 {
+		resolved = append(resolved, pool)
+		if !(p.Threshold > 0) || !finite(p.Threshold) {
+			return usage("pool %s: --threshold must be greater than 0 and finite", pool.Name)
+		}
+		if !(p.BudgetRatio >= 0 && p.BudgetRatio <= 1) {
 			return usage("pool %s: --budget-ratio must be between 0 and 1", pool.Name)
 		}
 		if !(p.MinRemaining >= 0) || math.IsInf(p.MinRemaining, 1) {
@@ -164,6 +167,27 @@ func (c *Config) validate() error {
 		if p.Provider == "" && c.Command == "" {
 			return usage("pool %s: no built-in provider serves its upstream; name one with --provider (%s) and --provider-url, or \"provider\" in its config entry",
 				p.Pool, strings.Join(spend.Names, ", "))
+		}
+	}
+	return nil
+}
+
+// shareNoCollection refuses a pool whose keys or backups collection is
+// one of an earlier pool's: each pool would poll and rotate the other's
+// documents through its own journal entries (unique per pool), so one
+// backup could go live in both pools.
+func shareNoCollection(earlier []rotation.Pool, p rotation.Pool) error {
+	roles := func(q rotation.Pool) [][2]string {
+		return [][2]string{{q.KeysCollection, "keys"}, {q.BackupsCollection, "backups"}}
+	}
+	for _, q := range earlier {
+		for _, a := range roles(q) {
+			for _, b := range roles(p) {
+				if a[0] == b[0] {
+					return usage("pools %s and %s share collection %q (%s of %s, %s of %s): give each pool its own keys and backups collections",
+						q.Name, p.Name, a[0], a[1], q.Name, b[1], p.Name)
+				}
+			}
 		}
 	}
 	return nil
@@ -255,29 +279,4 @@ func defaultInstance() string {
 		h = "spendchecker"
 	}
 	return fmt.Sprintf("%s-%d", h, os.Getpid())
-}
-
-// validateURI checks the connection string's options as the driver will
-// read them, so a bad option is a usage error (exit 2) and not a failure
-// to connect that a supervisor would restart for ever. A mongodb+srv:// URI
-// is checked without its DNS lookup: a name that does not resolve now is
-// an outage, not bad configuration.
-func validateURI(u *url.URL) error {
-	v := *u
-	if v.Scheme == "mongodb+srv" {
-		if v.Port() != "" || strings.Contains(v.Host, ",") || v.Hostname() == "" {
-			return errors.New("a mongodb+srv:// URI names exactly one host, without a port")
-		}
-		q := v.Query()
-		for k := range q {
-			if strings.EqualFold(k, "srvServiceName") || strings.EqualFold(k, "srvMaxHosts") {
-				q.Del(k)
-			}
-		}
-		v.Scheme, v.RawQuery = "mongodb", q.Encode()
-	}
-	if err := options.Client().ApplyURI(v.String()).Validate(); err != nil {
-		return errors.New(strings.TrimPrefix(err.Error(), "error parsing uri: "))
-	}
-	return nil
 }

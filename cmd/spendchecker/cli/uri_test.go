@@ -1,0 +1,67 @@
+package cli
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/connstring"
+)
+
+// A connection string option the driver does not know, or a value that
+// can only be a typo, is bad configuration (exit 2) naming it: the driver
+// itself ignores an unknown option, so the setting meant is silently off.
+func TestMongoURIOptions(t *testing.T) {
+	tests := []struct {
+		uri  string
+		want []string // in the one-line message; none: accepted
+	}{
+		{"mongodb://h/db?replicaSet=rs0&w=majority&readConcernLevel=majority&compressors=zstd,snappy&retryWrites=false", nil},
+		{"mongodb://h/db?w=2&journal=true&appName=x&authSource=admin", nil},
+		// A custom write concern mode of the replica set (settings.getLastErrorModes).
+		{"mongodb://h/db?w=multiDC", nil},
+		{"mongodb+srv://cluster.example/db?srvServiceName=mongodb&srvMaxHosts=2&tls=true", nil},
+		{"mongodb://h/db?replicaSett=rs0", []string{`unknown option "replicaSett"`, "did you mean replicaSet?"}},
+		{"mongodb://h/db?replicaSet=rs0&serverSelectionTimeoutMs=100&retryWritess=true", []string{`unknown option "retryWritess"`, "did you mean retryWrites?"}},
+		{"mongodb+srv://cluster.example/db?replicaSett=rs0", []string{`unknown option "replicaSett"`}},
+		{"mongodb://h/db?frobnicate=1", []string{`unknown option "frobnicate"`}},
+		{"mongodb://h/db?w=majorityy", []string{`w=majorityy`, "did you mean w=majority?"}},
+		{"mongodb://h/db?w=Majority", []string{`w=Majority`, "did you mean w=majority?"}},
+		{"mongodb://h/db?readConcernLevel=majorityy", []string{`readConcernLevel=majorityy`, "majority"}},
+		{"mongodb://h/db?compressors=zstd,snapy", []string{`compressors`, `"snapy"`}},
+		// Known options with a bad value, refused by the driver: still exit 2.
+		{"mongodb://h/db?journal=yes", []string{"journal"}},
+		{"mongodb://h/db?w=-1", []string{`"w"`}},
+		{"mongodb://h/db?readPreference=primaryy", []string{"primaryy"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.uri, func(t *testing.T) {
+			_, err := Parse([]string{"--mongo-uri", tt.uri})
+			if tt.want == nil {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			var ue *UsageError
+			if !errors.As(err, &ue) {
+				t.Fatalf("err %v, want a usage error (exit 2)", err)
+			}
+			for _, w := range tt.want {
+				if msg := err.Error(); !strings.Contains(msg, w) || strings.Contains(msg, "\n") || !strings.HasPrefix(msg, "--mongo-uri") {
+					t.Errorf("message %q: want one line about --mongo-uri containing %s", msg, w)
+				}
+			}
+		})
+	}
+}
+
+// The suggestions name options the driver knows.
+func TestURIOptionsKnown(t *testing.T) {
+	for _, o := range uriOptions {
+		cs, err := connstring.Parse("mongodb://h/?" + o + "=1")
+		if err == nil && len(cs.UnknownOptions) > 0 {
+			t.Errorf("%s is not an option of the driver", o)
+		}
+	}
+}
