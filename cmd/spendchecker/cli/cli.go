@@ -17,7 +17,6 @@ import (
 	"strings"
 
 	"github.com/peterbourgon/ff/v4"
-	"github.com/peterbourgon/ff/v4/ffhelp"
 )
 
 // Exit codes (docs/configuration.md, "Exit codes").
@@ -150,8 +149,10 @@ func (p *program) withApp(run func(ctx context.Context, a *app) error) func(cont
 // spec is one command as its file declares it.
 type spec struct {
 	name, usage, short, long string
-	// store: the command opens the store and has the store flags.
-	store bool
+	// store: the command opens the store and has the store flags;
+	// settings are the pool settings it reads (poolSettings).
+	store    bool
+	settings []string
 	// flags adds the command's own flags.
 	flags func(fs *flag.FlagSet)
 	exec  func(ctx context.Context, args []string) error
@@ -181,7 +182,7 @@ func (t *tree) command(s spec, c *Config, st *parseState) *ff.Command {
 	own := newFlagSet(s.name, s.flags)
 	sets := []*flag.FlagSet{own.std}
 	if s.store {
-		store := newFlagSet("store and pools", storeFlags(c, st))
+		store := newFlagSet("store and pools", storeFlags(c, st, s.settings))
 		own.ff.SetParent(store.ff)
 		sets = append(sets, store.std)
 	}
@@ -230,10 +231,4 @@ func (t *tree) help(args []string) error {
 		return &HelpRequest{Text: helpText(sc)}
 	}
 	return usage("unknown command %q (commands: %s)", args[0], t.names())
-}
-
-// helpText is ff's help: the command, its usage, its subcommands and each
-// flag with its default and environment variable.
-func helpText(cmd *ff.Command) string {
-	return strings.TrimRight(ffhelp.Command(cmd).String(), "\n")
 }

@@ -32,7 +32,8 @@ func rootCommand(c *Config, p *program) spec {
 			"over their threshold. With --once it runs one cycle and exits (0 done, 1 some keys failed,\n" +
 			"2 bad usage, 3 the lease is held by another live instance). `spendchecker help COMMAND`\n" +
 			"shows a command's flags. Flags win over SPENDCHECKER_* variables, which win over --config.",
-		store: true,
+		store:    true,
+		settings: poolSettings,
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&c.Schedule, "schedule", "", "cron expression for cycles (5 fields, or 6 with seconds)")
 			fs.DurationVar(&c.Interval, "interval", c.Interval, "cycle interval when no --schedule")

@@ -67,7 +67,7 @@ func TestNumberSettingsRefuseNonFinite(t *testing.T) {
 // NaN and Inf too (finiteFloatVar), and join the table.
 func TestEveryNumberFlagIsFinite(t *testing.T) {
 	c := newConfig()
-	tr := commands(c, &parseState{}, &program{})
+	tr := commands(c, newParseState(), &program{})
 	for _, sets := range tr.std {
 		for _, fs := range sets {
 			fs.VisitAll(func(f *flag.Flag) {

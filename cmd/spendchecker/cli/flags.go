@@ -200,29 +200,56 @@ type parseState struct {
 	rotateUnauth bool
 }
 
+// newParseState holds the pool settings' defaults, for the commands that
+// have no flag for them.
+func newParseState() *parseState {
+	return &parseState{pool: PoolConfig{Pool: DefaultPool, Threshold: DefaultThreshold, MinRemaining: DefaultMinRemaining}, rotateUnauth: true}
+}
+
 // storeFlags are the flags of every command that opens the store: the
-// connection, the pools and logging.
-func storeFlags(c *Config, st *parseState) func(*flag.FlagSet) {
+// connection, the pools, logging, and of the pool settings (poolSettings)
+// those the command reads.
+func storeFlags(c *Config, st *parseState, settings []string) func(*flag.FlagSet) {
 	return func(fs *flag.FlagSet) {
 		p := &st.pool
 		fs.String("config", credentialPath(credConfig), "read settings (and several pools) from this JSON file (default: the systemd credential config.json)")
 		fs.StringVar(&c.MongoURI, "mongo-uri", "", "MongoDB connection string (required)")
-		fs.StringVar(&c.Database, "database", "", "database name (default: the URI's, else "+DefaultDatabase+")")
-		fs.StringVar(&p.Pool, "pool", DefaultPool, "pool preset: "+strings.Join(rotation.PresetNames(), " or "))
+		fs.StringVar(&c.Database, "database", "", "database name (default: the proxy's "+envProxyDB+", else the URI's, else "+DefaultDatabase+")")
+		fs.StringVar(&p.Pool, "pool", p.Pool, "pool preset: "+strings.Join(rotation.PresetNames(), " or "))
 		fs.StringVar(&p.KeysCollection, "keys-collection", "", "override the pool's keys collection")
 		fs.StringVar(&p.BackupsCollection, "backups-collection", "", "override the pool's backups collection")
 		fs.StringVar(&p.BindingsCollection, "bindings-collection", "", "override the pool's bindings collection")
 		fs.StringVar(&p.BindingKeyField, "binding-key-field", "", "override the bindings' key field")
 		fs.StringVar(&p.HistoryCollection, "history-collection", "", "override the pool's history collection")
-		fs.StringVar(&p.Provider, "provider", "", "upstream: "+strings.Join(spend.Names, ", ")+", custom, "+strings.Join(spend.BatchNames, ", ")+" (default: openhands for the openhands pool; the factory pool has none)")
-		fs.StringVar(&p.ProviderURL, "provider-url", "", "upstream base URL (default: the provider's public URL)")
-		finiteFloatVar(fs, &p.Threshold, "threshold", DefaultThreshold, "USD spend at or above which a key rotates")
-		finiteFloatVar(fs, &p.BudgetRatio, "budget-ratio", 0, "also rotate at this fraction of a known budget (0: off)")
-		fs.BoolVar(&st.rotateUnauth, "rotate-unauthorized", true, "rotate keys the upstream rejects (401/403)")
-		finiteFloatVar(fs, &p.MinRemaining, "min-remaining", DefaultMinRemaining, "balance providers: rotate a key when its account's remaining balance is at or below this (the balance's currency)")
-		fs.StringVar(&p.Account, "account", "", "balance providers: the upstream account every key of the pool belongs to (one request per cycle; one pool only); a key's spendAccount wins, and a key rotated in from a backup without one is its own account")
+		for _, name := range settings {
+			poolSettingFlag(fs, st, name)
+		}
 		fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "auto, text or json")
 		fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
+	}
+}
+
+// poolSettingFlag adds the flag of one pool setting. A command without it
+// keeps the setting's default (newParseState).
+func poolSettingFlag(fs *flag.FlagSet, st *parseState, name string) {
+	p := &st.pool
+	switch name {
+	case "provider":
+		fs.StringVar(&p.Provider, name, "", "upstream: "+strings.Join(providerNames(), ", ")+" (default: openhands for the openhands pool; the factory pool has none)")
+	case "provider-url":
+		fs.StringVar(&p.ProviderURL, name, "", "upstream base URL (default: the provider's public URL)")
+	case "threshold":
+		finiteFloatVar(fs, &p.Threshold, name, p.Threshold, "USD spend at or above which a key rotates")
+	case "budget-ratio":
+		finiteFloatVar(fs, &p.BudgetRatio, name, 0, "also rotate at this fraction of a known budget (0: off)")
+	case "rotate-unauthorized":
+		fs.BoolVar(&st.rotateUnauth, name, st.rotateUnauth, "rotate keys the upstream rejects (401/403)")
+	case "min-remaining":
+		finiteFloatVar(fs, &p.MinRemaining, name, p.MinRemaining, "balance providers: rotate a key when its account's remaining balance is at or below this (the balance's currency)")
+	case "account":
+		fs.StringVar(&p.Account, name, "", "balance providers: the upstream account every key of the pool belongs to (one request per cycle; one pool only); a key's spendAccount wins, and a key rotated in from a backup without one is its own account")
+	default:
+		panic("unknown pool setting " + name)
 	}
 }
 
@@ -257,7 +284,7 @@ func Parse(args []string) (*Config, error) {
 // commands it builds run through p.
 func parse(args []string, p *program) (*Config, *ff.Command, error) {
 	c := newConfig()
-	st := &parseState{}
+	st := newParseState()
 	t := commands(c, st, p)
 	cmd := t.root
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
@@ -268,7 +295,7 @@ func parse(args []string, p *program) (*Config, *ff.Command, error) {
 		}
 		cmd = t.subcommand(c.Command)
 		if cmd == nil {
-			return nil, nil, usage("unknown command %q (commands: %s; see spendchecker --help)", c.Command, t.names())
+			return nil, nil, usage("unknown command %q%s (commands: %s; see spendchecker --help)", c.Command, t.commandHint(c.Command), t.names())
 		}
 	}
 	// rotate KEY_ID may come before the flags.
@@ -289,7 +316,12 @@ func parse(args []string, p *program) (*Config, *ff.Command, error) {
 	if err != nil {
 		msg := strings.TrimPrefix(err.Error(), "parse args: ")
 		msg = strings.Replace(msg, "parse config file: config file: ", "config file: ", 1)
-		return nil, nil, usage("%s", explainParseError(msg, t.std[cmd]))
+		return nil, nil, usage("%s%s", explainParseError(msg, t.std[cmd]), t.flagHint(cmd, err))
+	}
+	if rest := ffs.GetArgs(); c.Command == "" && len(rest) > 0 {
+		if err := t.commandLast(args, len(args)-len(rest)); err != nil {
+			return nil, nil, err
+		}
 	}
 	c.Args = append(c.Args, ffs.GetArgs()...)
 	if f, ok := ffs.GetFlag("config"); ok {

@@ -2,6 +2,9 @@ package cli
 
 import (
 	"errors"
+	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/spendchecker/spendchecker/spend"
 )
@@ -13,6 +16,9 @@ func (p PoolConfig) newProvider(c *spend.Client) (spend.Provider, error) {
 	if spend.IsBatch(p.Provider) && p.Custom == nil {
 		return p.newBatchProvider(c)
 	}
+	if !slices.Contains(providerNames(), p.Provider) {
+		return nil, fmt.Errorf("unknown provider %q%s (known: %s)", p.Provider, didYouMean(p.Provider, providerNames(), ""), strings.Join(providerNames(), ", "))
+	}
 	if p.Provider != "custom" {
 		if p.Custom != nil {
 			return nil, errors.New(`"custom" is set but the provider is ` + p.Provider + `; set "provider": "custom"`)
@@ -23,6 +29,12 @@ func (p PoolConfig) newProvider(c *spend.Client) (spend.Provider, error) {
 		return nil, errors.New(`provider custom needs a "custom" object in the pool's entry of the config file`)
 	}
 	return spend.NewCustom(*p.Custom, c)
+}
+
+// providerNames are every provider's name: the built-in ones, custom and
+// the batch providers.
+func providerNames() []string {
+	return slices.Concat(spend.Names, []string{"custom"}, spend.BatchNames)
 }
 
 // minRemaining is the pool's minimum remaining when its provider reads a

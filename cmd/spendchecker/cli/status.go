@@ -15,6 +15,9 @@ func statusCommand(c *Config, p *program) spec {
 		usage: "spendchecker status [FLAGS]",
 		short: "a table of keys (spend, budget, % of threshold, rate, last and next check), backups left, lease holder",
 		store: true,
+		// The table shows spend as a share of the threshold, or a balance
+		// pool's remaining against its minimum.
+		settings: []string{"provider", "provider-url", "threshold", "min-remaining"},
 		flags: func(fs *flag.FlagSet) {
 			leaseNameFlag(fs, c)
 			outputFlag(fs, c)

@@ -166,7 +166,7 @@ func (c *Config) validate() error {
 		// rotate and history work on a pool without a provider.
 		if p.Provider == "" && c.Command == "" {
 			return usage("pool %s: no built-in provider serves its upstream; name one with --provider (%s) and --provider-url, or \"provider\" in its config entry",
-				p.Pool, strings.Join(spend.Names, ", "))
+				p.Pool, strings.Join(providerNames(), ", "))
 		}
 	}
 	return nil
