@@ -150,7 +150,7 @@ func (p *program) withApp(run func(ctx context.Context, a *app) error) func(cont
 type spec struct {
 	name, usage, short, long string
 	// store: the command opens the store and has the store flags;
-	// settings are the pool settings it reads (poolSettings).
+	// settings are the rotation settings it reads (rotationSettings).
 	store    bool
 	settings []string
 	// flags adds the command's own flags.

@@ -33,7 +33,7 @@ func rootCommand(c *Config, p *program) spec {
 			"2 bad usage, 3 the lease is held by another live instance). `spendchecker help COMMAND`\n" +
 			"shows a command's flags. Flags win over SPENDCHECKER_* variables, which win over --config.",
 		store:    true,
-		settings: poolSettings,
+		settings: rotationSettings,
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&c.Schedule, "schedule", "", "cron expression for cycles (5 fields, or 6 with seconds)")
 			fs.DurationVar(&c.Interval, "interval", c.Interval, "cycle interval when no --schedule")

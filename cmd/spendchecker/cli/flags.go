@@ -207,8 +207,8 @@ func newParseState() *parseState {
 }
 
 // storeFlags are the flags of every command that opens the store: the
-// connection, the pools, logging, and of the pool settings (poolSettings)
-// those the command reads.
+// connection, the pools, logging, and of the pool settings that decide
+// when a key rotates (rotationSettings) those the command reads.
 func storeFlags(c *Config, st *parseState, settings []string) func(*flag.FlagSet) {
 	return func(fs *flag.FlagSet) {
 		p := &st.pool
@@ -221,6 +221,10 @@ func storeFlags(c *Config, st *parseState, settings []string) func(*flag.FlagSet
 		fs.StringVar(&p.BindingsCollection, "bindings-collection", "", "override the pool's bindings collection")
 		fs.StringVar(&p.BindingKeyField, "binding-key-field", "", "override the bindings' key field")
 		fs.StringVar(&p.HistoryCollection, "history-collection", "", "override the pool's history collection")
+		// The upstream belongs to the pool, as its collections do: every
+		// command checks it, and scripts pass it to every command.
+		fs.StringVar(&p.Provider, "provider", "", "upstream: "+strings.Join(providerNames(), ", ")+" (default: openhands for the openhands pool; the factory pool has none)")
+		fs.StringVar(&p.ProviderURL, "provider-url", "", "upstream base URL (default: the provider's public URL)")
 		for _, name := range settings {
 			poolSettingFlag(fs, st, name)
 		}
@@ -234,10 +238,6 @@ func storeFlags(c *Config, st *parseState, settings []string) func(*flag.FlagSet
 func poolSettingFlag(fs *flag.FlagSet, st *parseState, name string) {
 	p := &st.pool
 	switch name {
-	case "provider":
-		fs.StringVar(&p.Provider, name, "", "upstream: "+strings.Join(providerNames(), ", ")+" (default: openhands for the openhands pool; the factory pool has none)")
-	case "provider-url":
-		fs.StringVar(&p.ProviderURL, name, "", "upstream base URL (default: the provider's public URL)")
 	case "threshold":
 		finiteFloatVar(fs, &p.Threshold, name, p.Threshold, "USD spend at or above which a key rotates")
 	case "budget-ratio":

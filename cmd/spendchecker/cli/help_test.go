@@ -54,17 +54,18 @@ func TestHelpReadsRight(t *testing.T) {
 	}
 }
 
-// A command lists only the pool settings it reads: status shows the
-// threshold and a balance pool's minimum, rotate records the threshold and
-// provider in the history; history, verify and recover read none.
+// A command lists only the settings of when a key rotates that it reads:
+// status shows spend against the threshold and a balance pool's minimum,
+// rotate records the threshold in the history; history, verify and
+// recover read none. The pool's upstream (--provider) every command has.
 func TestCommandsListOnlyThePoolSettingsTheyRead(t *testing.T) {
-	all := []string{"--threshold", "--budget-ratio", "--rotate-unauthorized", "--min-remaining", "--account", "--provider", "--provider-url"}
+	all := []string{"--threshold", "--budget-ratio", "--rotate-unauthorized", "--min-remaining", "--account"}
 	tests := []struct {
 		cmd  string
 		uses []string
 	}{
-		{"status", []string{"--threshold", "--min-remaining", "--provider", "--provider-url"}},
-		{"rotate", []string{"--threshold", "--provider", "--provider-url"}},
+		{"status", []string{"--threshold", "--min-remaining"}},
+		{"rotate", []string{"--threshold"}},
 		{"history", nil},
 		{"verify", nil},
 		{"recover", nil},
@@ -81,7 +82,7 @@ func TestCommandsListOnlyThePoolSettingsTheyRead(t *testing.T) {
 					t.Errorf("%s lists %s: %v, want %v", tt.cmd, f, listed, uses)
 				}
 			}
-			if !strings.Contains(help, "--mongo-uri") || !strings.Contains(help, "--pool ") {
+			if !strings.Contains(help, "--mongo-uri") || !strings.Contains(help, "--pool ") || !strings.Contains(help, "--provider-url ") {
 				t.Errorf("%s lost the store flags:\n%s", tt.cmd, help)
 			}
 		})

@@ -17,7 +17,8 @@ type fileState struct {
 // Pool settings that a flag overrides in every pool, and those that name
 // one pool's collections.
 var (
-	poolSettings       = []string{"provider", "provider-url", "threshold", "budget-ratio", "rotate-unauthorized", "min-remaining", "account"}
+	poolSettings       = append([]string{"provider", "provider-url"}, rotationSettings...)
+	rotationSettings   = []string{"threshold", "budget-ratio", "rotate-unauthorized", "min-remaining", "account"}
 	collectionSettings = []string{"keys-collection", "backups-collection", "bindings-collection", "binding-key-field", "history-collection"}
 )
 

@@ -21,7 +21,7 @@ func TestBalancePoolEndToEnd(t *testing.T) {
 		file func(url string) string
 	}{
 		{"deepseek", func(url string) []string {
-			return []string{"--provider", "deepseek", "--provider-url", url, "--min-remaining", "1", "--account", "acme"}
+			return []string{"--provider", "deepseek", "--provider-url", url}
 		}, nil},
 		{"custom", nil, func(url string) string {
 			return `{"pools":[{"pool":"openhands","provider":"custom","account":"acme","min-remaining":1,"custom":{"url":"` + url +
@@ -40,10 +40,14 @@ func TestBalancePoolEndToEnd(t *testing.T) {
 				up.SetSpend(fmt.Sprintf("sk-secret-backup-%06d-abcdef", i), 40)
 			}
 			base := []string{"--mongo-uri", mdb.URI, "--database", mdb.Name, "--log-level", "error"}
-			// The daemon's own flags: status and history do not take them.
+			// The daemon's own flags: status and history do not take them;
+			// status shows the minimum, only the daemon polls the account.
 			daemon := []string{"--listen", "", "--lease-duration", "4s"}
+			var status []string
 			if tc.args != nil {
 				base = append(base, tc.args(up.URL)...)
+				status = []string{"--min-remaining", "1"}
+				daemon = append(daemon, "--min-remaining", "1", "--account", "acme")
 			} else {
 				base = append(base, "--config", writeFile(t, tc.file(up.URL)))
 			}
@@ -58,7 +62,7 @@ func TestBalancePoolEndToEnd(t *testing.T) {
 				t.Fatalf("%d balance requests for 3 keys of one account", n)
 			}
 			out.Reset()
-			Run(context.Background(), append([]string{"status"}, base...), env(&out))
+			Run(context.Background(), append(append([]string{"status"}, status...), base...), env(&out))
 			st := out.String()
 			if !strings.Contains(st, "min remaining 1.00") {
 				t.Fatalf("status:\n%s", st)
@@ -75,7 +79,7 @@ func TestBalancePoolEndToEnd(t *testing.T) {
 				t.Fatalf("second --once exit %d: %s", code, out.String())
 			}
 			out.Reset()
-			Run(context.Background(), append([]string{"status"}, base...), env(&out))
+			Run(context.Background(), append(append([]string{"status"}, status...), base...), env(&out))
 			if st := out.String(); strings.Count(st, "left 40.00 USD") != 3 {
 				t.Fatalf("status after rotation:\n%s", st)
 			}

@@ -21,8 +21,8 @@ func rotateCommand(c *Config, p *program) spec {
 		usage: "spendchecker rotate KEY_ID [FLAGS]",
 		short: "rotate one key by hand through the shared rotator",
 		store: true,
-		// The history record of the rotation names the threshold and provider.
-		settings: []string{"provider", "provider-url", "threshold"},
+		// The rotation's history record names the threshold.
+		settings: []string{"threshold"},
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&c.Reason, "reason", c.Reason, "the rotation reason recorded in the history")
 			instanceFlag(fs, c)

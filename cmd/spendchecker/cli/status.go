@@ -17,7 +17,7 @@ func statusCommand(c *Config, p *program) spec {
 		store: true,
 		// The table shows spend as a share of the threshold, or a balance
 		// pool's remaining against its minimum.
-		settings: []string{"provider", "provider-url", "threshold", "min-remaining"},
+		settings: []string{"threshold", "min-remaining"},
 		flags: func(fs *flag.FlagSet) {
 			leaseNameFlag(fs, c)
 			outputFlag(fs, c)
