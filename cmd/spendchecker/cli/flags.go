@@ -215,7 +215,7 @@ func storeFlags(c *Config, st *parseState, settings []string) func(*flag.FlagSet
 		fs.String("config", credentialPath(credConfig), "read settings (and several pools) from this JSON file (default: the systemd credential config.json)")
 		fs.StringVar(&c.MongoURI, "mongo-uri", "", "MongoDB connection string (required)")
 		fs.StringVar(&c.Database, "database", "", "database name (default: the proxy's "+envProxyDB+", else the URI's, else "+DefaultDatabase+")")
-		fs.StringVar(&p.Pool, "pool", p.Pool, "pool preset: "+strings.Join(rotation.PresetNames(), " or "))
+		fs.StringVar(&p.Pool, "pool", DefaultPool, "pool preset: "+strings.Join(rotation.PresetNames(), " or "))
 		fs.StringVar(&p.KeysCollection, "keys-collection", "", "override the pool's keys collection")
 		fs.StringVar(&p.BackupsCollection, "backups-collection", "", "override the pool's backups collection")
 		fs.StringVar(&p.BindingsCollection, "bindings-collection", "", "override the pool's bindings collection")
@@ -239,13 +239,13 @@ func poolSettingFlag(fs *flag.FlagSet, st *parseState, name string) {
 	p := &st.pool
 	switch name {
 	case "threshold":
-		finiteFloatVar(fs, &p.Threshold, name, p.Threshold, "USD spend at or above which a key rotates")
+		finiteFloatVar(fs, &p.Threshold, name, DefaultThreshold, "USD spend at or above which a key rotates")
 	case "budget-ratio":
 		finiteFloatVar(fs, &p.BudgetRatio, name, 0, "also rotate at this fraction of a known budget (0: off)")
 	case "rotate-unauthorized":
-		fs.BoolVar(&st.rotateUnauth, name, st.rotateUnauth, "rotate keys the upstream rejects (401/403)")
+		fs.BoolVar(&st.rotateUnauth, name, true, "rotate keys the upstream rejects (401/403)")
 	case "min-remaining":
-		finiteFloatVar(fs, &p.MinRemaining, name, p.MinRemaining, "balance providers: rotate a key when its account's remaining balance is at or below this (the balance's currency)")
+		finiteFloatVar(fs, &p.MinRemaining, name, DefaultMinRemaining, "balance providers: rotate a key when its account's remaining balance is at or below this (the balance's currency)")
 	case "account":
 		fs.StringVar(&p.Account, name, "", "balance providers: the upstream account every key of the pool belongs to (one request per cycle; one pool only); a key's spendAccount wins, and a key rotated in from a backup without one is its own account")
 	default:

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -72,8 +74,8 @@ func parseJSONDoc(data []byte, top map[string]reflect.Type) (*jsonDoc, error) {
 	return d, nil
 }
 
-// topLevel describes the top-level object: its keys are flag names (ff
-// checks them), except those with a struct type.
+// topLevel describes the top-level object: its keys are flag names, which
+// ff checks, except those keys lists with their type ("pools").
 type topLevel struct{ keys map[string]reflect.Type }
 
 type jsonWalker struct {
@@ -97,7 +99,7 @@ func (w *jsonWalker) value(path string, schema any) error {
 	start := w.next()
 	tok, err := w.dec.Token()
 	if err != nil {
-		return w.doc.errorAt(start, "%v", err) // the input was checked: not expected
+		return w.doc.errorAt(start, "%v", err) // not expected: Unmarshal checked the input
 	}
 	if p, ok := schema.(optional); ok {
 		if tok == nil {
@@ -181,13 +183,11 @@ func childSchema(schema any, key string) (any, error) {
 		case reflect.Map:
 			return structural(s.Elem()), nil
 		case reflect.Struct:
-			names := jsonFieldNames(s)
-			for i, n := range names {
-				if n == key {
-					return structural(s.Field(fieldIndex(s, i)).Type), nil
-				}
+			fields := jsonFields(s)
+			if f, ok := fields[key]; ok {
+				return structural(f), nil
 			}
-			return nil, errors.New(didYouMean(key, names, ""))
+			return nil, errors.New(didYouMean(key, slices.Sorted(maps.Keys(fields)), ""))
 		}
 	}
 	return nil, nil
@@ -233,43 +233,24 @@ func shapeOf(t reflect.Type, tok json.Token) bool {
 	return true
 }
 
-// jsonFieldNames are the keys encoding/json decodes into t's fields, in
-// field order (exported fields only, "-" skipped).
-func jsonFieldNames(t reflect.Type) []string {
-	var names []string
+// jsonFields are the keys encoding/json decodes into t's fields, and their
+// types (exported fields only, "-" skipped).
+func jsonFields(t reflect.Type) map[string]reflect.Type {
+	fields := map[string]reflect.Type{}
 	for i := range t.NumField() {
-		if n, ok := jsonFieldName(t.Field(i)); ok {
-			names = append(names, n)
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		switch name, _, _ := strings.Cut(f.Tag.Get("json"), ","); name {
+		case "-":
+		case "":
+			fields[f.Name] = f.Type
+		default:
+			fields[name] = f.Type
 		}
 	}
-	return names
-}
-
-func jsonFieldName(f reflect.StructField) (string, bool) {
-	if !f.IsExported() {
-		return "", false
-	}
-	name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-	switch name {
-	case "-":
-		return "", false
-	case "":
-		return f.Name, true
-	}
-	return name, true
-}
-
-// fieldIndex maps the i-th decoded name of t back to its field.
-func fieldIndex(t reflect.Type, i int) int {
-	for j := range t.NumField() {
-		if _, ok := jsonFieldName(t.Field(j)); ok {
-			if i == 0 {
-				return j
-			}
-			i--
-		}
-	}
-	panic("no such field")
+	return fields
 }
 
 // position is the 1-based line and column (in characters) of offset.
