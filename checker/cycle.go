@@ -16,6 +16,7 @@ import (
 	"github.com/spendchecker/spendchecker/notify"
 	"github.com/spendchecker/spendchecker/rotation"
 	"github.com/spendchecker/spendchecker/rotation/history"
+	"github.com/spendchecker/spendchecker/rotation/secret"
 	"github.com/spendchecker/spendchecker/spend"
 )
 
@@ -205,7 +206,7 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 	res, err := p.Provider.Spend(ctx, spend.Key{Secret: k.secret, CreatedAt: k.createdAt, Account: account,
 		Pool: p.rot.Pool().Name, ID: k.id, UpstreamID: k.upID, Recorded: k.spend})
 	// Upstream texts may echo the key: never let it reach a log line.
-	err = maskSecret(err, k.secret)
+	err = secret.Redact(err, k.secret)
 	send := func(o observation) {
 		if c.cfg.DryRun {
 			return
@@ -230,7 +231,7 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 				first = at
 			}
 			send(observation{id: k.id, rejected: true, at: first, nextCheck: at.Add(c.cfg.MinInterval)})
-			log.Debug("upstream rejects the key; asking again before calling it dead", "apiKeyMasked", history.Mask(k.secret))
+			log.Debug("upstream rejects the key; asking again before calling it dead", "apiKeyMasked", secret.Mask(k.secret))
 			return
 		}
 		count(func(s *PoolSummary) {
@@ -238,7 +239,7 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 			s.Events = append(s.Events, notify.KeyRejectedEvent(p.rot.Pool().Name, k.id, k.secret, at))
 		})
 		if !p.RotateUnauthorized {
-			log.Warn("upstream rejects the key; not rotating (rotate-unauthorized is off)", "apiKeyMasked", history.Mask(k.secret))
+			log.Warn("upstream rejects the key; not rotating (rotate-unauthorized is off)", "apiKeyMasked", secret.Mask(k.secret))
 			if !c.cfg.DryRun {
 				// Planned like any key, on its last known spend, and
 				// recorded for status: not polled every cycle for ever.

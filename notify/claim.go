@@ -9,6 +9,8 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+
+	"github.com/spendchecker/spendchecker/rotation/secret"
 )
 
 // The states of a claim.
@@ -271,6 +273,6 @@ func (n *Notifier) rearm(t *target, ev Event) {
 	defer cancel()
 	if _, err := n.cfg.Store.DeleteOne(ctx, bson.D{{Key: "_id", Value: claimID(t, ev)}}); err != nil {
 		n.log.Warn("could not re-arm the low-backups notification; the next crossing may go unreported",
-			"pool", ev.Pool, "url", RedactURL(t.URL), "err", err)
+			"pool", ev.Pool, "url", secret.RedactURL(t.URL), "err", err)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/spendchecker/spendchecker/rotation/secret"
 )
 
 func (n *Notifier) work(t *target) {
@@ -27,7 +29,7 @@ func (n *Notifier) work(t *target) {
 func claimID(t *target, ev Event) string { return ev.ID + "@" + t.fp }
 
 func (n *Notifier) attrs(t *target, ev Event) []any {
-	a := []any{"pool", ev.Pool, "event", string(ev.Kind), "id", ev.ID, "url", RedactURL(t.URL), "format", string(t.Format)}
+	a := []any{"pool", ev.Pool, "event", string(ev.Kind), "id", ev.ID, "url", secret.RedactURL(t.URL), "format", string(t.Format)}
 	if ev.KeyID != "" {
 		a = append(a, "key", ev.KeyID)
 	}
@@ -170,13 +172,13 @@ func (n *Notifier) post(t *target, body []byte) (status int, retryAfter time.Dur
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.URL, bytes.NewReader(body))
 	if err != nil {
-		return 0, 0, fmt.Errorf("request: %s", redactErr(err))
+		return 0, 0, fmt.Errorf("request: %s", secret.RedactURLError(err))
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "spendchecker")
 	resp, err := n.cfg.HTTP.Do(req)
 	if err != nil {
-		return 0, 0, fmt.Errorf("%s", redactErr(err))
+		return 0, 0, fmt.Errorf("%s", secret.RedactURLError(err))
 	}
 	defer resp.Body.Close()
 	// Slack answers errors as short text (invalid_payload, no_service):
@@ -191,7 +193,7 @@ func (n *Notifier) post(t *target, body []byte) (status int, retryAfter time.Dur
 		// secret as the URL does: scheme and host only.
 		to := "without a Location"
 		if loc, err := resp.Location(); err == nil {
-			to = "to " + RedactURL(loc.String())
+			to = "to " + secret.RedactURL(loc.String())
 		}
 		return resp.StatusCode, 0, fmt.Errorf("HTTP %d: redirect %s not followed (the webhook URL must answer 2xx itself)", resp.StatusCode, to)
 	}
@@ -199,7 +201,7 @@ func (n *Notifier) post(t *target, body []byte) (status int, retryAfter time.Dur
 		retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), n.clock.Now())
 	}
 	// Scrubbed before it is cut: a secret cut in two would not be found.
-	msg := []rune(strings.TrimSpace(strings.ToValidUTF8(scrub(string(head), t.URL), "?")))
+	msg := []rune(strings.TrimSpace(strings.ToValidUTF8(secret.RedactURLParts(string(head), t.URL), "?")))
 	if len(msg) > 200 {
 		msg = msg[:200]
 	}

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spendchecker/spendchecker/rotation/history"
+	"github.com/spendchecker/spendchecker/rotation/secret"
 )
 
 // Kind names an event.
@@ -30,7 +30,7 @@ const (
 var Kinds = []Kind{Rotated, NoBackup, BackupsLow, KeyRejected, NoSuccessfulCycle}
 
 // Event is one notification. It never carries a secret: keys appear as
-// APIKeyMasked (history.Mask), built by the constructors below.
+// APIKeyMasked (secret.Mask), built by the constructors below.
 type Event struct {
 	// ID is stable for the event: the same event built by another replica
 	// (or this one, a cycle later) has the same ID, which is how it is
@@ -72,10 +72,10 @@ type KeyRotation struct {
 func RotatedEvent(r KeyRotation, at time.Time) Event {
 	return Event{
 		ID: "rotated/" + r.RotationID, Kind: Rotated, Pool: r.Pool, Time: at.UTC(),
-		KeyID: r.KeyID, APIKeyMasked: history.Mask(r.Secret), NewKeyID: r.NewKeyID, RotationID: r.RotationID,
+		KeyID: r.KeyID, APIKeyMasked: secret.Mask(r.Secret), NewKeyID: r.NewKeyID, RotationID: r.RotationID,
 		Reason: r.Reason, Spend: ptr(r.Spend), Threshold: ptr(r.Threshold),
 		Message: fmt.Sprintf("pool %s: key %s (%s) rotated to %s: %s, spend %s, threshold %s",
-			r.Pool, r.KeyID, history.Mask(r.Secret), r.NewKeyID, r.Reason, money(r.Spend), money(r.Threshold)),
+			r.Pool, r.KeyID, secret.Mask(r.Secret), r.NewKeyID, r.Reason, money(r.Spend), money(r.Threshold)),
 	}
 }
 
@@ -98,20 +98,20 @@ func RequestedRotationEvent(pool, keyID, newKeyID, rotationID, reason, via strin
 // while it waits for a backup do not repeat it.
 func NoBackupEvent(r KeyRotation, at time.Time) Event {
 	return Event{
-		ID: "no_backup/" + r.Pool + "/" + r.KeyID + "/" + history.Fingerprint(r.Secret), Kind: NoBackup, Pool: r.Pool, Time: at.UTC(),
-		KeyID: r.KeyID, APIKeyMasked: history.Mask(r.Secret), Reason: r.Reason, Spend: ptr(r.Spend), Threshold: ptr(r.Threshold),
+		ID: "no_backup/" + r.Pool + "/" + r.KeyID + "/" + secret.Fingerprint(r.Secret), Kind: NoBackup, Pool: r.Pool, Time: at.UTC(),
+		KeyID: r.KeyID, APIKeyMasked: secret.Mask(r.Secret), Reason: r.Reason, Spend: ptr(r.Spend), Threshold: ptr(r.Threshold),
 		Message: fmt.Sprintf("pool %s: key %s (%s) should rotate (%s, spend %s, threshold %s) but no backup key is left; it stays in service",
-			r.Pool, r.KeyID, history.Mask(r.Secret), r.Reason, money(r.Spend), money(r.Threshold)),
+			r.Pool, r.KeyID, secret.Mask(r.Secret), r.Reason, money(r.Spend), money(r.Threshold)),
 	}
 }
 
 // KeyRejectedEvent: the upstream rejects a key (401/403, confirmed on a
 // second check). Once per key document, as NoBackupEvent.
-func KeyRejectedEvent(pool, keyID, secret string, at time.Time) Event {
+func KeyRejectedEvent(pool, keyID, apiKey string, at time.Time) Event {
 	return Event{
-		ID: "key_rejected/" + pool + "/" + keyID + "/" + history.Fingerprint(secret), Kind: KeyRejected, Pool: pool, Time: at.UTC(),
-		KeyID: keyID, APIKeyMasked: history.Mask(secret), Reason: "unauthorized",
-		Message: fmt.Sprintf("pool %s: the upstream rejects key %s (%s)", pool, keyID, history.Mask(secret)),
+		ID: "key_rejected/" + pool + "/" + keyID + "/" + secret.Fingerprint(apiKey), Kind: KeyRejected, Pool: pool, Time: at.UTC(),
+		KeyID: keyID, APIKeyMasked: secret.Mask(apiKey), Reason: "unauthorized",
+		Message: fmt.Sprintf("pool %s: the upstream rejects key %s (%s)", pool, keyID, secret.Mask(apiKey)),
 	}
 }
 

@@ -16,7 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
-	"github.com/spendchecker/spendchecker/rotation/history"
+	"github.com/spendchecker/spendchecker/rotation/secret"
 )
 
 // Collection is the default name of the collection that records which
@@ -209,7 +209,7 @@ func New(cfg Config) (*Notifier, error) {
 			}
 			nt, ok := n.targets[t.key()]
 			if !ok {
-				nt = &target{Target: t, fp: history.Fingerprint(t.key()), queue: make(chan job, cfg.QueueSize)}
+				nt = &target{Target: t, fp: secret.Fingerprint(t.key()), queue: make(chan job, cfg.QueueSize)}
 				n.targets[t.key()] = nt
 				n.all = append(n.all, nt)
 			}
@@ -326,14 +326,14 @@ func (n *Notifier) enqueue(t *target, j job) bool {
 	case j.rearm:
 		// Without the re-arm the next crossing goes unreported:
 		// worth a line, not a metric.
-		n.log.Warn("notification queue full; low-backups alarm not re-armed", "pool", j.ev.Pool, "url", RedactURL(t.URL))
+		n.log.Warn("notification queue full; low-backups alarm not re-armed", "pool", j.ev.Pool, "url", secret.RedactURL(t.URL))
 	case j.from != nil:
 		// The claim stays stale: the next sweep tries again.
-		n.log.Warn("notification queue full; stale claim not resumed yet", "pool", j.ev.Pool, "id", j.ev.ID, "url", RedactURL(t.URL))
+		n.log.Warn("notification queue full; stale claim not resumed yet", "pool", j.ev.Pool, "id", j.ev.ID, "url", secret.RedactURL(t.URL))
 	default:
 		n.dropped.WithLabelValues(poolLabel(j.ev.Pool), string(t.Format)).Inc()
 		n.log.Warn("notification queue full; event dropped", "pool", j.ev.Pool, "event", j.ev.Kind, "id", j.ev.ID,
-			"url", RedactURL(t.URL))
+			"url", secret.RedactURL(t.URL))
 	}
 	return false
 }

@@ -19,11 +19,11 @@ import (
 	"github.com/spendchecker/spendchecker/internal/mongotest"
 )
 
-const secret = "sk-or-v1-0123456789abcdef0123456789abcdef"
+const apiKey = "sk-or-v1-0123456789abcdef0123456789abcdef"
 
 func rotatedFixture() Event {
 	return RotatedEvent(KeyRotation{Pool: "openhands", KeyID: "k1", NewKeyID: "b1", RotationID: "openhands.k1.ab12cd34",
-		Reason: "proactive_threshold_9.97", Secret: secret, Spend: 9.97, Threshold: 9.95}, time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+		Reason: "proactive_threshold_9.97", Secret: apiKey, Spend: 9.97, Threshold: 9.95}, time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
 }
 
 // receiver is an httptest webhook that records bodies and answers with
@@ -371,8 +371,8 @@ func TestFormats(t *testing.T) {
 // No payload of any event, in any format, holds the secret.
 func TestSecretsMasked(t *testing.T) {
 	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	kr := KeyRotation{Pool: "p", KeyID: "k", NewKeyID: "n", RotationID: "r", Reason: "unauthorized", Secret: secret, Spend: 1, Threshold: 2}
-	events := []Event{RotatedEvent(kr, at), NoBackupEvent(kr, at), KeyRejectedEvent("p", "k", secret, at),
+	kr := KeyRotation{Pool: "p", KeyID: "k", NewKeyID: "n", RotationID: "r", Reason: "unauthorized", Secret: apiKey, Spend: 1, Threshold: 2}
+	events := []Event{RotatedEvent(kr, at), NoBackupEvent(kr, at), KeyRejectedEvent("p", "k", apiKey, at),
 		backupsLowEvent("p", 1, 3, at), noCycleEvent("i", at.Add(-time.Hour), at)}
 	for _, ev := range events {
 		for _, f := range Formats {
@@ -380,7 +380,7 @@ func TestSecretsMasked(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if strings.Contains(string(b), secret) || strings.Contains(string(b), secret[5:len(secret)-4]) {
+			if strings.Contains(string(b), apiKey) || strings.Contains(string(b), apiKey[5:len(apiKey)-4]) {
 				t.Errorf("%s %s payload holds the secret: %s", ev.Kind, f, b)
 			}
 		}
@@ -392,21 +392,26 @@ func TestSecretsMasked(t *testing.T) {
 	}
 }
 
-func TestRedactURL(t *testing.T) {
-	for in, want := range map[string]string{
-		"https://hooks.slack.com/services/T000/B000/XXXXSECRET":     "https://hooks.slack.com/xxxxx",
-		"https://discord.com/api/webhooks/123/tokenSECRET":          "https://discord.com/xxxxx",
-		"https://user:passSECRET@example.com/hook?token=SECRET&x=1": "https://xxxxx@example.com/xxxxx?xxxxx",
-		"http://alerts.internal:8080":                               "http://alerts.internal:8080",
-		"::nonsense SECRET":                                         "(unparsable URL)",
+// ParseURL refuses what is not an http(s) webhook, and its error names the
+// URL as secret.RedactURL shows it.
+func TestParseURL(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want string // in the error; "" accepts
+	}{
+		{"https://hooks.slack.com/services/T000/B000/XXXXSECRET", ""},
+		{"http://alerts.internal:8080", ""},
+		{"ftp://x/SECRETPATH", "notify URL ftp://x/xxxxx: want http:// or https://"},
+		{"hooks.slack.com/services/SECRETPATH", "notify URL (unparsable URL): want http:// or https://"},
+		{"https:///SECRETPATH", "notify URL (unparsable URL): no host"},
+		{"http://[::1/SECRETPATH", "notify URL (unparsable URL): not a URL"},
 	} {
-		if got := RedactURL(in); got != want {
-			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
-		}
-	}
-	for _, bad := range []string{"ftp://x/y", "hooks.slack.com/services/x", "https:///nohost", "http://[::1"} {
-		if _, err := ParseURL(bad); err == nil {
-			t.Errorf("ParseURL(%q) accepted", bad)
+		_, err := ParseURL(tt.in)
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("ParseURL(%q) = %v, want it accepted", tt.in, err)
+		case tt.want != "" && (err == nil || err.Error() != tt.want):
+			t.Errorf("ParseURL(%q) = %v, want %q", tt.in, err, tt.want)
 		}
 	}
 }
@@ -429,7 +434,7 @@ func TestLogsMaskTheURL(t *testing.T) {
 	if !strings.Contains(out, "notification failed; giving up") {
 		t.Fatalf("no failure logged:\n%s", out)
 	}
-	for _, s := range []string{"HOOKSECRET", "QUERYSECRET", secret} {
+	for _, s := range []string{"HOOKSECRET", "QUERYSECRET", apiKey} {
 		if strings.Contains(out, s) {
 			t.Fatalf("log holds %s:\n%s", s, out)
 		}

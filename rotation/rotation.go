@@ -27,6 +27,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
 
 	"github.com/spendchecker/spendchecker/rotation/history"
+	"github.com/spendchecker/spendchecker/rotation/secret"
 )
 
 // Journal states.
@@ -252,7 +253,7 @@ func (r *Rotator) Rotate(ctx context.Context, keyID, reason string, opts ...Rota
 		State:        stateClaimed,
 		Reason:       reason,
 		Owner:        r.opts.Owner,
-		APIKeyMasked: history.Mask(key.APIKey),
+		APIKeyMasked: secret.Mask(key.APIKey),
 		StartedAt:    now,
 	}
 	entry.BackupsCollection = r.pool.BackupsCollection

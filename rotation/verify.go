@@ -13,6 +13,7 @@ import (
 
 	"github.com/spendchecker/spendchecker/rotation/history"
 	"github.com/spendchecker/spendchecker/rotation/mongoidx"
+	"github.com/spendchecker/spendchecker/rotation/secret"
 )
 
 // Problem is one broken invariant or schema defect found by Verify.
@@ -47,17 +48,17 @@ func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 			continue
 		}
 		keyIDs[id] = true
-		secret, _ := cur.Current.Lookup(FieldAPIKey).StringValueOK()
-		if secret == "" {
+		apiKey, _ := cur.Current.Lookup(FieldAPIKey).StringValueOK()
+		if apiKey == "" {
 			add("malformed_key", "key %s: apiKey missing or not a string", id)
 			continue
 		}
 		k, _ := DecodeKey(cur.Current)
 		live[id] = k
-		if other, dup := secrets[secret]; dup {
-			add("duplicate_secret", "keys %s and %s hold the same secret (%s)", other, id, history.Mask(secret))
+		if other, dup := secrets[apiKey]; dup {
+			add("duplicate_secret", "keys %s and %s hold the same secret (%s)", other, id, secret.Mask(apiKey))
 		}
-		secrets[secret] = id
+		secrets[apiKey] = id
 	}
 	if err := cur.Err(); err != nil {
 		return nil, fmt.Errorf("verify keys: %w", err)

@@ -20,7 +20,7 @@ import (
 // The configured provider's URL template may put the key in the query
 // (`?key={{.Key | urlquery}}`, as the README shows). A network error carries
 // the request URL (net/url.Error), so the *encoded* key ends up in the error
-// text; Redact (and the checker's maskSecret) only replace the raw secret,
+// text; redaction (secret.Redact) replaced only the raw secret,
 // so a key holding a character urlquery escapes ('+', '/', '=': base64-style
 // keys) reaches the log line ("spend check failed", the cycle's failure
 // example) in full, only percent-encoded.
@@ -143,7 +143,7 @@ func TestAdv16a_OneAPIPaceSplitByHostSpelling(t *testing.T) {
 // An error answer is quoted into the error text cut at 160 characters
 // ("200 with an error: %.160q"). An upstream that echoes the key it was
 // sent (many do: "Invalid API key: sk-…") some 135 bytes into the body
-// gets it cut in the middle: Redact looks for the whole secret, finds none,
+// gets it cut in the middle: secret.Redact looks for the whole secret, finds none,
 // and the first part of the key stays in the error, the log line and the
 // cycle's failure example — far more of it than the mask's 5 + 4
 // characters.

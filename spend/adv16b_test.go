@@ -128,7 +128,7 @@ func TestAdv16b_OpenAIRepeatedBucketCountedTwice(t *testing.T) {
 	}
 }
 
-// Shows: masking the error (Redact) masks the admin key only where it appears whole, but
+// Shows: masking the error (secret.Redact) masks the admin key only where it appears whole, but
 // reportStatus quotes the body cut at 120 bytes. A body echoing the admin
 // key across that cut leaves all but its last characters in the error —
 // which the checker logs ("example") and puts in the cycle summary.

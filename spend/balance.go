@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/spendchecker/spendchecker/rotation/secret"
 )
 
 // Balance providers report what remains of the account's balance, not a
@@ -27,11 +29,11 @@ func (p *balance) Spend(ctx context.Context, k Key) (Result, error) {
 	return SharedSuccess(ctx, accountID(p.name, p.base, k), func(ctx context.Context) (Result, error) {
 		resp, err := p.c.Get(ctx, p.base+p.path, k.Secret)
 		if err != nil {
-			return Result{}, Redact(err, k.Secret)
+			return Result{}, secret.Redact(err, k.Secret)
 		}
 		r, err := p.parse(resp.Status, resp.Body)
 		if err != nil {
-			return Result{}, Redact(err, k.Secret)
+			return Result{}, secret.Redact(err, k.Secret)
 		}
 		if r.Currency == "" {
 			r.Currency = p.currency

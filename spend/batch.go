@@ -1,7 +1,6 @@
 package spend
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -12,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/spendchecker/spendchecker/rotation/secret"
 )
 
 // Batch providers read one report per cycle that covers every key of an
@@ -171,7 +172,7 @@ func (p *batchProvider) Spend(ctx context.Context, k Key) (Result, error) {
 	}
 	rep, err := ReportFor(ctx, p.memo, p.fetch)
 	if err != nil {
-		return Result{}, Redact(err, p.cfg.AdminKey)
+		return Result{}, secret.Redact(err, p.cfg.AdminKey)
 	}
 	row, ok := rep.Keys[id]
 	switch {
@@ -231,7 +232,7 @@ func (p *batchProvider) fetchOpenRouter(ctx context.Context) (*Report, error) {
 			return nil, err
 		}
 		rep.Requests++
-		pg, err := ParseOpenRouterKeys(resp.Status, maskIn(resp.Body, p.cfg.AdminKey))
+		pg, err := ParseOpenRouterKeys(resp.Status, secret.RedactBody(resp.Body, p.cfg.AdminKey))
 		if err != nil {
 			return nil, err
 		}
@@ -289,7 +290,7 @@ func (p *batchProvider) fetchOpenAI(ctx context.Context) (*Report, error) {
 			return nil, err
 		}
 		rep.Requests++
-		pg, err := ParseOpenAICosts(resp.Status, maskIn(resp.Body, p.cfg.AdminKey))
+		pg, err := ParseOpenAICosts(resp.Status, secret.RedactBody(resp.Body, p.cfg.AdminKey))
 		if err != nil {
 			return nil, err
 		}
@@ -346,7 +347,7 @@ func (p *batchProvider) fetchAnthropic(ctx context.Context) (*Report, error) {
 				return nil, err
 			}
 			rep.Requests++
-			pg, err := ParseAnthropicCost(resp.Status, maskIn(resp.Body, p.cfg.AdminKey))
+			pg, err := ParseAnthropicCost(resp.Status, secret.RedactBody(resp.Body, p.cfg.AdminKey))
 			if err != nil {
 				return nil, err
 			}
@@ -364,25 +365,6 @@ func (p *batchProvider) fetchAnthropic(ctx context.Context) (*Report, error) {
 		}
 	}
 	return rep.attributed()
-}
-
-// masked is the secret's masked form: its first 5 and last 4 characters
-// (nothing of one under 16), as the checker masks pool keys.
-func masked(secret string) string {
-	if len(secret) < 16 {
-		return "****"
-	}
-	return secret[:5] + "..." + secret[len(secret)-4:]
-}
-
-// maskIn masks the secret in an upstream body before a parser quotes a cut
-// of it (%.120q): masking the error text afterwards misses a secret that
-// straddles the cut, all but its last characters left in the error.
-func maskIn(body []byte, secret string) []byte {
-	if secret == "" || !bytes.Contains(body, []byte(secret)) {
-		return body
-	}
-	return bytes.ReplaceAll(body, []byte(secret), []byte(masked(secret)))
 }
 
 // ReportFor returns the report named key from the cycle ctx carries

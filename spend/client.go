@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/spendchecker/spendchecker/rotation/secret"
 )
 
 // ErrUnauthorized means the upstream rejected the key (401/403): it is dead.
@@ -248,12 +250,12 @@ func (c *Client) getReport(ctx context.Context, rawURL, cred string, hdr http.He
 func (c *Client) do(ctx context.Context, rq request) (Response, error) {
 	resp, err := c.do1(ctx, rq)
 	if err != nil {
-		return resp, Redact(err, rq.key)
+		return resp, secret.Redact(err, rq.key)
 	}
 	if len(rq.key) > 12 {
 		// Shorter keys are masked whole ("…"); a short string could also
 		// be a figure of the answer.
-		if b := RedactString(string(resp.Body), rq.key); len(b) != len(resp.Body) || b != string(resp.Body) {
+		if b := secret.RedactString(string(resp.Body), rq.key); len(b) != len(resp.Body) || b != string(resp.Body) {
 			resp.Body = []byte(b)
 		}
 	}

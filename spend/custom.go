@@ -13,6 +13,8 @@ import (
 	"strings"
 	"text/template"
 	"time"
+
+	"github.com/spendchecker/spendchecker/rotation/secret"
 )
 
 // CustomSpec configures the "custom" provider: one GET per key, read by JSON
@@ -267,7 +269,7 @@ var errKeyAnswer = errors.New("an answer about the key, not the account")
 func (p *custom) spend1(ctx context.Context, k Key) (Result, error) {
 	rawURL, err := execTemplate(p.url, k)
 	if err != nil {
-		return Result{}, Redact(unclear("url template: %v", err), k.Secret)
+		return Result{}, secret.Redact(unclear("url template: %v", err), k.Secret)
 	}
 	rq := request{url: rawURL, key: k.Secret}
 	if len(p.headers) > 0 {
@@ -275,7 +277,7 @@ func (p *custom) spend1(ctx context.Context, k Key) (Result, error) {
 		for name, t := range p.headers {
 			v, err := execTemplate(t, k)
 			if err != nil {
-				return Result{}, Redact(unclear("header template: %v", err), k.Secret)
+				return Result{}, secret.Redact(unclear("header template: %v", err), k.Secret)
 			}
 			rq.header.Set(name, v)
 		}
@@ -284,21 +286,19 @@ func (p *custom) spend1(ctx context.Context, k Key) (Result, error) {
 	if err != nil {
 		// The URL, as a network error quotes it, may hold the key in any
 		// encoding the template chose: mask the whole rendered URL.
-		if shown, e := execTemplate(p.url, Key{Secret: masked(k.Secret)}); e == nil {
+		if shown, e := execTemplate(p.url, Key{Secret: secret.Mask(k.Secret)}); e == nil {
 			forms := []string{rawURL}
 			if u, e := url.Parse(rawURL); e == nil {
 				forms = append(forms, u.String())
 			}
 			for _, f := range forms {
-				if msg := err.Error(); strings.Contains(msg, f) {
-					err = &redactedError{err: err, msg: strings.ReplaceAll(msg, f, shown)}
-				}
+				err = secret.RedactText(err, f, shown)
 			}
 		}
-		return Result{}, Redact(err, k.Secret)
+		return Result{}, secret.Redact(err, k.Secret)
 	}
 	r, err := p.parse(resp.Status, resp.Body)
-	return r, Redact(err, k.Secret)
+	return r, secret.Redact(err, k.Secret)
 }
 
 // Parse reads one answer as the spec says; exported through ParseCustom

@@ -5,12 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"net/url"
-	"sort"
-	"strconv"
-	"strings"
 	"sync"
-	"text/template"
 )
 
 // Cycle is one check cycle's memo of upstream answers: calls with the same
@@ -24,7 +19,7 @@ import (
 //
 // What is shared must not carry one key's secret to another key's log
 // line: callers redact their own secret from errors before returning them
-// (Redact). A Cycle holds its answers until it is dropped; begin a new one
+// (secret.Redact). A Cycle holds its answers until it is dropped; begin a new one
 // per cycle.
 type Cycle struct {
 	mu    sync.Mutex
@@ -130,69 +125,3 @@ func accountID(provider, base string, k Key) string {
 	h := sha256.Sum256([]byte(k.Secret))
 	return provider + "\x00" + base + "\x00key\x00" + hex.EncodeToString(h[:])
 }
-
-// Redact replaces secret in err's text by its mask (first 5 and last 4
-// characters), keeping err's type for errors.Is and errors.As: an upstream
-// may echo the token it was given, and an answer shared in a Cycle reaches
-// other keys' log lines. It masks the encoded forms of the secret too
-// (secretForms): a key sent in a URL shows in a network error
-// percent-encoded.
-func Redact(err error, secret string) error {
-	if err == nil || secret == "" {
-		return err
-	}
-	msg := RedactString(err.Error(), secret)
-	if msg == err.Error() {
-		return err
-	}
-	return &redactedError{err: err, msg: msg}
-}
-
-// RedactString masks every form of secret (secretForms) in s.
-func RedactString(s, secret string) string {
-	if secret == "" {
-		return s
-	}
-	mask := masked(secret)
-	for _, f := range secretForms(secret) {
-		if strings.Contains(s, f) {
-			s = strings.ReplaceAll(s, f, mask)
-		}
-	}
-	return s
-}
-
-// secretForms are the spellings of a secret an error or a quoted body may
-// carry: raw; percent-encoded as a query value, a path segment and twice
-// (a URL quoted into another); as text/template's html and js escapes
-// write it (a configured provider's templates may use them); with JSON's
-// escaped slash; and each of those as Go's %q quotes it. Longest first, so
-// a form is masked whole before a shorter one inside it.
-func secretForms(secret string) []string {
-	seen := map[string]bool{}
-	var out []string
-	add := func(f string) {
-		if len(f) >= len(secret)/2 && f != "" && !seen[f] {
-			seen[f] = true
-			out = append(out, f)
-		}
-	}
-	q := url.QueryEscape(secret)
-	base := []string{secret, q, url.PathEscape(secret), strings.ReplaceAll(q, "%", "%25"),
-		template.HTMLEscapeString(secret), template.JSEscapeString(secret), strings.ReplaceAll(secret, "/", `\/`)}
-	for _, f := range base {
-		add(f)
-		qq := strconv.Quote(f)
-		add(qq[1 : len(qq)-1])
-	}
-	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
-	return out
-}
-
-type redactedError struct {
-	err error
-	msg string
-}
-
-func (e *redactedError) Error() string { return e.msg }
-func (e *redactedError) Unwrap() error { return e.err }

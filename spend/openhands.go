@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/spendchecker/spendchecker/rotation/secret"
 )
 
 // Page is where one answer of a paginated endpoint sits.
@@ -101,7 +103,7 @@ func (p *openHands) Spend(ctx context.Context, k Key) (Result, error) {
 		if err != nil {
 			return Result{}, err
 		}
-		r, pg, err := ParseOpenHandsPage(resp.Status, maskIn(resp.Body, k.Secret))
+		r, pg, err := ParseOpenHandsPage(resp.Status, secret.RedactBody(resp.Body, k.Secret))
 		if err != nil || r.BudgetExceeded {
 			return r, err
 		}

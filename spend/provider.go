@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spendchecker/spendchecker/rotation/secret"
 	"github.com/spendchecker/spendchecker/rotation/upstream"
 )
 
@@ -177,8 +178,8 @@ func (p *httpProvider) Spend(ctx context.Context, k Key) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	// Masked before a parser quotes a cut of it (maskIn).
-	return p.parse(resp.Status, maskIn(resp.Body, k.Secret))
+	// Masked before a parser quotes a cut of it (secret.RedactBody).
+	return p.parse(resp.Status, secret.RedactBody(resp.Body, k.Secret))
 }
 
 // common handles what every provider answers alike: LiteLLM's budget

@@ -20,6 +20,7 @@ import (
 	"github.com/spendchecker/spendchecker/lease"
 	"github.com/spendchecker/spendchecker/rotation"
 	"github.com/spendchecker/spendchecker/rotation/history"
+	"github.com/spendchecker/spendchecker/rotation/secret"
 )
 
 // The key document's fields, named by their owners (docs/design.md, "MongoDB schema").
@@ -239,8 +240,8 @@ func readKeys(ctx context.Context, coll *mongo.Collection, threshold float64, mi
 }
 
 func keyView(d bson.Raw, threshold float64, minRemaining *float64) KeyView {
-	secret, _ := d.Lookup(rotation.FieldAPIKey).StringValueOK()
-	k := KeyView{ID: idString(d.Lookup(rotation.FieldID)), APIKeyMasked: history.Mask(secret)}
+	apiKey, _ := d.Lookup(rotation.FieldAPIKey).StringValueOK()
+	k := KeyView{ID: idString(d.Lookup(rotation.FieldID)), APIKeyMasked: secret.Mask(apiKey)}
 	k.Status, _ = d.Lookup(rotation.FieldStatus).StringValueOK()
 	k.CheckError, _ = d.Lookup(fieldCheckError).StringValueOK()
 	k.Spend = number(d, fieldSpend)

@@ -25,6 +25,7 @@ var layers = map[string]int{
 	"spend":                1,
 	"rotation/upstream":    0, // what an upstream's error answer says about the key
 	"rotation/mongoidx":    0,
+	"rotation/secret":      0, // how a secret is shown: masks, fingerprints, redacted texts
 }
 
 func testSupport(pkg string) bool {

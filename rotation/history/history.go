@@ -4,8 +4,6 @@ package history
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"strconv"
 	"time"
@@ -53,21 +51,6 @@ type Observation struct {
 	LeaseEpoch int64
 	Remaining  *float64
 	Currency   string
-}
-
-// Mask shows the first 5 and last 4 characters of a secret, never more.
-func Mask(secret string) string {
-	if len(secret) < 16 {
-		return "****"
-	}
-	return secret[:5] + "..." + secret[len(secret)-4:]
-}
-
-// Fingerprint is a short, stable, non-reversible identifier of a secret:
-// notifications name a key's secret by it in their event ids.
-func Fingerprint(secret string) string {
-	sum := sha256.Sum256([]byte(secret))
-	return hex.EncodeToString(sum[:4])
 }
 
 // Store reads a pool's history collection.

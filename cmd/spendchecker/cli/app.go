@@ -7,9 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -23,6 +21,7 @@ import (
 	"github.com/spendchecker/spendchecker/notify"
 	"github.com/spendchecker/spendchecker/rotation/history"
 	"github.com/spendchecker/spendchecker/rotation/mongoidx"
+	"github.com/spendchecker/spendchecker/rotation/secret"
 	"github.com/spendchecker/spendchecker/spend"
 	"github.com/spendchecker/spendchecker/statuspage"
 )
@@ -151,7 +150,7 @@ func (a *app) prepare(ctx context.Context) error {
 		}
 		if err != nil && mongoidx.Transient(err) {
 			if failures++; failures == 1 {
-				a.log.Warn("store not ready; retrying", "err", redact(err.Error()))
+				a.log.Warn("store not ready; retrying", "err", secret.RedactMongoURI(err.Error()))
 			}
 		}
 		return err
@@ -188,27 +187,6 @@ func newLogger(cfg *Config, w io.Writer) *slog.Logger {
 		return slog.New(tint.NewHandler(w, &tint.Options{Level: level, TimeFormat: time.TimeOnly, NoColor: true}))
 	}
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
-}
-
-// redact hides the password of any MongoDB URI in a message.
-func redact(s string) string {
-	for _, scheme := range []string{"mongodb://", "mongodb+srv://"} {
-		i := strings.Index(s, scheme)
-		if i < 0 {
-			continue
-		}
-		end := strings.IndexAny(s[i:], " \"'\n")
-		if end < 0 {
-			end = len(s) - i
-		}
-		if u, err := url.Parse(s[i : i+end]); err == nil && u.User != nil {
-			if _, has := u.User.Password(); has {
-				u.User = url.UserPassword(u.User.Username(), "xxxxx")
-				s = s[:i] + u.String() + s[i+end:]
-			}
-		}
-	}
-	return s
 }
 
 func (a *app) warnHistoryTTL(ctx context.Context) {

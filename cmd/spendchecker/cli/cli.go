@@ -17,6 +17,8 @@ import (
 	"strings"
 
 	"github.com/peterbourgon/ff/v4"
+
+	"github.com/spendchecker/spendchecker/rotation/secret"
 )
 
 // Exit codes (docs/configuration.md, "Exit codes").
@@ -94,15 +96,15 @@ func exitCode(err error, env Env) int {
 		fmt.Fprintln(env.Stdout, hr.Text)
 		return ExitOK
 	case errors.As(err, &ue):
-		fmt.Fprintf(env.Stderr, "spendchecker: %s\n", redact(err.Error()))
+		fmt.Fprintf(env.Stderr, "spendchecker: %s\n", secret.RedactMongoURI(err.Error()))
 		return ExitUsage
 	case errors.As(err, &ee) && ee.Err == nil:
 		return ee.Code
 	case errors.As(err, &ee):
-		fmt.Fprintf(env.Stderr, "spendchecker: %s\n", redact(err.Error()))
+		fmt.Fprintf(env.Stderr, "spendchecker: %s\n", secret.RedactMongoURI(err.Error()))
 		return ee.Code
 	}
-	fmt.Fprintf(env.Stderr, "spendchecker: %s\n", redact(err.Error()))
+	fmt.Fprintf(env.Stderr, "spendchecker: %s\n", secret.RedactMongoURI(err.Error()))
 	return ExitPartial
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/spendchecker/spendchecker/checker"
 	"github.com/spendchecker/spendchecker/lease"
+	"github.com/spendchecker/spendchecker/rotation/secret"
 	"github.com/spendchecker/spendchecker/statuspage"
 )
 
@@ -101,7 +102,7 @@ func (a *app) daemon(ctx context.Context) error {
 		if err == nil {
 			break
 		}
-		a.log.Warn("store not ready; retrying", "err", redact(err.Error()))
+		a.log.Warn("store not ready; retrying", "err", secret.RedactMongoURI(err.Error()))
 		// Each attempt is progress: systemd's start timeout is extended by
 		// the time the next attempt may take.
 		_, _ = daemon.SdNotify(false, fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d\nSTATUS=store not ready; retrying",

@@ -23,6 +23,7 @@ import (
 
 	"github.com/spendchecker/spendchecker/notify"
 	"github.com/spendchecker/spendchecker/rotation"
+	"github.com/spendchecker/spendchecker/rotation/secret"
 )
 
 // POST /v1/rotate lets a proxy that does not link the rotator rotate a key
@@ -168,7 +169,7 @@ func (api *rotateAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := api.ensureIndexes(r.Context()); err != nil {
-		api.log.Warn("rotate request refused: the rotator's indexes are not in place", "pool", req.Pool, "key", req.KeyID, "err", redact(err.Error()))
+		api.log.Warn("rotate request refused: the rotator's indexes are not in place", "pool", req.Pool, "key", req.KeyID, "err", secret.RedactMongoURI(err.Error()))
 		w.Header().Set("Retry-After", "5")
 		writeRotate(w, http.StatusServiceUnavailable, rotateResponse{Error: "store not ready (the rotator's indexes could not be ensured); retry later"})
 		return
@@ -182,8 +183,8 @@ func (api *rotateAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		api.log.Warn("rotate request failed", "pool", req.Pool, "key", req.KeyID, "rotation", res.RotationID, "err", redact(err.Error()))
-		resp.Error = "rotation did not complete; retrying is safe, and recovery finishes it: " + redact(err.Error())
+		api.log.Warn("rotate request failed", "pool", req.Pool, "key", req.KeyID, "rotation", res.RotationID, "err", secret.RedactMongoURI(err.Error()))
+		resp.Error = "rotation did not complete; retrying is safe, and recovery finishes it: " + secret.RedactMongoURI(err.Error())
 		writeRotate(w, http.StatusInternalServerError, resp)
 		return
 	}

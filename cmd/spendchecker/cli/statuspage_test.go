@@ -21,7 +21,7 @@ import (
 	"github.com/spendchecker/spendchecker/internal/fakeupstream"
 	"github.com/spendchecker/spendchecker/internal/headless"
 	"github.com/spendchecker/spendchecker/internal/mongotest"
-	"github.com/spendchecker/spendchecker/rotation/history"
+	"github.com/spendchecker/spendchecker/rotation/secret"
 )
 
 // EnvUpdateScreenshot makes TestStatusPageInBrowser write its screenshot
@@ -155,11 +155,11 @@ func TestStatusPageInBrowser(t *testing.T) {
 	must := []string{
 		`id="pool-openhands"`, "backups left: 2", `id="lease-holder">replica-a<`, "this replica: <b>replica-a</b>",
 		// oh-key-06 went over and was rotated to the first backup.
-		`<td><code>oh-key-06</code></td><td><code>` + history.Mask(secretOf("oh-key-06")) + `</code></td><td class="num">$10.02</td><td>proactive_threshold_10.02</td><td><code>oh-backup-01</code></td><td>replica-a</td>`,
+		`<td><code>oh-key-06</code></td><td><code>` + secret.Mask(secretOf("oh-key-06")) + `</code></td><td class="num">$10.02</td><td>proactive_threshold_10.02</td><td><code>oh-backup-01</code></td><td>replica-a</td>`,
 		`class="result ok">ok<`,
 	}
 	for _, k := range keys[:5] {
-		must = append(must, `data-key="`+k.id+`"`, history.Mask(secretOf(k.id)))
+		must = append(must, `data-key="`+k.id+`"`, secret.Mask(secretOf(k.id)))
 	}
 	// Bars: width is the share of the $9.95 threshold.
 	must = append(must, `class="fill ok" style="width:14.3%"`, `class="fill near" style="width:86.8%"`)

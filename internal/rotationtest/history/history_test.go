@@ -11,20 +11,6 @@ import (
 	"github.com/spendchecker/spendchecker/rotation/history"
 )
 
-func TestMask(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"sk-1234567890abcdefWXYZ", "sk-12...WXYZ"},
-		{"short", "****"},
-		{"", "****"},
-		{"exactly16chars!!", "exact...rs!!"},
-	}
-	for _, tt := range tests {
-		if got := history.Mask(tt.in); got != tt.want {
-			t.Errorf("Mask(%q) = %q, want %q", tt.in, got, tt.want)
-		}
-	}
-}
-
 func TestTTLOf(t *testing.T) {
 	spec := func(d bson.D) bson.Raw {
 		b, err := bson.Marshal(d)

@@ -15,7 +15,7 @@ import (
 
 	"github.com/spendchecker/spendchecker/internal/mongotest"
 	"github.com/spendchecker/spendchecker/rotation"
-	"github.com/spendchecker/spendchecker/rotation/history"
+	"github.com/spendchecker/spendchecker/rotation/secret"
 )
 
 // newKeyOf returns the key that a finished rotation of old brought in.
@@ -506,7 +506,7 @@ func TestCachedBackupsChangedInTheStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	if k["apiKey"] != b["apiKey"] {
-		t.Errorf("new key went live with %v, the backup holds %v", history.Mask(fmt.Sprint(k["apiKey"])), history.Mask(fmt.Sprint(b["apiKey"])))
+		t.Errorf("new key went live with %v, the backup holds %v", secret.Mask(fmt.Sprint(k["apiKey"])), secret.Mask(fmt.Sprint(b["apiKey"])))
 	}
 	if n := count(t, db, testPool.KeysCollection, bson.M{"apiKey": "sk-live-backup-secret-000001"}); n != 0 {
 		t.Error("the deleted backup's secret went live")

@@ -1,0 +1,100 @@
+package secret
+
+import (
+	"bytes"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"text/template"
+)
+
+// Redact replaces the secret in err's text by its Mask, keeping err for
+// errors.Is and errors.As: an upstream or a gateway may echo the token it
+// was given, and an error shared between keys reaches other keys' log
+// lines. It masks the encoded forms of the secret too (see forms): a key
+// sent in a URL shows in a network error percent-encoded.
+func Redact(err error, s string) error {
+	if err == nil || s == "" {
+		return err
+	}
+	msg := RedactString(err.Error(), s)
+	if msg == err.Error() {
+		return err
+	}
+	return &redactedError{err: err, msg: msg}
+}
+
+// RedactText is err with every occurrence of text in its message replaced
+// by shown, keeping err for errors.Is and errors.As: for a text that holds
+// a secret in a spelling of the caller's making (a URL rendered from a
+// template with the key in it), shown being that text made with the Mask.
+func RedactText(err error, text, shown string) error {
+	if err == nil || text == "" || text == shown || !strings.Contains(err.Error(), text) {
+		return err
+	}
+	return &redactedError{err: err, msg: strings.ReplaceAll(err.Error(), text, shown)}
+}
+
+// RedactString masks every form of the secret s in text.
+func RedactString(text, s string) string {
+	if s == "" {
+		return text
+	}
+	mask := Mask(s)
+	for _, f := range forms(s) {
+		if strings.Contains(text, f) {
+			text = strings.ReplaceAll(text, f, mask)
+		}
+	}
+	return text
+}
+
+// RedactBody masks the secret in an upstream's answer before a parser
+// quotes a cut of it (%.120q): masking the error text afterwards misses a
+// secret that straddles the cut, all but its last characters left in the
+// error. The body is the bytes as sent, so only the raw secret is looked
+// for; the error it ends in still goes through Redact.
+func RedactBody(body []byte, s string) []byte {
+	if s == "" || !bytes.Contains(body, []byte(s)) {
+		return body
+	}
+	return bytes.ReplaceAll(body, []byte(s), []byte(Mask(s)))
+}
+
+// forms are the spellings of a secret an error or a quoted body may carry:
+// raw; percent-encoded as a query value, a path segment and twice (a URL
+// quoted into another); as text/template's html and js escapes write it (a
+// configured provider's templates may use them); with JSON's escaped slash;
+// and each of those as Go's %q quotes it. Longest first, so a form is
+// masked whole before a shorter one inside it.
+func forms(s string) []string {
+	seen := map[string]bool{}
+	var out []string
+	add := func(f string) {
+		if len(f) >= len(s)/2 && f != "" && !seen[f] {
+			seen[f] = true
+			out = append(out, f)
+		}
+	}
+	q := url.QueryEscape(s)
+	base := []string{s, q, url.PathEscape(s), strings.ReplaceAll(q, "%", "%25"),
+		template.HTMLEscapeString(s), template.JSEscapeString(s), strings.ReplaceAll(s, "/", `\/`)}
+	for _, f := range base {
+		add(f)
+		qq := strconv.Quote(f)
+		add(qq[1 : len(qq)-1])
+	}
+	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
+	return out
+}
+
+// redactedError is an error with its text redacted; errors.Is and As
+// still see the original.
+type redactedError struct {
+	err error
+	msg string
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
