@@ -45,7 +45,7 @@ func TestLayers(t *testing.T) {
 		}
 		layer, ok := layers[pkg]
 		if !ok {
-			t.Errorf("package %s has no layer: add it to layers (and to README's architecture)", pkg)
+			t.Errorf("package %s has no layer: add it to layers (and to docs/design.md's architecture)", pkg)
 			continue
 		}
 		for _, imp := range fields[1:] {
