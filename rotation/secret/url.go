@@ -3,6 +3,7 @@ package secret
 import (
 	"errors"
 	"net/url"
+	"regexp"
 	"sort"
 	"strings"
 )
@@ -73,21 +74,28 @@ func RedactURLError(err error) string {
 // RedactMongoURI hides the password of any MongoDB URI in s: a driver or
 // config error may quote the URI it was given.
 func RedactMongoURI(s string) string {
-	for _, scheme := range []string{"mongodb://", "mongodb+srv://"} {
-		i := strings.Index(s, scheme)
-		if i < 0 {
-			continue
+	var b strings.Builder
+	for {
+		loc := mongoScheme.FindStringIndex(s)
+		if loc == nil {
+			return b.String() + s
 		}
-		end := strings.IndexAny(s[i:], " \"'\n")
+		b.WriteString(s[:loc[1]])
+		s = s[loc[1]:]
+		// The URI runs to the next space or quote. Its user information ends
+		// at its last '@' (a host never holds one), whatever the password
+		// holds — a raw '/' or a bad escape the URL parser would refuse.
+		end := strings.IndexAny(s, " \t\r\n\"'`")
 		if end < 0 {
-			end = len(s) - i
+			end = len(s)
 		}
-		if u, err := url.Parse(s[i : i+end]); err == nil && u.User != nil {
-			if _, has := u.User.Password(); has {
-				u.User = url.UserPassword(u.User.Username(), "xxxxx")
-				s = s[:i] + u.String() + s[i+end:]
-			}
+		at := strings.LastIndexByte(s[:end], '@')
+		if colon := strings.IndexByte(s[:max(at, 0)], ':'); at > 0 && colon >= 0 {
+			b.WriteString(s[:colon+1] + "xxxxx")
+			s = s[at:]
 		}
 	}
-	return s
 }
+
+// mongoScheme finds a MongoDB URI in any case of its scheme.
+var mongoScheme = regexp.MustCompile(`(?i)mongodb(?:\+srv)?://`)

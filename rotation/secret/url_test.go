@@ -67,6 +67,15 @@ func TestRedactMongoURI(t *testing.T) {
 		{`uri "mongodb://u:s3cr3t-pass@h/db" refused`, `uri "mongodb://u:xxxxx@h/db" refused`},
 		{"mongodb://user@h/db (no password)", "mongodb://user@h/db (no password)"},
 		{"no URI here", "no URI here"},
+		// Every URI in the message, not only the first of each scheme.
+		{"a mongodb://u:s3cr3t-pass@h1/db b mongodb://v:s3cr3t-pass@h2/db", "a mongodb://u:xxxxx@h1/db b mongodb://v:xxxxx@h2/db"},
+		// Passwords the URL parser refuses: raw '/', '@', a bad escape.
+		{"mongodb://u:s3cr3t/pass@h/db", "mongodb://u:xxxxx@h/db"},
+		{"mongodb://u:s3cr3t-pass@x@h/db", "mongodb://u:xxxxx@h/db"},
+		{"mongodb://u:s3cr3t-pass%zz@h/db", "mongodb://u:xxxxx@h/db"},
+		// Any case of the scheme, set off by a tab.
+		{"uri\tMONGODB://u:s3cr3t-pass@h/db", "uri\tMONGODB://u:xxxxx@h/db"},
+		{"(mongodb+srv://u:s3cr3t-pass@c.example)", "(mongodb+srv://u:xxxxx@c.example)"},
 	}
 	for _, tt := range tests {
 		got := secret.RedactMongoURI(tt.in)
