@@ -21,6 +21,7 @@ var layers = map[string]int{
 	"rotation":             2,
 	"lease":                2,
 	"notify":               2, // webhook notifications: events, formats, delivery
+	"keyadmin":             2, // the upstreams' key-management APIs
 	"rotation/history":     1,
 	"spend":                1,
 	"rotation/upstream":    0, // what an upstream's error answer says about the key

@@ -46,6 +46,9 @@ type Server struct {
 
 	inflight, maxInflight atomic.Int64
 	total                 atomic.Int64
+
+	// adm is the key-management API (admin.go), off until EnableAdmin.
+	adm admin
 }
 
 // New starts a server on loopback.
@@ -160,6 +163,9 @@ func (s *Server) TotalCalls() int64 { return s.total.Load() }
 func (s *Server) MaxInFlight() int64 { return s.maxInflight.Load() }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	if s.serveAdmin(w, r) {
+		return
+	}
 	n := s.inflight.Add(1)
 	defer s.inflight.Add(-1)
 	for {
@@ -170,6 +176,13 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	s.total.Add(1)
 	secret := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if s.refused(secret) {
+		// A key disabled or deleted through the management API.
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		fmt.Fprint(w, `{"error":{"message":"User not found.","code":401}}`)
+		return
+	}
 	if s.OnRequest != nil {
 		s.hookMu.Lock()
 		s.OnRequest(secret)
