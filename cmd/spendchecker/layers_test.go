@@ -18,6 +18,8 @@ var layers = map[string]int{
 	"rotation/proxyrotate": 5, // a proxy adopting the rotator
 	"statuspage":           4, // the page at / and status's table: reads what checker, rotation and lease keep
 	"checker":              3,
+	"retire":               3, // disabling rotated keys upstream
+	"refill":               3, // creating backups upstream
 	"rotation":             2,
 	"lease":                2,
 	"notify":               2, // webhook notifications: events, formats, delivery
