@@ -24,10 +24,16 @@ const (
 	BackupsLow        Kind = "backups_low"
 	KeyRejected       Kind = "key_rejected"
 	NoSuccessfulCycle Kind = "no_successful_cycle"
+	// A pool that refills itself (docs/refill.md): keys created as
+	// backups; the day's caps reached; a journaled creation that gave no
+	// backup.
+	BackupsRefilled Kind = "backups_refilled"
+	RefillCapped    Kind = "refill_capped"
+	RefillFailed    Kind = "refill_failed"
 )
 
 // Kinds lists every event kind.
-var Kinds = []Kind{Rotated, NoBackup, BackupsLow, KeyRejected, NoSuccessfulCycle}
+var Kinds = []Kind{Rotated, NoBackup, BackupsLow, KeyRejected, NoSuccessfulCycle, BackupsRefilled, RefillCapped, RefillFailed}
 
 // Event is one notification. It never carries a secret: keys appear as
 // APIKeyMasked (secret.Mask), built by the constructors below.
@@ -52,6 +58,15 @@ type Event struct {
 	// LastSuccess is when the last successful cycle ended (or the daemon
 	// started): no_successful_cycle only.
 	LastSuccess *time.Time `json:"lastSuccess,omitempty"`
+	// Refill events: the keys created, the journal slot, the key's name
+	// upstream, and the day's caps.
+	KeysCreated  *int     `json:"keysCreated,omitempty"`
+	Slot         string   `json:"slot,omitempty"`
+	UpstreamName string   `json:"upstreamName,omitempty"`
+	Day          string   `json:"day,omitempty"`
+	MaxKeys      *int     `json:"maxKeysPerDay,omitempty"`
+	MaxUSD       *float64 `json:"maxUsdPerDay,omitempty"`
+	USDCreated   *float64 `json:"usdCreated,omitempty"`
 	// Message is the one-line text the slack and discord formats post.
 	Message string `json:"message"`
 }
@@ -132,6 +147,36 @@ func noCycleEvent(instance string, last, at time.Time) Event {
 		Kind: NoSuccessfulCycle, Time: at.UTC(), Instance: instance, LastSuccess: ptr(last.UTC()),
 		Message: fmt.Sprintf("no successful cycle on %s for %s (since %s)", instance,
 			at.Sub(last).Round(time.Second), last.UTC().Format(time.RFC3339)),
+	}
+}
+
+// BackupsRefilledEvent: a pass created keys and added them as backups.
+// Its ID names the pass's first journal slot.
+func BackupsRefilledEvent(pool, firstSlot string, created int, left int64, at time.Time) Event {
+	return Event{
+		ID: "backups_refilled/" + firstSlot, Kind: BackupsRefilled, Pool: pool, Time: at.UTC(),
+		KeysCreated: ptr(created), BackupsLeft: ptr(left), Slot: firstSlot,
+		Message: fmt.Sprintf("pool %s: %d backup keys created upstream (%d unused now)", pool, created, left),
+	}
+}
+
+// RefillCappedEvent: the pool wants backups but today's caps are reached.
+// Once per pool and UTC day.
+func RefillCappedEvent(pool, day string, keys int, usd float64, maxKeys int, maxUSD float64, at time.Time) Event {
+	return Event{
+		ID: "refill_capped/" + pool + "/" + day, Kind: RefillCapped, Pool: pool, Time: at.UTC(), Day: day,
+		KeysCreated: ptr(keys), USDCreated: ptr(usd), MaxKeys: ptr(maxKeys), MaxUSD: ptr(maxUSD),
+		Message: fmt.Sprintf("pool %s: no more backup keys created today (%s): %d keys, %s of limits, caps %d keys and %s",
+			pool, day, keys, money(usd), maxKeys, money(maxUSD)),
+	}
+}
+
+// RefillFailedEvent: a journaled creation gave no backup (never created,
+// or created with its secret lost and disabled upstream). Once per slot.
+func RefillFailedEvent(pool, slot, name, reason string, at time.Time) Event {
+	return Event{
+		ID: "refill_failed/" + slot, Kind: RefillFailed, Pool: pool, Time: at.UTC(), Slot: slot, UpstreamName: name, Reason: reason,
+		Message: fmt.Sprintf("pool %s: backup key %s gave no backup: %s", pool, name, reason),
 	}
 }
 
