@@ -145,16 +145,8 @@ func New(db *mongo.Database, cfg Config) (*Refiller, error) {
 	if cfg.Upstream == nil {
 		return nil, errors.New("refill: no upstream")
 	}
-	if cfg.MaxKeysPerDay == 0 {
-		cfg.MaxKeysPerDay = DefaultMaxKeysPerDay
-	}
-	if cfg.MaxUSDPerDay == 0 {
-		cfg.MaxUSDPerDay = DefaultMaxUSDPerDay
-	}
-	if cfg.SettleAfter <= 0 {
-		cfg.SettleAfter = DefaultSettleAfter
-	}
-	if err := cfg.check(); err != nil {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("refill: pool %s: %w", cfg.Pool.Name, err)
 	}
 	if cfg.Now == nil {
@@ -175,8 +167,23 @@ func New(db *mongo.Database, cfg Config) (*Refiller, error) {
 	}, nil
 }
 
-// check refuses the settings no pool should run with.
-func (c Config) check() error {
+func (c Config) withDefaults() Config {
+	if c.MaxKeysPerDay == 0 {
+		c.MaxKeysPerDay = DefaultMaxKeysPerDay
+	}
+	if c.MaxUSDPerDay == 0 {
+		c.MaxUSDPerDay = DefaultMaxUSDPerDay
+	}
+	if c.SettleAfter <= 0 {
+		c.SettleAfter = DefaultSettleAfter
+	}
+	return c
+}
+
+// Validate refuses the settings no pool should run with (zero caps take
+// their defaults).
+func (c Config) Validate() error {
+	c = c.withDefaults()
 	finite := func(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
 	switch {
 	case c.Below < 1 || c.To < c.Below:

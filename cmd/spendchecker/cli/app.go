@@ -41,6 +41,8 @@ type app struct {
 	cycles *statuspage.Ring
 	// notifier posts events to webhooks (notify.go).
 	notifier *notify.Notifier
+	// keylife are the pools' refill and retire passes (keylife.go).
+	keylife []keylife
 }
 
 func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*app, error) {
@@ -98,6 +100,9 @@ func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := a.startKeylife(); err != nil {
+		return nil, err
+	}
 	return a, nil
 }
 
@@ -147,6 +152,9 @@ func (a *app) prepare(ctx context.Context) error {
 		err := a.chk.EnsureIndexes(ctx)
 		if err == nil {
 			err = lease.EnsureIndexes(ctx, a.leases)
+		}
+		if err == nil {
+			err = a.keylifeIndexes(ctx)
 		}
 		if err != nil && mongoidx.Transient(err) {
 			if failures++; failures == 1 {

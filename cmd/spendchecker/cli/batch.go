@@ -121,12 +121,16 @@ func (p PoolConfig) newBatchProvider(c *spend.Client) (spend.Provider, error) {
 	return spend.NewBatch(p.Provider, p.ProviderURL, c, bc)
 }
 
-// adminKeyFiles are the admin key files, for the readable-secret warning.
+// adminKeyFiles are the admin and management key files, for the
+// readable-secret warning.
 func adminKeyFiles(c *Config) []string {
 	var out []string
 	for _, p := range c.Pools {
 		if p.AdminKeyFile != "" {
 			out = append(out, p.AdminKeyFile)
+		}
+		if p.ManagementKeyFile != "" {
+			out = append(out, p.ManagementKeyFile)
 		}
 	}
 	return out

@@ -77,7 +77,7 @@ func envSecret(k, v string) bool {
 	}
 	// A pool's admin key (docs/providers.md, "Batch reports") reads, or on OpenRouter
 	// manages, every key of its account.
-	return strings.HasPrefix(k, envAdminKeyPrefix) && v != ""
+	return (strings.HasPrefix(k, envAdminKeyPrefix) || strings.HasPrefix(k, envManagementKeyPrefix)) && v != ""
 }
 
 // exposedSecrets finds the secret files other users can read: the config
@@ -109,7 +109,7 @@ func exposedSecrets(configFile, envFile string, tokenFiles ...string) []exposedS
 	}
 	for _, kv := range os.Environ() {
 		k, v, _ := strings.Cut(kv, "=")
-		inEnv = inEnv || (strings.HasPrefix(k, envAdminKeyPrefix) && envSecret(k, v))
+		inEnv = inEnv || envSecret(k, v)
 	}
 	if envFile != "" && inEnv {
 		check(envFile, func(b []byte) bool {

@@ -118,7 +118,7 @@ func (a *app) daemon(ctx context.Context) error {
 	a.lease.Tick(ctx) // lead at once if the lease is free, so the first cycle is not skipped
 	go func() { leaseDone <- a.lease.Run(leaseCtx) }()
 
-	err = runScheduled(ctx, a.chk, schedule{
+	err = runScheduled(ctx, keylifeCycler{a}, schedule{
 		Schedule: a.cfg.Schedule, Interval: a.cfg.Interval, Grace: a.cfg.ShutdownGrace,
 		Leader: a.lease, Logger: a.log,
 		OnStart: func() { a.prog.cycleStart(); a.notifier.CycleStarted() },
@@ -281,6 +281,7 @@ func (a *app) once(ctx context.Context, out io.Writer) error {
 	}
 	a.notifier.CycleStarted()
 	sum, err := a.chk.Cycle(cctx)
+	a.runKeylife(cctx, out)
 	a.met.cycle(sum, err, float64(time.Now().Unix()))
 	a.notifyCycle(sum, err)
 	// The events go out before the process exits (docs/operating.md "Notifications").

@@ -220,7 +220,7 @@ func TestConfigurationReferenceEnvironment(t *testing.T) {
 		creds[strings.Trim(r["credential"], "` ")] = true
 	}
 	compareSets(t, "credential", creds, map[string]bool{
-		credMongoURI: true, credConfig: true, adminKeyCredential("<pool>"): true,
+		credMongoURI: true, credConfig: true, adminKeyCredential("<pool>"): true, managementKeyCredential("<pool>"): true,
 	})
 }
 

@@ -42,6 +42,19 @@ type PoolConfig struct {
 	adminKey       string            // read by loadBatch
 	// Notify replaces the notification settings for this pool (notify.go).
 	Notify *PoolNotify `json:"notify,omitempty"`
+	// A pool that refills and retires itself, config file only
+	// (keylife.go; docs/refill.md).
+	RefillBelow       int     `json:"refill-below"`
+	RefillTo          int     `json:"refill-to"`
+	RefillKeyLimit    float64 `json:"refill-key-limit"`
+	RefillMaxKeys     int     `json:"refill-max-keys-per-day"`
+	RefillMaxUSD      float64 `json:"refill-max-usd-per-day"`
+	Retire            bool    `json:"retire"`
+	RetireGrace       string  `json:"retire-grace"`
+	RetireDeleteAfter string  `json:"retire-delete-after"`
+	ManagementKeyFile string  `json:"management-key-file"`
+	managementKey     string  // read by loadKeylife
+	keylifeOff        string  // why refill and retire are off (no key)
 }
 
 // Defaults of the settings (docs/configuration.md, "Flags"): the flags use these,

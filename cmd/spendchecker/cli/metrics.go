@@ -5,6 +5,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/spendchecker/spendchecker/checker"
+	"github.com/spendchecker/spendchecker/refill"
+	"github.com/spendchecker/spendchecker/retire"
 )
 
 // metrics are the Prometheus series of the docs/operating.md's "Metrics and alerts", on a registry of their own.
@@ -23,6 +25,9 @@ type metrics struct {
 	// remaining is the lowest account balance a balance provider reported
 	// in the pool's last cycle that read one (docs/providers.md).
 	remaining *prometheus.GaugeVec
+	// refill and retire (docs/refill.md): keys created by result, rotated
+	// keys retired upstream by outcome.
+	refill, retire *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -49,6 +54,11 @@ func newMetrics() *metrics {
 		remaining: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "spendchecker_remaining_lowest",
 			Help: "Balance providers: the lowest remaining account balance read in the pool's last cycle, in its currency."}, []string{"pool", "currency"}),
 	}
+	m.refill = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "spendchecker_refill_keys_total",
+		Help: "Refill: keys created upstream and added as backups (created), found by name after a crash (adopted), created but disabled for a lost secret (orphaned), never created (absent); failed requests (failed), passes stopped by the day's caps (capped), passes that stopped early (error)."}, []string{"pool", "result"})
+	m.retire = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "spendchecker_retired_keys_total",
+		Help: "Retire: rotated keys disabled upstream (disabled), found gone (not_found), left alone (skipped: no upstream id, or live again), failed attempts (failed), deleted after retire-delete-after (deleted), passes that stopped early (error)."}, []string{"pool", "outcome"})
+	m.reg.MustRegister(m.refill, m.retire)
 	m.reg.MustRegister(m.cycles, m.checked, m.rotations, m.backups, m.backupCountFailures, m.duration, m.isLeader, m.epoch, m.lastSuccess, m.remaining,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, r := range []string{"ok", "partial", "error", "skipped"} {
@@ -102,5 +112,28 @@ func (m *metrics) cycle(sum checker.Summary, err error, nowUnix float64) {
 			continue
 		}
 		m.backups.WithLabelValues(p.Pool).Set(float64(p.BackupsLeft))
+	}
+}
+
+// refilled counts a refill pass.
+func (m *metrics) refilled(pool string, rep refill.Report, err error) {
+	for result, n := range map[string]int{"created": rep.Created, "adopted": rep.Adopted, "orphaned": rep.Orphaned, "absent": rep.Absent, "failed": rep.Failed} {
+		m.refill.WithLabelValues(pool, result).Add(float64(n))
+	}
+	if rep.Capped {
+		m.refill.WithLabelValues(pool, "capped").Inc()
+	}
+	if err != nil {
+		m.refill.WithLabelValues(pool, "error").Inc()
+	}
+}
+
+// retired counts a retire pass.
+func (m *metrics) retired(pool string, rep retire.Report, err error) {
+	for outcome, n := range map[string]int{"disabled": rep.Retired, "not_found": rep.NotFound, "skipped": rep.Skipped, "failed": rep.Failed, "deleted": rep.Deleted} {
+		m.retire.WithLabelValues(pool, outcome).Add(float64(n))
+	}
+	if err != nil {
+		m.retire.WithLabelValues(pool, "error").Inc()
 	}
 }

@@ -129,6 +129,9 @@ func (c *Config) validate() error {
 	if err := loadBatch(c); err != nil {
 		return err
 	}
+	if err := loadKeylife(c); err != nil {
+		return err
+	}
 	names := map[string]bool{}
 	var resolved []rotation.Pool
 	for _, p := range c.Pools {

@@ -43,6 +43,11 @@ func (a *app) verify(ctx context.Context, out io.Writer) error {
 	if err := a.verifyClaims(ctx, out); err != nil && failed == nil {
 		failed = err
 	}
+	if n, err := a.verifyKeylife(ctx, out); err != nil && failed == nil {
+		failed = partial("%w", err)
+	} else if n > 0 && failed == nil {
+		failed = &ExitError{Code: ExitPartial}
+	}
 	return failed
 }
 
