@@ -226,3 +226,19 @@ func runUntilSettled(t *testing.T, r *retire.Retirer) retire.Report {
 	t.Fatal("passes keep finding work")
 	return total
 }
+
+// newKey adds a live key id whose secret was made on the upstream (with its
+// hash in upstreamKeyId) and returns its id.
+func newKey(t *testing.T, w *world, id string) string {
+	t.Helper()
+	k := w.up.AddManagedKey(id, "", 10)
+	b := w.up.AddManagedKey(id+"-backup", "", 10)
+	ctx := context.Background()
+	if _, err := w.db.Collection(w.pool.KeysCollection).InsertOne(ctx, bson.M{"_id": id, rotation.FieldAPIKey: k.Secret, rotation.FieldStatus: rotation.StatusHealthy, rotation.FieldUpstreamKeyID: k.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.db.Collection(w.pool.BackupsCollection).InsertOne(ctx, bson.M{"_id": id + "-b", rotation.FieldAPIKey: b.Secret, rotation.FieldIsUsed: false, rotation.FieldUpstreamKeyID: b.ID, rotation.FieldCreatedAt: w.clock.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
