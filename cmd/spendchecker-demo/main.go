@@ -5,7 +5,10 @@
 // It needs no flags and leaves nothing behind. With -provider oneapi it runs
 // against a simulated one-api reseller instead: a token over the threshold,
 // one whose quota is used up (rotated as exhausted) and an unlimited one
-// (no reading). With -serve it keeps the store, the upstream and the daemon
+// (no reading). With -provider litellm it runs against a simulated LiteLLM
+// proxy with its master key, and the pool refills and retires itself: it
+// creates backups upstream and disables the keys it rotates out, which the
+// upstream then refuses (litellm.go). With -serve it keeps the store, the upstream and the daemon
 // running, with the status page on -listen, until Ctrl-C (serve.go).
 package main
 
@@ -46,7 +49,7 @@ func main() {
 func demo(ctx context.Context, args []string, out, errOut io.Writer) int {
 	fs := flag.NewFlagSet("spendchecker-demo", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	provider := fs.String("provider", "openhands", "simulated upstream: openhands or oneapi")
+	provider := fs.String("provider", "openhands", "simulated upstream: openhands, oneapi, or litellm (a pool that refills and retires itself)")
 	serve := fs.Bool("serve", false, "keep the store, the upstream and the daemon running, with the status page on -listen, until Ctrl-C")
 	listen := fs.String("listen", defaultListen, "address of the status page with -serve (port 0: any free port)")
 	if err := fs.Parse(args); err != nil {
@@ -74,8 +77,10 @@ func demo(ctx context.Context, args []string, out, errOut io.Writer) int {
 		return 2
 	case *provider == "oneapi":
 		return runOneAPI(ctx, out, errOut)
+	case *provider == "litellm":
+		return runLiteLLM(ctx, out, errOut)
 	case *provider != "openhands":
-		fmt.Fprintln(errOut, "demo: -provider must be openhands or oneapi")
+		fmt.Fprintln(errOut, "demo: -provider must be openhands, oneapi or litellm")
 		return 2
 	}
 	return run(ctx, out, errOut)

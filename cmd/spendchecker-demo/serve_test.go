@@ -36,7 +36,7 @@ func TestUsageErrors(t *testing.T) {
 		{"bad address", []string{"-serve", "-listen", "nonsense"}, "cannot listen on -listen nonsense"},
 		{"listen without serve", []string{"-listen", "127.0.0.1:0"}, "-listen needs -serve"},
 		{"serve with oneapi", []string{"-serve", "-provider", "oneapi"}, "-serve runs the openhands demo"},
-		{"unknown provider", []string{"-provider", "nope"}, "-provider must be openhands or oneapi"},
+		{"unknown provider", []string{"-provider", "nope"}, "-provider must be openhands, oneapi or litellm"},
 		{"unknown flag", []string{"-bogus"}, "flag provided but not defined: -bogus"},
 		{"argument", []string{"-serve", "now"}, `unexpected argument "now"`},
 	} {
