@@ -10,10 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"go.mongodb.org/mongo-driver/v2/bson"
+
 	"github.com/spendchecker/spendchecker/internal/fakeupstream"
 	"github.com/spendchecker/spendchecker/keyadmin"
 	"github.com/spendchecker/spendchecker/notify"
 	"github.com/spendchecker/spendchecker/refill"
+	"github.com/spendchecker/spendchecker/rotation"
 )
 
 var kinds = []string{keyadmin.OpenRouter, keyadmin.LiteLLM}
@@ -369,6 +372,34 @@ func TestRefillSettledUnderAHeldCreate(t *testing.T) {
 				settle(t, w, newer)
 				w.checkInvariants(true)
 			})
+		}
+	}
+}
+
+// A backup id already taken by another key: the created key cannot become
+// that backup, so it is disabled and recorded, and the pool is refilled by
+// the next slot.
+func TestRefillBackupIDTaken(t *testing.T) {
+	w := newWorld(t, keyadmin.OpenRouter, 1, 0)
+	r := w.refiller(refill.Config{Below: 1, To: 1})
+	var tok struct {
+		Token string `bson:"token"`
+	}
+	if err := w.db.Collection(refill.Collection).FindOne(context.Background(), bson.M{"_id": "token"}).Decode(&tok); err != nil {
+		t.Fatal(err)
+	}
+	taken := "spendchecker-openhands-" + tok.Token + "-20260301-0"
+	if _, err := w.db.Collection(w.pool.BackupsCollection).InsertOne(context.Background(),
+		bson.M{"_id": taken, rotation.FieldAPIKey: "sk-someone-else-0123456789", rotation.FieldIsUsed: true}); err != nil {
+		t.Fatal(err)
+	}
+	total := settle(t, w, r)
+	if total.Orphaned != 1 || total.Created != 1 || w.unused() != 1 {
+		t.Fatalf("report %+v, %d unused", total, w.unused())
+	}
+	for _, k := range w.up.ManagedKeys() {
+		if k.Name == taken && !k.Disabled {
+			t.Fatal("the key that could not become a backup is enabled upstream")
 		}
 	}
 }

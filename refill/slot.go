@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -215,18 +216,39 @@ func (r *Refiller) conclude(ctx context.Context, s slot, proposed outcome, creat
 		if err := r.adopt(ctx, s, cur, false, rep); err != nil {
 			return err
 		}
-		return r.disable(ctx, s, extra, false, rep)
+		_, err := r.disable(ctx, s, extra, false, rep)
+		return err
 	}
-	return r.disable(ctx, s, append(cur.Disable, extra...), true, rep)
+	_, err := r.disable(ctx, s, append(cur.Disable, extra...), true, rep)
+	return err
 }
 
 // adopt inserts the adopted key as a backup, then settles the slot.
 func (r *Refiller) adopt(ctx context.Context, s slot, o outcome, fresh bool, rep *Report) error {
 	if o.Secret == "" {
-		// Removed once the backup was in: another executor finished it.
+		// Removed once the backup was in, or once the key was disabled
+		// (its backup id taken, recorded in orphanIds first).
+		var cur slot
+		if err := r.journal.FindOne(ctx, bson.M{"_id": s.ID}).Decode(&cur); err != nil {
+			return fmt.Errorf("refill: read slot %s: %w", s.ID, err)
+		}
+		if slices.Contains(cur.Orphans, o.UpstreamID) {
+			return r.finish(ctx, s, stateOrphaned, cur.Orphans, rep)
+		}
 		return r.finish(ctx, s, stateDone, nil, nil)
 	}
-	if err := r.insertBackup(ctx, s, o, fresh); err != nil {
+	if err := r.insertBackup(ctx, s, o, fresh); errors.Is(err, errBackupIDTaken) {
+		// The key cannot become its backup: disabled and recorded, as one
+		// whose secret is lost; the next slot refills the pool.
+		r.log.Warn("the created key's backup id holds another key; disabling the created key", "slot", s.ID, "err", err)
+		if done, err := r.disable(ctx, s, []string{o.UpstreamID}, false, rep); err != nil || !done {
+			return err
+		}
+		if _, err := r.journal.UpdateOne(ctx, bson.M{"_id": o.ID}, bson.M{"$unset": bson.M{"secret": ""}}); err != nil {
+			return fmt.Errorf("refill: clear the secret of %s: %w", s.ID, err)
+		}
+		return r.finish(ctx, s, stateOrphaned, []string{o.UpstreamID}, rep)
+	} else if err != nil {
 		return err
 	}
 	if err := r.after(ctx, s.ID, StepBackup); err != nil {
@@ -292,19 +314,23 @@ func (r *Refiller) sameBackup(ctx context.Context, s slot, o outcome) error {
 	if err != nil {
 		return fmt.Errorf("refill: read backup %s: %w", s.Name, err)
 	}
-	return fmt.Errorf("refill: backup id %s holds another key; the created key (upstream %s) is left in the journal (%s)", s.Name, o.UpstreamID, s.ID)
+	return fmt.Errorf("%w: %s (slot %s)", errBackupIDTaken, s.Name, s.ID)
 }
 
+// errBackupIDTaken: a backup under the slot's name holds another key.
+var errBackupIDTaken = errors.New("the backup id holds another key")
+
 // disable disables keys created under the slot whose secret is lost, never
-// one live in the pool, then settles the slot as orphaned.
-func (r *Refiller) disable(ctx context.Context, s slot, ids []string, settle bool, rep *Report) error {
+// one live in the pool, then (settle) settles the slot as orphaned. done is
+// false when a disable failed: the slot stays open and is tried again.
+func (r *Refiller) disable(ctx context.Context, s slot, ids []string, settle bool, rep *Report) (done bool, err error) {
 	for _, id := range ids {
 		n, err := r.backups.CountDocuments(ctx, bson.M{rotation.FieldUpstreamKeyID: id}, options.Count().SetLimit(1))
 		if err == nil && n == 0 {
 			n, err = r.keys.CountDocuments(ctx, bson.M{rotation.FieldUpstreamKeyID: id}, options.Count().SetLimit(1))
 		}
 		if err != nil {
-			return fmt.Errorf("refill: is %s live: %w", id, err)
+			return false, fmt.Errorf("refill: is %s live: %w", id, err)
 		}
 		if n > 0 {
 			r.log.Warn("a key under a journaled name is live in the pool; not disabling it", "slot", s.ID, "upstream_id", id)
@@ -312,24 +338,24 @@ func (r *Refiller) disable(ctx context.Context, s slot, ids []string, settle boo
 		}
 		if derr := r.cfg.Upstream.Disable(ctx, id); derr != nil && !errors.Is(derr, keyadmin.ErrNotFound) {
 			if ctx.Err() != nil {
-				return ctx.Err()
+				return false, ctx.Err()
 			}
 			rep.Failed++
 			r.failed(r.cfg.Now(), derr)
 			r.log.Warn("could not disable a created key whose secret is lost; will retry", "slot", s.ID, "upstream_id", id, "err", derr)
 			_, err := r.journal.UpdateOne(ctx, bson.M{"_id": s.ID}, bson.M{"$set": bson.M{"lastError": derr.Error(),
 				"checkAt": r.cfg.Now().UTC().Add(max(r.cfg.SettleAfter, keyadmin.RetryAfter(derr)))}})
-			return err
+			return false, err
 		}
 		if err := r.after(ctx, s.ID, StepDisable); err != nil {
-			return err
+			return false, err
 		}
 	}
 	if !settle {
 		_, err := r.journal.UpdateOne(ctx, bson.M{"_id": s.ID}, bson.M{"$addToSet": bson.M{"orphanIds": bson.M{"$each": ids}}})
-		return err
+		return err == nil, err
 	}
-	return r.finish(ctx, s, stateOrphaned, ids, rep)
+	return true, r.finish(ctx, s, stateOrphaned, ids, rep)
 }
 
 // finish settles the slot in state; rep nil records quietly (another

@@ -47,13 +47,13 @@ func (r *Retirer) disable(ctx context.Context, e rotationEntry, a archived, now 
 		log.Warn("cannot disable the rotated key upstream: no upstream id (set upstreamKeyId on the key or map it in upstream-key-ids); left to the operator")
 		return r.settle(ctx, e.ID, OutcomeNoUpstreamID, "", a.Attempts, now)
 	}
-	live, err := r.isLive(ctx, key.APIKey)
+	live, err := r.isLive(ctx, key.APIKey, id)
 	if err != nil {
 		return err
 	}
 	if live {
 		rep.Skipped++
-		log.Warn("the rotated key is live again (a key or an unused backup holds it); not disabling it")
+		log.Warn("the rotated key is live again (a key or an unused backup holds it, or names its upstream id); not disabling it")
 		return r.settle(ctx, e.ID, OutcomeLive, id, a.Attempts, now)
 	}
 	n, won, err := r.claim(ctx, e.ID, "disable", a.Attempts, now)
@@ -78,7 +78,7 @@ func (r *Retirer) disable(ctx context.Context, e rotationEntry, a archived, now 
 	if uerr == nil {
 		// A secret put back (by hand) while the request was out must not
 		// stay disabled.
-		if live, err := r.isLive(ctx, key.APIKey); err != nil || live {
+		if live, err := r.isLive(ctx, key.APIKey, id); err != nil || live {
 			if err != nil {
 				return err
 			}
@@ -205,7 +205,7 @@ func (r *Retirer) deleteOne(ctx context.Context, a archived, now time.Time, rep 
 		rep.Would = append(rep.Would, Planned{Action: "delete", RotationID: a.ID, KeyID: key.ID, APIKeyMasked: history.Mask(key.APIKey)})
 		return nil
 	}
-	if live, err := r.isLive(ctx, key.APIKey); err != nil || live {
+	if live, err := r.isLive(ctx, key.APIKey, a.UpstreamID); err != nil || live {
 		if err == nil {
 			log.Warn("a disabled rotated key is live again; not deleting it (enable it upstream by hand if it is to serve)")
 			err = r.fail(ctx, a.ID, FieldDelAttempts, FieldDelError, FieldDelNextAt, a.DelAttempts+1, errors.New("the key is live again"), now.Add(maxBackoff))

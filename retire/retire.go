@@ -386,10 +386,15 @@ func (r *Retirer) archived(ctx context.Context, entries []rotationEntry) (map[st
 }
 
 // isLive reports whether secret is the apiKey of a key, or of a backup not
-// yet used, in any live collection.
-func (r *Retirer) isLive(ctx context.Context, secret string) (bool, error) {
+// yet used, in any live collection, or one of them names upstreamID as its
+// upstream id (a copied or mistyped upstreamKeyId: disabling it would cut
+// that key).
+func (r *Retirer) isLive(ctx context.Context, secret, upstreamID string) (bool, error) {
 	for _, l := range r.live {
 		f := bson.M{rotation.FieldAPIKey: secret}
+		if upstreamID != "" {
+			f = bson.M{"$or": bson.A{f, bson.M{rotation.FieldUpstreamKeyID: upstreamID}}}
+		}
 		if l.backups {
 			f[rotation.FieldIsUsed] = bson.M{"$ne": true}
 		}

@@ -96,14 +96,18 @@ func TestRetireOnlyDoneRotations(t *testing.T) {
 }
 
 // A secret live again (put back by hand under another id, or an unused
-// backup) is never disabled.
+// backup) is never disabled, nor is the upstream id a live key names
+// (a copied upstreamKeyId).
 func TestRetireNeverDisablesALiveKey(t *testing.T) {
-	for _, where := range []string{"key", "backup"} {
+	for _, where := range []string{"key", "backup", "upstream id"} {
 		t.Run(where, func(t *testing.T) {
-			w := newWorld(t, keyadmin.LiteLLM, 2, 2)
+			w := newWorld(t, keyadmin.OpenRouter, 2, 2)
 			coll, doc := w.pool.KeysCollection, bson.M{"_id": "restored", rotation.FieldAPIKey: w.old["k0"]}
-			if where == "backup" {
+			switch where {
+			case "backup":
 				coll, doc = w.pool.BackupsCollection, bson.M{"_id": "readded", rotation.FieldAPIKey: w.old["k0"], rotation.FieldIsUsed: false}
+			case "upstream id":
+				doc = bson.M{"_id": "copied", rotation.FieldAPIKey: "sk-another-key-0123456789", rotation.FieldUpstreamKeyID: w.upstreamID(w.old["k0"])}
 			}
 			if _, err := w.db.Collection(coll).InsertOne(context.Background(), doc); err != nil {
 				t.Fatal(err)
@@ -387,4 +391,15 @@ func TestRetireCrashAtEveryStep(t *testing.T) {
 			}
 		}
 	}
+}
+
+// upstreamID is the upstream's id of the key with this secret.
+func (w *world) upstreamID(secret string) string {
+	for _, k := range w.up.ManagedKeys() {
+		if k.Secret == secret {
+			return k.ID
+		}
+	}
+	w.t.Fatal("no such key upstream")
+	return ""
 }
