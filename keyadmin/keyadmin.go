@@ -21,8 +21,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spendchecker/spendchecker/rotation/history"
-	"github.com/spendchecker/spendchecker/spend"
+	"github.com/spendchecker/spendchecker/rotation/secret"
 )
 
 // The management APIs.
@@ -193,11 +192,11 @@ var secretLike = regexp.MustCompile(`(sk|pk|rk)-[A-Za-z0-9_\-]{8,}`)
 // mask hides the management key, the given secrets and anything that looks
 // like a key in s.
 func (c *Client) mask(s string, secrets ...string) string {
-	s = spend.RedactString(s, c.cfg.AdminKey)
+	s = secret.RedactString(s, c.cfg.AdminKey)
 	for _, sec := range secrets {
-		s = spend.RedactString(s, sec)
+		s = secret.RedactString(s, sec)
 	}
-	return secretLike.ReplaceAllStringFunc(s, history.Mask)
+	return secretLike.ReplaceAllStringFunc(s, secret.Mask)
 }
 
 // answer is one upstream answer.

@@ -35,8 +35,8 @@ import (
 	"github.com/spendchecker/spendchecker/keyadmin"
 	"github.com/spendchecker/spendchecker/notify"
 	"github.com/spendchecker/spendchecker/rotation"
-	"github.com/spendchecker/spendchecker/rotation/history"
 	"github.com/spendchecker/spendchecker/rotation/mongoidx"
+	"github.com/spendchecker/spendchecker/rotation/secret"
 )
 
 // Collection is the refill journal: slots, their outcomes, and the
@@ -248,7 +248,7 @@ var plainName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,40}$`)
 func (r *Refiller) keyName(token, day string, n int) string {
 	pool := r.cfg.Pool.Name
 	if !plainName.MatchString(pool) {
-		pool = "p" + history.Fingerprint(pool)
+		pool = "p" + secret.Fingerprint(pool)
 	}
 	return fmt.Sprintf("spendchecker-%s-%s-%s-%d", pool, token, day[0:4]+day[5:7]+day[8:10], n)
 }

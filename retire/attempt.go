@@ -12,7 +12,7 @@ import (
 
 	"github.com/spendchecker/spendchecker/keyadmin"
 	"github.com/spendchecker/spendchecker/rotation"
-	"github.com/spendchecker/spendchecker/rotation/history"
+	"github.com/spendchecker/spendchecker/rotation/secret"
 )
 
 // disable runs one attempt to disable the old key of rotation e.
@@ -32,14 +32,14 @@ func (r *Retirer) disable(ctx context.Context, e rotationEntry, a archived, now 
 		if id == "" {
 			id = r.cfg.Upstream.IDOf(key.APIKey)
 		}
-		log = log.With("apiKeyMasked", history.Mask(key.APIKey))
+		log = log.With("apiKeyMasked", secret.Mask(key.APIKey))
 	}
 	if r.cfg.DryRun {
 		action := "disable"
 		if id == "" {
 			action = "skip (no upstream id)"
 		}
-		rep.Would = append(rep.Would, Planned{Action: action, RotationID: e.ID, KeyID: e.OldKeyID, APIKeyMasked: history.Mask(key.APIKey)})
+		rep.Would = append(rep.Would, Planned{Action: action, RotationID: e.ID, KeyID: e.OldKeyID, APIKeyMasked: secret.Mask(key.APIKey)})
 		return nil
 	}
 	if id == "" {
@@ -200,9 +200,9 @@ func (r *Retirer) deleteOne(ctx context.Context, a archived, now time.Time, rep 
 		return nil
 	}
 	key, _ := rotation.DecodeKey(a.Document)
-	log := r.log.With("rotation", a.ID, "key", key.ID, "apiKeyMasked", history.Mask(key.APIKey))
+	log := r.log.With("rotation", a.ID, "key", key.ID, "apiKeyMasked", secret.Mask(key.APIKey))
 	if r.cfg.DryRun {
-		rep.Would = append(rep.Would, Planned{Action: "delete", RotationID: a.ID, KeyID: key.ID, APIKeyMasked: history.Mask(key.APIKey)})
+		rep.Would = append(rep.Would, Planned{Action: "delete", RotationID: a.ID, KeyID: key.ID, APIKeyMasked: secret.Mask(key.APIKey)})
 		return nil
 	}
 	if live, err := r.isLive(ctx, key.APIKey, a.UpstreamID); err != nil || live {

@@ -14,7 +14,7 @@ import (
 
 	"github.com/spendchecker/spendchecker/cmd/spendchecker/cli"
 	"github.com/spendchecker/spendchecker/rotation"
-	"github.com/spendchecker/spendchecker/rotation/history"
+	keysecret "github.com/spendchecker/spendchecker/rotation/secret"
 )
 
 // demoMasterKey is the simulated LiteLLM proxy's master key.
@@ -132,7 +132,7 @@ func upstreamView(ctx context.Context, uri, upURL string, out io.Writer) (refuse
 			return 0, 0, err
 		}
 		resp.Body.Close()
-		fmt.Fprintf(out, "   %s (%s): %s upstream, answers HTTP %d\n", a.Document.ID, history.Mask(a.Document.APIKey), a.Outcome, resp.StatusCode)
+		fmt.Fprintf(out, "   %s (%s): %s upstream, answers HTTP %d\n", a.Document.ID, keysecret.Mask(a.Document.APIKey), a.Outcome, resp.StatusCode)
 		if resp.StatusCode == http.StatusUnauthorized {
 			refused++
 		}
