@@ -264,19 +264,16 @@ func keyView(d bson.Raw, threshold float64, minRemaining *float64) KeyView {
 			}
 		}
 		if r := number(d, fieldRate); r != nil && *r > 0 {
-			perHour := *r * 3600
-			k.RatePerHour = &perHour
+			k.RatePerHour = finite(*r * 3600)
 		}
 		return k
 	}
 	if k.Spend != nil && threshold > 0 {
-		pct := 100 * *k.Spend / threshold
-		k.PercentOfThreshold = &pct
+		k.PercentOfThreshold = finite(100 * *k.Spend / threshold)
 		k.Over = *k.Spend >= threshold
 	}
 	if r := number(d, fieldRate); r != nil && *r > 0 {
-		perHour := *r * 3600
-		k.RatePerHour = &perHour
+		k.RatePerHour = finite(*r * 3600)
 		if k.Spend != nil && !k.Over && k.LastCheck != nil {
 			secs := (threshold - *k.Spend) / *r
 			if secs < float64(100*365*24*3600) {
@@ -313,6 +310,15 @@ func idString(v bson.RawValue) string {
 		return oid.Hex()
 	}
 	return v.String()
+}
+
+// finite is v, or nil (unknown, null in JSON) when scaling a finite
+// reading overflowed: JSON has no Inf or NaN.
+func finite(v float64) *float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return nil
+	}
+	return &v
 }
 
 // number reads a finite number; anything else is unknown.

@@ -99,7 +99,14 @@ func Render(w interface{ Write([]byte) (int, error) }, snap *Snapshot, instance 
 	return page.Execute(w, view{Snapshot: snap, Instance: instance, RefreshSeconds: max(1, int(refresh.Seconds()))})
 }
 
-func usd(v float64) string { return fmt.Sprintf("$%.2f", v) }
+// usd is a dollar figure; one that is not finite (an old record's "NaN")
+// is unknown.
+func usd(v float64) string {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return "-"
+	}
+	return fmt.Sprintf("$%.2f", v)
+}
 
 func usdp(v *float64) string {
 	if v == nil {

@@ -4,7 +4,9 @@ package history
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -37,6 +39,34 @@ type Record struct {
 	// Spend means nothing), in Currency (docs/providers.md).
 	Remaining *float64 `bson:"remaining,omitempty" json:"remaining,omitempty"`
 	Currency  string   `bson:"currency,omitempty" json:"currency,omitempty"`
+}
+
+// MarshalJSON writes a number that is not finite (an old record's "NaN")
+// as null: JSON has no such number, and one would fail the whole listing.
+func (r Record) MarshalJSON() ([]byte, error) {
+	type plain Record
+	out := struct {
+		plain
+		Spend     *float64 `json:"spend"`
+		Threshold *float64 `json:"threshold"`
+		Budget    *float64 `json:"budget"`
+		// Only a balance record has one: absent, or null when not finite.
+		Remaining any `json:"remaining,omitempty"`
+	}{plain(r), finite(&r.Spend), finite(&r.Threshold), finite(r.Budget), nil}
+	if r.Remaining != nil {
+		out.Remaining = json.RawMessage("null")
+		if v := finite(r.Remaining); v != nil {
+			out.Remaining = *v
+		}
+	}
+	return json.Marshal(out)
+}
+
+func finite(v *float64) *float64 {
+	if v == nil || math.IsNaN(*v) || math.IsInf(*v, 0) {
+		return nil
+	}
+	return v
 }
 
 // Observation is what the caller of a rotation knows about the key's spend;

@@ -2,10 +2,10 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"text/tabwriter"
 	"time"
 
@@ -42,19 +42,16 @@ func (a *app) history(ctx context.Context, out io.Writer) error {
 		}
 	}
 	if a.cfg.Output == "json" {
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(all)
-		return nil
+		return writeJSON(out, all)
 	}
 	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ROTATED AT\tPOOL\tKEY\tAPI KEY\tSPEND\tTHRESHOLD\tREASON\tNEW KEY\tINSTANCE\tEPOCH")
 	for _, h := range all {
 		// A balance rotation shows what remained, and no threshold
 		// (docs/providers.md).
-		thr := fmt.Sprintf("$%.2f", h.Threshold)
-		if h.Remaining != nil {
-			thr = "-"
+		thr := "-"
+		if h.Remaining == nil && !math.IsNaN(h.Threshold) && !math.IsInf(h.Threshold, 0) {
+			thr = fmt.Sprintf("$%.2f", h.Threshold)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", h.RotatedAt.Format(time.RFC3339), h.Pool,
 			h.KeyID, h.APIKeyMasked, statuspage.RecordReading(h), thr, h.RotationReason, h.NewKeyID, h.Instance, h.LeaseEpoch)

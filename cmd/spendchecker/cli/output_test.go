@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"math"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/spendchecker/spendchecker/internal/mongotest"
 )
@@ -125,4 +129,94 @@ func TestHistoryJSON(t *testing.T) {
 	if _, out, _ := runCLI(t, append([]string{"history"}, base...)...); !strings.HasPrefix(out, "ROTATED AT") || !strings.Contains(out, "openhands  k0") {
 		t.Errorf("text history:\n%s", out)
 	}
+}
+
+// A number too large to be finite once scaled (a percentage of the
+// threshold, a rate per hour) or an old record's "NaN" prints as null: the
+// output is JSON, never empty with exit 0.
+func TestJSONNonFiniteNumbers(t *testing.T) {
+	ctx := context.Background()
+	for _, tt := range []struct {
+		name  string
+		cmd   string
+		seed  func(t *testing.T, db *mongo.Database)
+		nulls []string // JSON paths printed as null
+	}{
+		{"status percent of threshold", "status", func(t *testing.T, db *mongo.Database) {
+			setKey(t, db, "k0", bson.M{"totalSpend": 1e307})
+		}, []string{"pools.0.keys.0.percentOfThreshold"}},
+		{"status rate", "status", func(t *testing.T, db *mongo.Database) {
+			setKey(t, db, "k0", bson.M{"totalSpend": 1.0, "spendRate": 1e306, "lastSpendCheck": time.Now()})
+		}, []string{"pools.0.keys.0.ratePerHour"}},
+		{"history spend NaN", "history", func(t *testing.T, db *mongo.Database) {
+			if _, err := db.Collection(apiPool.HistoryCollection).InsertOne(ctx, bson.M{"_id": "rot_old", "keyId": "old",
+				"spend": "NaN", "threshold": "+Inf", "budget": "-Infinity", "rotatedAt": time.Now().Add(-time.Hour)}); err != nil {
+				t.Fatal(err)
+			}
+		}, []string{"0.spend", "0.threshold", "0.budget"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			mdb := mongotest.New(t)
+			apiSeed(t, mdb.Database, apiPool, 1, 1)
+			tt.seed(t, mdb.Database)
+			code, out, stderr := runCLI(t, tt.cmd, "--mongo-uri", mdb.URI, "--database", mdb.Name, "--output", "json", "--threshold", "10")
+			if code != ExitOK || stderr != "" {
+				t.Fatalf("exit %d, stdout %q, stderr %q", code, out, stderr)
+			}
+			var got any
+			if err := json.Unmarshal([]byte(out), &got); err != nil {
+				t.Fatalf("not JSON (%v): %q", err, out)
+			}
+			for _, path := range tt.nulls {
+				v, ok := jsonPath(got, path)
+				if !ok || v != nil {
+					t.Errorf("%s = %v (present %v), want null\n%s", path, v, ok, out)
+				}
+			}
+			// Text shows such a number as unknown, not as NaN or Inf.
+			code, out, stderr = runCLI(t, tt.cmd, "--mongo-uri", mdb.URI, "--database", mdb.Name, "--threshold", "10")
+			if code != ExitOK || strings.Contains(out, "NaN") || strings.Contains(out, "Inf") {
+				t.Errorf("text: exit %d, stdout %q, stderr %q", code, out, stderr)
+			}
+		})
+	}
+}
+
+// An encoding error is exit 1 with one line, and nothing on stdout.
+func TestWriteJSONError(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	err := writeJSON(&stdout, map[string]any{"x": math.Inf(1)})
+	code := exitCode(err, Env{Stdout: &stdout, Stderr: &stderr})
+	if code != ExitPartial || stdout.Len() != 0 || strings.Count(stderr.String(), "\n") != 1 || !strings.Contains(stderr.String(), "JSON") {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, stdout.String(), stderr.String())
+	}
+}
+
+func setKey(t *testing.T, db *mongo.Database, id string, set bson.M) {
+	t.Helper()
+	if _, err := db.Collection(apiPool.KeysCollection).UpdateOne(context.Background(), bson.M{"_id": id}, bson.M{"$set": set}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// jsonPath follows a dotted path of keys and array indexes.
+func jsonPath(v any, path string) (any, bool) {
+	for _, p := range strings.Split(path, ".") {
+		switch c := v.(type) {
+		case map[string]any:
+			var ok bool
+			if v, ok = c[p]; !ok {
+				return nil, false
+			}
+		case []any:
+			i, err := strconv.Atoi(p)
+			if err != nil || i >= len(c) {
+				return nil, false
+			}
+			v = c[i]
+		default:
+			return nil, false
+		}
+	}
+	return v, true
 }

@@ -35,9 +35,9 @@ func outputFlag(fs *flag.FlagSet, c *Config) {
 func (a *app) status(ctx context.Context, out io.Writer) error {
 	snap := a.statusSource().Read(ctx)
 	if a.cfg.Output == "json" {
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(snap)
+		if err := writeJSON(out, snap); err != nil {
+			return err
+		}
 	} else {
 		statuspage.WriteText(out, snap)
 	}
@@ -45,6 +45,17 @@ func (a *app) status(ctx context.Context, out io.Writer) error {
 		return partial("status: %d part(s) could not be read: %s", len(snap.Errors), snap.Errors[0])
 	}
 	return nil
+}
+
+// writeJSON writes v as indented JSON, all or nothing: a value that cannot
+// be encoded is exit 1 with one line, never empty output with exit 0.
+func writeJSON(out io.Writer, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return partial("cannot write the output as JSON: %w", err)
+	}
+	_, err = out.Write(append(b, '\n'))
+	return err
 }
 
 // statusSource is what status and the status page read.
