@@ -101,6 +101,9 @@ func (c *Config) validate() error {
 	if c.Command == "rotate" && len(c.Args) != 1 {
 		return usage("usage: spendchecker rotate KEY_ID [--reason R]")
 	}
+	if c.Command == "rotate" && c.Args[0] == "" {
+		return usage("rotate: the key id is empty (usage: spendchecker rotate KEY_ID [--reason R])")
+	}
 	if (c.Command == "status" || c.Command == "history") && c.Output != "text" && c.Output != "json" {
 		return usage("--output must be text or json")
 	}
