@@ -18,7 +18,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/spendchecker/spendchecker/notify"
@@ -118,8 +117,8 @@ type rotateFlight struct {
 	done chan struct{}
 	res  rotation.Result
 	err  error
-	// nonStringID: no key has the id as a string _id, but one has it as an
-	// ObjectId, which the rotator cannot rotate.
+	// nonStringID: no key has the id as a string _id, but one has it as
+	// another type (a number, an ObjectId), which the rotator cannot rotate.
 	nonStringID bool
 }
 
@@ -189,8 +188,8 @@ func (api *rotateAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if f.nonStringID {
-		api.log.Warn("rotate request refused: the key's _id is an ObjectId, which the rotator cannot rotate", "pool", req.Pool, "key", req.KeyID)
-		resp.Error = "key id is not a string id (its _id is an ObjectId); rotate it by hand"
+		api.log.Warn("rotate request refused: the key's _id is not a string (a number, an ObjectId...), which the rotator cannot rotate", "pool", req.Pool, "key", req.KeyID)
+		resp.Error = "key id is not a string id (its _id is a number, an ObjectId or another type); rotate it by hand"
 		writeRotate(w, http.StatusUnprocessableEntity, resp)
 		return
 	}
@@ -289,7 +288,7 @@ func (api *rotateAPI) rotate(ctx context.Context, rot *rotation.Rotator, req rot
 
 // settle completes a flight's answer and counts it: an already rotated
 // key's replacement is followed to the live end of the chain, and a
-// not_found is checked for an ObjectId _id (docs/proxy.md, "Way 2").
+// not_found is checked for a non-string _id (docs/proxy.md, "Way 2").
 func (api *rotateAPI) settle(ctx context.Context, rot *rotation.Rotator, keyID string, f *rotateFlight) {
 	outcome := "error"
 	switch {
@@ -299,9 +298,13 @@ func (api *rotateAPI) settle(ctx context.Context, rot *rotation.Rotator, keyID s
 		f.res.NewKeyID, _ = rot.LiveEnd(ctx, f.res.NewKeyID)
 		outcome = f.res.Outcome.String()
 	case f.res.Outcome == rotation.NotFound:
-		if oid, err := bson.ObjectIDFromHex(keyID); err == nil && api.db != nil {
-			n, err := api.db.Collection(rot.Pool().KeysCollection).CountDocuments(ctx, bson.M{"_id": oid})
-			f.nonStringID = err == nil && n > 0
+		if api.db != nil {
+			var err error
+			if f.nonStringID, err = heldAsNonString(ctx, api.db.Collection(rot.Pool().KeysCollection), keyID); err != nil {
+				// Unknown is not not_found: the proxy would drop a live key.
+				f.err = err
+				break
+			}
 		}
 		if !f.nonStringID {
 			outcome = f.res.Outcome.String()

@@ -489,3 +489,47 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// A key whose _id is not a string (a number, an ObjectId, a UUID) cannot
+// be rotated by the rotator; answering not_found would tell the proxy to
+// drop a live key, so the answer is 422: rotate it by hand.
+func TestRotateAPINonStringID(t *testing.T) {
+	db := mongotest.New(t).Database
+	apiSeed(t, db, apiPool, 1, 2)
+	oid := bson.NewObjectID()
+	uuid := bson.Binary{Subtype: bson.TypeBinaryUUID, Data: []byte{0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0}}
+	for i, id := range []any{int32(42), int64(9007199254740993), 42.5, oid, uuid} {
+		if _, err := db.Collection(apiPool.KeysCollection).InsertOne(context.Background(),
+			bson.M{"_id": id, "apiKey": fmt.Sprintf("sk-secret-odd-id-%06d-abcdef", i), "status": "healthy"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	api := newRotateAPI(testToken, testRotators(t, db, "r1", "openhands"), false, slog.New(slog.DiscardHandler))
+	var counted []string
+	api.counted = func(_, outcome string) { counted = append(counted, outcome) }
+	for _, c := range []struct {
+		keyID  string
+		status int
+	}{
+		{"42", 422}, {"42.0", 422}, {"9007199254740993", 422}, {"42.5", 422}, {oid.Hex(), 422},
+		{"12345678-9abc-def0-1234-56789abcdef0", 422},
+		{"43", 404}, {"9007199254740992", 404}, {"nope", 404},
+	} {
+		t.Run(c.keyID, func(t *testing.T) {
+			counted = nil
+			a := apiCall(t, api, "Bearer "+testToken, fmt.Sprintf(`{"keyId":%q,"reason":"unauthorized"}`, c.keyID))
+			if a.status != c.status {
+				t.Fatalf("got %d %s, want %d", a.status, a.raw, c.status)
+			}
+			if c.status == 422 && (a.body.Outcome != "" || !strings.Contains(a.body.Error, "rotate it by hand") || len(counted) != 1 || counted[0] == "not_found") {
+				t.Errorf("got %s, counted %v; want no outcome, an error saying to rotate it by hand, not counted as not_found", a.raw, counted)
+			}
+			if c.status == 404 && a.body.Outcome != "not_found" {
+				t.Errorf("got %s, want not_found", a.raw)
+			}
+		})
+	}
+	if n := apiCount(t, db, apiPool.KeysCollection, bson.M{}); n != 6 {
+		t.Errorf("%d keys, want 6", n)
+	}
+}
