@@ -165,20 +165,25 @@ func Specs(ctx context.Context, coll *mongo.Collection) ([]bson.Raw, error) {
 // Transient reports a store error worth retrying: the network (a
 // connection closed, refused or timed out, no server selectable), a
 // primary stepping down or not yet elected, or an error the server labels
-// retryable. A cancelled or expired context is not.
+// retryable. A cancelled or expired context is not, except the driver's
+// own server selection timeout (it wraps a deadline of its own): the next
+// selection may find the store, and Retry stops at its caller's deadline.
 func Transient(err error) bool {
-	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if err == nil {
 		return false
 	}
 	var perm permanent
 	if errors.As(err, &perm) {
 		return false
 	}
-	if mongo.IsNetworkError(err) || mongo.IsTimeout(err) || errors.Is(err, mongo.ErrClientDisconnected) {
+	var sse topology.ServerSelectionError
+	if errors.As(err, &sse) && !errors.Is(err, context.Canceled) {
 		return true
 	}
-	var sse topology.ServerSelectionError
-	if errors.As(err, &sse) {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	if mongo.IsNetworkError(err) || mongo.IsTimeout(err) || errors.Is(err, mongo.ErrClientDisconnected) {
 		return true
 	}
 	var le mongo.LabeledError

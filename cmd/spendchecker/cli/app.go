@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/spendchecker/spendchecker/checker"
+	"github.com/spendchecker/spendchecker/internal/storeerr"
 	"github.com/spendchecker/spendchecker/lease"
 	"github.com/spendchecker/spendchecker/notify"
 	"github.com/spendchecker/spendchecker/rotation/history"
@@ -43,12 +45,23 @@ type app struct {
 	notifier *notify.Notifier
 	// keylife are the pools' refill and retire passes (keylife.go).
 	keylife []keylife
+	// clock measures how long a one-shot command waited for the store;
+	// storeDeadline ends that wait (start + --store-wait): reaching the
+	// store, preparing it and taking the lease share it.
+	clock         clockwork.Clock
+	storeDeadline time.Time
 }
 
 func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*app, error) {
 	prog := newProgress(clockwork.NewRealClock(), stallLimit(cfg.RequestTimeout))
-	client, err := mongo.Connect(options.Client().ApplyURI(cfg.MongoURI).
-		SetServerSelectionTimeout(10 * time.Second).SetAppName("spendchecker").SetMonitor(storeMonitor(prog.beat)))
+	opts := options.Client().ApplyURI(cfg.MongoURI).SetAppName("spendchecker").SetMonitor(storeMonitor(prog.beat))
+	// One server selection gives up after storeAttempt unless the URI's
+	// serverSelectionTimeoutMS says otherwise; one-shot commands retry it
+	// until --store-wait (waitStore).
+	if opts.ServerSelectionTimeout == nil {
+		opts.SetServerSelectionTimeout(storeAttempt)
+	}
+	client, err := mongo.Connect(opts)
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
@@ -72,7 +85,8 @@ func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*app, error) {
 		pools = append(pools, checker.Pool{Pool: pool, Provider: prov, Threshold: p.Threshold, BudgetRatio: p.BudgetRatio,
 			RotateUnauthorized: p.RotateUnauthorized == nil || *p.RotateUnauthorized, MinRemaining: p.MinRemaining, Account: p.Account})
 	}
-	a := &app{cfg: cfg, log: log, client: client, db: db, leases: db.Collection(lease.Collection), met: newMetrics(), prog: prog}
+	a := &app{cfg: cfg, log: log, client: client, db: db, leases: db.Collection(lease.Collection), met: newMetrics(), prog: prog,
+		clock: clockwork.NewRealClock()}
 	l, err := lease.New(a.leases, lease.Config{
 		Name: cfg.LeaseName, Instance: cfg.Instance,
 		LeaseDuration: cfg.LeaseDuration, RenewDeadline: cfg.LeaseRenewDeadline, RetryPeriod: cfg.LeaseRetryPeriod,
@@ -135,16 +149,16 @@ func (a *app) close() {
 // prepare creates indexes and warns about a TTL on history; writes nothing
 // in dry-run mode. Transient store errors (network, a primary stepping
 // down, replicas racing on a fresh database) are retried with backoff: a
-// one-shot command gives up after --store-wait, the daemon keeps trying
-// until it is stopped (docs/reliability.md "Reliability").
+// one-shot command gives up at its store deadline (--store-wait), the
+// daemon keeps trying until it is stopped (docs/reliability.md "Reliability").
 func (a *app) prepare(ctx context.Context) error {
 	if a.cfg.DryRun {
 		return nil
 	}
-	oneShot := a.cfg.Once || a.cfg.Command != ""
+	oneShot := !a.storeDeadline.IsZero()
 	if oneShot {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, a.cfg.StoreWait)
+		ctx, cancel = context.WithDeadline(ctx, a.storeDeadline)
 		defer cancel()
 	}
 	failures := 0
@@ -158,14 +172,14 @@ func (a *app) prepare(ctx context.Context) error {
 		}
 		if err != nil && mongoidx.Transient(err) {
 			if failures++; failures == 1 {
-				a.log.Warn("store not ready; retrying", "err", secret.RedactMongoURI(err.Error()))
+				a.log.Warn("store not ready; retrying", "err", secret.RedactMongoURI(storeerr.Line(err)))
 			}
 		}
 		return err
 	})
 	if err != nil {
 		if oneShot && errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Errorf("store unreachable for %s (--store-wait), giving up: %w", a.cfg.StoreWait, err)
+			return a.unreachable(err)
 		}
 		return err
 	}
@@ -174,6 +188,43 @@ func (a *app) prepare(ctx context.Context) error {
 	}
 	a.warnHistoryTTL(ctx)
 	return nil
+}
+
+// waitStore starts a one-shot command's store deadline and waits until the
+// store answers, retrying until --store-wait: one server selection gives
+// up sooner (storeAttempt), and a command started while the store comes
+// back (a restart, a failover) should still run.
+func (a *app) waitStore(ctx context.Context) error {
+	start := a.clock.Now()
+	a.storeDeadline = start.Add(a.cfg.StoreWait)
+	wctx, cancel := context.WithDeadline(ctx, a.storeDeadline)
+	defer cancel()
+	err := mongoidx.Retry(wctx, func(ctx context.Context) error { return a.client.Ping(ctx, nil) })
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case errors.Is(err, context.DeadlineExceeded):
+		return a.unreachable(err)
+	}
+	return fmt.Errorf("store %s: %s", storeAddr(a.cfg.MongoURI), storeerr.Line(err))
+}
+
+// unreachable is the one line a one-shot command ends with when its store
+// deadline passed: the address, the real wait and why.
+func (a *app) unreachable(err error) error {
+	waited := a.clock.Since(a.storeDeadline.Add(-a.cfg.StoreWait)).Round(100 * time.Millisecond)
+	return fmt.Errorf("store %s unreachable after %s (--store-wait %s), giving up: %s",
+		storeAddr(a.cfg.MongoURI), waited, a.cfg.StoreWait, storeerr.Reason(err))
+}
+
+// storeAddr is the URI's host list (or SRV name), without credentials.
+func storeAddr(uri string) string {
+	if u, err := url.Parse(uri); err == nil && u.Host != "" {
+		return u.Host
+	}
+	return "(address unreadable)"
 }
 
 func newLogger(cfg *Config, w io.Writer) *slog.Logger {

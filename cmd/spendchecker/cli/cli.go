@@ -18,6 +18,7 @@ import (
 
 	"github.com/peterbourgon/ff/v4"
 
+	"github.com/spendchecker/spendchecker/internal/storeerr"
 	"github.com/spendchecker/spendchecker/rotation/secret"
 )
 
@@ -96,15 +97,15 @@ func exitCode(err error, env Env) int {
 		fmt.Fprintln(env.Stdout, hr.Text)
 		return ExitOK
 	case errors.As(err, &ue):
-		fmt.Fprintf(env.Stderr, "spendchecker: %s\n", secret.RedactMongoURI(err.Error()))
+		fmt.Fprintf(env.Stderr, "spendchecker: %s\n", secret.RedactMongoURI(storeerr.Line(err)))
 		return ExitUsage
 	case errors.As(err, &ee) && ee.Err == nil:
 		return ee.Code
 	case errors.As(err, &ee):
-		fmt.Fprintf(env.Stderr, "spendchecker: %s\n", secret.RedactMongoURI(err.Error()))
+		fmt.Fprintf(env.Stderr, "spendchecker: %s\n", secret.RedactMongoURI(storeerr.Line(err)))
 		return ee.Code
 	}
-	fmt.Fprintf(env.Stderr, "spendchecker: %s\n", secret.RedactMongoURI(err.Error()))
+	fmt.Fprintf(env.Stderr, "spendchecker: %s\n", secret.RedactMongoURI(storeerr.Line(err)))
 	return ExitPartial
 }
 
@@ -136,7 +137,9 @@ func run(ctx context.Context, args []string, env Env) error {
 	return cmd.Exec(ctx, cfg.Args)
 }
 
-// withApp connects to the store for a command and disconnects after it.
+// withApp connects to the store for a command and disconnects after it. A
+// one-shot command (every command, and --once) first waits for the store,
+// up to --store-wait; the daemon reports and keeps trying instead.
 func (p *program) withApp(run func(ctx context.Context, a *app) error) func(context.Context, []string) error {
 	return func(ctx context.Context, _ []string) error {
 		a, err := connect(ctx, p.cfg, p.log)
@@ -144,6 +147,11 @@ func (p *program) withApp(run func(ctx context.Context, a *app) error) func(cont
 			return &ExitError{Code: ExitPartial, Err: err}
 		}
 		defer a.close()
+		if p.cfg.Once || p.cfg.Command != "" {
+			if err := a.waitStore(ctx); err != nil {
+				return &ExitError{Code: ExitPartial, Err: err}
+			}
+		}
 		return run(ctx, a)
 	}
 }

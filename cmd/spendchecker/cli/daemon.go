@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/spendchecker/spendchecker/checker"
+	"github.com/spendchecker/spendchecker/internal/storeerr"
 	"github.com/spendchecker/spendchecker/lease"
 	"github.com/spendchecker/spendchecker/rotation/secret"
 	"github.com/spendchecker/spendchecker/statuspage"
@@ -102,7 +103,7 @@ func (a *app) daemon(ctx context.Context) error {
 		if err == nil {
 			break
 		}
-		a.log.Warn("store not ready; retrying", "err", secret.RedactMongoURI(err.Error()))
+		a.log.Warn("store not ready; retrying", "err", secret.RedactMongoURI(storeerr.Line(err)))
 		// Each attempt is progress: systemd's start timeout is extended by
 		// the time the next attempt may take.
 		_, _ = daemon.SdNotify(false, fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d\nSTATUS=store not ready; retrying",
@@ -241,12 +242,13 @@ func (a *app) serveHTTP(schedulerUp *atomic.Bool) (*http.Server, error) {
 // once takes the lease (exit 3 if a live instance holds it), recovers, runs
 // one cycle and releases.
 func (a *app) once(ctx context.Context, out io.Writer) error {
-	// Start-up and taking the lease share one bound, --store-wait: a
-	// one-shot command never hangs on a store that went away.
-	wctx, cancelWait := context.WithTimeout(ctx, a.cfg.StoreWait)
+	// Reaching the store, start-up and taking the lease share one bound,
+	// --store-wait: a one-shot command never hangs on a store that went
+	// away.
+	wctx, cancelWait := context.WithDeadline(ctx, a.storeDeadline)
 	defer cancelWait()
 	if err := a.prepare(wctx); err != nil {
-		return partial("store not ready: %w", err)
+		return partial("%w", err)
 	}
 	if !a.cfg.DryRun {
 		err := a.lease.Acquire(wctx)
@@ -259,7 +261,7 @@ func (a *app) once(ctx context.Context, out io.Writer) error {
 			return &ExitError{Code: ExitLeaseHeld, Err: fmt.Errorf("lease %q is held by %s; nothing done", a.cfg.LeaseName, holder)}
 		}
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			return partial("could not take the lease within %s (--store-wait): the store is unreachable; giving up", a.cfg.StoreWait)
+			return partial("could not take the lease: %w", a.unreachable(err))
 		}
 		if err != nil {
 			return partial("could not take the lease: %w", err)
@@ -287,8 +289,13 @@ func (a *app) once(ctx context.Context, out io.Writer) error {
 	// The events go out before the process exits (docs/operating.md "Notifications").
 	a.closeNotifier(notifyOnExit)
 	for _, p := range sum.Pools {
-		fmt.Fprintf(out, "pool %s: due %d, checked %d, failed %d, unauthorized %d, over threshold %d, rotated %d, already rotated %d, no backup %d, backups left %d\n",
-			p.Pool, p.Due, p.Checked, p.Failed, p.Unauthorized, p.Over, p.Rotated, p.AlreadyRotated, p.NoBackup, p.BackupsLeft)
+		// A count that could not be read is not shown as 0.
+		left := fmt.Sprint(p.BackupsLeft)
+		if p.BackupsUnknown {
+			left = "unknown"
+		}
+		fmt.Fprintf(out, "pool %s: due %d, checked %d, failed %d, unauthorized %d, over threshold %d, rotated %d, already rotated %d, no backup %d, backups left %s\n",
+			p.Pool, p.Due, p.Checked, p.Failed, p.Unauthorized, p.Over, p.Rotated, p.AlreadyRotated, p.NoBackup, left)
 		for _, e := range p.Errors {
 			fmt.Fprintf(out, "  error: %s\n", e)
 		}

@@ -277,6 +277,10 @@ func leaseNameFlag(fs *flag.FlagSet, c *Config) {
 
 func writeFlags(fs *flag.FlagSet, c *Config) {
 	fs.BoolVar(&c.DryRun, "dry-run", false, "report what would rotate; write nothing")
+	storeWaitFlag(fs, c)
+}
+
+func storeWaitFlag(fs *flag.FlagSet, c *Config) {
 	fs.DurationVar(&c.StoreWait, "store-wait", c.StoreWait, "how long to wait for the store (and the lease) before giving up with exit 1")
 }
 

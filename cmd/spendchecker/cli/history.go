@@ -22,6 +22,7 @@ func historyCommand(c *Config, p *program) spec {
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&c.Since, "since", c.Since, "a duration back from now (24h, 90m, 7d, 1d12h), or a date (2006-01-02 or RFC 3339)")
 			outputFlag(fs, c)
+			storeWaitFlag(fs, c)
 		},
 		exec: p.withApp(func(ctx context.Context, a *app) error { return a.history(ctx, p.env.Stdout) }),
 	}

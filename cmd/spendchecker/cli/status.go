@@ -21,6 +21,7 @@ func statusCommand(c *Config, p *program) spec {
 		flags: func(fs *flag.FlagSet) {
 			leaseNameFlag(fs, c)
 			outputFlag(fs, c)
+			storeWaitFlag(fs, c)
 		},
 		exec: p.withApp(func(ctx context.Context, a *app) error { return a.status(ctx, p.env.Stdout) }),
 	}

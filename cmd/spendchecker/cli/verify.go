@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"time"
@@ -9,12 +10,13 @@ import (
 	"github.com/spendchecker/spendchecker/notify"
 )
 
-func verifyCommand(_ *Config, p *program) spec {
+func verifyCommand(c *Config, p *program) spec {
 	return spec{
 		name:  "verify",
 		usage: "spendchecker verify [FLAGS]",
 		short: "check the invariants and the schema (orphan bindings, stranded claims, TTL on history, indexes); exit 1 when something is wrong",
 		store: true,
+		flags: func(fs *flag.FlagSet) { storeWaitFlag(fs, c) },
 		exec:  p.withApp(func(ctx context.Context, a *app) error { return a.verify(ctx, p.env.Stdout) }),
 	}
 }

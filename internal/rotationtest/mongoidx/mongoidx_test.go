@@ -11,6 +11,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/topology"
 
 	"github.com/spendchecker/spendchecker/internal/mongotest"
 	"github.com/spendchecker/spendchecker/rotation/mongoidx"
@@ -57,8 +58,25 @@ func TestConcurrentEnsure(t *testing.T) {
 }
 
 func TestTransient(t *testing.T) {
-	if mongoidx.Transient(nil) || mongoidx.Transient(errors.New("bad")) || mongoidx.Transient(context.Canceled) {
-		t.Fatal("plain errors taken for transient")
+	for _, tt := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"nil", nil, false},
+		{"plain", errors.New("bad"), false},
+		{"cancelled", context.Canceled, false},
+		{"deadline", context.DeadlineExceeded, false},
+		{"permanent", mongoidx.Permanent(topology.ServerSelectionError{Wrapped: errors.New("x")}), false},
+		// The driver's own server selection timeout (10 s by default)
+		// wraps a deadline of its own: the next selection may find the
+		// store, and Retry stops at its caller's deadline anyway.
+		{"server selection timeout", fmt.Errorf("list indexes: %w", topology.ServerSelectionError{Wrapped: context.DeadlineExceeded}), true},
+		{"no server selectable", topology.ServerSelectionError{Wrapped: errors.New("no primary")}, true},
+	} {
+		if got := mongoidx.Transient(tt.err); got != tt.want {
+			t.Errorf("%s: Transient(%v) = %v, want %v", tt.name, tt.err, got, tt.want)
+		}
 	}
 }
 
