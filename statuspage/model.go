@@ -8,8 +8,10 @@ package statuspage
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -17,6 +19,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/spendchecker/spendchecker/checker"
+	"github.com/spendchecker/spendchecker/internal/storeerr"
 	"github.com/spendchecker/spendchecker/lease"
 	"github.com/spendchecker/spendchecker/rotation"
 	"github.com/spendchecker/spendchecker/rotation/history"
@@ -74,6 +77,9 @@ type Source struct {
 	Rotations int
 	// Now defaults to time.Now.
 	Now func() time.Time
+	// Reachability, if set, remembers since when the store has been
+	// unreachable across reads (the daemon also feeds it from the driver).
+	Reachability *Reachability
 }
 
 // Snapshot is the view model: what `status` prints and the page shows.
@@ -82,7 +88,17 @@ type Snapshot struct {
 	Lease       LeaseView  `json:"lease"`
 	Pools       []PoolView `json:"pools"`
 	Cycles      []Cycle    `json:"cycles,omitempty"`
-	Errors      []string   `json:"-"` // every section's error, for the exit code and the page's banner
+	// Store is set when the store could not be reached: what was not read
+	// is unknown, not empty.
+	Store  *StoreView `json:"store,omitempty"`
+	Errors []string   `json:"-"` // every section's error, one line each, for the exit code and the page's banner
+}
+
+// StoreView says the store is unreachable, since when and why.
+type StoreView struct {
+	Reachable bool      `json:"reachable"`
+	Since     time.Time `json:"unreachableSince"`
+	Error     string    `json:"error"`
 }
 
 // LeaseView is the newest lease record.
@@ -112,6 +128,11 @@ type PoolView struct {
 	Keys        []KeyView        `json:"keys"`
 	Rotations   []history.Record `json:"recentRotations,omitempty"`
 	Error       string           `json:"error,omitempty"`
+	// KeysUnknown: the keys could not be read (Keys is then empty, or
+	// holds those read before the error); RotationsUnknown: the recent
+	// rotations could not.
+	KeysUnknown      bool `json:"keysUnknown,omitempty"`
+	RotationsUnknown bool `json:"-"`
 }
 
 // KeyView is one key. Only the masked secret is ever carried.
@@ -150,19 +171,23 @@ type KeyView struct {
 
 // Read reads the snapshot. It never stops at the first error: each
 // section that could not be read carries its error (and Snapshot.Errors
-// lists them), and the rest is shown.
+// lists them), and the rest is shown. Once the store proves unreachable
+// the sections left are not tried (each would wait and fail alike): they
+// are unknown, and Snapshot.Store says since when.
 func (s Source) Read(ctx context.Context) *Snapshot {
 	now := time.Now
 	if s.Now != nil {
 		now = s.Now
 	}
 	snap := &Snapshot{GeneratedAt: now().UTC(), Lease: LeaseView{Name: s.LeaseName}}
+	r := &reader{}
 	if s.Leases != nil {
-		rec, err := lease.Latest(ctx, s.Leases, s.LeaseName)
+		var rec *lease.Record
+		err := r.read(func() (err error) { rec, err = lease.Latest(ctx, s.Leases, s.LeaseName); return err })
 		switch {
 		case err != nil:
-			snap.Lease.Error = err.Error()
-			snap.Errors = append(snap.Errors, err.Error())
+			snap.Lease.Error = r.line(err)
+			snap.Errors = r.add(snap.Errors, "lease: "+snap.Lease.Error)
 		case rec == nil:
 			snap.Lease.State = "never"
 		default:
@@ -175,48 +200,106 @@ func (s Source) Read(ctx context.Context) *Snapshot {
 		}
 	}
 	for _, p := range s.Pools {
-		pv := s.readPool(ctx, p)
+		pv := s.readPool(ctx, p, r)
 		if pv.Error != "" {
-			snap.Errors = append(snap.Errors, fmt.Sprintf("pool %s: %s", p.Name, pv.Error))
+			snap.Errors = r.add(snap.Errors, fmt.Sprintf("pool %s: %s", p.Name, pv.Error))
 		}
 		snap.Pools = append(snap.Pools, pv)
 	}
 	if s.Cycles != nil {
 		snap.Cycles = s.Cycles.Recent()
 	}
+	switch {
+	case r.down != nil:
+		since := snap.GeneratedAt
+		if s.Reachability != nil {
+			s.Reachability.Down(since)
+			since, _ = s.Reachability.Since()
+		}
+		snap.Store = &StoreView{Since: since.UTC(), Error: storeerr.Reason(r.down)}
+		snap.Errors = append([]string{"store unreachable since " + since.UTC().Format(time.RFC3339) + ": " + snap.Store.Error}, snap.Errors...)
+	case s.Reachability != nil && (s.Leases != nil || len(s.Pools) > 0):
+		s.Reachability.Up()
+	}
 	return snap
 }
 
-func (s Source) readPool(ctx context.Context, p Pool) PoolView {
+// reader runs a Read's store reads: once one finds the store unreachable,
+// the rest are not tried.
+type reader struct {
+	down error // the first error that found the store unreachable
+}
+
+// errNotTried stands for a read not tried because the store is down.
+var errNotTried = errors.New("not read: the store is unreachable")
+
+func (r *reader) read(f func() error) error {
+	if r.down != nil {
+		return errNotTried
+	}
+	err := f()
+	if storeerr.Unreachable(err) {
+		r.down = err
+	}
+	return err
+}
+
+// line is err in one line; the store's unreachability is said once, in
+// Snapshot.Store, not by every section.
+func (r *reader) line(err error) string {
+	if errors.Is(err, errNotTried) || storeerr.Unreachable(err) {
+		return "unknown: the store is unreachable"
+	}
+	return storeerr.Line(err)
+}
+
+// add appends a section's error, unless it only repeats that the store
+// is unreachable.
+func (r *reader) add(errs []string, e string) []string {
+	if strings.HasSuffix(e, "unknown: the store is unreachable") {
+		return errs
+	}
+	return append(errs, e)
+}
+
+func (s Source) readPool(ctx context.Context, p Pool, r *reader) PoolView {
 	pv := PoolView{Name: p.Name, KeysCollection: p.Keys.Name(), Threshold: p.Threshold, MinRemaining: p.MinRemaining, Keys: []KeyView{}}
 	var errs []string
+	note := func(what string, err error) {
+		if e := r.line(err); !strings.HasPrefix(e, "unknown:") {
+			errs = append(errs, what+e)
+		}
+	}
 	if p.Backups != nil {
-		if n, err := p.Backups.BackupsAvailable(ctx); err != nil {
-			errs = append(errs, err.Error())
+		var n int64
+		if err := r.read(func() (err error) { n, err = p.Backups.BackupsAvailable(ctx); return err }); err != nil {
+			note("", err)
 		} else {
 			pv.BackupsLeft = &n
 		}
 	}
-	keys, err := readKeys(ctx, p.Keys, p.Threshold, p.MinRemaining)
+	var keys []KeyView
+	err := r.read(func() (err error) { keys, err = readKeys(ctx, p.Keys, p.Threshold, p.MinRemaining); return err })
 	pv.Keys = append(pv.Keys, keys...)
 	if err != nil {
-		errs = append(errs, err.Error())
+		pv.KeysUnknown = true
+		note("", err)
 	}
 	if s.Rotations > 0 && p.History != nil {
-		recs, err := recentRotations(ctx, p.History, s.Rotations)
+		var recs []history.Record
+		err := r.read(func() (err error) { recs, err = recentRotations(ctx, p.History, s.Rotations); return err })
 		if err != nil {
-			errs = append(errs, err.Error())
+			pv.RotationsUnknown = true
+			note("", err)
 		}
 		for i := range recs {
 			recs[i].Pool = p.Name
 		}
 		pv.Rotations = recs
 	}
-	for i, e := range errs {
-		if i > 0 {
-			pv.Error += "; "
-		}
-		pv.Error += e
+	pv.Error = strings.Join(errs, "; ")
+	if pv.Error == "" && (pv.KeysUnknown || pv.RotationsUnknown || (p.Backups != nil && pv.BackupsLeft == nil)) {
+		pv.Error = "unknown: the store is unreachable"
 	}
 	return pv
 }

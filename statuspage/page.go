@@ -36,7 +36,22 @@ var page = template.Must(template.New("page").Funcs(template.FuncMap{
 	"utc":     func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
 	"join":    strings.Join,
 	"deref":   func(v *int64) int64 { return *v },
+	"unknown": unknown,
+	"sectionErrors": func(s *Snapshot) []string {
+		if s.Store != nil {
+			return s.Errors[1:] // the first says the store is unreachable
+		}
+		return s.Errors
+	},
 }).Parse(pageHTML))
+
+// unknown says why a section shows nothing: not that it is empty.
+func unknown(s *Snapshot) string {
+	if s.Store != nil {
+		return "unknown: store unreachable since " + s.Store.Since.Format("2006-01-02 15:04:05 UTC")
+	}
+	return "unknown: could not be read (see above)"
+}
 
 // Page serves the status page: GET / renders a fresh Snapshot each time.
 type Page struct {

@@ -3,6 +3,7 @@ package statuspage
 import (
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 )
@@ -11,10 +12,15 @@ import (
 // lease, then per pool its backups left and a table of keys.
 func WriteText(out io.Writer, s *Snapshot) {
 	now := s.GeneratedAt
+	if s.Store != nil {
+		fmt.Fprintf(out, "%s (%s): %s\n", unknown(s), when(s.Store.Since, now), s.Store.Error)
+	}
 	l := s.Lease
 	switch {
+	case l.Error != "" && strings.HasPrefix(l.Error, "unknown:"):
+		fmt.Fprintf(out, "lease %s: unknown\n", l.Name)
 	case l.Error != "":
-		fmt.Fprintf(out, "lease %s: error: %s\n", l.Name, l.Error)
+		fmt.Fprintf(out, "lease %s: unknown: %s\n", l.Name, l.Error)
 	case l.State == "never":
 		fmt.Fprintf(out, "lease %s: never held\n", l.Name)
 	case l.State == "released":
@@ -32,6 +38,14 @@ func WriteText(out io.Writer, s *Snapshot) {
 			left = fmt.Sprint(*p.BackupsLeft)
 		}
 		fmt.Fprintf(out, "\npool %s (%s): %s, backups left %s\n", p.Name, p.KeysCollection, rotatesAt(p), left)
+		if p.KeysUnknown && len(p.Keys) == 0 {
+			// Not an empty pool: keys that could not be read.
+			fmt.Fprintf(out, "keys %s\n", unknown(s))
+			if p.Error != "" && !strings.HasPrefix(p.Error, "unknown:") {
+				fmt.Fprintf(out, "error: %s\n", p.Error)
+			}
+			continue
+		}
 		tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "KEY\tAPI KEY\tSTATUS\tSPEND\tBUDGET\t% THRESHOLD\tLAST CHECK\tNEXT CHECK\tRATE\tTHRESHOLD AT RATE")
 		for _, k := range p.Keys {
@@ -51,7 +65,7 @@ func WriteText(out io.Writer, s *Snapshot) {
 				reading(k), usdp(k.Budget), pct(k.PercentOfThreshold), last, next, rate(k.RatePerHour), eta(k, now))
 		}
 		_ = tw.Flush()
-		if p.Error != "" {
+		if p.Error != "" && !(s.Store != nil && strings.HasPrefix(p.Error, "unknown:")) {
 			fmt.Fprintf(out, "error: %s\n", p.Error)
 		}
 	}

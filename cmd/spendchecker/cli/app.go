@@ -41,6 +41,9 @@ type app struct {
 	prog   *progress
 	// cycles are the daemon's last cycles, for the status page.
 	cycles *statuspage.Ring
+	// reach is since when the store has been unreachable, for the status
+	// page; the driver's view of the servers feeds it.
+	reach *statuspage.Reachability
 	// notifier posts events to webhooks (notify.go).
 	notifier *notify.Notifier
 	// keylife are the pools' refill and retire passes (keylife.go).
@@ -54,7 +57,9 @@ type app struct {
 
 func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*app, error) {
 	prog := newProgress(clockwork.NewRealClock(), stallLimit(cfg.RequestTimeout))
-	opts := options.Client().ApplyURI(cfg.MongoURI).SetAppName("spendchecker").SetMonitor(storeMonitor(prog.beat))
+	reach := &statuspage.Reachability{}
+	opts := options.Client().ApplyURI(cfg.MongoURI).SetAppName("spendchecker").SetMonitor(storeMonitor(prog.beat)).
+		SetServerMonitor(reach.Observe(time.Now))
 	// One server selection gives up after storeAttempt unless the URI's
 	// serverSelectionTimeoutMS says otherwise; one-shot commands retry it
 	// until --store-wait (waitStore).
@@ -86,7 +91,7 @@ func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*app, error) {
 			RotateUnauthorized: p.RotateUnauthorized == nil || *p.RotateUnauthorized, MinRemaining: p.MinRemaining, Account: p.Account})
 	}
 	a := &app{cfg: cfg, log: log, client: client, db: db, leases: db.Collection(lease.Collection), met: newMetrics(), prog: prog,
-		clock: clockwork.NewRealClock()}
+		clock: clockwork.NewRealClock(), reach: reach}
 	l, err := lease.New(a.leases, lease.Config{
 		Name: cfg.LeaseName, Instance: cfg.Instance,
 		LeaseDuration: cfg.LeaseDuration, RenewDeadline: cfg.LeaseRenewDeadline, RetryPeriod: cfg.LeaseRetryPeriod,

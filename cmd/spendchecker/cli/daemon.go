@@ -223,7 +223,7 @@ func (a *app) serveHTTP(schedulerUp *atomic.Bool) (*http.Server, error) {
 	a.rotateRoutes(mux)
 	// The status page: read-only, the same read as `status` (docs/operating.md, "Status page").
 	src := a.statusSource()
-	src.Cycles, src.Rotations = a.cycles, statusRotations
+	src.Cycles, src.Rotations, src.Reachability = a.cycles, statusRotations, a.reach
 	mux.Handle("/{$}", &statuspage.Page{Source: src, Instance: a.cfg.Instance, Logger: a.log})
 	ln, err := net.Listen("tcp", a.cfg.Listen)
 	if err != nil {

@@ -42,7 +42,10 @@ func (a *app) status(ctx context.Context, out io.Writer) error {
 	} else {
 		statuspage.WriteText(out, snap)
 	}
-	if len(snap.Errors) > 0 {
+	switch {
+	case snap.Store != nil:
+		return partial("status: %s", snap.Errors[0]) // the store is unreachable: said once
+	case len(snap.Errors) > 0:
 		return partial("status: %d part(s) could not be read: %s", len(snap.Errors), snap.Errors[0])
 	}
 	return nil

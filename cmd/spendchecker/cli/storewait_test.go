@@ -1,8 +1,12 @@
 package cli
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -67,5 +71,52 @@ func TestOneShotStoreWait(t *testing.T) {
 				t.Errorf("stderr %q states a wait of %v (%v); it took %s", stderr, waited, err, took)
 			}
 		})
+	}
+}
+
+// The daemon's status page with the store down from the start: the store
+// is unknown since the driver first failed to reach it, in one line, and
+// no pool reads as empty.
+func TestStatusPageWithTheStoreDown(t *testing.T) {
+	addr := closedPort(t)
+	started := time.Now().UTC().Truncate(time.Second)
+	events := newLogEvents()
+	dctx, stop := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() {
+		defer events.w.Close()
+		done <- Run(dctx, []string{"--mongo-uri", "mongodb://admin:s3cret-pw@" + addr + "/x?serverSelectionTimeoutMS=100",
+			"--listen", "127.0.0.1:0", "--log-format", "json"}, Env{Stdout: io.Discard, Stderr: events.w})
+	}()
+	defer func() {
+		stop()
+		if code := <-done; code != ExitOK {
+			t.Errorf("daemon exit %d", code)
+		}
+	}()
+	listen, _ := events.waitFor(t, "listening", time.Minute)["addr"].(string)
+	events.waitFor(t, "store not ready; retrying", time.Minute)
+	resp, err := http.Get("http://" + listen + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	page := string(body)
+	m := regexp.MustCompile(`unknown: store unreachable since (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC`).FindStringSubmatch(page)
+	if resp.StatusCode != http.StatusOK || m == nil {
+		t.Fatalf("%d, no store line:\n%s", resp.StatusCode, page)
+	}
+	since, _ := time.Parse(time.DateTime, m[1])
+	if since.Before(started) || since.After(time.Now()) {
+		t.Errorf("unreachable since %s; the daemon started at %s", since, started)
+	}
+	for _, bad := range []string{"0 keys", "no keys", "none recorded", "topology", "s3cret"} {
+		if strings.Contains(page, bad) {
+			t.Errorf("page shows %q:\n%s", bad, page)
+		}
+	}
+	if n := strings.Count(page, "connection refused"); n != 1 {
+		t.Errorf("the reason shows %d times, want once:\n%s", n, page)
 	}
 }
