@@ -114,8 +114,8 @@ func (r *Rotator) liveHeir(ctx context.Context, id string, depth int) (string, e
 
 // undo takes this rotation back after someone else rotated the old key onto
 // other: the bindings that followed our key go to theirs, our key is
-// archived and deleted, our backup given back, the journal entry marked
-// undone. Every step is idempotent; a crash in between is redone by
+// archived and deleted, our backup given back, the old key's archived
+// copies marked undone, the journal entry marked undone. Every step is idempotent; a crash in between is redone by
 // recovery, which finds the old key gone again.
 func (s *saga) undo(ctx context.Context, other string) error {
 	r := s.r
@@ -143,9 +143,13 @@ func (s *saga) undo(ctx context.Context, other string) error {
 		bson.M{"$set": bson.M{FieldIsUsed: false, FieldActivated: false}, "$unset": bson.M{FieldUsedFor: "", FieldUsedAt: "", claimField: ""}}); err != nil {
 		return fmt.Errorf("undo: give back backup %s: %w", s.e.BackupID, err)
 	}
-	// A history record a resumed step wrote stands for nothing now.
+	// A history record a resumed step wrote stands for nothing now, nor
+	// does an archived copy of the old key stand for a deletion.
 	if _, err := r.history.DeleteOne(ctx, bson.M{"_id": s.e.ID}); err != nil {
 		return fmt.Errorf("undo: remove history %s: %w", s.e.ID, err)
+	}
+	if _, err := r.markArchiveUndone(ctx, []journalEntry{s.e}); err != nil {
+		return fmt.Errorf("undo: %w", err)
 	}
 	// The entry stops holding the backup in the unique (pool, backupId)
 	// index, or the backup given back could never be claimed again; the
@@ -175,4 +179,112 @@ func (s *saga) isOldKey(doc bson.Raw) bool {
 		return false
 	}
 	return true
+}
+
+// archiveUndoneField marks an archived copy of an undone rotation's old
+// key: the rotation archived the key but deleted nothing (its secret was
+// replaced in place, or someone else rotated it away). The copy is kept,
+// since it may be the only one, but no longer records a deletion.
+const archiveUndoneField = "undoneAt"
+
+// markArchiveUndone marks the copies of the old key that undone rotations
+// archived: the entry under the rotation id and those of later versions
+// (rotation id + "/" + digest). The copies of keys an undo or a recovery
+// did delete (our new key, a late insert) name another sourceId and stay.
+// Idempotent: an entry is marked once, and a copy archived late (a
+// command delivered after the undo) is marked by the next recovery pass.
+func (r *Rotator) markArchiveUndone(ctx context.Context, entries []journalEntry) (int, error) {
+	if len(entries) == 0 {
+		return 0, nil
+	}
+	or := make(bson.A, 0, len(entries))
+	for _, e := range entries {
+		// '0' sorts after '/': the range holds the rotation id and its
+		// "<id>/..." entries, by the _id index.
+		or = append(or, bson.M{"_id": bson.M{"$gte": e.ID, "$lt": e.ID + "0"}, "sourceId": e.OldKeyID, "metadata.rotationId": e.ID})
+	}
+	res, err := r.archive.UpdateMany(ctx, bson.M{"$or": or, "sourceCollection": r.pool.KeysCollection, archiveUndoneField: bson.M{"$exists": false}},
+		bson.M{"$set": bson.M{archiveUndoneField: r.opts.Now().UTC()}})
+	if err != nil {
+		return 0, fmt.Errorf("mark the archived copies of undone rotations: %w", err)
+	}
+	return int(res.ModifiedCount), nil
+}
+
+// settleUndone repairs what late steps of undone rotations left: a history
+// record written after (or while) the undo ran, a copy of the old key
+// archived after it (or by a version before undos marked them), a backup marked used or
+// reserved again for the undone rotation after it was given back, and an
+// undone entry of an earlier version still holding its backup in the
+// unique (pool, backupId) index. Their late key inserts carry the insert
+// mark and are removed by sweepMarked, which runs first.
+func (r *Rotator) settleUndone(ctx context.Context) (int, error) {
+	cur, err := r.journal.Find(ctx, bson.M{"pool": r.pool.Name, "state": stateUndone})
+	if err != nil {
+		return 0, fmt.Errorf("find undone rotations: %w", err)
+	}
+	var entries []journalEntry
+	if err := cur.All(ctx, &entries); err != nil {
+		return 0, fmt.Errorf("find undone rotations: %w", err)
+	}
+	if len(entries) == 0 {
+		return 0, nil
+	}
+	n := 0
+	ids := make([]string, 0, len(entries))
+	byID := map[string]journalEntry{}
+	for _, e := range entries {
+		ids = append(ids, e.ID)
+		byID[e.ID] = e
+		if e.BackupID != releasedBackupID(e.ID) {
+			res, err := r.journal.UpdateOne(ctx, bson.M{"_id": e.ID, "backupId": e.BackupID, "state": stateUndone},
+				bson.M{"$set": bson.M{"backupId": releasedBackupID(e.ID), undoneBackupField: e.BackupID}})
+			if err != nil {
+				return n, fmt.Errorf("release backup of undone rotation %s: %w", e.ID, err)
+			}
+			n += int(res.ModifiedCount)
+		}
+	}
+	res, err := r.history.DeleteMany(ctx, bson.M{"_id": bson.M{"$in": ids}})
+	if err != nil {
+		return n, fmt.Errorf("remove history of undone rotations: %w", err)
+	}
+	n += int(res.DeletedCount)
+	marked, err := r.markArchiveUndone(ctx, entries)
+	n += marked
+	if err != nil {
+		return n, err
+	}
+	bc, err := r.backups.Find(ctx, bson.M{claimField: bson.M{"$in": ids}}, options.Find().SetProjection(bson.M{"_id": 1, claimField: 1, FieldUsedFor: 1}))
+	if err != nil {
+		return n, fmt.Errorf("find backups of undone rotations: %w", err)
+	}
+	var backups []bson.Raw
+	if err := bc.All(ctx, &backups); err != nil {
+		return n, fmt.Errorf("find backups of undone rotations: %w", err)
+	}
+	for _, b := range backups {
+		id, ok := b.Lookup("_id").StringValueOK()
+		by, _ := b.Lookup(claimField).StringValueOK()
+		e := byID[by]
+		if !ok {
+			continue
+		}
+		if live, err := r.keys.CountDocuments(ctx, bson.M{"_id": id}); err != nil || live > 0 {
+			if err != nil {
+				return n, err
+			}
+			continue // a live key: not ours to give back; verify names it
+		}
+		res, err := r.backups.UpdateOne(ctx, bson.M{"_id": id, claimField: by, FieldUsedFor: e.OldKeyID},
+			bson.M{"$set": bson.M{FieldIsUsed: false, FieldActivated: false}, "$unset": bson.M{FieldUsedFor: "", FieldUsedAt: "", claimField: ""}})
+		if err != nil {
+			return n, fmt.Errorf("give back backup %s of undone rotation %s: %w", id, by, err)
+		}
+		if res.ModifiedCount > 0 {
+			n++
+			r.log.Warn("gave back a backup a late step of an undone rotation marked used", "backup", id, "rotation", by)
+		}
+	}
+	return n, nil
 }
