@@ -19,11 +19,11 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/spendchecker/spendchecker/checker"
-	"github.com/spendchecker/spendchecker/internal/storeerr"
 	"github.com/spendchecker/spendchecker/lease"
 	"github.com/spendchecker/spendchecker/rotation"
 	"github.com/spendchecker/spendchecker/rotation/history"
 	"github.com/spendchecker/spendchecker/rotation/secret"
+	"github.com/spendchecker/spendchecker/storeerr"
 )
 
 // The key document's fields, named by their owners (docs/design.md, "MongoDB schema").

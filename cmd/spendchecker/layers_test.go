@@ -29,6 +29,7 @@ var layers = map[string]int{
 	"rotation/upstream":    0, // what an upstream's error answer says about the key
 	"rotation/mongoidx":    0,
 	"rotation/secret":      0, // how a secret is shown: masks, fingerprints, redacted texts
+	"storeerr":             0, // a store error in one line
 }
 
 func testSupport(pkg string) bool {

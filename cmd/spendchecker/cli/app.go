@@ -18,7 +18,6 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/spendchecker/spendchecker/checker"
-	"github.com/spendchecker/spendchecker/internal/storeerr"
 	"github.com/spendchecker/spendchecker/lease"
 	"github.com/spendchecker/spendchecker/notify"
 	"github.com/spendchecker/spendchecker/rotation/history"
@@ -26,6 +25,7 @@ import (
 	"github.com/spendchecker/spendchecker/rotation/secret"
 	"github.com/spendchecker/spendchecker/spend"
 	"github.com/spendchecker/spendchecker/statuspage"
+	"github.com/spendchecker/spendchecker/storeerr"
 )
 
 // app holds the wired dependencies.

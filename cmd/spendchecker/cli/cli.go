@@ -18,8 +18,8 @@ import (
 
 	"github.com/peterbourgon/ff/v4"
 
-	"github.com/spendchecker/spendchecker/internal/storeerr"
 	"github.com/spendchecker/spendchecker/rotation/secret"
+	"github.com/spendchecker/spendchecker/storeerr"
 )
 
 // Exit codes (docs/configuration.md, "Exit codes").

@@ -17,10 +17,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/spendchecker/spendchecker/checker"
-	"github.com/spendchecker/spendchecker/internal/storeerr"
 	"github.com/spendchecker/spendchecker/lease"
 	"github.com/spendchecker/spendchecker/rotation/secret"
 	"github.com/spendchecker/spendchecker/statuspage"
+	"github.com/spendchecker/spendchecker/storeerr"
 )
 
 // rootCommand is `spendchecker [FLAGS]`: the daemon, or with --once one
