@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -187,7 +188,9 @@ func (s Source) Read(ctx context.Context) *Snapshot {
 		switch {
 		case err != nil:
 			snap.Lease.Error = r.line(err)
-			snap.Errors = r.add(snap.Errors, "lease: "+snap.Lease.Error)
+			if snap.Lease.Error != unreachable {
+				snap.Errors = append(snap.Errors, "lease: "+snap.Lease.Error)
+			}
 		case rec == nil:
 			snap.Lease.State = "never"
 		default:
@@ -201,8 +204,8 @@ func (s Source) Read(ctx context.Context) *Snapshot {
 	}
 	for _, p := range s.Pools {
 		pv := s.readPool(ctx, p, r)
-		if pv.Error != "" {
-			snap.Errors = r.add(snap.Errors, fmt.Sprintf("pool %s: %s", p.Name, pv.Error))
+		if pv.Error != "" && pv.Error != unreachable {
+			snap.Errors = append(snap.Errors, fmt.Sprintf("pool %s: %s", p.Name, pv.Error))
 		}
 		snap.Pools = append(snap.Pools, pv)
 	}
@@ -233,6 +236,10 @@ type reader struct {
 // errNotTried stands for a read not tried because the store is down.
 var errNotTried = errors.New("not read: the store is unreachable")
 
+// unreachable is the error of a section not read for the store being
+// unreachable: Snapshot.Store says why, once for all of them.
+const unreachable = "unknown: the store is unreachable"
+
 func (r *reader) read(f func() error) error {
 	if r.down != nil {
 		return errNotTried
@@ -244,36 +251,26 @@ func (r *reader) read(f func() error) error {
 	return err
 }
 
-// line is err in one line; the store's unreachability is said once, in
-// Snapshot.Store, not by every section.
+// line is err in one line, or unreachable.
 func (r *reader) line(err error) string {
 	if errors.Is(err, errNotTried) || storeerr.Unreachable(err) {
-		return "unknown: the store is unreachable"
+		return unreachable
 	}
 	return storeerr.Line(err)
-}
-
-// add appends a section's error, unless it only repeats that the store
-// is unreachable.
-func (r *reader) add(errs []string, e string) []string {
-	if strings.HasSuffix(e, "unknown: the store is unreachable") {
-		return errs
-	}
-	return append(errs, e)
 }
 
 func (s Source) readPool(ctx context.Context, p Pool, r *reader) PoolView {
 	pv := PoolView{Name: p.Name, KeysCollection: p.Keys.Name(), Threshold: p.Threshold, MinRemaining: p.MinRemaining, Keys: []KeyView{}}
 	var errs []string
-	note := func(what string, err error) {
-		if e := r.line(err); !strings.HasPrefix(e, "unknown:") {
-			errs = append(errs, what+e)
+	note := func(err error) {
+		if e := r.line(err); !slices.Contains(errs, e) {
+			errs = append(errs, e)
 		}
 	}
 	if p.Backups != nil {
 		var n int64
 		if err := r.read(func() (err error) { n, err = p.Backups.BackupsAvailable(ctx); return err }); err != nil {
-			note("", err)
+			note(err)
 		} else {
 			pv.BackupsLeft = &n
 		}
@@ -283,14 +280,14 @@ func (s Source) readPool(ctx context.Context, p Pool, r *reader) PoolView {
 	pv.Keys = append(pv.Keys, keys...)
 	if err != nil {
 		pv.KeysUnknown = true
-		note("", err)
+		note(err)
 	}
 	if s.Rotations > 0 && p.History != nil {
 		var recs []history.Record
 		err := r.read(func() (err error) { recs, err = recentRotations(ctx, p.History, s.Rotations); return err })
 		if err != nil {
 			pv.RotationsUnknown = true
-			note("", err)
+			note(err)
 		}
 		for i := range recs {
 			recs[i].Pool = p.Name
@@ -298,9 +295,6 @@ func (s Source) readPool(ctx context.Context, p Pool, r *reader) PoolView {
 		pv.Rotations = recs
 	}
 	pv.Error = strings.Join(errs, "; ")
-	if pv.Error == "" && (pv.KeysUnknown || pv.RotationsUnknown || (p.Backups != nil && pv.BackupsLeft == nil)) {
-		pv.Error = "unknown: the store is unreachable"
-	}
 	return pv
 }
 

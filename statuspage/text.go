@@ -3,7 +3,6 @@ package statuspage
 import (
 	"fmt"
 	"io"
-	"strings"
 	"text/tabwriter"
 	"time"
 )
@@ -17,7 +16,7 @@ func WriteText(out io.Writer, s *Snapshot) {
 	}
 	l := s.Lease
 	switch {
-	case l.Error != "" && strings.HasPrefix(l.Error, "unknown:"):
+	case l.Error == unreachable:
 		fmt.Fprintf(out, "lease %s: unknown\n", l.Name)
 	case l.Error != "":
 		fmt.Fprintf(out, "lease %s: unknown: %s\n", l.Name, l.Error)
@@ -41,7 +40,7 @@ func WriteText(out io.Writer, s *Snapshot) {
 		if p.KeysUnknown && len(p.Keys) == 0 {
 			// Not an empty pool: keys that could not be read.
 			fmt.Fprintf(out, "keys %s\n", unknown(s))
-			if p.Error != "" && !strings.HasPrefix(p.Error, "unknown:") {
+			if p.Error != "" && p.Error != unreachable {
 				fmt.Fprintf(out, "error: %s\n", p.Error)
 			}
 			continue
@@ -65,7 +64,7 @@ func WriteText(out io.Writer, s *Snapshot) {
 				reading(k), usdp(k.Budget), pct(k.PercentOfThreshold), last, next, rate(k.RatePerHour), eta(k, now))
 		}
 		_ = tw.Flush()
-		if p.Error != "" && !(s.Store != nil && strings.HasPrefix(p.Error, "unknown:")) {
+		if p.Error != "" && p.Error != unreachable {
 			fmt.Fprintf(out, "error: %s\n", p.Error)
 		}
 	}

@@ -159,7 +159,11 @@ func TestJSONNonFiniteNumbers(t *testing.T) {
 			mdb := mongotest.New(t)
 			apiSeed(t, mdb.Database, apiPool, 1, 1)
 			tt.seed(t, mdb.Database)
-			code, out, stderr := runCLI(t, tt.cmd, "--mongo-uri", mdb.URI, "--database", mdb.Name, "--output", "json", "--threshold", "10")
+			args := []string{tt.cmd, "--mongo-uri", mdb.URI, "--database", mdb.Name}
+			if tt.cmd == "status" {
+				args = append(args, "--threshold", "10")
+			}
+			code, out, stderr := runCLI(t, append(args, "--output", "json")...)
 			if code != ExitOK || stderr != "" {
 				t.Fatalf("exit %d, stdout %q, stderr %q", code, out, stderr)
 			}
@@ -174,7 +178,7 @@ func TestJSONNonFiniteNumbers(t *testing.T) {
 				}
 			}
 			// Text shows such a number as unknown, not as NaN or Inf.
-			code, out, stderr = runCLI(t, tt.cmd, "--mongo-uri", mdb.URI, "--database", mdb.Name, "--threshold", "10")
+			code, out, stderr = runCLI(t, args...)
 			if code != ExitOK || strings.Contains(out, "NaN") || strings.Contains(out, "Inf") {
 				t.Errorf("text: exit %d, stdout %q, stderr %q", code, out, stderr)
 			}
