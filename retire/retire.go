@@ -269,6 +269,8 @@ type archived struct {
 	DeletedAt   *time.Time `bson:"deletedUpstreamAt"`
 	DelAttempts int        `bson:"deleteAttempts"`
 	DelNextAt   *time.Time `bson:"deleteNextAt"`
+	// UndoneAt: the rotation undid itself; the copy records no deletion.
+	UndoneAt *time.Time `bson:"undoneAt"`
 }
 
 // Run is one pass: it disables the old keys of the pool's done rotations
@@ -311,6 +313,11 @@ func (r *Retirer) Run(ctx context.Context) (Report, error) {
 		}
 		if a.Outcome != "" {
 			continue // settled
+		}
+		if a.UndoneAt != nil {
+			// An undone rotation a late journal mark left done: it deleted
+			// nothing, and the key may be live (re-keyed in place).
+			continue
 		}
 		if watermark.IsZero() {
 			watermark = e.FinishedAt

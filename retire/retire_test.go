@@ -60,7 +60,9 @@ func (w *world) liveKey(id string) string {
 }
 
 // Rotations that undid themselves or are still in progress are never
-// retired, nor are rotations finished before retire was turned on.
+// retired, nor are rotations finished before retire was turned on, nor an
+// undone rotation a late journal mark left done (its archived copy is
+// marked undone: the rotation deleted nothing).
 func TestRetireOnlyDoneRotations(t *testing.T) {
 	w := newWorld(t, keyadmin.OpenRouter, 0, 0)
 	ctx := context.Background()
@@ -69,18 +71,24 @@ func TestRetireOnlyDoneRotations(t *testing.T) {
 	for _, c := range []struct {
 		id, state string
 		finished  time.Time
+		undone    bool // the archived copy is marked undone
 	}{
-		{"rot_undone", "undone", t0},
-		{"rot_claimed", "claimed", t0},
-		{"rot_before", "done", t0.Add(-time.Hour)},
-		{"rot_done", "done", t0},
+		{"rot_undone", "undone", t0, true},
+		{"rot_claimed", "claimed", t0, false},
+		{"rot_before", "done", t0.Add(-time.Hour), false},
+		{"rot_undone_marked_done", "done", t0, true},
+		{"rot_done", "done", t0, false},
 	} {
 		k := w.up.AddManagedKey(c.id, "", 10)
 		doc := bson.M{"_id": "key-" + c.id, rotation.FieldAPIKey: k.Secret, rotation.FieldUpstreamKeyID: k.ID}
 		if _, err := journal.InsertOne(ctx, bson.M{"_id": c.id, "pool": w.pool.Name, "oldKeyId": "key-" + c.id, "state": c.state, "finishedAt": c.finished}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := archive.InsertOne(ctx, bson.M{"_id": c.id, "sourceId": "key-" + c.id, "document": doc, "metadata": bson.M{"pool": w.pool.Name, "rotationId": c.id}}); err != nil {
+		a := bson.M{"_id": c.id, "sourceId": "key-" + c.id, "document": doc, "metadata": bson.M{"pool": w.pool.Name, "rotationId": c.id}}
+		if c.undone {
+			a[rotation.FieldArchiveUndoneAt] = t0
+		}
+		if _, err := archive.InsertOne(ctx, a); err != nil {
 			t.Fatal(err)
 		}
 	}

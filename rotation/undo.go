@@ -181,11 +181,12 @@ func (s *saga) isOldKey(doc bson.Raw) bool {
 	return true
 }
 
-// archiveUndoneField marks an archived copy of an undone rotation's old
-// key: the rotation archived the key but deleted nothing (its secret was
-// replaced in place, or someone else rotated it away). The copy is kept,
-// since it may be the only one, but no longer records a deletion.
-const archiveUndoneField = "undoneAt"
+// FieldArchiveUndoneAt, on an archive document, marks a copy of an undone
+// rotation's old key: the rotation archived the key but deleted nothing
+// (its secret was replaced in place, or someone else rotated it away). The
+// copy is kept, since it may be the only one, but records no deletion:
+// nothing acts on it as on a deleted key.
+const FieldArchiveUndoneAt = "undoneAt"
 
 // markArchiveUndone marks the copies of the old key that undone rotations
 // archived: the entry under the rotation id and those of later versions
@@ -203,8 +204,8 @@ func (r *Rotator) markArchiveUndone(ctx context.Context, entries []journalEntry)
 		// "<id>/..." entries, by the _id index.
 		or = append(or, bson.M{"_id": bson.M{"$gte": e.ID, "$lt": e.ID + "0"}, "sourceId": e.OldKeyID, "metadata.rotationId": e.ID})
 	}
-	res, err := r.archive.UpdateMany(ctx, bson.M{"$or": or, "sourceCollection": r.pool.KeysCollection, archiveUndoneField: bson.M{"$exists": false}},
-		bson.M{"$set": bson.M{archiveUndoneField: r.opts.Now().UTC()}})
+	res, err := r.archive.UpdateMany(ctx, bson.M{"$or": or, "sourceCollection": r.pool.KeysCollection, FieldArchiveUndoneAt: bson.M{"$exists": false}},
+		bson.M{"$set": bson.M{FieldArchiveUndoneAt: r.opts.Now().UTC()}})
 	if err != nil {
 		return 0, fmt.Errorf("mark the archived copies of undone rotations: %w", err)
 	}

@@ -266,7 +266,7 @@ func ids(ctx context.Context, c *mongo.Collection) (map[string]bool, error) {
 // archivedSourceIDs lists the key ids with a copy in the archive, deleted
 // (an undone rotation's copy of its old key records no deletion).
 func (r *Rotator) archivedSourceIDs(ctx context.Context) (map[string]bool, error) {
-	cur, err := r.archive.Find(ctx, bson.M{"sourceCollection": r.pool.KeysCollection, archiveUndoneField: bson.M{"$exists": false}},
+	cur, err := r.archive.Find(ctx, bson.M{"sourceCollection": r.pool.KeysCollection, FieldArchiveUndoneAt: bson.M{"$exists": false}},
 		options.Find().SetProjection(bson.M{"sourceId": 1}))
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", ArchiveCollection, err)
