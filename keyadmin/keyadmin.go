@@ -267,7 +267,13 @@ func (c *Client) once(ctx context.Context, op, method, path string, payload []by
 	if resp.StatusCode/100 == 2 {
 		return answer{status: resp.StatusCode, body: b}, nil
 	}
-	e := &Error{Op: op, Status: resp.StatusCode, RetryAfter: retryAfter(resp.Header.Get("Retry-After"), time.Now()), Msg: c.mask(message(b), secrets...)}
+	// Masked before message cuts it: a secret across the cut would
+	// otherwise leave its start in the error.
+	masked := secret.RedactBody(b, c.cfg.AdminKey)
+	for _, sec := range secrets {
+		masked = secret.RedactBody(masked, sec)
+	}
+	e := &Error{Op: op, Status: resp.StatusCode, RetryAfter: retryAfter(resp.Header.Get("Retry-After"), time.Now()), Msg: c.mask(message(masked), secrets...)}
 	if resp.StatusCode == http.StatusNotFound {
 		return answer{status: resp.StatusCode, body: b}, fmt.Errorf("%w: %w", ErrNotFound, e)
 	}
@@ -310,6 +316,8 @@ func retryAfter(h string, now time.Time) time.Duration {
 	const most = 24 * time.Hour
 	if s, err := strconv.ParseInt(strings.TrimSpace(h), 10, 64); err == nil && s >= 0 {
 		return min(time.Duration(min(s, int64(most/time.Second)))*time.Second, most)
+	} else if errors.Is(err, strconv.ErrRange) && !strings.HasPrefix(strings.TrimSpace(h), "-") {
+		return most // more seconds than an int64 holds: the longest wait, not none
 	}
 	if t, err := http.ParseTime(h); err == nil && t.After(now) {
 		return min(t.Sub(now), most)

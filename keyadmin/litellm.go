@@ -152,9 +152,22 @@ func (c *Client) setDisabledLiteLLM(ctx context.Context, id string, disabled boo
 	if err != nil {
 		return liteLLMNotFound(err)
 	}
-	var v liteLLMKey
-	if json.Unmarshal(a.body, &v) == nil && v.Blocked != nil && *v.Blocked != disabled {
-		return unclear(op, "the answer says blocked=%v", *v.Blocked)
+	// The answer is the key's row as it is now: believe it, not the
+	// status. An unblocked row says blocked null or false.
+	var v map[string]json.RawMessage
+	if json.Unmarshal(a.body, &v) != nil {
+		return nil
+	}
+	raw, ok := v["blocked"]
+	if !ok {
+		return nil
+	}
+	var blocked *bool
+	if err := json.Unmarshal(raw, &blocked); err != nil {
+		return unclear(op, "blocked is not a boolean")
+	}
+	if (blocked != nil && *blocked) != disabled {
+		return unclear(op, "the answer says blocked=%v", blocked != nil && *blocked)
 	}
 	return nil
 }
