@@ -52,6 +52,23 @@ func (r *Retirer) disable(ctx context.Context, e rotationEntry, a archived, now 
 		return err
 	}
 	if live {
+		// An earlier attempt may have disabled it upstream without its
+		// outcome recorded (a crash after the answer, a lost answer): a
+		// live key must not stay disabled.
+		tried, err := r.claims.CountDocuments(ctx, bson.M{"rotationId": e.ID, "op": "disable"}, options.Count().SetLimit(1))
+		if err != nil {
+			return fmt.Errorf("retire %s: read attempts: %w", e.ID, err)
+		}
+		if tried > 0 {
+			if err := r.cfg.Upstream.Enable(ctx, id); err != nil && !errors.Is(err, keyadmin.ErrNotFound) {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				rep.Failed++
+				log.Warn("the rotated key is live again but could not be enabled upstream after an earlier disable; will retry", "err", err)
+				return r.fail(ctx, e.ID, FieldAttempts, FieldLastError, FieldNextAt, a.Attempts, err, now.Add(backoff(max(a.Attempts, 1), err)))
+			}
+		}
 		rep.Skipped++
 		log.Warn("the rotated key is live again (a key or an unused backup holds it, or names its upstream id); not disabling it")
 		return r.settle(ctx, e.ID, OutcomeLive, id, a.Attempts, now)

@@ -400,7 +400,12 @@ func (r *Retirer) isLive(ctx context.Context, secret, upstreamID string) (bool, 
 	for _, l := range r.live {
 		f := bson.M{rotation.FieldAPIKey: secret}
 		if upstreamID != "" {
-			f = bson.M{"$or": bson.A{f, bson.M{rotation.FieldUpstreamKeyID: upstreamID}}}
+			or := bson.A{f, bson.M{rotation.FieldUpstreamKeyID: upstreamID}}
+			if mapped := r.mappedTo(upstreamID); len(mapped) > 0 {
+				// Named by the pool's upstream-key-ids (a copied line).
+				or = append(or, bson.M{"_id": bson.M{"$in": mapped}, rotation.FieldUpstreamKeyID: bson.M{"$in": bson.A{nil, ""}}})
+			}
+			f = bson.M{"$or": or}
 		}
 		if l.backups {
 			f[rotation.FieldIsUsed] = bson.M{"$ne": true}
@@ -414,6 +419,18 @@ func (r *Retirer) isLive(ctx context.Context, secret, upstreamID string) (bool, 
 		}
 	}
 	return false, nil
+}
+
+// mappedTo lists the key ids the pool's upstream-key-ids maps to
+// upstreamID.
+func (r *Retirer) mappedTo(upstreamID string) bson.A {
+	var ids bson.A
+	for id, up := range r.cfg.IDs {
+		if up == upstreamID {
+			ids = append(ids, id)
+		}
+	}
+	return ids
 }
 
 func (r *Retirer) after(ctx context.Context, id string, s Step) error {

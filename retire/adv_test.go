@@ -1,0 +1,97 @@
+package retire_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/spendchecker/spendchecker/keyadmin"
+	"github.com/spendchecker/spendchecker/retire"
+	"github.com/spendchecker/spendchecker/rotation"
+)
+
+// lostAnswer disables upstream and reports a timeout, as a request whose
+// answer never came back.
+type lostAnswer struct{ retire.Upstream }
+
+func (l lostAnswer) Disable(ctx context.Context, id string) error {
+	if err := l.Upstream.Disable(ctx, id); err != nil {
+		return err
+	}
+	return &keyadmin.Error{Op: "disable", Msg: "context deadline exceeded"}
+}
+
+// A disable that reached the upstream without its outcome recorded (the
+// process died after the answer, or the answer was lost), then the key
+// put back by hand: the next pass finds it live and must not leave it
+// disabled upstream.
+func TestRetireDisabledUnrecordedThenRestored(t *testing.T) {
+	for _, kind := range kinds {
+		for _, how := range []string{"crash after the answer", "answer lost"} {
+			t.Run(kind+"/"+how, func(t *testing.T) {
+				w := newWorld(t, kind, 1, 1)
+				w.clock.Advance(time.Hour)
+				cfg := retire.Config{Owner: "first"}
+				if how == "answer lost" {
+					cfg.Upstream = lostAnswer{w.admin}
+				} else {
+					cfg.AfterStep = func(_ context.Context, _ string, s retire.Step) error {
+						if s == retire.StepUpstream {
+							return errCrash
+						}
+						return nil
+					}
+				}
+				_, err := w.retirer(cfg).Run(context.Background())
+				if how != "answer lost" && !errors.Is(err, errCrash) {
+					t.Fatalf("the pass did not crash: %v", err)
+				}
+				if !w.up.Disabled(w.old["k0"]) {
+					t.Fatal("the disable did not reach the upstream")
+				}
+				// Restored by hand from the archive under its old id.
+				if _, err := w.db.Collection(w.pool.KeysCollection).InsertOne(context.Background(),
+					bson.M{"_id": "k0-restored", rotation.FieldAPIKey: w.old["k0"], rotation.FieldStatus: rotation.StatusHealthy}); err != nil {
+					t.Fatal(err)
+				}
+				w.clock.Advance(2 * time.Hour)
+				runUntilSettled(t, w.retirer(retire.Config{Owner: "second"}))
+				if got := w.archive("k0")[retire.FieldOutcome]; got != retire.OutcomeLive {
+					t.Fatalf("outcome %v, want live", got)
+				}
+				w.checkInvariants(false)
+			})
+		}
+	}
+}
+
+// The pool's upstream-key-ids naming one upstream id for the rotated key
+// and for a live key (a copied line): disabling that id would cut the live
+// key, so it is live.
+func TestRetireMappedIDOfALiveKey(t *testing.T) {
+	w := newWorld(t, keyadmin.OpenRouter, 2, 0)
+	ctx := context.Background()
+	for _, id := range []string{"k0", "k1"} {
+		_, _ = w.db.Collection(w.pool.KeysCollection).UpdateOne(ctx, bson.M{"_id": id}, bson.M{"$unset": bson.M{rotation.FieldUpstreamKeyID: ""}})
+	}
+	var k1 string
+	if err := w.db.Collection(w.pool.KeysCollection).FindOne(ctx, bson.M{"_id": "k1"}).Decode(&struct {
+		APIKey *string `bson:"apiKey"`
+	}{&k1}); err != nil {
+		t.Fatal(err)
+	}
+	w.rotateKey("k0")
+	// k1's line copied for k0: both name k1's hash.
+	ids := map[string]string{"k0": w.upstreamID(k1), "k1": w.upstreamID(k1)}
+	w.clock.Advance(time.Hour)
+	runUntilSettled(t, w.retirer(retire.Config{IDs: ids}))
+	if w.up.Disabled(k1) {
+		t.Fatal("the live key k1 was disabled through the rotated key's mapped id")
+	}
+	if got := w.archive("k0")[retire.FieldOutcome]; got != retire.OutcomeLive {
+		t.Fatalf("outcome %v, want live", got)
+	}
+}
