@@ -200,8 +200,8 @@ func (w *world) checkInvariants(settled bool) {
 		b, isBackup := backups[k.Name]
 		switch {
 		case isBackup && b.APIKey == k.Secret:
-			if k.Disabled {
-				w.t.Errorf("backup %s disabled upstream", k.Name)
+			if k.Disabled || k.Deleted {
+				w.t.Errorf("backup %s disabled or gone upstream", k.Name)
 			}
 			if settled && s.State != "done" {
 				w.t.Errorf("slot %s has its backup but is %s", s.ID, s.State)
@@ -209,7 +209,7 @@ func (w *world) checkInvariants(settled bool) {
 			if b.UpstreamID != k.ID {
 				w.t.Errorf("backup %s: upstreamKeyId %q, want %q", k.Name, b.UpstreamID, k.ID)
 			}
-		case !settled:
+		case !settled, k.Deleted:
 		case !k.Disabled:
 			w.t.Errorf("key %s (slot %s, %s) lost: no backup holds it and it is enabled", k.Name, s.ID, s.State)
 		default:

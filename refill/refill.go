@@ -65,6 +65,9 @@ type Upstream interface {
 	Create(ctx context.Context, name string, limit float64, secret string) (keyadmin.Key, error)
 	FindByName(ctx context.Context, name string) ([]keyadmin.Key, error)
 	Disable(ctx context.Context, id string) error
+	// Lookup reads one key by id, changing nothing: a create's answer is
+	// believed only once the upstream shows the key.
+	Lookup(ctx context.Context, id string) (keyadmin.Key, error)
 	IDOf(secret string) string
 	ProposesSecret() bool
 }

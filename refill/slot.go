@@ -99,6 +99,9 @@ func (r *Refiller) createOne(ctx context.Context, s slot, rep *Report) (bool, er
 	if err := r.after(ctx, s.ID, StepCreate); err != nil {
 		return false, err
 	}
+	if cerr == nil {
+		cerr = r.confirm(ctx, s, k)
+	}
 	now := r.cfg.Now()
 	if cerr == nil {
 		r.failures, r.notBefore = 0, time.Time{}
@@ -108,11 +111,39 @@ func (r *Refiller) createOne(ctx context.Context, s slot, rep *Report) (bool, er
 	rep.Failed++
 	r.failed(now, cerr)
 	r.log.Warn("could not create a backup key upstream; looking it up by name", "slot", s.ID, "name", s.Name, "err", cerr)
-	if _, err := r.journal.UpdateOne(ctx, bson.M{"_id": s.ID}, bson.M{"$set": bson.M{"lastError": cerr.Error()}}); err != nil {
+	set := bson.M{"lastError": cerr.Error()}
+	if k.ID != "" && k.ID != r.cfg.Upstream.IDOf(s.Secret) {
+		// The answer named a key not derived from the slot's secret
+		// (OpenRouter's hash): disabled with the slot's orphans even if
+		// the list never shows it.
+		set["upstreamId"], s.UpstreamID = k.ID, k.ID
+	}
+	if _, err := r.journal.UpdateOne(ctx, bson.M{"_id": s.ID}, bson.M{"$set": set}); err != nil {
 		return false, fmt.Errorf("refill: record slot %s: %w", s.ID, err)
 	}
 	s.LastError = cerr.Error()
 	return false, r.settle(ctx, s, now, rep)
+}
+
+// errUnconfirmed: the upstream answered a create with a key it does not
+// show (unknown or disabled).
+var errUnconfirmed = errors.New("the upstream answered the create with a key it does not show enabled")
+
+// confirm looks up the key a create answered: it becomes a backup only if
+// the upstream shows it, enabled, under the slot's name. A look-up that
+// fails (no answer) leaves the create's answer believed.
+func (r *Refiller) confirm(ctx context.Context, s slot, k keyadmin.Key) error {
+	got, err := r.cfg.Upstream.Lookup(ctx, k.ID)
+	switch {
+	case errors.Is(err, keyadmin.ErrNotFound):
+		return fmt.Errorf("%w: %w", errUnconfirmed, err)
+	case err != nil:
+		r.log.Warn("could not look a created key up; taking the create's answer", "slot", s.ID, "name", s.Name, "err", err)
+		return nil
+	case got.Disabled || (got.Name != "" && got.Name != s.Name):
+		return errUnconfirmed
+	}
+	return nil
 }
 
 // settleDue settles the open slots whose time to look has come.
@@ -167,6 +198,10 @@ func (r *Refiller) settle(ctx context.Context, s slot, now time.Time, rep *Repor
 			return r.conclude(ctx, s, outcome{Decision: decideAdopt, UpstreamID: k.ID, Secret: s.Secret}, nil, false, rep)
 		}
 		others = append(others, k.ID)
+	}
+	if s.UpstreamID != "" && !slices.Contains(others, s.UpstreamID) {
+		// Named by the create's answer, missing from the list.
+		others = append(others, s.UpstreamID)
 	}
 	if len(others) > 0 {
 		return r.conclude(ctx, s, outcome{Decision: decideDisable, Disable: others}, nil, false, rep)

@@ -1,0 +1,130 @@
+package refill_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spendchecker/spendchecker/internal/fakeupstream"
+	"github.com/spendchecker/spendchecker/keyadmin"
+	"github.com/spendchecker/spendchecker/refill"
+)
+
+// An upstream that answers a create with a key it does not have (gone
+// before the answer): that key never becomes a backup, the slot is
+// settled, and a later slot refills the pool.
+func TestRefillCreateAnsweredForNoKey(t *testing.T) {
+	for _, kind := range kinds {
+		t.Run(kind, func(t *testing.T) {
+			w := newWorld(t, kind, 1, 0)
+			admin, err := keyadmin.New(keyadmin.Config{Kind: kind, BaseURL: w.up.URL, AdminKey: mgmtKey, Wait: noWait})
+			if err != nil {
+				t.Fatal(err)
+			}
+			lying := true
+			w.up.SetAdminHooks(fakeupstream.AdminHooks{AfterCreate: func(_ http.ResponseWriter, r *http.Request, k fakeupstream.ManagedKey) bool {
+				if lying {
+					if err := admin.Delete(r.Context(), k.ID); err != nil {
+						t.Error(err)
+					}
+				}
+				return false
+			}})
+			r := w.refiller(refill.Config{Below: 1, To: 1})
+			rep, err := r.Run(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if w.unused() != 0 {
+				t.Fatalf("a key the upstream does not have became a backup: %+v", rep)
+			}
+			lying = false
+			settle(t, w, r)
+			w.checkInvariants(true)
+			if w.unused() != 1 {
+				t.Fatalf("%d unused backups, want 1", w.unused())
+			}
+		})
+	}
+}
+
+// A LiteLLM proxy that ignores the proposed key and makes its own: the key
+// it answered is the backup; with the answer lost, the key found under the
+// slot's name is not the one proposed, so it is disabled and recorded.
+func TestRefillLiteLLMIgnoresTheProposedKey(t *testing.T) {
+	for _, crash := range []bool{false, true} {
+		t.Run(fmt.Sprintf("crash=%v", crash), func(t *testing.T) {
+			w := newWorld(t, keyadmin.LiteLLM, 1, 0)
+			w.up.SetAdminHooks(fakeupstream.AdminHooks{Before: func(_ http.ResponseWriter, r *http.Request) bool {
+				if r.URL.Path == "/key/generate" {
+					var in map[string]any
+					b, _ := io.ReadAll(r.Body)
+					_ = json.Unmarshal(b, &in)
+					delete(in, "key")
+					b, _ = json.Marshal(in)
+					r.Body = io.NopCloser(bytes.NewReader(b))
+				}
+				return false
+			}})
+			crashed := false
+			r := w.refiller(refill.Config{Below: 1, To: 1, AfterStep: func(_ context.Context, _ string, s refill.Step) error {
+				if crash && s == refill.StepCreate && !crashed {
+					crashed = true
+					return errCrash
+				}
+				return nil
+			}})
+			if _, err := r.Run(context.Background()); err != nil && !errors.Is(err, errCrash) {
+				t.Fatal(err)
+			}
+			settle(t, w, w.refiller(refill.Config{Below: 1, To: 1, Owner: "recovering"}))
+			w.checkInvariants(true)
+			if w.unused() != 1 {
+				t.Fatalf("%d unused backups, want 1", w.unused())
+			}
+		})
+	}
+}
+
+// OpenRouter answers a create with the new key's hash but not its secret,
+// and its list skips that key: the hash the answer named is enough to
+// disable it, so it is not left enabled and unrecorded.
+func TestRefillNoSecretAndTheListMissesIt(t *testing.T) {
+	w := newWorld(t, keyadmin.OpenRouter, 1, 0)
+	hidden := ""
+	w.up.SetAdminHooks(fakeupstream.AdminHooks{
+		Before: func(rw http.ResponseWriter, r *http.Request) bool {
+			if r.Method == http.MethodGet && strings.TrimSuffix(r.URL.Path, "/") == "/api/v1/keys" && hidden != "" {
+				// A list page that skips the hidden key.
+				rw.WriteHeader(http.StatusOK)
+				fmt.Fprint(rw, `{"data":[]}`)
+				return true
+			}
+			return false
+		},
+		AfterCreate: func(rw http.ResponseWriter, r *http.Request, k fakeupstream.ManagedKey) bool {
+			if hidden != "" {
+				return false
+			}
+			hidden = k.ID
+			return noSecret(keyadmin.OpenRouter)(rw, r, k)
+		},
+	})
+	r := w.refiller(refill.Config{Below: 1, To: 1})
+	for range 4 {
+		if _, err := r.Run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		w.clock.Advance(refill.DefaultSettleAfter + time.Hour)
+	}
+	w.up.SetAdminHooks(fakeupstream.AdminHooks{})
+	settle(t, w, r)
+	w.checkInvariants(true)
+}
