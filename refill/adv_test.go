@@ -12,7 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"go.mongodb.org/mongo-driver/v2/bson"
+
 	"github.com/spendchecker/spendchecker/internal/fakeupstream"
+	"github.com/spendchecker/spendchecker/internal/mongotest"
 	"github.com/spendchecker/spendchecker/keyadmin"
 	"github.com/spendchecker/spendchecker/refill"
 )
@@ -127,4 +130,56 @@ func TestRefillNoSecretAndTheListMissesIt(t *testing.T) {
 	w.up.SetAdminHooks(fakeupstream.AdminHooks{})
 	settle(t, w, r)
 	w.checkInvariants(true)
+}
+
+// A second deployment whose database was restored from the first one's
+// (its name token copied) refills the same pool on the same upstream
+// account: an unclear create of its own must never disable the first
+// deployment's backup found under the same name.
+func TestRefillClonedDeploymentSharesTheUpstream(t *testing.T) {
+	a := newWorld(t, keyadmin.OpenRouter, 1, 0)
+	ra := a.refiller(refill.Config{Below: 1, To: 1, Owner: "production"})
+	mdb := mongotest.New(t)
+	b := &world{t: t, db: mdb.Database, mdb: mdb, pool: a.pool, up: a.up, kind: a.kind, clock: a.clock, timeout: a.timeout}
+	var tok bson.M
+	if err := a.db.Collection(refill.Collection).FindOne(context.Background(), bson.M{"_id": "token"}).Decode(&tok); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.db.Collection(refill.Collection).InsertOne(context.Background(), tok); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := ra.Run(context.Background()); err != nil || rep.Created != 1 {
+		t.Fatalf("production: %+v, %v", rep, err)
+	}
+	var backup struct {
+		APIKey string `bson:"apiKey"`
+	}
+	if err := a.db.Collection(a.pool.BackupsCollection).FindOne(context.Background(), bson.M{}).Decode(&backup); err != nil {
+		t.Fatal(err)
+	}
+	a.up.SetAdminHooks(fakeupstream.AdminHooks{AfterCreate: badGateway})
+	rb := b.refiller(refill.Config{Below: 1, To: 1, Owner: "staging"})
+	if _, err := rb.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	a.up.SetAdminHooks(fakeupstream.AdminHooks{})
+	settle(t, b, rb)
+	if a.up.Disabled(backup.APIKey) {
+		t.Fatal("the other deployment's backup was disabled upstream")
+	}
+	// Staging's own key: its backup, or disabled and recorded.
+	names := map[string]slotDoc{}
+	for _, s := range b.slots() {
+		names[s.Name] = s
+	}
+	backups := b.backups()
+	for _, k := range a.up.ManagedKeys() {
+		s, ok := names[k.Name]
+		if !ok {
+			continue
+		}
+		if bk, isBackup := backups[k.Name]; !(isBackup && bk.APIKey == k.Secret) && !(k.Disabled && s.State == "orphaned") {
+			t.Errorf("staging's key %s: disabled %v, slot %s", k.Name, k.Disabled, s.State)
+		}
+	}
 }

@@ -246,14 +246,21 @@ func (r *Refiller) nameToken(ctx context.Context) (string, error) {
 var plainName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,40}$`)
 
 // keyName is the name of slot n of day in the upstream, and the _id of the
-// backup it becomes: spendchecker-<pool>-<token>-<yyyymmdd>-<n>. A pool name
-// an upstream might refuse is replaced by its fingerprint.
-func (r *Refiller) keyName(token, day string, n int) string {
+// backup it becomes: spendchecker-<pool>-<token>-<yyyymmdd>-<n>-<nonce>. A
+// pool name an upstream might refuse is replaced by its fingerprint. The
+// nonce, random per slot and kept in the slot, makes the name the slot's
+// alone: a deployment restored from another's database (its token copied)
+// never finds the other's keys under its names.
+func (r *Refiller) keyName(token, day string, n int) (string, error) {
 	pool := r.cfg.Pool.Name
 	if !plainName.MatchString(pool) {
 		pool = "p" + secret.Fingerprint(pool)
 	}
-	return fmt.Sprintf("spendchecker-%s-%s-%s-%d", pool, token, day[0:4]+day[5:7]+day[8:10], n)
+	b := make([]byte, 4)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("refill: name a key: %w", err)
+	}
+	return fmt.Sprintf("spendchecker-%s-%s-%s-%d-%s", pool, token, day[0:4]+day[5:7]+day[8:10], n, hex.EncodeToString(b)), nil
 }
 
 // Report counts what a pass did.
@@ -327,8 +334,12 @@ func (r *Refiller) create(ctx context.Context, token string, now time.Time, want
 			next, keys, usd = next+1, keys+1, usd+r.cfg.Limit
 			continue
 		}
+		name, err := r.keyName(token, day, next)
+		if err != nil {
+			return err
+		}
 		s := slot{ID: fmt.Sprintf("%s/%s/%d", r.cfg.Pool.Name, day, next), Kind: kindSlot, Pool: r.cfg.Pool.Name, Day: day, N: next,
-			Name: r.keyName(token, day, next), Limit: r.cfg.Limit, State: statePending, Owner: r.cfg.Owner, Epoch: r.cfg.Epoch(),
+			Name: name, Limit: r.cfg.Limit, State: statePending, Owner: r.cfg.Owner, Epoch: r.cfg.Epoch(),
 			RequestedAt: now.UTC(), CheckAt: now.UTC().Add(r.cfg.SettleAfter)}
 		ok, err := r.createOne(ctx, s, rep)
 		if err != nil || !ok {

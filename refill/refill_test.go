@@ -381,18 +381,21 @@ func TestRefillSettledUnderAHeldCreate(t *testing.T) {
 // the next slot.
 func TestRefillBackupIDTaken(t *testing.T) {
 	w := newWorld(t, keyadmin.OpenRouter, 1, 0)
-	r := w.refiller(refill.Config{Below: 1, To: 1})
-	var tok struct {
-		Token string `bson:"token"`
-	}
-	if err := w.db.Collection(refill.Collection).FindOne(context.Background(), bson.M{"_id": "token"}).Decode(&tok); err != nil {
-		t.Fatal(err)
-	}
-	taken := "spendchecker-openhands-" + tok.Token + "-20260301-0"
-	if _, err := w.db.Collection(w.pool.BackupsCollection).InsertOne(context.Background(),
-		bson.M{"_id": taken, rotation.FieldAPIKey: "sk-someone-else-0123456789", rotation.FieldIsUsed: true}); err != nil {
-		t.Fatal(err)
-	}
+	taken := ""
+	// The first slot's name taken by a backup as soon as it is journaled.
+	r := w.refiller(refill.Config{Below: 1, To: 1, AfterStep: func(ctx context.Context, id string, s refill.Step) error {
+		if s != refill.StepJournal || taken != "" {
+			return nil
+		}
+		var sl slotDoc
+		if err := w.db.Collection(refill.Collection).FindOne(ctx, bson.M{"_id": id}).Decode(&sl); err != nil {
+			return err
+		}
+		taken = sl.Name
+		_, err := w.db.Collection(w.pool.BackupsCollection).InsertOne(ctx,
+			bson.M{"_id": taken, rotation.FieldAPIKey: "sk-someone-else-0123456789", rotation.FieldIsUsed: true})
+		return err
+	}})
 	total := settle(t, w, r)
 	if total.Orphaned != 1 || total.Created != 1 || w.unused() != 1 {
 		t.Fatalf("report %+v, %d unused", total, w.unused())
