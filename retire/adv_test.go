@@ -95,3 +95,45 @@ func TestRetireMappedIDOfALiveKey(t *testing.T) {
 		t.Fatalf("outcome %v, want live", got)
 	}
 }
+
+// A rotation finished by a process whose clock is behind this one's (a
+// proxy replica's rotator, on another machine) carries a finishedAt
+// already past the grace when the retirer first sees it: the grace still
+// runs from when it was seen, so requests holding the key are not cut.
+func TestRetireGraceUnderASlowRotatorClock(t *testing.T) {
+	for _, behind := range []time.Duration{10 * time.Minute, 24 * time.Hour} {
+		t.Run(behind.String(), func(t *testing.T) {
+			w := newWorld(t, keyadmin.OpenRouter, 2, 0)
+			r := w.retirer(retire.Config{Grace: time.Minute})
+			w.clock.Advance(48 * time.Hour)
+			if _, err := r.Run(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			w.clock.Advance(30 * time.Second)
+			slow, err := rotation.New(w.db, w.pool, rotation.Config{Owner: "proxy", Now: func() time.Time { return w.clock.Now().Add(-behind) }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var doc struct {
+				APIKey string `bson:"apiKey"`
+			}
+			if err := w.db.Collection(w.pool.KeysCollection).FindOne(context.Background(), bson.M{"_id": "k0"}).Decode(&doc); err != nil {
+				t.Fatal(err)
+			}
+			if res, err := slow.Rotate(context.Background(), "k0", "threshold"); err != nil || res.Outcome != rotation.Rotated {
+				t.Fatalf("rotate: %v %v", res.Outcome, err)
+			}
+			w.clock.Advance(10 * time.Second)
+			if _, err := r.Run(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if w.up.Disabled(doc.APIKey) {
+				t.Fatal("the key was disabled 10s after its rotation, within its 1m grace")
+			}
+			w.clock.Advance(time.Minute)
+			w.old["k0"] = doc.APIKey
+			runUntilSettled(t, r)
+			w.checkInvariants(true)
+		})
+	}
+}

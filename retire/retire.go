@@ -33,12 +33,15 @@ const Collection = "key_retirements"
 
 // Fields retire writes on an archive document (rotation.ArchiveCollection).
 const (
-	FieldRetiredAt   = "retiredUpstreamAt" // when the key was disabled (or found gone) upstream
-	FieldOutcome     = "retireOutcome"     // one of the Outcome values
-	FieldUpstreamID  = "retireUpstreamId"  // the id the upstream knows the key by
-	FieldAttempts    = "retireAttempts"
-	FieldLastError   = "retireLastError"
-	FieldNextAt      = "retireNextAt" // no attempt before this (backoff)
+	FieldRetiredAt  = "retiredUpstreamAt" // when the key was disabled (or found gone) upstream
+	FieldOutcome    = "retireOutcome"     // one of the Outcome values
+	FieldUpstreamID = "retireUpstreamId"  // the id the upstream knows the key by
+	FieldAttempts   = "retireAttempts"
+	FieldLastError  = "retireLastError"
+	FieldNextAt     = "retireNextAt" // no attempt before this (backoff)
+	// FieldNotBefore: no disable before this, the end of the grace period,
+	// set when a pass first sees the rotation done.
+	FieldNotBefore   = "retireNotBefore"
 	FieldDeletedAt   = "deletedUpstreamAt"
 	FieldDelAttempts = "deleteAttempts"
 	FieldDelError    = "deleteLastError"
@@ -266,6 +269,7 @@ type archived struct {
 	UpstreamID  string     `bson:"retireUpstreamId"`
 	Attempts    int        `bson:"retireAttempts"`
 	NextAt      *time.Time `bson:"retireNextAt"`
+	NotBefore   *time.Time `bson:"retireNotBefore"`
 	DeletedAt   *time.Time `bson:"deletedUpstreamAt"`
 	DelAttempts int        `bson:"deleteAttempts"`
 	DelNextAt   *time.Time `bson:"deleteNextAt"`
@@ -287,8 +291,14 @@ func (r *Retirer) Run(ctx context.Context) (Report, error) {
 	if r.from.Before(since) || now.After(r.rescanAt) {
 		r.from, r.rescanAt = since, now.Add(rescanEvery)
 	}
+	prev, err := r.lastPass(ctx)
+	if err != nil {
+		return rep, err
+	}
+	// Rotations within their grace too: the pass that first sees one
+	// records when its grace ends.
 	cur, err := r.journal.Find(ctx, bson.M{"pool": r.cfg.Pool.Name, "state": journalDone,
-		"finishedAt": bson.M{"$gte": r.from, "$lte": now.Add(-r.cfg.Grace)}},
+		"finishedAt": bson.M{"$gte": r.from}},
 		options.Find().SetSort(bson.D{{Key: "finishedAt", Value: 1}}).SetLimit(int64(r.cfg.Batch)).
 			SetProjection(bson.M{"_id": 1, "oldKeyId": 1, "state": 1, "finishedAt": 1}))
 	if err != nil {
@@ -300,6 +310,19 @@ func (r *Retirer) Run(ctx context.Context) (Report, error) {
 	}
 	docs, err := r.archived(ctx, entries)
 	if err != nil {
+		return rep, err
+	}
+	// Every rotation read is seen now, before any disable: a pass that
+	// stops early leaves none unrecorded.
+	due := map[string]time.Time{}
+	for _, e := range entries {
+		if a, ok := docs[e.ID]; ok && a.Outcome == "" {
+			if due[e.ID], err = r.due(ctx, e, a, prev, now); err != nil {
+				return rep, err
+			}
+		}
+	}
+	if err := r.markPass(ctx, now); err != nil {
 		return rep, err
 	}
 	watermark := time.Time{}
@@ -321,6 +344,10 @@ func (r *Retirer) Run(ctx context.Context) (Report, error) {
 		}
 		if watermark.IsZero() {
 			watermark = e.FinishedAt
+		}
+		if now.Before(due[e.ID]) {
+			rep.Waiting++
+			continue
 		}
 		if err := r.disable(ctx, e, a, now, &rep); err != nil {
 			return rep, err
@@ -365,6 +392,55 @@ func (r *Retirer) since(ctx context.Context) (time.Time, error) {
 	}
 	r.log.Info("retiring rotated keys upstream from now on; earlier rotations are left alone", "since", now)
 	return now, nil
+}
+
+// lastPass is when the pool's previous pass read the journal (zero before
+// the first).
+func (r *Retirer) lastPass(ctx context.Context) (time.Time, error) {
+	var m struct {
+		LastPass time.Time `bson:"lastPassAt"`
+	}
+	if err := r.claims.FindOne(ctx, bson.M{"_id": "since/" + r.cfg.Pool.Name}).Decode(&m); err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
+		return time.Time{}, fmt.Errorf("retire: read the last pass: %w", err)
+	}
+	return m.LastPass, nil
+}
+
+// markPass records that a pass read the journal at now.
+func (r *Retirer) markPass(ctx context.Context, now time.Time) error {
+	if r.cfg.DryRun {
+		return nil
+	}
+	_, err := r.claims.UpdateOne(ctx, bson.M{"_id": "since/" + r.cfg.Pool.Name}, bson.M{"$max": bson.M{"lastPassAt": now.UTC()}})
+	if err != nil {
+		return fmt.Errorf("retire: record the pass: %w", err)
+	}
+	return nil
+}
+
+// due is when the old key of rotation e may be disabled: its grace after
+// the finishedAt its rotator stamped, unless that stamp is older than the
+// previous pass, which did not see the rotation done: the rotator's clock
+// is behind this one (a proxy on another machine), so the grace runs from
+// this pass. Recorded when first seen, so later passes and processes keep
+// it.
+func (r *Retirer) due(ctx context.Context, e rotationEntry, a archived, prev, now time.Time) (time.Time, error) {
+	if a.NotBefore != nil {
+		return *a.NotBefore, nil
+	}
+	due := e.FinishedAt.Add(r.cfg.Grace)
+	if !prev.IsZero() && e.FinishedAt.Before(prev) && due.Before(now.Add(r.cfg.Grace)) {
+		due = now.Add(r.cfg.Grace)
+	}
+	if r.cfg.DryRun {
+		return due, nil
+	}
+	_, err := r.archive.UpdateOne(ctx, bson.M{"_id": e.ID, FieldNotBefore: bson.M{"$exists": false}},
+		bson.M{"$set": bson.M{FieldNotBefore: due.UTC()}})
+	if err != nil {
+		return due, fmt.Errorf("retire %s: record the end of its grace: %w", e.ID, err)
+	}
+	return due, nil
 }
 
 // archived reads the archive documents of the entries (the copy under the

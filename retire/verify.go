@@ -54,7 +54,7 @@ func (r *Retirer) Verify(ctx context.Context, lookup func(ctx context.Context, i
 		}
 		for _, e := range batch {
 			a, ok := docs[e.ID]
-			if !ok || a.Outcome != "" {
+			if !ok || a.Outcome != "" || (a.NotBefore != nil && now.Before(a.NotBefore.Add(OverdueAfter))) {
 				continue
 			}
 			p := fmt.Sprintf("retire_overdue: key %s (rotation %s, done %s) is not disabled upstream yet", e.OldKeyID, e.ID, e.FinishedAt.UTC().Format(time.RFC3339))
