@@ -55,6 +55,9 @@ type PoolConfig struct {
 	ManagementKeyFile string  `json:"management-key-file"`
 	managementKey     string  // read by loadKeylife
 	keylifeOff        string  // why refill and retire are off (no key)
+	// set are the keys the pool's entry in the config file sets, zero
+	// included.
+	set map[string]bool
 }
 
 // Defaults of the settings (docs/configuration.md, "Flags"): the flags use these,

@@ -116,6 +116,16 @@ func loadKeylife(c *Config) error {
 			if !finite(p.RefillKeyLimit) || !finite(p.RefillMaxUSD) {
 				return usage("pool %s: refill-key-limit and refill-max-usd-per-day must be finite numbers", p.Pool)
 			}
+			// A 0 written is a value, not the default: a cap of 0 would
+			// otherwise create the default keys a day.
+			for _, k := range []struct {
+				name string
+				zero bool
+			}{{"refill-max-keys-per-day", p.RefillMaxKeys == 0}, {"refill-max-usd-per-day", p.RefillMaxUSD == 0}, {"refill-key-limit", p.RefillKeyLimit == 0}} {
+				if k.zero && p.set[k.name] {
+					return usage("pool %s: %s must be above 0 (to stop creating keys, remove refill-below and refill-to)", p.Pool, k.name)
+				}
+			}
 			if err := p.refillConfig().Validate(); err != nil {
 				return usage("pool %s: %v", p.Pool, err)
 			}

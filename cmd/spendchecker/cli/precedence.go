@@ -91,6 +91,7 @@ func (st *fileState) resolvePools(top PoolConfig) ([]PoolConfig, []Override, err
 				copySetting(&fp, &top, k)
 			}
 		}
+		fp.set = e.set
 		out = append(out, fp)
 	}
 	return out, overrides, nil
