@@ -137,3 +137,45 @@ func TestRetireGraceUnderASlowRotatorClock(t *testing.T) {
 		})
 	}
 }
+
+// The rotated key put back by hand as a backup, then claimed by another
+// key's rotation still in progress (the backup reserved: isUsed, no
+// usedAt; the key not inserted yet): it is about to go live, so it is
+// never disabled.
+func TestRetireKeyPutBackAndClaimedByARotationInProgress(t *testing.T) {
+	w := newWorld(t, keyadmin.OpenRouter, 2, 1)
+	ctx := context.Background()
+	backups := w.db.Collection(w.pool.BackupsCollection)
+	if _, err := backups.DeleteMany(ctx, bson.M{rotation.FieldIsUsed: bson.M{"$ne": true}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := backups.InsertOne(ctx, bson.M{"_id": "readded", rotation.FieldAPIKey: w.old["k0"], rotation.FieldIsUsed: false,
+		rotation.FieldUpstreamKeyID: w.upstreamID(w.old["k0"]), rotation.FieldCreatedAt: w.clock.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	crashing, err := rotation.New(w.db, w.pool, rotation.Config{Owner: "crashing", Now: w.clock.Now,
+		AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
+			if s == rotation.StepClaim {
+				return errCrash
+			}
+			return nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := crashing.Rotate(ctx, "k1", "threshold"); !errors.Is(err, errCrash) {
+		t.Fatalf("the rotation did not stop after its claim: %v", err)
+	}
+	w.clock.Advance(time.Hour)
+	runUntilSettled(t, w.retirer(retire.Config{}))
+	if w.up.Disabled(w.old["k0"]) {
+		t.Fatal("the key claimed by a rotation in progress was disabled")
+	}
+	if _, err := w.rot.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if w.liveKey("readded") != w.old["k0"] {
+		t.Fatal("the rotation did not bring the key in")
+	}
+	w.checkInvariants(false)
+}

@@ -469,7 +469,8 @@ func (r *Retirer) archived(ctx context.Context, entries []rotationEntry) (map[st
 }
 
 // isLive reports whether secret is the apiKey of a key, or of a backup not
-// yet used, in any live collection, or one of them names upstreamID as its
+// yet used (or reserved by a rotation in progress), in any live collection,
+// or one of them names upstreamID as its
 // upstream id (a copied or mistyped upstreamKeyId: disabling it would cut
 // that key).
 func (r *Retirer) isLive(ctx context.Context, secret, upstreamID string) (bool, error) {
@@ -484,7 +485,10 @@ func (r *Retirer) isLive(ctx context.Context, secret, upstreamID string) (bool, 
 			f = bson.M{"$or": or}
 		}
 		if l.backups {
-			f[rotation.FieldIsUsed] = bson.M{"$ne": true}
+			// Unused, or reserved by a rotation that has not marked it
+			// used yet (no usedAt): its key is about to go live.
+			f = bson.M{"$and": bson.A{f, bson.M{"$or": bson.A{
+				bson.M{rotation.FieldIsUsed: bson.M{"$ne": true}}, bson.M{rotation.FieldUsedAt: bson.M{"$exists": false}}}}}}
 		}
 		n, err := l.c.CountDocuments(ctx, f, options.Count().SetLimit(1))
 		if err != nil {
