@@ -183,3 +183,43 @@ func TestRefillClonedDeploymentSharesTheUpstream(t *testing.T) {
 		}
 	}
 }
+
+// A clock set forward across midnight (a host keeping local time as UTC)
+// and then corrected: the keys created under the next day's name count
+// against the day the clock returns to, so the correction opens no second
+// allowance within the same hours.
+func TestRefillCapsAcrossAClockCorrectedBack(t *testing.T) {
+	w := newWorld(t, keyadmin.LiteLLM, 1, 0)
+	w.clock.Advance(8 * time.Hour) // 20:00 UTC
+	useAll := func() {
+		if _, err := w.db.Collection(w.pool.BackupsCollection).UpdateMany(context.Background(), bson.M{},
+			bson.M{"$set": bson.M{"isUsed": true, "usedAt": w.clock.Now()}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := w.refiller(refill.Config{Below: 3, To: 3, MaxKeysPerDay: 3, MaxUSDPerDay: 1000})
+	w.clock.Advance(10 * time.Hour) // the clock 10h ahead: 06:00 the next day
+	if rep, err := r.Run(context.Background()); err != nil || rep.Created != 3 {
+		t.Fatalf("ahead: %+v, %v", rep, err)
+	}
+	useAll()
+	w.clock.Advance(-10*time.Hour + 5*time.Minute) // corrected: 20:05 the first day
+	rep, err := r.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Created != 0 || !rep.Capped {
+		t.Fatalf("the corrected clock opened another allowance: %+v (%d slots)", rep, len(w.slots()))
+	}
+	// The next day's allowance was spent ahead; the day after brings one.
+	useAll()
+	w.clock.Advance(24 * time.Hour)
+	if rep, err := r.Run(context.Background()); err != nil || rep.Created != 0 {
+		t.Fatalf("the next day: %+v, %v", rep, err)
+	}
+	w.clock.Advance(24 * time.Hour)
+	if rep, err := r.Run(context.Background()); err != nil || rep.Created != 3 {
+		t.Fatalf("the day after: %+v, %v", rep, err)
+	}
+	w.checkInvariants(true)
+}

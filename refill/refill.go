@@ -317,7 +317,7 @@ func (r *Refiller) Run(ctx context.Context) (Report, error) {
 // create takes want slots of today within the caps and creates their keys.
 func (r *Refiller) create(ctx context.Context, token string, now time.Time, want int, rep *Report) error {
 	day := now.UTC().Format(time.DateOnly)
-	next, keys, usd, err := r.today(ctx, day)
+	next, keys, usd, err := r.today(ctx, day, now)
 	if err != nil {
 		return err
 	}
@@ -358,26 +358,36 @@ func (r *Refiller) create(ctx context.Context, token string, now time.Time, want
 
 // today reads the day's slots: the next number, how many and the USD of
 // their limits. Slots are never deleted by the daemon, so the sum stands.
-func (r *Refiller) today(ctx context.Context, day string) (next, keys int, usd float64, err error) {
-	cur, err := r.journal.Find(ctx, bson.M{"pool": r.cfg.Pool.Name, "kind": kindSlot, "day": day},
-		options.Find().SetProjection(bson.M{"n": 1, "limit": 1}))
+// Slots of another day requested within the day after now count too: a
+// clock set back (corrected after running ahead across midnight) reopens
+// no allowance it spent under the later day's name.
+func (r *Refiller) today(ctx context.Context, day string, now time.Time) (next, keys int, usd float64, err error) {
+	cur, err := r.journal.Find(ctx, bson.M{"pool": r.cfg.Pool.Name, "kind": kindSlot, "$or": bson.A{
+		bson.M{"day": day}, bson.M{"requestedAt": bson.M{"$gt": now.UTC(), "$lte": now.UTC().Add(24 * time.Hour)}}}},
+		options.Find().SetProjection(bson.M{"n": 1, "limit": 1, "day": 1}))
 	if err != nil {
 		return 0, 0, 0, fmt.Errorf("refill: read today's slots: %w", err)
 	}
 	var slots []struct {
 		N     int     `bson:"n"`
 		Limit float64 `bson:"limit"`
+		Day   string  `bson:"day"`
 	}
 	if err := cur.All(ctx, &slots); err != nil {
 		return 0, 0, 0, fmt.Errorf("refill: read today's slots: %w", err)
 	}
+	ahead := 0
 	for _, s := range slots {
-		next = max(next, s.N+1)
 		usd += s.Limit
+		if s.Day != day {
+			ahead++
+			continue
+		}
+		next = max(next, s.N+1)
 	}
 	// A slot deleted by hand leaves its number taken: deleting journal
 	// documents never buys more keys.
-	return next, max(len(slots), next), usd, nil
+	return next, max(len(slots)-ahead, next) + ahead, usd, nil
 }
 
 func (r *Refiller) after(ctx context.Context, id string, s Step) error {
