@@ -223,3 +223,30 @@ func TestRefillCapsAcrossAClockCorrectedBack(t *testing.T) {
 	}
 	w.checkInvariants(true)
 }
+
+// OpenRouter answers a create with the hash of another key of the account
+// (someone else's, under another name): that key is neither adopted nor
+// disabled; the slot's own key, found by name, is disabled and recorded.
+func TestRefillCreateAnsweredWithAnotherKeysHash(t *testing.T) {
+	w := newWorld(t, keyadmin.OpenRouter, 1, 0)
+	other := w.up.AddManagedKey("someone-elses-key", "", 10)
+	w.up.SetAdminHooks(fakeupstream.AdminHooks{AfterCreate: func(rw http.ResponseWriter, _ *http.Request, k fakeupstream.ManagedKey) bool {
+		if k.Name == "someone-elses-key" || strings.Contains(k.Name, "-1-") {
+			return false
+		}
+		rw.WriteHeader(http.StatusCreated)
+		fmt.Fprintf(rw, `{"data":{"hash":%q,"name":%q,"disabled":false},"key":%q}`, other.ID, k.Name, k.Secret)
+		return true
+	}})
+	r := w.refiller(refill.Config{Below: 1, To: 1})
+	settle(t, w, r)
+	if w.up.Disabled(other.Secret) {
+		t.Fatal("someone else's key, named by the lying answer, was disabled")
+	}
+	for _, b := range w.backups() {
+		if b.UpstreamID == other.ID || b.APIKey == other.Secret {
+			t.Fatal("someone else's key became a backup")
+		}
+	}
+	w.checkInvariants(true)
+}

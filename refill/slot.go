@@ -112,7 +112,7 @@ func (r *Refiller) createOne(ctx context.Context, s slot, rep *Report) (bool, er
 	r.failed(now, cerr)
 	r.log.Warn("could not create a backup key upstream; looking it up by name", "slot", s.ID, "name", s.Name, "err", cerr)
 	set := bson.M{"lastError": cerr.Error()}
-	if k.ID != "" && k.ID != r.cfg.Upstream.IDOf(s.Secret) {
+	if k.ID != "" && k.ID != r.cfg.Upstream.IDOf(s.Secret) && !errors.Is(cerr, errNotTheSlots) {
 		// The answer named a key not derived from the slot's secret
 		// (OpenRouter's hash): disabled with the slot's orphans even if
 		// the list never shows it.
@@ -126,8 +126,12 @@ func (r *Refiller) createOne(ctx context.Context, s slot, rep *Report) (bool, er
 }
 
 // errUnconfirmed: the upstream answered a create with a key it does not
-// show (unknown or disabled).
-var errUnconfirmed = errors.New("the upstream answered the create with a key it does not show enabled")
+// show (unknown or disabled); errNotTheSlots: with a key it shows under
+// another name, never disabled for the slot.
+var (
+	errUnconfirmed = errors.New("the upstream answered the create with a key it does not show enabled")
+	errNotTheSlots = errors.New("the upstream answered the create with a key it shows under another name")
+)
 
 // confirm looks up the key a create answered: it becomes a backup only if
 // the upstream shows it, enabled, under the slot's name. A look-up that
@@ -140,7 +144,9 @@ func (r *Refiller) confirm(ctx context.Context, s slot, k keyadmin.Key) error {
 	case err != nil:
 		r.log.Warn("could not look a created key up; taking the create's answer", "slot", s.ID, "name", s.Name, "err", err)
 		return nil
-	case got.Disabled || (got.Name != "" && got.Name != s.Name):
+	case got.Name != "" && got.Name != s.Name:
+		return errNotTheSlots
+	case got.Disabled:
 		return errUnconfirmed
 	}
 	return nil
