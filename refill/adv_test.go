@@ -250,3 +250,34 @@ func TestRefillCreateAnsweredWithAnotherKeysHash(t *testing.T) {
 	}
 	w.checkInvariants(true)
 }
+
+// A LiteLLM proxy answering a create with a key it already had, one
+// without an alias that is live in the pool: it never becomes a backup
+// (the pool would hold one secret twice), and is not disabled.
+func TestRefillCreateAnsweredWithALiveKeyWithoutAlias(t *testing.T) {
+	w := newWorld(t, keyadmin.LiteLLM, 1, 0)
+	live := w.up.AddManagedKey("", "", 10)
+	if _, err := w.db.Collection(w.pool.KeysCollection).InsertOne(context.Background(),
+		bson.M{"_id": "no-alias", "apiKey": live.Secret, "status": "healthy"}); err != nil {
+		t.Fatal(err)
+	}
+	lie := true
+	w.up.SetAdminHooks(fakeupstream.AdminHooks{AfterCreate: func(rw http.ResponseWriter, _ *http.Request, k fakeupstream.ManagedKey) bool {
+		if !lie {
+			return false
+		}
+		lie = false
+		fmt.Fprintf(rw, `{"key":%q,"key_alias":%q,"max_budget":10}`, live.Secret, k.Name)
+		return true
+	}})
+	settle(t, w, w.refiller(refill.Config{Below: 1, To: 1}))
+	for _, b := range w.backups() {
+		if b.APIKey == live.Secret {
+			t.Fatal("a live key became a backup")
+		}
+	}
+	if w.up.Disabled(live.Secret) {
+		t.Fatal("the live key was disabled")
+	}
+	w.checkInvariants(true)
+}

@@ -144,7 +144,9 @@ func (r *Refiller) confirm(ctx context.Context, s slot, k keyadmin.Key) error {
 	case err != nil:
 		r.log.Warn("could not look a created key up; taking the create's answer", "slot", s.ID, "name", s.Name, "err", err)
 		return nil
-	case got.Name != "" && got.Name != s.Name:
+	case got.Name != s.Name:
+		// Both upstreams show a key's name (alias) on a look-up: a key
+		// without the slot's is some other key, maybe live.
 		return errNotTheSlots
 	case got.Disabled:
 		return errUnconfirmed
