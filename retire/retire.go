@@ -316,7 +316,7 @@ func (r *Retirer) Run(ctx context.Context) (Report, error) {
 	// stops early leaves none unrecorded.
 	due := map[string]time.Time{}
 	for _, e := range entries {
-		if a, ok := docs[e.ID]; ok && a.Outcome == "" {
+		if a, ok := docs[e.ID]; ok && a.Outcome == "" && a.UndoneAt == nil {
 			if due[e.ID], err = r.due(ctx, e, a, prev, now); err != nil {
 				return rep, err
 			}
