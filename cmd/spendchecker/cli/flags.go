@@ -260,7 +260,7 @@ func poolSettingFlag(fs *flag.FlagSet, st *parseState, name string) {
 	case "budget-ratio":
 		finiteFloatVar(fs, &p.BudgetRatio, name, 0, "also rotate at this fraction of a known budget (0: off)")
 	case "rotate-unauthorized":
-		fs.BoolVar(&st.rotateUnauth, name, true, "rotate keys the upstream rejects (401/403)")
+		fs.BoolVar(&st.rotateUnauth, name, true, "rotate keys the upstream rejects (401, 402 or 403 with its own JSON error, or an error naming the key invalid or revoked)")
 	case "min-remaining":
 		finiteFloatVar(fs, &p.MinRemaining, name, DefaultMinRemaining, "balance providers: rotate a key when its account's remaining balance is at or below this (the balance's currency)")
 	case "user-budget":
