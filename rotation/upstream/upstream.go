@@ -138,7 +138,7 @@ func Read(status int, body []byte) Answer {
 	}
 	if authStatus || status == http.StatusPaymentRequired {
 		if ProviderError(body) {
-			return Answer{Verdict: KeyRejected, Reason: map[int]string{401: "unauthorized", 402: "payment_required", 403: "forbidden"}[status]}
+			return Answer{Verdict: KeyRejected, Reason: rejectedReason(status)}
 		}
 	}
 	// The proxy's factory rule: an error the upstream wrote (a JSON
@@ -151,6 +151,18 @@ func Read(status int, body []byte) Answer {
 		return Answer{Why: fmt.Sprintf("%d without the provider's JSON error (a proxy, WAF or CDN answered?): %.60q", status, body)}
 	}
 	return Answer{Why: fmt.Sprintf("status %d", status)}
+}
+
+// rejectedReason names a rejection by its status, as the proxy's own
+// CheckAndRotateOnError does.
+func rejectedReason(status int) string {
+	switch status {
+	case http.StatusUnauthorized:
+		return "unauthorized"
+	case http.StatusPaymentRequired:
+		return "payment_required"
+	}
+	return "forbidden"
 }
 
 // ProviderError reports whether a body is the provider's own JSON error:
