@@ -241,6 +241,7 @@ func TestUpstreamReadingParity(t *testing.T) {
 	if disagree > 0 {
 		t.Errorf("%d disagreements over %d recorded answers", disagree, len(corpus))
 	}
+	t.Logf("%d recorded answers, each read at its own status and %d others, by %d parsers and ShouldRotate", len(corpus), len(statuses), len(daemonParsers))
 }
 
 // TestUpstreamReadingParityThroughTheClient runs the recorded answers
