@@ -80,6 +80,10 @@ type Pool struct {
 	// Account names the upstream account of every key of the pool that
 	// names none itself (spendAccount): one balance request per cycle.
 	Account string
+	// UserBudget is the pool's rule for LiteLLM's personal-budget
+	// refusals (rotation.UserBudgetAuto by default: rotate unless another
+	// key of the pool names the same user).
+	UserBudget rotation.UserBudget
 }
 
 // Defaults of Config (docs/configuration.md, "Flags"); the CLI's flags use them.
@@ -196,7 +200,7 @@ func New(db *mongo.Database, cfg Config) (*Checker, error) {
 		if p.Threshold <= 0 || p.BudgetRatio < 0 {
 			return nil, fmt.Errorf("checker: pool %q: threshold must be > 0 and budget ratio >= 0", p.Pool.Name)
 		}
-		rot, err := rotation.New(db, p.Pool, rotation.Config{Owner: cfg.Instance, Now: cfg.Clock.Now, Logger: log})
+		rot, err := rotation.New(db, p.Pool, rotation.Config{Owner: cfg.Instance, Now: cfg.Clock.Now, Logger: log, UserBudget: p.UserBudget})
 		if err != nil {
 			return nil, err
 		}

@@ -15,7 +15,6 @@ import (
 
 	"github.com/spendchecker/spendchecker/notify"
 	"github.com/spendchecker/spendchecker/rotation"
-	"github.com/spendchecker/spendchecker/rotation/history"
 	"github.com/spendchecker/spendchecker/rotation/secret"
 	"github.com/spendchecker/spendchecker/spend"
 )
@@ -100,6 +99,7 @@ func (c *Checker) checkPool(ctx context.Context, p *poolRun) (PoolSummary, error
 	)
 	var pending []func()   // unauthorized rotations, held until the share is known
 	var held []string      // their key ids
+	var later []func()     // personal-budget rotations, once every key's user is recorded
 	epoch := c.cfg.Epoch() // the lease this cycle runs under
 	wctx, wstop := c.writeContext(ctx)
 	go func() { defer wstop(); wErr <- c.writeBack(wctx, p.keys, epoch, obs) }()
@@ -137,9 +137,13 @@ func (c *Checker) checkPool(ctx context.Context, p *poolRun) (PoolSummary, error
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			c.checkKey(ctx, p, doc, log, count, obs, func(id string, f func()) {
+			c.checkKey(ctx, p, doc, log, count, obs, func(id string, rejected bool, f func()) {
 				mu.Lock()
 				defer mu.Unlock()
+				if !rejected {
+					later = append(later, f)
+					return
+				}
 				pending = append(pending, f)
 				held = append(held, id)
 			})
@@ -149,6 +153,11 @@ func (c *Checker) checkPool(ctx context.Context, p *poolRun) (PoolSummary, error
 		// Drain after a cancellation, so the reader can finish.
 	}
 	wg.Wait()
+	// Every key refused for its owner's budget this cycle has its user
+	// recorded by now, so two keys of one user see each other and are held.
+	for _, rotate := range later {
+		rotate()
+	}
 	if ctx.Err() == nil {
 		c.logFailures(log, ps)
 	}
@@ -182,7 +191,7 @@ func (c *Checker) checkPool(ctx context.Context, p *poolRun) (PoolSummary, error
 	return ps, ctx.Err()
 }
 
-func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *slog.Logger, count func(func(*PoolSummary)), obs chan<- observation, hold func(string, func())) {
+func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *slog.Logger, count func(func(*PoolSummary)), obs chan<- observation, hold func(id string, rejected bool, f func())) {
 	k, err := readKey(doc)
 	if err != nil {
 		count(func(s *PoolSummary) { s.Failed++; s.Due++ })
@@ -323,56 +332,23 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 	}
 	if reason == "unauthorized" || reason == "exhausted" {
 		// Held until the cycle knows how many keys were rejected at once.
-		hold(k.id, func() { c.rotateKey(ctx, p, k, doc, res, reason, at, log, count, nil) })
+		hold(k.id, true, func() { c.rotateKey(ctx, p, k, doc, res, reason, at, log, count, nil) })
+		return
+	}
+	if res.BudgetUser != "" {
+		// Refused for its owner's personal budget: the user is recorded now
+		// and the rotation waits for the cycle's other keys, so keys that
+		// share the user are held rather than rotated one by one
+		// (docs/providers.md). Rotate records it again if this write fails.
+		if !c.cfg.DryRun {
+			if err := p.rot.RecordBudgetUser(ctx, k.id, k.secret, res.BudgetUser); err != nil {
+				log.Warn("could not record the key's budget user", "budgetUser", res.BudgetUser, "err", err)
+			}
+		}
+		hold(k.id, false, func() { c.rotateKey(ctx, p, k, doc, res, reason, at, log, count, send) })
 		return
 	}
 	c.rotateKey(ctx, p, k, doc, res, reason, at, log, count, send)
-}
-
-// rotateKey rotates the key. send, when not nil, writes back the
-// observation of a key that stays in service for want of a backup.
-func (c *Checker) rotateKey(ctx context.Context, p *poolRun, k keyInfo, doc bson.Raw, res spend.Result, reason string, at time.Time, log *slog.Logger, count func(func(*PoolSummary)), send func(observation)) {
-	count(func(s *PoolSummary) { s.Over++ })
-	if c.cfg.DryRun {
-		log.Info("would rotate (dry run)", "spend", res.Spend, "threshold", p.Threshold, "reason", reason)
-		return
-	}
-	if ctx.Err() != nil {
-		return
-	}
-	r, err := p.rot.Rotate(ctx, k.id, reason, rotation.WithKeyDocument(doc), rotation.WithObservation(history.Observation{
-		Spend: res.Spend, Threshold: p.Threshold, Budget: res.Budget, CheckedAt: at, Remaining: res.Remaining, Currency: res.Currency,
-		Provider: p.Provider.Name(), Instance: c.cfg.Instance, LeaseEpoch: c.cfg.Epoch(),
-	}))
-	switch {
-	case err != nil:
-		count(func(s *PoolSummary) { s.RotateErrors++ })
-		log.Error("rotation failed; recovery will finish it", "err", err)
-	case r.Outcome == rotation.Rotated:
-		// The rotator logs the rotation, with the spend and threshold.
-		count(func(s *PoolSummary) {
-			s.Rotated++
-			s.Events = append(s.Events, notify.RotatedEvent(notify.KeyRotation{Pool: p.rot.Pool().Name, KeyID: k.id,
-				NewKeyID: r.NewKeyID, RotationID: r.RotationID, Reason: reason, Secret: k.secret, Spend: res.Spend, Threshold: p.Threshold}, at))
-		})
-	case r.Outcome == rotation.NoBackup:
-		count(func(s *PoolSummary) {
-			s.NoBackup++
-			s.Events = append(s.Events, notify.NoBackupEvent(notify.KeyRotation{Pool: p.rot.Pool().Name, KeyID: k.id,
-				Reason: reason, Secret: k.secret, Spend: res.Spend, Threshold: p.Threshold}, at))
-			s.Errors = append(s.Errors, fmt.Sprintf("key %s is over threshold (%s) but no backup key is left", k.id, reason))
-		})
-		log.Error("no backup key left; key stays in service over threshold", "spend", res.Spend, "threshold", p.Threshold)
-		if send != nil {
-			// The key stays in service: what it spent is still worth showing.
-			o := c.plan(p, k, res, at)
-			o.clearRejected = !k.rejAt.IsZero()
-			send(o)
-		}
-	default:
-		count(func(s *PoolSummary) { s.AlreadyRotated++ })
-		log.Info("already rotated elsewhere", "outcome", r.Outcome.String())
-	}
 }
 
 type keyInfo struct {

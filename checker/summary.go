@@ -21,9 +21,12 @@ type PoolSummary struct {
 	Rotated        int
 	AlreadyRotated int
 	NoBackup       int
-	RotateErrors   int
-	Recovered      int
-	BackupsLeft    int64
+	// Held counts keys refused for their owner's personal budget and not
+	// rotated: another key of the pool shares the user.
+	Held         int
+	RotateErrors int
+	Recovered    int
+	BackupsLeft  int64
 	// BackupsUnknown: counting the backups failed; BackupsLeft means nothing.
 	BackupsUnknown bool
 	Errors         []string // one line each, for the summary
@@ -60,6 +63,7 @@ func (s Summary) Total() PoolSummary {
 		t.Rotated += p.Rotated
 		t.AlreadyRotated += p.AlreadyRotated
 		t.NoBackup += p.NoBackup
+		t.Held += p.Held
 		t.RotateErrors += p.RotateErrors
 		t.Recovered += p.Recovered
 		t.BackupsLeft += p.BackupsLeft

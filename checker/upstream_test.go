@@ -50,6 +50,7 @@ func (s *syncBuffer) lines(level string) []string {
 // world is a pool on a fake clock, with checkers (replicas) made on demand,
 // each with its own upstream client.
 type world struct {
+	mdb   *mongotest.DB
 	db    *mongo.Database
 	up    *fakeupstream.Server
 	clock *clockwork.FakeClock
@@ -59,7 +60,8 @@ type world struct {
 
 func newWorld(t *testing.T, kind string, keys map[string]float64, backups int) *world {
 	t.Helper()
-	w := &world{db: mongotest.New(t).Database, up: fakeupstream.New(kind), logs: &syncBuffer{}, kind: kind,
+	mdb := mongotest.New(t)
+	w := &world{mdb: mdb, db: mdb.Database, up: fakeupstream.New(kind), logs: &syncBuffer{}, kind: kind,
 		clock: clockwork.NewFakeClockAt(time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC))}
 	t.Cleanup(w.up.Close)
 	seedPool(t, w.db, w.up, openhands, keys, backups)

@@ -19,6 +19,11 @@ const (
 	NoBackup
 	// NotFound: no such key and no record of its rotation; nothing written.
 	NotFound
+	// Held: the key was refused for its owner's personal budget (LiteLLM),
+	// which another key of the pool shares, or the pool's user-budget
+	// setting is hold: rotating would burn backups without helping. Only the
+	// user is recorded on the key (FieldBudgetUser); it stays in the pool.
+	Held
 )
 
 func (o Outcome) String() string {
@@ -33,6 +38,8 @@ func (o Outcome) String() string {
 		return "no_backup"
 	case NotFound:
 		return "not_found"
+	case Held:
+		return "held"
 	}
 	return "unknown"
 }
@@ -42,7 +49,10 @@ type Result struct {
 	Outcome    Outcome
 	RotationID string
 	OldKeyID   string
-	NewKeyID   string
+	// NewKeyID is the key that replaces OldKeyID: on Rotated and
+	// AlreadyRotated, and on InProgress once the rotation under way has put
+	// it in the pool (the caller can swap to it at once); "" otherwise.
+	NewKeyID string
 }
 
 // Step names one step of the saga, in order.

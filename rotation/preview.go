@@ -44,7 +44,7 @@ func (r *Rotator) Preview(ctx context.Context, keyID string) (Result, error) {
 		// by a late insert (recovery removes it), is that rotation's
 		// answer; a key put back by hand rotates under the next id.
 		if (e.State != stateDone && e.State != stateUndone) || key.Pending != "" {
-			return entryResult(e), nil
+			return r.entryResult(ctx, e), nil
 		}
 	}
 	return res, fmt.Errorf("key %s: rotated and put back more than %d times", keyID, maxGenerations)

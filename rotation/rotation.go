@@ -64,6 +64,9 @@ type Config struct {
 	// Candidates is how many backups one read fetches (default
 	// DefaultCandidates).
 	Candidates int
+	// UserBudget is the pool's rule for LiteLLM's personal-budget refusals
+	// (Rotate with WithBudgetUser); the zero value is UserBudgetAuto.
+	UserBudget UserBudget
 }
 
 // DefaultCandidates is Config.Candidates when unset: enough backups per
@@ -166,14 +169,18 @@ type journalEntry struct {
 	// per database, and only this tells two pools' claims on one backup
 	// from the same id in two collections (empty in older entries).
 	BackupsCollection string `bson:"backupsCollection,omitempty"`
+	// BudgetUser is the LiteLLM user whose personal budget the old key was
+	// rotated for: another key naming it later shares it.
+	BudgetUser string `bson:"budgetUser,omitempty"`
 }
 
 // RotateOption adjusts one Rotate call (Config configures the Rotator).
 type RotateOption func(*request)
 
 type request struct {
-	obs *history.Observation
-	Key bson.Raw
+	obs        *history.Observation
+	Key        bson.Raw
+	budgetUser string
 }
 
 // WithObservation records the spend observation that led to the rotation in
@@ -243,6 +250,18 @@ func (r *Rotator) Rotate(ctx context.Context, keyID, reason string, opts ...Rota
 	if key.ID != keyID {
 		return res, fmt.Errorf("key document has _id %q, want %q", key.ID, keyID)
 	}
+	if req.budgetUser != "" {
+		held, err := r.holdForUser(ctx, key, req.budgetUser)
+		if err != nil {
+			return res, err
+		}
+		if held {
+			r.log.Info("key held, not rotated: its owner's budget is shared with another key of the pool (or user-budget is hold)",
+				"key", keyID, "budgetUser", req.budgetUser, "userBudget", r.opts.UserBudget.String(), "reason", reason)
+			res.Outcome = Held
+			return res, nil
+		}
+	}
 	base := RotationID(r.pool.Name, keyID, key.APIKey)
 	// Millisecond precision, as stored: the new key's createdAt is compared
 	// with the journal's startedAt to recognise the rotation's own insert.
@@ -255,6 +274,7 @@ func (r *Rotator) Rotate(ctx context.Context, keyID, reason string, opts ...Rota
 		Owner:        r.opts.Owner,
 		APIKeyMasked: secret.Mask(key.APIKey),
 		StartedAt:    now,
+		BudgetUser:   req.budgetUser,
 	}
 	entry.BackupsCollection = r.pool.BackupsCollection
 	prior, err := r.earlierReplacements(ctx, keyID, key.APIKey)
@@ -354,7 +374,7 @@ func (r *Rotator) rotateOnce(ctx context.Context, entry journalEntry, doc bson.R
 			log.Info("the rotation's claim moved on while this call was paused; stopped", "backup", backup.ID)
 			var cur journalEntry
 			if rerr := r.journal.FindOne(ctx, bson.M{"_id": entry.ID}).Decode(&cur); rerr == nil {
-				return entryResult(cur), false, nil
+				return r.entryResult(ctx, cur), false, nil
 			}
 			res.Outcome, res.NewKeyID = InProgress, ""
 			return res, false, nil
@@ -390,69 +410,6 @@ func (r *Rotator) dropClaim(ctx context.Context, e journalEntry) error {
 	}
 	r.forget(e.BackupID)
 	return nil
-}
-
-// missingKey tells an already rotated key from one that never existed.
-func (r *Rotator) missingKey(ctx context.Context, keyID string) (Result, error) {
-	res := Result{OldKeyID: keyID, Outcome: NotFound}
-	var e journalEntry
-	err := r.journal.FindOne(ctx, bson.M{"pool": r.pool.Name, "oldKeyId": keyID},
-		options.FindOne().SetSort(bson.D{{Key: "startedAt", Value: -1}})).Decode(&e)
-	if errors.Is(err, mongo.ErrNoDocuments) {
-		return res, nil
-	}
-	if err != nil {
-		return res, fmt.Errorf("read journal for %s: %w", keyID, err)
-	}
-	return entryResult(e), nil
-}
-
-// claimLost reports the rotation someone else claimed first. When that
-// rotation is done but the key is live again with the same secret, the key
-// came back: a late insert is removed (and the rotation reported done); a
-// key put back by hand is rotated again under the next generation.
-func (r *Rotator) claimLost(ctx context.Context, res Result) (Result, bool, error) {
-	var e journalEntry
-	err := r.journal.FindOne(ctx, bson.M{"_id": res.RotationID}).Decode(&e)
-	if errors.Is(err, mongo.ErrNoDocuments) {
-		res.Outcome = NoBackup
-		return res, false, nil
-	}
-	if err != nil {
-		return res, false, fmt.Errorf("read journal %s: %w", res.RotationID, err)
-	}
-	if e.State != stateDone && e.State != stateUndone {
-		return entryResult(e), false, nil
-	}
-	raw, err := r.keys.FindOne(ctx, bson.M{"_id": e.OldKeyID}).Raw()
-	if errors.Is(err, mongo.ErrNoDocuments) {
-		return entryResult(e), false, nil
-	}
-	if err != nil {
-		return res, false, fmt.Errorf("read key %s: %w", e.OldKeyID, err)
-	}
-	k, err := DecodeKey(raw)
-	if err != nil || !sameDocument(e.ID, r.pool.Name, k.ID, k.APIKey) {
-		return entryResult(e), false, nil
-	}
-	if k.Pending != "" {
-		if _, err := r.sweepKey(ctx, raw); err != nil {
-			return res, false, err
-		}
-		return entryResult(e), false, nil
-	}
-	return res, true, nil
-}
-
-func entryResult(e journalEntry) Result {
-	res := Result{OldKeyID: e.OldKeyID, RotationID: e.ID, NewKeyID: e.NewKeyID, Outcome: InProgress}
-	if e.State == stateDone || e.State == stateUndone {
-		res.Outcome = AlreadyRotated
-	}
-	if e.State == stateUndone {
-		res.NewKeyID = e.SupersededBy
-	}
-	return res
 }
 
 func (r *Rotator) after(ctx context.Context, id string, s Step) error {

@@ -27,7 +27,9 @@ func (p Problem) String() string { return p.Kind + ": " + p.Detail }
 // Verify checks the pool's rotation invariants and schema by querying the
 // database: orphan bindings, unfinished claims, rotated keys lost from the
 // pool, keys sharing a secret, missing history or archive copies, missing
-// indexes and a TTL index on history. It writes nothing.
+// indexes, a TTL index on history and, under UserBudgetAuto, LiteLLM users
+// shared by keys (whose personal-budget refusals are held). It writes
+// nothing.
 func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 	var probs []Problem
 	add := func(kind, format string, a ...any) {
@@ -245,6 +247,11 @@ func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 	if found {
 		add("history_ttl", "%s has TTL index %s (%s): it silently deletes spend history", r.pool.HistoryCollection, name, after)
 	}
+	users, err := r.verifyBudgetUsers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	probs = append(probs, users...)
 	sort.SliceStable(probs, func(i, j int) bool { return probs[i].Kind < probs[j].Kind })
 	return probs, nil
 }

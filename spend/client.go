@@ -18,7 +18,9 @@ import (
 	"github.com/spendchecker/spendchecker/rotation/secret"
 )
 
-// ErrUnauthorized means the upstream rejected the key (401/403): it is dead.
+// ErrUnauthorized means the upstream rejected the key (upstream.KeyRejected:
+// a 401, 402 or 403 with the provider's JSON error, or a JSON error naming
+// the key invalid or revoked): it is dead.
 var ErrUnauthorized = errors.New("upstream rejected the key")
 
 // UnclearError is an answer that is not a clear spend figure: the key must
@@ -289,9 +291,10 @@ func (c *Client) do1(ctx context.Context, rq request) (Response, error) {
 			return Response{}, err
 		}
 		resp, retryAfter, err := d.once(ctx, rq, c.now())
-		if err == nil && resp.Status == http.StatusTooManyRequests && budgetRefusal(resp.Body) {
-			// Some LiteLLM deployments refuse an over-budget key with 429:
-			// that is an answer about the key, not a rate limit.
+		if err == nil && retryable(resp.Status) && aboutKey(resp.Status, resp.Body) {
+			// Some LiteLLM deployments refuse an over-budget key with 429,
+			// and Factory its used-up quota whatever the status: an answer
+			// about the key, not a rate limit or an outage.
 			c.hostSucceeded(host)
 			return resp, nil
 		}

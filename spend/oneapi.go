@@ -3,8 +3,6 @@ package spend
 import (
 	"context"
 	"encoding/json"
-	"net/http"
-	"regexp"
 	"time"
 )
 
@@ -25,13 +23,6 @@ const (
 	// two requests (docs/providers.md).
 	OneAPIInterval = 1100 * time.Millisecond
 )
-
-// oneAPIExhaustedRe is the token-auth refusal of a token whose quota is
-// used up: one-api "该令牌额度已用尽" (older "该 token 额度已用尽"),
-// new-api "该令牌额度已用尽 TokenStatusExhausted[sk-abc***xyz]" or "令牌 (12)
-// 额度已用尽" (model/token.go ValidateUserToken), sent by
-// middleware/auth.go as 401 with {"error":{"message":…,"type":…}}.
-var oneAPIExhaustedRe = regexp.MustCompile(`(令牌|token|Token).{0,24}额度已用尽|TokenStatusExhausted`)
 
 type oneAPI struct {
 	c    *Client
@@ -73,13 +64,10 @@ func (p *oneAPI) Spend(ctx context.Context, k Key) (Result, error) {
 	return use, nil
 }
 
-// oneAPICommon handles what both endpoints answer alike: the exhausted
-// refusal, an error object on 200 (a failed check, never a figure of 0),
-// and the statuses common reads.
+// oneAPICommon handles what both endpoints answer alike: an error object
+// on 200 (a failed check, never a figure of 0), and the statuses common
+// reads (the exhausted refusal, "额度已用尽", among them: upstream.Read).
 func oneAPICommon(status int, body []byte) (Result, bool, error) {
-	if (status == http.StatusUnauthorized || status == http.StatusForbidden) && providerError(body) && oneAPIExhaustedRe.Match(body) {
-		return Result{Exhausted: true}, true, nil
-	}
 	if r, done, err := common(status, body); done {
 		return r, true, err
 	}

@@ -30,6 +30,11 @@ type Result struct {
 	BudgetSpend *float64
 	// BudgetExceeded: the upstream refused the key for being over budget.
 	BudgetExceeded bool
+	// BudgetUser, with BudgetExceeded, is the LiteLLM user whose personal
+	// budget refused the key (the key has no team): the rotator holds the
+	// key when another key of the pool names the same user. Spend and Budget
+	// are then the user's.
+	BudgetUser string
 	// AtLeast: Spend is a lower bound, not the key's whole spend (a check
 	// reads at most maxActivityPages pages). It may rotate a key (the key
 	// is over its threshold whatever the rest says); a lower bound under
@@ -48,7 +53,8 @@ type Result struct {
 	// Not a spend of 0: status says so (docs/providers.md).
 	NoReading bool
 	// Exhausted: the upstream refused the key because its own quota is
-	// used up (one-api/new-api's 401 "额度已用尽"): rotate, reason exhausted.
+	// used up (one-api/new-api's 401 "额度已用尽", Factory's reload-your-
+	// tokens answers): rotate, reason exhausted.
 	Exhausted bool
 	// Lag is how old the figure may be: a batch report lags the spend by
 	// up to Lag, and the spend made meanwhile counts against the threshold
@@ -91,7 +97,8 @@ type Key struct {
 	Recorded float64
 }
 
-// Provider fetches one key's spend. Errors: ErrUnauthorized for a dead key,
+// Provider fetches one key's spend. Errors: ErrUnauthorized for a dead key
+// (upstream.KeyRejected),
 // *UnclearError for an answer that is not a clear number, others for
 // transport failures. Only a nil error or ErrUnauthorized may lead to a
 // rotation.
@@ -182,54 +189,29 @@ func (p *httpProvider) Spend(ctx context.Context, k Key) (Result, error) {
 	return p.parse(resp.Status, secret.RedactBody(resp.Body, k.Secret))
 }
 
-// common handles what every provider answers alike: LiteLLM's budget
-// refusals, dead keys, and statuses that are not a spend figure.
+// common handles what every provider answers alike: an error answer is
+// read by upstream.Read, the one reading the proxy's own traffic goes
+// through too (package proxyrotate), and only what it says rotates a key.
 func common(status int, body []byte) (Result, bool, error) {
 	if status == http.StatusOK {
 		return Result{}, false, nil
 	}
-	// LiteLLM refuses an over-budget key with 400 (ProxyException
-	// budget_exceeded), older versions with 401 ("Authentication Error,
-	// ExceededTokenBudget: …"), some deployments with 429: read the text
-	// before the status.
-	if r, ok, err := parseBudgetExceeded(body); ok {
-		return r, true, err
-	}
-	switch {
-	case status == http.StatusUnauthorized || status == http.StatusForbidden:
-		if !providerError(body) {
-			return Result{}, true, unclear("%d without the provider's JSON error (a proxy, WAF or CDN answered?): %.60q", status, body)
-		}
-		if upstream.AccessRefusal(body) {
-			return Result{}, true, unclear("%d: the key may not call this endpoint, which says nothing about whether it serves: %.160q", status, body)
-		}
+	a := upstream.Read(status, body)
+	switch a.Verdict {
+	case upstream.KeyRejected:
 		return Result{}, true, ErrUnauthorized
+	case upstream.KeyExhausted:
+		return Result{Exhausted: true}, true, nil
+	case upstream.KeyBudgetExceeded, upstream.UserBudgetExceeded:
+		return Result{Spend: a.Spend, Budget: a.Max, BudgetExceeded: true, BudgetUser: a.User}, true, nil
 	}
-	return Result{}, true, unclear("status %d", status)
+	return Result{}, true, unclear("%s", a.Why)
 }
 
-// providerError: the provider's own JSON error (upstream.ProviderError).
-func providerError(body []byte) bool { return upstream.ProviderError(body) }
-
-// budgetRefusal reports whether body is one of LiteLLM's budget refusals.
-func budgetRefusal(body []byte) bool {
-	_, ok := upstream.BudgetRefusal(body)
-	return ok
-}
-
-// parseBudgetExceeded recognises LiteLLM's budget refusals (read by package
-// upstream, shared with the proxy). ok is false when the body is not one; a
-// refusal whose figures are not finite numbers, or about a shared budget,
-// is unclear (counted, never rotated).
-func parseBudgetExceeded(body []byte) (r Result, ok bool, err error) {
-	b, ok := upstream.BudgetRefusal(body)
-	if !ok {
-		return Result{}, false, nil
-	}
-	if b.Unclear != "" {
-		return Result{}, true, unclear("%s", b.Unclear)
-	}
-	return Result{Spend: b.Spend, Budget: b.Max, BudgetExceeded: true}, true, nil
+// aboutKey reports whether an error answer says something about the key
+// (upstream.Read): then it is the answer, not a transient to retry.
+func aboutKey(status int, body []byte) bool {
+	return status != http.StatusOK && upstream.Read(status, body).Rotates()
 }
 
 // number accepts only a JSON number that is finite and not negative.
@@ -360,19 +342,3 @@ func isNull(raw json.RawMessage) bool {
 	t := bytes.TrimSpace(raw)
 	return len(t) == 0 || string(t) == "null"
 }
-
-// Verdict is what one upstream error answer says about the key that got it
-// (package upstream, shared with the proxy).
-type Verdict = upstream.Verdict
-
-// The verdicts (upstream.Verdict).
-const (
-	NotAboutKey       = upstream.NotAboutKey
-	KeyRejected       = upstream.KeyRejected
-	KeyBudgetExceeded = upstream.KeyBudgetExceeded
-	SharedBudget      = upstream.SharedBudget
-)
-
-// Classify reads an upstream error answer the way the checker's polls do
-// (upstream.Classify).
-func Classify(status int, body []byte) Verdict { return upstream.Classify(status, body) }

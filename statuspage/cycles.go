@@ -24,6 +24,7 @@ type Cycle struct {
 	Rotated        int      `json:"rotated"`
 	AlreadyRotated int      `json:"alreadyRotated"`
 	NoBackup       int      `json:"noBackup"`
+	Held           int      `json:"held"`
 	RotateErrors   int      `json:"rotateErrors"`
 	Errors         []string `json:"errors,omitempty"`
 }
@@ -42,7 +43,7 @@ func CycleOf(at time.Time, sum checker.Summary, err error) Cycle {
 	t := sum.Total()
 	c := Cycle{At: at.UTC(), Duration: sum.Duration, Result: "ok",
 		Due: t.Due, Checked: t.Checked, Failed: t.Failed, Unauthorized: t.Unauthorized, Over: t.Over,
-		Rotated: t.Rotated, AlreadyRotated: t.AlreadyRotated, NoBackup: t.NoBackup, RotateErrors: t.RotateErrors,
+		Rotated: t.Rotated, AlreadyRotated: t.AlreadyRotated, NoBackup: t.NoBackup, Held: t.Held, RotateErrors: t.RotateErrors,
 		Errors: t.Errors}
 	switch {
 	case err != nil:

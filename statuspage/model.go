@@ -48,6 +48,12 @@ type BackupCounter interface {
 	BackupsAvailable(ctx context.Context) (int64, error)
 }
 
+// BudgetUsers lists the LiteLLM users shared by keys of a pool, whose
+// personal-budget refusals hold the keys (*rotation.Rotator does).
+type BudgetUsers interface {
+	SharedBudgetUsers(ctx context.Context) (map[string][]string, error)
+}
+
 // CycleLog gives the daemon's last cycles, newest first (*Ring does).
 type CycleLog interface {
 	Recent() []Cycle
@@ -63,6 +69,9 @@ type Pool struct {
 	// rotate when what remains is at or below it, not at Threshold.
 	MinRemaining *float64
 	Backups      BackupCounter
+	// Users, when set, names the LiteLLM users keys share (the pool's
+	// user-budget setting is auto: their refusals hold the keys).
+	Users BudgetUsers
 }
 
 // Source is what Read reads: the pools, the lease, and optionally the
@@ -125,10 +134,14 @@ type PoolView struct {
 	// Threshold (docs/providers.md, "Providers").
 	MinRemaining *float64 `json:"minRemaining,omitempty"`
 	// BackupsLeft is nil when counting them failed.
-	BackupsLeft *int64           `json:"backupsLeft"`
-	Keys        []KeyView        `json:"keys"`
-	Rotations   []history.Record `json:"recentRotations,omitempty"`
-	Error       string           `json:"error,omitempty"`
+	BackupsLeft *int64    `json:"backupsLeft"`
+	Keys        []KeyView `json:"keys"`
+	// SharedBudgetUsers maps each LiteLLM user named by more than one key
+	// (live, or rotated away for it) to those keys: a refusal of its
+	// personal budget holds them instead of rotating.
+	SharedBudgetUsers map[string][]string `json:"sharedBudgetUsers,omitempty"`
+	Rotations         []history.Record    `json:"recentRotations,omitempty"`
+	Error             string              `json:"error,omitempty"`
 	// KeysUnknown: the keys could not be read (Keys is then empty, or
 	// holds those read before the error); RotationsUnknown: the recent
 	// rotations could not.
@@ -144,6 +157,9 @@ type KeyView struct {
 	// CheckError says why the last check gave no spend acted on (e.g.
 	// "unauthorized" with --rotate-unauthorized=false).
 	CheckError string `json:"checkError,omitempty"`
+	// BudgetUser is the LiteLLM user whose personal budget last refused
+	// the key (rotation.FieldBudgetUser).
+	BudgetUser string `json:"budgetUser,omitempty"`
 	// Spend is nil until the key was checked; Budget when the upstream
 	// reports none.
 	Spend  *float64 `json:"spend"`
@@ -282,6 +298,14 @@ func (s Source) readPool(ctx context.Context, p Pool, r *reader) PoolView {
 		pv.KeysUnknown = true
 		note(err)
 	}
+	if p.Users != nil {
+		var shared map[string][]string
+		if err := r.read(func() (err error) { shared, err = p.Users.SharedBudgetUsers(ctx); return err }); err != nil {
+			note(err)
+		} else if len(shared) > 0 {
+			pv.SharedBudgetUsers = shared
+		}
+	}
 	if s.Rotations > 0 && p.History != nil {
 		var recs []history.Record
 		err := r.read(func() (err error) { recs, err = recentRotations(ctx, p.History, s.Rotations); return err })
@@ -321,6 +345,7 @@ func keyView(d bson.Raw, threshold float64, minRemaining *float64) KeyView {
 	k := KeyView{ID: idString(d.Lookup(rotation.FieldID)), APIKeyMasked: secret.Mask(apiKey)}
 	k.Status, _ = d.Lookup(rotation.FieldStatus).StringValueOK()
 	k.CheckError, _ = d.Lookup(fieldCheckError).StringValueOK()
+	k.BudgetUser, _ = d.Lookup(rotation.FieldBudgetUser).StringValueOK()
 	k.Spend = number(d, fieldSpend)
 	k.Budget = number(d, fieldBudget)
 	k.LastCheck = date(d, fieldLastCheck)

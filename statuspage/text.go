@@ -3,8 +3,12 @@ package statuspage
 import (
 	"fmt"
 	"io"
+	"sort"
+	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/spendchecker/spendchecker/checker"
 )
 
 // WriteText writes the snapshot as `spendchecker status` prints it: the
@@ -49,7 +53,10 @@ func WriteText(out io.Writer, s *Snapshot) {
 		fmt.Fprintln(tw, "KEY\tAPI KEY\tSTATUS\tSPEND\tBUDGET\t% THRESHOLD\tLAST CHECK\tNEXT CHECK\tRATE\tTHRESHOLD AT RATE")
 		for _, k := range p.Keys {
 			st := k.Status
-			if k.CheckError != "" && !k.NoReading {
+			switch {
+			case k.CheckError == checker.CheckUserBudgetShared:
+				st += " (held: over the budget of user " + k.BudgetUser + ", which other keys share)"
+			case k.CheckError != "" && !k.NoReading:
 				st += " (upstream: " + k.CheckError + ")" // rejected, and not rotated (--rotate-unauthorized=false)
 			}
 			last := "never"
@@ -64,6 +71,15 @@ func WriteText(out io.Writer, s *Snapshot) {
 				reading(k), usdp(k.Budget), pct(k.PercentOfThreshold), last, next, rate(k.RatePerHour), eta(k, now))
 		}
 		_ = tw.Flush()
+		users := make([]string, 0, len(p.SharedBudgetUsers))
+		for u := range p.SharedBudgetUsers {
+			users = append(users, u)
+		}
+		sort.Strings(users)
+		for _, u := range users {
+			fmt.Fprintf(out, "user %s is shared by keys %s: a refusal of its personal budget holds them, no rotation (user-budget auto)\n",
+				u, strings.Join(p.SharedBudgetUsers[u], ", "))
+		}
 		if p.Error != "" && p.Error != unreachable {
 			fmt.Fprintf(out, "error: %s\n", p.Error)
 		}

@@ -64,12 +64,12 @@ func Example() {
 
 	// Where the proxy called CheckAndRotateOnError(keyID, status, body).
 	onUpstreamError := func(keyID string, status int, body string) {
-		reason, ok := proxyrotate.ShouldRotate(status, body)
+		d, ok := proxyrotate.ShouldRotate(status, body)
 		if !ok {
 			fmt.Printf("%s %d: cooldown, no rotation\n", keyID, status)
 			return
 		}
-		act, err := rot.Rotate(ctx, keyID, reason)
+		act, err := rot.Rotate(ctx, keyID, d)
 		if act.Drop {
 			pool = slices.DeleteFunc(pool, func(k string) bool { return k == keyID })
 		}

@@ -1,16 +1,14 @@
 // Package upstream reads what an upstream LLM API's error answer says about
-// the key that got it. The daemon's polls (package spend) and a proxy's
-// live traffic (package proxyrotate) read answers through this one package,
-// so the two never disagree about whether a key is dead.
+// the key that got it. The daemon's polls (package spend) and a proxy's live
+// traffic (package proxyrotate) read answers through Read alone, so the two
+// never disagree about whether a key is dead.
 package upstream
 
 import (
 	"encoding/json"
 	"fmt"
-	"math"
 	"net/http"
 	"regexp"
-	"strconv"
 	"strings"
 )
 
@@ -18,37 +16,153 @@ import (
 type Verdict int
 
 const (
-	// NotAboutKey: no statement about this key — a success, another status,
-	// or a CDN/WAF block page (HTML, a problem document) on 401/402/403.
+	// NotAboutKey: no statement about this key — a success, a cooldown
+	// (429, 529), another status, or a CDN/WAF block page on 401/402/403.
 	NotAboutKey Verdict = iota
-	// KeyRejected: a 401, 402 or 403 carrying the provider's own JSON error.
+	// KeyRejected: the provider refuses this key — a 401, 402 or 403
+	// carrying its own JSON error, or a JSON error naming the key invalid
+	// or revoked whatever the status.
 	KeyRejected
 	// KeyBudgetExceeded: LiteLLM's budget refusal about this key's own budget.
 	KeyBudgetExceeded
 	// SharedBudget: a budget refusal about a budget many keys share (team,
-	// model, organisation) or without figures to tell: rotating would burn
-	// backups without helping.
+	// organisation, project, tag, customer, model, the whole proxy) or
+	// without figures to tell: rotating would burn backups without helping.
 	SharedBudget
+	// UserBudgetExceeded: LiteLLM's refusal of the key owner's personal
+	// budget (a key without a team). It rotates unless another key of the
+	// pool names the same user (Answer.User): the rotator decides, with the
+	// pool's user-budget setting.
+	UserBudgetExceeded
+	// KeyExhausted: the key's own quota is used up (one-api and new-api's
+	// "额度已用尽", Factory's reload-your-tokens answers).
+	KeyExhausted
+	// AccessRefused: LiteLLM refuses this route or model to the key, which
+	// says nothing about whether it serves (one client asking for a
+	// forbidden model must not burn a backup per request).
+	AccessRefused
 )
 
-// Classify reads an upstream error answer.
-func Classify(status int, body []byte) Verdict {
+func (v Verdict) String() string {
+	switch v {
+	case NotAboutKey:
+		return "not_about_key"
+	case KeyRejected:
+		return "key_rejected"
+	case KeyBudgetExceeded:
+		return "key_budget_exceeded"
+	case SharedBudget:
+		return "shared_budget"
+	case UserBudgetExceeded:
+		return "user_budget_exceeded"
+	case KeyExhausted:
+		return "key_exhausted"
+	case AccessRefused:
+		return "access_refused"
+	}
+	return "unknown"
+}
+
+// Answer is one upstream answer, read.
+type Answer struct {
+	Verdict Verdict
+	// Reason is the rotation reason when the answer may rotate the key:
+	// unauthorized, payment_required, forbidden, invalid_key,
+	// budget_exceeded, exhausted or factory_quota_exhausted.
+	Reason string
+	// Spend and Max are a budget refusal's figures (Max nil: "None").
+	Spend float64
+	Max   *float64
+	// User is the LiteLLM user a UserBudgetExceeded refusal names.
+	User string
+	// Why, on an error status that does not rotate, says why the answer is
+	// no statement about the key.
+	Why string
+}
+
+// Rotates reports whether the answer says the key should be rotated. A
+// UserBudgetExceeded answer still goes through the rotator's check that no
+// other key of the pool shares the user.
+func (a Answer) Rotates() bool {
+	switch a.Verdict {
+	case KeyRejected, KeyBudgetExceeded, UserBudgetExceeded, KeyExhausted:
+		return true
+	}
+	return false
+}
+
+var (
+	// one-api "该令牌额度已用尽" (older "该 token 额度已用尽"), new-api
+	// "该令牌额度已用尽 TokenStatusExhausted[sk-abc***xyz]" or "令牌 (12)
+	// 额度已用尽" (model/token.go ValidateUserToken), sent by
+	// middleware/auth.go as 401 with {"error":{"message":…,"type":…}}.
+	oneAPIExhaustedRe = regexp.MustCompile(`(令牌|token|Token).{0,24}额度已用尽|TokenStatusExhausted`)
+	// Factory's quota answers, as the proxy matches them
+	// (goproxy/internal/keypool/rotation.go, CheckAndRotateOnError).
+	factoryQuota = []string{"ready for more? reload your tokens", "ready to get started? subscribe", "app.factory.ai/settings/billing"}
+)
+
+// Read reads an upstream answer. The order matters: a budget or quota
+// refusal is read from its text before the status (LiteLLM refuses an
+// over-budget key with 400, 401 or 429 depending on version and
+// deployment), a cooldown never rotates, an access refusal is never a dead
+// key, and a 401/402/403 is one only with the provider's own JSON error.
+func Read(status int, body []byte) Answer {
 	if status == http.StatusOK {
-		return NotAboutKey
+		return Answer{}
 	}
-	if r, ok := BudgetRefusal(body); ok {
-		if r.Unclear == "" {
-			return KeyBudgetExceeded
+	if b, ok := BudgetRefusal(body); ok {
+		switch {
+		case b.Unclear != "":
+			return Answer{Verdict: SharedBudget, Why: b.Unclear}
+		case b.User != "":
+			return Answer{Verdict: UserBudgetExceeded, Reason: "budget_exceeded", Spend: b.Spend, Max: b.Max, User: b.User}
 		}
-		return SharedBudget
+		return Answer{Verdict: KeyBudgetExceeded, Reason: "budget_exceeded", Spend: b.Spend, Max: b.Max}
 	}
-	switch status {
-	case http.StatusUnauthorized, http.StatusPaymentRequired, http.StatusForbidden:
+	lower := strings.ToLower(string(body))
+	for _, q := range factoryQuota {
+		if strings.Contains(lower, q) {
+			return Answer{Verdict: KeyExhausted, Reason: "factory_quota_exhausted"}
+		}
+	}
+	authStatus := status == http.StatusUnauthorized || status == http.StatusForbidden
+	if authStatus && ProviderError(body) && oneAPIExhaustedRe.Match(body) {
+		return Answer{Verdict: KeyExhausted, Reason: "exhausted"}
+	}
+	if status == http.StatusTooManyRequests || status == 529 {
+		return Answer{Why: fmt.Sprintf("status %d: a cooldown, not a statement about the key", status)}
+	}
+	if AccessRefusal(body) {
+		return Answer{Verdict: AccessRefused, Why: fmt.Sprintf("%d: the key may not call this endpoint or model, which says nothing about whether it serves: %.160q", status, body)}
+	}
+	if authStatus || status == http.StatusPaymentRequired {
 		if ProviderError(body) {
-			return KeyRejected
+			return Answer{Verdict: KeyRejected, Reason: rejectedReason(status)}
 		}
 	}
-	return NotAboutKey
+	// The proxy's factory rule: an error the upstream wrote (a JSON
+	// object, not an HTML page that happens to contain the words) naming
+	// the key invalid or revoked, whatever the status.
+	if (strings.Contains(lower, "invalid_api_key") || strings.Contains(lower, "revoked")) && jsonObject(body) {
+		return Answer{Verdict: KeyRejected, Reason: "invalid_key"}
+	}
+	if authStatus || status == http.StatusPaymentRequired {
+		return Answer{Why: fmt.Sprintf("%d without the provider's JSON error (a proxy, WAF or CDN answered?): %.60q", status, body)}
+	}
+	return Answer{Why: fmt.Sprintf("status %d", status)}
+}
+
+// rejectedReason names a rejection by its status, as the proxy's own
+// CheckAndRotateOnError does.
+func rejectedReason(status int) string {
+	switch status {
+	case http.StatusUnauthorized:
+		return "unauthorized"
+	case http.StatusPaymentRequired:
+		return "payment_required"
+	}
+	return "forbidden"
 }
 
 // ProviderError reports whether a body is the provider's own JSON error:
@@ -69,97 +183,15 @@ func ProviderError(body []byte) bool {
 // call this route or model, which says nothing about whether it serves.
 func AccessRefusal(body []byte) bool { return accessRefusalRe.Match(body) }
 
-// pyFloat is a number as Python's str(float) or repr prints it: 10.02,
-// 10.0, 1.5e-05, 2e-07, 1e+16; also inf and nan, which are refused later.
-const pyFloat = `([-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[-+]?(?i:inf|infinity|nan)|None)`
+// LiteLLM's access-control refusals (litellm/proxy/auth/route_checks.py,
+// auth_checks.py; newer versions answer a model refusal with
+// model_access_denied.py's client message and the error type
+// key_model_access_denied, team_model_access_denied, …).
+var accessRefusalRe = regexp.MustCompile(`not allowed to call this route|Only allowed to call routes|not allowed to access (this )?model|not allowed to call model|is not allowed to access|IP address not allowed|not allowed to make requests|is not available for this API key, or the model name is invalid|is not in the allowed models for this customer|_model_access_denied`)
 
-// LiteLLM's budget refusals. Only those about the key itself (or its own
-// user: one LiteLLM user per key on OpenHands) mean this key is spent; a
-// team, model or global budget is shared by every key, so rotating would
-// burn backups without helping.
-var (
-	// litellm/proxy/auth/user_api_key_auth.py (key budget check).
-	tokenBudgetRe = regexp.MustCompile(`ExceededTokenBudget: Current spend for token: ` + pyFloat + `; Max Budget for Token: ` + pyFloat)
-	// litellm/exceptions.py BudgetExceededError; a scope (Team=…, …) may
-	// sit between "!" and "Current cost" in newer versions.
-	budgetExceededRe = regexp.MustCompile(`Budget has been exceeded!\s*([^"]*?)\s*Current cost: \$?` + pyFloat + `, Max budget: \$?` + pyFloat)
-	// litellm/proxy/auth/auth_checks.py: "ExceededBudget: User=<id> over
-	// budget. Spend=3.7e-05, Budget=0.0" (docs/my-website/docs/proxy/users.md).
-	spendBudgetRe = regexp.MustCompile(`Spend=` + pyFloat + `, Budget=` + pyFloat)
-	// Shared budgets: never a reason to rotate one key. A LiteLLM user's
-	// budget is shared by every key the user generates, a customer's ("End
-	// User") by every key of the deployment (docs/my-website/docs/proxy/
-	// users.md), the proxy's global budget by all.
-	sharedBudgetRe = regexp.MustCompile(`Current Team Spend|Max Budget for Team|ExceededModelBudget|exceeded budget for model|Team=|Organization=|Project=|Tag=|User=|Customer=|LiteLLM Proxy has exceeded its budget`)
-	// Any other "ExceededBudget" refusal is a budget LiteLLM does not name
-	// as the key's: unclear.
-	otherBudgetRe = regexp.MustCompile(`ExceededBudget|ExceededTokenBudget|budget_exceeded|Budget has been exceeded`)
-	// LiteLLM's access-control refusals (litellm/proxy/auth/route_checks.py,
-	// auth_checks.py).
-	accessRefusalRe = regexp.MustCompile(`not allowed to call this route|Only allowed to call routes|not allowed to access (this )?model|not allowed to call model|is not allowed to access|IP address not allowed|not allowed to make requests`)
-)
-
-// Budget is one of LiteLLM's budget refusals, read.
-type Budget struct {
-	// Spend and Max are the refusal's figures (Max nil: "None").
-	Spend float64
-	Max   *float64
-	// Unclear, when set, says why the refusal is no statement about this
-	// key's own budget (a shared budget, no figures, figures that are not
-	// finite numbers): never a reason to rotate.
-	Unclear string
-}
-
-// keyScope: the scope LiteLLM names in "Budget has been exceeded! <scope>
-// Current cost: …" is the key's own: none (older versions) or Key=….
-func keyScope(scope string) bool {
-	return scope == "" || strings.HasPrefix(scope, "Key=")
-}
-
-// BudgetRefusal recognises LiteLLM's budget refusals: ok is false when body
-// is not one.
-func BudgetRefusal(body []byte) (b Budget, ok bool) {
-	var m [][]byte
-	scope := ""
-	if m = tokenBudgetRe.FindSubmatch(body); m == nil {
-		if mm := budgetExceededRe.FindSubmatch(body); mm != nil {
-			scope, m = string(mm[1]), [][]byte{mm[0], mm[2], mm[3]}
-		} else if m = spendBudgetRe.FindSubmatch(body); m == nil {
-			if sharedBudgetRe.Match(body) && otherBudgetRe.Match(body) {
-				return Budget{Unclear: fmt.Sprintf("a shared (user, team, model or global) budget is exceeded, not this key's: %.120q", body)}, true
-			}
-			if otherBudgetRe.Match(body) {
-				return Budget{Unclear: fmt.Sprintf("budget refusal without a spend figure: %.120q", body)}, true
-			}
-			return Budget{}, false
-		}
-	}
-	if !keyScope(scope) || sharedBudgetRe.Match(body) {
-		return Budget{Unclear: fmt.Sprintf("a shared (user, team, model or global) budget is exceeded, not this key's: %.120q", body)}, true
-	}
-	s, why := figure(m[1])
-	if why != "" {
-		return Budget{Unclear: why}, true
-	}
-	b = Budget{Spend: s}
-	if string(m[2]) != "None" {
-		x, why := figure(m[2])
-		if why != "" {
-			return Budget{Unclear: why}, true
-		}
-		b.Max = &x
-	}
-	return b, true
-}
-
-// figure reads a refusal's number: finite and not negative.
-func figure(raw []byte) (float64, string) {
-	v, err := strconv.ParseFloat(string(raw), 64)
-	switch {
-	case err != nil || math.IsNaN(v) || math.IsInf(v, 0):
-		return 0, fmt.Sprintf("spend is not a finite number: %.40q", raw)
-	case v < 0:
-		return 0, fmt.Sprintf("negative spend %v", v)
-	}
-	return v, ""
+// jsonObject: an error the upstream wrote, not a page that happens to
+// contain the words.
+func jsonObject(body []byte) bool {
+	b := strings.TrimSpace(string(body))
+	return strings.HasPrefix(b, "{") && json.Valid([]byte(b))
 }

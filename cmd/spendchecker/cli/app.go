@@ -20,6 +20,7 @@ import (
 	"github.com/spendchecker/spendchecker/checker"
 	"github.com/spendchecker/spendchecker/lease"
 	"github.com/spendchecker/spendchecker/notify"
+	"github.com/spendchecker/spendchecker/rotation"
 	"github.com/spendchecker/spendchecker/rotation/history"
 	"github.com/spendchecker/spendchecker/rotation/mongoidx"
 	"github.com/spendchecker/spendchecker/rotation/secret"
@@ -87,8 +88,10 @@ func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*app, error) {
 				return nil, err
 			}
 		}
+		ub, _ := rotation.ParseUserBudget(p.UserBudget) // validated by Parse
 		pools = append(pools, checker.Pool{Pool: pool, Provider: prov, Threshold: p.Threshold, BudgetRatio: p.BudgetRatio,
-			RotateUnauthorized: p.RotateUnauthorized == nil || *p.RotateUnauthorized, MinRemaining: p.MinRemaining, Account: p.Account})
+			RotateUnauthorized: p.RotateUnauthorized == nil || *p.RotateUnauthorized, MinRemaining: p.MinRemaining, Account: p.Account,
+			UserBudget: ub})
 	}
 	a := &app{cfg: cfg, log: log, client: client, db: db, leases: db.Collection(lease.Collection), met: newMetrics(), prog: prog,
 		clock: clockwork.NewRealClock(), reach: reach}

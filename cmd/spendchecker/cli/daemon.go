@@ -294,8 +294,8 @@ func (a *app) once(ctx context.Context, out io.Writer) error {
 		if p.BackupsUnknown {
 			left = "unknown"
 		}
-		fmt.Fprintf(out, "pool %s: due %d, checked %d, failed %d, unauthorized %d, over threshold %d, rotated %d, already rotated %d, no backup %d, backups left %s\n",
-			p.Pool, p.Due, p.Checked, p.Failed, p.Unauthorized, p.Over, p.Rotated, p.AlreadyRotated, p.NoBackup, left)
+		fmt.Fprintf(out, "pool %s: due %d, checked %d, failed %d, unauthorized %d, over threshold %d, rotated %d, already rotated %d, no backup %d, held %d, backups left %s\n",
+			p.Pool, p.Due, p.Checked, p.Failed, p.Unauthorized, p.Over, p.Rotated, p.AlreadyRotated, p.NoBackup, p.Held, left)
 		for _, e := range p.Errors {
 			fmt.Fprintf(out, "  error: %s\n", e)
 		}

@@ -28,6 +28,9 @@ type PoolConfig struct {
 	Threshold          float64 `json:"threshold"`
 	BudgetRatio        float64 `json:"budget-ratio"`
 	RotateUnauthorized *bool   `json:"rotate-unauthorized"`
+	// UserBudget is the rule for LiteLLM's personal-budget refusals: auto,
+	// rotate or hold (rotation.UserBudget; docs/providers.md).
+	UserBudget string `json:"user-budget"`
 	// MinRemaining and Account serve balance providers (docs/providers.md);
 	// Custom configures the custom provider (config file only).
 	MinRemaining float64           `json:"min-remaining"`
@@ -66,6 +69,7 @@ const (
 	DefaultPool               = "openhands"
 	DefaultThreshold          = 9.95
 	DefaultMinRemaining       = 1.0
+	DefaultUserBudget         = "auto"
 	DefaultInterval           = 10 * time.Second
 	DefaultMinCheckInterval   = checker.DefaultMinInterval
 	DefaultMaxCheckInterval   = checker.DefaultMaxInterval
@@ -219,7 +223,7 @@ type parseState struct {
 // newParseState holds the pool settings' defaults, for the commands that
 // have no flag for them.
 func newParseState() *parseState {
-	return &parseState{pool: PoolConfig{Pool: DefaultPool, Threshold: DefaultThreshold, MinRemaining: DefaultMinRemaining}, rotateUnauth: true}
+	return &parseState{pool: PoolConfig{Pool: DefaultPool, Threshold: DefaultThreshold, MinRemaining: DefaultMinRemaining, UserBudget: DefaultUserBudget}, rotateUnauth: true}
 }
 
 // storeFlags are the flags of every command that opens the store: the
@@ -259,9 +263,11 @@ func poolSettingFlag(fs *flag.FlagSet, st *parseState, name string) {
 	case "budget-ratio":
 		finiteFloatVar(fs, &p.BudgetRatio, name, 0, "also rotate at this fraction of a known budget (0: off)")
 	case "rotate-unauthorized":
-		fs.BoolVar(&st.rotateUnauth, name, true, "rotate keys the upstream rejects (401/403)")
+		fs.BoolVar(&st.rotateUnauth, name, true, "rotate keys the upstream rejects (401, 402 or 403 with its own JSON error, or an error naming the key invalid or revoked)")
 	case "min-remaining":
 		finiteFloatVar(fs, &p.MinRemaining, name, DefaultMinRemaining, "balance providers: rotate a key when its account's remaining balance is at or below this (the balance's currency)")
+	case "user-budget":
+		fs.StringVar(&p.UserBudget, name, DefaultUserBudget, "LiteLLM's refusal of a key owner's personal budget: auto (rotate unless another key of the pool names the same user: then hold), rotate or hold")
 	case "account":
 		fs.StringVar(&p.Account, name, "", "balance providers: the upstream account every key of the pool belongs to (one request per cycle; one pool only); a key's spendAccount wins, and a key rotated in from a backup without one is its own account")
 	default:

@@ -106,6 +106,7 @@ func (m *metrics) cycle(sum checker.Summary, err error, nowUnix float64) {
 		add(m.rotations, "rotated", p.Rotated)
 		add(m.rotations, "already_rotated", p.AlreadyRotated)
 		add(m.rotations, "no_backup", p.NoBackup)
+		add(m.rotations, "held", p.Held)
 		add(m.rotations, "error", p.RotateErrors)
 		if p.BackupsUnknown {
 			m.backupCountFailures.WithLabelValues(p.Pool).Inc()

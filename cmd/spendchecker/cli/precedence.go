@@ -18,7 +18,7 @@ type fileState struct {
 // one pool's collections.
 var (
 	poolSettings       = append([]string{"provider", "provider-url"}, rotationSettings...)
-	rotationSettings   = []string{"threshold", "budget-ratio", "rotate-unauthorized", "min-remaining", "account"}
+	rotationSettings   = []string{"threshold", "budget-ratio", "rotate-unauthorized", "min-remaining", "account", "user-budget"}
 	collectionSettings = []string{"keys-collection", "backups-collection", "bindings-collection", "binding-key-field", "history-collection"}
 )
 
@@ -113,6 +113,8 @@ func (p *PoolConfig) setting(k string) any {
 		return &p.MinRemaining
 	case "account":
 		return &p.Account
+	case "user-budget":
+		return &p.UserBudget
 	case "keys-collection":
 		return &p.KeysCollection
 	case "backups-collection":

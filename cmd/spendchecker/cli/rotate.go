@@ -95,7 +95,11 @@ func (a *app) rotate(ctx context.Context, out io.Writer) error {
 			a.closeNotifier(notifyOnExit)
 			return nil
 		case rotation.AlreadyRotated, rotation.InProgress:
-			fmt.Fprintf(out, "%spool %s: %s was %s (new key %s)\n", dry, r.Pool().Name, keyID, strings.ReplaceAll(res.Outcome.String(), "_", " "), res.NewKeyID)
+			newKey := res.NewKeyID
+			if newKey == "" {
+				newKey = "not yet in the pool" // a rotation under way, before its insert
+			}
+			fmt.Fprintf(out, "%spool %s: %s was %s (new key %s)\n", dry, r.Pool().Name, keyID, strings.ReplaceAll(res.Outcome.String(), "_", " "), newKey)
 			return nil
 		case rotation.NoBackup:
 			return partial("%spool %s: no backup key left; %s unchanged", dry, r.Pool().Name, keyID)

@@ -68,6 +68,10 @@ type rotateRequest struct {
 	Pool   string `json:"pool"`
 	KeyID  string `json:"keyId"`
 	Reason string `json:"reason"`
+	// BudgetUser is the LiteLLM user whose personal budget refused the key
+	// (proxyrotate.Decision.BudgetUser): the key is held, not rotated, when
+	// another key of the pool names the same user.
+	BudgetUser string `json:"budgetUser,omitempty"`
 }
 
 type rotateResponse struct {
@@ -208,7 +212,7 @@ func outcomeStatus(o rotation.Outcome) int {
 		return http.StatusOK
 	case rotation.InProgress:
 		return http.StatusAccepted
-	case rotation.NoBackup:
+	case rotation.NoBackup, rotation.Held:
 		return http.StatusConflict
 	case rotation.NotFound:
 		return http.StatusNotFound
@@ -243,6 +247,8 @@ func (api *rotateAPI) decode(w http.ResponseWriter, r *http.Request) (rotateRequ
 		return req, http.StatusBadRequest, `body must be one JSON object {"keyId": "...", "reason": "...", "pool": "..."}: ` + err.Error()
 	case req.KeyID == "" || len(req.KeyID) > 256 || strings.ContainsAny(req.KeyID, "\x00"):
 		return req, http.StatusBadRequest, "keyId must be a non-empty string of at most 256 bytes"
+	case len(req.BudgetUser) > 256 || strings.ContainsAny(req.BudgetUser, "\x00"):
+		return req, http.StatusBadRequest, "budgetUser must be a string of at most 256 bytes"
 	case !reasonRE.MatchString(req.Reason):
 		return req, http.StatusBadRequest, "reason must be 1-64 characters of a-z, 0-9, '_', '.' or '-' (such as unauthorized or budget_exceeded)"
 	}
@@ -269,7 +275,11 @@ func (api *rotateAPI) rotate(ctx context.Context, rot *rotation.Rotator, req rot
 		go func() {
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rotateTimeout)
 			defer cancel()
-			f.res, f.err = rot.Rotate(rctx, req.KeyID, req.Reason)
+			var opts []rotation.RotateOption
+			if req.BudgetUser != "" {
+				opts = append(opts, rotation.WithBudgetUser(req.BudgetUser))
+			}
+			f.res, f.err = rot.Rotate(rctx, req.KeyID, req.Reason, opts...)
 			api.settle(rctx, rot, req.KeyID, f)
 			api.mu.Lock()
 			delete(api.flights, id)

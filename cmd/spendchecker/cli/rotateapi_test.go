@@ -219,6 +219,12 @@ func TestRotateAPIConcurrentRequestsRotateOnce(t *testing.T) {
 	close(start)
 	wg.Wait()
 	rotated := 0
+	newKey := ""
+	for _, a := range answers {
+		if a.body.Outcome == "rotated" {
+			newKey = a.body.NewKeyID
+		}
+	}
 	for i, a := range answers {
 		switch {
 		case a.status == http.StatusOK && a.body.Outcome == "rotated":
@@ -228,7 +234,8 @@ func TestRotateAPIConcurrentRequestsRotateOnce(t *testing.T) {
 		default:
 			t.Errorf("answer %d: %d %s", i, a.status, a.raw)
 		}
-		if a.body.RotationID != answers[0].body.RotationID || a.body.NewKeyID != answers[0].body.NewKeyID {
+		// An in_progress answered before the new key is in the pool names none.
+		if a.body.RotationID != answers[0].body.RotationID || (a.body.NewKeyID != newKey && !(a.body.Outcome == "in_progress" && a.body.NewKeyID == "")) {
 			t.Errorf("answer %d names another rotation: %s vs %s", i, a.raw, answers[0].raw)
 		}
 	}
@@ -248,8 +255,8 @@ func TestRotateAPIConcurrentRequestsRotateOnce(t *testing.T) {
 	if got := apiCount(t, db, apiPool.BackupsCollection, bson.M{"isUsed": true}); got != 1 {
 		t.Fatalf("%d backups used, want 1", got)
 	}
-	if got := apiCount(t, db, apiPool.BindingsCollection, bson.M{apiPool.BindingKeyField: answers[0].body.NewKeyID}); got != 1 {
-		t.Fatalf("binding did not follow the key: %d on %s", got, answers[0].body.NewKeyID)
+	if got := apiCount(t, db, apiPool.BindingsCollection, bson.M{apiPool.BindingKeyField: newKey}); got != 1 {
+		t.Fatalf("binding did not follow the key: %d on %s", got, newKey)
 	}
 }
 

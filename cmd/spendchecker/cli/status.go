@@ -6,6 +6,7 @@ import (
 	"flag"
 	"io"
 
+	"github.com/spendchecker/spendchecker/rotation"
 	"github.com/spendchecker/spendchecker/statuspage"
 )
 
@@ -16,8 +17,9 @@ func statusCommand(c *Config, p *program) spec {
 		short: "a table of keys (spend, budget, % of threshold, rate, last and next check), backups left, lease holder",
 		store: true,
 		// The table shows spend as a share of the threshold, or a balance
-		// pool's remaining against its minimum.
-		settings: []string{"threshold", "min-remaining"},
+		// pool's remaining against its minimum; the LiteLLM users keys
+		// share hold them under user-budget auto.
+		settings: []string{"threshold", "min-remaining", "user-budget"},
 		flags: func(fs *flag.FlagSet) {
 			leaseNameFlag(fs, c)
 			outputFlag(fs, c)
@@ -67,9 +69,14 @@ func (a *app) statusSource() statuspage.Source {
 	var pools []statuspage.Pool
 	for i, r := range a.chk.Rotators() {
 		p := r.Pool()
-		pools = append(pools, statuspage.Pool{Name: p.Name, Keys: a.db.Collection(p.KeysCollection),
+		sp := statuspage.Pool{Name: p.Name, Keys: a.db.Collection(p.KeysCollection),
 			History: a.db.Collection(p.HistoryCollection), Threshold: a.cfg.Pools[i].Threshold,
-			MinRemaining: a.cfg.Pools[i].minRemaining(), Backups: r})
+			MinRemaining: a.cfg.Pools[i].minRemaining(), Backups: r}
+		if ub, _ := rotation.ParseUserBudget(a.cfg.Pools[i].UserBudget); ub == rotation.UserBudgetAuto {
+			// Shared users hold their keys only under auto.
+			sp.Users = r
+		}
+		pools = append(pools, sp)
 	}
 	return statuspage.Source{Pools: pools, Leases: a.leases, LeaseName: a.cfg.LeaseName}
 }

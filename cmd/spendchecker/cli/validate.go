@@ -160,6 +160,9 @@ func (c *Config) validate() error {
 			// NaN never rotates, +Inf rotates every key (docs/providers.md).
 			return usage("pool %s: --min-remaining must be a finite number, 0 or more", pool.Name)
 		}
+		if _, err := rotation.ParseUserBudget(p.UserBudget); err != nil {
+			return usage("pool %s: --%v", pool.Name, err)
+		}
 		if p.Provider == "" {
 			continue
 		}

@@ -16,8 +16,11 @@ func verifyCommand(c *Config, p *program) spec {
 		usage: "spendchecker verify [FLAGS]",
 		short: "check the invariants and the schema (orphan bindings, stranded claims, TTL on history, indexes); exit 1 when something is wrong",
 		store: true,
-		flags: func(fs *flag.FlagSet) { storeWaitFlag(fs, c) },
-		exec:  p.withApp(func(ctx context.Context, a *app) error { return a.verify(ctx, p.env.Stdout) }),
+		// Under user-budget auto, LiteLLM users shared by keys are named:
+		// their personal-budget refusals hold those keys.
+		settings: []string{"user-budget"},
+		flags:    func(fs *flag.FlagSet) { storeWaitFlag(fs, c) },
+		exec:     p.withApp(func(ctx context.Context, a *app) error { return a.verify(ctx, p.env.Stdout) }),
 	}
 }
 

@@ -78,7 +78,7 @@ func TestAdv18_LibraryWithoutDaemonIndexesUsesBackupTwice(t *testing.T) {
 		{proxyA, "A", "k3", "no_backup", ""},
 	}
 	for _, s := range steps {
-		act, err := s.who.Rotate(ctx, s.key, "unauthorized")
+		act, err := s.who.Rotate(ctx, s.key, proxyrotate.Decision{Reason: "unauthorized"})
 		if err != nil {
 			t.Errorf("proxy %s rotating %s: %v", s.name, s.key, err)
 			continue
@@ -126,12 +126,12 @@ func TestAdv18_AlreadyRotatedSwapsToADeletedKey(t *testing.T) {
 	proxy := adv18Open(t, m, "proxy-a")
 
 	for _, step := range []struct{ key, swapTo string }{{"k1", "b1"}, {"b1", "b2"}} {
-		act, err := proxy.Rotate(ctx, step.key, "unauthorized")
+		act, err := proxy.Rotate(ctx, step.key, proxyrotate.Decision{Reason: "unauthorized"})
 		if err != nil || act.Outcome != "rotated" || act.SwapTo != step.swapTo {
 			t.Fatalf("setup: rotate %s: %+v %v, want rotated to %s", step.key, act, err, step.swapTo)
 		}
 	}
-	act, err := proxy.Rotate(ctx, "k1", "unauthorized")
+	act, err := proxy.Rotate(ctx, "k1", proxyrotate.Decision{Reason: "unauthorized"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +223,7 @@ func TestAdv18_OpenWithUnsetDatabaseName(t *testing.T) {
 		return // refused at start-up: fine
 	}
 	defer r.Close(ctx)
-	if _, err := r.Rotate(ctx, "k-unknown", "unauthorized"); err != nil {
+	if _, err := r.Rotate(ctx, "k-unknown", proxyrotate.Decision{Reason: "unauthorized"}); err != nil {
 		t.Errorf("Open accepted database name \"\" and every Rotate now fails: %v", err)
 	}
 }

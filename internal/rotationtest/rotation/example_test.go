@@ -63,9 +63,12 @@ func Example() {
 		}
 		switch res.Outcome {
 		case rotation.Rotated, rotation.AlreadyRotated, rotation.InProgress:
-			// Exactly one caller rotated; every caller learns the new key.
+			// Exactly one caller rotated; every caller learns the new key
+			// (a rotation under way names it once it is in the pool).
 			delete(serving, keyID)
-			serving[res.NewKeyID] = true
+			if res.NewKeyID != "" {
+				serving[res.NewKeyID] = true
+			}
 		case rotation.NoBackup:
 			// Nothing written: keep the key out of service, tell an operator.
 			delete(serving, keyID)

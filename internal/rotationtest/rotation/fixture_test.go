@@ -101,7 +101,11 @@ func checkInvariants(t testing.TB, db *mongo.Database, wantKeys int64) {
 		t.Fatal(err)
 	}
 	for _, p := range probs {
-		t.Errorf("verify: %s", p)
+		// A LiteLLM user shared by keys is a fact about the pool that verify
+		// reports, not a broken guarantee.
+		if p.Kind != "shared_budget_user" {
+			t.Errorf("verify: %s", p)
+		}
 	}
 }
 
