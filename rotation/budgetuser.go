@@ -16,6 +16,12 @@ import (
 // rotating one of them for it would burn backups without helping.
 const FieldBudgetUser = "budgetUser"
 
+// budgetUserOfField names, beside FieldBudgetUser, the key document (id and
+// secret, as RotationID) the user was recorded for: a secret replaced in
+// place since belongs to someone else, and its key no longer shares the
+// user.
+const budgetUserOfField = "budgetUserOf"
+
 // UserBudget is a pool's rule for LiteLLM's personal-budget refusals.
 type UserBudget int
 
@@ -63,10 +69,12 @@ func WithBudgetUser(user string) RotateOption {
 // the same id since it was read.
 func (r *Rotator) RecordBudgetUser(ctx context.Context, keyID, secret, user string) error {
 	filter := bson.M{"_id": keyID}
+	set := bson.M{FieldBudgetUser: user}
 	if secret != "" {
 		filter[FieldAPIKey] = secret
+		set[budgetUserOfField] = RotationID(r.pool.Name, keyID, secret)
 	}
-	if _, err := r.keys.UpdateOne(ctx, filter, bson.M{"$set": bson.M{FieldBudgetUser: user}}); err != nil {
+	if _, err := r.keys.UpdateOne(ctx, filter, bson.M{"$set": set}); err != nil {
 		return fmt.Errorf("record budget user of %s: %w", keyID, err)
 	}
 	return nil
@@ -93,15 +101,21 @@ func (r *Rotator) holdForUser(ctx context.Context, key Key, user string) (bool, 
 // userShared reports whether a key other than keyID names user: one in the
 // pool, or one rotated away for it.
 func (r *Rotator) userShared(ctx context.Context, keyID, user string) (bool, error) {
-	one := options.Count().SetLimit(1)
-	n, err := r.keys.CountDocuments(ctx, bson.M{FieldBudgetUser: user, "_id": bson.M{"$ne": keyID}}, one)
+	cur, err := r.keys.Find(ctx, bson.M{FieldBudgetUser: user, "_id": bson.M{"$ne": keyID}},
+		options.Find().SetProjection(bson.M{"_id": 1, FieldAPIKey: 1, budgetUserOfField: 1}))
 	if err != nil {
 		return false, fmt.Errorf("find keys of budget user: %w", err)
 	}
-	if n > 0 {
-		return true, nil
+	for cur.Next(ctx) {
+		if r.budgetUserCurrent(cur.Current) {
+			_ = cur.Close(ctx)
+			return true, nil
+		}
 	}
-	n, err = r.journal.CountDocuments(ctx, bson.M{"pool": r.pool.Name, FieldBudgetUser: user, "oldKeyId": bson.M{"$ne": keyID}}, one)
+	if err := cur.Err(); err != nil {
+		return false, fmt.Errorf("find keys of budget user: %w", err)
+	}
+	n, err := r.journal.CountDocuments(ctx, bson.M{"pool": r.pool.Name, FieldBudgetUser: user, "oldKeyId": bson.M{"$ne": keyID}}, options.Count().SetLimit(1))
 	if err != nil {
 		return false, fmt.Errorf("find rotations of budget user: %w", err)
 	}
@@ -123,12 +137,15 @@ func (r *Rotator) SharedBudgetUsers(ctx context.Context) (map[string][]string, e
 		}
 		named[user][id] = true
 	}
-	proj := options.Find().SetProjection(bson.M{"_id": 1, FieldBudgetUser: 1})
+	proj := options.Find().SetProjection(bson.M{"_id": 1, FieldBudgetUser: 1, FieldAPIKey: 1, budgetUserOfField: 1})
 	cur, err := r.keys.Find(ctx, bson.M{FieldBudgetUser: bson.M{"$type": "string"}}, proj)
 	if err != nil {
 		return nil, fmt.Errorf("find budget users: %w", err)
 	}
 	for cur.Next(ctx) {
+		if !r.budgetUserCurrent(cur.Current) {
+			continue
+		}
 		id, _ := cur.Current.Lookup("_id").StringValueOK()
 		user, _ := cur.Current.Lookup(FieldBudgetUser).StringValueOK()
 		add(user, id)
@@ -184,4 +201,17 @@ func (r *Rotator) verifyBudgetUsers(ctx context.Context) ([]Problem, error) {
 			strings.Join(shared[u], ", "), u)})
 	}
 	return probs, nil
+}
+
+// budgetUserCurrent reports whether a key's recorded user is of its secret
+// now: recorded without one (by hand, or before the secret was kept), or for
+// this very id and secret.
+func (r *Rotator) budgetUserCurrent(doc bson.Raw) bool {
+	of, ok := doc.Lookup(budgetUserOfField).StringValueOK()
+	if !ok {
+		return true
+	}
+	id, _ := doc.Lookup("_id").StringValueOK()
+	secret, _ := doc.Lookup(FieldAPIKey).StringValueOK()
+	return of == RotationID(r.pool.Name, id, secret)
 }

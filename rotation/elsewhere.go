@@ -84,8 +84,19 @@ func (r *Rotator) entryResult(ctx context.Context, e journalEntry) Result {
 	if err != nil {
 		return res
 	}
-	if k, err := DecodeKey(raw); err == nil && (&saga{e: e}).ours(k) {
-		res.NewKeyID = e.NewKeyID
+	s := &saga{r: r, e: e}
+	if k, err := DecodeKey(raw); err != nil || !s.ours(k) {
+		return res
 	}
+	// Someone else (the legacy rotator) rotated the old key away under
+	// this rotation: it will undo itself and remove this key.
+	if n, err := r.keys.CountDocuments(ctx, bson.M{"_id": e.OldKeyID}); err != nil {
+		return res
+	} else if n == 0 {
+		if heir, err := s.foreignHeir(ctx); err != nil || heir != "" {
+			return res
+		}
+	}
+	res.NewKeyID = e.NewKeyID
 	return res
 }

@@ -35,6 +35,17 @@ func releasedBackupID(rotationID string) string { return "undone/" + rotationID 
 // live, and this rotation undoes its own insert and gives its backup back,
 // so the pool keeps its size (docs/design.md "Rotation guarantees").
 func (s *saga) oldKeyGone(ctx context.Context) error {
+	heir, err := s.foreignHeir(ctx)
+	if err != nil || heir == "" {
+		return err
+	}
+	return s.undo(ctx, heir)
+}
+
+// foreignHeir returns the live key someone else's rotation of the old key
+// brought in (or its live successor), or "": when set, this rotation undoes
+// itself once it finds the old key gone.
+func (s *saga) foreignHeir(ctx context.Context) (string, error) {
 	r := s.r
 	// Foreign: not reserved by any rotation of ours (an earlier one of a key
 	// put back by hand carries its claimedBy; one from before claimedBy
@@ -43,7 +54,7 @@ func (s *saga) oldKeyGone(ctx context.Context) error {
 		"_id": bson.M{"$ne": s.e.BackupID}, claimField: bson.M{"$exists": false}},
 		options.Find().SetProjection(bson.M{"_id": 1}))
 	if err != nil {
-		return fmt.Errorf("look for another replacement of %s: %w", s.e.OldKeyID, err)
+		return "", fmt.Errorf("look for another replacement of %s: %w", s.e.OldKeyID, err)
 	}
 	var ids []string
 	for cur.Next(ctx) {
@@ -52,7 +63,7 @@ func (s *saga) oldKeyGone(ctx context.Context) error {
 		}
 	}
 	if err := cur.Err(); err != nil {
-		return err
+		return "", err
 	}
 	for _, id := range ids {
 		if slices.Contains(s.e.Prior, id) {
@@ -60,20 +71,17 @@ func (s *saga) oldKeyGone(ctx context.Context) error {
 		}
 		ours, err := r.journal.CountDocuments(ctx, bson.M{"pool": r.pool.Name, "oldKeyId": s.e.OldKeyID, "newKeyId": id})
 		if err != nil {
-			return err
+			return "", err
 		}
 		if ours > 0 {
 			continue
 		}
 		heir, err := r.liveHeir(ctx, id, 0)
-		if err != nil {
-			return err
-		}
-		if heir != "" {
-			return s.undo(ctx, heir)
+		if err != nil || heir != "" {
+			return heir, err
 		}
 	}
-	return nil
+	return "", nil
 }
 
 // liveHeir returns id if it is a live key, else the live key it was
