@@ -88,12 +88,19 @@ func (r *Rotator) entryResult(ctx context.Context, e journalEntry) Result {
 	if k, err := DecodeKey(raw); err != nil || !s.ours(k) {
 		return res
 	}
-	// Someone else (the legacy rotator) rotated the old key away under
-	// this rotation: it will undo itself and remove this key.
-	if n, err := r.keys.CountDocuments(ctx, bson.M{"_id": e.OldKeyID}); err != nil {
-		return res
-	} else if n == 0 {
+	// The old key's secret replaced in place, or the old key rotated away
+	// by someone else (the legacy rotator), under this rotation: it will
+	// undo itself and remove this key.
+	old, err := r.keys.FindOne(ctx, bson.M{"_id": e.OldKeyID}).Raw()
+	switch {
+	case errors.Is(err, mongo.ErrNoDocuments):
 		if heir, err := s.foreignHeir(ctx); err != nil || heir != "" {
+			return res
+		}
+	case err != nil:
+		return res
+	default:
+		if k, err := DecodeKey(old); err != nil || !sameDocument(e.ID, r.pool.Name, k.ID, k.APIKey) {
 			return res
 		}
 	}

@@ -58,3 +58,33 @@ func TestAdv22BudgetUserOfAReplacedSecretIsNotShared(t *testing.T) {
 		t.Fatalf("key-001: %+v, %v; want rotated (key-000's record is of a secret no longer live)", res, err)
 	}
 }
+
+// key-001's secret is replaced in place under a rotation of ours held after
+// its insert: that rotation retires nothing and will undo itself. A caller
+// holding the key document as it read it before (the proxy passes its own
+// copy) must not be told to swap to the key the undo removes.
+func TestAdv22InProgressDoesNotNameAKeyOfARekeyedOldKey(t *testing.T) {
+	ctx := context.Background()
+	db := mongotest.New(t).Database
+	seed(t, db, 3, 4, 2)
+	doc, err := db.Collection(testPool.KeysCollection).FindOne(ctx, bson.M{"_id": "key-001"}).Raw()
+	if err != nil {
+		t.Fatal(err)
+	}
+	release, done := holdOwnerAfter(t, db, rotation.StepInsertKey)
+	defer release()
+	if _, err := db.Collection(testPool.KeysCollection).UpdateOne(ctx, bson.M{"_id": "key-001"},
+		bson.M{"$set": bson.M{"apiKey": "sk-live-key-secret-rekeyed"}}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := newRotator(t, db, rotation.Config{Owner: "other"}).Rotate(ctx, "key-001", "unauthorized", rotation.WithKeyDocument(doc))
+	if err != nil {
+		t.Fatalf("concurrent caller: %v", err)
+	}
+	release()
+	owner := <-done
+	t.Logf("caller: %+v; owner: %+v", res, owner)
+	if res.NewKeyID != "" && count(t, db, testPool.KeysCollection, bson.M{"_id": res.NewKeyID}) != 1 {
+		t.Errorf("caller told to swap to %s (%s), which the rotation's undo removed from the pool", res.NewKeyID, res.Outcome)
+	}
+}
