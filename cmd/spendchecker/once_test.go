@@ -128,7 +128,7 @@ func TestOnceGivesUpWhenStoreGoes(t *testing.T) {
 	args := []string{"--once", "--mongo-uri", proxy.URI(), "--database", e.mdb.Name, "--provider-url", e.up.URL,
 		"--listen", "", "--log-format", "json", "--lease-duration", "3s", "--store-wait", "15s"}
 	code, out := runFor(t, patience, args)
-	if code != 1 || !strings.Contains(out, "could not take the lease within 15s") {
+	if code != 1 || !strings.Contains(out, "could not take the lease") || !strings.Contains(out, "(--store-wait 15s), giving up") {
 		t.Fatalf("exit %d, want 1 with a give-up line from the lease wait:\n%s", code, out)
 	}
 	if !strings.Contains(out, "cannot read the lease") {
