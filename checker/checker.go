@@ -115,8 +115,11 @@ type Config struct {
 	// WriteBatch caps the statements of one write-back command; default
 	// BatchSize, or FerretWriteBatch on FerretDB.
 	WriteBatch int
-	Clock      clockwork.Clock
-	Logger     *slog.Logger
+	// WriteTimeout bounds one write-back command (and the rejection guard's
+	// counts); default DefaultWriteTimeout.
+	WriteTimeout time.Duration
+	Clock        clockwork.Clock
+	Logger       *slog.Logger
 	// Epoch returns the lease epoch to record with rotations (0 without one).
 	Epoch func() int64
 	// RejectShare and RejectMin guard against systemic rejections: when, over
@@ -173,6 +176,9 @@ func New(db *mongo.Database, cfg Config) (*Checker, error) {
 	}
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = DefaultBatchSize
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = clockwork.NewRealClock()

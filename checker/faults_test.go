@@ -20,6 +20,9 @@ import (
 // The next cycle completes the work: the over-threshold key rotated exactly
 // once with one history record, every key's spend written, verify clean.
 func TestStoreFaultsDuringCycle(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a fresh store for each fault at each command")
+	}
 	ctx := context.Background()
 	keys := map[string]float64{"over": 10.2, "under-1": 1, "under-2": 2}
 	type env struct {
@@ -32,7 +35,7 @@ func TestStoreFaultsDuringCycle(t *testing.T) {
 		t.Cleanup(up.Close)
 		seedPool(t, mdb.Database, up, openhands, keys, 2)
 		proxy := mdb.Proxy(t)
-		db := mdb.NewClient(t, options.Client().ApplyURI(proxy.URI()).SetTimeout(10*time.Second)).Database(mdb.Name)
+		db := mdb.NewClient(t, options.Client().ApplyURI(proxy.URI()).SetTimeout(time.Minute)).Database(mdb.Name)
 		prov, err := spend.New("openhands", up.URL, nil)
 		if err != nil {
 			t.Fatal(err)

@@ -23,7 +23,7 @@ func (c *Checker) systemicRejection(ctx context.Context, p *poolRun, held []stri
 	}
 	now := c.cfg.Clock.Now().UTC()
 	since := now.Add(-RejectWindow)
-	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.WriteTimeout)
 	defer cancel()
 	hist := c.db.Collection(p.rot.Pool().HistoryCollection)
 	rejected, err1 := p.keys.CountDocuments(ctx, bson.M{FieldRejectedAt: bson.M{"$gte": since}})

@@ -76,7 +76,7 @@ func (w *world) checker(t testing.TB, mutate func(*checker.Config, *checker.Pool
 		t.Fatal(err)
 	}
 	pool := checker.Pool{Pool: openhands, Provider: prov, Threshold: 9.95, RotateUnauthorized: true}
-	cfg := checker.Config{Instance: "test", Clock: w.clock, Adaptive: true, Concurrency: 4,
+	cfg := checker.Config{Instance: "test", Clock: w.clock, Adaptive: true, Concurrency: 4, WriteTimeout: testWriteTimeout,
 		Logger: slog.New(slog.NewJSONHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))}
 	if mutate != nil {
 		mutate(&cfg, &pool)

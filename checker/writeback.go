@@ -23,8 +23,8 @@ import (
 // connection. 32 leaves room for a couple of such commands at once.
 const FerretWriteBatch = 32
 
-// writeTimeout bounds one write-back command.
-const writeTimeout = 30 * time.Second
+// DefaultWriteTimeout bounds one write-back command.
+const DefaultWriteTimeout = 30 * time.Second
 
 // writeBatchSize is the number of statements per write-back command: the
 // configured or batch size, or FerretWriteBatch when the server says it is
@@ -90,7 +90,7 @@ func (c *Checker) writeBack(ctx context.Context, keys *mongo.Collection, epoch i
 		}
 		// Each write gets its own bound: a stalled store must not hang the
 		// cycle, or shutdown behind it.
-		wctx, cancel := context.WithTimeout(ctx, writeTimeout)
+		wctx, cancel := context.WithTimeout(ctx, c.cfg.WriteTimeout)
 		defer cancel()
 		if _, err := keys.BulkWrite(wctx, batch, options.BulkWrite().SetOrdered(false)); err != nil {
 			errs = append(errs, err)

@@ -41,11 +41,8 @@ func TestAdv13_DeletedRecordsFreshCandidateWithLaggingFloor(t *testing.T) {
 			if _, err := coll.DeleteMany(ctx, tt.delete); err != nil {
 				t.Fatal(err)
 			}
-			b, err := lease.New(coll, lease.Config{Name: "spendchecker", Instance: "b", LeaseDuration: dur, RenewDeadline: renew, RetryPeriod: retry, Clock: clock,
+			b := newLease(t, coll, lease.Config{Name: "spendchecker", Instance: "b", LeaseDuration: dur, RenewDeadline: renew, RetryPeriod: retry, Clock: clock,
 				Floor: func(context.Context) (int64, error) { return tt.floor, nil }})
-			if err != nil {
-				t.Fatal(err)
-			}
 			ls := []*lease.Lease{a, b}
 			for round := range 20 {
 				for _, l := range []*lease.Lease{b, a} {
@@ -174,10 +171,7 @@ func TestAdv13_VanishedRecordWaitIgnoresHolderDuration(t *testing.T) {
 	coll := mongotest.New(t).Database.Collection(lease.Collection)
 	clock := clockwork.NewFakeClock()
 	seed(t, coll) // a first start would wait the lease duration (docs/design.md "Lease")
-	a, err := lease.New(coll, lease.Config{Name: "spendchecker", Instance: "a", LeaseDuration: 30 * time.Second, RenewDeadline: 25 * time.Second, RetryPeriod: retry, Clock: clock})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := newLease(t, coll, lease.Config{Name: "spendchecker", Instance: "a", LeaseDuration: 30 * time.Second, RenewDeadline: 25 * time.Second, RetryPeriod: retry, Clock: clock})
 	a.Tick(ctx)
 	start := clock.Now()
 	b := candidate(t, coll, "b", clock) // 15 s / 10 s

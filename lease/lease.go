@@ -82,6 +82,10 @@ type Lease struct {
 	cfg   Config
 	clock clockwork.Clock
 	log   *slog.Logger
+	// storeTimeout, when set (tests on a fake clock), replaces
+	// attemptTimeout's bound, which is real time and would otherwise be
+	// taken from the fake timings.
+	storeTimeout time.Duration
 
 	mu        sync.Mutex
 	held      bool
@@ -93,6 +97,11 @@ type Lease struct {
 	// what this candidate last saw of another holder's record, and when
 	observed   string
 	observedAt time.Time
+	// other is the newest record's key when another candidate holds it
+	// (not released, not this candidate's own attempt at epoch tried,
+	// whose reply may have been lost): Acquire's evidence of a live holder.
+	other string
+	tried int64
 	// maxSeen is the highest epoch this candidate has seen: records deleted
 	// by hand never make it take a lower one.
 	maxSeen int64
@@ -196,18 +205,19 @@ func (l *Lease) Run(ctx context.Context) error {
 }
 
 // Acquire tries until it holds the lease, or returns ErrHeld as soon as it
-// sees another holder renew (that holder is alive), or ctx's error.
+// sees another holder's record change between two reads (that holder is
+// alive), or ctx's error.
 func (l *Lease) Acquire(ctx context.Context) error {
 	t := l.clock.NewTicker(l.cfg.RetryPeriod)
 	defer t.Stop()
 	first := true
 	for {
-		before := l.observedKey()
+		before := l.otherKey()
 		l.Tick(ctx)
 		if _, ok := l.Epoch(); ok {
 			return nil
 		}
-		if after := l.observedKey(); !first && after != "" && after != before {
+		if after := l.otherKey(); !first && before != "" && after != "" && after != before {
 			return ErrHeld
 		}
 		first = false
@@ -219,10 +229,10 @@ func (l *Lease) Acquire(ctx context.Context) error {
 	}
 }
 
-func (l *Lease) observedKey() string {
+func (l *Lease) otherKey() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.observed
+	return l.other
 }
 
 // Tick is one round of the election: renew when holding, otherwise look at
@@ -241,7 +251,18 @@ func (l *Lease) Tick(ctx context.Context) {
 // attemptTimeout bounds each store call so a renewal that succeeds is always
 // visible before a candidate could have waited out the lease duration.
 func (l *Lease) attemptTimeout() time.Duration {
+	if l.storeTimeout > 0 {
+		return l.storeTimeout
+	}
 	return min(l.cfg.RetryPeriod, l.cfg.LeaseDuration-l.cfg.RenewDeadline)
+}
+
+// call bounds one store call by attemptTimeout. Each call of a round has
+// the bound, not the round: a store slow on every call, but within the
+// bound, is still led (a round's calls together timed out every round,
+// and no candidate ever led).
+func (l *Lease) call(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, l.attemptTimeout())
 }
 
 func (l *Lease) renew(ctx context.Context) {
@@ -253,9 +274,7 @@ func (l *Lease) renew(ctx context.Context) {
 		l.stepDown("renew deadline passed", nil)
 		return
 	}
-	actx, cancel := context.WithTimeout(ctx, l.attemptTimeout())
-	defer cancel()
-	err := l.renewOnce(actx, epoch, start)
+	err := l.renewOnce(ctx, epoch, start)
 	if err == nil {
 		l.mu.Lock()
 		expired := l.leaderCtx.Err() != nil
@@ -284,23 +303,29 @@ func (l *Lease) renew(ctx context.Context) {
 var errSuperseded = errors.New("lease superseded")
 
 func (l *Lease) renewOnce(ctx context.Context, epoch int64, now time.Time) error {
-	res, err := l.coll.UpdateOne(ctx,
+	cctx, cancel := l.call(ctx)
+	res, err := l.coll.UpdateOne(cctx,
 		bson.M{"_id": docID(l.cfg.Name, epoch), "holder": l.cfg.Instance, "released": false},
 		bson.M{"$set": bson.M{"renewedAt": now.UTC()}, "$inc": bson.M{"renewals": int64(1)}})
+	cancel()
 	if err != nil {
 		return fmt.Errorf("renew: %w", err)
 	}
 	if res.MatchedCount == 0 {
 		// The record was deleted (or edited) by hand: keep the epoch on
 		// record so no candidate takes it or a lower one again.
-		if err := l.bumpFloor(ctx, epoch); err != nil {
+		cctx, cancel := l.call(ctx)
+		defer cancel()
+		if err := l.bumpFloor(cctx, epoch); err != nil {
 			l.log.Warn("cannot record the epoch floor", "epoch", epoch, "err", err)
 		}
 		return fmt.Errorf("%w: epoch %d record gone", errSuperseded, epoch)
 	}
 	// A candidate can only have inserted a newer epoch after seeing ours
 	// unchanged for the lease duration; check anyway, it is one cheap read.
-	n, err := l.coll.CountDocuments(ctx, bson.M{"name": l.cfg.Name, "epoch": bson.M{"$gt": epoch}}, options.Count().SetLimit(1))
+	cctx, cancel = l.call(ctx)
+	defer cancel()
+	n, err := l.coll.CountDocuments(cctx, bson.M{"name": l.cfg.Name, "epoch": bson.M{"$gt": epoch}}, options.Count().SetLimit(1))
 	if err != nil {
 		return fmt.Errorf("renew check: %w", err)
 	}
@@ -311,10 +336,10 @@ func (l *Lease) renewOnce(ctx context.Context, epoch int64, now time.Time) error
 }
 
 func (l *Lease) tryAcquire(ctx context.Context) {
-	actx, cancel := context.WithTimeout(ctx, l.attemptTimeout())
-	defer cancel()
 	sent := l.clock.Now()
-	latest, err := l.Latest(actx)
+	cctx, cancel := l.call(ctx)
+	latest, err := l.Latest(cctx)
+	cancel()
 	l.mu.Lock()
 	was := l.failing
 	l.failing = err != nil
@@ -333,6 +358,10 @@ func (l *Lease) tryAcquire(ctx context.Context) {
 	own := l.cfg.LeaseDuration
 	l.mu.Lock()
 	longest := max(own, l.longest)
+	l.other = ""
+	if latest != nil && !latest.Released && (latest.Holder != l.cfg.Instance || latest.Epoch != l.tried) {
+		l.other = latest.key
+	}
 	l.mu.Unlock()
 	if latest != nil {
 		if latest.Epoch == math.MaxInt64 {
@@ -363,7 +392,9 @@ func (l *Lease) tryAcquire(ctx context.Context) {
 	// finds it gone (or, stalled, until its renew deadline), so wait the
 	// longest lease duration seen, as for an expired holder, then take an
 	// epoch above every one used (docs/design.md "Lease").
-	floor, err := l.floor(actx)
+	cctx, cancel = l.call(ctx)
+	floor, err := l.floor(cctx)
+	cancel()
 	if err != nil {
 		l.log.Debug("lease floor read failed", "err", err)
 		return
@@ -389,16 +420,24 @@ func (l *Lease) tryAcquire(ctx context.Context) {
 	}
 	// The floor first: once any record of this epoch can exist, the floor
 	// says so, and deleting the records cannot make it be taken again.
-	if err := l.bumpFloor(actx, next); err != nil {
+	cctx, cancel = l.call(ctx)
+	err = l.bumpFloor(cctx, next)
+	cancel()
+	if err != nil {
 		l.log.Debug("lease floor write failed", "err", err)
 		return
 	}
+	l.mu.Lock()
+	l.tried = next
+	l.mu.Unlock()
 	start := l.clock.Now()
 	wall := start.UTC()
-	_, err = l.coll.InsertOne(actx, Record{
+	cctx, cancel = l.call(ctx)
+	_, err = l.coll.InsertOne(cctx, Record{
 		ID: docID(l.cfg.Name, next), Name: l.cfg.Name, Epoch: next, Holder: l.cfg.Instance,
 		AcquiredAt: wall, RenewedAt: wall, LeaseDurationMS: l.cfg.LeaseDuration.Milliseconds(),
 	})
+	cancel()
 	if mongo.IsDuplicateKeyError(err) {
 		l.log.Debug("another candidate won the epoch", "epoch", next)
 		return
@@ -418,7 +457,9 @@ func (l *Lease) tryAcquire(ctx context.Context) {
 	l.log.Info("lease acquired", "epoch", next)
 	l.notify(true, next)
 	// Old epochs are history; keep a few for operators.
-	if _, err := l.coll.DeleteMany(actx, bson.M{"name": l.cfg.Name, "epoch": bson.M{"$lt": next - 4}}); err != nil {
+	cctx, cancel = l.call(ctx)
+	defer cancel()
+	if _, err := l.coll.DeleteMany(cctx, bson.M{"name": l.cfg.Name, "epoch": bson.M{"$lt": next - 4}}); err != nil {
 		l.log.Debug("lease cleanup failed", "err", err)
 	}
 }

@@ -49,12 +49,8 @@ func TestDeletedLeaseDocuments(t *testing.T) {
 			holdEpoch4(t, ctx, a)
 			var b *lease.Lease
 			if fresh {
-				var err error
-				b, err = lease.New(coll, lease.Config{Name: "spendchecker", Instance: "b", LeaseDuration: dur, RenewDeadline: renew, RetryPeriod: retry, Clock: clock,
+				b = newLease(t, coll, lease.Config{Name: "spendchecker", Instance: "b", LeaseDuration: dur, RenewDeadline: renew, RetryPeriod: retry, Clock: clock,
 					Floor: func(context.Context) (int64, error) { return 4, nil }})
-				if err != nil {
-					t.Fatal(err)
-				}
 			} else {
 				b = candidate(t, coll, "b", clock)
 				b.Tick(ctx) // b has seen epoch 4
@@ -93,11 +89,8 @@ func TestHolderLeaseDurationIsHonoured(t *testing.T) {
 	ctx := context.Background()
 	coll := mongotest.New(t).Database.Collection(lease.Collection)
 	clock := clockwork.NewFakeClock()
-	long, err := lease.New(coll, lease.Config{Name: "spendchecker", Instance: "long", LeaseDuration: 30 * time.Second,
+	long := newLease(t, coll, lease.Config{Name: "spendchecker", Instance: "long", LeaseDuration: 30 * time.Second,
 		RenewDeadline: 20 * time.Second, RetryPeriod: 4 * time.Second, Clock: clock})
-	if err != nil {
-		t.Fatal(err)
-	}
 	short := candidate(t, coll, "short", clock)
 	long.Tick(ctx)
 	short.Tick(ctx)
@@ -165,10 +158,7 @@ func TestFirstStartWaitsLeaseDuration(t *testing.T) {
 	ctx := context.Background()
 	coll := mongotest.New(t).Database.Collection(lease.Collection)
 	clock := clockwork.NewFakeClock()
-	l, err := lease.New(coll, lease.Config{Name: "spendchecker", Instance: "a", LeaseDuration: dur, RenewDeadline: renew, RetryPeriod: retry, Clock: clock})
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := newLease(t, coll, lease.Config{Name: "spendchecker", Instance: "a", LeaseDuration: dur, RenewDeadline: renew, RetryPeriod: retry, Clock: clock})
 	start := clock.Now()
 	for clock.Since(start) < dur {
 		l.Tick(ctx)

@@ -1,8 +1,10 @@
 package main_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -23,8 +25,8 @@ import (
 	"github.com/spendchecker/spendchecker/rotation/history"
 )
 
-// EnvChaos sets how long TestChaos runs (a Go duration); unset, a bounded
-// run of 2 minutes, which CI takes.
+// EnvChaos sets the least time TestChaos runs (a Go duration); unset, it
+// runs until enough has happened, which CI takes.
 //
 //	SPENDCHECKER_CHAOS=15m go test -run TestChaos -timeout 30m ./cmd/spendchecker
 const EnvChaos = "SPENDCHECKER_CHAOS"
@@ -35,24 +37,42 @@ const (
 	chaosThreshold = 9.95
 )
 
+// What a chaos run must have seen before it stops, and how long it may take
+// to see it: the driver paces itself on the daemons' progress, so a slow
+// machine makes the run longer, never weaker.
+var chaosEnough = chaosCounts{rotations: 10, kills: 5, terms: 3, pauses: 3}
+
+const chaosCap = 12 * time.Minute
+
+type chaosCounts struct{ rotations, kills, terms, pauses int }
+
+func (c chaosCounts) covers(want chaosCounts) bool {
+	return c.rotations >= want.rotations && c.kills >= want.kills && c.terms >= want.terms && c.pauses >= want.pauses
+}
+
+func (c chaosCounts) String() string {
+	return fmt.Sprintf("%d rotations, %d SIGKILLs, %d SIGTERMs, %d store pauses", c.rotations, c.kills, c.terms, c.pauses)
+}
+
 // Three daemons against one store and an upstream whose keys cross their
 // thresholds at random times, while a driver SIGKILLs and restarts them,
-// SIGTERMs them, and cuts the store off for seconds at a time. Afterwards,
-// and after a final recovery, every rotation invariant must hold.
+// SIGTERMs them, and cuts the store off for seconds at a time, each fault
+// after at least one cycle completed since the last. Afterwards, and after a
+// final recovery, every rotation invariant must hold.
 func TestChaos(t *testing.T) {
 	if testing.Short() {
 		t.Skip("chaos test skipped in -short mode")
 	}
-	dur := 2 * time.Minute
+	var least time.Duration
 	if v := os.Getenv(EnvChaos); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {
 			t.Fatalf("%s=%q: %v", EnvChaos, v, err)
 		}
-		dur = d
+		least = d
 	}
 	seed := uint64(time.Now().UnixNano())
-	t.Logf("chaos for %v, seed %d", dur, seed)
+	t.Logf("chaos until %v (at least %v), seed %d", chaosEnough, least, seed)
 	rng := rand.New(rand.NewPCG(seed, 7))
 
 	mdb := mongotest.New(t)
@@ -73,10 +93,17 @@ func TestChaos(t *testing.T) {
 		_ = os.RemoveAll(logDir)
 	})
 	uri := strings.Replace(proxy.URI(), "/?", "/"+mdb.Name+"?", 1)
-	c := &chaos{t: t, bin: binary(t), logDir: logDir, args: []string{
+	// Timings leave each lease call 4 s of real time and a leader 12 s to
+	// renew, so a daemon on a loaded machine still leads between the
+	// faults (the embedded store answers slowly there); a cycle in
+	// flight at SIGTERM has a minute to finish, so a slow one still exits 0
+	// (past its grace a cycle is cut short, and its write-back may outlast
+	// the scheduler's wait: exit 1).
+	c := &chaos{t: t, bin: binary(t), logDir: logDir, cycled: make(chan struct{}, 1), args: []string{
 		"--mongo-uri", uri, "--provider-url", up.URL, "--listen", "", "--log-format", "json",
 		"--interval", "300ms", "--min-check-interval", "1s", "--max-check-interval", "5s",
-		"--lease-duration", "3s", "--request-timeout", "2s", "--shutdown-grace", "3s",
+		"--lease-duration", "20s", "--lease-renew-deadline", "12s", "--lease-retry-period", "4s",
+		"--request-timeout", "10s", "--shutdown-grace", "1m",
 		"--concurrency", "8", "--threshold", fmt.Sprint(chaosThreshold),
 	}}
 	for slot := range 3 {
@@ -111,38 +138,41 @@ func TestChaos(t *testing.T) {
 		}
 	}()
 
-	var kills, terms, pauses int
-	// The driver's own pace: random gaps between faults, cut short when
-	// the run's time is up (nothing here waits for an event).
-	runCtx, stopRun := context.WithTimeout(context.Background(), dur)
-	defer stopRun()
+	var n chaosCounts
+	// The driver's own pace: random gaps between faults, and before each
+	// one a completed cycle since the last (the daemons' progress, read
+	// from their logs), so the faults never outrun the work they disturb.
+	start := time.Now()
+	deadline := start.Add(chaosCap + least)
 	pace := func(minMs, spreadMs int) {
-		t := time.NewTimer(time.Duration(minMs+rng.IntN(spreadMs)) * time.Millisecond)
-		defer t.Stop()
-		select {
-		case <-t.C:
-		case <-runCtx.Done():
-		}
+		<-time.After(time.Duration(minMs+rng.IntN(spreadMs)) * time.Millisecond)
 	}
 	for {
-		if pace(500, 2000); runCtx.Err() != nil {
+		n.rotations = chaosDone(t, mdb.Database)
+		if n.covers(chaosEnough) && time.Since(start) >= least {
 			break
+		}
+		pace(500, 2000)
+		if !c.waitCycle(deadline) {
+			n.rotations = chaosDone(t, mdb.Database)
+			t.Fatalf("too little happened to prove anything in %v: %v, want %v; no daemon completed a cycle since the last fault",
+				chaosCap+least, n, chaosEnough)
 		}
 		slot := rng.IntN(3)
 		switch p := rng.Float64(); {
 		case p < 0.35:
 			if c.kill(slot) {
-				kills++
+				n.kills++
 				pace(0, 2000)
 				c.start(slot)
 			}
 		case p < 0.6:
 			if c.term(slot) {
-				terms++
+				n.terms++
 				c.start(slot)
 			}
 		case p < 0.85:
-			pauses++
+			n.pauses++
 			proxy.Pause()
 			pace(1000, 2000)
 			proxy.Resume()
@@ -164,10 +194,18 @@ func TestChaos(t *testing.T) {
 		t.Errorf("verify exit %d:\n%s", code, out)
 	}
 	rotations := chaosInvariants(t, mdb.Database, up)
-	t.Logf("%d rotations; %d SIGKILLs, %d SIGTERMs, %d store pauses; %d daemon processes", rotations, kills, terms, pauses, c.started)
-	if rotations < 5 || kills == 0 || pauses == 0 {
-		t.Errorf("too little happened to prove anything: %d rotations, %d kills, %d pauses", rotations, kills, pauses)
+	t.Logf("%d rotations after recovery; %v during the run of %v; %d daemon processes", rotations, n, time.Since(start).Round(time.Second), c.started)
+}
+
+// chaosDone counts the completed rotations, read directly (not through the
+// proxy the driver pauses).
+func chaosDone(t *testing.T, db *mongo.Database) int {
+	t.Helper()
+	n, err := db.Collection(rotation.JournalCollection).CountDocuments(context.Background(), bson.M{"state": "done"})
+	if err != nil {
+		t.Fatal(err)
 	}
+	return int(n)
 }
 
 // chaosSeed writes the keys (with a binding each) and backups, and returns
@@ -201,9 +239,14 @@ type chaos struct {
 	logDir string
 	args   []string
 
+	// cycled gets a signal whenever a daemon logs a completed cycle.
+	cycled chan struct{}
+
 	mu      sync.Mutex
 	procs   [3]*chaosProc
 	started int
+	cycles  int // completed cycles logged by any daemon
+	seen    int // cycles when the driver last waited
 }
 
 type chaosProc struct {
@@ -224,7 +267,8 @@ func (c *chaos) start(slot int) {
 		c.t.Fatal(err)
 	}
 	cmd := exec.Command(c.bin, append(c.args, "--instance", name)...)
-	cmd.Stdout, cmd.Stderr = f, f
+	w := io.MultiWriter(f, &lineWriter{line: c.logLine})
+	cmd.Stdout, cmd.Stderr = w, w
 	if err := cmd.Start(); err != nil {
 		c.t.Fatal(err)
 	}
@@ -250,6 +294,61 @@ func (c *chaos) start(slot int) {
 	})
 }
 
+// logLine counts a daemon's completed cycles.
+func (c *chaos) logLine(b []byte) {
+	if !bytes.Contains(b, []byte(`"msg":"cycle done"`)) {
+		return
+	}
+	c.mu.Lock()
+	c.cycles++
+	c.mu.Unlock()
+	select {
+	case c.cycled <- struct{}{}:
+	default:
+	}
+}
+
+// waitCycle returns true once a daemon has completed a cycle since the last
+// call, false if none has by deadline.
+func (c *chaos) waitCycle(deadline time.Time) bool {
+	timeout := time.After(time.Until(deadline))
+	for {
+		c.mu.Lock()
+		progressed := c.cycles > c.seen
+		if progressed {
+			c.seen = c.cycles
+		}
+		c.mu.Unlock()
+		if progressed {
+			return true
+		}
+		select {
+		case <-c.cycled:
+		case <-timeout:
+			return false
+		}
+	}
+}
+
+// lineWriter hands each complete line written to it to line.
+type lineWriter struct {
+	buf  []byte
+	line func([]byte)
+}
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	w.buf = append(w.buf, p...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			break
+		}
+		w.line(w.buf[:i])
+		w.buf = w.buf[i+1:]
+	}
+	return len(p), nil
+}
+
 // kill SIGKILLs the slot's daemon; false if it is not running.
 func (c *chaos) kill(slot int) bool {
 	p := c.expect(slot)
@@ -270,8 +369,8 @@ func (c *chaos) term(slot int) bool {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.done:
-	case <-time.After(20 * time.Second):
-		c.t.Errorf("daemon did not stop within 20 s of SIGTERM; log %s:\n%s", p.log, tail(p.log))
+	case <-time.After(3 * time.Minute): // a guard against a hang, not a wait
+		c.t.Errorf("daemon did not stop within 3 minutes of SIGTERM; log %s:\n%s", p.log, tail(p.log))
 		_ = p.cmd.Process.Kill()
 		<-p.done
 		return true

@@ -23,7 +23,7 @@ import (
 )
 
 // runFor runs the binary, killing it after limit (a hang is a failure).
-func runFor(t *testing.T, limit time.Duration, args []string) (int, string, time.Duration) {
+func runFor(t *testing.T, limit time.Duration, args []string) (int, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
@@ -31,19 +31,17 @@ func runFor(t *testing.T, limit time.Duration, args []string) (int, string, time
 	cmd.Env = os.Environ()
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	start := time.Now()
 	err := cmd.Run()
-	took := time.Since(start)
 	if ctx.Err() != nil {
 		t.Fatalf("still running after %v, killed:\n%s", limit, out.String())
 	}
 	if ee, ok := err.(*exec.ExitError); ok {
-		return ee.ExitCode(), out.String(), took
+		return ee.ExitCode(), out.String()
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	return 0, out.String(), took
+	return 0, out.String()
 }
 
 // waitUntil checks cond every 20 ms until it holds or limit passes.
@@ -62,8 +60,9 @@ func waitUntil(limit time.Duration, cond func() bool) bool {
 
 // Issue 13 case 1: --once holds its lease for as long as its cycle runs.
 // The first poll is held until the one-shot has renewed its lease past the
-// renew deadline (1 s here); without renewals its leader context ends at
-// 1 s and the cycle stops part-way.
+// renew deadline (six renewals a retry period of 2 s apart, past the 10 s
+// deadline of the default timings); without renewals its leader context
+// ends at 10 s and the cycle stops part-way.
 func TestOnceRenewsItsLease(t *testing.T) {
 	keys := map[string]float64{}
 	for i := range 5 {
@@ -81,18 +80,19 @@ func TestOnceRenewsItsLease(t *testing.T) {
 	fwd := httputil.NewSingleHostReverseProxy(target)
 	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		once.Do(func() {
-			waitUntil(5*time.Second, func() bool {
+			// Held at least until then (or, with no renewals, for patience).
+			waitUntil(patience, func() bool {
 				var rec lease.Record
 				err := leases.FindOne(context.Background(), bson.M{}, options.FindOne().SetSort(bson.D{{Key: "epoch", Value: -1}})).Decode(&rec)
-				return err == nil && rec.Renewals >= 8 && !rec.Released
+				return err == nil && rec.Renewals >= 6 && !rec.Released
 			})
 		})
 		fwd.ServeHTTP(w, r)
 	}))
 	t.Cleanup(front.Close)
 	args := []string{"--mongo-uri", e.mdb.URI, "--database", e.mdb.Name, "--provider-url", front.URL, "--listen", "", "--log-format", "json",
-		"--once", "--concurrency", "1", "--lease-duration", "1500ms"}
-	code, out, _ := runFor(t, time.Minute, args)
+		"--once", "--concurrency", "1"}
+	code, out := runFor(t, 2*patience, args)
 	if code != 0 || !strings.Contains(out, "checked 5, failed 0") {
 		t.Fatalf("exit %d, want 0 with every key checked:\n%s", code, out)
 	}
@@ -109,29 +109,30 @@ func TestOnceGivesUpWhenStoreGoes(t *testing.T) {
 	ctx := context.Background()
 	proxy := e.mdb.Proxy(t)
 	leases := e.mdb.Database.Collection(lease.Collection)
-	// A holder that looks alive: the one-shot must watch it for the lease
-	// duration before taking over.
+	// A holder that looks alive, with a lease longer than --store-wait:
+	// the one-shot cannot take over before the store goes, however slowly
+	// it starts.
 	now := time.Now().UTC()
 	if _, err := leases.InsertOne(ctx, lease.Record{ID: "spendchecker/00000000000000000001", Name: "spendchecker", Epoch: 1,
-		Holder: "gone", AcquiredAt: now, RenewedAt: now}); err != nil {
+		Holder: "gone", AcquiredAt: now, RenewedAt: now, LeaseDurationMS: time.Hour.Milliseconds()}); err != nil {
 		t.Fatal(err)
 	}
 	go func() {
 		// Once start-up has created its indexes, the store goes away.
-		waitUntil(30*time.Second, func() bool {
+		waitUntil(patience, func() bool {
 			names, err := mongoidx.Names(ctx, leases)
 			return err == nil && names["name_1_epoch_-1"]
 		})
 		proxy.Pause()
 	}()
 	args := []string{"--once", "--mongo-uri", proxy.URI(), "--database", e.mdb.Name, "--provider-url", e.up.URL,
-		"--listen", "", "--log-format", "json", "--lease-duration", "3s", "--store-wait", "4s"}
-	code, out, took := runFor(t, 40*time.Second, args)
-	if code != 1 || !strings.Contains(out, "giving up") {
-		t.Fatalf("exit %d, want 1 with a give-up line:\n%s", code, out)
+		"--listen", "", "--log-format", "json", "--lease-duration", "3s", "--store-wait", "15s"}
+	code, out := runFor(t, patience, args)
+	if code != 1 || !strings.Contains(out, "could not take the lease") || !strings.Contains(out, "(--store-wait 15s), giving up") {
+		t.Fatalf("exit %d, want 1 with a give-up line from the lease wait:\n%s", code, out)
 	}
-	if took > 15*time.Second {
-		t.Errorf("gave up after %v with --store-wait 4s", took)
+	if !strings.Contains(out, "cannot read the lease") {
+		t.Errorf("the store never went away while the one-shot waited for the lease:\n%s", out)
 	}
 	if n := strings.Count(out, "giving up"); n != 1 {
 		t.Errorf("%d give-up lines, want one:\n%s", n, out)
@@ -150,7 +151,9 @@ func TestManyOneShotsOnAFreshDatabase(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			codes[i], outs[i], _ = runFor(t, 2*time.Minute, append([]string{"recover"}, e.storeArgs()...))
+			// The store may be slow to answer twenty processes at once on a
+			// loaded machine: that is not what this test is about.
+			codes[i], outs[i] = runFor(t, 2*patience, append([]string{"recover", "--store-wait", "5m"}, e.storeArgs()...))
 		}()
 	}
 	wg.Wait()
@@ -171,7 +174,7 @@ func TestBadURIOptionsExitTwo(t *testing.T) {
 		"mongodb://127.0.0.1:99999/",
 	} {
 		t.Run(uri, func(t *testing.T) {
-			code, out, _ := runFor(t, time.Minute, []string{"--once", "--mongo-uri", uri, "--listen", ""})
+			code, out := runFor(t, patience, []string{"--once", "--mongo-uri", uri, "--listen", ""})
 			if code != 2 || len(strings.Split(strings.TrimSpace(out), "\n")) != 1 || !strings.Contains(out, "--mongo-uri") {
 				t.Fatalf("exit %d, want 2 and one line naming --mongo-uri:\n%s", code, out)
 			}
@@ -187,10 +190,10 @@ func TestBadURIOptionsExitTwo(t *testing.T) {
 func TestStatusShowsRejectedKey(t *testing.T) {
 	e := newEnv(t, map[string]float64{"dead": 1, "fine": 2}, 1)
 	e.up.SetStatus(secret("dead"), 401)
-	if code, out, _ := runFor(t, time.Minute, e.args("--once", "--rotate-unauthorized=false")); code != 0 {
+	if code, out := runFor(t, patience, e.args("--once", "--rotate-unauthorized=false")); code != 0 {
 		t.Fatalf("--once exit %d:\n%s", code, out)
 	}
-	code, out, _ := runFor(t, time.Minute, append([]string{"status"}, e.storeArgs()...))
+	code, out := runFor(t, patience, append([]string{"status"}, e.storeArgs()...))
 	if code != 0 {
 		t.Fatalf("status exit %d:\n%s", code, out)
 	}

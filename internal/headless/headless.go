@@ -45,6 +45,9 @@ func Find() (*Chromium, error) {
 // with SPENDCHECKER_REQUIRE_CHROMIUM=1 a missing Chromium fails tb.
 func ForTest(tb testing.TB) *Chromium {
 	tb.Helper()
+	if testing.Short() {
+		tb.Skip("browser test skipped in -short mode")
+	}
 	c, err := Find()
 	if err == nil {
 		return c

@@ -1,6 +1,7 @@
 // Package mongotest gives each test a fresh MongoDB database: on an embedded
-// FerretDB (SQLite backend) started for the test, or on the real MongoDB named
-// by SPENDCHECKER_TEST_MONGO_URI.
+// FerretDB (SQLite backend) started for the test (under -race, one in a
+// process of its own shared by the test binary), or on the real MongoDB
+// named by SPENDCHECKER_TEST_MONGO_URI.
 package mongotest
 
 import (
@@ -39,10 +40,25 @@ type DB struct {
 
 // New starts (or connects to) a store and returns a fresh database that is
 // dropped when the test ends. Store logs are printed only if the test fails.
+// A test binary built with -race shares one store in a process of its own
+// (process.go); otherwise each test starts one in-process.
 func New(tb testing.TB) *DB {
 	tb.Helper()
 	uri := os.Getenv(EnvURI)
 	var store *embedded.Store
+	if uri == "" && raceDetector {
+		u, logs, err := processStore()
+		if err != nil {
+			tb.Fatalf("mongotest: %v", err)
+		}
+		uri = u
+		from := logs.Len()
+		tb.Cleanup(func() {
+			if all := logs.String(); tb.Failed() && len(all) > from {
+				tb.Logf("embedded store logs:\n%s", all[from:])
+			}
+		})
+	}
 	if uri == "" {
 		logs := &lockedBuffer{}
 		logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelError}))
@@ -76,7 +92,8 @@ func New(tb testing.TB) *DB {
 // process would; it is closed when the test ends.
 func (d *DB) NewClient(tb testing.TB, opts ...*options.ClientOptions) *mongo.Client {
 	tb.Helper()
-	all := append([]*options.ClientOptions{options.Client().ApplyURI(d.URI).SetServerSelectionTimeout(10 * time.Second)}, opts...)
+	// A minute to find the server: a guard, which a loaded machine needs.
+	all := append([]*options.ClientOptions{options.Client().ApplyURI(d.URI).SetServerSelectionTimeout(time.Minute)}, opts...)
 	c, err := mongo.Connect(all...)
 	if err != nil {
 		tb.Fatalf("mongotest: connect: %v", err)

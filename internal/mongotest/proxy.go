@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 )
@@ -33,6 +34,9 @@ type Proxy struct {
 	seen   []string
 	bodies []bson.Raw
 	fault  *fault
+	// latency delays every data command, as a slow network or an
+	// overloaded server would.
+	latency time.Duration
 }
 
 // Fault says when an injected failure cuts the connection: Before the
@@ -113,6 +117,15 @@ func (p *Proxy) HoldCommand(n int) *Held {
 // heartbeats and session chatter are not counted.
 var dataCommands = []string{"find", "getMore", "insert", "update", "delete", "findAndModify", "aggregate", "count", "distinct", "createIndexes", "listIndexes"}
 
+// SetLatency delays every data command by d before it reaches the store
+// (handshakes and heartbeats are not delayed, so the client still sees the
+// server up).
+func (p *Proxy) SetLatency(d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.latency = d
+}
+
 // FailCommand makes the n-th data command from now fail as when says, once.
 func (p *Proxy) FailCommand(n int, when Fault) {
 	p.mu.Lock()
@@ -145,18 +158,19 @@ func (p *Proxy) ResetCommands() {
 }
 
 // inspect records a client message and says whether to cut before it, cut
-// when its reply comes back, or hold it.
-func (p *Proxy) inspect(msg []byte) (cutBefore, cutAfter, hold bool) {
+// when its reply comes back, or hold it, and how long to delay it.
+func (p *Proxy) inspect(msg []byte) (cutBefore, cutAfter, hold bool, delay time.Duration) {
 	name, coll, body := command(msg)
 	if !slices.Contains(dataCommands, name) {
-		return false, false, false
+		return false, false, false, 0
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.seen = append(p.seen, name+" "+coll)
 	p.bodies = append(p.bodies, body)
+	delay = p.latency
 	if p.fault == nil || len(p.seen) != p.fault.n {
-		return false, false, false
+		return false, false, false, delay
 	}
 	f := p.fault
 	p.fault = nil
@@ -164,9 +178,9 @@ func (p *Proxy) inspect(msg []byte) (cutBefore, cutAfter, hold bool) {
 		f.held.Command = name + " " + coll
 		f.held.msg = slices.Clone(msg)
 		close(f.held.arrived)
-		return false, false, true
+		return false, false, true, 0
 	}
-	return f.when == Before, f.when == After, false
+	return f.when == Before, f.when == After, false, delay
 }
 
 // command reads the command name, its collection and its body from an OP_MSG.
@@ -284,9 +298,12 @@ func (p *Proxy) serve() {
 					if err != nil {
 						return
 					}
-					before, after, hold := p.inspect(msg)
+					before, after, hold, delay := p.inspect(msg)
 					if before {
 						return
+					}
+					if delay > 0 {
+						time.Sleep(delay) // the simulated latency itself
 					}
 					if hold {
 						// The client waits for a reply that never comes.

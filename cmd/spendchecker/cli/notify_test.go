@@ -19,7 +19,6 @@ import (
 
 	"github.com/spendchecker/spendchecker/internal/fakeupstream"
 	"github.com/spendchecker/spendchecker/internal/mongotest"
-	"github.com/spendchecker/spendchecker/lease"
 	"github.com/spendchecker/spendchecker/notify"
 	"github.com/spendchecker/spendchecker/rotation"
 )
@@ -36,12 +35,7 @@ func TestDaemonCycleNotifiesRotation(t *testing.T) {
 	up.SetSpend("sk-secret-key-000001-abcdef", 1)
 	up.SetSpend("sk-secret-backup-000000-abcdef", 0)
 	up.SetSpend("sk-secret-backup-000001-abcdef", 0)
-	// A released lease, as a previous deployment leaves it: the first
-	// start takes it at once (docs/design.md "Lease").
-	if _, err := mdb.Database.Collection(lease.Collection).InsertOne(context.Background(), lease.Record{
-		ID: "spendchecker/00000000000000000000", Name: "spendchecker", Holder: "seed", Released: true}); err != nil {
-		t.Fatal(err)
-	}
+	releasedLease(t, mdb.Database)
 	got := make(chan notify.Event, 10)
 	raw := make(chan string, 10)
 	rc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -31,6 +31,7 @@ func TestBalancePoolEndToEnd(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			mdb := mongotest.New(t)
 			apiSeed(t, mdb.Database, apiPool, 3, 3)
+			releasedLease(t, mdb.Database)
 			up := fakeupstream.New("deepseek")
 			t.Cleanup(up.Close)
 			for i := range 3 {
@@ -42,7 +43,7 @@ func TestBalancePoolEndToEnd(t *testing.T) {
 			base := []string{"--mongo-uri", mdb.URI, "--database", mdb.Name, "--log-level", "error"}
 			// The daemon's own flags: status and history do not take them;
 			// status shows the minimum, only the daemon polls the account.
-			daemon := []string{"--listen", "", "--lease-duration", "4s"}
+			daemon := []string{"--listen", ""}
 			var status []string
 			if tc.args != nil {
 				base = append(base, tc.args(up.URL)...)

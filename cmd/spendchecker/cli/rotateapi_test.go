@@ -19,6 +19,7 @@ import (
 
 	"github.com/spendchecker/spendchecker/internal/fixture"
 	"github.com/spendchecker/spendchecker/internal/mongotest"
+	"github.com/spendchecker/spendchecker/lease"
 	"github.com/spendchecker/spendchecker/rotation"
 )
 
@@ -44,6 +45,17 @@ func apiSeed(t *testing.T, db *mongo.Database, pool rotation.Pool, keys, backups
 		t.Fatal(err)
 	}
 	if err := r.EnsureIndexes(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// releasedLease leaves a released lease, as a previous deployment does: the
+// first start takes it at once instead of waiting a lease duration
+// (docs/design.md "Lease").
+func releasedLease(t *testing.T, db *mongo.Database) {
+	t.Helper()
+	if _, err := db.Collection(lease.Collection).InsertOne(context.Background(), lease.Record{
+		ID: "spendchecker/00000000000000000000", Name: "spendchecker", Holder: "seed", Released: true}); err != nil {
 		t.Fatal(err)
 	}
 }

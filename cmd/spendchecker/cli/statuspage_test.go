@@ -121,13 +121,15 @@ func TestStatusPageInBrowser(t *testing.T) {
 		up.SetSpend(secretOf(id), 0)
 	}
 
+	releasedLease(t, db)
+
 	events := newLogEvents()
 	dctx, stop := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	go func() {
 		defer events.w.Close()
 		done <- Run(dctx, []string{"--mongo-uri", mdb.URI, "--database", mdb.Name, "--listen", "127.0.0.1:0",
-			"--provider-url", up.URL, "--interval", "1s", "--lease-duration", "3s", "--instance", "replica-a",
+			"--provider-url", up.URL, "--interval", "1s", "--instance", "replica-a",
 			"--log-format", "json"}, Env{Stdout: io.Discard, Stderr: events.w})
 	}()
 	defer func() {
@@ -136,10 +138,10 @@ func TestStatusPageInBrowser(t *testing.T) {
 			t.Errorf("daemon exit %d", code)
 		}
 	}()
-	addr, _ := events.waitFor(t, "listening", time.Minute)["addr"].(string)
+	addr, _ := events.waitFor(t, "listening", 3*time.Minute)["addr"].(string)
 	// Two cycles logged: the first one's summary is in the page's ring.
-	events.waitFor(t, "cycle done", time.Minute)
-	events.waitFor(t, "cycle done", time.Minute)
+	events.waitFor(t, "cycle done", 3*time.Minute)
+	events.waitFor(t, "cycle done", 3*time.Minute)
 
 	bctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

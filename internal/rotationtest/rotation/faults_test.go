@@ -19,6 +19,9 @@ import (
 // lost, as on a timeout), for every k. Whatever Rotate reports, a Recover
 // afterwards completes the rotation: one rotation, every invariant intact.
 func TestStoreFaultsDuringRotation(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a fresh store for each fault at each command")
+	}
 	ctx := context.Background()
 	// The commands of a clean rotation, to know how many steps to cut.
 	var steps []string
@@ -43,7 +46,7 @@ func TestStoreFaultsDuringRotation(t *testing.T) {
 				mdb := mongotest.New(t)
 				seed(t, mdb.Database, 3, 2, 2)
 				proxy := mdb.Proxy(t)
-				client := mdb.NewClient(t, options.Client().ApplyURI(proxy.URI()).SetTimeout(10*time.Second))
+				client := mdb.NewClient(t, options.Client().ApplyURI(proxy.URI()).SetTimeout(time.Minute))
 				r := newRotator(t, client.Database(mdb.Name), rotation.Config{})
 				proxy.FailCommand(k+1, when)
 				res, err := r.Rotate(ctx, "key-001", "proactive_threshold_9.99", rotation.WithObservation(history.Observation{Spend: 9.99, Threshold: 9.95}))

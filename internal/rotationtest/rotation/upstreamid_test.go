@@ -69,7 +69,7 @@ func TestRotatedInKeyCarriesUpstreamKeyID(t *testing.T) {
 				}
 				proxy := mdb.Proxy(t)
 				proxy.FailCommand(at, mongotest.Before)
-				db = mdb.NewClient(t, options.Client().ApplyURI(proxy.URI()).SetTimeout(10*time.Second)).Database(mdb.Name)
+				db = mdb.NewClient(t, options.Client().ApplyURI(proxy.URI()).SetTimeout(time.Minute)).Database(mdb.Name)
 			}
 			r := newRotator(t, db, rotation.Config{})
 			res, err := r.Rotate(ctx, "key-000", "proactive_threshold_9.99", obs)
