@@ -1,4 +1,4 @@
-// Package proxyrotate is the code a serving proxy copies to rotate keys
+// Package proxyrotate is the package a serving proxy imports to rotate keys
 // through spendchecker's rotator instead of its own sequence (docs/proxy.md,
 // "Running next to the proxy"). It needs nothing from the daemon: a second
 // MongoDB client (mongo-driver v2, next to the proxy's v1 client) on the same
