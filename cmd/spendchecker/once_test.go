@@ -19,7 +19,6 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/spendchecker/spendchecker/lease"
-	"github.com/spendchecker/spendchecker/rotation/mongoidx"
 )
 
 // runFor runs the binary, killing it after limit (a hang is a failure).
@@ -118,10 +117,16 @@ func TestOnceGivesUpWhenStoreGoes(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() {
-		// Once start-up has created its indexes, the store goes away.
+		// Once the one-shot reads the lease record (start-up is done, the
+		// lease wait has begun), the store goes away. Waiting only for the
+		// indexes raced start-up's last index checks on a busy machine.
 		waitUntil(patience, func() bool {
-			names, err := mongoidx.Names(ctx, leases)
-			return err == nil && names["name_1_epoch_-1"]
+			for _, b := range proxy.CommandBodies() {
+				if c, ok := b.Lookup("find").StringValueOK(); ok && c == lease.Collection {
+					return true
+				}
+			}
+			return false
 		})
 		proxy.Pause()
 	}()
