@@ -178,7 +178,10 @@ func (n *Notifier) post(t *target, body []byte) (status int, retryAfter time.Dur
 	req.Header.Set("User-Agent", "spendchecker")
 	resp, err := n.cfg.HTTP.Do(req)
 	if err != nil {
-		return 0, 0, fmt.Errorf("%s", secret.RedactURLError(err))
+		// The error may quote what the other end sent back, and a server
+		// that echoes the request (not an HTTP server at all) sends the
+		// request line: the path and query are stripped from it too.
+		return 0, 0, fmt.Errorf("%s", secret.RedactURLParts(secret.RedactURLError(err), t.URL))
 	}
 	defer resp.Body.Close()
 	// Slack answers errors as short text (invalid_payload, no_service):
