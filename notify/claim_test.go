@@ -398,3 +398,39 @@ func TestSweepEvery(t *testing.T) {
 		t.Fatal("another replica's stale claim was sent")
 	}
 }
+
+// A crossing's claim insert is held in the network and reaches the store
+// only after the count rose back and the re-arm cleared the claim: the
+// late insert must not stand for the cleared crossing, or the next one is
+// taken for it and never notified.
+func TestLateClaimInsertAfterTheRearm(t *testing.T) {
+	proxy, coll, direct := faultyStore(t)
+	rc := newReceiver(t, ok)
+	route := Route{Targets: []Target{{URL: rc.URL, Format: JSON}}, BackupsBelow: 3}
+	a := newHarness(t, Config{Pools: map[string]Route{"factory": route}, Store: coll, MaxAttempts: 3, StoreTimeout: time.Second})
+	held := proxy.HoldCommand(1)
+	a.n.Backups("factory", 1) // the first crossing
+	<-held.Arrived()
+	a.retry(t) // the insert timed out; the retry's insert claims it
+	rc.wait(t)
+	a.n.Backups("factory", 5) // back above: re-armed
+	a.close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	reply, err := held.Deliver(ctx) // the first insert, late
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("late %s: %s", held.Command, reply)
+	// The second crossing, seen by the next leader.
+	b := newHarness(t, Config{Pools: map[string]Route{"factory": route}, Store: coll, Instance: "replica-b", Clock: a.clock})
+	b.n.Backups("factory", 2)
+	b.close()
+	if rc.count() != 2 || b.counter("duplicate", "factory", "json") != 0 {
+		t.Fatalf("receiver got %d, duplicate %v; want 2 (one per crossing), 0; claims %+v",
+			rc.count(), b.counter("duplicate", "factory", "json"), claims(t, direct))
+	}
+	if stale, err := StaleClaims(ctx, direct, a.clock.Now().Add(DefaultBound+time.Hour)); err != nil || len(stale) != 0 {
+		t.Fatalf("stale claims %+v (%v), want none", stale, err)
+	}
+}

@@ -85,7 +85,7 @@ func (n *Notifier) resume(c Claim) bool {
 	case t == nil:
 		n.giveUp(c, "the receiver is no longer configured")
 		return true
-	case c.EventJSON == "" || err != nil || claimID(t, ev) != c.ID:
+	case c.EventJSON == "" || err != nil || !isClaimOf(c.ID, claimID(t, ev)):
 		n.giveUp(c, "the claim does not hold its event")
 		return true
 	}
