@@ -243,17 +243,51 @@ func (n *Notifier) release(t *target, ev Event, d *delivery, attempts int, lastE
 }
 
 func (n *Notifier) update(t *target, ev Event, d *delivery, set bson.D) {
-	filter := bson.D{{Key: "_id", Value: d.id}, {Key: "run", Value: d.run}, {Key: "delivery", Value: d.delivery}}
+	u := unrecorded{event: ev.ID, claim: d.id, update: bson.D{{Key: "$set", Value: set}},
+		filter: bson.D{{Key: "_id", Value: d.id}, {Key: "run", Value: d.run}, {Key: "delivery", Value: d.delivery}}}
 	var err error
 	for range 2 {
 		ctx, cancel := n.finalCtx()
-		_, err = n.cfg.Store.UpdateOne(ctx, filter, bson.D{{Key: "$set", Value: set}})
+		_, err = n.cfg.Store.UpdateOne(ctx, u.filter, u.update)
 		cancel()
 		if err == nil {
 			return
 		}
 	}
+	// The sweep writes it when the store is back: left `claimed`, the
+	// claim would read as stale, and this replica's next run would resume
+	// it and send the event again.
+	n.mu.Lock()
+	n.unrecorded[u.claim] = u
+	n.mu.Unlock()
 	n.log.Warn("could not record the notification's outcome; its claim will show as stale", "id", ev.ID, "err", err)
+}
+
+// unrecorded is an outcome whose write failed, kept for the next sweep.
+type unrecorded struct {
+	event, claim   string // their ids
+	filter, update bson.D
+}
+
+// recordLate writes the outcomes whose writes failed; those that fail
+// again wait for the next sweep.
+func (n *Notifier) recordLate(ctx context.Context) {
+	n.mu.Lock()
+	pending := make([]unrecorded, 0, len(n.unrecorded))
+	for _, u := range n.unrecorded {
+		pending = append(pending, u)
+	}
+	n.mu.Unlock()
+	for _, u := range pending {
+		if _, err := n.cfg.Store.UpdateOne(ctx, u.filter, u.update); err != nil {
+			n.log.Warn("could not record the notification's outcome yet; retrying at the next sweep", "id", u.event, "err", err)
+			continue
+		}
+		n.mu.Lock()
+		delete(n.unrecorded, u.claim)
+		n.mu.Unlock()
+		n.log.Info("notification outcome recorded late", "id", u.event)
+	}
 }
 
 // finalCtx bounds a write of an outcome. It is made even after Close

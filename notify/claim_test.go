@@ -2,6 +2,7 @@ package notify
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"sync/atomic"
 	"testing"
@@ -432,5 +433,60 @@ func TestLateClaimInsertAfterTheRearm(t *testing.T) {
 	}
 	if stale, err := StaleClaims(ctx, direct, a.clock.Now().Add(DefaultBound+time.Hour)); err != nil || len(stale) != 0 {
 		t.Fatalf("stale claims %+v (%v), want none", stale, err)
+	}
+}
+
+// signalHandler is a log handler that reports each record whose message
+// is msg: a test waits for a step that only logs.
+type signalHandler struct {
+	slog.Handler
+	msg string
+	ch  chan struct{}
+}
+
+func (signalHandler) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h signalHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		h.ch <- struct{}{}
+	}
+	return nil
+}
+
+// The receiver accepted the event but the store was unreachable when the
+// delivery recorded `sent`: the daemon records it when the store is back
+// (its next sweep), so the claim never reads as stale and a restart of the
+// same replica does not send the event again.
+func TestSentButUnrecordedIsRecordedLater(t *testing.T) {
+	proxy, coll, direct := faultyStore(t)
+	rc := newReceiver(t, func(int, http.ResponseWriter, *http.Request) { proxy.Pause() })
+	clock := clockwork.NewFakeClockAt(time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC))
+	failed := signalHandler{Handler: slog.DiscardHandler, msg: "could not record the notification's outcome; its claim will show as stale", ch: make(chan struct{}, 1)}
+	cfg := Config{Default: Route{Targets: []Target{{URL: rc.URL, Format: JSON}}}, Store: coll, Clock: clock, StoreTimeout: 2 * time.Second}
+	c := cfg
+	c.Logger = slog.New(failed)
+	a := newHarness(t, c)
+	a.n.Notify(rotatedFixture())
+	select {
+	case <-failed.ch:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the outcome's record never failed")
+	}
+	proxy.Resume()
+	a.n.sweep() // the store is back
+	clock.Advance(a.n.bound + time.Minute)
+	a.n.sweep()
+	if got := staleGauge(a, "openhands"); got != 0 {
+		t.Errorf("stale claims %v, want 0: the event was sent", got)
+	}
+	a.close()
+	b := newHarness(t, cfg) // a restart of the same replica
+	b.n.sweep()
+	b.close()
+	if rc.count() != 1 {
+		t.Errorf("receiver got %d requests, want 1", rc.count())
+	}
+	if cs := claims(t, direct); len(cs) != 1 || cs[0].State != "sent" {
+		t.Errorf("claims %+v, want one, sent", cs)
 	}
 }
