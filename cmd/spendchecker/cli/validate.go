@@ -34,8 +34,10 @@ func (c *Config) validate() error {
 		return usage("--mongo-uri (or SPENDCHECKER_MONGO_URI, the systemd credential mongo-uri, or the proxy's MONGODB_URI) is required")
 	}
 	if c.MongoURI != "" {
+		// The driver takes the scheme in lower case only; url.Parse would
+		// take any case.
 		u, err := url.Parse(c.MongoURI)
-		if err != nil || (u.Scheme != "mongodb" && u.Scheme != "mongodb+srv") {
+		if err != nil || !(strings.HasPrefix(c.MongoURI, "mongodb://") || strings.HasPrefix(c.MongoURI, "mongodb+srv://")) {
 			return usage("%s must be a mongodb:// or mongodb+srv:// URI", uriFlag)
 		}
 		if err := validateURI(u); err != nil {
