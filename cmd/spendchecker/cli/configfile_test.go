@@ -107,6 +107,10 @@ func TestConfigFileDropsNothing(t *testing.T) {
 		{"null pool name", head + `"pools": [{"pool": null}]}`, []string{"pools[0].pool", "not null"}},
 		{"null notify url", head + `"pools": [{"pool": "openhands", "notify": {"url": null}}]}`, []string{"pools[0].notify.url", "not null"}},
 		{"empty pools", head + `"pools": []}`, []string{"pools", "empty"}},
+		// An empty list names no receiver: taken as left out, the pool's
+		// events went to the top level's receivers.
+		{"empty notify url list", head + `"notify-url": "https://a.example/x", "pools": [{"pool": "openhands", "notify": {"url": []}}]}`,
+			[]string{"pool openhands", "notify", "url", "empty"}},
 		{"invalid UTF-8", head + "\"keys-collection\": \"k\xffeys\"}", []string{"0xff is not UTF-8", "line 1, column 72"}},
 		{"byte order mark", "\ufeff" + head + `"threshold": 5}`, []string{"byte order mark", "line 1, column 1"}},
 	}
