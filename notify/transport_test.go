@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -43,6 +44,9 @@ func echoServer(t *testing.T) string {
 	}()
 	return "http://" + ln.Addr().String()
 }
+
+// proxySecret is the password of a proxy the notifier goes through.
+const proxySecret = "PROXYPASSWORD42"
 
 // A transport error (not an answer) goes to the log and to the claim's
 // lastError; whatever the other end sent back, no part of the webhook's
@@ -84,6 +88,18 @@ func TestTransportErrorsHideTheURL(t *testing.T) {
 				return got.String()
 			}
 		}},
+		{"a proxy setting that does not parse", func(t *testing.T) (string, *http.Client, func() string) {
+			// What http.ProxyFromEnvironment answers for HTTPS_PROXY=http://
+			// user:pass@host with a bad escape in the password: its error
+			// quotes the proxy's URL, password and all (the environment is
+			// read once per process, so the error is made as it makes it).
+			const proxy = "http://proxyuser:" + proxySecret + "%zz@proxy.internal:3128"
+			_, perr := url.Parse(proxy)
+			tr := &http.Transport{Proxy: func(*http.Request) (*url.URL, error) {
+				return nil, fmt.Errorf("invalid proxy address %q: %v", proxy, perr)
+			}}
+			return "https://hooks.example.test" + path, &http.Client{Transport: tr}, func() string { return "" }
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			webhook, client, seen := tc.setup(t)
@@ -107,8 +123,8 @@ func TestTransportErrorsHideTheURL(t *testing.T) {
 				t.Fatalf("claim %s with lastError %q, want failed with the error", c.State, c.LastError)
 			}
 			for what, text := range map[string]string{"log": out, "claim's lastError": c.LastError, "proxy": seen()} {
-				if strings.Contains(text, hookSecret[:8]) {
-					t.Errorf("the %s holds the webhook's secret:\n%s", what, text)
+				if strings.Contains(text, hookSecret[:8]) || strings.Contains(text, proxySecret) {
+					t.Errorf("the %s holds the webhook's secret or the proxy's password:\n%s", what, text)
 				}
 			}
 		})
