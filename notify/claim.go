@@ -9,8 +9,6 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
-
-	"github.com/spendchecker/spendchecker/rotation/secret"
 )
 
 // The states of a claim.
@@ -138,10 +136,13 @@ type delivery struct {
 	deadline time.Time
 	// from is the stale claim of an earlier run this delivery takes over.
 	from *Claim
+	// id is the claim's _id, fixed by the first attempt (claimOf).
+	id string
 }
 
-// errVanished: a claim that refused the insert was gone when read (a
-// re-arm deleted it): the next attempt inserts again.
+// errVanished: a claim that refused the insert was gone when read (deleted
+// by hand, or a claim of before re-arms were counted): the next attempt
+// inserts again.
 var errVanished = errors.New("the claim vanished before it could be read")
 
 // take claims the event for delivery d: it inserts the claim, or, taking
@@ -155,7 +156,10 @@ var errVanished = errors.New("the claim vanished before it could be read")
 func (n *Notifier) take(t *target, ev Event, d *delivery, attempt int) (held *Claim, err error) {
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.StoreTimeout)
 	defer cancel()
-	id := claimID(t, ev)
+	id, err := n.claimOf(ctx, t, ev, d)
+	if err != nil {
+		return nil, err
+	}
 	now := n.clock.Now().UTC()
 	data, err := json.Marshal(ev)
 	if err != nil {
@@ -239,17 +243,51 @@ func (n *Notifier) release(t *target, ev Event, d *delivery, attempts int, lastE
 }
 
 func (n *Notifier) update(t *target, ev Event, d *delivery, set bson.D) {
-	filter := bson.D{{Key: "_id", Value: claimID(t, ev)}, {Key: "run", Value: d.run}, {Key: "delivery", Value: d.delivery}}
+	u := unrecorded{event: ev.ID, claim: d.id, update: bson.D{{Key: "$set", Value: set}},
+		filter: bson.D{{Key: "_id", Value: d.id}, {Key: "run", Value: d.run}, {Key: "delivery", Value: d.delivery}}}
 	var err error
 	for range 2 {
 		ctx, cancel := n.finalCtx()
-		_, err = n.cfg.Store.UpdateOne(ctx, filter, bson.D{{Key: "$set", Value: set}})
+		_, err = n.cfg.Store.UpdateOne(ctx, u.filter, u.update)
 		cancel()
 		if err == nil {
 			return
 		}
 	}
+	// The sweep writes it when the store is back: left `claimed`, the
+	// claim would read as stale, and this replica's next run would resume
+	// it and send the event again.
+	n.mu.Lock()
+	n.unrecorded[u.claim] = u
+	n.mu.Unlock()
 	n.log.Warn("could not record the notification's outcome; its claim will show as stale", "id", ev.ID, "err", err)
+}
+
+// unrecorded is an outcome whose write failed, kept for the next sweep.
+type unrecorded struct {
+	event, claim   string // their ids
+	filter, update bson.D
+}
+
+// recordLate writes the outcomes whose writes failed; those that fail
+// again wait for the next sweep.
+func (n *Notifier) recordLate(ctx context.Context) {
+	n.mu.Lock()
+	pending := make([]unrecorded, 0, len(n.unrecorded))
+	for _, u := range n.unrecorded {
+		pending = append(pending, u)
+	}
+	n.mu.Unlock()
+	for _, u := range pending {
+		if _, err := n.cfg.Store.UpdateOne(ctx, u.filter, u.update); err != nil {
+			n.log.Warn("could not record the notification's outcome yet; retrying at the next sweep", "id", u.event, "err", err)
+			continue
+		}
+		n.mu.Lock()
+		delete(n.unrecorded, u.claim)
+		n.mu.Unlock()
+		n.log.Info("notification outcome recorded late", "id", u.event)
+	}
 }
 
 // finalCtx bounds a write of an outcome. It is made even after Close
@@ -261,18 +299,4 @@ func (n *Notifier) finalCtx() (context.Context, context.CancelFunc) {
 		d = min(d, 2*time.Second)
 	}
 	return context.WithTimeout(context.WithoutCancel(n.ctx), d)
-}
-
-// rearm deletes the claim of a low-backups crossing, so the next crossing
-// is notified again. A delete by _id is atomic everywhere.
-func (n *Notifier) rearm(t *target, ev Event) {
-	if n.cfg.Store == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.StoreTimeout)
-	defer cancel()
-	if _, err := n.cfg.Store.DeleteOne(ctx, bson.D{{Key: "_id", Value: claimID(t, ev)}}); err != nil {
-		n.log.Warn("could not re-arm the low-backups notification; the next crossing may go unreported",
-			"pool", ev.Pool, "url", secret.RedactURL(t.URL), "err", err)
-	}
 }

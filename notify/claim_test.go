@@ -2,6 +2,7 @@ package notify
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"sync/atomic"
 	"testing"
@@ -396,5 +397,96 @@ func TestSweepEvery(t *testing.T) {
 	}
 	if rc.count() != 0 {
 		t.Fatal("another replica's stale claim was sent")
+	}
+}
+
+// A crossing's claim insert is held in the network and reaches the store
+// only after the count rose back and the re-arm cleared the claim: the
+// late insert must not stand for the cleared crossing, or the next one is
+// taken for it and never notified.
+func TestLateClaimInsertAfterTheRearm(t *testing.T) {
+	proxy, coll, direct := faultyStore(t)
+	rc := newReceiver(t, ok)
+	route := Route{Targets: []Target{{URL: rc.URL, Format: JSON}}, BackupsBelow: 3}
+	a := newHarness(t, Config{Pools: map[string]Route{"factory": route}, Store: coll, MaxAttempts: 3, StoreTimeout: time.Second})
+	held := proxy.HoldCommand(1)
+	a.n.Backups("factory", 1) // the first crossing
+	<-held.Arrived()
+	a.retry(t) // the insert timed out; the retry's insert claims it
+	rc.wait(t)
+	a.n.Backups("factory", 5) // back above: re-armed
+	a.close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	reply, err := held.Deliver(ctx) // the first insert, late
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("late %s: %s", held.Command, reply)
+	// The second crossing, seen by the next leader.
+	b := newHarness(t, Config{Pools: map[string]Route{"factory": route}, Store: coll, Instance: "replica-b", Clock: a.clock})
+	b.n.Backups("factory", 2)
+	b.close()
+	if rc.count() != 2 || b.counter("duplicate", "factory", "json") != 0 {
+		t.Fatalf("receiver got %d, duplicate %v; want 2 (one per crossing), 0; claims %+v",
+			rc.count(), b.counter("duplicate", "factory", "json"), claims(t, direct))
+	}
+	if stale, err := StaleClaims(ctx, direct, a.clock.Now().Add(DefaultBound+time.Hour)); err != nil || len(stale) != 0 {
+		t.Fatalf("stale claims %+v (%v), want none", stale, err)
+	}
+}
+
+// signalHandler is a log handler that reports each record whose message
+// is msg: a test waits for a step that only logs.
+type signalHandler struct {
+	slog.Handler
+	msg string
+	ch  chan struct{}
+}
+
+func (signalHandler) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h signalHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		h.ch <- struct{}{}
+	}
+	return nil
+}
+
+// The receiver accepted the event but the store was unreachable when the
+// delivery recorded `sent`: the daemon records it when the store is back
+// (its next sweep), so the claim never reads as stale and a restart of the
+// same replica does not send the event again.
+func TestSentButUnrecordedIsRecordedLater(t *testing.T) {
+	proxy, coll, direct := faultyStore(t)
+	rc := newReceiver(t, func(int, http.ResponseWriter, *http.Request) { proxy.Pause() })
+	clock := clockwork.NewFakeClockAt(time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC))
+	failed := signalHandler{Handler: slog.DiscardHandler, msg: "could not record the notification's outcome; its claim will show as stale", ch: make(chan struct{}, 1)}
+	cfg := Config{Default: Route{Targets: []Target{{URL: rc.URL, Format: JSON}}}, Store: coll, Clock: clock, StoreTimeout: 2 * time.Second}
+	c := cfg
+	c.Logger = slog.New(failed)
+	a := newHarness(t, c)
+	a.n.Notify(rotatedFixture())
+	select {
+	case <-failed.ch:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the outcome's record never failed")
+	}
+	proxy.Resume()
+	a.n.sweep() // the store is back
+	clock.Advance(a.n.bound + time.Minute)
+	a.n.sweep()
+	if got := staleGauge(a, "openhands"); got != 0 {
+		t.Errorf("stale claims %v, want 0: the event was sent", got)
+	}
+	a.close()
+	b := newHarness(t, cfg) // a restart of the same replica
+	b.n.sweep()
+	b.close()
+	if rc.count() != 1 {
+		t.Errorf("receiver got %d requests, want 1", rc.count())
+	}
+	if cs := claims(t, direct); len(cs) != 1 || cs[0].State != "sent" {
+		t.Errorf("claims %+v, want one, sent", cs)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -178,7 +179,13 @@ func (n *Notifier) post(t *target, body []byte) (status int, retryAfter time.Dur
 	req.Header.Set("User-Agent", "spendchecker")
 	resp, err := n.cfg.HTTP.Do(req)
 	if err != nil {
-		return 0, 0, fmt.Errorf("%s", secret.RedactURLError(err))
+		// The error may quote what the other end sent back, and a server
+		// that echoes the request (not an HTTP server at all) sends the
+		// request line: the path and query are stripped from it too.
+		// A proxy setting that does not parse is quoted whole: its
+		// password goes too.
+		msg := secret.RedactURLParts(secret.RedactURLError(err), t.URL)
+		return 0, 0, fmt.Errorf("%s", userinfo.ReplaceAllString(msg, "${1}xxxxx@"))
 	}
 	defer resp.Body.Close()
 	// Slack answers errors as short text (invalid_payload, no_service):
@@ -211,6 +218,10 @@ func (n *Notifier) post(t *target, body []byte) (status int, retryAfter time.Dur
 	}
 	return resp.StatusCode, retryAfter, fmt.Errorf("HTTP %d%s", resp.StatusCode, quoted)
 }
+
+// userinfo is the user information of any URL in a text, up to its last
+// '@' (a password may hold a raw one).
+var userinfo = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s"'` + "`" + `]*@`)
 
 // parseRetryAfter reads delay-seconds (Discord sends fractions too) or an
 // HTTP-date; 0 when absent or unreadable.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"strconv"
 
 	"github.com/spendchecker/spendchecker/rotation/secret"
 )
@@ -75,6 +76,11 @@ func ParseURL(s string) (*url.URL, error) {
 	}
 	if u.Host == "" {
 		return nil, fmt.Errorf("notify URL %s: no host", secret.RedactURL(s))
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("notify URL %s: port %s is not between 1 and 65535", secret.RedactURL(s), p)
+		}
 	}
 	return u, nil
 }

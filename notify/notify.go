@@ -96,9 +96,10 @@ type Notifier struct {
 	bound      time.Duration // one delivery's, from its start to its outcome
 
 	mu          sync.Mutex
-	resuming    map[string]bool // claim ids of stale claims queued to resume
-	low         map[string]bool // pool → below the threshold (notified)
-	lowEpoch    int64           // the lease epoch low was observed in
+	resuming    map[string]bool       // claim ids of stale claims queued to resume
+	unrecorded  map[string]unrecorded // by claim id: outcomes the sweep writes
+	low         map[string]bool       // pool → below the threshold (notified)
+	lowEpoch    int64                 // the lease epoch low was observed in
 	lastSuccess time.Time
 	polling     bool // this replica made the last cycle attempt as leader
 	noCycleSent bool
@@ -196,7 +197,7 @@ func New(cfg Config) (*Notifier, error) {
 	n := &Notifier{
 		cfg: cfg, log: cfg.Logger, clock: cfg.Clock,
 		targets: map[string]*target{}, routes: map[string][]*target{}, low: map[string]bool{},
-		resuming: map[string]bool{}, lastSuccess: cfg.Clock.Now(), run: runID(), bound: bound(cfg),
+		resuming: map[string]bool{}, unrecorded: map[string]unrecorded{}, lastSuccess: cfg.Clock.Now(), run: runID(), bound: bound(cfg),
 	}
 	add := func(ts []Target) ([]*target, error) {
 		var out []*target

@@ -412,6 +412,9 @@ func TestParseURL(t *testing.T) {
 		{"hooks.slack.com/services/SECRETPATH", "notify URL (unparsable URL): want http:// or https://"},
 		{"https:///SECRETPATH", "notify URL (unparsable URL): no host"},
 		{"http://[::1/SECRETPATH", "notify URL (unparsable URL): not a URL"},
+		// Every delivery would fail to dial: bad configuration, not an outage.
+		{"https://hooks.example:99999/SECRETPATH", "notify URL https://hooks.example:99999/xxxxx: port 99999 is not between 1 and 65535"},
+		{"https://hooks.example:0/SECRETPATH", "notify URL https://hooks.example:0/xxxxx: port 0 is not between 1 and 65535"},
 	} {
 		_, err := ParseURL(tt.in)
 		switch {

@@ -22,8 +22,9 @@ func (n *Notifier) sweepEvery(tk clockwork.Ticker) {
 	}
 }
 
-// sweep counts the stale claims per pool (the stale-claims gauge) and
-// resumes those an earlier run of this replica left: that run is over
+// sweep writes the outcomes this run could not record, counts the stale
+// claims per pool (the stale-claims gauge) and resumes those an earlier
+// run of this replica left: that run is over
 // (see resumable), so the event would otherwise never be sent. Another
 // replica's stale claim is only counted; `spendchecker verify` names it.
 func (n *Notifier) sweep() {
@@ -32,6 +33,7 @@ func (n *Notifier) sweep() {
 	if n.onSweep != nil {
 		defer n.onSweep()
 	}
+	n.recordLate(ctx)
 	now := n.clock.Now()
 	stale := map[string]float64{}
 	var resume []Claim
@@ -85,7 +87,7 @@ func (n *Notifier) resume(c Claim) bool {
 	case t == nil:
 		n.giveUp(c, "the receiver is no longer configured")
 		return true
-	case c.EventJSON == "" || err != nil || claimID(t, ev) != c.ID:
+	case c.EventJSON == "" || err != nil || !isClaimOf(c.ID, claimID(t, ev)):
 		n.giveUp(c, "the claim does not hold its event")
 		return true
 	}

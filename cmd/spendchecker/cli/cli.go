@@ -218,12 +218,13 @@ func (t *tree) names() string {
 	return strings.Join(append(names, "help"), ", ")
 }
 
-// allFlagNames are the flags of every command: keys a config file may hold.
-func (t *tree) allFlagNames() map[string]bool {
-	known := map[string]bool{}
+// allFlags are the flags of every command, by name: keys a config file
+// may hold.
+func (t *tree) allFlags() map[string]flag.Value {
+	known := map[string]flag.Value{}
 	for _, sets := range t.std {
 		for _, fs := range sets {
-			fs.VisitAll(func(f *flag.Flag) { known[f.Name] = true })
+			fs.VisitAll(func(f *flag.Flag) { known[f.Name] = f.Value })
 		}
 	}
 	return known

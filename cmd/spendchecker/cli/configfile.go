@@ -3,7 +3,7 @@ package cli
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"maps"
@@ -20,7 +20,7 @@ import (
 // pool objects, decoded strictly. A key another command has (the daemon's
 // --interval in a file that `status` reads) is skipped; a key no command
 // has is an error. The file is checked whole first (jsondoc.go).
-func jsonParser(st *fileState, ffs *ff.FlagSet, known map[string]bool) ff.ConfigFileParseFunc {
+func jsonParser(st *fileState, ffs *ff.FlagSet, known map[string]flag.Value) ff.ConfigFileParseFunc {
 	return func(r io.Reader, set func(name, value string) error) error {
 		// ff reads the file last: what is set now came from a flag or the
 		// environment.
@@ -48,15 +48,19 @@ func jsonParser(st *fileState, ffs *ff.FlagSet, known map[string]bool) ff.Config
 			if m.key == "config" {
 				return doc.errorAt(m.keyStart, "\"config\" cannot be set from a config file")
 			}
-			if _, ok := ffs.GetFlag(m.key); !ok && known[m.key] {
+			v, ok := known[m.key]
+			if !ok {
+				// Whatever its value: a list or an object under a
+				// mistyped key is still a mistyped key.
+				names := append(slices.Sorted(maps.Keys(known)), "pools")
+				return doc.errorAt(m.keyStart, "unknown key %q%s", m.key, didYouMean(m.key, names, ""))
+			}
+			if _, ok := ffs.GetFlag(m.key); !ok {
 				continue
 			}
 			st.top[m.key] = true
-			if err := setFromJSON(m, set); err != nil {
-				if errors.Is(err, ff.ErrUnknownFlag) {
-					names := append(slices.Sorted(maps.Keys(known)), "pools")
-					return doc.errorAt(m.keyStart, "unknown key %q%s", m.key, didYouMean(m.key, names, ""))
-				}
+			_, many := v.(*urlList)
+			if err := setFromJSON(m, many, set); err != nil {
 				return doc.at(m.valueStart, err)
 			}
 		}
@@ -65,10 +69,12 @@ func jsonParser(st *fileState, ffs *ff.FlagSet, known map[string]bool) ff.Config
 }
 
 // setFromJSON sets the flag m names from its value: a string, number or
-// boolean, or a list of strings for a repeatable flag.
-func setFromJSON(m jsonMember, set func(name, value string) error) error {
+// boolean, or, for a repeatable flag (many), a list of strings.
+func setFromJSON(m jsonMember, many bool, set func(name, value string) error) error {
 	var v any
-	if err := json.Unmarshal(m.value, &v); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(m.value))
+	dec.UseNumber()
+	if err := dec.Decode(&v); err != nil {
 		return fmt.Errorf("config file: %s: %w", m.key, err)
 	}
 	var s string
@@ -77,9 +83,17 @@ func setFromJSON(m jsonMember, set func(name, value string) error) error {
 		s = x
 	case bool:
 		s = strconv.FormatBool(x)
-	case float64:
-		s = strconv.FormatFloat(x, 'f', -1, 64)
+	case json.Number:
+		var err error
+		if s, err = numberText(x); err != nil {
+			return fmt.Errorf("config file: %s: %w", m.key, err)
+		}
 	case []any:
+		if !many {
+			// Setting each element would keep the last, and none
+			// would keep the default.
+			return fmt.Errorf("config file: %s: takes one value, not a list", m.key)
+		}
 		// A list: each string is one value of a repeatable flag.
 		for _, e := range x {
 			str, ok := e.(string)
@@ -98,6 +112,19 @@ func setFromJSON(m jsonMember, set func(name, value string) error) error {
 		return fmt.Errorf("config file: %s: set %q: %w", m.key, s, trimName(err, m.key))
 	}
 	return nil
+}
+
+// numberText is a JSON number as a flag reads it: a whole number as
+// written (float64 would round one past 2^53), any other as its float64.
+func numberText(n json.Number) (string, error) {
+	if _, err := strconv.ParseInt(n.String(), 10, 64); err == nil {
+		return n.String(), nil
+	}
+	f, err := strconv.ParseFloat(n.String(), 64)
+	if err != nil {
+		return "", fmt.Errorf("want a finite number, not %s", n)
+	}
+	return strconv.FormatFloat(f, 'f', -1, 64), nil
 }
 
 // trimName drops ff's "name: " before its error, keeping the chain.
@@ -124,6 +151,10 @@ func (st *fileState) readPools(doc *jsonDoc, m jsonMember) error {
 	pd.DisallowUnknownFields()
 	if err := pd.Decode(&st.pools); err != nil {
 		return doc.typeError(m, err)
+	}
+	if len(st.pools) == 0 {
+		// Taken as no file pools, the flags' one pool would be served.
+		return doc.errorAt(m.valueStart, "pools is empty: list the pools to serve, or leave pools out to serve the one the flags name")
 	}
 	var present []map[string]json.RawMessage
 	_ = json.Unmarshal(m.value, &present)

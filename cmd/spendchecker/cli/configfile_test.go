@@ -82,3 +82,63 @@ func TestConfigFileSameKeyInDifferentObjects(t *testing.T) {
 		t.Errorf("pools %+v", c.Pools)
 	}
 }
+
+// What the file says is applied as written or refused with exit 2 and one
+// line naming the key: an unknown key whatever its value, a list for a
+// setting that takes one value, null where a value is meant (in a pool
+// entry it would replace the top level's value with zero), an empty
+// pools list, bytes that are not UTF-8 (decoded as U+FFFD, a collection
+// name the file does not hold), a byte order mark.
+func TestConfigFileDropsNothing(t *testing.T) {
+	head := `{"mongo-uri": "` + uri + `", `
+	refused := []struct {
+		name, file string
+		want       []string
+	}{
+		{"unknown key, empty list", head + `"nosuch": []}`, []string{`unknown key "nosuch"`}},
+		{"unknown key, a list of objects", head + `"poolz": [{"pool": "factory"}]}`, []string{`unknown key "poolz"`, "did you mean pool"}},
+		{"unknown key, an object", head + `"notify-urll": {"url": "https://a.example/x"}}`, []string{`unknown key "notify-urll"`, "did you mean notify-url?"}},
+		{"empty list for one value", head + `"threshold": []}`, []string{"threshold", "one value"}},
+		{"two values for one", head + `"threshold": ["5", "6"]}`, []string{"threshold", "one value"}},
+		{"null in a pool entry", head + `"budget-ratio": 0.5, "pools": [{"pool": "openhands", "budget-ratio": null}]}`,
+			[]string{"pools[0].budget-ratio", "not null", "line 1, column"}},
+		{"null bool in a pool entry", head + `"rotate-unauthorized": false, "pools": [{"pool": "openhands", "rotate-unauthorized": null}]}`,
+			[]string{"pools[0].rotate-unauthorized", "not null"}},
+		{"null pool name", head + `"pools": [{"pool": null}]}`, []string{"pools[0].pool", "not null"}},
+		{"null notify url", head + `"pools": [{"pool": "openhands", "notify": {"url": null}}]}`, []string{"pools[0].notify.url", "not null"}},
+		{"empty pools", head + `"pools": []}`, []string{"pools", "empty"}},
+		// An empty list names no receiver: taken as left out, the pool's
+		// events went to the top level's receivers.
+		{"empty notify url list", head + `"notify-url": "https://a.example/x", "pools": [{"pool": "openhands", "notify": {"url": []}}]}`,
+			[]string{"pool openhands", "notify", "url", "empty"}},
+		{"invalid UTF-8", head + "\"keys-collection\": \"k\xffeys\"}", []string{"0xff is not UTF-8", "line 1, column 72"}},
+		{"byte order mark", "\ufeff" + head + `"threshold": 5}`, []string{"byte order mark", "line 1, column 1"}},
+	}
+	for _, tt := range refused {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]string{"--config", writeFile(t, tt.file)})
+			var ue *UsageError
+			if !errors.As(err, &ue) {
+				t.Fatalf("err %v, want a usage error (exit 2)", err)
+			}
+			msg := err.Error()
+			if strings.Contains(msg, "\n") {
+				t.Errorf("message on several lines: %q", msg)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("message %q lacks %q", msg, w)
+				}
+			}
+		})
+	}
+	// Applied as written: a list for the repeatable flag, a whole number
+	// past float64's precision.
+	c, err := Parse([]string{"--config", writeFile(t, head+`"notify-url": ["https://a.example/x", "https://b.example/y"], "notify-backups-below": 9007199254740993}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.NotifyURLs) != 2 || c.NotifyBackupsBelow != 9007199254740993 {
+		t.Errorf("notify-url %v, notify-backups-below %d; want 2 URLs and 9007199254740993", c.NotifyURLs, c.NotifyBackupsBelow)
+	}
+}

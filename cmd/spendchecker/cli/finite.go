@@ -45,3 +45,34 @@ func (finiteFloat) GetPlaceholder() string { return "NUMBER" }
 
 // finite reports whether v is neither NaN nor ±Inf.
 func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+
+// decimalInt is a whole-number flag read in decimal only: the flag
+// package's own reads "010" as octal 8 and "0x10" as 16, a value other
+// than the one the operator meant.
+type decimalInt struct{ p *int }
+
+func decimalIntVar(fs *flag.FlagSet, p *int, name string, value int, usage string) {
+	*p = value
+	fs.Var(decimalInt{p}, name, usage)
+}
+
+func (f decimalInt) Set(s string) error {
+	v, err := strconv.ParseInt(s, 10, strconv.IntSize)
+	if err != nil {
+		return errors.New("want a whole number")
+	}
+	*f.p = int(v)
+	return nil
+}
+
+func (f decimalInt) String() string {
+	if f.p == nil {
+		return "0"
+	}
+	return strconv.Itoa(*f.p)
+}
+
+func (f decimalInt) Get() any { return *f.p }
+
+// GetPlaceholder is the help's name for the value.
+func (decimalInt) GetPlaceholder() string { return "INT" }

@@ -84,3 +84,67 @@ func TestEveryNumberFlagIsFinite(t *testing.T) {
 		}
 	}
 }
+
+// A whole number is read in decimal from a flag, the environment or the
+// file: the flag package's own reading takes "010" as octal 8 and "0x10"
+// as 16, a value other than the one written.
+func TestWholeNumbersAreDecimal(t *testing.T) {
+	// Every whole-number flag, one added later too, is a decimalInt.
+	tr := commands(newConfig(), newParseState(), &program{})
+	for _, sets := range tr.std {
+		for _, fs := range sets {
+			fs.VisitAll(func(f *flag.Flag) {
+				if g, ok := f.Value.(flag.Getter); ok {
+					if _, isInt := g.Get().(int); isInt {
+						if _, dec := f.Value.(decimalInt); !dec {
+							t.Errorf("--%s is a whole-number flag that reads octal and hex", f.Name)
+						}
+					}
+				}
+			})
+		}
+	}
+	for _, name := range []string{"concurrency", "reject-min", "notify-backups-below"} {
+		for _, tc := range []struct {
+			value string
+			want  int // 0: refused
+		}{{"010", 10}, {"12", 12}, {"+12", 12}, {"0x10", 0}, {"0o10", 0}, {"0b11", 0}, {"1_000", 0}} {
+			sources := []struct {
+				name string
+				args []string
+				env  map[string]string
+				file string
+			}{
+				{name: "flag", args: []string{"--" + name, tc.value}},
+				{name: "environment", env: map[string]string{envVar(name): tc.value}},
+				{name: "file", file: `{"` + name + `": "` + tc.value + `"}`},
+			}
+			for _, src := range sources {
+				t.Run(name+"/"+tc.value+"/"+src.name, func(t *testing.T) {
+					for k, v := range src.env {
+						t.Setenv(k, v)
+					}
+					args := append([]string{"--mongo-uri", uri}, src.args...)
+					if src.file != "" {
+						args = append(args, "--config", writeFile(t, src.file))
+					}
+					c, err := Parse(args)
+					if tc.want == 0 {
+						var ue *UsageError
+						if !errors.As(err, &ue) || !strings.Contains(err.Error(), "want a whole number") {
+							t.Fatalf("err %v, want a usage error saying it wants a whole number", err)
+						}
+						return
+					}
+					if err != nil {
+						t.Fatal(err)
+					}
+					got := map[string]int{"concurrency": c.Concurrency, "reject-min": c.RejectMin, "notify-backups-below": c.NotifyBackupsBelow}[name]
+					if got != tc.want {
+						t.Errorf("--%s %s read as %d, want %d", name, tc.value, got, tc.want)
+					}
+				})
+			}
+		}
+	}
+}

@@ -333,7 +333,7 @@ func parse(args []string, p *program) (*Config, *ff.Command, error) {
 	opts := []ff.Option{ff.WithEnvVarPrefix("SPENDCHECKER")}
 	file := &fileState{top: map[string]bool{}, user: map[string]bool{}}
 	if _, ok := ffs.GetFlag("config"); ok {
-		opts = append(opts, ff.WithConfigFileFlag("config"), ff.WithConfigFileParser(jsonParser(file, ffs, t.allFlagNames())))
+		opts = append(opts, ff.WithConfigFileFlag("config"), ff.WithConfigFileParser(jsonParser(file, ffs, t.allFlags())))
 	}
 	err := ff.Parse(ffs, args, opts...)
 	if errors.Is(err, ff.ErrHelp) || errors.Is(err, flag.ErrHelp) {

@@ -46,6 +46,22 @@ func parseJSONDoc(data []byte, top map[string]reflect.Type) (*jsonDoc, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, d.errorAt(0, "the file is empty; want a JSON object")
 	}
+	if bytes.HasPrefix(data, []byte("\ufeff")) {
+		return nil, d.errorAt(0, "the file starts with a byte order mark (U+FEFF), which JSON does not allow: save it as UTF-8 without one")
+	}
+	// encoding/json turns bytes that are not UTF-8 into U+FFFD: a name
+	// would differ from the file's without a word.
+	if !utf8.Valid(data) {
+		at := 0
+		for at < len(data) {
+			r, size := utf8.DecodeRune(data[at:])
+			if r == utf8.RuneError && size <= 1 {
+				break
+			}
+			at += size
+		}
+		return nil, d.errorAt(int64(at), "byte 0x%02x is not UTF-8: save the file as UTF-8", data[at])
+	}
 	// Unmarshal checks the whole input before it decodes, so its offsets
 	// count from the start of the file (a Decoder's Token offsets do not).
 	var raw json.RawMessage
@@ -93,13 +109,25 @@ func (w *jsonWalker) next() int64 {
 	return off
 }
 
-// value reads one value at path; schema is a reflect.Type, a topLevel or
-// nil (anything).
+// value reads one value at path; schema is a setting, a reflect.Type, a
+// topLevel or nil (anything).
 func (w *jsonWalker) value(path string, schema any) error {
 	start := w.next()
 	tok, err := w.dec.Token()
 	if err != nil {
 		return w.doc.errorAt(start, "%v", err) // not expected: Unmarshal checked the input
+	}
+	if s, ok := schema.(setting); ok {
+		if tok == nil && s.t != reflect.TypeFor[json.RawMessage]() { // a raw value may be null
+			// encoding/json leaves the zero value for null, which would
+			// stand for a value the file never gave.
+			hint := ""
+			if !strings.HasSuffix(path, "]") {
+				hint = " (leave the key out for its default)"
+			}
+			return w.doc.errorAt(start, "%s: want %s, not null%s", path, wantOf(s.t), hint)
+		}
+		schema = structural(s.t)
 	}
 	if p, ok := schema.(optional); ok {
 		if tok == nil {
@@ -147,7 +175,7 @@ func (w *jsonWalker) value(path string, schema any) error {
 	case json.Delim('['):
 		var elem any
 		if t, ok := schema.(reflect.Type); ok && t.Kind() == reflect.Slice {
-			elem = structural(t.Elem())
+			elem = setting{t.Elem()}
 		}
 		for i := 0; w.dec.More(); i++ {
 			if err := w.value(path+"["+strconv.Itoa(i)+"]", elem); err != nil {
@@ -175,17 +203,17 @@ func childSchema(schema any, key string) (any, error) {
 	switch s := schema.(type) {
 	case topLevel:
 		if t, ok := s.keys[key]; ok {
-			return structural(t), nil
+			return setting{t}, nil
 		}
 		return nil, nil
 	case reflect.Type:
 		switch s.Kind() {
 		case reflect.Map:
-			return structural(s.Elem()), nil
+			return setting{s.Elem()}, nil
 		case reflect.Struct:
 			fields := jsonFields(s)
 			if f, ok := fields[key]; ok {
-				return structural(f), nil
+				return setting{f}, nil
 			}
 			return nil, errors.New(didYouMean(key, slices.Sorted(maps.Keys(fields)), ""))
 		}
@@ -197,6 +225,10 @@ var unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
 
 // optional is the schema of a pointer: null, or what t wants.
 type optional struct{ t reflect.Type }
+
+// setting is the schema of a value the program decodes into a t: never
+// null.
+type setting struct{ t reflect.Type }
 
 // structural is t as a schema: nil for a type that decodes itself or holds
 // no object.
@@ -301,6 +333,12 @@ func (d *jsonDoc) typeError(m jsonMember, err error) error {
 
 // wantOf names what a Go type reads, for a person.
 func wantOf(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == reflect.TypeFor[stringOrList]() {
+		return "a string or a list of strings"
+	}
 	switch t.Kind() {
 	case reflect.Float32, reflect.Float64:
 		return "a finite number"

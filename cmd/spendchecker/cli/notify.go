@@ -77,6 +77,9 @@ func (c *Config) validateNotify() error {
 				return usage("pool %s: notify: %v", p.Pool, err)
 			}
 		}
+		if p.Notify.URL != nil && len(p.Notify.URL) == 0 {
+			return usage("pool %s: notify: url is an empty list: name the pool's receivers, or leave url out for the top level's", p.Pool)
+		}
 		for _, u := range p.Notify.URL {
 			if _, err := notify.ParseURL(u); err != nil {
 				return usage("pool %s: notify: %v", p.Pool, err)

@@ -17,35 +17,40 @@ import (
 // is checked without its DNS lookup: a name that does not resolve now is
 // an outage, not bad configuration.
 //
-// The driver ignores an option it does not know and takes any string as a
-// write concern, a read concern level or a compressor: a misspelt one
-// leaves the setting meant off without a word, so those are refused here.
+// The driver ignores an option it does not know, keeps the last of an
+// option given twice, and takes any string as a write concern, a read
+// concern level or a compressor: a misspelt or repeated one leaves the
+// setting meant off without a word, so those are refused here.
 func validateURI(u *url.URL) error {
+	opts, err := uriOptionPairs(u.RawQuery)
+	if err != nil {
+		return err
+	}
 	v := *u
 	if v.Scheme == "mongodb+srv" {
 		if v.Port() != "" || strings.Contains(v.Host, ",") || v.Hostname() == "" {
 			return errors.New("a mongodb+srv:// URI names exactly one host, without a port")
 		}
-		q := v.Query()
-		for k := range q {
-			if strings.EqualFold(k, "srvServiceName") || strings.EqualFold(k, "srvMaxHosts") {
-				q.Del(k)
+		var kept []string
+		for _, o := range opts {
+			if !strings.EqualFold(o.name, "srvServiceName") && !strings.EqualFold(o.name, "srvMaxHosts") {
+				kept = append(kept, o.raw)
 			}
 		}
-		v.Scheme, v.RawQuery = "mongodb", q.Encode()
+		v.Scheme, v.RawQuery = "mongodb", strings.Join(kept, "&")
 	}
 	if err := options.Client().ApplyURI(v.String()).Validate(); err != nil {
-		return errors.New(strings.TrimPrefix(err.Error(), "error parsing uri: "))
+		return driverURIError(err, opts)
 	}
 	cs, err := connstring.Parse(v.String())
 	if err != nil {
-		return errors.New(strings.TrimPrefix(err.Error(), "error parsing uri: "))
+		return driverURIError(err, opts)
 	}
 	if len(cs.UnknownOptions) > 0 {
 		var unknown []string
-		for k := range v.Query() {
-			if _, ok := cs.UnknownOptions[strings.ToLower(k)]; ok {
-				unknown = append(unknown, k)
+		for _, o := range opts {
+			if _, ok := cs.UnknownOptions[strings.ToLower(o.name)]; ok && !slices.Contains(unknown, o.name) {
+				unknown = append(unknown, o.name)
 			}
 		}
 		slices.Sort(unknown)
@@ -70,6 +75,62 @@ func validateURI(u *url.URL) error {
 		}
 	}
 	return nil
+}
+
+// uriOption is one option of a connection string: its name unescaped,
+// its value unescaped and the pair as written.
+type uriOption struct{ name, value, raw string }
+
+// uriOptionPairs reads the options as the driver does: pairs separated by
+// & or ;, names in any case. A name given twice is refused (the driver
+// keeps the last), except readPreferenceTags, a list of tag sets. A bad
+// escape is named by its option, never quoted: the value may be a secret.
+func uriOptionPairs(rawQuery string) ([]uriOption, error) {
+	var opts []uriOption
+	first := map[string]string{} // lower-case name → as first written
+	for _, raw := range strings.FieldsFunc(rawQuery, func(r rune) bool { return r == '&' || r == ';' }) {
+		k, val, _ := strings.Cut(raw, "=")
+		name, err := url.QueryUnescape(k)
+		if err != nil {
+			return nil, errors.New("an option name holds a bad %-escape")
+		}
+		value, err := url.QueryUnescape(val)
+		if err != nil {
+			return nil, fmt.Errorf("option %q: its value holds a bad %%-escape", name)
+		}
+		lower := strings.ToLower(name)
+		if prev, dup := first[lower]; dup && lower != "readpreferencetags" {
+			as := ""
+			if prev != name {
+				as = fmt.Sprintf(" (as %q and %q)", prev, name)
+			}
+			return nil, fmt.Errorf("option %q given twice%s: the driver would keep only the last", prev, as)
+		}
+		first[lower] = name
+		opts = append(opts, uriOption{name, value, raw})
+	}
+	return opts, nil
+}
+
+// secretOptions carry a secret in their value (a key file's password, an
+// AWS session token): a driver error that quotes them is not shown as is.
+var secretOptions = []string{"tlscertificatekeyfilepassword", "authmechanismproperties"}
+
+// driverURIError is the driver's complaint about the URI, without the
+// values of the options that carry a secret.
+func driverURIError(err error, opts []uriOption) error {
+	msg := strings.TrimPrefix(err.Error(), "error parsing uri: ")
+	for _, o := range opts {
+		if !slices.Contains(secretOptions, strings.ToLower(o.name)) {
+			continue
+		}
+		for _, v := range []string{o.raw, o.value, strings.TrimPrefix(o.raw, o.name+"=")} {
+			if len(v) >= 4 { // shorter, it would mangle the message more than it hides
+				msg = strings.ReplaceAll(msg, v, o.name+"=xxxxx")
+			}
+		}
+	}
+	return errors.New(msg)
 }
 
 var (

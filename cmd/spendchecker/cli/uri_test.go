@@ -65,3 +65,58 @@ func TestURIOptionsKnown(t *testing.T) {
 		}
 	}
 }
+
+// The options are checked as the driver reads them: pairs separated by &
+// or ;, names in any case, the last of a repeated option winning. An
+// option given twice is refused (the driver would drop the first without
+// a word), a misspelt one next to a ; is named, a scheme the driver does
+// not take is exit 2 before connecting, and no message shows a secret an
+// option carries.
+func TestMongoURIAsTheDriverReadsIt(t *testing.T) {
+	const pw, secret = "S3CRETPW", "OPTSECRET"
+	tests := []struct {
+		uri  string
+		want []string // in the one-line message; none: accepted
+	}{
+		{"mongodb://h/db?replicaSet=a&replicaSet=b", []string{`"replicaSet"`, "twice"}},
+		{"mongodb://h/db?replicaSet=a&REPLICASET=b", []string{`"replicaSet"`, `"REPLICASET"`, "twice"}},
+		{"mongodb://h/db?w=majority&w=1", []string{`"w"`, "twice"}},
+		{"mongodb://h/db?w=majority;w=1", []string{`"w"`, "twice"}},
+		{"mongodb+srv://cluster.example/db?tls=true&tls=false", []string{`"tls"`, "twice"}},
+		{"mongodb://h/db?replicaSett=rs0;w=majority", []string{`unknown option "replicaSett"`, "did you mean replicaSet?"}},
+		{"mongodb+srv://cluster.example/db?authSource=admin;replicaSett=rs0", []string{`unknown option "replicaSett"`}},
+		{"MONGODB://h/db", []string{"mongodb://"}},
+		{"Mongodb+srv://cluster.example/db", []string{"mongodb+srv://"}},
+		{"mongodb://u:" + pw + "@h/db?tlsCertificateKeyFilePassword=" + secret + "%zz", []string{"tlsCertificateKeyFilePassword"}},
+		{"mongodb://u:" + pw + "@h/db?authMechanism=MONGODB-AWS&authMechanismProperties=AWS_SESSION_TOKEN:" + secret + "%zz", []string{"authMechanismProperties"}},
+		// Accepted: ; as the separator, a repeated readPreferenceTags (a
+		// list of tag sets by the specification).
+		{"mongodb://h/db?w=majority;journal=true", nil},
+		{"mongodb://h/db?readPreference=secondary&readPreferenceTags=dc:ny&readPreferenceTags=", nil},
+		{"mongodb+srv://cluster.example/db?srvServiceName=mongodb;tls=true", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.uri, func(t *testing.T) {
+			_, err := Parse([]string{"--mongo-uri", tt.uri})
+			if tt.want == nil {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			var ue *UsageError
+			if !errors.As(err, &ue) {
+				t.Fatalf("err %v, want a usage error (exit 2)", err)
+			}
+			msg := err.Error()
+			if strings.Contains(msg, "\n") || strings.Contains(msg, pw) || strings.Contains(msg, secret) {
+				t.Errorf("message %q: want one line without a secret", msg)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("message %q lacks %s", msg, w)
+				}
+			}
+		})
+	}
+}

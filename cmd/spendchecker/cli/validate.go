@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -34,8 +35,10 @@ func (c *Config) validate() error {
 		return usage("--mongo-uri (or SPENDCHECKER_MONGO_URI, the systemd credential mongo-uri, or the proxy's MONGODB_URI) is required")
 	}
 	if c.MongoURI != "" {
+		// The driver takes the scheme in lower case only; url.Parse would
+		// take any case.
 		u, err := url.Parse(c.MongoURI)
-		if err != nil || (u.Scheme != "mongodb" && u.Scheme != "mongodb+srv") {
+		if err != nil || !(strings.HasPrefix(c.MongoURI, "mongodb://") || strings.HasPrefix(c.MongoURI, "mongodb+srv://")) {
 			return usage("%s must be a mongodb:// or mongodb+srv:// URI", uriFlag)
 		}
 		if err := validateURI(u); err != nil {
@@ -47,6 +50,9 @@ func (c *Config) validate() error {
 	}
 	if c.Database == "" {
 		c.Database = DefaultDatabase
+	}
+	if err := checkDatabaseName(c.Database); err != nil {
+		return usage("database %q: %v", c.Database, err)
 	}
 	if c.Schedule != "" {
 		parser := cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
@@ -244,18 +250,42 @@ func (p PoolConfig) resolve() (rotation.Pool, error) {
 		return pool, fmt.Errorf("--pool: %w", err)
 	}
 	for _, o := range []struct {
-		dst *string
-		v   string
+		dst        *string
+		v, name    string
+		collection bool
 	}{
-		{&pool.KeysCollection, p.KeysCollection}, {&pool.BackupsCollection, p.BackupsCollection},
-		{&pool.BindingsCollection, p.BindingsCollection}, {&pool.BindingKeyField, p.BindingKeyField},
-		{&pool.HistoryCollection, p.HistoryCollection},
+		{&pool.KeysCollection, p.KeysCollection, "keys collection", true},
+		{&pool.BackupsCollection, p.BackupsCollection, "backups collection", true},
+		{&pool.BindingsCollection, p.BindingsCollection, "bindings collection", true},
+		{&pool.BindingKeyField, p.BindingKeyField, "binding key field", false},
+		{&pool.HistoryCollection, p.HistoryCollection, "history collection", true},
 	} {
-		if o.v != "" {
-			*o.dst = o.v
+		if o.v == "" {
+			continue
 		}
+		// A space around a name (an environment file's trailing blank) would
+		// name another, empty collection; system.* ones the store refuses.
+		if strings.TrimSpace(o.v) != o.v {
+			return pool, fmt.Errorf("pool %q: %s %q has spaces around it", pool.Name, o.name, o.v)
+		}
+		if o.collection && strings.HasPrefix(o.v, "system.") {
+			return pool, fmt.Errorf("pool %q: %s %q: system.* names are reserved by MongoDB", pool.Name, o.name, o.v)
+		}
+		*o.dst = o.v
 	}
 	return pool, pool.Validate()
+}
+
+// checkDatabaseName refuses a name MongoDB refuses only at the first
+// command (its rules on Unix, and the length limit).
+func checkDatabaseName(name string) error {
+	if strings.ContainsAny(name, "/\\. \"$\x00") || strings.TrimSpace(name) != name {
+		return errors.New(`MongoDB refuses a database name holding / \ . " $, a space or NUL`)
+	}
+	if len(name) >= 64 {
+		return fmt.Errorf("MongoDB takes database names of at most 63 bytes, not %d", len(name))
+	}
+	return nil
 }
 
 // parseSince reads --since: a duration back from now, in Go's units or with

@@ -54,3 +54,49 @@ func TestPoolsShareNoCollection(t *testing.T) {
 		}
 	}
 }
+
+// A database or collection name the store would refuse, or one with
+// spaces around it (a trailing space in an environment file), is exit 2
+// naming it: the store would refuse it only at the first command, or, for
+// a collection, read another, empty one.
+func TestStoreNamesAreChecked(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string // in the one-line message; "": accepted
+	}{
+		{"URI database with a trailing space", []string{"--mongo-uri", "mongodb://h/fproxy "}, nil, `"fproxy "`},
+		{"database variable with a trailing space", []string{"--mongo-uri", uri}, map[string]string{"SPENDCHECKER_DATABASE": "fproxy "}, `"fproxy "`},
+		{"database with a slash", []string{"--mongo-uri", "mongodb://h/a%2Fb"}, nil, `"a/b"`},
+		{"database with a dot", []string{"--mongo-uri", uri, "--database", "a.b"}, nil, `"a.b"`},
+		{"database with a dollar", []string{"--mongo-uri", uri, "--database", "a$b"}, nil, `"a$b"`},
+		{"database too long", []string{"--mongo-uri", uri, "--database", strings.Repeat("d", 64)}, nil, "64"},
+		{"proxy's database name with a space", nil, map[string]string{"MONGODB_URI": uri, "MONGODB_DB_NAME": " trollllm"}, `" trollllm"`},
+		{"keys collection with a trailing space", []string{"--mongo-uri", uri}, map[string]string{"SPENDCHECKER_KEYS_COLLECTION": "keys "}, `"keys "`},
+		{"backups collection with a leading tab", []string{"--mongo-uri", uri, "--backups-collection", "\tbackups"}, nil, `"\tbackups"`},
+		{"a system collection", []string{"--mongo-uri", uri, "--history-collection", "system.history"}, nil, `"system.history"`},
+		{"accepted names", []string{"--mongo-uri", "mongodb://h/my_db-1", "--keys-collection", "my keys"}, nil, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			_, err := Parse(tt.args)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			var ue *UsageError
+			if !errors.As(err, &ue) {
+				t.Fatalf("err %v, want a usage error (exit 2)", err)
+			}
+			if msg := err.Error(); !strings.Contains(msg, tt.want) || strings.Contains(msg, "\n") {
+				t.Errorf("message %q: want one line naming %s", msg, tt.want)
+			}
+		})
+	}
+}
