@@ -33,7 +33,8 @@ func (r *Rotator) claimLost(ctx context.Context, res Result) (Result, bool, erro
 	var e journalEntry
 	err := r.journal.FindOne(ctx, bson.M{"_id": res.RotationID}).Decode(&e)
 	if errors.Is(err, mongo.ErrNoDocuments) {
-		res.Outcome = NoBackup
+		// No backup left: none is named, not even one let go on the way.
+		res.Outcome, res.NewKeyID = NoBackup, ""
 		return res, false, nil
 	}
 	if err != nil {
