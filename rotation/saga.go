@@ -342,62 +342,78 @@ func (r *Rotator) moveBindings(ctx context.Context, from, to string) error {
 	return err
 }
 
-// archiveOld copies the old key document: the one the caller read, else the
-// one in the store now. deleteOld then deletes only that very document; if
-// the store holds a newer version, that one is archived too before it goes.
+// archiveOld stamps the old key document with this rotation, then copies
+// it: the one the caller read, else the one in the store now. deleteOld then
+// deletes only that stamped document. The stamp precedes the copy, so a copy
+// proves the stamp landed: a key found later under the old id with another
+// secret and no stamp is another document, the stamped one having left the
+// pool (otherSecret), not the old key re-keyed in place.
 func (s *saga) archiveOld(ctx context.Context) error {
-	if s.oldKey == nil {
-		return s.archiveCurrent(ctx)
+	if s.oldKey != nil && s.isOldKey(s.oldKey) {
+		stamped, err := s.stampAndArchive(ctx, s.oldKey)
+		if err != nil || stamped {
+			return err
+		}
 	}
-	if !s.isOldKey(s.oldKey) {
-		// The caller's copy is of another secret: look at the store.
-		return s.archiveCurrent(ctx)
-	}
-	return s.r.archiveCopy(ctx, s.e.ID, s.e.ID, s.e.OldKeyID, s.e.Reason, s.e.NewKeyID, without(s.oldKey, retiredField))
+	return s.archiveCurrent(ctx)
 }
 
-// archiveCurrent reads the old key as it is in the store and archives it.
+// archiveCurrent reads the old key as it is in the store, stamps it and
+// archives it.
 func (s *saga) archiveCurrent(ctx context.Context) error {
-	raw, err := s.r.keys.FindOne(ctx, bson.M{"_id": s.e.OldKeyID}).Raw()
-	if errors.Is(err, mongo.ErrNoDocuments) {
-		// Deleted already: by this rotation (after its archive), or by
-		// someone else's rotation of the same key.
-		s.oldKey = nil
-		return s.oldKeyGone(ctx)
+	for range 8 {
+		raw, err := s.r.keys.FindOne(ctx, bson.M{"_id": s.e.OldKeyID}).Raw()
+		if errors.Is(err, mongo.ErrNoDocuments) {
+			// Deleted already: by this rotation (after its archive), or by
+			// someone else's rotation of the same key.
+			s.oldKey = nil
+			return s.oldKeyGone(ctx)
+		}
+		if err != nil {
+			return err
+		}
+		s.oldKey = raw
+		if k, err := DecodeKey(raw); err != nil || !sameDocument(s.e.ID, s.r.pool.Name, k.ID, k.APIKey) {
+			return s.otherSecret(ctx, raw)
+		}
+		stamped, err := s.stampAndArchive(ctx, raw)
+		if err != nil || stamped {
+			return err
+		}
 	}
-	if err != nil {
-		return err
-	}
-	s.oldKey = raw
-	if !s.isOldKey(raw) {
-		// Its secret was replaced in place: the secret this rotation was
-		// to retire is gone already and the key stays. This rotation
-		// retired nothing, so it undoes itself (bindings back, our key
-		// out, backup given back) and the pool keeps its size.
-		return s.undo(ctx, s.e.OldKeyID)
-	}
-	return s.r.archiveCopy(ctx, s.e.ID, s.e.ID, s.e.OldKeyID, s.e.Reason, s.e.NewKeyID, without(raw, retiredField))
+	return fmt.Errorf("old key %s keeps changing; recovery will retry", s.e.OldKeyID)
 }
 
-// deleteOld deletes the old key only as archived; if it changed since (the
-// proxy counting requests, an operator's edit), the newer version is
-// archived too and the delete tried again.
+// stampAndArchive stamps doc with this rotation, unless it carries the
+// stamp, and archives it. stamped is false when the store no longer holds
+// doc as read (changed or gone): nothing was archived.
+func (s *saga) stampAndArchive(ctx context.Context, doc bson.Raw) (stamped bool, err error) {
+	// A delete delivered late then cannot take the same document put back
+	// by hand from the archive (which holds it unstamped).
+	if by, _ := doc.Lookup(retiredField).StringValueOK(); by != s.e.ID {
+		filter, err := exactFilter(doc)
+		if err != nil {
+			return false, err
+		}
+		res, err := s.r.keys.UpdateOne(ctx, filter, bson.M{"$set": bson.M{retiredField: s.e.ID}})
+		if err != nil {
+			return false, fmt.Errorf("stamp %s before its archive: %w", s.e.OldKeyID, err)
+		}
+		if res.MatchedCount == 0 {
+			return false, nil
+		}
+	}
+	s.oldKey = doc
+	return true, s.r.archiveCopy(ctx, s.e.ID, s.e.ID, s.e.OldKeyID, s.e.Reason, s.e.NewKeyID, without(doc, retiredField))
+}
+
+// deleteOld deletes the old key only as stamped and archived; if it changed
+// since (the proxy counting requests, an operator's edit), the newer version
+// is archived too and the delete tried again.
 func (s *saga) deleteOld(ctx context.Context) error {
 	for range 8 {
 		if s.oldKey == nil || !s.isOldKey(s.oldKey) {
 			return nil
-		}
-		// Stamp the key with this rotation, then delete only the stamped
-		// document: a delete delivered late cannot take the same document
-		// put back by hand from the archive (which holds it unstamped).
-		if by, _ := s.oldKey.Lookup(retiredField).StringValueOK(); by != s.e.ID {
-			filter, err := exactFilter(s.oldKey)
-			if err != nil {
-				return err
-			}
-			if _, err := s.r.keys.UpdateOne(ctx, filter, bson.M{"$set": bson.M{retiredField: s.e.ID}}); err != nil {
-				return fmt.Errorf("stamp %s before its delete: %w", s.e.OldKeyID, err)
-			}
 		}
 		n, err := s.r.deleteExactly(ctx, s.oldKey, bson.E{Key: retiredField, Value: s.e.ID})
 		if err != nil || n == 1 {

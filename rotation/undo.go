@@ -176,17 +176,49 @@ func (s *saga) undo(ctx context.Context, other string) error {
 
 // isOldKey reports whether doc is the document this rotation retires: the
 // same id and secret. A secret replaced in place makes it another key, which
-// the rotation leaves alone.
+// the rotation leaves alone (otherSecret).
 func (s *saga) isOldKey(doc bson.Raw) bool {
 	k, err := DecodeKey(doc)
 	if err != nil {
 		return false
 	}
-	if !sameDocument(s.e.ID, s.r.pool.Name, k.ID, k.APIKey) {
-		s.r.log.Warn("old key's secret was replaced in place; leaving it live and undoing this rotation", "key", s.e.OldKeyID, "rotation", s.e.ID)
-		return false
+	return sameDocument(s.e.ID, s.r.pool.Name, k.ID, k.APIKey)
+}
+
+// otherSecret handles a document under the old id that holds another
+// secret. If it carries this rotation's stamp, or the old key was never
+// stamped (no copy archived), it is the old key re-keyed in place: this
+// rotation retired nothing and undoes itself (bindings back, our key out,
+// backup given back), so the pool keeps its size. Otherwise the stamped old
+// key left the pool (this rotation's delete, its reply lost, or a crash
+// after it) and another key was put under its id since: the rotation goes
+// on as for an old key gone, and that key stays.
+func (s *saga) otherSecret(ctx context.Context, doc bson.Raw) error {
+	r := s.r
+	if by, _ := doc.Lookup(retiredField).StringValueOK(); by != s.e.ID {
+		n, err := r.archive.CountDocuments(ctx, oldKeyCopies(r.pool, s.e))
+		if err != nil {
+			return fmt.Errorf("read archived copies of %s: %w", s.e.OldKeyID, err)
+		}
+		if n > 0 {
+			r.log.Warn("old key was archived and has left the pool; another key with the same id stays live", "key", s.e.OldKeyID, "rotation", s.e.ID)
+			s.oldKey = nil
+			return s.oldKeyGone(ctx)
+		}
 	}
-	return true
+	r.log.Warn("old key's secret was replaced in place; leaving it live and undoing this rotation", "key", s.e.OldKeyID, "rotation", s.e.ID)
+	return s.undo(ctx, s.e.OldKeyID)
+}
+
+// oldKeyCopies matches the copies of e's old key that e archived: the entry
+// under the rotation id and those of later versions (rotation id + "/" +
+// digest). The copies of keys an undo or a recovery deleted (our new key, a
+// late insert) name another sourceId.
+func oldKeyCopies(p Pool, e journalEntry) bson.M {
+	// '0' sorts after '/': the range holds the rotation id and its
+	// "<id>/..." entries, by the _id index.
+	return bson.M{"_id": bson.M{"$gte": e.ID, "$lt": e.ID + "0"}, "sourceCollection": p.KeysCollection,
+		"sourceId": e.OldKeyID, "metadata.rotationId": e.ID}
 }
 
 // FieldArchiveUndoneAt, on an archive document, marks a copy of an undone
@@ -208,11 +240,9 @@ func (r *Rotator) markArchiveUndone(ctx context.Context, entries []journalEntry)
 	}
 	or := make(bson.A, 0, len(entries))
 	for _, e := range entries {
-		// '0' sorts after '/': the range holds the rotation id and its
-		// "<id>/..." entries, by the _id index.
-		or = append(or, bson.M{"_id": bson.M{"$gte": e.ID, "$lt": e.ID + "0"}, "sourceId": e.OldKeyID, "metadata.rotationId": e.ID})
+		or = append(or, oldKeyCopies(r.pool, e))
 	}
-	res, err := r.archive.UpdateMany(ctx, bson.M{"$or": or, "sourceCollection": r.pool.KeysCollection, FieldArchiveUndoneAt: bson.M{"$exists": false}},
+	res, err := r.archive.UpdateMany(ctx, bson.M{"$or": or, FieldArchiveUndoneAt: bson.M{"$exists": false}},
 		bson.M{"$set": bson.M{FieldArchiveUndoneAt: r.opts.Now().UTC()}})
 	if err != nil {
 		return 0, fmt.Errorf("mark the archived copies of undone rotations: %w", err)
