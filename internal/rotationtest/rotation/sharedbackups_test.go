@@ -26,11 +26,17 @@ func TestVerifyNamesABackupClaimedByTwoPools(t *testing.T) {
 		name   string
 		shared bool
 		legacy bool // entries without backupsCollection
+		// legacyPool, when set, leaves only that pool's entries without it.
+		legacyPool string
 	}{
 		{name: "shared backups collection", shared: true},
 		{name: "shared, entries of an older rotator", shared: true, legacy: true},
+		{name: "shared, pool a's entries of an older rotator", shared: true, legacy: true, legacyPool: "openhands"},
+		{name: "shared, pool b's entries of an older rotator", shared: true, legacy: true, legacyPool: "factory"},
 		{name: "own collections, same backup id"},
 		{name: "own collections, entries of an older rotator", legacy: true},
+		{name: "own collections, pool a's entries of an older rotator", legacy: true, legacyPool: "openhands"},
+		{name: "own collections, pool b's entries of an older rotator", legacy: true, legacyPool: "factory"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -70,7 +76,11 @@ func TestVerifyNamesABackupClaimedByTwoPools(t *testing.T) {
 				t.Fatalf("pool b: %+v %v", res, err)
 			}
 			if tt.legacy {
-				if _, err := db.Collection(rotation.JournalCollection).UpdateMany(ctx, bson.M{}, bson.M{"$unset": bson.M{"backupsCollection": ""}}); err != nil {
+				filter := bson.M{}
+				if tt.legacyPool != "" {
+					filter["pool"] = tt.legacyPool
+				}
+				if _, err := db.Collection(rotation.JournalCollection).UpdateMany(ctx, filter, bson.M{"$unset": bson.M{"backupsCollection": ""}}); err != nil {
 					t.Fatal(err)
 				}
 			}
