@@ -36,7 +36,9 @@ func newAdmin(t *testing.T, kind string) (*fakeupstream.Server, *keyadmin.Client
 	t.Cleanup(up.Close)
 	up.EnableAdmin(mgmtKey)
 	w := &waits{}
-	c, err := keyadmin.New(keyadmin.Config{Kind: kind, BaseURL: up.URL, AdminKey: mgmtKey, Wait: w.wait, Timeout: 2 * time.Second})
+	// A minute per request, which a loaded machine may need; the hang tests
+	// set their own.
+	c, err := keyadmin.New(keyadmin.Config{Kind: kind, BaseURL: up.URL, AdminKey: mgmtKey, Wait: w.wait, Timeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}

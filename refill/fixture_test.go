@@ -64,7 +64,9 @@ func newWorld(t *testing.T, kind string, keys, backups int) *world {
 	up := fakeupstream.New(kind)
 	t.Cleanup(up.Close)
 	up.EnableAdmin(mgmtKey)
-	w := &world{t: t, db: mdb.Database, mdb: mdb, pool: pool, up: up, kind: kind, clock: &clock{now: t0}, timeout: 2 * time.Second}
+	// A minute per request: the upstream answers at once, but a loaded
+	// machine may not run it at once.
+	w := &world{t: t, db: mdb.Database, mdb: mdb, pool: pool, up: up, kind: kind, clock: &clock{now: t0}, timeout: time.Minute}
 	var f fixture.Pool
 	for i := range keys {
 		f.Keys = append(f.Keys, fixture.Key{ID: fmt.Sprintf("k%d", i), Secret: up.AddManagedKey(fmt.Sprintf("key-%d", i), "", 10).Secret})

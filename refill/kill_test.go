@@ -46,7 +46,7 @@ func refillChild(uri, dbName, upURL, kind string) int {
 		return 2
 	}
 	pool, _ := rotation.Preset("openhands")
-	admin, err := keyadmin.New(keyadmin.Config{Kind: kind, BaseURL: upURL, AdminKey: mgmtKey, Timeout: 5 * time.Second})
+	admin, err := keyadmin.New(keyadmin.Config{Kind: kind, BaseURL: upURL, AdminKey: mgmtKey, Timeout: time.Minute})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2

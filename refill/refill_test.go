@@ -179,7 +179,11 @@ func TestRefillKeyCreatedButAnswerLost(t *testing.T) {
 		} {
 			t.Run(kind+"/"+name, func(t *testing.T) {
 				w := newWorld(t, kind, 1, 0)
-				w.timeout = 100 * time.Millisecond
+				if name == "timeout" {
+					// The create hangs until the client gives up; the other
+					// requests must still be answered within this.
+					w.timeout = 5 * time.Second
+				}
 				w.up.SetAdminHooks(fakeupstream.AdminHooks{AfterCreate: hook})
 				r := w.refiller(refill.Config{Below: 1, To: 1})
 				first, err := r.Run(context.Background())
@@ -357,7 +361,6 @@ func TestRefillSettledUnderAHeldCreate(t *testing.T) {
 				go func() { _, err := old.Run(context.Background()); done <- err }()
 				<-entered
 				w.up.SetAdminHooks(fakeupstream.AdminHooks{})
-				w.timeout = 2 * time.Second
 				newer := w.refiller(refill.Config{Below: 1, To: 1, Owner: "new-leader", MaxKeysPerDay: 1})
 				for range 3 {
 					w.clock.Advance(refill.DefaultSettleAfter)

@@ -58,7 +58,9 @@ func TestOneShotStoreWait(t *testing.T) {
 				t.Errorf("stderr %q does not say why", stderr)
 			case took < wait:
 				t.Errorf("gave up after %s, before --store-wait %s", took, wait)
-			case took > wait+5*time.Second:
+			case took > wait+30*time.Second:
+				// Far past it, as with the default minute: a loaded machine
+				// may take seconds to end the command, never that.
 				t.Errorf("took %s, well past --store-wait %s", took, wait)
 			}
 			// The line states the real wait (at least --store-wait).
