@@ -219,7 +219,8 @@ func runUntilSettled(t *testing.T, r *retire.Retirer) retire.Report {
 		total.Skipped += rep.Skipped
 		total.Failed += rep.Failed
 		total.Deleted += rep.Deleted
-		if rep.Retired+rep.NotFound+rep.Skipped+rep.Failed+rep.Deleted+rep.Waiting == 0 {
+		total.Reenabled += rep.Reenabled
+		if rep.Retired+rep.NotFound+rep.Skipped+rep.Failed+rep.Deleted+rep.Reenabled+rep.Waiting == 0 {
 			return total
 		}
 	}

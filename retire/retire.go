@@ -46,6 +46,11 @@ const (
 	FieldDelAttempts = "deleteAttempts"
 	FieldDelError    = "deleteLastError"
 	FieldDelNextAt   = "deleteNextAt"
+	// FieldRecheckUntil: a key recorded live after a disable whose outcome
+	// is unknown is looked up each pass until then, in case the upstream
+	// carries that disable out late.
+	FieldRecheckUntil = "retireRecheckUntil"
+	FieldReenabledAt  = "retireReenabledAt" // when a late disable was last undone
 )
 
 // Outcomes recorded in FieldOutcome. Each settles the archive document:
@@ -71,6 +76,7 @@ const (
 	DefaultGrace      = 60 * time.Second
 	DefaultBatch      = 200
 	DefaultStaleAfter = 5 * time.Minute
+	DefaultLateWithin = time.Hour
 	maxBackoff        = time.Hour
 	// rescanEvery: a full scan from the pool's start marker, in case a
 	// rotation was marked done with a clock behind the watermark.
@@ -239,6 +245,9 @@ type Report struct {
 	Skipped  int // settled without a disable: no upstream id, or live again
 	Failed   int // attempts that failed; retried after a backoff
 	Deleted  int // deleted upstream (DeleteAfter)
+	// Reenabled: live keys found disabled by a disable the upstream
+	// carried out late, and enabled again.
+	Reenabled int
 	// Waiting: rotations within their grace period, their backoff, or
 	// another executor's attempt.
 	Waiting int
