@@ -71,6 +71,10 @@ func (r *Retirer) disable(ctx context.Context, e rotationEntry, a archived, now 
 		}
 		rep.Skipped++
 		log.Warn("the rotated key is live again (a key or an unused backup holds it, or names its upstream id); not disabling it")
+		if tried > 0 {
+			// A disable whose answer never came may still be carried out.
+			return r.settleLive(ctx, e.ID, id, a.Attempts, now)
+		}
 		return r.settle(ctx, e.ID, OutcomeLive, id, a.Attempts, now)
 	}
 	n, won, err := r.claim(ctx, e.ID, "disable", a.Attempts, now)
@@ -104,7 +108,8 @@ func (r *Retirer) disable(ctx context.Context, e rotationEntry, a archived, now 
 			if err := r.cfg.Upstream.Enable(ctx, id); err != nil {
 				return fmt.Errorf("retire %s: enable a key live again: %w", e.ID, err)
 			}
-			return r.settle(ctx, e.ID, OutcomeLive, id, n, now)
+			// An earlier attempt of this rotation may still be carried out.
+			return r.settleLive(ctx, e.ID, id, n, now)
 		}
 	}
 	switch {

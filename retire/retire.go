@@ -88,6 +88,7 @@ type Upstream interface {
 	Disable(ctx context.Context, id string) error
 	Enable(ctx context.Context, id string) error
 	Delete(ctx context.Context, id string) error
+	Lookup(ctx context.Context, id string) (keyadmin.Key, error)
 	IDOf(secret string) string
 }
 
@@ -136,6 +137,11 @@ type Config struct {
 	// StaleAfter: an attempt claimed this long ago without an outcome is
 	// taken as failed (the process died in it). Default DefaultStaleAfter.
 	StaleAfter time.Duration
+	// LateWithin bounds how late the upstream may carry out a disable
+	// whose answer never came: a key found live after such a disable is
+	// looked up, and enabled again if disabled, until then. Default
+	// DefaultLateWithin.
+	LateWithin time.Duration
 	// Batch is how many rotations one pass reads (default DefaultBatch).
 	Batch  int
 	DryRun bool
@@ -193,6 +199,9 @@ func New(db *mongo.Database, cfg Config) (*Retirer, error) {
 	if cfg.StaleAfter <= 0 {
 		cfg.StaleAfter = DefaultStaleAfter
 	}
+	if cfg.LateWithin <= 0 {
+		cfg.LateWithin = DefaultLateWithin
+	}
 	if cfg.Batch <= 0 {
 		cfg.Batch = DefaultBatch
 	}
@@ -231,6 +240,9 @@ func (r *Retirer) EnsureIndexes(ctx context.Context) error {
 	}
 	err := mongoidx.Ensure(ctx, r.journal, mongoidx.Index{Name: "pool_1_state_1_finishedAt_1",
 		Keys: bson.D{{Key: "pool", Value: 1}, {Key: "state", Value: 1}, {Key: "finishedAt", Value: 1}}})
+	if err == nil {
+		err = mongoidx.Ensure(ctx, r.archive, mongoidx.Index{Name: FieldRecheckUntil + "_1", Keys: bson.D{{Key: FieldRecheckUntil, Value: 1}}})
+	}
 	if err != nil || r.cfg.DeleteAfter <= 0 {
 		return err
 	}
@@ -282,6 +294,8 @@ type archived struct {
 	DeletedAt   *time.Time `bson:"deletedUpstreamAt"`
 	DelAttempts int        `bson:"deleteAttempts"`
 	DelNextAt   *time.Time `bson:"deleteNextAt"`
+	// RecheckUntil: watched for a late disable until then (late.go).
+	RecheckUntil *time.Time `bson:"retireRecheckUntil"`
 	// UndoneAt: the rotation undid itself; the copy records no deletion.
 	UndoneAt *time.Time `bson:"undoneAt"`
 }
@@ -368,6 +382,9 @@ func (r *Retirer) Run(ctx context.Context) (Report, error) {
 	case len(entries) > 0:
 		r.from = entries[len(entries)-1].FinishedAt
 	}
+	if err := r.recheck(ctx, now, &rep); err != nil {
+		return rep, err
+	}
 	if r.cfg.DeleteAfter > 0 {
 		return rep, r.deleteDue(ctx, now, &rep)
 	}
@@ -426,51 +443,6 @@ func (r *Retirer) archived(ctx context.Context, entries []rotationEntry) (map[st
 		out[d.ID] = d
 	}
 	return out, nil
-}
-
-// isLive reports whether secret is the apiKey of a key, or of a backup not
-// yet used (or reserved by a rotation in progress), in any live collection,
-// or one of them names upstreamID as its
-// upstream id (a copied or mistyped upstreamKeyId: disabling it would cut
-// that key).
-func (r *Retirer) isLive(ctx context.Context, secret, upstreamID string) (bool, error) {
-	for _, l := range r.live {
-		f := bson.M{rotation.FieldAPIKey: secret}
-		if upstreamID != "" {
-			or := bson.A{f, bson.M{rotation.FieldUpstreamKeyID: upstreamID}}
-			if mapped := r.mappedTo(upstreamID); len(mapped) > 0 {
-				// Named by the pool's upstream-key-ids (a copied line).
-				or = append(or, bson.M{"_id": bson.M{"$in": mapped}, rotation.FieldUpstreamKeyID: bson.M{"$in": bson.A{nil, ""}}})
-			}
-			f = bson.M{"$or": or}
-		}
-		if l.backups {
-			// Unused, or reserved by a rotation that has not marked it
-			// used yet (no usedAt): its key is about to go live.
-			f = bson.M{"$and": bson.A{f, bson.M{"$or": bson.A{
-				bson.M{rotation.FieldIsUsed: bson.M{"$ne": true}}, bson.M{rotation.FieldUsedAt: bson.M{"$exists": false}}}}}}
-		}
-		n, err := l.c.CountDocuments(ctx, f, options.Count().SetLimit(1))
-		if err != nil {
-			return false, fmt.Errorf("retire: is the key live in %s: %w", l.c.Name(), err)
-		}
-		if n > 0 {
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
-// mappedTo lists the key ids the pool's upstream-key-ids maps to
-// upstreamID.
-func (r *Retirer) mappedTo(upstreamID string) bson.A {
-	var ids bson.A
-	for id, up := range r.cfg.IDs {
-		if up == upstreamID {
-			ids = append(ids, id)
-		}
-	}
-	return ids
 }
 
 func (r *Retirer) after(ctx context.Context, id string, s Step) error {
