@@ -34,6 +34,10 @@ type heldDisables struct {
 	held   []*http.Request
 	body   [][]byte
 	onHold func() // runs when a disable is held (optional)
+	// hold decides whether the n-th disable (from 1) is held; nil holds
+	// every one.
+	hold func(n int) bool
+	seen int
 }
 
 func holdDisables(t *testing.T, up *fakeupstream.Server) *heldDisables {
@@ -59,6 +63,11 @@ func (h *heldDisables) before(_ http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	h.mu.Lock()
+	h.seen++
+	if h.hold != nil && !h.hold(h.seen) {
+		h.mu.Unlock()
+		return false
+	}
 	h.held = append(h.held, r.Clone(context.Background()))
 	h.body = append(h.body, body)
 	onHold := h.onHold
