@@ -15,6 +15,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/spendchecker/spendchecker/internal/fakeupstream"
+	"github.com/spendchecker/spendchecker/keyadmin"
 	"github.com/spendchecker/spendchecker/retire"
 	"github.com/spendchecker/spendchecker/rotation"
 )
@@ -186,5 +187,36 @@ func TestRetireDisableDeliveredAfterTheKeyWasFoundLive(t *testing.T) {
 				w.checkInvariants(false)
 			})
 		}
+	}
+}
+
+// A key not retired OverdueAfter past its grace counts as overdue in the
+// pass's report (what the overdue gauge and its alert read); one within
+// that bound, or retired, does not.
+func TestRetireReportsOverdue(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		after   time.Duration // past the grace
+		failing bool
+		want    int
+	}{
+		{"failing within the bound", retire.OverdueAfter - time.Minute, true, 0},
+		{"failing past the bound", retire.OverdueAfter + time.Minute, true, 1},
+		{"retired past the bound", retire.OverdueAfter + time.Minute, false, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w := newWorld(t, keyadmin.OpenRouter, 1, 1)
+			if c.failing {
+				w.up.SetAdminHooks(fakeupstream.AdminHooks{Before: func(rw http.ResponseWriter, _ *http.Request) bool {
+					rw.WriteHeader(http.StatusBadGateway)
+					return true
+				}})
+			}
+			w.clock.Advance(retire.DefaultGrace + c.after)
+			rep, err := w.retirer(retire.Config{}).Run(context.Background())
+			if err != nil || rep.Overdue != c.want {
+				t.Fatalf("report %+v, %v: want %d overdue", rep, err, c.want)
+			}
+		})
 	}
 }

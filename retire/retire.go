@@ -263,6 +263,9 @@ type Report struct {
 	// Waiting: rotations within their grace period, their backoff, or
 	// another executor's attempt.
 	Waiting int
+	// Overdue: rotations read whose key is still not retired OverdueAfter
+	// past the end of their grace (what verify calls retire_overdue).
+	Overdue int
 	// Would lists, in a dry run, the rotations whose old key a pass would
 	// disable (or delete).
 	Would []Planned
@@ -372,8 +375,12 @@ func (r *Retirer) Run(ctx context.Context) (Report, error) {
 			rep.Waiting++
 			continue
 		}
+		settled := rep.Retired + rep.NotFound + rep.Skipped
 		if err := r.disable(ctx, e, a, now, &rep); err != nil {
 			return rep, err
+		}
+		if rep.Retired+rep.NotFound+rep.Skipped == settled && !r.cfg.DryRun && now.After(due[e.ID].Add(OverdueAfter)) {
+			rep.Overdue++
 		}
 	}
 	switch {
