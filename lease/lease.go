@@ -98,8 +98,9 @@ type Lease struct {
 	observed   string
 	observedAt time.Time
 	// other is the newest record's key when another candidate holds it
-	// (not released, not this candidate's own attempt at epoch tried,
-	// whose reply may have been lost): Acquire's evidence of a live holder.
+	// (not released, not this candidate's own unrenewed attempt at epoch
+	// tried, whose reply may have been lost): Acquire's evidence of a live
+	// holder.
 	other string
 	tried int64
 	// maxSeen is the highest epoch this candidate has seen: records deleted
@@ -359,7 +360,12 @@ func (l *Lease) tryAcquire(ctx context.Context) {
 	l.mu.Lock()
 	longest := max(own, l.longest)
 	l.other = ""
-	if latest != nil && !latest.Released && (latest.Holder != l.cfg.Instance || latest.Epoch != l.tried) {
+	// Its own half-done attempt is never renewed: a renewed record of the
+	// epoch it tried is another process's under the same instance id (the
+	// default, hostname-pid, repeats across containers), which won the
+	// epoch and is alive.
+	mine := latest != nil && latest.Holder == l.cfg.Instance && latest.Epoch == l.tried && latest.Renewals == 0
+	if latest != nil && !latest.Released && !mine {
 		l.other = latest.key
 	}
 	l.mu.Unlock()
