@@ -3,8 +3,11 @@ package lease_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
+
+	"github.com/jonboulle/clockwork"
 
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
@@ -104,5 +107,111 @@ func TestAdvLease25_SameInstanceLiveHolderIsNotOwnAttempt(t *testing.T) {
 				t.Fatalf("Acquire against a live holder renewing every retry period for %v: %v, want %v", 3*dur, err, lease.ErrHeld)
 			}
 		})
+	}
+}
+
+// pauseClock is a fake clock whose next Since, once armed, runs pause after
+// reading the time and before returning it: the process stops right after a
+// check of how long ago something happened, as a GC pause or SIGSTOP would.
+// When late is set, an AfterFunc's function runs only once late is closed,
+// as when the goroutine a timer starts has not been scheduled yet (a
+// resumed process runs its own goroutines and its timers' in any order).
+type pauseClock struct {
+	*clockwork.FakeClock
+	pause chan func()
+	late  chan struct{}
+}
+
+func (c pauseClock) Since(t time.Time) time.Duration {
+	d := c.FakeClock.Since(t)
+	select {
+	case f := <-c.pause:
+		f()
+	default:
+	}
+	return d
+}
+
+func (c pauseClock) AfterFunc(d time.Duration, f func()) clockwork.Timer {
+	if c.late == nil {
+		return c.FakeClock.AfterFunc(d, f)
+	}
+	return c.FakeClock.AfterFunc(d, func() { <-c.late; f() })
+}
+
+// A holder pauses inside a renewal, after checking its renew deadline and
+// before its store calls (each with its own bound); a candidate waits out
+// the lease duration and decides to take over; the holder's renewal then
+// lands, before the candidate's insert, so no newer epoch is there to see.
+// The holder must not count that renewal: it came after its renew deadline,
+// and counting it would make it lead alongside the new holder; whether the
+// timer that ends its leader context has run yet must not matter.
+func TestAdvLease25_RenewalPausedPastItsDeadlineLandsBeforeTakeover(t *testing.T) {
+	ctx := context.Background()
+	for _, timerLate := range []bool{false, true} {
+		t.Run(fmt.Sprintf("deadline timer late=%v", timerLate), func(t *testing.T) {
+			coll := mongotest.New(t).Database.Collection(lease.Collection)
+			fake := clockwork.NewFakeClock()
+			clock := pauseClock{FakeClock: fake, pause: make(chan func(), 1)}
+			if timerLate {
+				clock.late = make(chan struct{})
+				defer close(clock.late)
+			}
+			holder := candidate(t, coll, "holder", clock)
+			paused, resume, renewed := make(chan struct{}), make(chan struct{}), make(chan struct{})
+			// The candidate reads the floor only once it has decided to
+			// take over, between its read of the record and its insert:
+			// the holder's renewal runs right there.
+			cand := newLease(t, coll, lease.Config{Name: "spendchecker", Instance: "cand", LeaseDuration: dur, RenewDeadline: renew, RetryPeriod: retry, Clock: fake,
+				Floor: func(context.Context) (int64, error) {
+					if !isClosed(resume) {
+						close(resume)
+						<-renewed
+					}
+					return 0, nil
+				}})
+			holder.Tick(ctx)
+			cand.Tick(ctx)
+			if holder.IsLeader(ctx) != nil {
+				t.Fatal("setup: the holder does not lead")
+			}
+			fake.Advance(renew - retry)
+			clock.pause <- func() { close(paused); <-resume }
+			go func() { holder.Tick(ctx); close(renewed) }()
+			<-paused
+			start := fake.Now()
+			for !isClosed(resume) {
+				if fake.Since(start) > 2*dur {
+					close(resume)
+					<-renewed
+					t.Fatal("the candidate never took over")
+				}
+				fake.Advance(retry)
+				if holder.IsLeader(ctx) == nil {
+					t.Fatal("the paused holder leads past its renew deadline")
+				}
+				cand.Tick(ctx)
+			}
+			<-renewed
+			e, ok := cand.Epoch()
+			if !ok {
+				t.Fatal("the candidate did not take over")
+			}
+			if he, hok := holder.Epoch(); hok {
+				t.Fatalf("the holder (epoch %d) and the candidate (epoch %d) both lead", he, e)
+			}
+			if lctx, ok := holder.LeaderContext(); ok {
+				t.Fatalf("the holder has a leader context (ended: %v) beside the candidate's epoch %d", lctx.Err(), e)
+			}
+		})
+	}
+}
+
+func isClosed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
 	}
 }

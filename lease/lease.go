@@ -278,7 +278,9 @@ func (l *Lease) renew(ctx context.Context) {
 	err := l.renewOnce(ctx, epoch, start)
 	if err == nil {
 		l.mu.Lock()
-		expired := l.leaderCtx.Err() != nil
+		// On the clock too: a process paused after the check above may
+		// resume before the deadline timer's goroutine has run.
+		expired := l.leaderCtx.Err() != nil || l.clock.Since(lastRenew) >= l.cfg.RenewDeadline
 		if l.held && l.epoch == epoch && !expired {
 			l.lastRenew = start
 			l.deadline.Reset(l.cfg.RenewDeadline - l.clock.Since(start))
@@ -360,10 +362,9 @@ func (l *Lease) tryAcquire(ctx context.Context) {
 	l.mu.Lock()
 	longest := max(own, l.longest)
 	l.other = ""
-	// Its own half-done attempt is never renewed: a renewed record of the
-	// epoch it tried is another process's under the same instance id (the
-	// default, hostname-pid, repeats across containers), which won the
-	// epoch and is alive.
+	// Its own half-done attempt is never renewed: a renewed one is another
+	// process's under the same instance id (hostname-pid repeats across
+	// containers), which won the epoch and is alive.
 	mine := latest != nil && latest.Holder == l.cfg.Instance && latest.Epoch == l.tried && latest.Renewals == 0
 	if latest != nil && !latest.Released && !mine {
 		l.other = latest.key
