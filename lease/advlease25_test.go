@@ -215,3 +215,72 @@ func isClosed(c chan struct{}) bool {
 		return false
 	}
 }
+
+// A candidate's insert is held in the network until after it gave up on it
+// (its floor already raised), then delivered: before anyone took over, or
+// after another candidate took a newer epoch. The late record is nobody's
+// lease: at no point do two candidates lead, and one leads in the end.
+func TestAdvLease25_LateInsertAfterGivingUp(t *testing.T) {
+	ctx := context.Background()
+	for _, deliverAfterTakeover := range []bool{false, true} {
+		t.Run(fmt.Sprintf("delivered after a takeover=%v", deliverAfterTakeover), func(t *testing.T) {
+			mdb := mongotest.New(t)
+			direct := mdb.Database.Collection(lease.Collection)
+			seed(t, direct)
+			proxy := mdb.Proxy(t)
+			coll := mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name).Collection(lease.Collection)
+			clock := clockwork.NewFakeClock()
+			a := candidate(t, coll, "a", clock)
+			// The held insert is never answered: a's call ends at this
+			// bound, however long it is, so a short one only saves time.
+			lease.SetStoreTimeout(a, 2*time.Second)
+			b := candidate(t, direct, "b", clock)
+			held := proxy.HoldCommand(4) // read the record, read the floor, raise it, insert
+			a.Tick(ctx)
+			select {
+			case <-held.Arrived():
+			default:
+				t.Fatalf("setup: no command held; commands: %v", proxy.Commands())
+			}
+			if held.Command != "insert leases" {
+				t.Fatalf("setup: held %q, not the insert", held.Command)
+			}
+			if a.IsLeader(ctx) == nil {
+				t.Fatal("a leads without an answer to its insert")
+			}
+			lease.SetStoreTimeout(a, time.Minute)
+			deliver := func() {
+				if _, err := held.Deliver(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if !deliverAfterTakeover {
+				deliver()
+			}
+			ls := []*lease.Lease{a, b}
+			led := false
+			for round := range int(4 * dur / retry) {
+				clock.Advance(retry)
+				for _, l := range ls {
+					l.Tick(ctx)
+				}
+				n := len(leaders(ls))
+				if n > 1 {
+					t.Fatalf("round %d: both lead", round)
+				}
+				if n == 1 && !led {
+					led = true
+					if deliverAfterTakeover {
+						deliver()
+					}
+				}
+			}
+			if !led {
+				t.Fatal("nobody took over")
+			}
+			if len(leaders(ls)) != 1 {
+				t.Fatal("the leader lost the lease to the late record")
+			}
+		})
+	}
+}
