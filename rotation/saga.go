@@ -30,6 +30,9 @@ type saga struct {
 	// backupCarried are the backup's carriedFields, copied onto the key it
 	// becomes.
 	backupCarried bson.D
+	// stamped says activateKey stamped oldKey (as read) retiredBy this
+	// rotation.
+	stamped bool
 	// depth counts predecessors being completed, to stop a corrupt journal
 	// from recursing forever.
 	depth int
@@ -54,11 +57,15 @@ func (s *saga) run(ctx context.Context, from Step) error {
 		if !started || steps[st] == nil {
 			continue
 		}
-		if st != StepArchive {
-			// Before every write that could bring a key back, burn a
-			// backup or move bindings: the claim may have moved on while
-			// this executor was paused (docs/reliability.md "Reliability").
-			finished, err := s.stillClaimed(ctx)
+		// The journal entry is read again before the insert and after the
+		// backup is marked, before the mark on the new key is cleared: the
+		// claim may have moved on while this executor was paused, and the
+		// read after the insert is what keeps a resumed executor from
+		// re-inserting a key rotated onward since and clearing its mark.
+		// Every other step is harmless when late (docs/design.md "How a
+		// rotation works" lists why, command by command).
+		if st == StepInsertKey || st == StepActivateKey {
+			finished, err := s.stillClaimed(ctx, st == StepActivateKey)
 			if err != nil {
 				return fmt.Errorf("rotation %s step %s: %w", s.e.ID, st, err)
 			}
@@ -84,17 +91,37 @@ var errClaimMoved = errors.New("the rotation's claim moved on; this executor sto
 // stillClaimed reads the journal entry again. finished says another
 // executor completed this very claim; an entry undone since answers
 // errRotatedElsewhere; one dropped or claimed again with another backup
-// answers errClaimMoved.
-func (s *saga) stillClaimed(ctx context.Context) (finished bool, err error) {
-	var cur journalEntry
-	err = s.r.journal.FindOne(ctx, bson.M{"_id": s.e.ID}).Decode(&cur)
-	if errors.Is(err, mongo.ErrNoDocuments) {
-		return false, errClaimMoved
+// answers errClaimMoved. With arrivals, the same find also fetches the
+// unfinished rotations that brought the old key in (settleArrival), which
+// are completed before this one goes on.
+func (s *saga) stillClaimed(ctx context.Context, arrivals bool) (finished bool, err error) {
+	filter := bson.M{"_id": s.e.ID}
+	if arrivals && s.mayHaveArrival() {
+		if s.depth >= maxChain {
+			return false, fmt.Errorf("more than %d unfinished rotations chained before %s", maxChain, s.e.OldKeyID)
+		}
+		filter = bson.M{"$or": bson.A{filter, bson.M{"pool": s.r.pool.Name, "newKeyId": s.e.OldKeyID, "state": stateClaimed}}}
 	}
+	c, err := s.r.journal.Find(ctx, filter)
 	if err != nil {
 		return false, fmt.Errorf("read journal %s: %w", s.e.ID, err)
 	}
+	var all []journalEntry
+	if err := c.All(ctx, &all); err != nil {
+		return false, fmt.Errorf("read journal %s: %w", s.e.ID, err)
+	}
+	var cur *journalEntry
+	var prev []journalEntry
+	for i := range all {
+		if all[i].ID == s.e.ID {
+			cur = &all[i]
+		} else {
+			prev = append(prev, all[i])
+		}
+	}
 	switch {
+	case cur == nil:
+		return false, errClaimMoved
 	case cur.State == stateUndone && cur.UndoneBackupID == s.e.BackupID:
 		return false, errRotatedElsewhere{newKeyID: cur.SupersededBy}
 	case cur.BackupID != s.e.BackupID:
@@ -102,7 +129,7 @@ func (s *saga) stillClaimed(ctx context.Context) (finished bool, err error) {
 	case cur.State == stateDone:
 		return true, nil
 	}
-	return false, nil
+	return false, s.settleArrival(ctx, prev)
 }
 
 // ours reports whether a key document is provably this rotation's insert:
@@ -268,34 +295,55 @@ func (s *saga) markBackup(ctx context.Context) error {
 
 // activateKey removes the insert mark from the new key: from now on a copy
 // of it (archived, restored by hand) is no longer taken for a late insert.
+// The old key, as the caller read it, is stamped retiredBy in the same
+// command (two updates of the keys collection, one round trip); archiveOld
+// then copies it without reading it again.
 func (s *saga) activateKey(ctx context.Context) error {
-	_, err := s.r.keys.UpdateOne(ctx, bson.M{"_id": s.e.NewKeyID, pendingField: s.e.ID},
-		bson.M{"$unset": bson.M{pendingField: ""}})
-	return err
+	activate := mongo.NewUpdateOneModel().SetFilter(bson.M{"_id": s.e.NewKeyID, pendingField: s.e.ID}).
+		SetUpdate(bson.M{"$unset": bson.M{pendingField: ""}})
+	if s.oldKey == nil || !s.isOldKey(s.oldKey) || s.stampedBy(s.oldKey) {
+		_, err := s.r.keys.UpdateOne(ctx, activate.Filter, activate.Update)
+		return err
+	}
+	filter, err := exactFilter(s.oldKey)
+	if err != nil {
+		return err
+	}
+	stamp := mongo.NewUpdateOneModel().SetFilter(filter).SetUpdate(bson.M{"$set": bson.M{retiredField: s.e.ID}})
+	res, err := s.r.keys.BulkWrite(ctx, []mongo.WriteModel{activate, stamp}, options.BulkWrite().SetOrdered(true))
+	if err != nil {
+		return fmt.Errorf("activate %s and stamp %s: %w", s.e.NewKeyID, s.e.OldKeyID, err)
+	}
+	// Both matched: the stamp landed on the document read. Fewer (the key
+	// changed, or another executor activated first): archiveOld reads the
+	// old key as it is now and stamps it if it must.
+	s.stamped = res.MatchedCount == 2
+	return nil
 }
 
-// settleArrival completes an unfinished rotation that brought the old key
-// in. Its bindings must land on the old key before they move on: resumed
-// after this rotation, it would move them onto a deleted key. Only a key a
-// rotation inserted (it carries replacedKey) can have one, and its claim was
-// written before the key existed, so this read cannot miss it.
-func (s *saga) settleArrival(ctx context.Context) error {
-	if s.oldKey != nil {
-		if _, err := s.oldKey.LookupErr(FieldReplacedKey); err != nil {
-			return nil
-		}
+// stampedBy reports whether doc already carries this rotation's stamp.
+func (s *saga) stampedBy(doc bson.Raw) bool {
+	by, _ := doc.Lookup(retiredField).StringValueOK()
+	return by == s.e.ID
+}
+
+// mayHaveArrival says whether the old key may have been brought in by a
+// rotation still unfinished: only a key a rotation inserted carries
+// replacedKey (unknown when the key was not read).
+func (s *saga) mayHaveArrival() bool {
+	if s.oldKey == nil {
+		return true
 	}
-	if s.depth >= maxChain {
-		return fmt.Errorf("more than %d unfinished rotations chained before %s", maxChain, s.e.OldKeyID)
-	}
-	cur, err := s.r.journal.Find(ctx, bson.M{"pool": s.r.pool.Name, "newKeyId": s.e.OldKeyID, "state": stateClaimed})
-	if err != nil {
-		return fmt.Errorf("find rotation that brought %s in: %w", s.e.OldKeyID, err)
-	}
-	var prev []journalEntry
-	if err := cur.All(ctx, &prev); err != nil {
-		return fmt.Errorf("find rotation that brought %s in: %w", s.e.OldKeyID, err)
-	}
+	_, err := s.oldKey.LookupErr(FieldReplacedKey)
+	return err == nil
+}
+
+// settleArrival completes the unfinished rotations that brought the old key
+// in (prev, read with the journal entry). Their bindings must land on the
+// old key before they move on: resumed after this rotation, one would move
+// them onto a deleted key. Its claim was written before the key existed, so
+// the read cannot miss it.
+func (s *saga) settleArrival(ctx context.Context, prev []journalEntry) error {
 	for _, e := range prev {
 		p := &saga{r: s.r, e: e, depth: s.depth + 1}
 		if err := p.run(ctx, StepInsertKey); err != nil {
@@ -304,15 +352,17 @@ func (s *saga) settleArrival(ctx context.Context) error {
 		}
 		s.r.log.Info("unfinished rotation completed", "key", e.OldKeyID, "rotation", e.ID, "new_key", e.NewKeyID)
 	}
+	if len(prev) > 0 && s.oldKey != nil {
+		// Completing it changed the old key (its mark cleared): archiveOld
+		// reads it as it is now.
+		s.oldKey = nil
+	}
 	return nil
 }
 
 const maxChain = 64
 
 func (s *saga) moveBindings(ctx context.Context) error {
-	if err := s.settleArrival(ctx); err != nil {
-		return err
-	}
 	return s.r.moveBindings(ctx, s.e.OldKeyID, s.e.NewKeyID)
 }
 
@@ -349,6 +399,9 @@ func (r *Rotator) moveBindings(ctx context.Context, from, to string) error {
 // secret and no stamp is another document, the stamped one having left the
 // pool (otherSecret), not the old key re-keyed in place.
 func (s *saga) archiveOld(ctx context.Context) error {
+	if s.stamped {
+		return s.r.archiveCopy(ctx, s.e.ID, s.e.ID, s.e.OldKeyID, s.e.Reason, s.e.NewKeyID, without(s.oldKey, retiredField))
+	}
 	if s.oldKey != nil && s.isOldKey(s.oldKey) {
 		stamped, err := s.stampAndArchive(ctx, s.oldKey)
 		if err != nil || stamped {
@@ -409,34 +462,40 @@ func (s *saga) stampAndArchive(ctx context.Context, doc bson.Raw) (stamped bool,
 
 // deleteOld deletes the old key only as stamped and archived; if it changed
 // since (the proxy counting requests, an operator's edit), the newer version
-// is archived too and the delete tried again.
-func (s *saga) deleteOld(ctx context.Context) error {
+// is archived too and the delete tried again. deleted says this call's
+// delete counted the old key.
+func (s *saga) deleteOld(ctx context.Context) (deleted bool, err error) {
 	for range 8 {
 		if s.oldKey == nil || !s.isOldKey(s.oldKey) {
-			return nil
+			return false, nil
 		}
 		n, err := s.r.deleteExactly(ctx, s.oldKey, bson.E{Key: retiredField, Value: s.e.ID})
 		if err != nil || n == 1 {
-			return err
+			return n == 1, err
 		}
 		// Changed or gone since the archive: archive what is there now.
+		s.stamped = false
 		if err := s.archiveCurrent(ctx); err != nil {
-			return err
+			return false, err
 		}
 	}
-	return fmt.Errorf("old key %s keeps changing; recovery will retry", s.e.OldKeyID)
+	return false, fmt.Errorf("old key %s keeps changing; recovery will retry", s.e.OldKeyID)
 }
 
 // deleteOldAndStragglers deletes the old key, then moves the bindings made
 // for it while the rotation ran (after moveBindings read them), once it is
-// gone: no binding is left on a deleted key.
+// gone: no binding is left on a deleted key. A delete that counted the key
+// proves it gone; otherwise a count tells (a key re-keyed in place stays).
 func (s *saga) deleteOldAndStragglers(ctx context.Context) error {
-	if err := s.deleteOld(ctx); err != nil {
+	deleted, err := s.deleteOld(ctx)
+	if err != nil {
 		return err
 	}
-	n, err := s.r.keys.CountDocuments(ctx, bson.M{"_id": s.e.OldKeyID})
-	if err != nil || n > 0 {
-		return err // still live: a key re-keyed in place stays, and keeps the rest
+	if !deleted {
+		n, err := s.r.keys.CountDocuments(ctx, bson.M{"_id": s.e.OldKeyID})
+		if err != nil || n > 0 {
+			return err // still live: a key re-keyed in place stays, and keeps the rest
+		}
 	}
 	return s.r.moveBindings(ctx, s.e.OldKeyID, s.e.NewKeyID)
 }
@@ -451,10 +510,17 @@ func (s *saga) writeHistory(ctx context.Context) error {
 	return err
 }
 
+// markDone closes the journal entry. It names the backup, so it matches
+// nothing once the claim moved on (undone, dropped, claimed again); then the
+// entry is read to tell the caller what happened instead.
 func (s *saga) markDone(ctx context.Context) error {
-	_, err := s.r.journal.UpdateOne(ctx, bson.M{"_id": s.e.ID, "backupId": s.e.BackupID}, bson.M{"$set": bson.M{
+	res, err := s.r.journal.UpdateOne(ctx, bson.M{"_id": s.e.ID, "backupId": s.e.BackupID}, bson.M{"$set": bson.M{
 		"state":      stateDone,
 		"finishedAt": s.r.opts.Now().UTC(),
 	}})
+	if err != nil || res.MatchedCount == 1 {
+		return err
+	}
+	_, err = s.stillClaimed(ctx, false)
 	return err
 }
