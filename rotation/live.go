@@ -63,7 +63,12 @@ func (r *Rotator) historyRecord(e journalEntry, key Key, obs *history.Observatio
 		Instance:       r.opts.Owner,
 	}
 	if obs != nil {
-		rec.Spend, rec.Threshold, rec.Budget = obs.Spend, obs.Threshold, obs.Budget
+		// A zero spend with no time of reading is no reading (a rotation
+		// asked for by hand): the key's last recorded spend stands.
+		if obs.Spend != 0 || !obs.CheckedAt.IsZero() {
+			rec.Spend = obs.Spend
+		}
+		rec.Threshold, rec.Budget = obs.Threshold, obs.Budget
 		rec.Provider, rec.LeaseEpoch = obs.Provider, obs.LeaseEpoch
 		rec.Remaining, rec.Currency = obs.Remaining, obs.Currency
 		if !obs.CheckedAt.IsZero() {

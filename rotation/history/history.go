@@ -70,7 +70,9 @@ func finite(v *float64) *float64 {
 }
 
 // Observation is what the caller of a rotation knows about the key's spend;
-// the rotator completes it into a Record.
+// the rotator completes it into a Record. Spend zero with CheckedAt zero
+// means no reading was taken: the record keeps the key's last recorded
+// spend (its totalSpend).
 type Observation struct {
 	Spend      float64
 	Threshold  float64
