@@ -70,10 +70,18 @@ func (c *Client) createOpenRouter(ctx context.Context, name string, limit float6
 	return k, nil
 }
 
+// maxListRestarts bounds the restarts of one listing that shifted under it.
+const maxListRestarts = 5
+
+// findOpenRouter walks the offset list. Each page after the first starts
+// at the previous page's last key, which must come back first: a key
+// deleted meanwhile above the cut moves every older key up by one, and a
+// plain walk would skip the key that slid onto the page already read.
+// Then the walk starts again (keys found so far stay found).
 func (c *Client) findOpenRouter(ctx context.Context, name string) ([]Key, error) {
 	var out []Key
 	seen := map[string]bool{}
-	offset := 0
+	offset, last, restarts := 0, "", 0
 	for page := 0; ; page++ {
 		if page == maxListPages {
 			return nil, unclear("list", "the key list goes on past %d pages", maxListPages)
@@ -89,12 +97,38 @@ func (c *Client) findOpenRouter(ctx context.Context, name string) ([]Key, error)
 		if json.Unmarshal(a.body, &v) != nil || v.Data == nil {
 			return nil, unclear("list", "no data list")
 		}
-		fresh := 0
+		items := make([]Key, 0, len(*v.Data))
 		for _, item := range *v.Data {
 			k, err := item.key("list")
 			if err != nil {
 				return nil, err
 			}
+			items = append(items, k)
+		}
+		overlap := last != ""
+		if overlap {
+			if len(items) == 0 || items[0].ID != last {
+				// The list shifted since the previous page: start again.
+				if restarts++; restarts > maxListRestarts {
+					return nil, unclear("list", "the key list shifted on every read (offset ignored?)")
+				}
+				offset, last = 0, ""
+				continue
+			}
+			items = items[1:]
+			if len(items) == 0 {
+				// Only the previous page's last key: the end, or pages of
+				// one key. The next offset says which.
+				offset, last = offset+1, ""
+				continue
+			}
+		} else if len(items) == 0 {
+			// The list has no total: it ends at an empty page, whatever
+			// the page size.
+			return out, nil
+		}
+		fresh := 0
+		for _, k := range items {
 			if seen[k.ID] {
 				continue // offsets shift when keys are created meanwhile
 			}
@@ -104,16 +138,14 @@ func (c *Client) findOpenRouter(ctx context.Context, name string) ([]Key, error)
 				out = append(out, k)
 			}
 		}
-		n := len(*v.Data)
-		// The list has no total: it ends at an empty page, whatever the
-		// page size.
-		if n == 0 {
-			return out, nil
-		}
-		if fresh == 0 {
+		if fresh == 0 && !overlap && offset > 0 && restarts == 0 {
 			return nil, unclear("list", "the key list repeats its keys at offset %d: offset ignored?", offset)
 		}
-		offset += n
+		offset += len(items) - 1
+		if overlap {
+			offset++ // items lost the overlap key
+		}
+		last = items[len(items)-1].ID
 	}
 }
 

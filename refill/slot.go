@@ -92,6 +92,15 @@ func (r *Refiller) createOne(ctx context.Context, s slot, rep *Report) (bool, er
 	if err := r.after(ctx, s.ID, StepJournal); err != nil {
 		return false, err
 	}
+	// A process paused since it journaled the slot (a deposed leader) may
+	// find it decided by another meanwhile: absent after two looks. Its
+	// create is then never sent.
+	if decided, err := r.journal.CountDocuments(ctx, bson.M{"_id": s.ID + "/outcome"}, options.Count().SetLimit(1)); err != nil {
+		return false, fmt.Errorf("refill: read outcome of %s: %w", s.ID, err)
+	} else if decided > 0 {
+		r.log.Warn("a journaled slot was settled by another process before its create was sent; not sending it", "slot", s.ID)
+		return false, nil
+	}
 	k, cerr := r.cfg.Upstream.Create(ctx, s.Name, s.Limit, s.Secret)
 	if ctx.Err() != nil {
 		return false, ctx.Err() // unclear: settled by name later
@@ -122,7 +131,36 @@ func (r *Refiller) createOne(ctx context.Context, s slot, rep *Report) (bool, er
 		return false, fmt.Errorf("refill: record slot %s: %w", s.ID, err)
 	}
 	s.LastError = cerr.Error()
-	return false, r.settle(ctx, s, now, rep)
+	return false, r.settleSent(ctx, s, now, rep)
+}
+
+// settleSent settles a slot whose create this process sent without a clear
+// answer. When another process decided the slot meanwhile (while this one
+// was paused, or the create was held in the network), the key this create
+// may have made was not there for its looks: this process looks the name
+// up once more, and any key found that the decision does not adopt is
+// disabled and recorded.
+func (r *Refiller) settleSent(ctx context.Context, s slot, now time.Time, rep *Report) error {
+	var have outcome
+	err := r.journal.FindOne(ctx, bson.M{"_id": s.ID + "/outcome"}).Decode(&have)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return r.settle(ctx, s, now, rep)
+	}
+	if err != nil {
+		return fmt.Errorf("refill: read outcome of %s: %w", s.ID, err)
+	}
+	found, ferr := r.cfg.Upstream.FindByName(ctx, s.Name)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if ferr != nil {
+		r.log.Warn("could not look up by name a key created after its slot was settled; it may be left enabled upstream", "slot", s.ID, "name", s.Name, "err", ferr)
+	}
+	var created []string
+	for _, k := range found {
+		created = append(created, k.ID)
+	}
+	return r.conclude(ctx, s, have, created, false, rep)
 }
 
 // errUnconfirmed: the upstream answered a create with a key it does not

@@ -140,6 +140,11 @@ func (r *Retirer) settle(ctx context.Context, rotationID, outcome, upstreamID st
 	if outcome == OutcomeNoUpstreamID || outcome == OutcomeLive {
 		set = bson.M{FieldOutcome: outcome}
 	}
+	if outcome == OutcomeDisabled {
+		// An enable sent for the key earlier (it was live then) whose
+		// answer never came may still be carried out (late.go).
+		set[FieldRecheckUntil] = now.Add(r.cfg.LateWithin).UTC()
+	}
 	if upstreamID != "" {
 		set[FieldUpstreamID] = upstreamID
 	}

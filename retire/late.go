@@ -22,6 +22,11 @@ import (
 // conditional update. So a key recorded live after any disable was sent
 // for it is watched: each pass looks it up until LateWithin has passed,
 // and enables it again when it finds it disabled while still live.
+//
+// The enable that undoes such a disable can be carried out late in turn,
+// after the key was rotated out again and retired: so a key recorded
+// disabled is watched the same way, and disabled again when the upstream
+// shows it enabled while it is not live.
 
 // settleLive records the rotation's key live after a disable was sent for
 // it, and watches it until LateWithin from now.
@@ -58,7 +63,16 @@ func (r *Retirer) recheck(ctx context.Context, now time.Time, rep *Report) error
 		if err != nil {
 			return err
 		}
-		if live {
+		if a.Outcome == OutcomeDisabled {
+			if !live {
+				if done, err := r.redisable(ctx, a, key.APIKey, now, rep); err != nil || !done {
+					if err != nil {
+						return err
+					}
+					continue // looked at again next pass
+				}
+			}
+		} else if live {
 			k, err := r.cfg.Upstream.Lookup(ctx, a.UpstreamID)
 			switch {
 			case ctx.Err() != nil:
@@ -92,4 +106,43 @@ func (r *Retirer) recheck(ctx context.Context, now time.Time, rep *Report) error
 		}
 	}
 	return nil
+}
+
+// redisable looks up a retired key that is not live and disables it again
+// if the upstream shows it enabled (an enable carried out late). done is
+// false when the upstream could not be asked or refused: the watch goes on.
+func (r *Retirer) redisable(ctx context.Context, a archived, apiKey string, now time.Time, rep *Report) (done bool, err error) {
+	log := r.log.With("rotation", a.ID)
+	k, err := r.cfg.Upstream.Lookup(ctx, a.UpstreamID)
+	switch {
+	case ctx.Err() != nil:
+		return false, ctx.Err()
+	case errors.Is(err, keyadmin.ErrNotFound):
+		return true, nil
+	case err != nil:
+		log.Warn("could not look up a retired key an earlier enable may have reached; will look again", "err", err)
+		return false, nil
+	case k.Disabled:
+		return true, nil
+	}
+	if err := r.cfg.Upstream.Disable(ctx, a.UpstreamID); err != nil && !errors.Is(err, keyadmin.ErrNotFound) {
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+		log.Warn("a retired key was enabled again by an enable the upstream carried out late; disabling it failed, will retry", "err", err)
+		return false, nil
+	}
+	// Live again while the disable was out: enabled again.
+	if live, err := r.isLive(ctx, apiKey, a.UpstreamID); err != nil || live {
+		if err == nil {
+			err = r.cfg.Upstream.Enable(ctx, a.UpstreamID)
+		}
+		return false, err
+	}
+	rep.Redisabled++
+	log.Warn("a retired key was enabled again by an enable the upstream carried out late; disabled it again")
+	if _, err := r.archive.UpdateOne(ctx, bson.M{"_id": a.ID}, bson.M{"$max": bson.M{FieldRedisabledAt: now.UTC()}}); err != nil {
+		return false, fmt.Errorf("retire %s: record the disable: %w", a.ID, err)
+	}
+	return true, nil
 }

@@ -51,6 +51,9 @@ const (
 	// carries that disable out late.
 	FieldRecheckUntil = "retireRecheckUntil"
 	FieldReenabledAt  = "retireReenabledAt" // when a late disable was last undone
+	// FieldRedisabledAt: when a retired key found enabled again (an
+	// enable the upstream carried out late) was last disabled again.
+	FieldRedisabledAt = "retireRedisabledAt"
 )
 
 // Outcomes recorded in FieldOutcome. Each settles the archive document:
@@ -260,6 +263,9 @@ type Report struct {
 	// Reenabled: live keys found disabled by a disable the upstream
 	// carried out late, and enabled again.
 	Reenabled int
+	// Redisabled: retired keys, no longer live, found enabled by an enable
+	// the upstream carried out late, and disabled again.
+	Redisabled int
 	// Waiting: rotations within their grace period, their backoff, or
 	// another executor's attempt.
 	Waiting int

@@ -60,7 +60,7 @@ func newMetrics() *metrics {
 	m.refill = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "spendchecker_refill_keys_total",
 		Help: "Refill: keys created upstream and added as backups (created), found by name after a crash (adopted), created but disabled for a lost secret (orphaned), never created (absent); failed requests (failed), passes stopped by the day's caps (capped), passes that stopped early (error)."}, []string{"pool", "result"})
 	m.retire = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "spendchecker_retired_keys_total",
-		Help: "Retire: rotated keys disabled upstream (disabled), found gone (not_found), left alone (skipped: no upstream id, or live again), failed attempts (failed), live keys enabled again after a disable the upstream carried out late (reenabled), deleted after retire-delete-after (deleted), passes that stopped early (error)."}, []string{"pool", "outcome"})
+		Help: "Retire: rotated keys disabled upstream (disabled), found gone (not_found), left alone (skipped: no upstream id, or live again), failed attempts (failed), live keys enabled again after a disable the upstream carried out late (reenabled), retired keys disabled again after an enable the upstream carried out late (redisabled), deleted after retire-delete-after (deleted), passes that stopped early (error)."}, []string{"pool", "outcome"})
 	m.retireOverdue = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "spendchecker_retire_overdue_keys",
 		Help: "Retire: rotated keys the last pass found still enabled upstream 10 minutes past their grace."}, []string{"pool"})
 	m.reg.MustRegister(m.refill, m.retire, m.retireOverdue)
@@ -137,7 +137,7 @@ func (m *metrics) refilled(pool string, rep refill.Report, err error) {
 // retired counts a retire pass.
 func (m *metrics) retired(pool string, rep retire.Report, err error) {
 	for outcome, n := range map[string]int{"disabled": rep.Retired, "not_found": rep.NotFound, "skipped": rep.Skipped, "failed": rep.Failed,
-		"reenabled": rep.Reenabled, "deleted": rep.Deleted} {
+		"reenabled": rep.Reenabled, "redisabled": rep.Redisabled, "deleted": rep.Deleted} {
 		m.retire.WithLabelValues(pool, outcome).Add(float64(n))
 	}
 	if err != nil {
