@@ -33,6 +33,12 @@ type saga struct {
 	// stamped says activateKey stamped oldKey (as read) retiredBy this
 	// rotation.
 	stamped bool
+	// bindingIDs are the old key's bindings, read before the journal entry
+	// is read for the activation (bindingsRead): the move names only those,
+	// so an executor paused after that read cannot take a binding made
+	// since for the old key put back by hand.
+	bindingIDs   []any
+	bindingsRead bool
 	// depth counts predecessors being completed, to stop a corrupt journal
 	// from recursing forever.
 	depth int
@@ -64,6 +70,13 @@ func (s *saga) run(ctx context.Context, from Step) error {
 		// re-inserting a key rotated onward since and clearing its mark.
 		// Every other step is harmless when late (docs/design.md "How a
 		// rotation works" lists why, command by command).
+		if st == StepActivateKey {
+			ids, err := s.r.bindingIDs(ctx, s.e.OldKeyID)
+			if err != nil {
+				return fmt.Errorf("rotation %s step %s: %w", s.e.ID, st, err)
+			}
+			s.bindingIDs, s.bindingsRead = ids, true
+		}
 		if st == StepInsertKey || st == StepActivateKey {
 			finished, err := s.stillClaimed(ctx, st == StepActivateKey)
 			if err != nil {
@@ -74,6 +87,9 @@ func (s *saga) run(ctx context.Context, from Step) error {
 			}
 		}
 		if err := steps[st](ctx); err != nil {
+			if errors.Is(err, errFinished) {
+				return nil
+			}
 			return fmt.Errorf("rotation %s step %s: %w", s.e.ID, st, err)
 		}
 		if err := s.r.after(ctx, s.e.ID, st); err != nil {
@@ -87,6 +103,22 @@ func (s *saga) run(ctx context.Context, from Step) error {
 // dropped, claimed again with another backup or undone while it was paused:
 // it writes nothing more, and recovery removes what a step in flight left.
 var errClaimMoved = errors.New("the rotation's claim moved on; this executor stopped")
+
+// errFinished stops a step that found its claim completed by another
+// executor: the saga ends as completed, writing nothing more.
+var errFinished = errors.New("the rotation was completed by another executor")
+
+// confirmClaim reads the journal entry again before a write that takes the
+// old key as it is in the store now (a stamp, a delete): after a pause, that
+// may be the key put back by hand once another executor completed the
+// rotation. It is sent only off the uncontended path.
+func (s *saga) confirmClaim(ctx context.Context) error {
+	finished, err := s.stillClaimed(ctx, false)
+	if err == nil && finished {
+		return errFinished
+	}
+	return err
+}
 
 // stillClaimed reads the journal entry again. finished says another
 // executor completed this very claim; an entry undone since answers
@@ -352,10 +384,12 @@ func (s *saga) settleArrival(ctx context.Context, prev []journalEntry) error {
 		}
 		s.r.log.Info("unfinished rotation completed", "key", e.OldKeyID, "rotation", e.ID, "new_key", e.NewKeyID)
 	}
-	if len(prev) > 0 && s.oldKey != nil {
+	if len(prev) > 0 {
 		// Completing it changed the old key (its mark cleared): archiveOld
-		// reads it as it is now.
+		// reads it as it is now. Its bindings landed on the old key after
+		// they were read: they are read again.
 		s.oldKey = nil
+		s.bindingsRead = false
 	}
 	return nil
 }
@@ -363,29 +397,46 @@ func (s *saga) settleArrival(ctx context.Context, prev []journalEntry) error {
 const maxChain = 64
 
 func (s *saga) moveBindings(ctx context.Context) error {
-	return s.r.moveBindings(ctx, s.e.OldKeyID, s.e.NewKeyID)
+	if !s.bindingsRead {
+		return s.r.moveBindings(ctx, s.e.OldKeyID, s.e.NewKeyID)
+	}
+	return s.r.moveBindingIDs(ctx, s.bindingIDs, s.e.OldKeyID, s.e.NewKeyID)
 }
 
 // moveBindings re-points the bindings of from to to, naming each by _id as
 // read just before: the update, if delivered late, cannot take a binding
 // made since for a key put back by hand under the same id.
 func (r *Rotator) moveBindings(ctx context.Context, from, to string) error {
-	f := r.pool.BindingKeyField
-	cur, err := r.bindings.Find(ctx, bson.M{f: from}, options.Find().SetProjection(bson.M{"_id": 1}))
+	ids, err := r.bindingIDs(ctx, from)
 	if err != nil {
-		return fmt.Errorf("find bindings of %s: %w", from, err)
+		return err
+	}
+	return r.moveBindingIDs(ctx, ids, from, to)
+}
+
+// bindingIDs reads the _ids of the bindings of key.
+func (r *Rotator) bindingIDs(ctx context.Context, key string) ([]any, error) {
+	cur, err := r.bindings.Find(ctx, bson.M{r.pool.BindingKeyField: key}, options.Find().SetProjection(bson.M{"_id": 1}))
+	if err != nil {
+		return nil, fmt.Errorf("find bindings of %s: %w", key, err)
 	}
 	var ids []any
 	for cur.Next(ctx) {
 		ids = append(ids, cur.Current.Lookup("_id"))
 	}
 	if err := cur.Err(); err != nil {
-		return fmt.Errorf("find bindings of %s: %w", from, err)
+		return nil, fmt.Errorf("find bindings of %s: %w", key, err)
 	}
+	return ids, nil
+}
+
+// moveBindingIDs re-points the bindings named by ids that still name from.
+func (r *Rotator) moveBindingIDs(ctx context.Context, ids []any, from, to string) error {
+	f := r.pool.BindingKeyField
 	if len(ids) == 0 {
 		return nil
 	}
-	_, err = r.bindings.UpdateMany(ctx, bson.M{"_id": bson.M{"$in": ids}, f: from}, bson.M{"$set": bson.M{
+	_, err := r.bindings.UpdateMany(ctx, bson.M{"_id": bson.M{"$in": ids}, f: from}, bson.M{"$set": bson.M{
 		f:           to,
 		"updatedAt": r.opts.Now().UTC(),
 	}})
@@ -401,6 +452,12 @@ func (r *Rotator) moveBindings(ctx context.Context, from, to string) error {
 func (s *saga) archiveOld(ctx context.Context) error {
 	if s.stamped {
 		return s.r.archiveCopy(ctx, s.e.ID, s.e.ID, s.e.OldKeyID, s.e.Reason, s.e.NewKeyID, without(s.oldKey, retiredField))
+	}
+	// The stamp did not ride with the activation: the one sent now may come
+	// after a pause in which the rotation was completed and the old key put
+	// back by hand.
+	if err := s.confirmClaim(ctx); err != nil {
+		return err
 	}
 	if s.oldKey != nil && s.isOldKey(s.oldKey) {
 		stamped, err := s.stampAndArchive(ctx, s.oldKey)
@@ -473,8 +530,13 @@ func (s *saga) deleteOld(ctx context.Context) (deleted bool, err error) {
 		if err != nil || n == 1 {
 			return n == 1, err
 		}
-		// Changed or gone since the archive: archive what is there now.
+		// Changed or gone since the archive, or put back by hand after
+		// another executor completed the rotation: archive what is there
+		// now, if the claim is still this executor's.
 		s.stamped = false
+		if err := s.confirmClaim(ctx); err != nil {
+			return false, err
+		}
 		if err := s.archiveCurrent(ctx); err != nil {
 			return false, err
 		}
