@@ -2,6 +2,7 @@ package rotation_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -146,5 +147,67 @@ func TestAdvRot24_PausedOwnerAfterActivationSparesKeyPutBack(t *testing.T) {
 			}
 			checkPutBackKept(t, db)
 		})
+	}
+}
+
+// The owner of key-001's rotation is paused right after its activation.
+// Meanwhile the proxy's own rotator rotates key-001 (onto backup-001), a
+// recovery pass undoes ours (its key deleted, backup-000 given back), and
+// key-002 is rotated onto backup-000, which is now key-002's live
+// replacement with key-002's bindings. The owner resumes: it must not undo
+// its rotation a second time, which would move every binding of the key
+// named backup-000 (key-002's now) onto the proxy's replacement of key-001.
+func TestAdvRot24_PausedOwnerAfterUndoLeavesReusedBackupsBindings(t *testing.T) {
+	bg := context.Background()
+	mdb := mongotest.New(t)
+	db := mdb.Database
+	seed(t, db, 3, 2, 2)
+	paused := false
+	p := newRotator(t, db, rotation.Config{Owner: "p", AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
+		if s != rotation.StepActivateKey || paused {
+			return nil
+		}
+		paused = true
+		legacyRotate(t, db, "key-001", nil)
+		q := newRotator(t, db, rotation.Config{Owner: "q"})
+		if _, err := q.Recover(bg); err != nil {
+			t.Fatalf("recover while the owner is paused: %v", err)
+		}
+		if n := count(t, db, rotation.JournalCollection, bson.M{"oldKeyId": "key-001", "state": "undone"}); n != 1 {
+			t.Fatalf("our rotation of key-001 was not undone: the test proves nothing")
+		}
+		res, err := q.Rotate(bg, "key-002", "manual")
+		if err != nil || res.Outcome != rotation.Rotated || res.NewKeyID != "backup-000" {
+			t.Fatalf("rotate key-002: %+v, %v; want rotated onto backup-000", res, err)
+		}
+		return nil
+	}})
+	res, err := p.Rotate(bg, "key-001", "manual")
+	t.Logf("owner resumed: %+v, %v", res, err)
+	if !paused {
+		t.Fatal("the owner never reached the activation")
+	}
+	if _, err := newRotator(t, db, rotation.Config{Owner: "r"}).Recover(bg); err != nil {
+		t.Logf("recover: %v", err)
+	}
+	for j := range 2 {
+		var b bson.M
+		id := fmt.Sprintf("bind-key-002-%d", j)
+		if err := db.Collection(testPool.BindingsCollection).FindOne(bg, bson.M{rotation.FieldID: id}).Decode(&b); err != nil {
+			t.Fatal(err)
+		}
+		if b[testPool.BindingKeyField] != "backup-000" {
+			t.Errorf("binding %s of key-002 was moved from its replacement backup-000 to %v", id, b[testPool.BindingKeyField])
+		}
+	}
+	if n := count(t, db, testPool.KeysCollection, bson.M{}); n != 3 {
+		t.Errorf("pool size %d, want 3", n)
+	}
+	probs, err := newRotator(t, db, rotation.Config{Owner: "verify"}).Verify(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range probs {
+		t.Errorf("verify: %s", p)
 	}
 }
