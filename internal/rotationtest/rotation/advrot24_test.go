@@ -211,3 +211,44 @@ func TestAdvRot24_PausedOwnerAfterUndoLeavesReusedBackupsBindings(t *testing.T) 
 		t.Errorf("verify: %s", p)
 	}
 }
+
+// The activation (with the old key's stamp in the same command) is
+// delivered late: after the owner gave up, a recovery pass completed the
+// rotation and the operator put key-001 back. The stamp then lands on the
+// key put back; nothing may delete it for that, and it can be rotated
+// again.
+func TestAdvRot24_LateActivationStampsKeyPutBack(t *testing.T) {
+	bg := context.Background()
+	k := firstStep(t, "update "+testPool.KeysCollection)
+	mdb := mongotest.New(t)
+	db := mdb.Database
+	seed(t, db, 3, 3, 2)
+	orig, err := db.Collection(testPool.KeysCollection).FindOne(bg, bson.M{"_id": "key-001"}).Raw()
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := rotateAbandonedAt(t, mdb, k)
+	if _, err := newRotator(t, db, rotation.Config{Owner: "q"}).Recover(bg); err != nil {
+		t.Fatalf("recover: %v", err)
+	}
+	putBackKey001(t, db, orig)
+	if _, err := held.Deliver(bg); err != nil {
+		t.Fatalf("deliver the held %s: %v", held.Command, err)
+	}
+	if n := count(t, db, testPool.KeysCollection, bson.M{"_id": "key-001", "retiredBy": bson.M{"$exists": true}}); n != 1 {
+		t.Logf("the late stamp did not land on the key put back")
+	}
+	r := newRotator(t, db, rotation.Config{Owner: "r"})
+	if _, err := r.Recover(bg); err != nil {
+		t.Logf("recover: %v", err)
+	}
+	checkPutBackKept(t, db)
+	res, err := r.Rotate(bg, "key-001", "manual")
+	if err != nil || res.Outcome != rotation.Rotated {
+		t.Fatalf("rotate key-001 put back: %+v, %v", res, err)
+	}
+	if _, err := r.Recover(bg); err != nil {
+		t.Logf("recover: %v", err)
+	}
+	checkInvariants(t, db, 4)
+}
