@@ -13,6 +13,7 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 
+	"github.com/spendchecker/spendchecker/cmd/spendchecker/config"
 	"github.com/spendchecker/spendchecker/internal/mongotest"
 	"github.com/spendchecker/spendchecker/rotation"
 )
@@ -108,8 +109,8 @@ func TestAdv18_RotateAPISameIDsInTwoPools(t *testing.T) {
 func TestAdv18_RotateEndpointCountsItsRotations(t *testing.T) {
 	mdb := mongotest.New(t)
 	apiSeed(t, mdb.Database, apiPool, 2, 1)
-	t.Setenv(EnvRotateToken, testToken)
-	cfg, err := Parse([]string{"--mongo-uri", mdb.URI, "--database", mdb.Name, "--listen", ""})
+	t.Setenv(config.EnvRotateToken, testToken)
+	cfg, err := config.Parse([]string{"--mongo-uri", mdb.URI, "--database", mdb.Name, "--listen", ""})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,9 +189,9 @@ func TestAdv18_RotateEndpointBeforePrepareUsesBackupTwice(t *testing.T) {
 			}
 		}
 	}
-	t.Setenv(EnvRotateToken, testToken)
+	t.Setenv(config.EnvRotateToken, testToken)
 	replica := func() http.Handler {
-		cfg, err := Parse([]string{"--mongo-uri", mdb.URI, "--database", mdb.Name, "--listen", ""})
+		cfg, err := config.Parse([]string{"--mongo-uri", mdb.URI, "--database", mdb.Name, "--listen", ""})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -254,7 +255,7 @@ func TestAdv18_WorldReadableRotateTokenFileWarns(t *testing.T) {
 	if err := os.Chmod(tok, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv(EnvRotateToken, "")
+	t.Setenv(config.EnvRotateToken, "")
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // start, warn, and stop at once: only the start-up checks matter
 	var stdout, stderr bytes.Buffer

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/spendchecker/spendchecker/checker"
+	"github.com/spendchecker/spendchecker/cmd/spendchecker/config"
 	"github.com/spendchecker/spendchecker/lease"
 	"github.com/spendchecker/spendchecker/notify"
 	"github.com/spendchecker/spendchecker/rotation"
@@ -31,7 +32,7 @@ import (
 
 // app holds the wired dependencies.
 type app struct {
-	cfg    *Config
+	cfg    *config.Config
 	log    *slog.Logger
 	client *mongo.Client
 	db     *mongo.Database
@@ -56,7 +57,7 @@ type app struct {
 	storeDeadline time.Time
 }
 
-func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*app, error) {
+func connect(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, error) {
 	prog := newProgress(clockwork.NewRealClock(), stallLimit(cfg.RequestTimeout))
 	reach := &statuspage.Reachability{}
 	opts := options.Client().ApplyURI(cfg.MongoURI).SetAppName("spendchecker").SetMonitor(storeMonitor(prog.beat)).
@@ -80,11 +81,11 @@ func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*app, error) {
 	httpc := upstreamClient(cfg, &http.Client{Transport: beatTransport{tr, prog.beat}})
 	var pools []checker.Pool
 	for _, p := range cfg.Pools {
-		pool, _ := p.resolve() // validated by Parse
+		pool, _ := p.Resolve() // validated by Parse
 		// No provider for the commands that never poll (Validate).
 		var prov spend.Provider
 		if p.Provider != "" {
-			if prov, err = p.newProvider(httpc); err != nil {
+			if prov, err = p.NewProvider(httpc); err != nil {
 				return nil, err
 			}
 		}
@@ -130,7 +131,7 @@ func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*app, error) {
 
 // upstreamClient is the one upstream client of the process: its per-key
 // Retry-After and per-host backoff are shared by every pool and cycle.
-func upstreamClient(cfg *Config, hc *http.Client) *spend.Client {
+func upstreamClient(cfg *config.Config, hc *http.Client) *spend.Client {
 	// A Retry-After never parks a key longer than --max-check-interval.
 	c := &spend.Client{HTTP: hc, RequestTimeout: cfg.RequestTimeout, HostRate: cfg.HostRate, HostBurst: cfg.Concurrency, MaxRetryAfter: cfg.MaxCheckInterval}
 	if cfg.RateLimit > 0 {
@@ -235,7 +236,7 @@ func storeAddr(uri string) string {
 	return "(address unreadable)"
 }
 
-func newLogger(cfg *Config, w io.Writer) *slog.Logger {
+func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.LogLevel))
 	format := cfg.LogFormat

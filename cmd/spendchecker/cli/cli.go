@@ -1,6 +1,7 @@
-// Package cli is the spendchecker program: configuration, wiring, signals,
-// the daemon and the subcommands, one file each. cmd/spendchecker is a thin
-// main around it, and the demo drives the same code.
+// Package cli is the spendchecker program: wiring, signals, the daemon and
+// the subcommands, one file each; what they read is package config's.
+// cmd/spendchecker is a thin main around it, and the demo drives the same
+// code.
 //
 // Every command returns an error; Run alone turns it into the exit code and
 // prints it to stderr, once. Results go to stdout.
@@ -9,15 +10,12 @@ package cli
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"strings"
 
-	"github.com/peterbourgon/ff/v4"
-
+	"github.com/spendchecker/spendchecker/cmd/spendchecker/config"
 	"github.com/spendchecker/spendchecker/rotation/secret"
 	"github.com/spendchecker/spendchecker/storeerr"
 )
@@ -63,18 +61,9 @@ func partial(format string, a ...any) error {
 	return &ExitError{Code: ExitPartial, Err: fmt.Errorf(format, a...)}
 }
 
-// UsageError is bad usage or configuration: exit code 2, nothing touched.
-type UsageError struct{ Err error }
-
-func (e *UsageError) Error() string { return e.Err.Error() }
-func (e *UsageError) Unwrap() error { return e.Err }
-
-// HelpRequest is -h, --help or `help`: Text goes to stdout, exit 0.
-type HelpRequest struct{ Text string }
-
-func (h *HelpRequest) Error() string { return "help requested" }
-
-func usage(format string, a ...any) error { return &UsageError{fmt.Errorf(format, a...)} }
+// usage is a command's refusal of its input (config.UsageError): exit 2,
+// nothing touched.
+func usage(format string, a ...any) error { return &config.UsageError{Err: fmt.Errorf(format, a...)} }
 
 // Run runs the program with args (without the program name) and returns the
 // exit code. ctx ending is a shutdown request (SIGINT/SIGTERM).
@@ -86,8 +75,8 @@ func Run(ctx context.Context, args []string, env Env) int {
 // stderr.
 func exitCode(err error, env Env) int {
 	var (
-		hr *HelpRequest
-		ue *UsageError
+		hr *config.HelpRequest
+		ue *config.UsageError
 		ee *ExitError
 	)
 	switch {
@@ -111,37 +100,67 @@ func exitCode(err error, env Env) int {
 
 // program is one run: what the commands' Exec functions share.
 type program struct {
-	cfg *Config
+	cfg *config.Config
 	env Env
 	log *slog.Logger
 }
 
 func run(ctx context.Context, args []string, env Env) error {
-	p := &program{env: env}
-	cfg, cmd, err := parse(args, p)
+	cfg, err := config.Parse(args)
 	if err != nil {
 		return err
 	}
-	p.cfg = cfg
+	p := &program{cfg: cfg, env: env}
 	p.log = newLogger(cfg, env.Stderr)
 	if env.signals != nil {
 		defer handleSignals(env.signals, env.shutdown, env.exit, p.log)()
 	}
-	for _, e := range exposedSecrets(cfg.ConfigFile, unitEnvFile, append([]string{cfg.RotateTokenFile}, adminKeyFiles(cfg)...)...) {
+	for _, e := range cfg.ExposedSecrets() {
 		p.log.Warn("secret file readable by other users: make it private (chmod 600) or hand it over as a systemd credential",
-			"file", e.path, "mode", fmt.Sprintf("%#o", e.mode))
+			"file", e.Path, "mode", fmt.Sprintf("%#o", e.Mode))
 	}
 	for _, o := range cfg.Overrides {
 		p.log.Info("a flag or environment variable overrides the config file", "pool", o.Pool, "setting", o.Setting, "value", o.Value, "file_value", o.FileValue)
 	}
-	return cmd.Exec(ctx, cfg.Args)
+	return p.exec(ctx)
+}
+
+// exec runs the command Parse selected.
+func (p *program) exec(ctx context.Context) error {
+	out := p.env.Stdout
+	switch p.cfg.Command {
+	case "":
+		return p.withApp(func(ctx context.Context, a *app) error {
+			if p.cfg.Once {
+				return a.once(ctx, out)
+			}
+			return a.daemon(ctx)
+		})(ctx)
+	case "status":
+		return p.withApp(func(ctx context.Context, a *app) error { return a.status(ctx, out) })(ctx)
+	case "rotate":
+		return p.withApp(func(ctx context.Context, a *app) error { return a.rotate(ctx, out) })(ctx)
+	case "recover":
+		return p.withApp(func(ctx context.Context, a *app) error { return a.recoverAll(ctx, out) })(ctx)
+	case "verify":
+		return p.withApp(func(ctx context.Context, a *app) error { return a.verify(ctx, out) })(ctx)
+	case "history":
+		return p.withApp(func(ctx context.Context, a *app) error { return a.history(ctx, out) })(ctx)
+	case "healthcheck":
+		return healthcheck(ctx, p.cfg, out)
+	case "version":
+		fmt.Fprintln(out, versionString())
+		return nil
+	}
+	// Parse knows no other command.
+	return fmt.Errorf("command %q has nothing to run", p.cfg.Command)
 }
 
 // withApp connects to the store for a command and disconnects after it. A
 // one-shot command (every command, and --once) first waits for the store,
 // up to --store-wait; the daemon reports and keeps trying instead.
-func (p *program) withApp(run func(ctx context.Context, a *app) error) func(context.Context, []string) error {
-	return func(ctx context.Context, _ []string) error {
+func (p *program) withApp(run func(ctx context.Context, a *app) error) func(context.Context) error {
+	return func(ctx context.Context) error {
 		a, err := connect(ctx, p.cfg, p.log)
 		if err != nil {
 			return &ExitError{Code: ExitPartial, Err: err}
@@ -154,92 +173,4 @@ func (p *program) withApp(run func(ctx context.Context, a *app) error) func(cont
 		}
 		return run(ctx, a)
 	}
-}
-
-// spec is one command as its file declares it.
-type spec struct {
-	name, usage, short, long string
-	// store: the command opens the store and has the store flags;
-	// settings are the rotation settings it reads (rotationSettings).
-	store    bool
-	settings []string
-	// flags adds the command's own flags.
-	flags func(fs *flag.FlagSet)
-	exec  func(ctx context.Context, args []string) error
-}
-
-// tree is the command tree: the daemon at the root, the subcommands below
-// it, each with its own flags (and the store flags as their parent), and
-// each command's stdlib flag sets for explainParseError.
-type tree struct {
-	root *ff.Command
-	std  map[*ff.Command][]*flag.FlagSet
-}
-
-func commands(c *Config, st *parseState, p *program) *tree {
-	t := &tree{std: map[*ff.Command][]*flag.FlagSet{}}
-	t.root = t.command(rootCommand(c, p), c, st)
-	for _, s := range []spec{
-		statusCommand(c, p), rotateCommand(c, p), recoverCommand(c, p), verifyCommand(c, p),
-		historyCommand(c, p), healthcheckCommand(c, p), versionCommand(c, p),
-	} {
-		t.root.Subcommands = append(t.root.Subcommands, t.command(s, c, st))
-	}
-	return t
-}
-
-func (t *tree) command(s spec, c *Config, st *parseState) *ff.Command {
-	own := newFlagSet(s.name, s.flags)
-	sets := []*flag.FlagSet{own.std}
-	if s.store {
-		store := newFlagSet("store and pools", storeFlags(c, st, s.settings))
-		own.ff.SetParent(store.ff)
-		sets = append(sets, store.std)
-	}
-	cmd := &ff.Command{Name: s.name, Usage: s.usage, ShortHelp: s.short, LongHelp: s.long, Flags: own.ff, Exec: s.exec}
-	t.std[cmd] = sets
-	return cmd
-}
-
-func (t *tree) subcommand(name string) *ff.Command {
-	for _, sc := range t.root.Subcommands {
-		if sc.Name == name {
-			return sc
-		}
-	}
-	return nil
-}
-
-func (t *tree) names() string {
-	var names []string
-	for _, sc := range t.root.Subcommands {
-		names = append(names, sc.Name)
-	}
-	return strings.Join(append(names, "help"), ", ")
-}
-
-// allFlags are the flags of every command, by name: keys a config file
-// may hold.
-func (t *tree) allFlags() map[string]flag.Value {
-	known := map[string]flag.Value{}
-	for _, sets := range t.std {
-		for _, fs := range sets {
-			fs.VisitAll(func(f *flag.Flag) { known[f.Name] = f.Value })
-		}
-	}
-	return known
-}
-
-// help is `spendchecker help [COMMAND]`.
-func (t *tree) help(args []string) error {
-	switch {
-	case len(args) == 0:
-		return &HelpRequest{Text: helpText(t.root)}
-	case len(args) > 1:
-		return usage("usage: spendchecker help [COMMAND]")
-	}
-	if sc := t.subcommand(args[0]); sc != nil {
-		return &HelpRequest{Text: helpText(sc)}
-	}
-	return usage("unknown command %q (commands: %s)", args[0], t.names())
 }

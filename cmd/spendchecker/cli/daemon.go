@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -17,60 +16,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/spendchecker/spendchecker/checker"
+	"github.com/spendchecker/spendchecker/cmd/spendchecker/config"
 	"github.com/spendchecker/spendchecker/lease"
 	"github.com/spendchecker/spendchecker/rotation/secret"
 	"github.com/spendchecker/spendchecker/statuspage"
 	"github.com/spendchecker/spendchecker/storeerr"
 )
-
-// rootCommand is `spendchecker [FLAGS]`: the daemon, or with --once one
-// cycle.
-func rootCommand(c *Config, p *program) spec {
-	return spec{
-		name:  "spendchecker",
-		usage: "spendchecker [FLAGS]  |  spendchecker --once [FLAGS]  |  spendchecker COMMAND [FLAGS]",
-		short: "keeps a pool of upstream LLM API keys healthy",
-		long: "Without a command it runs the daemon: it polls each key's spend on a schedule and rotates keys\n" +
-			"over their threshold. With --once it runs one cycle and exits (0 done, 1 some keys failed,\n" +
-			"2 bad usage, 3 the lease is held by another live instance). `spendchecker help COMMAND`\n" +
-			"shows a command's flags. Flags win over SPENDCHECKER_* variables, which win over --config.",
-		store:    true,
-		settings: rotationSettings,
-		flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&c.Schedule, "schedule", "", "cron expression for cycles (5 fields, or 6 with seconds)")
-			fs.DurationVar(&c.Interval, "interval", c.Interval, "cycle interval when no --schedule")
-			fs.BoolVar(&c.Adaptive, "adaptive", c.Adaptive, "poll only the keys that are due")
-			fs.DurationVar(&c.MinCheckInterval, "min-check-interval", c.MinCheckInterval, "shortest wait between two checks of a key")
-			fs.DurationVar(&c.MaxCheckInterval, "max-check-interval", c.MaxCheckInterval, "longest wait between two checks of a key")
-			decimalIntVar(fs, &c.Concurrency, "concurrency", c.Concurrency, "simultaneous upstream requests")
-			fs.DurationVar(&c.RequestTimeout, "request-timeout", c.RequestTimeout, "per upstream request")
-			finiteFloatVar(fs, &c.RateLimit, "rate-limit", 0, "upstream requests per second at most (0: no limit)")
-			finiteFloatVar(fs, &c.HostRate, "host-rate", c.HostRate, "upstream requests per second at most to one host (0: no limit)")
-			finiteFloatVar(fs, &c.RejectShare, "reject-share", c.RejectShare, "rotate no rejected key when this share of the answered keys is rejected at once (0: off)")
-			decimalIntVar(fs, &c.RejectMin, "reject-min", c.RejectMin, "... and at least this many keys")
-			leaseNameFlag(fs, c)
-			fs.DurationVar(&c.LeaseDuration, "lease-duration", c.LeaseDuration, "lease duration")
-			fs.DurationVar(&c.LeaseRenewDeadline, "lease-renew-deadline", 0, "renew deadline (default: 2/3 of the lease duration)")
-			fs.DurationVar(&c.LeaseRetryPeriod, "lease-retry-period", 0, "retry period (default: 2/15 of the lease duration)")
-			instanceFlag(fs, c)
-			listenFlag(fs, c)
-			writeFlags(fs, c)
-			fs.BoolVar(&c.Once, "once", false, "run one cycle, then exit")
-			fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "how long a cycle in flight may finish after SIGTERM")
-			fs.BoolVar(&c.Version, "version", false, "print the version and exit")
-			notifyFlags(fs, c)
-			decimalIntVar(fs, &c.NotifyBackupsBelow, "notify-backups-below", 0, "notify once when fewer unused backups than this are left (0: off)")
-			fs.DurationVar(&c.NotifyNoCycle, "notify-no-cycle-after", c.NotifyNoCycle, "notify once when no cycle has succeeded for this long (0: off)")
-			fs.StringVar(&c.RotateTokenFile, "rotate-token-file", "", "file holding the bearer token that enables POST /v1/rotate (or "+EnvRotateToken+")")
-		},
-		exec: p.withApp(func(ctx context.Context, a *app) error {
-			if c.Once {
-				return a.once(ctx, p.env.Stdout)
-			}
-			return a.daemon(ctx)
-		}),
-	}
-}
 
 // daemon runs until ctx ends: the lease loop, the scheduler and the HTTP
 // server share one context; on shutdown the cycle in flight finishes within
@@ -81,7 +32,7 @@ func (a *app) daemon(ctx context.Context) error {
 	a.cycles = statuspage.NewRing(statusCycles)
 	srv, err := a.serveHTTP(&schedulerUp)
 	if err != nil {
-		return &UsageError{fmt.Errorf("cannot listen on --listen %s: %w", a.cfg.Listen, err)}
+		return &config.UsageError{Err: fmt.Errorf("cannot listen on --listen %s: %w", a.cfg.Listen, err)}
 	}
 	defer func() {
 		if srv != nil {

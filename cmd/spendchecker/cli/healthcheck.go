@@ -2,29 +2,17 @@ package cli
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/spendchecker/spendchecker/cmd/spendchecker/config"
 )
 
-func healthcheckCommand(c *Config, p *program) spec {
-	return spec{
-		name:  "healthcheck",
-		usage: "spendchecker healthcheck [FLAGS]",
-		short: "probe a running daemon's /healthz (for container health checks)",
-		flags: func(fs *flag.FlagSet) {
-			fs.String("config", credentialPath(credConfig), "read --listen from this JSON file (default: the systemd credential config.json)")
-			listenFlag(fs, c)
-		},
-		exec: func(ctx context.Context, _ []string) error { return healthcheck(ctx, c, p.env.Stdout) },
-	}
-}
-
 // healthcheck probes a running daemon's /healthz (for container checks).
-func healthcheck(ctx context.Context, cfg *Config, out io.Writer) error {
+func healthcheck(ctx context.Context, cfg *config.Config, out io.Writer) error {
 	if cfg.Listen == "" {
 		return usage("healthcheck needs --listen")
 	}

@@ -2,35 +2,20 @@ package cli
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"math"
 	"text/tabwriter"
 	"time"
 
+	"github.com/spendchecker/spendchecker/cmd/spendchecker/config"
 	"github.com/spendchecker/spendchecker/rotation/history"
 	"github.com/spendchecker/spendchecker/statuspage"
 )
 
-func historyCommand(c *Config, p *program) spec {
-	return spec{
-		name:  "history",
-		usage: "spendchecker history [FLAGS]",
-		short: "the rotations of a recent window, every pool's",
-		store: true,
-		flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&c.Since, "since", c.Since, "a duration back from now (24h, 90m, 7d, 1d12h), or a date (2006-01-02 or RFC 3339)")
-			outputFlag(fs, c)
-			storeWaitFlag(fs, c)
-		},
-		exec: p.withApp(func(ctx context.Context, a *app) error { return a.history(ctx, p.env.Stdout) }),
-	}
-}
-
 // history prints the rotations since --since, every pool's.
 func (a *app) history(ctx context.Context, out io.Writer) error {
-	since, _ := parseSince(a.cfg.Since, time.Now())
+	since, _ := config.ParseSince(a.cfg.Since, time.Now())
 	all := []history.Record{} // JSON: [] when there is none, never null
 	for _, r := range a.chk.Rotators() {
 		recs, err := history.NewStore(a.db.Collection(r.Pool().HistoryCollection)).Since(ctx, since)

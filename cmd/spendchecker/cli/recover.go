@@ -2,25 +2,10 @@ package cli
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
 )
-
-func recoverCommand(c *Config, p *program) spec {
-	return spec{
-		name:  "recover",
-		usage: "spendchecker recover [FLAGS]",
-		short: "complete or undo the rotations a crash left unfinished",
-		store: true,
-		flags: func(fs *flag.FlagSet) {
-			instanceFlag(fs, c)
-			writeFlags(fs, c)
-		},
-		exec: p.withApp(func(ctx context.Context, a *app) error { return a.recoverAll(ctx, p.env.Stdout) }),
-	}
-}
 
 // recoverAll completes or undoes every unfinished rotation of every pool.
 func (a *app) recoverAll(ctx context.Context, out io.Writer) error {

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -14,24 +13,6 @@ import (
 	"github.com/spendchecker/spendchecker/rotation"
 	"github.com/spendchecker/spendchecker/rotation/history"
 )
-
-func rotateCommand(c *Config, p *program) spec {
-	return spec{
-		name:  "rotate",
-		usage: "spendchecker rotate KEY_ID [FLAGS]",
-		short: "rotate one key by hand through the shared rotator",
-		store: true,
-		// The rotation's history record names the threshold.
-		settings: []string{"threshold"},
-		flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&c.Reason, "reason", c.Reason, "the rotation reason recorded in the history")
-			instanceFlag(fs, c)
-			writeFlags(fs, c)
-			notifyFlags(fs, c)
-		},
-		exec: p.withApp(func(ctx context.Context, a *app) error { return a.rotate(ctx, p.env.Stdout) }),
-	}
-}
 
 // rotate rotates one key by hand through the shared rotator. With
 // --dry-run it reads what the real run reads and answers and exits as it

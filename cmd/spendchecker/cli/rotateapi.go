@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"regexp"
 	"sort"
 	"strings"
@@ -20,6 +19,7 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
+	"github.com/spendchecker/spendchecker/cmd/spendchecker/config"
 	"github.com/spendchecker/spendchecker/notify"
 	"github.com/spendchecker/spendchecker/rotation"
 	"github.com/spendchecker/spendchecker/rotation/secret"
@@ -29,40 +29,10 @@ import (
 // through it (docs/proxy.md, "Running next to the proxy"). Every replica serves it,
 // leader or not: the rotator is safe without the lease.
 
-// EnvRotateToken carries the endpoint's bearer token itself. It is not a
-// flag, so the token never shows in a process listing.
-const EnvRotateToken = "SPENDCHECKER_ROTATE_TOKEN"
-
 const (
 	rotateBodyLimit = 4 << 10
 	rotateTimeout   = 30 * time.Second
-	minTokenLen     = 16
 )
-
-// rotateToken reads the endpoint's token from --rotate-token-file or
-// SPENDCHECKER_ROTATE_TOKEN; "" (endpoint disabled) when neither is set.
-func rotateToken(file string) (string, error) {
-	env := os.Getenv(EnvRotateToken)
-	if file != "" && env != "" {
-		return "", usage("set --rotate-token-file or %s, not both", EnvRotateToken)
-	}
-	tok, from := env, EnvRotateToken
-	if file != "" {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return "", usage("--rotate-token-file: %v", err)
-		}
-		tok, from = string(b), "--rotate-token-file "+file
-	}
-	if file == "" && env == "" {
-		return "", nil
-	}
-	tok = strings.TrimSpace(tok)
-	if len(tok) < minTokenLen || strings.ContainsAny(tok, " \t\r\n") {
-		return "", usage("%s: the rotate token must be one word of at least %d characters", from, minTokenLen)
-	}
-	return tok, nil
-}
 
 type rotateRequest struct {
 	Pool   string `json:"pool"`
@@ -148,7 +118,7 @@ func (a *app) rotateRoutes(mux *http.ServeMux) {
 
 func (api *rotateAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !api.enabled {
-		writeRotate(w, http.StatusForbidden, rotateResponse{Error: "rotate endpoint disabled: start the daemon with --rotate-token-file or " + EnvRotateToken})
+		writeRotate(w, http.StatusForbidden, rotateResponse{Error: "rotate endpoint disabled: start the daemon with --rotate-token-file or " + config.EnvRotateToken})
 		return
 	}
 	if !api.authorized(r) {

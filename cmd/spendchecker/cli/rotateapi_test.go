@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +15,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
+	"github.com/spendchecker/spendchecker/cmd/spendchecker/config"
 	"github.com/spendchecker/spendchecker/internal/fixture"
 	"github.com/spendchecker/spendchecker/internal/mongotest"
 	"github.com/spendchecker/spendchecker/lease"
@@ -317,13 +316,13 @@ func TestRotateAPIOutcomes(t *testing.T) {
 func TestRotateEndpointOnTheDaemonListener(t *testing.T) {
 	mdb := mongotest.New(t)
 	apiSeed(t, mdb.Database, apiPool, 1, 1)
-	t.Setenv(EnvRotateToken, testToken)
-	cfg, err := Parse([]string{"--mongo-uri", mdb.URI, "--database", mdb.Name, "--listen", ""})
+	t.Setenv(config.EnvRotateToken, testToken)
+	cfg, err := config.Parse([]string{"--mongo-uri", mdb.URI, "--database", mdb.Name, "--listen", ""})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.RotateToken != testToken {
-		t.Fatalf("token not read from %s", EnvRotateToken)
+		t.Fatalf("token not read from %s", config.EnvRotateToken)
 	}
 	a, err := connect(context.Background(), cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -356,56 +355,6 @@ func TestRotateEndpointOnTheDaemonListener(t *testing.T) {
 	}
 	if resp.StatusCode != http.StatusOK || got.Outcome != "rotated" || got.NewKeyID != "b0" || resp.Header.Get("Content-Type") != "application/json" {
 		t.Fatalf("POST: %d %+v", resp.StatusCode, got)
-	}
-}
-
-func TestRotateTokenConfiguration(t *testing.T) {
-	dir := t.TempDir()
-	good := filepath.Join(dir, "token")
-	if err := os.WriteFile(good, []byte(testToken+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	short := filepath.Join(dir, "short")
-	if err := os.WriteFile(short, []byte("abc\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	base := []string{"--mongo-uri", "mongodb://localhost:27017/"}
-	cases := []struct {
-		name    string
-		args    []string
-		env     string
-		want    string
-		wantErr string
-	}{
-		{"none: disabled", nil, "", "", ""},
-		{"file", []string{"--rotate-token-file", good}, "", testToken, ""},
-		{"environment", nil, testToken, testToken, ""},
-		{"both", []string{"--rotate-token-file", good}, testToken, "", "not both"},
-		{"missing file", []string{"--rotate-token-file", filepath.Join(dir, "nope")}, "", "", "--rotate-token-file"},
-		{"short", []string{"--rotate-token-file", short}, "", "", "at least 16 characters"},
-		{"two words", nil, "abcdefgh ijklmnopq", "", "one word"},
-		{"once does not read it", []string{"--once", "--rotate-token-file", filepath.Join(dir, "nope")}, "", "", ""},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			t.Setenv(EnvRotateToken, c.env)
-			cfg, err := Parse(append(append([]string{}, base...), c.args...))
-			if c.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
-					t.Fatalf("got %v, want an error with %q", err, c.wantErr)
-				}
-				if strings.Contains(err.Error(), testToken) {
-					t.Fatalf("error carries the token: %v", err)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if cfg.RotateToken != c.want {
-				t.Fatalf("token %q, want %q", cfg.RotateToken, c.want)
-			}
-		})
 	}
 }
 

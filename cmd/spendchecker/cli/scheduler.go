@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -12,6 +11,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"github.com/spendchecker/spendchecker/checker"
+	"github.com/spendchecker/spendchecker/cmd/spendchecker/config"
 )
 
 // leader is what the daemon needs of the lease: gocron's gate, and a context
@@ -55,7 +55,7 @@ func runScheduled(ctx context.Context, c cycler, dc schedule) error {
 		dc.Clock = clockwork.NewRealClock()
 	}
 	if dc.Grace <= 0 {
-		dc.Grace = DefaultShutdownGrace
+		dc.Grace = config.DefaultShutdownGrace
 	}
 	log := dc.Logger
 	if log == nil {
@@ -63,7 +63,7 @@ func runScheduled(ctx context.Context, c cycler, dc schedule) error {
 	}
 	var def gocron.JobDefinition
 	if dc.Schedule != "" {
-		def = gocron.CronJob(dc.Schedule, cronHasSeconds(dc.Schedule))
+		def = gocron.CronJob(dc.Schedule, config.CronHasSeconds(dc.Schedule))
 	} else {
 		if dc.Interval <= 0 {
 			return fmt.Errorf("daemon: interval must be positive")
@@ -130,10 +130,4 @@ func runScheduled(ctx context.Context, c cycler, dc schedule) error {
 		return fmt.Errorf("daemon: shutdown: %w", err)
 	}
 	return nil
-}
-
-// cronHasSeconds reports a 6-field expression (seconds first), as validate
-// reads --schedule.
-func cronHasSeconds(expr string) bool {
-	return len(strings.Fields(expr)) == 6
 }

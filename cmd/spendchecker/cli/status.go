@@ -3,35 +3,11 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"io"
 
 	"github.com/spendchecker/spendchecker/rotation"
 	"github.com/spendchecker/spendchecker/statuspage"
 )
-
-func statusCommand(c *Config, p *program) spec {
-	return spec{
-		name:  "status",
-		usage: "spendchecker status [FLAGS]",
-		short: "a table of keys (spend, budget, % of threshold, rate, last and next check), backups left, lease holder",
-		store: true,
-		// The table shows spend as a share of the threshold, or a balance
-		// pool's remaining against its minimum; the LiteLLM users keys
-		// share hold them under user-budget auto.
-		settings: []string{"threshold", "min-remaining", "user-budget"},
-		flags: func(fs *flag.FlagSet) {
-			leaseNameFlag(fs, c)
-			outputFlag(fs, c)
-			storeWaitFlag(fs, c)
-		},
-		exec: p.withApp(func(ctx context.Context, a *app) error { return a.status(ctx, p.env.Stdout) }),
-	}
-}
-
-func outputFlag(fs *flag.FlagSet, c *Config) {
-	fs.StringVar(&c.Output, "output", c.Output, "text or json")
-}
 
 // status prints a table of keys, backups left and the lease holder, read
 // through the same statuspage.Source as the page at / (docs/operating.md, "Status page").
@@ -71,7 +47,7 @@ func (a *app) statusSource() statuspage.Source {
 		p := r.Pool()
 		sp := statuspage.Pool{Name: p.Name, Keys: a.db.Collection(p.KeysCollection),
 			History: a.db.Collection(p.HistoryCollection), Threshold: a.cfg.Pools[i].Threshold,
-			MinRemaining: a.cfg.Pools[i].minRemaining(), Backups: r}
+			MinRemaining: a.cfg.Pools[i].BalanceMinimum(), Backups: r}
 		if ub, _ := rotation.ParseUserBudget(a.cfg.Pools[i].UserBudget); ub == rotation.UserBudgetAuto {
 			// Shared users hold their keys only under auto.
 			sp.Users = r

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spendchecker/spendchecker/cmd/spendchecker/config"
 	"github.com/spendchecker/spendchecker/spend"
 )
 
@@ -35,7 +36,7 @@ func TestRateFlagsLimitRequests(t *testing.T) {
 			for k, v := range tc.env {
 				t.Setenv(k, v)
 			}
-			cfg, err := Parse(append([]string{"--mongo-uri", uri}, tc.args...))
+			cfg, err := config.Parse(append([]string{"--mongo-uri", uri}, tc.args...))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -61,7 +62,7 @@ func TestRateFlagsLimitRequests(t *testing.T) {
 }
 
 func TestRejectGuardFlags(t *testing.T) {
-	cfg, err := Parse([]string{"--mongo-uri", uri})
+	cfg, err := config.Parse([]string{"--mongo-uri", uri})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +70,7 @@ func TestRejectGuardFlags(t *testing.T) {
 		t.Errorf("defaults: share %v, min %d, host rate %v", cfg.RejectShare, cfg.RejectMin, cfg.HostRate)
 	}
 	t.Setenv("SPENDCHECKER_REJECT_SHARE", "0")
-	cfg, err = Parse([]string{"--mongo-uri", uri, "--reject-min", "5"})
+	cfg, err = config.Parse([]string{"--mongo-uri", uri, "--reject-min", "5"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,8 +78,8 @@ func TestRejectGuardFlags(t *testing.T) {
 		t.Errorf("--reject-share 0 must turn the guard off: %v, %d", rejectShare(cfg.RejectShare), cfg.RejectMin)
 	}
 	for _, bad := range [][]string{{"--reject-share", "1.5"}, {"--reject-share", "-0.1"}, {"--reject-min", "0"}, {"--host-rate", "-1"}, {"--reject-share", "NaN"}} {
-		_, err := Parse(append([]string{"--mongo-uri", uri}, bad...))
-		var ue *UsageError
+		_, err := config.Parse(append([]string{"--mongo-uri", uri}, bad...))
+		var ue *config.UsageError
 		if !errors.As(err, &ue) {
 			t.Errorf("%v: err %v, want a usage error", bad, err)
 		}

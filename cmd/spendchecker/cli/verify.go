@@ -2,27 +2,12 @@ package cli
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"time"
 
 	"github.com/spendchecker/spendchecker/notify"
 )
-
-func verifyCommand(c *Config, p *program) spec {
-	return spec{
-		name:  "verify",
-		usage: "spendchecker verify [FLAGS]",
-		short: "check the invariants and the schema (orphan bindings, stranded claims, TTL on history, indexes); exit 1 when something is wrong",
-		store: true,
-		// Under user-budget auto, LiteLLM users shared by keys are named:
-		// their personal-budget refusals hold those keys.
-		settings: []string{"user-budget"},
-		flags:    func(fs *flag.FlagSet) { storeWaitFlag(fs, c) },
-		exec:     p.withApp(func(ctx context.Context, a *app) error { return a.verify(ctx, p.env.Stdout) }),
-	}
-}
 
 // verify checks the invariants and the schema of every pool; problems are
 // its result (stdout), and exit 1.

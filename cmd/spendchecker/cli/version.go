@@ -1,22 +1,9 @@
 package cli
 
 import (
-	"context"
 	"fmt"
 	"runtime/debug"
 )
-
-func versionCommand(_ *Config, p *program) spec {
-	return spec{
-		name:  "version",
-		usage: "spendchecker version",
-		short: "print the version",
-		exec: func(context.Context, []string) error {
-			fmt.Fprintln(p.env.Stdout, versionString())
-			return nil
-		},
-	}
-}
 
 func versionString() string {
 	v := Version
