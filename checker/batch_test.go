@@ -24,6 +24,9 @@ import (
 // spend plus what the report's lag may hide crosses the threshold rotates
 // (docs/providers.md, "Batch reports").
 func TestBatchProviderCycle(t *testing.T) {
+	if testing.Short() {
+		t.Skip("120 keys through a paged report (batch pools end to end: cmd/spendchecker's TestOnceWithBatchProvider)")
+	}
 	const n = 120
 	const admin = "sk-or-v1-management-0123456789abcdef"
 	usage := func(i int) float64 {

@@ -131,6 +131,9 @@ func TestAcquire(t *testing.T) {
 // call, 6 s here) but a round's calls together more than that, a candidate
 // still takes the lease: each call has the bound, not the round.
 func TestSlowStore(t *testing.T) {
+	if testing.Short() {
+		t.Skip("2 s of store latency a command")
+	}
 	ctx := context.Background()
 	mdb := mongotest.New(t)
 	proxy := mdb.Proxy(t)

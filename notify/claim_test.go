@@ -146,9 +146,12 @@ func TestClaimsAcrossRestarts(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name string
+		// long: another owner killed with the store cut; under -short
+		// the first case stands for them.
+		long bool
 		run  func(t *testing.T, e *env)
 	}{
-		{"same replica id: resumed once stale, sent once", func(t *testing.T, e *env) {
+		{"same replica id: resumed once stale, sent once", false, func(t *testing.T, e *env) {
 			a := killedOwner(t, e.proxy, cfg(e, "replica-a"), e.ev, e.rc)
 			b := newHarness(t, cfg(e, "replica-a")) // the restart
 			b.n.sweep()
@@ -174,7 +177,7 @@ func TestClaimsAcrossRestarts(t *testing.T) {
 				t.Fatal("the resumed claim still counts as stale")
 			}
 		}},
-		{"same replica id: a later cycle's event takes the stale claim over", func(t *testing.T, e *env) {
+		{"same replica id: a later cycle's event takes the stale claim over", true, func(t *testing.T, e *env) {
 			a := killedOwner(t, e.proxy, cfg(e, "replica-a"), e.ev, e.rc)
 			e.clock.Advance(a.n.bound + time.Second)
 			b := newHarness(t, cfg(e, "replica-a"))
@@ -184,7 +187,7 @@ func TestClaimsAcrossRestarts(t *testing.T) {
 				t.Fatalf("accepted %d, duplicate %v; want 1, 0", e.rc.accepted.Load(), b.counter("duplicate", "openhands", "json"))
 			}
 		}},
-		{"same replica id: the take-over's reply is lost", func(t *testing.T, e *env) {
+		{"same replica id: the take-over's reply is lost", true, func(t *testing.T, e *env) {
 			a := killedOwner(t, e.proxy, cfg(e, "replica-a"), e.ev, e.rc)
 			e.clock.Advance(a.n.bound + time.Second)
 			b := newHarness(t, cfg(e, "replica-a"))
@@ -199,7 +202,7 @@ func TestClaimsAcrossRestarts(t *testing.T) {
 				t.Fatalf("accepted %d, duplicate %v; want 1, 0", e.rc.accepted.Load(), b.counter("duplicate", "openhands", "json"))
 			}
 		}},
-		{"another replica id: never taken over, counted stale", func(t *testing.T, e *env) {
+		{"another replica id: never taken over, counted stale", true, func(t *testing.T, e *env) {
 			a := killedOwner(t, e.proxy, cfg(e, "replica-a"), e.ev, e.rc)
 			e.clock.Advance(a.n.bound + time.Second)
 			b := newHarness(t, cfg(e, "replica-b"))
@@ -217,7 +220,7 @@ func TestClaimsAcrossRestarts(t *testing.T) {
 				t.Fatalf("StaleClaims = %+v, %v; want replica-a's", stale, err)
 			}
 		}},
-		{"another live replica's claim: never doubled, even past its deadline", func(t *testing.T, e *env) {
+		{"another live replica's claim: never doubled, even past its deadline", false, func(t *testing.T, e *env) {
 			a := newHarness(t, cfg(e, "replica-a"))
 			b := newHarness(t, cfg(e, "replica-b"))
 			a.n.Notify(e.ev)
@@ -240,7 +243,7 @@ func TestClaimsAcrossRestarts(t *testing.T) {
 				t.Fatalf("claims %+v, want a's, failed", cs)
 			}
 		}},
-		{"same replica id, receiver no longer configured: given up, counted failed", func(t *testing.T, e *env) {
+		{"same replica id, receiver no longer configured: given up, counted failed", true, func(t *testing.T, e *env) {
 			a := killedOwner(t, e.proxy, cfg(e, "replica-a"), e.ev, e.rc)
 			e.clock.Advance(a.n.bound + time.Second)
 			other := newReceiver(t, ok)
@@ -254,7 +257,7 @@ func TestClaimsAcrossRestarts(t *testing.T) {
 				t.Fatalf("claims %+v, failed %v, other receiver %d; want failed, 1, 0", cs, b.counter("failed", "openhands", "json"), other.count())
 			}
 		}},
-		{"same replica id, a claim from before claims held their event: given up", func(t *testing.T, e *env) {
+		{"same replica id, a claim from before claims held their event: given up", false, func(t *testing.T, e *env) {
 			b := newHarness(t, cfg(e, "replica-a"))
 			if _, err := e.direct.InsertOne(context.Background(), bson.M{"_id": claimID(b.n.all[0], e.ev), "event": e.ev.ID,
 				"kind": "rotated", "pool": "openhands", "target": b.n.all[0].fp, "format": "json", "instance": "replica-a",
@@ -267,7 +270,7 @@ func TestClaimsAcrossRestarts(t *testing.T) {
 				t.Fatalf("claims %+v, receiver %d; want failed, 0", cs, e.rc.count())
 			}
 		}},
-		{"same replica id, a claim from before claims held their event: a later cycle's event takes it over", func(t *testing.T, e *env) {
+		{"same replica id, a claim from before claims held their event: a later cycle's event takes it over", false, func(t *testing.T, e *env) {
 			b := newHarness(t, cfg(e, "replica-a"))
 			if _, err := e.direct.InsertOne(context.Background(), bson.M{"_id": claimID(b.n.all[0], e.ev), "event": e.ev.ID,
 				"kind": "rotated", "pool": "openhands", "target": b.n.all[0].fp, "format": "json", "instance": "replica-a",
@@ -281,7 +284,7 @@ func TestClaimsAcrossRestarts(t *testing.T) {
 				t.Fatalf("claims %+v, accepted %d; want sent by run %s, 1", cs, e.rc.accepted.Load(), b.n.run)
 			}
 		}},
-		{"graceful stop: the claim is resumable at once by the same id", func(t *testing.T, e *env) {
+		{"graceful stop: the claim is resumable at once by the same id", false, func(t *testing.T, e *env) {
 			a := newHarness(t, cfg(e, "replica-a"))
 			a.n.Notify(e.ev)
 			e.rc.wait(t)
@@ -303,6 +306,9 @@ func TestClaimsAcrossRestarts(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.long && testing.Short() {
+				t.Skip("waits out a store cut")
+			}
 			e := &env{rc: newFlaky(t, 1), clock: clockwork.NewFakeClockAt(time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC)), ev: rotatedFixture()}
 			e.proxy, e.coll, e.direct = faultyStore(t)
 			tc.run(t, e)

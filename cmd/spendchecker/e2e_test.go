@@ -307,6 +307,9 @@ func TestOnceExitsThreeWhileLeaseHeld(t *testing.T) {
 // two happened is read from the logs, not from how long it took, so a slow
 // machine cannot turn one into the other.
 func TestTwoDaemonsFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("two daemons hand the lease over in real time (hand-overs: package lease)")
+	}
 	// Renew deadline 6.7 s, retry period 1.3 s: long enough that a loaded
 	// machine's leader does not lose the lease before the signal.
 	const leaseDur = 10 * time.Second
@@ -607,6 +610,9 @@ func get(t *testing.T, url string) (int, string) {
 // Liveness must not depend on the store: /healthz answers from the start,
 // while the store is unreachable, and /readyz says what is missing.
 func TestHealthzWhileStoreUnreachable(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out a daemon's store timeouts in real time (the status page with the store down: cli's TestStatusPageWithTheStoreDown)")
+	}
 	listen := "127.0.0.1:" + freePort(t)
 	d := startDaemon(t, []string{"--mongo-uri", "mongodb://127.0.0.1:1/fproxy", "--listen", listen, "--log-format", "json", "--lease-duration", "3s"})
 	if !d.waitFor("store not ready; retrying") {

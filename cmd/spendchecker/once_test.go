@@ -63,6 +63,9 @@ func waitUntil(limit time.Duration, cond func() bool) bool {
 // deadline of the default timings); without renewals its leader context
 // ends at 10 s and the cycle stops part-way.
 func TestOnceRenewsItsLease(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a cycle longer than the lease in real time (renewal: package lease)")
+	}
 	keys := map[string]float64{}
 	for i := range 5 {
 		keys[fmt.Sprintf("k%d", i)] = 1
@@ -104,6 +107,9 @@ func TestOnceRenewsItsLease(t *testing.T) {
 // Issue 13 case 2: the store goes away after start-up while --once waits
 // for the lease: it gives up after --store-wait with exit 1 and one line.
 func TestOnceGivesUpWhenStoreGoes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out --store-wait in real time (cli's TestOneShotStoreWait)")
+	}
 	e := newEnv(t, map[string]float64{"a": 1}, 0)
 	ctx := context.Background()
 	proxy := e.mdb.Proxy(t)

@@ -193,6 +193,9 @@ func TestAdvrot23_HeldCommandOfUndoAfterLegacyRotation(t *testing.T) {
 		t.Fatalf("no delete of the old key in %v", steps)
 	}
 	for k := first; k < len(steps); k++ {
+		if testing.Short() && k != first {
+			break // the delete itself held stands for the rest under -short
+		}
 		t.Run(fmt.Sprintf("%02d %s", k+1, steps[k]), func(t *testing.T) {
 			mdb := mongotest.New(t)
 			db := mdb.Database
