@@ -98,7 +98,7 @@ func exitCode(err error, env Env) int {
 	return ExitPartial
 }
 
-// program is one run: what the commands' Exec functions share.
+// program is one run: what the commands share.
 type program struct {
 	cfg *config.Config
 	env Env
@@ -130,22 +130,22 @@ func (p *program) exec(ctx context.Context) error {
 	out := p.env.Stdout
 	switch p.cfg.Command {
 	case "":
-		return p.withApp(func(ctx context.Context, a *app) error {
+		return p.withApp(ctx, func(ctx context.Context, a *app) error {
 			if p.cfg.Once {
 				return a.once(ctx, out)
 			}
 			return a.daemon(ctx)
-		})(ctx)
+		})
 	case "status":
-		return p.withApp(func(ctx context.Context, a *app) error { return a.status(ctx, out) })(ctx)
+		return p.withApp(ctx, func(ctx context.Context, a *app) error { return a.status(ctx, out) })
 	case "rotate":
-		return p.withApp(func(ctx context.Context, a *app) error { return a.rotate(ctx, out) })(ctx)
+		return p.withApp(ctx, func(ctx context.Context, a *app) error { return a.rotate(ctx, out) })
 	case "recover":
-		return p.withApp(func(ctx context.Context, a *app) error { return a.recoverAll(ctx, out) })(ctx)
+		return p.withApp(ctx, func(ctx context.Context, a *app) error { return a.recoverAll(ctx, out) })
 	case "verify":
-		return p.withApp(func(ctx context.Context, a *app) error { return a.verify(ctx, out) })(ctx)
+		return p.withApp(ctx, func(ctx context.Context, a *app) error { return a.verify(ctx, out) })
 	case "history":
-		return p.withApp(func(ctx context.Context, a *app) error { return a.history(ctx, out) })(ctx)
+		return p.withApp(ctx, func(ctx context.Context, a *app) error { return a.history(ctx, out) })
 	case "healthcheck":
 		return healthcheck(ctx, p.cfg, out)
 	case "version":
@@ -159,18 +159,16 @@ func (p *program) exec(ctx context.Context) error {
 // withApp connects to the store for a command and disconnects after it. A
 // one-shot command (every command, and --once) first waits for the store,
 // up to --store-wait; the daemon reports and keeps trying instead.
-func (p *program) withApp(run func(ctx context.Context, a *app) error) func(context.Context) error {
-	return func(ctx context.Context) error {
-		a, err := connect(ctx, p.cfg, p.log)
-		if err != nil {
+func (p *program) withApp(ctx context.Context, run func(ctx context.Context, a *app) error) error {
+	a, err := connect(ctx, p.cfg, p.log)
+	if err != nil {
+		return &ExitError{Code: ExitPartial, Err: err}
+	}
+	defer a.close()
+	if p.cfg.Once || p.cfg.Command != "" {
+		if err := a.waitStore(ctx); err != nil {
 			return &ExitError{Code: ExitPartial, Err: err}
 		}
-		defer a.close()
-		if p.cfg.Once || p.cfg.Command != "" {
-			if err := a.waitStore(ctx); err != nil {
-				return &ExitError{Code: ExitPartial, Err: err}
-			}
-		}
-		return run(ctx, a)
 	}
+	return run(ctx, a)
 }
