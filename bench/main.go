@@ -145,9 +145,7 @@ func newChecker(db *mongo.Database, upstream string, conc, batch int, adaptive, 
 	return chk, chk.EnsureIndexes(context.Background())
 }
 
-// newSimChecker is the cadence simulation's checker: its write-back is
-// unfenced, because FerretDB v1 scans the whole table for an update whose
-// filter is more than _id; the fence changes nothing about what is polled.
+// newSimChecker is the cadence simulation's checker.
 func newSimChecker(db *mongo.Database, upstream string, adaptive bool, clock clockwork.Clock) (*checker.Checker, error) {
 	prov, err := spend.New("openhands", upstream, &spend.Client{})
 	if err != nil {
@@ -155,7 +153,7 @@ func newSimChecker(db *mongo.Database, upstream string, adaptive bool, clock clo
 	}
 	chk, err := checker.New(db, checker.Config{
 		Pools:       []checker.Pool{{Pool: pool, Provider: prov, Threshold: 9.95, RotateUnauthorized: true}},
-		Concurrency: 16, Adaptive: adaptive, BatchSize: 500, Instance: "bench", Clock: clock, Unfenced: true,
+		Concurrency: 16, Adaptive: adaptive, BatchSize: 500, Instance: "bench", Clock: clock,
 	})
 	if err != nil {
 		return nil, err

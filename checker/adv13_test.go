@@ -151,7 +151,9 @@ func TestAdv13_FenceBlocksKeyWithForeignSpendEpochForEver(t *testing.T) {
 // older spendchecker replica in a rolling upgrade — observes $9.50. The
 // held write of $9.00 is delivered late and, the key having no
 // spendEpoch, passes the fence whatever its lastSpendCheck: totalSpend
-// goes backwards and the older plan replaces the newer one.
+// goes backwards and the older plan replaces the newer one. The fence in
+// the filter, as on MongoDB: only a fence the store checks on arrival can
+// stop a late write (FerretDB v1 checks it on read, docs/design.md "Lease").
 func TestAdv13_LateWriteOverKeyWithoutEpochGoesBackwards(t *testing.T) {
 	ctx := context.Background()
 	clock := clockwork.NewFakeClockAt(t0)
@@ -167,7 +169,7 @@ func TestAdv13_LateWriteOverKeyWithoutEpochGoesBackwards(t *testing.T) {
 	}
 	chk, err := checker.New(db, checker.Config{
 		Pools:    []checker.Pool{{Pool: openhands, Provider: prov, Threshold: 9.95}},
-		Instance: "deposed", Clock: clock, Epoch: func() int64 { return 4 },
+		Instance: "deposed", Clock: clock, Epoch: func() int64 { return 4 }, WriteFence: checker.FenceInFilter,
 	})
 	if err != nil {
 		t.Fatal(err)

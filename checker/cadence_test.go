@@ -113,27 +113,33 @@ func TestWriteBackIsFenced(t *testing.T) {
 		{"no epoch stored", bson.M{"lastSpendCheck": t0.Add(-time.Minute)}, 4, false},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s := newSetup(t, map[string]float64{"k": 5}, 0, func(c *checker.Config) {
-				c.Clock = clock
-				c.Epoch = func() int64 { return tt.epoch }
+		for _, mode := range []struct {
+			name  string
+			fence checker.WriteFence
+		}{{"in filter", checker.FenceInFilter}, {"on read", checker.FenceOnRead}} {
+			t.Run(tt.name+", "+mode.name, func(t *testing.T) {
+				s := newSetup(t, map[string]float64{"k": 5}, 0, func(c *checker.Config) {
+					c.Clock = clock
+					c.Epoch = func() int64 { return tt.epoch }
+					c.WriteFence = mode.fence
+				})
+				set := bson.M{"totalSpend": 9.0, "spendRate": 0.001}
+				for k, v := range tt.stored {
+					set[k] = v
+				}
+				setFields(t, s, "k", set)
+				if _, err := s.chk.Cycle(ctx); err != nil {
+					t.Fatal(err)
+				}
+				d := keyDoc(t, s, "k")
+				if kept := d["totalSpend"] == 9.0; kept != tt.wantStored {
+					t.Fatalf("stored observation kept=%v, want %v: %v", kept, tt.wantStored, d)
+				}
+				if !tt.wantStored && d["spendEpoch"] != tt.epoch {
+					t.Fatalf("written observation carries epoch %v, want %d", d["spendEpoch"], tt.epoch)
+				}
 			})
-			set := bson.M{"totalSpend": 9.0, "spendRate": 0.001}
-			for k, v := range tt.stored {
-				set[k] = v
-			}
-			setFields(t, s, "k", set)
-			if _, err := s.chk.Cycle(ctx); err != nil {
-				t.Fatal(err)
-			}
-			d := keyDoc(t, s, "k")
-			if kept := d["totalSpend"] == 9.0; kept != tt.wantStored {
-				t.Fatalf("stored observation kept=%v, want %v: %v", kept, tt.wantStored, d)
-			}
-			if !tt.wantStored && d["spendEpoch"] != tt.epoch {
-				t.Fatalf("written observation carries epoch %v, want %d", d["spendEpoch"], tt.epoch)
-			}
-		})
+		}
 	}
 }
 

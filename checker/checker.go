@@ -130,10 +130,9 @@ type Config struct {
 	// RejectShare turns the guard off.
 	RejectShare float64
 	RejectMin   int
-	// Unfenced drops the write-back's fence (docs/design.md "Lease"). Only for the
-	// cadence simulation on FerretDB v1, which uses its _id index only for a
-	// filter on _id alone and scans the whole table for a fenced update.
-	Unfenced bool
+	// WriteFence says where the write-back's fence is checked (docs/design.md
+	// "Lease"); default FenceAuto: in the filter, on read on FerretDB v1.
+	WriteFence WriteFence
 }
 
 // RejectWindow is how far back the rejection guard counts: with adaptive
@@ -148,8 +147,8 @@ type Checker struct {
 	log   *slog.Logger
 	pools []poolRun
 
-	writeBatchMu sync.Mutex
-	writeBatch   int // 0 until the server is known
+	writeStoreMu sync.Mutex
+	writeStore   writeStore // zero until the server is known
 
 }
 

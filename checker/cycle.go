@@ -55,6 +55,7 @@ type observation struct {
 	// rejected: a 401/403 (only FieldRejectedAt and, when set, nextCheck are
 	// written); clearRejected: a clear answer ends a run of rejections.
 	rejected, clearRejected bool
+	read                    fenceRead // the key's last observation as read
 }
 
 func (c *Checker) checkPool(ctx context.Context, p *poolRun) (PoolSummary, error) {
@@ -220,6 +221,7 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 		if c.cfg.DryRun {
 			return
 		}
+		o.read = k.fence
 		select {
 		case obs <- o:
 		case <-ctx.Done():
@@ -254,10 +256,7 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 				// recorded for status: not polled every cycle for ever.
 				o := c.plan(p, k, spend.Result{Spend: k.spend}, at)
 				o.checkErr = "unauthorized"
-				select {
-				case obs <- o:
-				case <-ctx.Done():
-				}
+				send(o)
 			}
 			return
 		}
@@ -366,6 +365,7 @@ type keyInfo struct {
 	upID      string   // upstreamKeyId: the key's id in a batch report
 	rotatedIn bool     // inserted by a rotation (replacedKey)
 	remaining *float64 // the last balance reading, for the remaining kind
+	fence     fenceRead
 }
 
 // readKey reads a key: the proxy's fields as rotation decodes them (only a
@@ -377,7 +377,7 @@ func readKey(doc bson.Raw) (keyInfo, error) {
 		return keyInfo{}, err
 	}
 	k := keyInfo{id: kd.ID, secret: kd.APIKey, spend: kd.TotalSpend, createdAt: kd.CreatedAt, upID: kd.UpstreamKeyID,
-		rotatedIn: kd.ReplacedKey != ""}
+		rotatedIn: kd.ReplacedKey != "", fence: readFence(doc)}
 	if v, err := doc.LookupErr(fieldRate); err == nil {
 		k.rate, k.hasRate = v.AsFloat64OK()
 		if math.IsNaN(k.rate) || math.IsInf(k.rate, 0) || k.rate < 0 {

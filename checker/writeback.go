@@ -4,7 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,28 +27,53 @@ const FerretWriteBatch = 32
 // DefaultWriteTimeout bounds one write-back command.
 const DefaultWriteTimeout = 30 * time.Second
 
-// writeBatchSize is the number of statements per write-back command: the
-// configured or batch size, or FerretWriteBatch when the server says it is
-// FerretDB (its buildInfo carries ferretdbVersion).
-func (c *Checker) writeBatchSize(ctx context.Context) int {
+// writeStore is what the write-back needs to know of the server.
+type writeStore struct {
+	batch int        // statements per command
+	fence WriteFence // FenceInFilter or FenceOnRead
+}
+
+// writeStoreOf asks the server once (buildInfo; FerretDB's carries
+// ferretdbVersion): on FerretDB, FerretWriteBatch statements per command,
+// else the configured or batch size; on FerretDB v1 the fence is checked on
+// read, since its filtered updates scan every key and are not atomic anyway
+// (docs/design.md "Lease"), else in the filter. Config overrides both.
+func (c *Checker) writeStoreOf(ctx context.Context) writeStore {
+	c.writeStoreMu.Lock()
+	defer c.writeStoreMu.Unlock()
+	ws := c.writeStore
+	if ws.batch == 0 {
+		var info bson.Raw
+		if err := c.db.RunCommand(ctx, bson.D{{Key: "buildInfo", Value: 1}}).Decode(&info); err != nil {
+			// Unknown server: the small size and the filter are safe
+			// everywhere; ask again next time.
+			ws = writeStore{batch: min(c.cfg.BatchSize, FerretWriteBatch), fence: FenceInFilter}
+		} else {
+			ws = writeStore{batch: c.cfg.BatchSize, fence: FenceInFilter}
+			if v, err := info.LookupErr("ferretdbVersion"); err == nil {
+				ws.batch = min(c.cfg.BatchSize, FerretWriteBatch)
+				if version, _ := v.StringValueOK(); ferretV1(version) {
+					ws.fence = FenceOnRead
+				}
+			}
+			c.writeStore = ws
+		}
+	}
 	if c.cfg.WriteBatch > 0 {
-		return c.cfg.WriteBatch
+		ws.batch = c.cfg.WriteBatch
 	}
-	c.writeBatchMu.Lock()
-	defer c.writeBatchMu.Unlock()
-	if c.writeBatch > 0 {
-		return c.writeBatch
+	if c.cfg.WriteFence != FenceAuto {
+		ws.fence = c.cfg.WriteFence
 	}
-	var info bson.Raw
-	if err := c.db.RunCommand(ctx, bson.D{{Key: "buildInfo", Value: 1}}).Decode(&info); err != nil {
-		// Unknown server: the small size is safe everywhere; ask again next time.
-		return min(c.cfg.BatchSize, FerretWriteBatch)
-	}
-	c.writeBatch = c.cfg.BatchSize
-	if _, err := info.LookupErr("ferretdbVersion"); err == nil {
-		c.writeBatch = min(c.cfg.BatchSize, FerretWriteBatch)
-	}
-	return c.writeBatch
+	return ws
+}
+
+// ferretV1 says whether a ferretdbVersion ("v1.24.0", or "unknown" when
+// built without version stamps, as embedded) is not v2 or later.
+func ferretV1(v string) bool {
+	major, _, _ := strings.Cut(strings.TrimPrefix(v, "v"), ".")
+	n, err := strconv.Atoi(major)
+	return err != nil || n < 2
 }
 
 // writeGrace is how long the write-back may go on after the cycle's context
@@ -80,10 +106,13 @@ func (c *Checker) writeContext(ctx context.Context) (wctx context.Context, stop 
 // update of a key rotated meanwhile matches nothing, which is right. Each
 // update is fenced: it applies only over an observation of an older lease
 // epoch, or of the same epoch and an earlier check, so a deposed leader's
-// late write never replaces a newer observation (docs/design.md "Lease").
+// write never replaces a newer observation (docs/design.md "Lease"); the
+// store checks the fence when the update arrives, or, on FerretDB v1, the
+// checker checks it on the key as read (WriteFence).
 func (c *Checker) writeBack(ctx context.Context, keys *mongo.Collection, epoch int64, obs <-chan observation) error {
 	var errs []error
-	batch := make([]mongo.WriteModel, 0, c.writeBatchSize(ctx))
+	ws := c.writeStoreOf(ctx)
+	batch := make([]mongo.WriteModel, 0, ws.batch)
 	flush := func() {
 		if len(batch) == 0 {
 			return
@@ -100,6 +129,9 @@ func (c *Checker) writeBack(ctx context.Context, keys *mongo.Collection, epoch i
 	for o := range obs {
 		if ctx.Err() != nil {
 			continue // drain: the write grace is over
+		}
+		if ws.fence == FenceOnRead && !o.read.admits(epoch, o.at) {
+			continue // the update would be fenced off: not sent
 		}
 		set := bson.M{rotation.FieldTotalSpend: o.spend, FieldLastCheck: o.at, FieldNextCheck: o.nextCheck, fieldRate: o.rate, fieldRateSustained: o.avg, FieldEpoch: epoch}
 		if o.planOnly {
@@ -140,7 +172,7 @@ func (c *Checker) writeBack(ctx context.Context, keys *mongo.Collection, epoch i
 			update["$unset"] = unset
 		}
 		filter := bson.M{"_id": o.id}
-		if !c.cfg.Unfenced {
+		if ws.fence == FenceInFilter {
 			filter["$or"] = fence(epoch, o.at)
 		}
 		batch = append(batch, mongo.NewUpdateOneModel().SetFilter(filter).SetUpdate(update))
@@ -153,34 +185,4 @@ func (c *Checker) writeBack(ctx context.Context, keys *mongo.Collection, epoch i
 		errs = append(errs, fmt.Errorf("write-back stopped %s after the cycle ended: %w", writeGrace, ctx.Err()))
 	}
 	return errors.Join(errs...)
-}
-
-// maxEpochLead is how far above the writer's epoch a stored spendEpoch can
-// be and still be taken for a newer leader's: elections take one epoch at a
-// time, so a write in flight never sees thousands of them. Anything beyond
-// was written by hand and must not fence the key for ever (docs/design.md "Lease").
-const maxEpochLead = 1000
-
-// fence is the write-back filter (docs/design.md "Lease"): the write applies over an
-// observation of a lower epoch, or of the same epoch and an older time. A
-// spendEpoch that is missing, not a number, or beyond maxEpochLead (another
-// writer, or edited by hand) says nothing about the writer's epoch: then the
-// observation time alone decides, so a late write never replaces a newer
-// observation, and a key is never fenced for ever.
-func fence(epoch int64, at time.Time) bson.A {
-	noEpoch := bson.A{
-		bson.M{FieldEpoch: bson.M{"$not": bson.M{"$type": "number"}}},
-		bson.M{FieldEpoch: bson.M{"$gt": epoch + maxEpochLead}},
-	}
-	if epoch > math.MaxInt64-maxEpochLead {
-		noEpoch = noEpoch[:1]
-	}
-	older := bson.A{
-		bson.M{FieldLastCheck: bson.M{"$lt": at}},
-		bson.M{FieldLastCheck: bson.M{"$not": bson.M{"$type": "date"}}},
-	}
-	return bson.A{
-		bson.M{FieldEpoch: bson.M{"$lt": epoch}},
-		bson.M{"$and": bson.A{bson.M{"$or": append(bson.A{bson.M{FieldEpoch: epoch}}, noEpoch...)}, bson.M{"$or": older}}},
-	}
 }
