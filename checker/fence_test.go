@@ -85,3 +85,48 @@ func TestFenceOnReadAgreesWithFilter(t *testing.T) {
 		})
 	}
 }
+
+// FerretDB v1's SQLite backend hands a filter to SQL only when it is _id
+// alone, a string or an ObjectId (backends/sqlite, collection.Query); any
+// other filter is evaluated in Go over every document. No way of writing
+// the fence into the filter keeps that lookup, which is why FerretDB v1
+// gets FenceOnRead. Should a FerretDB release push one of these forms down,
+// this fails: the fence can then go back into the filter there.
+func TestFencedFiltersScanOnFerretDBV1(t *testing.T) {
+	ctx := context.Background()
+	mdb := mongotest.New(t)
+	if mdb.Store == nil {
+		t.Skip("FerretDB v1's pushdown rule; MongoDB finds each of these by _id")
+	}
+	coll := mdb.Database.Collection("keys")
+	id := bson.NewObjectID()
+	if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: id}}); err != nil {
+		t.Fatal(err)
+	}
+	f := fence(3, time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC))
+	tests := []struct {
+		name   string
+		filter bson.D
+		pushed bool
+	}{
+		{"_id alone", bson.D{{Key: "_id", Value: id}}, true},
+		{"_id and the fence", bson.D{{Key: "_id", Value: id}, {Key: "$or", Value: f}}, false},
+		{"the fence, then _id", bson.D{{Key: "$or", Value: f}, {Key: "_id", Value: id}}, false},
+		{"$and of _id and the fence", bson.D{{Key: "$and", Value: bson.A{bson.D{{Key: "_id", Value: id}}, bson.D{{Key: "$or", Value: f}}}}}, false},
+		{"_id by $eq and the fence", bson.D{{Key: "_id", Value: bson.D{{Key: "$eq", Value: id}}}, {Key: "$or", Value: f}}, false},
+		{"_id by $eq alone", bson.D{{Key: "_id", Value: bson.D{{Key: "$eq", Value: id}}}}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var plan bson.Raw
+			cmd := bson.D{{Key: "explain", Value: bson.D{{Key: "find", Value: coll.Name()}, {Key: "filter", Value: tt.filter}}}}
+			if err := mdb.Database.RunCommand(ctx, cmd).Decode(&plan); err != nil {
+				t.Fatal(err)
+			}
+			pushed, ok := plan.Lookup("filterPushdown").BooleanOK()
+			if !ok || pushed != tt.pushed {
+				t.Errorf("filterPushdown %v (reported: %v), want %v: %s", pushed, ok, tt.pushed, plan)
+			}
+		})
+	}
+}
