@@ -132,22 +132,36 @@ func TestWriteBackLooksKeysUpByID(t *testing.T) {
 
 // BenchmarkWriteBack times a full cycle over a pool of N keys, every key
 // due and written back, per key: flat in N when each update is a point
-// write, growing with N when each one scans the keys.
+// write, growing with N when each one scans the keys. fence=read is what
+// the checker does on FerretDB v1; fence=filter puts the fence in the
+// filter there (kept small: it grows with N²).
 func BenchmarkWriteBack(b *testing.B) {
-	for _, n := range []int{250, 1000} {
-		b.Run(fmt.Sprintf("keys=%d", n), func(b *testing.B) {
-			clock := clockwork.NewFakeClockAt(t0)
-			_, _, chk := writeBackWorld(b, n, clock, func(c *checker.Config) { c.Concurrency = 16 })
-			b.ResetTimer()
-			for range b.N {
-				clock.Advance(time.Minute)
-				start := time.Now()
-				sum, err := chk.Cycle(context.Background())
-				if err != nil || sum.Total().Checked != n || len(sum.Total().Errors) != 0 {
-					b.Fatalf("%+v, %v", sum.Total(), err)
+	for _, bc := range []struct {
+		fence checker.WriteFence
+		name  string
+		keys  []int
+	}{
+		{checker.FenceOnRead, "read", []int{250, 1000}},
+		{checker.FenceInFilter, "filter", []int{250, 500}},
+	} {
+		for _, n := range bc.keys {
+			b.Run(fmt.Sprintf("fence=%s/keys=%d", bc.name, n), func(b *testing.B) {
+				clock := clockwork.NewFakeClockAt(t0)
+				_, _, chk := writeBackWorld(b, n, clock, func(c *checker.Config) {
+					c.Concurrency = 16
+					c.WriteFence = bc.fence
+				})
+				b.ResetTimer()
+				for range b.N {
+					clock.Advance(time.Minute)
+					start := time.Now()
+					sum, err := chk.Cycle(context.Background())
+					if err != nil || sum.Total().Checked != n || len(sum.Total().Errors) != 0 {
+						b.Fatalf("%+v, %v", sum.Total(), err)
+					}
+					b.ReportMetric(float64(time.Since(start).Microseconds())/float64(n), "µs/key")
 				}
-				b.ReportMetric(float64(time.Since(start).Microseconds())/float64(n), "µs/key")
-			}
-		})
+			})
+		}
 	}
 }
