@@ -100,15 +100,21 @@ func Check(file string, md []byte) []doclinks.Problem {
 		}
 		prose := link.ReplaceAllString(codeSpan.ReplaceAllString(result, ""), "$1")
 		figures := number.FindAllString(prose, -1)
+		var commits []string
+		for _, m := range codeSpan.FindAllStringSubmatch(result, -1) {
+			if commit.MatchString(m[1]) {
+				commits = append(commits, m[1])
+			}
+		}
 		if sec.result == "" {
-			if len(figures) > 0 {
+			if len(figures)+len(commits) > 0 {
 				bad(n, "summary row %q gives figures, but section #%s (line %d) has no paragraph starting %s to take them from", name, anchor, sec.line, resultMark)
 			}
 			continue
 		}
-		for _, m := range codeSpan.FindAllStringSubmatch(result, -1) {
-			if commit.MatchString(m[1]) && !strings.Contains(sec.result, m[1]) {
-				bad(n, "summary row %q: commit %s is not named in the result of section #%s (line %d)", name, m[1], anchor, sec.line)
+		for _, c := range commits {
+			if !strings.Contains(sec.result, c) {
+				bad(n, "summary row %q: commit %s is not named in the result of section #%s (line %d)", name, c, anchor, sec.line)
 			}
 		}
 		given := numbers(sec.result)

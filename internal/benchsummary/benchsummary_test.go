@@ -75,6 +75,11 @@ func TestCheck(t *testing.T) {
 			want: []string{"command `go test ./rotation` is not in section #rotation-round-trips"},
 		},
 		{
+			name: "a commit from a section without a result paragraph",
+			row:  "| rotation | | | at `a1b2c3d`, see [it](#rotation-round-trips) |",
+			want: []string{"has no paragraph starting **Result**"},
+		},
+		{
 			name: "see section, no command",
 			row:  "| rotation | | ≤ 9 | see [the section](#rotation-round-trips) |",
 		},
