@@ -92,9 +92,10 @@ func Check(file string, md []byte) []doclinks.Problem {
 			bad(n, "summary row %q links #%s, which no heading makes", name, anchor)
 			continue
 		}
-		body := strings.Join(sec.body, "\n")
+		// A command wrapped in prose is the same command.
+		body := strings.Join(strings.Fields(strings.Join(sec.body, "\n")), " ")
 		for _, m := range codeSpan.FindAllStringSubmatch(command, -1) {
-			if cmd := unescape(m[1]); !strings.Contains(body, cmd) {
+			if cmd := unescape(m[1]); !strings.Contains(body, strings.Join(strings.Fields(cmd), " ")) {
 				bad(n, "summary row %q: command `%s` is not in section #%s (line %d)", name, cmd, anchor, sec.line)
 			}
 		}

@@ -32,7 +32,7 @@ func page(row string) string {
 		"```\n  100000       10.1 MiB      106 B         10.4 MiB      110 B\n```\n\n" +
 		"Before the fix, 12.13 MiB at commit a0a0a0a.\n\n" +
 		"### Per key\n\n**Result**: 110 B/key at 100k keys.\n\n" +
-		"## Rotation: round trips\n\n24.13 round trips, `a1b2c3d`.\n"
+		"## Rotation: round trips\n\n24.13 round trips, `a1b2c3d`, measured by `go test -bench\n'Rotate$' ./rotation`.\n"
 }
 
 func TestCheck(t *testing.T) {
@@ -78,6 +78,10 @@ func TestCheck(t *testing.T) {
 			name: "a commit from a section without a result paragraph",
 			row:  "| rotation | | | at `a1b2c3d`, see [it](#rotation-round-trips) |",
 			want: []string{"has no paragraph starting **Result**"},
+		},
+		{
+			name: "a command wrapped in the section's prose",
+			row:  "| rotation | `go test -bench 'Rotate$' ./rotation` | ≤ 9 | see [the section](#rotation-round-trips) |",
 		},
 		{
 			name: "see section, no command",
