@@ -45,8 +45,8 @@ var scenarios = []scenario{
 	{name: "idle-burst", what: "idle near threshold, then spending", burstMin: 2, burstMax: 4, idleThenBurst: true},
 	{name: "migrated", what: "migrated without a rate", burstMin: 2, burstMax: 4, migrated: true},
 	{name: "lag", what: "upstream lags 10-15 s", burstMin: 2, burstMax: 4, lagMin: 10 * time.Second, lagMax: 15 * time.Second},
-	{name: "idle-night", what: "idle 20 min, then the pool wakes at 3-6x the default prior", burstMin: 1, burstMax: 1,
-		nightTicks: 120, wakeMin: 3, wakeMax: 6},
+	{name: "idle-night", what: "idle 50 min, then the pool wakes at 3-6x the default prior", burstMin: 1, burstMax: 1,
+		nightTicks: 300, wakeMin: 3, wakeMax: 6},
 }
 
 // adaptive: per scenario, one simulated hour (a cycle every 10 s on a fake
