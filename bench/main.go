@@ -47,6 +47,7 @@ type settings struct {
 	concurrency int
 	memKeys     string
 	simKeys     int
+	simTicks    int // 0: an hour (simTicks)
 	seed        uint64
 	variants    string
 	scenarios   string

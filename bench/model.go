@@ -24,7 +24,7 @@ func model(s settings, sc scenario, plan policy) simResult {
 	next := make([]int, len(traj)) // tick of the next check; 0: at the next cycle
 	backup := s.simKeys
 	var sum float64
-	for n := 1; n <= simTicks; n++ {
+	for n := 1; n <= s.ticks(); n++ {
 		for i := range traj {
 			traj[i].step(simTick)
 		}
@@ -88,11 +88,14 @@ func boundPolicy(w float64, rate func(*trajectory) float64) policy {
 	}
 }
 
-// poolPeak is the fastest any key of the scenario ever spends.
-func poolPeak(s settings, sc scenario) float64 {
+// poolPeak is the fastest any of the first n keys can spend: the keys in
+// service at the start and the backups brought in, in order, by the hour's
+// rotations. A backup that never goes live spends nothing the schedulers
+// must cover.
+func poolPeak(s settings, sc scenario, n int) float64 {
 	traj, _ := population(s, sc)
 	var p float64
-	for i := range traj {
+	for i := range traj[:min(n, len(traj))] {
 		p = max(p, traj[i].peak())
 	}
 	return p

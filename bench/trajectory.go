@@ -72,10 +72,19 @@ func (t *trajectory) reported(tick time.Duration) float64 {
 
 const (
 	simTick      = 10 * time.Second
-	simTicks     = 360
+	simTicks     = 360 // an hour
 	simThreshold = 9.95
 	simMaxI      = 30 * time.Minute
 )
+
+// ticks is the simulated run's length in cycles: an hour unless a test
+// shortens it.
+func (s settings) ticks() int {
+	if s.simTicks > 0 {
+		return s.simTicks
+	}
+	return simTicks
+}
 
 var simStart = time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
 
@@ -97,6 +106,10 @@ func population(s settings, sc scenario) (traj []trajectory, seed fixture.Pool) 
 			base = logRate()
 		}
 		t := trajectory{base: base, burst: base * (sc.burstMin + (sc.burstMax-sc.burstMin)*rng.Float64()), rng: rand.New(rand.NewPCG(s.seed, 1000+uint64(i)))}
+		if sc.nightTicks > 0 {
+			t.base = simThreshold / 3600 * (sc.wakeMin + (sc.wakeMax-sc.wakeMin)*rng.Float64())
+			t.burst = t.base
+		}
 		if sc.lagMax > 0 {
 			t.lag = sc.lagMin + time.Duration(rng.Float64()*float64(sc.lagMax-sc.lagMin))
 		}
@@ -109,6 +122,9 @@ func population(s settings, sc scenario) (traj []trajectory, seed fixture.Pool) 
 				t.idleTicks = 30 + rng.IntN(270)                               // 5 to 50 minutes
 				t.base = math.Exp(math.Log(2e-4) + rng.Float64()*math.Log(10)) // 0.0002 to 0.002 $/s
 				t.burst = t.base * (sc.burstMin + (sc.burstMax-sc.burstMin)*rng.Float64())
+			}
+			if sc.nightTicks > 0 {
+				t.idleTicks = sc.nightTicks
 			}
 			k := fixture.Key{ID: id, Secret: secretOf(i)}
 			if sc.migrated {

@@ -27,15 +27,36 @@ const maxBurstFactor = 32
 // own) and how bursty its keys are (the largest ratio of a key's rate over
 // one interval to its sustained rate before). It lives in
 // memory; the fastest rate is reloaded from the keys at start.
+//
+// A cycle plans every key on what was learned before it began (begin), not
+// on what the keys polled before it in the same cycle taught: those are
+// polled concurrently, so a plan would depend on their order, and the same
+// run would plan differently twice. What a cycle teaches is applied after
+// it, by pulling forward the plans it made under a lower prior (replan).
 type cadence struct {
 	mu      sync.Mutex
 	loaded  bool
 	fastest float64
 	burst   float64
+	// planFastest and planBurst are fastest and burst at the cycle's start:
+	// what its plans use.
+	planFastest, planBurst float64
+	// replanned is the pool prior every stored plan was last pulled forward
+	// to (0: not yet in this process).
+	replanned float64
+}
+
+// begin fixes what the cycle's plans use.
+func (cd *cadence) begin() {
+	cd.mu.Lock()
+	defer cd.mu.Unlock()
+	cd.planFastest, cd.planBurst = cd.fastest, max(DefaultBurstFactor, cd.burst)
 }
 
 // observe learns from one key's rate seen over an interval, known its
-// sustained rate before (< 0: none to measure a burst against), base the pool's configured prior. A jump counts as a
+// sustained rate before (< 0: none to measure a burst against), base the
+// pool's configured prior, and returns the fastest rate and burst factor
+// the key's plan uses: those of the cycle's start. A jump counts as a
 // burst only when it goes past what the planner already assumed for every
 // key, the larger of base and the pool's fastest rate: an idle key waking up
 // at the pool's usual rate is not bursty, and its ratio over a near-zero
@@ -44,12 +65,12 @@ func (cd *cadence) observe(known, seen, base float64) (fastest, burst float64) {
 	cd.mu.Lock()
 	defer cd.mu.Unlock()
 	if seen > 0 {
-		if known > 0 && seen > max(base, cd.fastest) {
+		if known > 0 && seen > max(base, cd.planFastest) {
 			cd.burst = max(cd.burst, min(seen/known, maxBurstFactor))
 		}
 		cd.fastest = max(cd.fastest, seen)
 	}
-	return cd.fastest, max(DefaultBurstFactor, cd.burst)
+	return cd.planFastest, cd.planBurst
 }
 
 // loadFastest seeds the pool's fastest rate from the rates stored with its
@@ -139,11 +160,9 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 	} else if !k.hasAvg {
 		avg = k.rate
 	}
-	prior := p.RatePrior
-	if prior <= 0 {
-		prior = p.Threshold / 3600
-	}
+	prior := p.basePrior()
 	fastest, burst := p.cad.observe(known, seen, prior)
+	poolPrior := max(prior, fastest) // what replan compares
 	if p.BurstFactor > 0 {
 		burst = p.BurstFactor
 	}
@@ -178,7 +197,11 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 	if unknown {
 		planRate = -1
 	}
+	var pl storedPlan
 	if headroom > 0 && planRate >= 0 {
+		// What replan needs to plan the key again from this reading under a
+		// higher pool prior, without polling it.
+		pl = storedPlan{prior: poolPrior, headroom: headroom, own: max(planRate*burst, fastestKey)}
 		// Due half a minimum interval after the key could cross at the
 		// rate assumed: a cycle polls a key up to half an interval past
 		// its plan, so it is at most one interval late, which is what
@@ -188,7 +211,15 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 	}
 	next := NextInterval(headroom, planRate, prior, burst, c.cfg.MinInterval, c.cfg.MaxInterval)
 	return observation{id: k.id, spend: res.Spend, rate: max(fastestKey, 0), avg: avg, nextCheck: at.Add(next), at: at, budget: res.Budget,
-		remaining: res.Remaining, currency: res.Currency} // issue 16: the balance read
+		remaining: res.Remaining, currency: res.Currency, plan: pl} // issue 16: the balance read
+}
+
+// basePrior is the pool's configured prior, or the threshold per hour.
+func (p *poolRun) basePrior() float64 {
+	if p.RatePrior > 0 {
+		return p.RatePrior
+	}
+	return p.Threshold / 3600
 }
 
 // NextInterval plans the wait before a key's next check: the time the key

@@ -233,6 +233,10 @@ func (c *Checker) EnsureIndexes(ctx context.Context) error {
 			Keys: bson.D{{Key: rotation.FieldStatus, Value: 1}, {Key: FieldNextCheck, Value: 1}}}); err != nil {
 			return err
 		}
+		if err := mongoidx.Ensure(ctx, p.keys, mongoidx.Index{Name: fieldPlanPrior + "_1",
+			Keys: bson.D{{Key: fieldPlanPrior, Value: 1}}}); err != nil {
+			return err
+		}
 	}
 	return nil
 }

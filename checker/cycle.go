@@ -55,7 +55,8 @@ type observation struct {
 	// rejected: a 401/403 (only FieldRejectedAt and, when set, nextCheck are
 	// written); clearRejected: a clear answer ends a run of rejections.
 	rejected, clearRejected bool
-	read                    fenceRead // the key's last observation as read
+	read                    fenceRead  // the key's last observation as read
+	plan                    storedPlan // zero: a plan replan leaves alone
 }
 
 func (c *Checker) checkPool(ctx context.Context, p *poolRun) (PoolSummary, error) {
@@ -85,6 +86,7 @@ func (c *Checker) checkPool(ctx context.Context, p *poolRun) (PoolSummary, error
 		}
 		c.loadFastest(ctx, p)
 	}
+	p.cad.begin()
 	cur, err := p.keys.Find(ctx, filter, options.Find().SetBatchSize(int32(c.cfg.BatchSize)))
 	if err != nil {
 		return ps, fmt.Errorf("stream keys: %w", err)
@@ -167,6 +169,13 @@ func (c *Checker) checkPool(ctx context.Context, p *poolRun) (PoolSummary, error
 	close(obs)
 	if err := <-wErr; err != nil {
 		ps.Errors = append(ps.Errors, "write back: "+err.Error())
+	}
+	if c.cfg.Adaptive && !c.cfg.DryRun && ctx.Err() == nil {
+		// What this cycle (or an earlier process) learned, for the plans
+		// made before it was known.
+		if err := c.replan(ctx, p, now); err != nil {
+			ps.Errors = append(ps.Errors, "replan: "+err.Error())
+		}
 	}
 	if len(pending) > 0 {
 		if why := c.systemicRejection(context.WithoutCancel(ctx), p, held); why != "" {

@@ -154,6 +154,12 @@ func (c *Checker) writeBack(ctx context.Context, keys *mongo.Collection, epoch i
 		}
 		update := bson.M{"$set": set}
 		unset := bson.M{}
+		if o.plan.prior > 0 && !o.planOnly && !o.rejected {
+			set[fieldPlanPrior], set[fieldPlanHeadroom], set[fieldPlanOwn] = o.plan.prior, o.plan.headroom, o.plan.own
+		} else {
+			// No plan replan may pull forward (a Retry-After among them).
+			unset[fieldPlanPrior], unset[fieldPlanHeadroom], unset[fieldPlanOwn] = "", "", ""
+		}
 		if o.avg < 0 && !o.planOnly && !o.rejected {
 			delete(set, fieldRateSustained)
 			unset[fieldRateSustained] = ""
