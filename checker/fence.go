@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/spendchecker/spendchecker/rotation"
 )
 
 // WriteFence says where the write-back's fence (docs/design.md "Lease") is
@@ -66,6 +68,10 @@ type fenceRead struct {
 	epoch     storedEpoch
 	check     int64 // lastSpendCheck, in milliseconds as stored
 	checkDate bool  // lastSpendCheck is a date
+	// secret is the apiKey read: with the fence in the filter, the update
+	// applies only to that key, never to another secret put under its _id
+	// since (re-keyed in place, or another key under the old id).
+	secret string
 }
 
 // storedEpoch is a spendEpoch as stored: a number of a numeric BSON type
@@ -79,6 +85,7 @@ type storedEpoch struct {
 func readFence(doc bson.Raw) fenceRead {
 	var r fenceRead
 	r.check, r.checkDate = doc.Lookup(FieldLastCheck).DateTimeOK()
+	r.secret, _ = doc.Lookup(rotation.FieldAPIKey).StringValueOK()
 	v := doc.Lookup(FieldEpoch)
 	switch v.Type {
 	case bson.TypeInt32:

@@ -103,7 +103,9 @@ func (c *Checker) writeContext(ctx context.Context) (wctx context.Context, stop 
 }
 
 // writeBack stores observations in bulk, one unordered write per batch. An
-// update of a key rotated meanwhile matches nothing, which is right. Each
+// update of a key rotated meanwhile matches nothing, which is right; with
+// the fence in the filter so does one of a key whose _id holds another
+// secret since it was read. Each
 // update is fenced: it applies only over an observation of an older lease
 // epoch, or of the same epoch and an earlier check, so a deposed leader's
 // write never replaces a newer observation (docs/design.md "Lease"); the
@@ -180,6 +182,7 @@ func (c *Checker) writeBack(ctx context.Context, keys *mongo.Collection, epoch i
 		filter := bson.M{"_id": o.id}
 		if ws.fence == FenceInFilter {
 			filter["$or"] = fence(epoch, o.at)
+			filter[rotation.FieldAPIKey] = o.read.secret
 		}
 		batch = append(batch, mongo.NewUpdateOneModel().SetFilter(filter).SetUpdate(update))
 		if len(batch) == cap(batch) {

@@ -95,7 +95,7 @@ func writeBackWorld(tb testing.TB, n int, clock clockwork.Clock, mutate func(*ch
 
 // scans says whether the store would scan the collection to find the
 // documents filter selects: FerretDB v1 reports whether it pushed the filter
-// down to SQL and SQLite's plan (SCAN or SEARCH); MongoDB a COLLSCAN stage.
+// down to SQL; MongoDB a COLLSCAN stage.
 func scans(t *testing.T, db *mongo.Database, coll string, filter bson.Raw) (bool, string) {
 	t.Helper()
 	var plan bson.Raw
@@ -104,10 +104,14 @@ func scans(t *testing.T, db *mongo.Database, coll string, filter bson.Raw) (bool
 		t.Fatal(err)
 	}
 	s := plan.String()
-	if v, err := plan.LookupErr("filterPushdown"); err == nil && !v.Boolean() {
-		return true, s
+	if v, err := plan.LookupErr("filterPushdown"); err == nil {
+		// FerretDB v1: a filter pushed down is an SQL lookup by _id; whether
+		// SQLite then SEARCHes depends on an index on _id, which only an
+		// in-process store can be given (a -race binary shares a store
+		// process: mongotest), not on the filter.
+		return !v.Boolean(), s
 	}
-	return strings.Contains(s, "detail=SCAN") || strings.Contains(s, "COLLSCAN"), s
+	return strings.Contains(s, "COLLSCAN"), s
 }
 
 // Every update of the write-back finds its key by _id, on MongoDB and on
