@@ -51,6 +51,7 @@ type settings struct {
 	variants    string
 	scenarios   string
 	batchKeys   int
+	pageKeys    int
 }
 
 func run(args []string) error {
@@ -68,6 +69,7 @@ func run(args []string) error {
 	fs.StringVar(&s.variants, "variants", "fixed,adaptive", "adaptive: include fixed polling (drop it to tune the planner quickly)")
 	fs.StringVar(&s.scenarios, "scenarios", "", "adaptive: which scenarios (comma-separated; default all)")
 	fs.IntVar(&s.batchKeys, "batch-keys", 1000, "batch: keys in the pool read per key and by report")
+	fs.IntVar(&s.pageKeys, "page-keys", 100000, "page: keys in the pool the status surfaces read")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the measuring process to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -99,6 +101,8 @@ func run(args []string) error {
 			err = adaptive(ctx, s)
 		case "batch":
 			err = batchCalls(ctx, s)
+		case "page":
+			err = pageBench(ctx, s)
 		default:
 			err = fmt.Errorf("unknown figure %q (throughput, memory, adaptive, batch)", w)
 		}
