@@ -230,7 +230,7 @@ func (s Source) Visit(ctx context.Context, v Visitor) *Snapshot {
 	for _, p := range s.Pools {
 		snap.Pools = append(snap.Pools, PoolView{})
 		pv := &snap.Pools[len(snap.Pools)-1]
-		s.readPool(ctx, p, r, pv, v)
+		s.readPool(ctx, p, r, snap, pv, v)
 		if pv.Error != "" && pv.Error != unreachable {
 			snap.Errors = append(snap.Errors, fmt.Sprintf("pool %s: %s", p.Name, pv.Error))
 		}
@@ -314,7 +314,7 @@ func (r *reader) line(err error) string {
 	return storeerr.Line(err)
 }
 
-func (s Source) readPool(ctx context.Context, p Pool, r *reader, pv *PoolView, v Visitor) {
+func (s Source) readPool(ctx context.Context, p Pool, r *reader, snap *Snapshot, pv *PoolView, v Visitor) {
 	*pv = PoolView{Name: p.Name, KeysCollection: p.Keys.Name(), Threshold: p.Threshold, MinRemaining: p.MinRemaining, Keys: []KeyView{}}
 	var errs []string
 	note := func(err error) {
@@ -359,6 +359,7 @@ func (s Source) readPool(ctx context.Context, p Pool, r *reader, pv *PoolView, v
 		pv.Rotations = recs
 	}
 	pv.Error = strings.Join(errs, "; ")
+	s.markDown(snap, r) // what PoolEnd writes may say since when the store is down
 	v.PoolEnd(pv)
 }
 
