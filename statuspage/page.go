@@ -7,6 +7,7 @@ import (
 	_ "embed"
 	"fmt"
 	"html/template"
+	"io"
 	"log/slog"
 	"math"
 	"net/http"
@@ -73,9 +74,11 @@ type Page struct {
 	Refresh time.Duration
 	// Timeout bounds one read of the store (default 5 s).
 	Timeout time.Duration
-	// MaxRenders caps the GETs served at once (default 2): past it the page
-	// answers 503 with Retry-After, so open tabs cannot slow the cycle.
+	// MaxRenders caps the GETs served at once (default 2): a GET waits up
+	// to Wait (default 1 s) for one to finish, then is answered 503 with
+	// Retry-After, so open tabs cannot slow the cycle.
 	MaxRenders int
+	Wait       time.Duration
 	// PageSize is how many keys one page of the full list shows (default 500).
 	PageSize int
 	Logger   *slog.Logger
@@ -83,6 +86,9 @@ type Page struct {
 	once sync.Once
 	sem  chan struct{}
 }
+
+// busyPage is the answer past the cap: it reloads itself in 5 s.
+const busyPage = `<!doctype html><meta charset="utf-8"><meta http-equiv="refresh" content="5"><title>spendchecker status: busy</title><p>The status page is busy; it reloads in 5 s.</p>`
 
 // view is what the template renders.
 type view struct {
@@ -108,12 +114,20 @@ func (p *Page) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.once.Do(func() { p.sem = make(chan struct{}, cmp.Or(max(p.MaxRenders, 0), 2)) })
+	wait := time.NewTimer(cmp.Or(p.Wait, time.Second))
 	select {
 	case p.sem <- struct{}{}:
+		wait.Stop()
 		defer func() { <-p.sem }()
-	default:
+	case <-wait.C:
+		// A browser does not act on Retry-After: the page reloads itself.
 		w.Header().Set("Retry-After", "5")
-		http.Error(w, "status page busy: try again in a few seconds", http.StatusServiceUnavailable)
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = io.WriteString(w, busyPage)
+		return
+	case <-r.Context().Done():
+		wait.Stop()
 		return
 	}
 	timeout, refresh := cmp.Or(p.Timeout, 5*time.Second), cmp.Or(p.Refresh, 15*time.Second)

@@ -168,7 +168,7 @@ func TestPageRefusesPastTheCap(t *testing.T) {
 		{2, 1, http.StatusOK}, {2, 2, http.StatusServiceUnavailable}, {1, 1, http.StatusServiceUnavailable}, {0, 1, http.StatusOK},
 	} {
 		t.Run(fmt.Sprintf("cap %d, %d in flight", tc.cap, tc.inFlight), func(t *testing.T) {
-			p := &Page{Source: src, MaxRenders: tc.cap}
+			p := &Page{Source: src, MaxRenders: tc.cap, Wait: time.Millisecond}
 			get(t, p, "/") // sizes the semaphore
 			for range tc.inFlight {
 				p.sem <- struct{}{}
