@@ -165,23 +165,26 @@ func (p *Page) summary(ctx context.Context) *Snapshot {
 	if p.Summaries == nil {
 		return p.Source.Summarise(ctx)
 	}
-	last := p.Summaries.Last()
-	if last == nil {
-		snap := &Snapshot{GeneratedAt: p.now(), Lease: LeaseView{Name: p.Source.LeaseName}, Pending: true}
-		if p.Source.Cycles != nil {
-			snap.Cycles = p.Source.Cycles.Recent()
+	snap := &Snapshot{GeneratedAt: p.now(), Lease: LeaseView{Name: p.Source.LeaseName}, Pending: true}
+	if last := p.Summaries.Last(); last != nil {
+		c := *last
+		c.Store = nil
+		if last.Store != nil {
+			c.Errors = c.Errors[1:] // said again below if the store is still down
 		}
-		return snap
+		snap = &c
 	}
-	snap := *last
 	if p.Source.Leases != nil {
-		// One small document: the holder shown is the current one.
-		snap.Lease = readLease(ctx, p.Source.Leases, p.Source.LeaseName, &reader{})
+		// One small document: the holder shown is the current one, and an
+		// unreachable store is said now, not at the next summary.
+		r := &reader{}
+		snap.Lease = readLease(ctx, p.Source.Leases, p.Source.LeaseName, r)
+		p.Source.markDown(snap, r)
 	}
 	if p.Source.Cycles != nil {
 		snap.Cycles = p.Source.Cycles.Recent()
 	}
-	return &snap
+	return snap
 }
 
 func (p *Page) now() time.Time {

@@ -42,6 +42,9 @@ func (a *app) daemon(ctx context.Context) error {
 			cancel()
 		}
 	}()
+	if srv != nil {
+		go a.summarise(ctx, sums, summaryDue)
+	}
 	stopWatchdog := a.watchdog()
 	defer stopWatchdog()
 	// Start-up never fails on the store: the daemon reports and keeps trying.
@@ -65,9 +68,6 @@ func (a *app) daemon(ctx context.Context) error {
 			return nil
 		case <-time.After(a.cfg.LeaseRetryPeriod):
 		}
-	}
-	if srv != nil {
-		go a.summarise(ctx, sums, summaryDue)
 	}
 	leaseCtx, stopLease := context.WithCancel(context.WithoutCancel(ctx))
 	leaseDone := make(chan error, 1)

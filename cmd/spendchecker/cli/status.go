@@ -75,7 +75,11 @@ func (a *app) statusSummaries() *statuspage.Summaries {
 func (a *app) summarise(ctx context.Context, m *statuspage.Summaries, due <-chan struct{}) {
 	every := max(a.cfg.Interval, 30*time.Second)
 	for {
-		m.Refresh(ctx)
+		// How many cycles had ended when this read began (of the last few).
+		ended, start := len(a.cycles.Recent()), time.Now()
+		if m.Refresh(ctx) {
+			a.log.Debug("status summary read", "cycles", ended, "took", time.Since(start).Round(time.Millisecond).String())
+		}
 		t := time.NewTimer(every)
 		select {
 		case <-ctx.Done():
