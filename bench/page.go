@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -81,17 +82,23 @@ func timedPeak(f func() error) (time.Duration, uint64, error) {
 	return d, peak, err
 }
 
-func fetch(url string) error {
+// fetch GETs url; unread is set when the page says part of the store
+// could not be read (its 5 s read timed out).
+func fetch(url string, unread *bool) error {
 	resp, err := http.Get(url)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
 		return err
 	}
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	if bytes.Contains(body, []byte(`id="errors"`)) {
+		*unread = true
 	}
 	return nil
 }
@@ -117,6 +124,9 @@ func pageBench(ctx context.Context, s settings) error {
 		Pools: []statuspage.Pool{{Name: pool.Name, Keys: db.Collection(pool.KeysCollection), History: db.Collection(pool.HistoryCollection),
 			Threshold: 9.95, Backups: backupsLeft{db.Collection(pool.BackupsCollection)}}},
 		Leases: db.Collection(lease.Collection), LeaseName: "spendchecker", Rotations: 10,
+	}
+	if s.pageOnly == "commands" {
+		return commands(ctx, ch, db.Name(), s)
 	}
 	fmt.Printf("%-44s %10s %12s %s\n", "what", "time", "peak heap", "target")
 	row := func(what string, d time.Duration, peak uint64, target string) {
@@ -148,18 +158,24 @@ func pageBench(ctx context.Context, s settings) error {
 	} {
 		var worst time.Duration
 		var worstPeak uint64
+		var unread bool
 		for range g.runs {
-			d, peak, err := timedPeak(func() error { return fetch(srv.URL + g.url) })
+			d, peak, err := timedPeak(func() error { return fetch(srv.URL+g.url, &unread) })
 			if err != nil {
 				return err
 			}
 			worst, worstPeak = max(worst, d), max(worstPeak, peak)
 		}
-		row(g.what, worst, worstPeak, "≤ 1 s, ≤ 16 MiB")
+		target := "≤ 1 s, ≤ 16 MiB"
+		if unread {
+			target += " — NOT READ: the page's 5 s read timed out"
+		}
+		row(g.what, worst, worstPeak, target)
 	}
 	if s.pageLive {
 		live := httptest.NewServer(&statuspage.Page{Source: src, Timeout: 10 * time.Minute})
-		d, peak, err := timedPeak(func() error { return fetch(live.URL + "/") })
+		var unread bool
+		d, peak, err := timedPeak(func() error { return fetch(live.URL+"/", &unread) })
 		live.Close()
 		if err != nil {
 			return err
@@ -254,6 +270,9 @@ func commands(ctx context.Context, ch *child, dbName string, s settings) error {
 	fmt.Printf("\n%-44s %10s %12s %10s %s\n", "command (the binary, whole process)", "time", "peak heap", "output", "target")
 	base := []string{"--mongo-uri", ch.uri, "--database", dbName}
 	for _, c := range [][]string{{"status", "--threshold", "9.95"}, {"status", "--threshold", "9.95", "--output", "json"}, {"verify"}, {"history", "--since", "30d"}, {"history", "--since", "30d", "--output", "json"}} {
+		if s.pageCommand != "" && c[0] != s.pageCommand {
+			continue
+		}
 		cmd := exec.CommandContext(ctx, bin, append(c, base...)...)
 		cmd.Env = append(os.Environ(), "GODEBUG=gctrace=1")
 		stderr, err := cmd.StderrPipe()

@@ -165,6 +165,7 @@ func (p *Page) summary(ctx context.Context) *Snapshot {
 	if p.Summaries == nil {
 		return p.Source.Summarise(ctx)
 	}
+	p.Summaries.Want()
 	snap := &Snapshot{GeneratedAt: p.now(), Lease: LeaseView{Name: p.Source.LeaseName}, Pending: true}
 	if last := p.Summaries.Last(); last != nil {
 		c := *last

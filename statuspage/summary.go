@@ -6,6 +6,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -149,10 +150,65 @@ type Summaries struct {
 	Source Source
 	// Timeout bounds one refresh (default 5 minutes).
 	Timeout time.Duration
+	// Every is how old a summary may grow while the page is looked at
+	// and no cycle ends (default 1 minute).
+	Every time.Duration
 
 	mu   sync.Mutex
 	last *Snapshot
+	at   time.Time // when last was read, by this process's clock
 	busy bool
+	// wanted: the page was asked for since the last read began; kick
+	// wakes Wait when it was not.
+	wanted atomic.Bool
+	once   sync.Once
+	kick   chan struct{}
+}
+
+func (m *Summaries) kicks() chan struct{} {
+	m.once.Do(func() { m.kick = make(chan struct{}, 1) })
+	return m.kick
+}
+
+func (m *Summaries) every() time.Duration { return cmp.Or(m.Every, time.Minute) }
+
+// Want records that the page was asked for: a summary is read after each
+// cycle only while someone asks, and at once when there is none or it is
+// older than Every. With no page open nothing is read.
+func (m *Summaries) Want() {
+	m.wanted.Store(true)
+	m.mu.Lock()
+	stale := !m.busy && (m.last == nil || time.Since(m.at) > m.every())
+	m.mu.Unlock()
+	if stale {
+		select {
+		case m.kicks() <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Wait returns when a summary should be read: at once when a Want found
+// none or a stale one, or on due (a cycle ended) or every Every once the
+// page has been asked for since the last read. False when ctx ends.
+func (m *Summaries) Wait(ctx context.Context, due <-chan struct{}) bool {
+	every := m.every()
+	t := time.NewTimer(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-m.kicks():
+			return true
+		case <-due:
+		case <-t.C:
+			t.Reset(every)
+		}
+		if m.wanted.Load() {
+			return true
+		}
+	}
 }
 
 // Last returns the last summary, or nil before the first refresh ends.
@@ -172,6 +228,7 @@ func (m *Summaries) Refresh(ctx context.Context) bool {
 	}
 	m.busy = true
 	m.mu.Unlock()
+	m.wanted.Store(false)
 	timeout := m.Timeout
 	if timeout <= 0 {
 		timeout = 5 * time.Minute
@@ -183,6 +240,6 @@ func (m *Summaries) Refresh(ctx context.Context) bool {
 	snap := src.Summarise(ctx)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.last, m.busy = snap, false
+	m.last, m.at, m.busy = snap, time.Now(), false
 	return true
 }

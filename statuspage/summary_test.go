@@ -192,3 +192,35 @@ func TestSummariesReadOneAtATime(t *testing.T) {
 		t.Error("a refresh ran while one was under way")
 	}
 }
+
+// A summary is read only while the page is looked at: at once when there is
+// none, after a cycle when the page was asked for since the last read, and
+// not at all when nobody asked.
+func TestSummariesReadWhileLookedAt(t *testing.T) {
+	src := seedSpread(t, 3, nil, nil)
+	m := &Summaries{Source: src, Every: time.Hour}
+	ctx := context.Background()
+	due := make(chan struct{}, 1)
+	m.Want() // no summary yet: read at once, no cycle needed
+	if !m.Wait(ctx, nil) {
+		t.Fatal("no read when the page was asked for with no summary")
+	}
+	m.Refresh(ctx)
+	m.Want() // fresh: waits for the next cycle
+	due <- struct{}{}
+	if !m.Wait(ctx, due) {
+		t.Fatal("no read after a cycle while the page is looked at")
+	}
+	m.Refresh(ctx)
+	due <- struct{}{} // a cycle ends, nobody looked
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	if m.Wait(done, due) {
+		t.Fatal("a read after a cycle nobody looked at")
+	}
+	if len(due) != 0 {
+		// Wait may have seen the cancel first; the cycle must not be
+		// left to cause a read later.
+		<-due
+	}
+}

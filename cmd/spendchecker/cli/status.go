@@ -67,27 +67,19 @@ func (a *app) statusSource() statuspage.Source {
 func (a *app) statusSummaries() *statuspage.Summaries {
 	src := a.statusSource()
 	src.Cycles, src.Rotations, src.Reachability = a.cycles, statusRotations, a.reach
-	return &statuspage.Summaries{Source: src}
+	return &statuspage.Summaries{Source: src, Every: max(a.cfg.Interval, 30*time.Second)}
 }
 
-// summarise reads the page's summary at once, after each cycle (due), and
-// at least every interval otherwise: a standby runs no cycle. Until ctx ends.
+// summarise reads the page's summary while the page is looked at: at
+// once when it is asked for after a quiet spell, then after each cycle
+// (due) and at least every interval (a standby runs no cycle). Nobody
+// looking, nothing is read. Until ctx ends.
 func (a *app) summarise(ctx context.Context, m *statuspage.Summaries, due <-chan struct{}) {
-	every := max(a.cfg.Interval, 30*time.Second)
-	for {
+	for m.Wait(ctx, due) {
 		// How many cycles had ended when this read began (of the last few).
 		ended, start := len(a.cycles.Recent()), time.Now()
 		if m.Refresh(ctx) {
 			a.log.Debug("status summary read", "cycles", ended, "took", time.Since(start).Round(time.Millisecond).String())
 		}
-		t := time.NewTimer(every)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-due:
-		case <-t.C:
-		}
-		t.Stop()
 	}
 }
