@@ -145,7 +145,7 @@ func (s Source) Summarise(ctx context.Context) *Snapshot {
 // Summaries keeps the last summary the daemon read, so that the page
 // renders it without reading the store: on FerretDB v1, which filters and
 // sorts in memory, one read of 100,000 keys takes far longer than a page
-// may (BENCHMARKS.md, "Status page at 100,000 keys"). Safe for concurrent use.
+// may (BENCHMARKS.md, "Status surfaces at 100,000 keys"). Safe for concurrent use.
 type Summaries struct {
 	Source Source
 	// Timeout bounds one refresh (default 5 minutes).
