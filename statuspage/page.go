@@ -102,7 +102,6 @@ type view struct {
 // listView is one page of a pool's keys, by _id.
 type listView struct {
 	Pool, After, Next string
-	From              int
 }
 
 // ServeHTTP renders the page. It is read-only: anything but GET and HEAD

@@ -18,28 +18,41 @@ import (
 )
 
 // What `status` streams is what it printed from the snapshot read whole:
-// the text and, byte for byte, the JSON.
+// the text and, byte for byte, the JSON; with the store up and down.
 func TestStreamedStatusIsTheSnapshot(t *testing.T) {
-	db := mongotest.New(t).Database
-	src := seed(t, db)
-	src.Pools = append(src.Pools, Pool{Name: "empty", Keys: db.Collection("empty_keys"), Threshold: 5})
-	ctx := context.Background()
-	whole := src.Read(ctx)
-	want, err := json.MarshalIndent(whole, "", "  ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got strings.Builder
-	jw := NewJSONWriter(&got)
-	src.Visit(ctx, jw)
-	if jw.Err() != nil || got.String() != string(want)+"\n" {
-		t.Errorf("streamed JSON (err %v):\n%s\nwant:\n%s", jw.Err(), got.String(), want)
-	}
-	var text, wantText strings.Builder
-	WriteText(&wantText, whole)
-	src.Visit(ctx, NewTextWriter(&text))
-	if text.String() != wantText.String() {
-		t.Errorf("streamed text:\n%s\nwant:\n%s", text.String(), wantText.String())
+	for _, tc := range []struct {
+		name string
+		src  func(t *testing.T) Source
+	}{
+		{"store up", func(t *testing.T) Source {
+			db := mongotest.New(t).Database
+			src := seed(t, db)
+			src.Pools = append(src.Pools, Pool{Name: "empty", Keys: db.Collection("empty_keys"), Threshold: 5})
+			return src
+		}},
+		{"store down", downSource},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := tc.src(t)
+			ctx := context.Background()
+			whole := src.Read(ctx)
+			want, err := json.MarshalIndent(whole, "", "  ")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got strings.Builder
+			jw := NewJSONWriter(&got)
+			src.Visit(ctx, jw)
+			if jw.Err() != nil || got.String() != string(want)+"\n" {
+				t.Errorf("streamed JSON (err %v):\n%s\nwant:\n%s", jw.Err(), got.String(), want)
+			}
+			var text, wantText strings.Builder
+			WriteText(&wantText, whole)
+			src.Visit(ctx, NewTextWriter(&text))
+			if text.String() != wantText.String() {
+				t.Errorf("streamed text:\n%s\nwant:\n%s", text.String(), wantText.String())
+			}
+		})
 	}
 }
 
