@@ -21,8 +21,9 @@ type KeySummary struct {
 	// Over: at or past the threshold (or at or below the minimum
 	// remaining); Near90 and Near80: at 90–100 % and 80–90 % of the
 	// threshold. Rejected: the upstream refused the key (401/403);
-	// Failing: its last check gave no figure for another reason (held
-	// for a shared user's budget, or an unexpected answer).
+	// Failing: its last check gave no spend acted on for another reason
+	// (held for a shared user's budget); an unlimited token's answer
+	// without a figure is neither.
 	Over, Near90, Near80, Rejected, Failing int
 	// Top is the keys closest to rotating, closest first.
 	Top []KeyView
