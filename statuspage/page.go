@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	_ "embed"
+	"errors"
 	"fmt"
 	"html/template"
 	"io"
@@ -129,8 +130,8 @@ func (p *Page) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		wait.Stop()
 		return
 	}
-	timeout, refresh := cmp.Or(p.Timeout, 5*time.Second), cmp.Or(p.Refresh, 15*time.Second)
-	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	refresh := cmp.Or(p.Refresh, 15*time.Second)
+	ctx, cancel := context.WithTimeout(r.Context(), p.timeout())
 	defer cancel()
 	v := view{Instance: p.Instance, RefreshSeconds: max(1, int(refresh.Seconds()))}
 	if name := r.URL.Query().Get("pool"); name != "" {
@@ -187,6 +188,8 @@ func (p *Page) summary(ctx context.Context) *Snapshot {
 	return snap
 }
 
+func (p *Page) timeout() time.Duration { return cmp.Or(p.Timeout, 5*time.Second) }
+
 func (p *Page) now() time.Time {
 	if p.Source.Now != nil {
 		return p.Source.Now().UTC()
@@ -216,13 +219,19 @@ func (p *Page) list(ctx context.Context, name, after string) (*Snapshot, *listVi
 		pv.Keys = pv.Keys[:size]
 		lv.Next = pv.Keys[size-1].ID
 	}
-	if err != nil {
+	switch {
+	case err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
+		// A slow store, not an unreachable one: say so, and leave the
+		// daemon's reachability alone.
+		pv.KeysUnknown, pv.Error = true, fmt.Sprintf("not read within %s: the store is too slow for this page (`spendchecker status` lists every key)", p.timeout())
+		snap.Errors = append(snap.Errors, fmt.Sprintf("pool %s: %s", name, pv.Error))
+	case err != nil:
 		pv.KeysUnknown, pv.Error = true, r.line(err)
 		if pv.Error != unreachable {
 			snap.Errors = append(snap.Errors, fmt.Sprintf("pool %s: %s", name, pv.Error))
 		}
+		(&Source{Reachability: p.Source.Reachability}).markDown(snap, r)
 	}
-	(&Source{Reachability: p.Source.Reachability}).markDown(snap, r)
 	snap.Pools = []PoolView{pv}
 	return snap, lv, true
 }

@@ -237,3 +237,21 @@ func TestSummariesReadWhileLookedAt(t *testing.T) {
 		<-due
 	}
 }
+
+// A list page the store is too slow for says so, and does not mark the
+// store unreachable for the rest of the page.
+func TestPageListTooSlow(t *testing.T) {
+	src := seedSpread(t, 10, nil, nil)
+	src.Reachability = &Reachability{}
+	p := &Page{Source: src, Timeout: time.Nanosecond}
+	code, _, page := get(t, p, "/?pool=p")
+	if code != 200 || !strings.Contains(page, "not read within 1ns: the store is too slow for this page") {
+		t.Errorf("%d, the page does not say the read was too slow:\n%s", code, page)
+	}
+	if strings.Contains(page, "unreachable") {
+		t.Errorf("a slow read shown as an unreachable store:\n%s", page)
+	}
+	if _, down := src.Reachability.Since(); down {
+		t.Error("a slow read marked the store unreachable")
+	}
+}
