@@ -97,7 +97,7 @@ func fetch(url string, unread *bool) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
-	if bytes.Contains(body, []byte(`id="errors"`)) {
+	if bytes.Contains(body, []byte(`id="errors"`)) || bytes.Contains(body, []byte(`id="store"`)) {
 		*unread = true
 	}
 	return nil
