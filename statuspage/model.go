@@ -105,8 +105,10 @@ type Snapshot struct {
 	// is unknown, not empty.
 	Store  *StoreView `json:"store,omitempty"`
 	Errors []string   `json:"-"`
-	// Pending: the daemon has not finished its first summary yet.
-	Pending bool `json:"-"` // every section's error, one line each, for the exit code and the page's banner
+	// Pending: the daemon has not finished its first summary yet;
+	// SummaryAt: when the summary shown was read (zero: just now).
+	Pending   bool      `json:"-"`
+	SummaryAt time.Time `json:"-"` // every section's error, one line each, for the exit code and the page's banner
 }
 
 // StoreView says the store is unreachable, since when and why.

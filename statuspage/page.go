@@ -169,6 +169,8 @@ func (p *Page) summary(ctx context.Context) *Snapshot {
 	snap := &Snapshot{GeneratedAt: p.now(), Lease: LeaseView{Name: p.Source.LeaseName}, Pending: true}
 	if last := p.Summaries.Last(); last != nil {
 		c := *last
+		// Times on the page count from now; the keys' from when read.
+		c.GeneratedAt, c.SummaryAt = p.now(), last.GeneratedAt
 		c.Store = nil
 		if last.Store != nil {
 			c.Errors = c.Errors[1:] // said again below if the store is still down

@@ -122,6 +122,9 @@ func TestPageLeadsWithWhatNeedsAttention(t *testing.T) {
 			if code != 200 {
 				t.Fatalf("GET /: %d", code)
 			}
+			if got := strings.Contains(page, "keys read 0s ago"); got != tc.summaries {
+				t.Errorf("the page says when its keys were read: %v, want %v", got, tc.summaries)
+			}
 			for _, want := range []string{"200 keys", "backups left: 4", "<b>0</b> at or over", "<b>20</b> at 90&ndash;100", "<b>20</b> at 80&ndash;90",
 				"<b>2</b> rejected", "<b>1</b> failing", "the 50 keys closest to rotating", `href="?pool=p"`} {
 				if !strings.Contains(page, want) {
