@@ -4,7 +4,7 @@
 // polling over a simulated hour.
 //
 //	go run ./bench                      # everything (a few minutes)
-//	go run ./bench -run throughput      # or memory, adaptive, batch
+//	go run ./bench -run throughput      # or memory, adaptive, batch, page
 //
 // The embedded store (and, for the memory figures, the upstream) run in a
 // child process, so the heap measured is the checker's own.
@@ -52,6 +52,11 @@ type settings struct {
 	variants    string
 	scenarios   string
 	batchKeys   int
+	pageKeys    int
+	pageCycle   int
+	pageLive    bool
+	pageOnly    string
+	pageCommand string
 }
 
 func run(args []string) error {
@@ -69,6 +74,11 @@ func run(args []string) error {
 	fs.StringVar(&s.variants, "variants", "fixed,adaptive", "adaptive: include fixed polling (drop it to tune the planner quickly)")
 	fs.StringVar(&s.scenarios, "scenarios", "", "adaptive: which scenarios (comma-separated; default all)")
 	fs.IntVar(&s.batchKeys, "batch-keys", 1000, "batch: keys in the pool read per key and by report")
+	fs.IntVar(&s.pageKeys, "page-keys", 100000, "page: keys in the pool the status surfaces read")
+	fs.IntVar(&s.pageCycle, "page-cycle-keys", 5000, "page: keys in the cycle timed with and without 10 clients on the page")
+	fs.BoolVar(&s.pageLive, "page-live", true, "page: also time a GET that reads every key (minutes on the embedded store)")
+	fs.StringVar(&s.pageOnly, "page-only", "", "page: \"commands\" runs only the binary's commands")
+	fs.StringVar(&s.pageCommand, "page-command", "", "page: only this command (status, verify, history)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the measuring process to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -100,6 +110,8 @@ func run(args []string) error {
 			err = adaptive(ctx, s)
 		case "batch":
 			err = batchCalls(ctx, s)
+		case "page":
+			err = pageBench(ctx, s)
 		default:
 			err = fmt.Errorf("unknown figure %q (throughput, memory, adaptive, batch)", w)
 		}

@@ -36,9 +36,12 @@ func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 		probs = append(probs, Problem{Kind: kind, Detail: fmt.Sprintf(format, a...)})
 	}
 
-	keyIDs := map[string]bool{}
+	// Every key with a string _id, holding only what the checks below read
+	// (apiKey "" for a malformed one): at 100,000 keys the maps are what
+	// verify holds, so the strings are shared, not copied per map.
+	keys := map[string]verifyKey{}
+	has := func(id string) bool { _, ok := keys[id]; return ok }
 	secrets := map[string]string{}
-	live := map[string]Key{}
 	cur, err := r.keys.Find(ctx, bson.M{}, options.Find().SetProjection(bson.M{"_id": 1, FieldAPIKey: 1, FieldReplacedKey: 1, pendingField: 1}))
 	if err != nil {
 		return nil, fmt.Errorf("verify keys: %w", err)
@@ -49,14 +52,16 @@ func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 			add("malformed_key", "key %s: _id is not a string", cur.Current.Lookup("_id"))
 			continue
 		}
-		keyIDs[id] = true
 		apiKey, _ := cur.Current.Lookup(FieldAPIKey).StringValueOK()
 		if apiKey == "" {
+			keys[id] = verifyKey{}
 			add("malformed_key", "key %s: apiKey missing or not a string", id)
 			continue
 		}
-		k, _ := DecodeKey(cur.Current)
-		live[id] = k
+		k := verifyKey{apiKey: apiKey}
+		k.replacedKey, _ = cur.Current.Lookup(FieldReplacedKey).StringValueOK()
+		k.pending, _ = cur.Current.Lookup(pendingField).StringValueOK()
+		keys[id] = k
 		if other, dup := secrets[apiKey]; dup {
 			add("duplicate_secret", "keys %s and %s hold the same secret (%s)", other, id, secret.Mask(apiKey))
 		}
@@ -76,7 +81,7 @@ func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 		// The proxy serves a key through its active bindings only.
 		active, isBool := bcur.Current.Lookup(FieldIsActive).BooleanOK()
 		bound[kid] = bound[kid] || (ok && (active || !isBool))
-		if ok && !keyIDs[kid] {
+		if ok && !has(kid) {
 			add("orphan_binding", "binding %s points at missing key %s", bcur.Current.Lookup("_id"), kid)
 		}
 	}
@@ -105,11 +110,24 @@ func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 			earlier[e.OldKeyID+"\x00"+p] = true
 		}
 	}
-	histIDs, err := ids(ctx, r.history)
+	// The finished rotations, to look for their history and archive: those
+	// collections are streamed against this set, never held whole.
+	done := map[string]bool{}
+	for _, e := range entries {
+		if e.State == stateDone && e.BackupID != releasedBackupID(e.ID) {
+			done[e.ID] = true
+		}
+	}
+	histIDs, err := idsIn(ctx, r.history, done, func(id string) {
+		// Older deployments wrote history for every check, under other ids.
+		if strings.HasPrefix(id, "rot_") {
+			add("stray_history", "history record %s has no finished rotation", id)
+		}
+	})
 	if err != nil {
 		return nil, err
 	}
-	archIDs, err := ids(ctx, r.archive)
+	archIDs, err := idsIn(ctx, r.archive, done, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -119,7 +137,6 @@ func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 	if err != nil {
 		return nil, err
 	}
-	done := map[string]bool{}
 	for _, e := range entries {
 		if e.State == stateUndone {
 			continue
@@ -133,13 +150,12 @@ func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 			add("unfinished_rotation", "rotation %s of key %s (backup %s) is %s; run recover", e.ID, e.OldKeyID, e.BackupID, e.State)
 			continue
 		}
-		done[e.ID] = true
-		if !keyIDs[e.NewKeyID] && !rotatedAway[e.NewKeyID] && !archivedKeys[e.NewKeyID] {
+		if !has(e.NewKeyID) && !rotatedAway[e.NewKeyID] && !archivedKeys[e.NewKeyID] {
 			add("lost_key", "rotation %s: new key %s is neither live nor rotated again", e.ID, e.NewKeyID)
 		}
-		if k, ok := live[e.OldKeyID]; ok && sameDocument(e.ID, r.pool.Name, k.ID, k.APIKey) {
-			if k.Pending != "" {
-				add("rotated_key_live_again", "rotation %s: rotated-away key %s is live again, brought back by a late insert of rotation %s; recover removes it", e.ID, e.OldKeyID, k.Pending)
+		if k, ok := keys[e.OldKeyID]; ok && k.apiKey != "" && sameDocument(e.ID, r.pool.Name, e.OldKeyID, k.apiKey) {
+			if k.pending != "" {
+				add("rotated_key_live_again", "rotation %s: rotated-away key %s is live again, brought back by a late insert of rotation %s; recover removes it", e.ID, e.OldKeyID, k.pending)
 			} else {
 				add("rotated_key_live_again", "rotation %s: rotated-away key %s is live again with the same secret (put back by hand?); it can be rotated again", e.ID, e.OldKeyID)
 			}
@@ -159,14 +175,14 @@ func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 			ours[e.NewKeyID] = e
 		}
 	}
-	for id, k := range live {
+	for id, k := range keys {
 		// The proxy's own rotator may delete the old key's bindings to
 		// re-create them and stop in between: its replacement is bound
 		// nowhere, so the proxy never serves it (it rotates only keys it
 		// serves, and serves only keys with active bindings). Ours moves
 		// bindings by id, so a key of ours bound nowhere replaced one bound
 		// nowhere: named only when that one was such a foreign replacement.
-		if k.ReplacedKey == "" || k.Pending != "" || bound[id] || keyIDs[k.ReplacedKey] {
+		if k.apiKey == "" || k.replacedKey == "" || k.pending != "" || bound[id] || has(k.replacedKey) {
 			continue
 		}
 		e, mine := ours[id]
@@ -179,16 +195,16 @@ func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 				continue
 			}
 		}
-		add("bindings_lost", "key %s is bound to no egress proxy and descends from a replacement made outside our journal (the proxy's own rotator), which deleted the bindings and did not re-create them; the proxy never serves it: bind it to the egress proxies %s had", id, k.ReplacedKey)
+		add("bindings_lost", "key %s is bound to no egress proxy and descends from a replacement made outside our journal (the proxy's own rotator), which deleted the bindings and did not re-create them; the proxy never serves it: bind it to the egress proxies %s had", id, k.replacedKey)
 	}
-	for id, k := range live {
-		if k.Pending == "" {
+	for id, k := range keys {
+		if k.apiKey == "" || k.pending == "" {
 			continue
 		}
-		if e, ok := byID[k.Pending]; ok && e.NewKeyID == id && e.OldKeyID == k.ReplacedKey && e.State == stateClaimed {
+		if e, ok := byID[k.pending]; ok && e.NewKeyID == id && e.OldKeyID == k.replacedKey && e.State == stateClaimed {
 			continue // its rotation is under way (a late insert of an undone one is named)
 		}
-		add("late_insert", "key %s carries the insert mark of rotation %s, which has moved on (a late insert, or a mark a lost update left); recover settles it", id, k.Pending)
+		add("late_insert", "key %s carries the insert mark of rotation %s, which has moved on (a late insert, or a mark a lost update left); recover settles it", id, k.pending)
 	}
 	groups, err := r.replacementsOf(ctx)
 	if err != nil {
@@ -207,7 +223,7 @@ func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 				add("backup_used_by_no_key", "backup %s is marked used for %s but is no live key and was never rotated away or archived: a rotation that stopped part-way (a foreign one, if the journal has none)", rp.id, old)
 			}
 		}
-		if len(live) > 1 && foreign && !keyIDs[old] {
+		if len(live) > 1 && foreign && !has(old) {
 			sort.Strings(live)
 			add("two_replacements", "key %s was replaced by %d live keys (%s): rotated twice, by ours and a foreign rotator; recover removes an unbound foreign one", old, len(live), strings.Join(live, ", "))
 		}
@@ -223,13 +239,6 @@ func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 			add("id_collision", "backup %s has the _id of a live key with another secret; rotations skip it: rename or delete one of them", b.id)
 		}
 	}
-	for id := range histIDs {
-		// Older deployments wrote history for every check, under other ids.
-		if strings.HasPrefix(id, "rot_") && !done[id] {
-			add("stray_history", "history record %s has no finished rotation", id)
-		}
-	}
-
 	if names, err := mongoidx.Names(ctx, r.journal); err != nil {
 		return nil, err
 	} else {
@@ -256,15 +265,26 @@ func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 	return probs, nil
 }
 
-func ids(ctx context.Context, c *mongo.Collection) (map[string]bool, error) {
+// verifyKey is what Verify keeps of a key.
+type verifyKey struct{ apiKey, replacedKey, pending string }
+
+// idsIn streams c's string _ids: it returns those in want, and hands each
+// other one to other (if set).
+func idsIn(ctx context.Context, c *mongo.Collection, want map[string]bool, other func(id string)) (map[string]bool, error) {
 	cur, err := c.Find(ctx, bson.M{}, options.Find().SetProjection(bson.M{"_id": 1}))
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", c.Name(), err)
 	}
+	defer cur.Close(context.WithoutCancel(ctx))
 	out := map[string]bool{}
 	for cur.Next(ctx) {
-		if id, ok := cur.Current.Lookup("_id").StringValueOK(); ok {
+		id, ok := cur.Current.Lookup("_id").StringValueOK()
+		switch {
+		case !ok:
+		case want[id]:
 			out[id] = true
+		case other != nil:
+			other(id)
 		}
 	}
 	return out, cur.Err()

@@ -90,6 +90,9 @@ type Source struct {
 	// Reachability, if set, remembers since when the store has been
 	// unreachable across reads (the daemon also feeds it from the driver).
 	Reachability *Reachability
+	// Unsorted reads the keys in the store's order, not by _id: for a
+	// summary, where the order does not matter (FerretDB v1 sorts in memory).
+	Unsorted bool
 }
 
 // Snapshot is the view model: what `status` prints and the page shows.
@@ -101,7 +104,11 @@ type Snapshot struct {
 	// Store is set when the store could not be reached: what was not read
 	// is unknown, not empty.
 	Store  *StoreView `json:"store,omitempty"`
-	Errors []string   `json:"-"` // every section's error, one line each, for the exit code and the page's banner
+	Errors []string   `json:"-"`
+	// Pending: the daemon has not finished its first summary yet;
+	// SummaryAt: when the summary shown was read (zero: just now).
+	Pending   bool      `json:"-"`
+	SummaryAt time.Time `json:"-"` // every section's error, one line each, for the exit code and the page's banner
 }
 
 // StoreView says the store is unreachable, since when and why.
@@ -147,6 +154,8 @@ type PoolView struct {
 	// rotations could not.
 	KeysUnknown      bool `json:"keysUnknown,omitempty"`
 	RotationsUnknown bool `json:"-"`
+	// Summary is set by Summarise (the page's view), Keys then empty.
+	Summary *KeySummary `json:"-"`
 }
 
 // KeyView is one key. Only the masked secret is ever carried.
@@ -186,12 +195,25 @@ type KeyView struct {
 	NextCheck *time.Time `json:"nextCheck"`
 }
 
-// Read reads the snapshot. It never stops at the first error: each
-// section that could not be read carries its error (and Snapshot.Errors
-// lists them), and the rest is shown. Once the store proves unreachable
-// the sections left are not tried (each would wait and fail alike): they
-// are unknown, and Snapshot.Store says since when.
+// Read reads the snapshot with every key in Pools[].Keys. It never stops
+// at the first error: each section that could not be read carries its
+// error (and Snapshot.Errors lists them), and the rest is shown. Once the
+// store proves unreachable the sections left are not tried (each would
+// wait and fail alike): they are unknown, and Snapshot.Store says since
+// when. At 100,000 keys prefer Visit, which holds one key at a time.
 func (s Source) Read(ctx context.Context) *Snapshot {
+	return s.Visit(ctx, collect{})
+}
+
+// collect is the Visitor of Read: it keeps every key.
+type collect struct{ NopVisitor }
+
+func (collect) Key(p *PoolView, k KeyView) { p.Keys = append(p.Keys, k) }
+
+// Visit reads the snapshot as Read does, but hands each key to v as it is
+// read instead of keeping it: Pools[].Keys stay empty. The page, `status`
+// and the daemon's summary all read through it.
+func (s Source) Visit(ctx context.Context, v Visitor) *Snapshot {
 	now := time.Now
 	if s.Now != nil {
 		now = s.Now
@@ -199,48 +221,67 @@ func (s Source) Read(ctx context.Context) *Snapshot {
 	snap := &Snapshot{GeneratedAt: now().UTC(), Lease: LeaseView{Name: s.LeaseName}}
 	r := &reader{}
 	if s.Leases != nil {
-		var rec *lease.Record
-		err := r.read(func() (err error) { rec, err = lease.Latest(ctx, s.Leases, s.LeaseName); return err })
-		switch {
-		case err != nil:
-			snap.Lease.Error = r.line(err)
-			if snap.Lease.Error != unreachable {
-				snap.Errors = append(snap.Errors, "lease: "+snap.Lease.Error)
-			}
-		case rec == nil:
-			snap.Lease.State = "never"
-		default:
-			snap.Lease.State = "held"
-			if rec.Released {
-				snap.Lease.State = "released"
-			}
-			snap.Lease.Holder, snap.Lease.Epoch = rec.Holder, rec.Epoch
-			snap.Lease.AcquiredAt, snap.Lease.RenewedAt = timePtr(rec.AcquiredAt), timePtr(rec.RenewedAt)
+		snap.Lease = readLease(ctx, s.Leases, s.LeaseName, r)
+		if snap.Lease.Error != "" && snap.Lease.Error != unreachable {
+			snap.Errors = append(snap.Errors, "lease: "+snap.Lease.Error)
 		}
 	}
+	s.markDown(snap, r)
+	v.Lease(snap)
+	snap.Pools = make([]PoolView, 0, len(s.Pools))
 	for _, p := range s.Pools {
-		pv := s.readPool(ctx, p, r)
+		snap.Pools = append(snap.Pools, PoolView{})
+		pv := &snap.Pools[len(snap.Pools)-1]
+		s.readPool(ctx, p, r, snap, pv, v)
 		if pv.Error != "" && pv.Error != unreachable {
 			snap.Errors = append(snap.Errors, fmt.Sprintf("pool %s: %s", p.Name, pv.Error))
 		}
-		snap.Pools = append(snap.Pools, pv)
 	}
 	if s.Cycles != nil {
 		snap.Cycles = s.Cycles.Recent()
 	}
 	switch {
 	case r.down != nil:
-		since := snap.GeneratedAt
-		if s.Reachability != nil {
-			s.Reachability.Down(since)
-			since, _ = s.Reachability.Since()
-		}
-		snap.Store = &StoreView{Since: since.UTC(), Error: storeerr.Reason(r.down)}
-		snap.Errors = append([]string{"store unreachable since " + since.UTC().Format(time.RFC3339) + ": " + snap.Store.Error}, snap.Errors...)
+		s.markDown(snap, r)
 	case s.Reachability != nil && (s.Leases != nil || len(s.Pools) > 0):
 		s.Reachability.Up()
 	}
+	v.End(snap)
 	return snap
+}
+
+// markDown fills snap.Store once a read found the store unreachable.
+func (s Source) markDown(snap *Snapshot, r *reader) {
+	if r.down == nil || snap.Store != nil {
+		return
+	}
+	since := snap.GeneratedAt
+	if s.Reachability != nil {
+		s.Reachability.Down(since)
+		since, _ = s.Reachability.Since()
+	}
+	snap.Store = &StoreView{Since: since.UTC(), Error: storeerr.Reason(r.down)}
+	snap.Errors = append([]string{"store unreachable since " + since.UTC().Format(time.RFC3339) + ": " + snap.Store.Error}, snap.Errors...)
+}
+
+func readLease(ctx context.Context, leases *mongo.Collection, name string, r *reader) LeaseView {
+	lv := LeaseView{Name: name}
+	var rec *lease.Record
+	err := r.read(func() (err error) { rec, err = lease.Latest(ctx, leases, name); return err })
+	switch {
+	case err != nil:
+		lv.Error = r.line(err)
+	case rec == nil:
+		lv.State = "never"
+	default:
+		lv.State = "held"
+		if rec.Released {
+			lv.State = "released"
+		}
+		lv.Holder, lv.Epoch = rec.Holder, rec.Epoch
+		lv.AcquiredAt, lv.RenewedAt = timePtr(rec.AcquiredAt), timePtr(rec.RenewedAt)
+	}
+	return lv
 }
 
 // reader runs a Read's store reads: once one finds the store unreachable,
@@ -275,8 +316,8 @@ func (r *reader) line(err error) string {
 	return storeerr.Line(err)
 }
 
-func (s Source) readPool(ctx context.Context, p Pool, r *reader) PoolView {
-	pv := PoolView{Name: p.Name, KeysCollection: p.Keys.Name(), Threshold: p.Threshold, MinRemaining: p.MinRemaining, Keys: []KeyView{}}
+func (s Source) readPool(ctx context.Context, p Pool, r *reader, snap *Snapshot, pv *PoolView, v Visitor) {
+	*pv = PoolView{Name: p.Name, KeysCollection: p.Keys.Name(), Threshold: p.Threshold, MinRemaining: p.MinRemaining, Keys: []KeyView{}}
 	var errs []string
 	note := func(err error) {
 		if e := r.line(err); !slices.Contains(errs, e) {
@@ -291,9 +332,10 @@ func (s Source) readPool(ctx context.Context, p Pool, r *reader) PoolView {
 			pv.BackupsLeft = &n
 		}
 	}
-	var keys []KeyView
-	err := r.read(func() (err error) { keys, err = readKeys(ctx, p.Keys, p.Threshold, p.MinRemaining); return err })
-	pv.Keys = append(pv.Keys, keys...)
+	v.PoolStart(pv)
+	err := r.read(func() error {
+		return ScanKeys(ctx, p.Keys, p.Threshold, p.MinRemaining, s.Unsorted, func(k KeyView) { v.Key(pv, k) })
+	})
 	if err != nil {
 		pv.KeysUnknown = true
 		note(err)
@@ -319,25 +361,8 @@ func (s Source) readPool(ctx context.Context, p Pool, r *reader) PoolView {
 		pv.Rotations = recs
 	}
 	pv.Error = strings.Join(errs, "; ")
-	return pv
-}
-
-// readKeys reads every key of a pool in _id order, leniently: a field of an
-// unexpected type reads as unknown, never as an error.
-func readKeys(ctx context.Context, coll *mongo.Collection, threshold float64, minRemaining *float64) ([]KeyView, error) {
-	cur, err := coll.Find(ctx, bson.M{}, options.Find().SetSort(bson.D{{Key: rotation.FieldID, Value: 1}}))
-	if err != nil {
-		return nil, fmt.Errorf("read keys: %w", err)
-	}
-	defer cur.Close(context.WithoutCancel(ctx))
-	var out []KeyView
-	for cur.Next(ctx) {
-		out = append(out, keyView(cur.Current, threshold, minRemaining))
-	}
-	if err := cur.Err(); err != nil {
-		return out, fmt.Errorf("read keys: %w", err)
-	}
-	return out, nil
+	s.markDown(snap, r) // what PoolEnd writes may say since when the store is down
+	v.PoolEnd(pv)
 }
 
 func keyView(d bson.Raw, threshold float64, minRemaining *float64) KeyView {

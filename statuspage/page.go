@@ -1,15 +1,20 @@
 package statuspage
 
 import (
-	"bytes"
+	"bufio"
+	"cmp"
 	"context"
 	_ "embed"
+	"errors"
 	"fmt"
 	"html/template"
+	"io"
 	"log/slog"
 	"math"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spendchecker/spendchecker/rotation/history"
@@ -36,6 +41,7 @@ var page = template.Must(template.New("page").Funcs(template.FuncMap{
 	"utc":     func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
 	"join":    strings.Join,
 	"deref":   func(v *int64) int64 { return *v },
+	"rows":    rows,
 	"unknown": unknown,
 	"sectionErrors": func(s *Snapshot) []string {
 		if s.Store != nil {
@@ -53,23 +59,50 @@ func unknown(s *Snapshot) string {
 	return "unknown: could not be read (see above)"
 }
 
-// Page serves the status page: GET / renders a fresh Snapshot each time.
+// Page serves the status page. GET / leads with what needs attention in
+// each pool (the keys by band, backups left, the lease) and the keys
+// closest to their threshold; GET /?pool=NAME lists the pool's keys one
+// page at a time, by _id (&after=ID for the next page).
 type Page struct {
 	Source Source
+	// Summaries, when set, is what / renders: the daemon refreshes it after
+	// each cycle, so a GET reads no key. Unset, each GET reads every key
+	// (streamed, in bounded memory).
+	Summaries *Summaries
 	// Instance is this replica's identity, shown beside the lease holder.
 	Instance string
 	// Refresh is how often the page reloads itself (default 15 s).
 	Refresh time.Duration
 	// Timeout bounds one read of the store (default 5 s).
 	Timeout time.Duration
-	Logger  *slog.Logger
+	// MaxRenders caps the GETs served at once (default 2): a GET waits up
+	// to Wait (default 1 s) for one to finish, then is answered 503 with
+	// Retry-After, so open tabs cannot slow the cycle.
+	MaxRenders int
+	Wait       time.Duration
+	// PageSize is how many keys one page of the full list shows (default 500).
+	PageSize int
+	Logger   *slog.Logger
+
+	once sync.Once
+	sem  chan struct{}
 }
+
+// busyPage is the answer past the cap: it reloads itself in 5 s.
+const busyPage = `<!doctype html><meta charset="utf-8"><meta http-equiv="refresh" content="5"><title>spendchecker status: busy</title><p>The status page is busy; it reloads in 5 s.</p>`
 
 // view is what the template renders.
 type view struct {
 	*Snapshot
 	Instance       string
 	RefreshSeconds int
+	// List is set on a page of one pool's full key list.
+	List *listView
+}
+
+// listView is one page of a pool's keys, by _id.
+type listView struct {
+	Pool, After, Next string
 }
 
 // ServeHTTP renders the page. It is read-only: anything but GET and HEAD
@@ -80,23 +113,35 @@ func (p *Page) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
-	timeout, refresh := p.Timeout, p.Refresh
-	if timeout <= 0 {
-		timeout = 5 * time.Second
-	}
-	if refresh <= 0 {
-		refresh = 15 * time.Second
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), timeout)
-	defer cancel()
-	snap := p.Source.Read(ctx)
-	var buf bytes.Buffer
-	if err := Render(&buf, snap, p.Instance, refresh); err != nil {
-		if p.Logger != nil {
-			p.Logger.Error("status page", "err", err)
-		}
-		http.Error(w, "status page: cannot render", http.StatusInternalServerError)
+	p.once.Do(func() { p.sem = make(chan struct{}, cmp.Or(max(p.MaxRenders, 0), 2)) })
+	wait := time.NewTimer(cmp.Or(p.Wait, time.Second))
+	select {
+	case p.sem <- struct{}{}:
+		wait.Stop()
+		defer func() { <-p.sem }()
+	case <-wait.C:
+		// A browser does not act on Retry-After: the page reloads itself.
+		w.Header().Set("Retry-After", "5")
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = io.WriteString(w, busyPage)
 		return
+	case <-r.Context().Done():
+		wait.Stop()
+		return
+	}
+	refresh := cmp.Or(p.Refresh, 15*time.Second)
+	ctx, cancel := context.WithTimeout(r.Context(), p.timeout())
+	defer cancel()
+	v := view{Instance: p.Instance, RefreshSeconds: max(1, int(refresh.Seconds()))}
+	if name := r.URL.Query().Get("pool"); name != "" {
+		var ok bool
+		if v.Snapshot, v.List, ok = p.list(ctx, name, r.URL.Query().Get("after")); !ok {
+			http.Error(w, "no such pool", http.StatusNotFound)
+			return
+		}
+	} else {
+		v.Snapshot = p.summary(ctx)
 	}
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
@@ -106,12 +151,105 @@ func (p *Page) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
-	_, _ = w.Write(buf.Bytes())
+	// Straight to the connection: the page is never held whole.
+	bw := bufio.NewWriterSize(w, 32<<10)
+	if err := page.Execute(bw, v); err != nil && p.Logger != nil {
+		p.Logger.Error("status page", "err", err)
+	}
+	_ = bw.Flush()
+}
+
+// summary is the snapshot / shows: the daemon's last summary with the
+// lease and cycles read now, or a summary read now.
+func (p *Page) summary(ctx context.Context) *Snapshot {
+	if p.Summaries == nil {
+		return p.Source.Summarise(ctx)
+	}
+	p.Summaries.Want()
+	snap := &Snapshot{GeneratedAt: p.now(), Lease: LeaseView{Name: p.Source.LeaseName}, Pending: true}
+	if last := p.Summaries.Last(); last != nil {
+		c := *last
+		// Times on the page count from now; the keys' from when read.
+		c.GeneratedAt, c.SummaryAt = p.now(), last.GeneratedAt
+		c.Store = nil
+		if last.Store != nil {
+			c.Errors = c.Errors[1:] // said again below if the store is still down
+		}
+		snap = &c
+	}
+	if p.Source.Leases != nil {
+		// One small document: the holder shown is the current one, and an
+		// unreachable store is said now, not at the next summary.
+		r := &reader{}
+		snap.Lease = readLease(ctx, p.Source.Leases, p.Source.LeaseName, r)
+		p.Source.markDown(snap, r)
+	}
+	if p.Source.Cycles != nil {
+		snap.Cycles = p.Source.Cycles.Recent()
+	}
+	return snap
+}
+
+func (p *Page) timeout() time.Duration { return cmp.Or(p.Timeout, 5*time.Second) }
+
+func (p *Page) now() time.Time {
+	if p.Source.Now != nil {
+		return p.Source.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+// list reads one page of a pool's keys after the _id after.
+func (p *Page) list(ctx context.Context, name, after string) (*Snapshot, *listView, bool) {
+	i := slices.IndexFunc(p.Source.Pools, func(q Pool) bool { return q.Name == name })
+	if i < 0 {
+		return nil, nil, false
+	}
+	pool := p.Source.Pools[i]
+	size := cmp.Or(max(p.PageSize, 0), 500)
+	snap := &Snapshot{GeneratedAt: p.now(), Lease: LeaseView{Name: p.Source.LeaseName}}
+	pv := PoolView{Name: pool.Name, KeysCollection: pool.Keys.Name(), Threshold: pool.Threshold, MinRemaining: pool.MinRemaining, Keys: []KeyView{}}
+	r := &reader{}
+	if p.Source.Leases != nil {
+		snap.Lease = readLease(ctx, p.Source.Leases, p.Source.LeaseName, r)
+	}
+	lv := &listView{Pool: name, After: after}
+	err := r.read(func() error {
+		return ScanPage(ctx, pool.Keys, pool.Threshold, pool.MinRemaining, after, size+1, func(k KeyView) { pv.Keys = append(pv.Keys, k) })
+	})
+	if len(pv.Keys) > size {
+		pv.Keys = pv.Keys[:size]
+		lv.Next = pv.Keys[size-1].ID
+	}
+	switch {
+	case err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
+		// A slow store, not an unreachable one: say so, and leave the
+		// daemon's reachability alone.
+		pv.KeysUnknown, pv.Error = true, fmt.Sprintf("not read within %s: the store is too slow for this page (`spendchecker status` lists every key)", p.timeout())
+		snap.Errors = append(snap.Errors, fmt.Sprintf("pool %s: %s", name, pv.Error))
+	case err != nil:
+		pv.KeysUnknown, pv.Error = true, r.line(err)
+		if pv.Error != unreachable {
+			snap.Errors = append(snap.Errors, fmt.Sprintf("pool %s: %s", name, pv.Error))
+		}
+		(&Source{Reachability: p.Source.Reachability}).markDown(snap, r)
+	}
+	snap.Pools = []PoolView{pv}
+	return snap, lv, true
 }
 
 // Render writes the page for snap.
 func Render(w interface{ Write([]byte) (int, error) }, snap *Snapshot, instance string, refresh time.Duration) error {
 	return page.Execute(w, view{Snapshot: snap, Instance: instance, RefreshSeconds: max(1, int(refresh.Seconds()))})
+}
+
+// rows is the keys a pool's table lists: the closest to rotating on the
+// summary, one page on the full list.
+func rows(p PoolView) []KeyView {
+	if p.Summary != nil {
+		return p.Summary.Top
+	}
+	return p.Keys
 }
 
 // usd is a dollar figure; one that is not finite (an old record's "NaN")

@@ -103,19 +103,29 @@ func (s *Store) EnsureIndexes(ctx context.Context) error {
 
 // Since returns the records rotated at or after t, oldest first.
 func (s *Store) Since(ctx context.Context, t time.Time) ([]Record, error) {
-	cur, err := s.coll.Find(ctx, bson.M{"rotatedAt": bson.M{"$gte": t}}, options.Find().SetSort(bson.D{{Key: "rotatedAt", Value: 1}}))
+	var out []Record
+	err := s.EachSince(ctx, t, func(r Record) error { out = append(out, r); return nil })
+	return out, err
+}
+
+// EachSince hands each record rotated at or after t to each, oldest first,
+// as it is read: one cursor batch is held at a time, however long the
+// window. It stops at each's first error and returns it.
+func (s *Store) EachSince(ctx context.Context, t time.Time, each func(Record) error) error {
+	cur, err := s.coll.Find(ctx, bson.M{"rotatedAt": bson.M{"$gte": t}}, options.Find().SetSort(bson.D{{Key: "rotatedAt", Value: 1}}).SetBatchSize(500))
 	if err != nil {
-		return nil, fmt.Errorf("history query: %w", err)
+		return fmt.Errorf("history query: %w", err)
 	}
 	defer cur.Close(context.WithoutCancel(ctx))
-	var out []Record
 	for cur.Next(ctx) {
-		out = append(out, Lenient(cur.Current))
+		if err := each(Lenient(cur.Current)); err != nil {
+			return err
+		}
 	}
 	if err := cur.Err(); err != nil {
-		return nil, fmt.Errorf("history query: %w", err)
+		return fmt.Errorf("history query: %w", err)
 	}
-	return out, nil
+	return nil
 }
 
 // Lenient reads a history document as leniently as the other documents

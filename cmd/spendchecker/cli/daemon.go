@@ -30,7 +30,8 @@ import (
 func (a *app) daemon(ctx context.Context) error {
 	var schedulerUp atomic.Bool
 	a.cycles = statuspage.NewRing(statusCycles)
-	srv, err := a.serveHTTP(&schedulerUp)
+	sums, summaryDue := a.statusSummaries(), make(chan struct{}, 1)
+	srv, err := a.serveHTTP(&schedulerUp, sums)
 	if err != nil {
 		return &config.UsageError{Err: fmt.Errorf("cannot listen on --listen %s: %w", a.cfg.Listen, err)}
 	}
@@ -41,6 +42,9 @@ func (a *app) daemon(ctx context.Context) error {
 			cancel()
 		}
 	}()
+	if srv != nil {
+		go a.summarise(ctx, sums, summaryDue)
+	}
 	stopWatchdog := a.watchdog()
 	defer stopWatchdog()
 	// Start-up never fails on the store: the daemon reports and keeps trying.
@@ -77,6 +81,10 @@ func (a *app) daemon(ctx context.Context) error {
 		OnCycle: func(sum checker.Summary, err error) {
 			a.prog.cycleEnd()
 			a.cycles.Add(statuspage.CycleOf(time.Now(), sum, err))
+			select {
+			case summaryDue <- struct{}{}: // the page's summary is read again
+			default:
+			}
 			a.met.cycle(sum, err, float64(time.Now().Unix()))
 			a.notifyCycle(sum, err)
 			_, _ = daemon.SdNotify(false, "STATUS="+sum.String())
@@ -138,7 +146,7 @@ func (a *app) watchdog() func() {
 	return func() { once.Do(func() { close(done); wg.Wait() }) }
 }
 
-func (a *app) serveHTTP(schedulerUp *atomic.Bool) (*http.Server, error) {
+func (a *app) serveHTTP(schedulerUp *atomic.Bool, sums *statuspage.Summaries) (*http.Server, error) {
 	if a.cfg.Listen == "" {
 		return nil, nil
 	}
@@ -172,10 +180,9 @@ func (a *app) serveHTTP(schedulerUp *atomic.Bool) (*http.Server, error) {
 		_, _ = io.WriteString(w, "ready\n")
 	})
 	a.rotateRoutes(mux)
-	// The status page: read-only, the same read as `status` (docs/operating.md, "Status page").
-	src := a.statusSource()
-	src.Cycles, src.Rotations, src.Reachability = a.cycles, statusRotations, a.reach
-	mux.Handle("/{$}", &statuspage.Page{Source: src, Instance: a.cfg.Instance, Logger: a.log})
+	// The status page: read-only, the same read as `status`; its summary is
+	// read by the daemon, not per GET (docs/operating.md, "Status page").
+	mux.Handle("/{$}", &statuspage.Page{Source: sums.Source, Summaries: sums, Instance: a.cfg.Instance, Logger: a.log})
 	ln, err := net.Listen("tcp", a.cfg.Listen)
 	if err != nil {
 		return nil, err

@@ -4,21 +4,26 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"time"
 
 	"github.com/spendchecker/spendchecker/rotation"
 	"github.com/spendchecker/spendchecker/statuspage"
 )
 
 // status prints a table of keys, backups left and the lease holder, read
-// through the same statuspage.Source as the page at / (docs/operating.md, "Status page").
+// through the same statuspage.Source as the page at / (docs/operating.md,
+// "Status page"), as it reads.
 func (a *app) status(ctx context.Context, out io.Writer) error {
-	snap := a.statusSource().Read(ctx)
+	// Streamed: one key at a time is held, at any pool size.
+	var snap *statuspage.Snapshot
 	if a.cfg.Output == "json" {
-		if err := writeJSON(out, snap); err != nil {
-			return err
+		jw := statuspage.NewJSONWriter(out)
+		snap = a.statusSource().Visit(ctx, jw)
+		if err := jw.Err(); err != nil {
+			return partial("%w", err)
 		}
 	} else {
-		statuspage.WriteText(out, snap)
+		snap = a.statusSource().Visit(ctx, statuspage.NewTextWriter(out))
 	}
 	switch {
 	case snap.Store != nil:
@@ -55,4 +60,26 @@ func (a *app) statusSource() statuspage.Source {
 		pools = append(pools, sp)
 	}
 	return statuspage.Source{Pools: pools, Leases: a.leases, LeaseName: a.cfg.LeaseName}
+}
+
+// statusSummaries is the daemon's page summary: the status read with the
+// recent rotations, this replica's cycles and the store's reachability.
+func (a *app) statusSummaries() *statuspage.Summaries {
+	src := a.statusSource()
+	src.Cycles, src.Rotations, src.Reachability = a.cycles, statusRotations, a.reach
+	return &statuspage.Summaries{Source: src, Every: max(a.cfg.Interval, 30*time.Second)}
+}
+
+// summarise reads the page's summary while the page is looked at: at
+// once when it is asked for after a quiet spell, then after each cycle
+// (due) and at least every interval (a standby runs no cycle). Nobody
+// looking, nothing is read. Until ctx ends.
+func (a *app) summarise(ctx context.Context, m *statuspage.Summaries, due <-chan struct{}) {
+	for m.Wait(ctx, due) {
+		// How many cycles had ended when this read began (of the last few).
+		ended, start := len(a.cycles.Recent()), time.Now()
+		if m.Refresh(ctx) {
+			a.log.Debug("status summary read", "cycles", ended, "took", time.Since(start).Round(time.Millisecond).String())
+		}
+	}
 }

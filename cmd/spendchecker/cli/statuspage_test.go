@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"image/png"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -130,7 +131,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 		defer events.w.Close()
 		done <- Run(dctx, []string{"--mongo-uri", mdb.URI, "--database", mdb.Name, "--listen", "127.0.0.1:0",
 			"--provider-url", up.URL, "--interval", "1s", "--instance", "replica-a",
-			"--log-format", "json"}, Env{Stdout: io.Discard, Stderr: events.w})
+			"--log-format", "json", "--log-level", "debug"}, Env{Stdout: io.Discard, Stderr: events.w})
 	}()
 	defer func() {
 		stop()
@@ -142,6 +143,16 @@ func TestStatusPageInBrowser(t *testing.T) {
 	// Two cycles logged: the first one's summary is in the page's ring.
 	events.waitFor(t, "cycle done", 3*time.Minute)
 	events.waitFor(t, "cycle done", 3*time.Minute)
+	// The page shows the daemon's summary, read once the page is asked
+	// for: ask, and wait for one read after a cycle.
+	if resp, err := http.Get("http://" + addr + "/"); err == nil {
+		resp.Body.Close()
+	}
+	for {
+		if n, _ := events.waitFor(t, "status summary read", 3*time.Minute)["cycles"].(float64); n >= 1 {
+			break
+		}
+	}
 
 	bctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

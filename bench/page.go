@@ -1,0 +1,322 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+
+	"github.com/spendchecker/spendchecker/checker"
+	"github.com/spendchecker/spendchecker/internal/fixture"
+	"github.com/spendchecker/spendchecker/lease"
+	"github.com/spendchecker/spendchecker/rotation"
+	"github.com/spendchecker/spendchecker/rotation/history"
+	"github.com/spendchecker/spendchecker/statuspage"
+)
+
+// seedSpentKeys writes n keys as the daemon leaves them after a cycle (a
+// spend scattered over the threshold's range, a rate, a last and next
+// check, every 1,000th rejected), n history records over the last 20 days
+// and 10 backups, in batches of 1,000.
+func seedSpentKeys(ctx context.Context, db *mongo.Database, n int) error {
+	now := time.Now().UTC()
+	for lo := 0; lo < n; lo += 1000 {
+		f := fixture.Pool{CreatedAt: now}
+		var hist []any
+		for i := lo; i < min(n, lo+1000); i++ {
+			fields := bson.M{rotation.FieldTokensUsed: int64(0),
+				rotation.FieldTotalSpend: float64((i*7919)%10000) / 1000, // $0.00–$9.99, scattered
+				checker.FieldLastCheck:   now.Add(-time.Minute), checker.FieldNextCheck: now.Add(10 * time.Minute),
+				checker.FieldRate: 0.0001 * float64(1+i%50)}
+			if i%1000 == 999 {
+				fields[checker.FieldCheckError] = "unauthorized"
+			}
+			f.Keys = append(f.Keys, fixture.Key{ID: fmt.Sprintf("key-%07d", i), Secret: secretOf(i), Fields: fields})
+			// Not "rot_" ids: verify would name each as stray (no journal here).
+			hist = append(hist, history.Record{ID: fmt.Sprintf("hist-%07d", i), Pool: pool.Name, KeyID: fmt.Sprintf("old-%07d", i),
+				APIKeyMasked: "sk-be...cdef", Spend: 9.97, Threshold: 9.95, CheckedAt: now, RotatedAt: now.Add(-time.Duration(i) * 17 * time.Second),
+				RotationReason: "proactive_threshold_9.97", NewKeyID: fmt.Sprintf("key-%07d", i), Provider: "openhands", Instance: "bench", LeaseEpoch: 1})
+		}
+		if lo == 0 {
+			for i := range 10 {
+				f.Backups = append(f.Backups, fixture.Backup{ID: fmt.Sprintf("backup-%02d", i), Secret: secretOf(n + i)})
+			}
+		}
+		if err := fixture.Write(ctx, db, pool, f); err != nil {
+			return fmt.Errorf("seed: %w", err)
+		}
+		if _, err := db.Collection(pool.HistoryCollection).InsertMany(ctx, hist); err != nil {
+			return fmt.Errorf("seed history: %w", err)
+		}
+	}
+	return nil
+}
+
+// backupsLeft counts a pool's unused backups as the rotator does.
+type backupsLeft struct{ coll *mongo.Collection }
+
+func (b backupsLeft) BackupsAvailable(ctx context.Context) (int64, error) {
+	return b.coll.CountDocuments(ctx, bson.M{rotation.FieldIsUsed: false})
+}
+
+// timedPeak runs f and returns its time and peak heap above idle.
+func timedPeak(f func() error) (time.Duration, uint64, error) {
+	start := time.Now()
+	var d time.Duration
+	peak, err := peakHeap(func() error { err := f(); d = time.Since(start); return err })
+	return d, peak, err
+}
+
+// fetch GETs url; unread is set when the page says part of the store
+// could not be read (its 5 s read timed out).
+func fetch(url string, unread *bool) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	if bytes.Contains(body, []byte(`id="errors"`)) || bytes.Contains(body, []byte(`id="store"`)) {
+		*unread = true
+	}
+	return nil
+}
+
+// pageBench: the status page, `status`, `verify` and `history` at
+// -page-keys keys and as many history records.
+func pageBench(ctx context.Context, s settings) error {
+	ch, err := startChild(0, nil)
+	if err != nil {
+		return err
+	}
+	defer ch.stop()
+	db := ch.client.Database("page")
+	start := time.Now()
+	if err := seedSpentKeys(ctx, db, s.pageKeys); err != nil {
+		return err
+	}
+	if err := ch.indexIDs(db.Name()); err != nil {
+		return err
+	}
+	fmt.Printf("\n## status surfaces at %d keys and %d history records (seeded in %s)\n", s.pageKeys, s.pageKeys, time.Since(start).Round(time.Second))
+	src := statuspage.Source{
+		Pools: []statuspage.Pool{{Name: pool.Name, Keys: db.Collection(pool.KeysCollection), History: db.Collection(pool.HistoryCollection),
+			Threshold: 9.95, Backups: backupsLeft{db.Collection(pool.BackupsCollection)}}},
+		Leases: db.Collection(lease.Collection), LeaseName: "spendchecker", Rotations: 10,
+	}
+	if s.pageOnly == "commands" {
+		return commands(ctx, ch, db.Name(), s)
+	}
+	fmt.Printf("%-44s %10s %12s %s\n", "what", "time", "peak heap", "target")
+	row := func(what string, d time.Duration, peak uint64, target string) {
+		fmt.Printf("%-44s %9.2fs %8.1f MiB %s\n", what, d.Seconds(), mib(peak), target)
+	}
+	sums := &statuspage.Summaries{Source: src}
+	d, peak, err := timedPeak(func() error {
+		if !sums.Refresh(ctx) {
+			return fmt.Errorf("summary not read")
+		}
+		if errs := sums.Last().Errors; len(errs) > 0 {
+			return fmt.Errorf("summary: %v", errs)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	row("daemon's summary read (after each cycle)", d, peak, "(not a GET)")
+	srv := httptest.NewServer(&statuspage.Page{Source: src, Summaries: sums})
+	defer srv.Close()
+	for _, g := range []struct {
+		what, url string
+		runs      int
+	}{
+		{"GET / (summary, top 50), worst of 5", "/", 5},
+		{"GET /?pool= first page of 500", "/?pool=" + pool.Name, 1},
+		{"GET /?pool=&after= middle page of 500", fmt.Sprintf("/?pool=%s&after=key-%07d", pool.Name, s.pageKeys/2), 1},
+	} {
+		var worst time.Duration
+		var worstPeak uint64
+		var unread bool
+		for range g.runs {
+			d, peak, err := timedPeak(func() error { return fetch(srv.URL+g.url, &unread) })
+			if err != nil {
+				return err
+			}
+			worst, worstPeak = max(worst, d), max(worstPeak, peak)
+		}
+		target := "≤ 1 s, ≤ 16 MiB"
+		if unread {
+			target += " — NOT READ: the page's 5 s read timed out"
+		}
+		row(g.what, worst, worstPeak, target)
+	}
+	if s.pageLive {
+		live := httptest.NewServer(&statuspage.Page{Source: src, Timeout: 10 * time.Minute})
+		var unread bool
+		d, peak, err := timedPeak(func() error { return fetch(live.URL+"/", &unread) })
+		live.Close()
+		if err != nil {
+			return err
+		}
+		row("GET / reading every key per GET (rejected)", d, peak, "≤ 1 s, ≤ 16 MiB")
+	}
+	if err := pageLoad(ctx, ch, srv.URL, s); err != nil {
+		return err
+	}
+	return commands(ctx, ch, db.Name(), s)
+}
+
+// pageLoad: a dry-run cycle alone against one with 10 clients fetching the
+// page back to back, alternated, 3 of each.
+func pageLoad(ctx context.Context, ch *child, url string, s settings) error {
+	db := ch.client.Database("page_cycle")
+	if err := seedKeys(ctx, db, s.pageCycle); err != nil {
+		return err
+	}
+	chk, err := newChecker(db, ch.upstream, 100, 500, false, true, nil)
+	if err != nil {
+		return err
+	}
+	var quiet, loaded []time.Duration
+	var served, refused atomic.Int64
+	for range 3 {
+		d, err := cycleOnce(ctx, chk, s.pageCycle)
+		if err != nil {
+			return err
+		}
+		quiet = append(quiet, d)
+		// Ten tabs that reload at once, every second (the page itself
+		// reloads every 15 s): bursts of 10 concurrent GETs.
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for range 10 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				t := time.NewTicker(time.Second)
+				defer t.Stop()
+				for {
+					resp, err := http.Get(url + "/")
+					if err == nil {
+						_, _ = io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode == http.StatusOK {
+							served.Add(1)
+						} else {
+							refused.Add(1)
+						}
+					}
+					select {
+					case <-stop:
+						return
+					case <-t.C:
+					}
+				}
+			}()
+		}
+		d, err = cycleOnce(ctx, chk, s.pageCycle)
+		close(stop)
+		wg.Wait()
+		if err != nil {
+			return err
+		}
+		loaded = append(loaded, d)
+	}
+	slices.Sort(quiet)
+	slices.Sort(loaded)
+	fmt.Printf("\ncycle of %d keys (dry run), median of 3: alone %.2fs, with 10 tabs reloading / together every second %.2fs: %.3f× (target ≤ 1.10×); %d pages served, %d refused (503)\n",
+		s.pageCycle, quiet[1].Seconds(), loaded[1].Seconds(), loaded[1].Seconds()/quiet[1].Seconds(), served.Load(), refused.Load())
+	return nil
+}
+
+var gcLine = regexp.MustCompile(`(\d+)->(\d+)->(\d+) MB`)
+
+// commands runs the built binary's `status` (text, JSON), `verify` and
+// `history --since 30d`, each reporting its peak heap: the largest heap
+// at the start of a GC (GODEBUG=gctrace=1), which the heap reaches before
+// each collection.
+func commands(ctx context.Context, ch *child, dbName string, s settings) error {
+	dir, err := os.MkdirTemp("", "spendchecker-bench-bin-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(dir, "spendchecker")
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/spendchecker").CombinedOutput(); err != nil {
+		return fmt.Errorf("build: %v: %s", err, out)
+	}
+	fmt.Printf("\n%-44s %10s %12s %10s %s\n", "command (the binary, whole process)", "time", "peak heap", "output", "target")
+	base := []string{"--mongo-uri", ch.uri, "--database", dbName}
+	for _, c := range [][]string{{"status", "--threshold", "9.95"}, {"status", "--threshold", "9.95", "--output", "json"}, {"verify"}, {"history", "--since", "30d"}, {"history", "--since", "30d", "--output", "json"}} {
+		if s.pageCommand != "" && c[0] != s.pageCommand {
+			continue
+		}
+		cmd := exec.CommandContext(ctx, bin, append(c, base...)...)
+		cmd.Env = append(os.Environ(), "GODEBUG=gctrace=1")
+		stderr, err := cmd.StderrPipe()
+		if err != nil {
+			return err
+		}
+		var n countWriter
+		cmd.Stdout = &n
+		start := time.Now()
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		var peak int
+		var other []string
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if m := gcLine.FindStringSubmatch(sc.Text()); m != nil {
+				v, _ := strconv.Atoi(m[1])
+				peak = max(peak, v)
+			} else if len(other) < 3 {
+				other = append(other, sc.Text())
+			}
+		}
+		err = cmd.Wait()
+		d := time.Since(start)
+		exit := ""
+		if err != nil {
+			exit = fmt.Sprintf(" (%v: %q %v)", err, n.head, other)
+		}
+		fmt.Printf("%-44s %9.2fs %8d MB %7.1f MB ≤ 64 MiB%s\n", fmt.Sprint(c), d.Seconds(), peak, float64(n.n)/1e6, exit)
+	}
+	return nil
+}
+
+// countWriter counts the output and keeps its first bytes.
+type countWriter struct {
+	n    int64
+	head string
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	if len(c.head) < 160 {
+		c.head += string(p[:min(len(p), 160-len(c.head))])
+	}
+	c.n += int64(len(p))
+	return len(p), nil
+}
