@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"time"
 
 	"github.com/spendchecker/spendchecker/rotation"
@@ -75,11 +76,18 @@ func (a *app) statusSummaries() *statuspage.Summaries {
 // (due) and at least every interval (a standby runs no cycle). Nobody
 // looking, nothing is read. Until ctx ends.
 func (a *app) summarise(ctx context.Context, m *statuspage.Summaries, due <-chan struct{}) {
+	first := true
 	for m.Wait(ctx, due) {
 		// How many cycles had ended when this read began (of the last few).
 		ended, start := len(a.cycles.Recent()), time.Now()
 		if m.Refresh(ctx) {
-			a.log.Debug("status summary read", "cycles", ended, "took", time.Since(start).Round(time.Millisecond).String())
+			// The first read is when the page starts showing the pool (over a
+			// minute at 100,000 keys on the embedded store): said at info.
+			level := slog.LevelDebug
+			if first {
+				level, first = slog.LevelInfo, false
+			}
+			a.log.Log(ctx, level, "status summary read", "cycles", ended, "took", time.Since(start).Round(time.Millisecond).String())
 		}
 	}
 }
