@@ -111,6 +111,8 @@ func Read(status int, body []byte) Answer {
 	if status == http.StatusOK {
 		return Answer{}
 	}
+	full := body
+	body = textWindow(body)
 	if b, ok := BudgetRefusal(body); ok {
 		switch {
 		case b.Unclear != "":
@@ -127,7 +129,7 @@ func Read(status int, body []byte) Answer {
 		}
 	}
 	authStatus := status == http.StatusUnauthorized || status == http.StatusForbidden
-	if authStatus && ProviderError(body) && oneAPIExhaustedRe.Match(body) {
+	if authStatus && ProviderError(full) && oneAPIExhaustedRe.Match(body) {
 		return Answer{Verdict: KeyExhausted, Reason: "exhausted"}
 	}
 	if status == http.StatusTooManyRequests || status == 529 {
@@ -137,20 +139,35 @@ func Read(status int, body []byte) Answer {
 		return Answer{Verdict: AccessRefused, Why: fmt.Sprintf("%d: the key may not call this endpoint or model, which says nothing about whether it serves: %.160q", status, body)}
 	}
 	if authStatus || status == http.StatusPaymentRequired {
-		if ProviderError(body) {
+		if ProviderError(full) {
 			return Answer{Verdict: KeyRejected, Reason: rejectedReason(status)}
 		}
 	}
 	// The proxy's factory rule: an error the upstream wrote (a JSON
 	// object, not an HTML page that happens to contain the words) naming
 	// the key invalid or revoked, whatever the status.
-	if (strings.Contains(lower, "invalid_api_key") || strings.Contains(lower, "revoked")) && jsonObject(body) {
+	if (strings.Contains(lower, "invalid_api_key") || strings.Contains(lower, "revoked")) && jsonObject(full) {
 		return Answer{Verdict: KeyRejected, Reason: "invalid_key"}
 	}
 	if authStatus || status == http.StatusPaymentRequired {
 		return Answer{Why: fmt.Sprintf("%d without the provider's JSON error (a proxy, WAF or CDN answered?): %.60q", status, body)}
 	}
 	return Answer{Why: fmt.Sprintf("status %d", status)}
+}
+
+// TextWindow is how much of an answer Read searches for a provider's
+// words. Providers' error answers are a few hundred bytes; the regular
+// expressions cost about a second of CPU per MiB, so a hostile or broken
+// upstream answering megabytes would otherwise burn a core per answer.
+// Whether the answer is the provider's JSON error is still decided on the
+// whole body (a linear parse).
+const TextWindow = 64 << 10
+
+func textWindow(body []byte) []byte {
+	if len(body) > TextWindow {
+		return body[:TextWindow]
+	}
+	return body
 }
 
 // rejectedReason names a rejection by its status, as the proxy's own

@@ -1,6 +1,7 @@
 package upstream_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/spendchecker/spendchecker/rotation/upstream"
@@ -63,6 +64,47 @@ func TestRead(t *testing.T) {
 			}
 			if !a.Rotates() && c.status != 200 && a.Why == "" {
 				t.Errorf("no rotation on %d without saying why", c.status)
+			}
+		})
+	}
+}
+
+// Read searches only the first TextWindow bytes for a provider's words, so
+// an answer of megabytes costs milliseconds, not seconds of CPU; whether
+// the answer is the provider's JSON error is still decided on the whole body.
+func TestReadSearchesItsWindow(t *testing.T) {
+	refusal := `"message":"Budget has been exceeded! Current cost: 10.01, Max budget: 10.0"`
+	revoked := `"message":"This API key has been revoked."`
+	pad := func(n int) string { return `"pad":"` + strings.Repeat("x", n) + `",` }
+	cases := []struct {
+		name   string
+		status int
+		body   string
+		want   upstream.Verdict
+	}{
+		{"refusal inside the window", 400, `{"error":{` + refusal + `,` + pad(upstream.TextWindow-200) + `"x":1}}`, upstream.KeyBudgetExceeded},
+		{"refusal past the window", 400, `{"error":{` + pad(upstream.TextWindow) + refusal + `}}`, upstream.NotAboutKey},
+		{"JSON error longer than the window", 401, `{"error":{` + pad(2*upstream.TextWindow) + `"message":"invalid"}}`, upstream.KeyRejected},
+		{"revoked, JSON longer than the window", 500, `{"error":{` + revoked + `,` + pad(2*upstream.TextWindow) + `"x":1}}`, upstream.KeyRejected},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if a := upstream.Read(c.status, []byte(c.body)); a.Verdict != c.want {
+				t.Errorf("Read(%d, %d bytes) = %v, want %v", c.status, len(c.body), a.Verdict, c.want)
+			}
+		})
+	}
+}
+
+// BenchmarkReadHostileAnswer: 1 MiB answers built to keep the regular
+// expressions busy (`go test -run '^$' -bench ReadHostile ./upstream` in
+// rotation/).
+func BenchmarkReadHostileAnswer(b *testing.B) {
+	for _, fill := range []string{"a", "ExceededBudget: User=ab", "Budget has been exceeded! x", "Spend=1", "token 额度"} {
+		body := []byte(strings.Repeat(fill, (1<<20)/len(fill)))
+		b.Run(strings.Fields(fill)[0], func(b *testing.B) {
+			for b.Loop() {
+				upstream.Read(401, body)
 			}
 		})
 	}
