@@ -15,6 +15,10 @@ type backupDoc struct {
 	APIKey string
 	// Carried are the backup's carriedFields, for the key it becomes.
 	Carried bson.D
+	// claimRead is the journal entry read with the check of the backup's
+	// secret (usable), after the reservation: the saga's read before the
+	// insert.
+	claimRead []journalEntry
 }
 
 // claim inserts the journal entry with the first backup nobody else holds,
@@ -113,21 +117,43 @@ func (r *Rotator) unreserve(ctx context.Context, e journalEntry) error {
 
 // usable checks a reserved backup's secret: present, and not a secret that
 // was live under this id and rotated away (the old rotators left such
-// backups unmarked), which must not come back.
-func (r *Rotator) usable(ctx context.Context, e journalEntry, raw bson.Raw) (string, string, error) {
-	secret, _ := raw.Lookup(FieldAPIKey).StringValueOK()
+// backups unmarked), which must not come back. The same find reads the
+// rotation's own journal entry (entries, empty if it is gone): for the
+// owner that is the read before the insert, after the reservation, so a
+// pause after the reservation is still caught.
+func (r *Rotator) usable(ctx context.Context, e journalEntry, raw bson.Raw) (secret, why string, entries []journalEntry, err error) {
+	secret, _ = raw.Lookup(FieldAPIKey).StringValueOK()
 	if secret == "" {
-		return "", "malformed", nil
+		return "", "malformed", nil, nil
 	}
-	n, err := r.journal.CountDocuments(ctx, bson.M{"_id": RotationID(r.pool.Name, e.BackupID, secret)})
+	away := RotationID(r.pool.Name, e.BackupID, secret)
+	cur, err := r.journal.Find(ctx, bson.M{"_id": bson.M{"$in": bson.A{away, e.ID}}})
 	if err != nil {
-		return "", "", fmt.Errorf("read journal for backup %s: %w", e.BackupID, err)
+		return "", "", nil, fmt.Errorf("read journal for backup %s: %w", e.BackupID, err)
 	}
-	if n > 0 {
+	var raws []bson.Raw
+	if err := cur.All(ctx, &raws); err != nil {
+		return "", "", nil, fmt.Errorf("read journal for backup %s: %w", e.BackupID, err)
+	}
+	rotatedAway := false
+	for _, doc := range raws {
+		id, _ := doc.Lookup("_id").StringValueOK()
+		if id == away {
+			rotatedAway = true
+		}
+		if id == e.ID {
+			var cur journalEntry
+			if err := bson.Unmarshal(doc, &cur); err != nil {
+				return "", "", nil, fmt.Errorf("read journal %s: %w", e.ID, err)
+			}
+			entries = append(entries, cur)
+		}
+	}
+	if rotatedAway {
 		r.skip(e.BackupID)
-		return "", "its secret was live under this id and rotated away", nil
+		return "", "its secret was live under this id and rotated away", entries, nil
 	}
-	return secret, "", nil
+	return secret, "", entries, nil
 }
 
 // claimedBackup reserves the backup just claimed and reads it. It returns
@@ -139,13 +165,14 @@ func (r *Rotator) claimedBackup(ctx context.Context, e journalEntry) (*backupDoc
 		return nil, err
 	}
 	var secret string
+	var entries []journalEntry
 	if why == "" {
-		if secret, why, err = r.usable(ctx, e, raw); err != nil {
+		if secret, why, entries, err = r.usable(ctx, e, raw); err != nil {
 			return nil, err
 		}
 	}
 	if why == "" {
-		return &backupDoc{ID: e.BackupID, APIKey: secret, Carried: carried(raw)}, nil
+		return &backupDoc{ID: e.BackupID, APIKey: secret, Carried: carried(raw), claimRead: entries}, nil
 	}
 	r.log.Info("claimed backup changed since it was listed; trying another", "backup", e.BackupID, "why", why)
 	return nil, r.dropClaim(ctx, e)

@@ -92,6 +92,9 @@ func (r *Rotator) entryResult(ctx context.Context, e journalEntry) Result {
 	// The old key's secret replaced in place, or the old key rotated away
 	// by someone else (the legacy rotator), under this rotation: it will
 	// undo itself and remove this key.
+	if e.ForwardOnly {
+		return Result{OldKeyID: e.OldKeyID, RotationID: e.ID, NewKeyID: e.NewKeyID, Outcome: InProgress} // never undone
+	}
 	old, err := r.keys.FindOne(ctx, bson.M{"_id": e.OldKeyID}).Raw()
 	switch {
 	case errors.Is(err, mongo.ErrNoDocuments):

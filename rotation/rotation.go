@@ -67,6 +67,16 @@ type Config struct {
 	// UserBudget is the pool's rule for LiteLLM's personal-budget refusals
 	// (Rotate with WithBudgetUser); the zero value is UserBudgetAuto.
 	UserBudget UserBudget
+	// NoLegacyRotator declares that the proxy's own rotator no longer runs
+	// anywhere against this pool. Rotate then answers Rotated as soon as the
+	// new key is live and its backup marked, and finishes the rotation in
+	// the background (Wait, Close); the rotation is recorded as forward-only
+	// and never undoes itself after that point (docs/design.md "The early
+	// answer").
+	NoLegacyRotator bool
+	// FinishWithin bounds the background completion of a rotation answered
+	// early (default DefaultFinishWithin); recovery completes what is left.
+	FinishWithin time.Duration
 }
 
 // DefaultCandidates is Config.Candidates when unset: enough backups per
@@ -93,6 +103,12 @@ type Rotator struct {
 	skipped map[string]time.Time
 	// when Recover last looked for backups live as keys.
 	lastRepair time.Time
+
+	// the completions of rotations answered early (early.go).
+	finishing sync.WaitGroup
+	closed    bool
+	base      context.Context
+	stop      context.CancelFunc
 }
 
 // durable makes every write of the rotator wait for a majority of a replica
@@ -120,11 +136,17 @@ func New(db *mongo.Database, pool Pool, opts Config) (*Rotator, error) {
 	if opts.Candidates <= 0 {
 		opts.Candidates = DefaultCandidates
 	}
+	if opts.FinishWithin <= 0 {
+		opts.FinishWithin = DefaultFinishWithin
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	base, stop := context.WithCancel(context.Background())
 	return &Rotator{
+		base:     base,
+		stop:     stop,
 		pool:     pool,
 		opts:     opts,
 		log:      log.With("pool", pool.Name),
@@ -172,6 +194,11 @@ type journalEntry struct {
 	// BudgetUser is the LiteLLM user whose personal budget the old key was
 	// rotated for: another key naming it later shares it.
 	BudgetUser string `bson:"budgetUser,omitempty"`
+	// ForwardOnly: the rotation was claimed with no legacy rotator running
+	// (Config.NoLegacyRotator) and may have been answered once its key was
+	// live and its backup marked; every executor completes it and none
+	// undoes it, whatever process it runs in.
+	ForwardOnly bool `bson:"forwardOnly,omitempty"`
 }
 
 // RotateOption adjusts one Rotate call (Config configures the Rotator).
@@ -233,15 +260,33 @@ func (r *Rotator) Rotate(ctx context.Context, keyID, reason string, opts ...Rota
 	}
 	res := Result{OldKeyID: keyID}
 	doc := req.Key
-	if doc == nil {
-		var err error
-		doc, err = r.keys.FindOne(ctx, bson.M{"_id": keyID}).Raw()
-		if errors.Is(err, mongo.ErrNoDocuments) {
-			return r.missingKey(ctx, keyID)
-		}
-		if err != nil {
-			return res, fmt.Errorf("read key %s: %w", keyID, err)
-		}
+	// The key, the backups used for its id and, on a cold cache, the unused
+	// backups do not depend on one another: one round trip of latency.
+	var keyErr error
+	var usedFor []string
+	err := together(ctx,
+		func(ctx context.Context) error {
+			if doc == nil {
+				doc, keyErr = r.keys.FindOne(ctx, bson.M{"_id": keyID}).Raw()
+			}
+			return nil
+		},
+		func(ctx context.Context) (err error) {
+			usedFor, err = r.usedFor(ctx, keyID)
+			return err
+		},
+		func(ctx context.Context) error {
+			_, _ = r.candidates(ctx, map[string]bool{}) // a hint only: claim reads again on failure
+			return nil
+		})
+	if errors.Is(keyErr, mongo.ErrNoDocuments) {
+		return r.missingKey(ctx, keyID)
+	}
+	if keyErr != nil {
+		return res, fmt.Errorf("read key %s: %w", keyID, keyErr)
+	}
+	if err != nil {
+		return res, err
 	}
 	key, err := DecodeKey(doc)
 	if err != nil {
@@ -277,7 +322,8 @@ func (r *Rotator) Rotate(ctx context.Context, keyID, reason string, opts ...Rota
 		BudgetUser:   req.budgetUser,
 	}
 	entry.BackupsCollection = r.pool.BackupsCollection
-	prior, err := r.earlierReplacements(ctx, keyID, key.APIKey)
+	entry.ForwardOnly = r.opts.NoLegacyRotator
+	prior, err := r.earlierReplacements(ctx, keyID, key.APIKey, usedFor)
 	if err != nil {
 		return res, err
 	}
@@ -297,12 +343,8 @@ func (r *Rotator) Rotate(ctx context.Context, keyID, reason string, opts ...Rota
 	}
 }
 
-// earlierReplacements lists the live keys some rotation (any rotator's)
-// brought in for an earlier copy of keyID. They are read before the key is
-// confirmed live: every rotator deletes the old key before it inserts the
-// new one, so a replacement live before the key was seen live again
-// replaced a copy put back since, not the key this call rotates.
-func (r *Rotator) earlierReplacements(ctx context.Context, keyID, secret string) ([]string, error) {
+// usedFor lists the backups marked used for keyID (earlierReplacements).
+func (r *Rotator) usedFor(ctx context.Context, keyID string) ([]string, error) {
 	cur, err := r.backups.Find(ctx, bson.M{FieldUsedFor: keyID, FieldIsUsed: true}, options.Find().SetProjection(bson.M{"_id": 1}))
 	if err != nil {
 		return nil, fmt.Errorf("find replacements of %s: %w", keyID, err)
@@ -313,8 +355,21 @@ func (r *Rotator) earlierReplacements(ctx context.Context, keyID, secret string)
 			ids = append(ids, id)
 		}
 	}
-	if err := cur.Err(); err != nil || len(ids) == 0 {
-		return nil, err
+	if err := cur.Err(); err != nil {
+		return nil, fmt.Errorf("find replacements of %s: %w", keyID, err)
+	}
+	return ids, nil
+}
+
+// earlierReplacements lists the live keys some rotation (any rotator's)
+// brought in for an earlier copy of keyID, among ids (usedFor). They are
+// read before the key is confirmed live: every rotator deletes the old key
+// before it inserts the new one, so a replacement live before the key was
+// seen live again replaced a copy put back since, not the key this call
+// rotates.
+func (r *Rotator) earlierReplacements(ctx context.Context, keyID, secret string, ids []string) ([]string, error) {
+	if len(ids) == 0 {
+		return nil, nil
 	}
 	kc, err := r.keys.Find(ctx, bson.M{"_id": bson.M{"$in": ids}}, options.Find().SetProjection(bson.M{"_id": 1}))
 	if err != nil {
@@ -359,8 +414,19 @@ func (r *Rotator) rotateOnce(ctx context.Context, entry journalEntry, doc bson.R
 		if err := r.after(ctx, entry.ID, StepClaim); err != nil {
 			return res, false, err
 		}
-		s := &saga{r: r, e: entry, oldKey: doc, backupSecret: backup.APIKey, backupCarried: backup.Carried}
+		s := &saga{r: r, e: entry, oldKey: doc, backupSecret: backup.APIKey, backupCarried: backup.Carried,
+			claimRead: backup.claimRead, claimReadOK: true}
+		if entry.ForwardOnly {
+			s.answerBefore = StepActivateKey
+		}
 		err = s.run(ctx, StepInsertKey)
+		early := errors.Is(err, errAnswer)
+		if early && !r.finishDetached(ctx, s) {
+			early = false
+			err = s.run(ctx, StepActivateKey) // closed: finish before answering
+		} else if early {
+			err = nil
+		}
 		if errors.Is(err, ErrKeyCollision) {
 			// Nothing was written for this backup: let it go, take another.
 			log.Warn("backup's id is already a live key; skipping it (verify names it)", "backup", backup.ID, "err", err)
@@ -392,6 +458,9 @@ func (r *Rotator) rotateOnce(ctx context.Context, entry journalEntry, doc bson.R
 		attrs := []any{"new_key", entry.NewKeyID, "reason", entry.Reason, "apiKeyMasked", entry.APIKeyMasked}
 		if obs != nil {
 			attrs = append(attrs, "spend", obs.Spend, "threshold", obs.Threshold)
+		}
+		if early {
+			attrs = append(attrs, "finishing", "background")
 		}
 		log.Info("key rotated", attrs...)
 		return res, false, nil

@@ -42,12 +42,25 @@ type saga struct {
 	// depth counts predecessors being completed, to stop a corrupt journal
 	// from recursing forever.
 	depth int
+	// claimRead is the journal entry the owner read with its backup check,
+	// after the reservation: it stands for the read before the insert.
+	claimRead   []journalEntry
+	claimReadOK bool
+	// answerBefore, when set, stops run with errAnswer once the checks
+	// before that step passed; run from that step again to finish, without
+	// repeating them (checked).
+	answerBefore Step
+	checked      Step
 }
+
+// errAnswer stops the saga at the early answer: the new key is live, its
+// backup marked and the claim still this rotation's (early.go).
+var errAnswer = errors.New("the rotation can be answered; the rest runs on")
 
 func (s *saga) run(ctx context.Context, from Step) error {
 	steps := map[Step]func(context.Context) error{
 		StepInsertKey:    s.insertKey,
-		StepMarkBackup:   s.markBackup,
+		StepMarkBackup:   s.markBackupReadBindings,
 		StepActivateKey:  s.activateKey,
 		StepMoveBindings: s.moveBindings,
 		StepArchive:      s.archiveOld,
@@ -70,22 +83,20 @@ func (s *saga) run(ctx context.Context, from Step) error {
 		// re-inserting a key rotated onward since and clearing its mark.
 		// Every other step is harmless when late (docs/design.md "How a
 		// rotation works" lists why, command by command).
-		if st == StepActivateKey {
-			ids, err := s.r.bindingIDs(ctx, s.e.OldKeyID)
-			if err != nil {
-				return fmt.Errorf("rotation %s step %s: %w", s.e.ID, st, err)
-			}
-			s.bindingIDs, s.bindingsRead = ids, true
-		}
-		if st == StepInsertKey || st == StepActivateKey {
-			finished, err := s.stillClaimed(ctx, st == StepActivateKey)
+		if st != s.checked {
+			finished, err := s.checkBefore(ctx, st)
 			if err != nil {
 				return fmt.Errorf("rotation %s step %s: %w", s.e.ID, st, err)
 			}
 			if finished {
 				return nil
 			}
+			if st == s.answerBefore {
+				s.checked = st
+				return errAnswer
+			}
 		}
+		s.checked = 0
 		if err := steps[st](ctx); err != nil {
 			if errors.Is(err, errFinished) {
 				return nil
@@ -97,6 +108,31 @@ func (s *saga) run(ctx context.Context, from Step) error {
 		}
 	}
 	return nil
+}
+
+// checkBefore runs the reads before step st: the journal entry before the
+// insert (taken from the owner's backup check when it has it), and before
+// the activation the old key's bindings (unless read with the backup mark)
+// and the journal entry again with the unfinished arrivals.
+func (s *saga) checkBefore(ctx context.Context, st Step) (finished bool, err error) {
+	switch st {
+	case StepInsertKey:
+		if s.claimReadOK {
+			s.claimReadOK = false
+			return s.judgeClaim(ctx, s.claimRead)
+		}
+		return s.stillClaimed(ctx, false)
+	case StepActivateKey:
+		if !s.bindingsRead {
+			ids, err := s.r.bindingIDs(ctx, s.e.OldKeyID)
+			if err != nil {
+				return false, err
+			}
+			s.bindingIDs, s.bindingsRead = ids, true
+		}
+		return s.stillClaimed(ctx, true)
+	}
+	return false, nil
 }
 
 // errClaimMoved means the journal entry this executor works for was
@@ -142,6 +178,12 @@ func (s *saga) stillClaimed(ctx context.Context, arrivals bool) (finished bool, 
 	if err := c.All(ctx, &all); err != nil {
 		return false, fmt.Errorf("read journal %s: %w", s.e.ID, err)
 	}
+	return s.judgeClaim(ctx, all)
+}
+
+// judgeClaim tells, from the journal entries read, whether this executor
+// goes on (stillClaimed).
+func (s *saga) judgeClaim(ctx context.Context, all []journalEntry) (finished bool, err error) {
 	var cur *journalEntry
 	var prev []journalEntry
 	for i := range all {
@@ -248,6 +290,17 @@ func (s *saga) recoverInsertKey(ctx context.Context) (done bool, err error) {
 		if err != nil || left {
 			return left, err
 		}
+		// The key read above may predate a pause in which another executor
+		// inserted it and the backup, marked used, was cleaned up: read it
+		// again before the claim is dropped (a rotation answered early must
+		// never lose its key).
+		if again, err := r.keys.FindOne(ctx, bson.M{"_id": s.e.NewKeyID}).Raw(); err == nil {
+			if k, err := DecodeKey(again); err == nil && s.ours(k) {
+				return true, nil
+			}
+		} else if !errors.Is(err, mongo.ErrNoDocuments) {
+			return false, err
+		}
 		return false, ErrBackupVanished
 	}
 	activated, _ := raw.Lookup(FieldActivated).BooleanOK()
@@ -270,7 +323,7 @@ func (s *saga) recoverInsertKey(ctx context.Context) (done bool, err error) {
 	default:
 		return false, errBackupTaken
 	}
-	secret, why, err := r.usable(ctx, s.e, raw)
+	secret, why, _, err := r.usable(ctx, s.e, raw)
 	if err != nil {
 		return false, err
 	}
@@ -306,6 +359,22 @@ func (s *saga) insertedAndLeft(ctx context.Context) (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// markBackupReadBindings marks the backup used and, in the same round trip,
+// reads the old key's bindings: both only have to precede the journal read
+// before the activation, not each other.
+func (s *saga) markBackupReadBindings(ctx context.Context) error {
+	var ids []any
+	err := together(ctx, s.markBackup, func(ctx context.Context) (err error) {
+		ids, err = s.r.bindingIDs(ctx, s.e.OldKeyID)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	s.bindingIDs, s.bindingsRead = ids, true
+	return nil
 }
 
 func (s *saga) markBackup(ctx context.Context) error {

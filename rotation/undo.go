@@ -35,6 +35,13 @@ func releasedBackupID(rotationID string) string { return "undone/" + rotationID 
 // live, and this rotation undoes its own insert and gives its backup back,
 // so the pool keeps its size (docs/design.md "Rotation guarantees").
 func (s *saga) oldKeyGone(ctx context.Context) error {
+	if s.e.ForwardOnly {
+		// Its key may have been answered: it stays. Without the legacy
+		// rotator the old key left by this rotation's own delete; were a
+		// foreign replacement live all the same, recovery removes it if
+		// unbound, and verify names it.
+		return nil
+	}
 	heir, err := s.foreignHeir(ctx)
 	if err != nil || heir == "" {
 		return err
@@ -205,6 +212,14 @@ func (s *saga) otherSecret(ctx context.Context, doc bson.Raw) error {
 			s.oldKey = nil
 			return s.oldKeyGone(ctx)
 		}
+	}
+	if s.e.ForwardOnly {
+		// The new key may have been answered: it stays, and so does the
+		// re-keyed key, a different key; the pool is one larger and the
+		// rotation completes, having retired the old secret.
+		r.log.Warn("old key's secret was replaced in place; leaving it live beside the new key (forward-only rotation)", "key", s.e.OldKeyID, "rotation", s.e.ID, "new_key", s.e.NewKeyID)
+		s.oldKey = nil
+		return nil
 	}
 	r.log.Warn("old key's secret was replaced in place; leaving it live and undoing this rotation", "key", s.e.OldKeyID, "rotation", s.e.ID)
 	return s.undo(ctx, s.e.OldKeyID)

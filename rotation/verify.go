@@ -163,7 +163,7 @@ func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 		if !histIDs[e.ID] {
 			add("missing_history", "rotation %s has no history record", e.ID)
 		}
-		if !archIDs[e.ID] {
+		if !archIDs[e.ID] && !rekeyedKept(e, keys, r.pool.Name) {
 			add("missing_archive", "rotation %s: old key %s was not archived", e.ID, e.OldKeyID)
 		}
 	}
@@ -263,6 +263,14 @@ func (r *Rotator) Verify(ctx context.Context) ([]Problem, error) {
 	probs = append(probs, users...)
 	sort.SliceStable(probs, func(i, j int) bool { return probs[i].Kind < probs[j].Kind })
 	return probs, nil
+}
+
+// rekeyedKept reports whether a forward-only rotation completed with its old
+// key re-keyed in place before it was archived: that key stays live under
+// the old id with another secret, and nothing was archived or deleted.
+func rekeyedKept(e journalEntry, keys map[string]verifyKey, pool string) bool {
+	k, ok := keys[e.OldKeyID]
+	return e.ForwardOnly && ok && k.apiKey != "" && !sameDocument(e.ID, pool, e.OldKeyID, k.apiKey)
 }
 
 // verifyKey is what Verify keeps of a key.
