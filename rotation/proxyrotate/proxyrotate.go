@@ -85,6 +85,17 @@ func WithUserBudget(u rotation.UserBudget) Option {
 	return func(c *rotation.Config) { c.UserBudget = u }
 }
 
+// WithNoLegacyRotator declares that no replica of the proxy runs its own
+// rotator against this pool any more (and every spendchecker replica runs
+// a version that knows forward-only rotations): Rotate then answers as soon
+// as the new key is live and its backup marked, about half the round trips,
+// and the rotation finishes in the background (Close waits for it).
+// Without the declaration the answer waits for the old key's delete,
+// because the old rotator can still make the rotation undo itself.
+func WithNoLegacyRotator() Option {
+	return func(c *rotation.Config) { c.NoLegacyRotator = true }
+}
+
 // DefaultDatabase is the proxy's database when MONGODB_DB_NAME is unset.
 const DefaultDatabase = "fproxy"
 
@@ -113,8 +124,13 @@ func ensureIndexes(ctx context.Context, rot *rotation.Rotator) error {
 	return fmt.Errorf("ensure the rotator's indexes (%d attempts): %w", indexAttempts, err)
 }
 
-// Close disconnects the rotator's client.
-func (r *Rotator) Close(ctx context.Context) error { return r.client.Disconnect(ctx) }
+// Close lets the rotations answered early finish (until ctx ends; the
+// daemon's recovery completes any cut short), then disconnects the
+// rotator's client.
+func (r *Rotator) Close(ctx context.Context) error {
+	werr := r.rot.Close(ctx)
+	return errors.Join(werr, r.client.Disconnect(context.WithoutCancel(ctx)))
+}
 
 // Decision is what ShouldRotate read in an upstream answer: why the key
 // should be rotated, and, for LiteLLM's personal-budget refusal, the user

@@ -52,6 +52,8 @@ type heldRun struct {
 	name    string
 	prepare func(t *testing.T, db *mongo.Database)
 	run     func(ctx context.Context, r *rotation.Rotator) error
+	// early: the owner answers early and finishes in the background.
+	early bool
 }
 
 var heldRuns = []heldRun{
@@ -62,6 +64,12 @@ var heldRuns = []heldRun{
 	{name: "recoverer", prepare: crashAfterClaim, run: func(ctx context.Context, r *rotation.Rotator) error {
 		_, err := r.Recover(ctx)
 		return err
+	}},
+	{name: "early-owner", early: true, run: func(ctx context.Context, r *rotation.Rotator) error {
+		if _, err := r.Rotate(ctx, "key-001", "manual"); err != nil {
+			return err
+		}
+		return r.Wait(ctx) // the background's commands are the run's too
 	}},
 }
 
@@ -121,7 +129,7 @@ func commandsOf(t *testing.T, h heldRun) []string {
 		h.prepare(t, mdb.Database)
 	}
 	proxy := mdb.Proxy(t)
-	r := newRotator(t, mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name), rotation.Config{})
+	r := newRotator(t, mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name), rotation.Config{NoLegacyRotator: h.early})
 	proxy.ResetCommands()
 	if err := h.run(context.Background(), r); err != nil {
 		t.Fatalf("clean %s run: %v", h.name, err)
@@ -155,7 +163,7 @@ func TestHeldCommandDeliveredLate(t *testing.T) {
 					h.prepare(t, db)
 				}
 				proxy := mdb.Proxy(t)
-				p := newRotator(t, mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name), rotation.Config{Owner: "p"})
+				p := newRotator(t, mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name), rotation.Config{Owner: "p", NoLegacyRotator: h.early})
 				held := proxy.HoldCommand(k + 1)
 				ctx, cancel := context.WithCancel(bg)
 				defer cancel()
@@ -164,6 +172,8 @@ func TestHeldCommandDeliveredLate(t *testing.T) {
 				select {
 				case <-held.Arrived():
 					cancel() // the sender gives up (lease lost, context cancelled)
+					// and so does a completion after an early answer.
+					_ = p.Close(ctx)
 				case err := <-done:
 					t.Fatalf("run ended without sending command %d: %v", k+1, err)
 				}
