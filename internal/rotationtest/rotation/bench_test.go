@@ -71,32 +71,38 @@ func resetPool(b *testing.B, db *mongo.Database, keys, backups int) {
 	seed(b, db, keys, backups, 3)
 }
 
-// BenchmarkRotate measures one rotation's round trips and latency against
-// the seeds' sequence on the same store.
+// BenchmarkRotate measures one rotation against the seeds' sequence on the
+// same store: commands sent and round trips waited one after another
+// (commands sent together count once), to the caller's answer and in
+// total, and the latency of each. Variants "early" answer once the new key
+// is live and its backup marked (Config.NoLegacyRotator); "rtt=50ms" put
+// 50 ms before every command (a remote MongoDB; run those with a small
+// -benchtime).
 //
-//	go test -run '^$' -bench BenchmarkRotate -benchtime 200x ./rotation
+//	go test -run '^$' -bench 'BenchmarkRotate$' -benchtime 50x ./internal/rotationtest/rotation
 func BenchmarkRotate(b *testing.B) {
 	ctx := context.Background()
-	variants := []struct {
+	type variant struct {
 		name   string
-		rotate func(b *testing.B, e benchEnv, key string)
+		early  bool
+		rtt    time.Duration
+		rotate func(b *testing.B, e *benchEnv, key string)
+	}
+	ours := func(b *testing.B, e *benchEnv, key string) { mustRotate(b, e.r, key) }
+	kinds := []struct {
+		name   string
+		rotate func(b *testing.B, e *benchEnv, key string)
 	}{
-		{"seeds", func(b *testing.B, e benchEnv, key string) {
-			if ok, err := seedsRotate(ctx, e.counted, key); !ok || err != nil {
-				b.Fatalf("seeds rotate %s: %v %v", key, ok, err)
-			}
-		}},
-		{"ours-cold", func(b *testing.B, e benchEnv, key string) {
-			r, _ := rotation.New(e.counted, testPool, rotation.Config{Owner: "bench"})
+		{"ours-cold", func(b *testing.B, e *benchEnv, key string) {
+			r, _ := rotation.New(e.counted, testPool, rotation.Config{Owner: "bench", NoLegacyRotator: e.early})
 			mustRotate(b, r, key)
+			e.wait = r
 		}},
-		{"ours-warm", func(b *testing.B, e benchEnv, key string) {
-			mustRotate(b, e.r, key)
-		}},
+		{"ours-warm", ours},
 		// The steady state: every key but the first generation was brought
 		// in by a rotation and carries replacedKey, so its rotation also
 		// looks for an unfinished rotation that brought it in (settleArrival).
-		{"ours-warm-replaced", func(b *testing.B, e benchEnv, key string) {
+		{"ours-warm-replaced", func(b *testing.B, e *benchEnv, key string) {
 			b.StopTimer()
 			if _, err := e.plain.Collection(testPool.KeysCollection).UpdateOne(context.Background(),
 				bson.M{"_id": key}, bson.M{"$set": bson.M{"replacedKey": "gen0-" + key}}); err != nil {
@@ -106,7 +112,7 @@ func BenchmarkRotate(b *testing.B) {
 			mustRotate(b, e.r, key)
 		}},
 		// The checker's path: it streamed the key document before deciding.
-		{"ours-checker", func(b *testing.B, e benchEnv, key string) {
+		{"ours-checker", func(b *testing.B, e *benchEnv, key string) {
 			b.StopTimer()
 			doc, err := e.plain.Collection(testPool.KeysCollection).FindOne(context.Background(), bson.M{"_id": key}).Raw()
 			if err != nil {
@@ -116,18 +122,65 @@ func BenchmarkRotate(b *testing.B) {
 			mustRotate(b, e.r, key, rotation.WithKeyDocument(doc))
 		}},
 	}
+	seeds := func(b *testing.B, e *benchEnv, key string) {
+		if ok, err := seedsRotate(ctx, e.counted, key); !ok || err != nil {
+			b.Fatalf("seeds rotate %s: %v %v", key, ok, err)
+		}
+	}
+	variants := []variant{{name: "seeds", rotate: seeds}}
+	for _, k := range kinds {
+		variants = append(variants, variant{name: k.name, rotate: k.rotate}, variant{name: k.name + "/early", early: true, rotate: k.rotate})
+	}
+	rtt := 50 * time.Millisecond
+	variants = append(variants,
+		variant{name: "seeds/rtt=50ms", rtt: rtt, rotate: seeds},
+		variant{name: "ours-warm/rtt=50ms", rtt: rtt, rotate: ours},
+		variant{name: "ours-warm/early/rtt=50ms", rtt: rtt, early: true, rotate: ours})
 	for _, v := range variants {
 		b.Run(v.name, func(b *testing.B) {
 			mdb := mongotest.New(b)
-			db, n := countingDB(b, mdb)
+			m := newTripMeter(0)
+			var db *mongo.Database
+			if v.rtt > 0 {
+				proxy := mdb.Proxy(b)
+				proxy.SetLatency(v.rtt)
+				c := mdb.NewClient(b, options.Client().ApplyURI(proxy.URI()).SetMonitor(m.monitor()))
+				db = c.Database(mdb.Name)
+			} else {
+				db = meteredDB(b, mdb, m)
+			}
 			resetPool(b, mdb.Database, b.N, b.N)
-			r, _ := rotation.New(db, testPool, rotation.Config{Owner: "bench"})
-			n.Store(0)
+			r, _ := rotation.New(db, testPool, rotation.Config{Owner: "bench", NoLegacyRotator: v.early})
+			var answer, total time.Duration
+			var cmds, seq, answerCmds, answerSeq int
 			b.ResetTimer()
 			for i := range b.N {
-				v.rotate(b, benchEnv{counted: db, plain: mdb.Database, r: r}, fmt.Sprintf("key-%03d", i))
+				m.reset()
+				e := &benchEnv{counted: db, plain: mdb.Database, r: r, early: v.early}
+				t0 := time.Now()
+				v.rotate(b, e, fmt.Sprintf("key-%03d", i))
+				answer += time.Since(t0)
+				if err := r.Wait(ctx); err != nil {
+					b.Fatal(err)
+				}
+				if e.wait != nil {
+					if err := e.wait.Wait(ctx); err != nil {
+						b.Fatal(err)
+					}
+				}
+				total += time.Since(t0)
+				c, s, ac, as, _ := m.read()
+				cmds, seq, answerCmds, answerSeq = cmds+c, seq+s, answerCmds+ac, answerSeq+as
 			}
-			b.ReportMetric(float64(n.Load())/float64(b.N), "roundtrips/op")
+			b.StopTimer()
+			n := float64(b.N)
+			ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) / n }
+			b.ReportMetric(float64(cmds)/n, "roundtrips/op")
+			b.ReportMetric(float64(answerCmds)/n, "answer-cmds/op")
+			b.ReportMetric(float64(answerSeq)/n, "answer-seq/op")
+			b.ReportMetric(float64(seq)/n, "total-seq/op")
+			b.ReportMetric(ms(answer), "answer-ms/op")
+			b.ReportMetric(ms(total), "total-ms/op")
 		})
 	}
 }
@@ -135,6 +188,9 @@ func BenchmarkRotate(b *testing.B) {
 type benchEnv struct {
 	counted, plain *mongo.Database
 	r              *rotation.Rotator
+	early          bool
+	// wait is a rotator of the variant's own, whose completion is waited for.
+	wait *rotation.Rotator
 }
 
 func mustRotate(b *testing.B, r *rotation.Rotator, key string, opts ...rotation.RotateOption) {
