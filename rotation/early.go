@@ -25,12 +25,15 @@ func (r *Rotator) finishDetached(ctx context.Context, s *saga) bool {
 		r.mu.Unlock()
 		return false
 	}
-	r.finishing.Add(1)
+	if r.running == 0 {
+		r.idle = make(chan struct{})
+	}
+	r.running++
 	r.mu.Unlock()
 	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.opts.FinishWithin)
 	stop := context.AfterFunc(r.base, cancel)
 	go func() {
-		defer r.finishing.Done()
+		defer r.finished()
 		defer cancel()
 		defer stop()
 		if err := s.run(bctx, StepActivateKey); err != nil {
@@ -41,16 +44,27 @@ func (r *Rotator) finishDetached(ctx context.Context, s *saga) bool {
 	return true
 }
 
-// Wait blocks until every rotation this rotator answered early has
-// finished in the background, or ctx ends (its error is returned).
+func (r *Rotator) finished() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.running--
+	if r.running == 0 {
+		close(r.idle)
+	}
+}
+
+// Wait blocks until no rotation this rotator answered early is still
+// finishing in the background, or ctx ends (its error is returned).
 func (r *Rotator) Wait(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() {
-		r.finishing.Wait()
-		close(done)
-	}()
+	r.mu.Lock()
+	if r.running == 0 {
+		r.mu.Unlock()
+		return nil
+	}
+	idle := r.idle
+	r.mu.Unlock()
 	select {
-	case <-done:
+	case <-idle:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -58,9 +72,9 @@ func (r *Rotator) Wait(ctx context.Context) error {
 }
 
 // Close lets the rotations answered early finish, until ctx ends; then it
-// stops those still running (recovery completes them) and returns ctx's
-// error. Rotate still works after Close, answering only once a rotation is
-// done.
+// stops those still running (recovery completes them), waits for them to
+// return and gives ctx's error. Rotate still works after Close, answering
+// only once a rotation is done.
 func (r *Rotator) Close(ctx context.Context) error {
 	r.mu.Lock()
 	r.closed = true
@@ -68,7 +82,7 @@ func (r *Rotator) Close(ctx context.Context) error {
 	err := r.Wait(ctx)
 	if err != nil {
 		r.stop()
-		r.finishing.Wait()
+		_ = r.Wait(context.WithoutCancel(ctx))
 	}
 	return err
 }

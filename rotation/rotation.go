@@ -104,11 +104,13 @@ type Rotator struct {
 	// when Recover last looked for backups live as keys.
 	lastRepair time.Time
 
-	// the completions of rotations answered early (early.go).
-	finishing sync.WaitGroup
-	closed    bool
-	base      context.Context
-	stop      context.CancelFunc
+	// the completions of rotations answered early (early.go): how many run,
+	// a channel closed when none does, and what Close cuts.
+	running int
+	idle    chan struct{}
+	closed  bool
+	base    context.Context
+	stop    context.CancelFunc
 }
 
 // durable makes every write of the rotator wait for a majority of a replica
