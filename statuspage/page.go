@@ -5,14 +5,12 @@ import (
 	"cmp"
 	"context"
 	_ "embed"
-	"errors"
 	"fmt"
 	"html/template"
 	"io"
 	"log/slog"
 	"math"
 	"net/http"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -103,6 +101,11 @@ type view struct {
 // listView is one page of a pool's keys, by _id.
 type listView struct {
 	Pool, After, Next string
+	// From and To number the keys shown of Total (set from a kept list).
+	From, To, Total int
+	// Pending: the list is being read; Note says why no key is shown.
+	Pending bool
+	Note    string
 }
 
 // ServeHTTP renders the page. It is read-only: anything but GET and HEAD
@@ -111,6 +114,10 @@ func (p *Page) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	if err := checkQuery(r.URL.Query()); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
 	p.once.Do(func() { p.sem = make(chan struct{}, cmp.Or(max(p.MaxRenders, 0), 2)) })
@@ -137,7 +144,7 @@ func (p *Page) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if name := r.URL.Query().Get("pool"); name != "" {
 		var ok bool
 		if v.Snapshot, v.List, ok = p.list(ctx, name, r.URL.Query().Get("after")); !ok {
-			http.Error(w, "no such pool", http.StatusNotFound)
+			http.Error(w, "no such pool: "+name, http.StatusNotFound)
 			return
 		}
 	} else {
@@ -197,45 +204,6 @@ func (p *Page) now() time.Time {
 		return p.Source.Now().UTC()
 	}
 	return time.Now().UTC()
-}
-
-// list reads one page of a pool's keys after the _id after.
-func (p *Page) list(ctx context.Context, name, after string) (*Snapshot, *listView, bool) {
-	i := slices.IndexFunc(p.Source.Pools, func(q Pool) bool { return q.Name == name })
-	if i < 0 {
-		return nil, nil, false
-	}
-	pool := p.Source.Pools[i]
-	size := cmp.Or(max(p.PageSize, 0), 500)
-	snap := &Snapshot{GeneratedAt: p.now(), Lease: LeaseView{Name: p.Source.LeaseName}}
-	pv := PoolView{Name: pool.Name, KeysCollection: pool.Keys.Name(), Threshold: pool.Threshold, MinRemaining: pool.MinRemaining, Keys: []KeyView{}}
-	r := &reader{}
-	if p.Source.Leases != nil {
-		snap.Lease = readLease(ctx, p.Source.Leases, p.Source.LeaseName, r)
-	}
-	lv := &listView{Pool: name, After: after}
-	err := r.read(func() error {
-		return ScanPage(ctx, pool.Keys, pool.Threshold, pool.MinRemaining, after, size+1, func(k KeyView) { pv.Keys = append(pv.Keys, k) })
-	})
-	if len(pv.Keys) > size {
-		pv.Keys = pv.Keys[:size]
-		lv.Next = pv.Keys[size-1].ID
-	}
-	switch {
-	case err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
-		// A slow store, not an unreachable one: say so, and leave the
-		// daemon's reachability alone.
-		pv.KeysUnknown, pv.Error = true, fmt.Sprintf("not read within %s: the store is too slow for this page (`spendchecker status` lists every key)", p.timeout())
-		snap.Errors = append(snap.Errors, fmt.Sprintf("pool %s: %s", name, pv.Error))
-	case err != nil:
-		pv.KeysUnknown, pv.Error = true, r.line(err)
-		if pv.Error != unreachable {
-			snap.Errors = append(snap.Errors, fmt.Sprintf("pool %s: %s", name, pv.Error))
-		}
-		(&Source{Reachability: p.Source.Reachability}).markDown(snap, r)
-	}
-	snap.Pools = []PoolView{pv}
-	return snap, lv, true
 }
 
 // Render writes the page for snap.

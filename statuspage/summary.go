@@ -126,15 +126,43 @@ func (h *topHeap) Pop() any {
 	return k
 }
 
-// summarise is the Visitor that fills each pool's Summary.
+// summarise is the Visitor that fills each pool's Summary and, when lists
+// is set, keeps each pool's full list in it (not a pool whose keys could
+// not all be read).
 type summarise struct {
 	NopVisitor
-	cur *tally
+	cur   *tally
+	lists map[string]*keyList
+	prev  map[string]*keyList // the last read's, to size the new ones
+	max   int
+	list  *listBuilder
 }
 
-func (s *summarise) PoolStart(*PoolView)        { s.cur = newTally(TopKeys) }
-func (s *summarise) Key(_ *PoolView, k KeyView) { s.cur.add(k) }
-func (s *summarise) PoolEnd(p *PoolView)        { p.Summary = s.cur.summary() }
+func (s *summarise) PoolStart(p *PoolView) {
+	s.cur = newTally(TopKeys)
+	if s.lists != nil {
+		var rows, arena int
+		if l := s.prev[p.Name]; l != nil {
+			rows, arena = len(l.rows), len(l.arena)
+		}
+		s.list = newListBuilder(s.max, rows, arena)
+	}
+}
+
+func (s *summarise) Key(_ *PoolView, k KeyView) {
+	s.cur.add(k)
+	if s.list != nil {
+		s.list.add(k)
+	}
+}
+
+func (s *summarise) PoolEnd(p *PoolView) {
+	p.Summary = s.cur.summary()
+	if s.list != nil && !p.KeysUnknown {
+		s.lists[p.Name] = s.list.done()
+	}
+	s.list = nil
+}
 
 // Summarise reads the snapshot with each pool's Summary and no key list:
 // one streamed read of every key, in bounded memory.
@@ -152,8 +180,13 @@ type Summaries struct {
 	// Timeout bounds one refresh (default 5 minutes).
 	Timeout time.Duration
 	// Every is how old a summary may grow while the page is looked at
-	// and no cycle ends (default 1 minute).
+	// and no cycle ends (default 1 minute). A whole Every with no GET
+	// drops the full lists.
 	Every time.Duration
+	// MaxListBytes caps what one pool's full list may take (default 24
+	// MiB: about 250,000 keys with ids of the proxy's length). A pool past
+	// it is not listed, and its list pages say so.
+	MaxListBytes int
 
 	mu   sync.Mutex
 	last *Snapshot
@@ -164,7 +197,17 @@ type Summaries struct {
 	wanted atomic.Bool
 	once   sync.Once
 	kick   chan struct{}
+	// lists is each pool's full list, read with last; nil before the
+	// first read and once dropped for nobody looking.
+	lists map[string]*keyList
+	// tick, in tests, stands for the Every ticker.
+	tick <-chan time.Time
 }
+
+// DefaultMaxListBytes is MaxListBytes's default.
+const DefaultMaxListBytes = 24 << 20
+
+func (m *Summaries) maxListBytes() int { return cmp.Or(max(m.MaxListBytes, 0), DefaultMaxListBytes) }
 
 func (m *Summaries) kicks() chan struct{} {
 	m.once.Do(func() { m.kick = make(chan struct{}, 1) })
@@ -174,12 +217,13 @@ func (m *Summaries) kicks() chan struct{} {
 func (m *Summaries) every() time.Duration { return cmp.Or(m.Every, time.Minute) }
 
 // Want records that the page was asked for: a summary is read after each
-// cycle only while someone asks, and at once when there is none or it is
-// older than Every. With no page open nothing is read.
+// cycle only while someone asks, and at once when there is none, its lists
+// were dropped, or it is older than Every. With no page open nothing is
+// read.
 func (m *Summaries) Want() {
 	m.wanted.Store(true)
 	m.mu.Lock()
-	stale := !m.busy && (m.last == nil || time.Since(m.at) > m.every())
+	stale := !m.busy && (m.last == nil || m.lists == nil || time.Since(m.at) > m.every())
 	m.mu.Unlock()
 	if stale {
 		select {
@@ -191,11 +235,16 @@ func (m *Summaries) Want() {
 
 // Wait returns when a summary should be read: at once when a Want found
 // none or a stale one, or on due (a cycle ended) or every Every once the
-// page has been asked for since the last read. False when ctx ends.
+// page has been asked for since the last read. A whole Every with no GET
+// drops the full lists: they are kept only while the page is looked at.
+// False when ctx ends.
 func (m *Summaries) Wait(ctx context.Context, due <-chan struct{}) bool {
-	every := m.every()
-	t := time.NewTimer(every)
-	defer t.Stop()
+	ticks := m.tick
+	if ticks == nil {
+		t := time.NewTicker(m.every())
+		defer t.Stop()
+		ticks = t.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -203,11 +252,16 @@ func (m *Summaries) Wait(ctx context.Context, due <-chan struct{}) bool {
 		case <-m.kicks():
 			return true
 		case <-due:
-		case <-t.C:
-			t.Reset(every)
-		}
-		if m.wanted.Load() {
-			return true
+			if m.wanted.Load() {
+				return true
+			}
+		case <-ticks:
+			if m.wanted.Load() {
+				return true
+			}
+			m.mu.Lock()
+			m.lists = nil
+			m.mu.Unlock()
 		}
 	}
 }
@@ -238,9 +292,32 @@ func (m *Summaries) Refresh(ctx context.Context) bool {
 	defer cancel()
 	src := m.Source
 	src.Cycles = nil // the page reads the cycles live
-	snap := src.Summarise(ctx)
+	src.Unsorted = true
+	m.mu.Lock()
+	// The last lists stay served until the new ones are read.
+	sv := &summarise{lists: map[string]*keyList{}, prev: m.lists, max: m.maxListBytes()}
+	m.mu.Unlock()
+	snap := src.Visit(ctx, sv)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.last, m.at, m.busy = snap, time.Now(), false
+	m.last, m.lists, m.at, m.busy = snap, sv.lists, time.Now(), false
 	return true
+}
+
+// kept is the last summary and its lists, as one read.
+func (m *Summaries) kept() (*Snapshot, map[string]*keyList) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.last, m.lists
+}
+
+// KeptBytes is what the full lists kept take in memory.
+func (m *Summaries) KeptBytes() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, l := range m.lists {
+		n += l.bytes()
+	}
+	return n
 }
