@@ -77,7 +77,7 @@ func run(args []string) error {
 	fs.IntVar(&s.pageKeys, "page-keys", 100000, "page: keys in the pool the status surfaces read")
 	fs.IntVar(&s.pageCycle, "page-cycle-keys", 5000, "page: keys in the cycle timed with and without 10 clients on the page")
 	fs.BoolVar(&s.pageLive, "page-live", true, "page: also time a GET that reads every key (minutes on the embedded store)")
-	fs.StringVar(&s.pageOnly, "page-only", "", "page: \"commands\" runs only the binary's commands")
+	fs.StringVar(&s.pageOnly, "page-only", "", "page: \"commands\" runs only the binary's commands, \"page\" only the page")
 	fs.StringVar(&s.pageCommand, "page-command", "", "page: only this command (status, verify, history)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the measuring process to this file")
 	if err := fs.Parse(args); err != nil {

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -83,7 +84,8 @@ func timedPeak(f func() error) (time.Duration, uint64, error) {
 }
 
 // fetch GETs url; unread is set when the page says part of the store
-// could not be read (its 5 s read timed out).
+// could not be read (its 5 s read timed out), or that its list is being
+// read or not kept.
 func fetch(url string, unread *bool) error {
 	resp, err := http.Get(url)
 	if err != nil {
@@ -97,7 +99,8 @@ func fetch(url string, unread *bool) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
-	if bytes.Contains(body, []byte(`id="errors"`)) || bytes.Contains(body, []byte(`id="store"`)) {
+	if bytes.Contains(body, []byte(`id="errors"`)) || bytes.Contains(body, []byte(`id="store"`)) ||
+		bytes.Contains(body, []byte(`id="pending"`)) || bytes.Contains(body, []byte(`id="list-note"`)) {
 		*unread = true
 	}
 	return nil
@@ -145,30 +148,38 @@ func pageBench(ctx context.Context, s settings) error {
 	if err != nil {
 		return err
 	}
-	row("daemon's summary read (after each cycle)", d, peak, "(not a GET)")
+	row("daemon's summary and list read (after each cycle)", d, peak, "(not a GET)")
+	// What the lists add to the daemon's heap while the page is looked at:
+	// the lists' own bytes, and the live heap with and without them.
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	with := ms.HeapAlloc
+	kept := sums.KeptBytes()
+	fmt.Printf("%-44s %10s %8.1f MiB (%d B a key; live heap %.1f MiB with it)\n", "the full list kept", "", mib(uint64(kept)), kept/max(1, s.pageKeys), mib(with))
 	srv := httptest.NewServer(&statuspage.Page{Source: src, Summaries: sums})
 	defer srv.Close()
 	for _, g := range []struct {
 		what, url string
-		runs      int
 	}{
-		{"GET / (summary, top 50), worst of 5", "/", 5},
-		{"GET /?pool= first page of 500", "/?pool=" + pool.Name, 1},
-		{"GET /?pool=&after= middle page of 500", fmt.Sprintf("/?pool=%s&after=key-%07d", pool.Name, s.pageKeys/2), 1},
+		{"GET / (summary, top 50), worst of 5", "/"},
+		{"GET /?pool= first page of 500, worst of 5", "/?pool=" + pool.Name},
+		{"GET /?pool=&after= middle page, worst of 5", fmt.Sprintf("/?pool=%s&after=key-%07d", pool.Name, s.pageKeys/2)},
+		{"GET /?pool=&after= last page, worst of 5", fmt.Sprintf("/?pool=%s&after=key-%07d", pool.Name, s.pageKeys-300)},
 	} {
 		var worst time.Duration
 		var worstPeak uint64
 		var unread bool
-		for range g.runs {
+		for range 5 {
 			d, peak, err := timedPeak(func() error { return fetch(srv.URL+g.url, &unread) })
 			if err != nil {
 				return err
 			}
 			worst, worstPeak = max(worst, d), max(worstPeak, peak)
 		}
-		target := "≤ 1 s, ≤ 16 MiB"
+		target := "≤ 1 s, ≤ 16 MiB: " + verdict(worst <= time.Second && worstPeak <= 16<<20 && !unread)
 		if unread {
-			target += " — NOT READ: the page's 5 s read timed out"
+			target += " — NOT READ: the page's read timed out, or its keys are not kept"
 		}
 		row(g.what, worst, worstPeak, target)
 	}
@@ -184,6 +195,9 @@ func pageBench(ctx context.Context, s settings) error {
 	}
 	if err := pageLoad(ctx, ch, srv.URL, s); err != nil {
 		return err
+	}
+	if s.pageOnly == "page" {
+		return nil
 	}
 	return commands(ctx, ch, db.Name(), s)
 }
@@ -208,17 +222,22 @@ func pageLoad(ctx context.Context, ch *child, url string, s settings) error {
 		}
 		quiet = append(quiet, d)
 		// Ten tabs that reload at once, every second (the page itself
-		// reloads every 15 s): bursts of 10 concurrent GETs.
+		// reloads every 15 s): bursts of 10 concurrent GETs, half of them
+		// on pages of the full list.
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
-		for range 10 {
+		for tab := range 10 {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				t := time.NewTicker(time.Second)
 				defer t.Stop()
+				get := url + "/"
+				if tab%2 == 1 {
+					get = fmt.Sprintf("%s/?pool=%s&after=key-%07d", url, pool.Name, tab*s.pageKeys/10)
+				}
 				for {
-					resp, err := http.Get(url + "/")
+					resp, err := http.Get(get)
 					if err == nil {
 						_, _ = io.Copy(io.Discard, resp.Body)
 						resp.Body.Close()
@@ -246,9 +265,17 @@ func pageLoad(ctx context.Context, ch *child, url string, s settings) error {
 	}
 	slices.Sort(quiet)
 	slices.Sort(loaded)
-	fmt.Printf("\ncycle of %d keys (dry run), median of 3: alone %.2fs, with 10 tabs reloading / together every second %.2fs: %.3f× (target ≤ 1.10×); %d pages served, %d refused (503)\n",
-		s.pageCycle, quiet[1].Seconds(), loaded[1].Seconds(), loaded[1].Seconds()/quiet[1].Seconds(), served.Load(), refused.Load())
+	ratio := loaded[1].Seconds() / quiet[1].Seconds()
+	fmt.Printf("\ncycle of %d keys (dry run), median of 3: alone %.2fs, with 10 tabs reloading / and list pages together every second %.2fs: %.3f× (target ≤ 1.10×: %s); %d pages served, %d refused (503)\n",
+		s.pageCycle, quiet[1].Seconds(), loaded[1].Seconds(), ratio, verdict(ratio <= 1.10), served.Load(), refused.Load())
 	return nil
+}
+
+func verdict(met bool) string {
+	if met {
+		return "met"
+	}
+	return "NOT MET"
 }
 
 var gcLine = regexp.MustCompile(`(\d+)->(\d+)->(\d+) MB`)

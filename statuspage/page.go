@@ -40,6 +40,7 @@ var page = template.Must(template.New("page").Funcs(template.FuncMap{
 	"join":    strings.Join,
 	"deref":   func(v *int64) int64 { return *v },
 	"rows":    rows,
+	"keyRows": keyRows,
 	"unknown": unknown,
 	"sectionErrors": func(s *Snapshot) []string {
 		if s.Store != nil {
