@@ -16,9 +16,12 @@ import (
 // the ids and masked secrets in one byte arena, the few distinct
 // statuses, check errors and currencies once each. Read-only once built.
 type keyList struct {
-	rows  []listRow
-	arena []byte
-	words []string
+	// chunks hold the rows as read, chunkRows each: a list that grows
+	// never copies them (the read's peak stays near the list's size).
+	chunks [][]listRow
+	order  []uint32 // row numbers, by id
+	arena  []byte
+	words  []string
 	// over is set when the pool's keys took more than the cap: keys counts
 	// them, and none is kept.
 	over bool
@@ -35,8 +38,10 @@ type listRow struct {
 	last, next, eta            int64
 }
 
-// rowSize is what one listRow takes in its slice.
-const rowSize = 64
+// rowSize is what one listRow takes, its place in order included.
+const rowSize = 64 + 4
+
+const chunkRows = 1024
 
 const (
 	flagRemaining = 1 << iota // value is what remains, not the spend
@@ -56,14 +61,13 @@ type listBuilder struct {
 	index map[string]uint8
 }
 
-// newListBuilder sizes the list for hint keys of arena bytes (the last
-// read's), so that a pool of the same size grows nothing.
-func newListBuilder(maxBytes, hintRows, hintArena int) *listBuilder {
+// newListBuilder sizes the arena for hint bytes (the last read's), so
+// that a pool of the same size does not grow it.
+func newListBuilder(maxBytes, hint int) *listBuilder {
 	b := &listBuilder{max: maxBytes, index: map[string]uint8{}}
-	if hintRows*rowSize+hintArena <= maxBytes {
+	if hint <= maxBytes {
 		// A little room to grow: a pool a few keys larger does not double.
-		b.l.rows = make([]listRow, 0, hintRows+hintRows/32)
-		b.l.arena = make([]byte, 0, hintArena+hintArena/32)
+		b.l.arena = make([]byte, 0, hint+hint/32)
 	}
 	return b
 }
@@ -91,11 +95,15 @@ func (b *listBuilder) add(k KeyView) {
 	b.str(k.ID)
 	b.str(k.APIKeyMasked)
 	r.status, r.checkErr, r.currency = b.word(k.Status), b.word(k.CheckError), b.word(k.Currency)
-	b.l.rows = append(b.l.rows, r)
-	if len(b.l.arena) > math.MaxUint32 || len(b.l.rows)*rowSize+len(b.l.arena) > b.max {
+	if len(b.l.chunks) == 0 || len(b.l.chunks[len(b.l.chunks)-1]) == chunkRows {
+		b.l.chunks = append(b.l.chunks, make([]listRow, 0, chunkRows))
+	}
+	last := &b.l.chunks[len(b.l.chunks)-1]
+	*last = append(*last, r)
+	if len(b.l.arena) > math.MaxUint32 || b.l.keys*rowSize+len(b.l.arena) > b.max {
 		// Not kept at all: a list cut at the cap would be cut in the
 		// store's order, not by id.
-		b.l.over, b.l.rows, b.l.arena, b.l.words = true, nil, nil, nil
+		b.l.over, b.l.chunks, b.l.arena, b.l.words = true, nil, nil, nil
 	}
 }
 
@@ -126,40 +134,46 @@ func (b *listBuilder) done() *keyList {
 	if l.over {
 		return l
 	}
-	if cap(l.rows) > len(l.rows)+len(l.rows)/16 {
-		l.rows = slices.Clone(l.rows)
-	}
 	if cap(l.arena) > len(l.arena)+len(l.arena)/16 {
 		l.arena = slices.Clone(l.arena)
 	}
-	sort.Sort(byID{l})
+	l.order = make([]uint32, 0, l.keys)
+	for n := range uint32(l.keys) {
+		l.order = append(l.order, n)
+	}
+	slices.SortFunc(l.order, func(a, b uint32) int { return bytes.Compare(l.idOf(l.at(a)), l.idOf(l.at(b))) })
 	return l
 }
 
-type byID struct{ l *keyList }
+// len is how many keys the list holds.
+func (l *keyList) len() int { return len(l.order) }
 
-func (s byID) Len() int           { return len(s.l.rows) }
-func (s byID) Less(i, j int) bool { return bytes.Compare(s.l.id(i), s.l.id(j)) < 0 }
-func (s byID) Swap(i, j int)      { s.l.rows[i], s.l.rows[j] = s.l.rows[j], s.l.rows[i] }
+// at is row number n, in the order read.
+func (l *keyList) at(n uint32) *listRow { return &l.chunks[n/chunkRows][n%chunkRows] }
+
+// row is the i-th row by id.
+func (l *keyList) row(i int) *listRow { return l.at(l.order[i]) }
 
 // bytes is what the list takes in memory.
-func (l *keyList) bytes() int { return cap(l.rows)*rowSize + cap(l.arena) }
+func (l *keyList) bytes() int {
+	return len(l.chunks)*chunkRows*(rowSize-4) + cap(l.order)*4 + cap(l.arena)
+}
 
-// id is row i's id, in the arena.
-func (l *keyList) id(i int) []byte {
-	b := l.arena[l.rows[i].off:]
+// idOf is r's id, in the arena.
+func (l *keyList) idOf(r *listRow) []byte {
+	b := l.arena[r.off:]
 	n, w := binary.Uvarint(b)
 	return b[w : w+int(n)]
 }
 
 // after is the index of the first key whose id sorts after id.
 func (l *keyList) after(id string) int {
-	return sort.Search(len(l.rows), func(i int) bool { return bytes.Compare(l.id(i), []byte(id)) > 0 })
+	return sort.Search(l.len(), func(i int) bool { return bytes.Compare(l.idOf(l.row(i)), []byte(id)) > 0 })
 }
 
-// key is row i as the page shows it.
+// key is the i-th key by id as the page shows it.
 func (l *keyList) key(i int) KeyView {
-	r := &l.rows[i]
+	r := l.row(i)
 	b := l.arena[r.off:]
 	next := func() string {
 		n, w := binary.Uvarint(b)
@@ -192,12 +206,12 @@ func (l *keyList) page(after string, n int) (keys []KeyView, from int, next stri
 	if after != "" {
 		from = l.after(after)
 	}
-	to := min(len(l.rows), from+n)
+	to := min(l.len(), from+n)
 	keys = make([]KeyView, 0, to-from)
 	for i := from; i < to; i++ {
 		keys = append(keys, l.key(i))
 	}
-	if to < len(l.rows) {
+	if to < l.len() {
 		next = keys[len(keys)-1].ID
 	}
 	return keys, from, next

@@ -90,7 +90,7 @@ func (p *Page) keptList(ctx context.Context, pool Pool, after string) (*Snapshot
 		snap.SummaryAt = last.GeneratedAt
 		var from int
 		pv.Keys, from, lv.Next = l.page(after, cmp.Or(max(p.PageSize, 0), 500))
-		lv.From, lv.To, lv.Total = from+1, from+len(pv.Keys), len(l.rows)
+		lv.From, lv.To, lv.Total = from+1, from+len(pv.Keys), l.len()
 	}
 	snap.Pools = []PoolView{pv}
 	return snap, lv

@@ -64,9 +64,10 @@ func unknown(s *Snapshot) string {
 // page at a time, by _id (&after=ID for the next page).
 type Page struct {
 	Source Source
-	// Summaries, when set, is what / renders: the daemon refreshes it after
-	// each cycle, so a GET reads no key. Unset, each GET reads every key
-	// (streamed, in bounded memory).
+	// Summaries, when set, is what / renders and what the full list is
+	// paged from: the daemon refreshes it after each cycle, so a GET reads
+	// no key. Unset, each GET reads every key (streamed, in bounded
+	// memory), and a list page its keys from the store.
 	Summaries *Summaries
 	// Instance is this replica's identity, shown beside the lease holder.
 	Instance string

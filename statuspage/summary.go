@@ -141,11 +141,11 @@ type summarise struct {
 func (s *summarise) PoolStart(p *PoolView) {
 	s.cur = newTally(TopKeys)
 	if s.lists != nil {
-		var rows, arena int
+		var arena int
 		if l := s.prev[p.Name]; l != nil {
-			rows, arena = len(l.rows), len(l.arena)
+			arena = len(l.arena)
 		}
-		s.list = newListBuilder(s.max, rows, arena)
+		s.list = newListBuilder(s.max, arena)
 	}
 }
 
