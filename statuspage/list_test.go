@@ -248,3 +248,25 @@ func TestKeptListDroppedWhenNobodyLooks(t *testing.T) {
 	}
 	cancel()
 }
+
+// A list the last read could not read is unknown on its pages, never an
+// empty pool; with the store still down the page says so once.
+func TestKeptListStoreDown(t *testing.T) {
+	src := downSource(t)
+	p := &Page{Source: src, Summaries: &Summaries{Source: src}}
+	p.Summaries.Refresh(context.Background())
+	code, _, page := get(t, p, "/?pool=openhands")
+	if code != 200 {
+		t.Fatalf("GET: %d", code)
+	}
+	for _, want := range []string{`id="store"`, "unknown: store unreachable since", "keys unknown"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("page lacks %q", want)
+		}
+	}
+	for _, bad := range []string{"no keys", "being read"} {
+		if strings.Contains(page, bad) {
+			t.Errorf("page says %q", bad)
+		}
+	}
+}
