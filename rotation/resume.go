@@ -36,18 +36,7 @@ func (s *saga) recoverInsertKey(ctx context.Context) (done bool, err error) {
 		if err != nil || left {
 			return left, err
 		}
-		// The key read above may predate a pause in which another executor
-		// inserted it and the backup, marked used, was cleaned up: read it
-		// again before the claim is dropped (a rotation answered early must
-		// never lose its key).
-		if again, err := r.keys.FindOne(ctx, bson.M{"_id": s.e.NewKeyID}).Raw(); err == nil {
-			if k, err := DecodeKey(again); err == nil && s.ours(k) {
-				return true, nil
-			}
-		} else if !errors.Is(err, mongo.ErrNoDocuments) {
-			return false, err
-		}
-		return false, ErrBackupVanished
+		return s.insertedMeanwhile(ctx, ErrBackupVanished)
 	}
 	activated, _ := raw.Lookup(FieldActivated).BooleanOK()
 	usedFor, _ := raw.Lookup(FieldUsedFor).StringValueOK()
@@ -65,9 +54,9 @@ func (s *saga) recoverInsertKey(ctx context.Context) (done bool, err error) {
 	switch why {
 	case "":
 	case "deleted":
-		return false, ErrBackupVanished
+		return s.insertedMeanwhile(ctx, ErrBackupVanished)
 	default:
-		return false, errBackupTaken
+		return s.insertedMeanwhile(ctx, errBackupTaken)
 	}
 	secret, why, _, err := r.usable(ctx, s.e, raw)
 	if err != nil {
@@ -78,11 +67,32 @@ func (s *saga) recoverInsertKey(ctx context.Context) (done bool, err error) {
 		if err != nil || left {
 			return left, err
 		}
-		return false, fmt.Errorf("%w: backup %s: %s", ErrKeyCollision, s.e.BackupID, why)
+		return s.insertedMeanwhile(ctx, fmt.Errorf("%w: backup %s: %s", ErrKeyCollision, s.e.BackupID, why))
 	}
 	s.backupSecret = secret
 	s.backupCarried = carried(raw)
 	return false, nil
+}
+
+// insertedMeanwhile reads the new key again before a resumed saga gives
+// up with cause, after which the claim is dropped. The key read first may
+// predate a pause in which another executor inserted it, marked the backup
+// used (which the proxy's clean-up may then delete) and answered early:
+// the claim of a key that is live must never be dropped, or the key is
+// removed as a late insert (a rotation answered early must never lose its
+// key).
+func (s *saga) insertedMeanwhile(ctx context.Context, cause error) (done bool, err error) {
+	again, err := s.r.keys.FindOne(ctx, bson.M{"_id": s.e.NewKeyID}).Raw()
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return false, cause
+	}
+	if err != nil {
+		return false, err
+	}
+	if k, err := DecodeKey(again); err == nil && s.ours(k) {
+		return true, nil
+	}
+	return false, cause
 }
 
 // insertedAndLeft reports whether this rotation's key went live and was
