@@ -211,3 +211,79 @@ func danglingBindings(t *testing.T, db *mongo.Database) int {
 	}
 	return n
 }
+
+// The claimed backup is deleted (by hand) while the owner is paused after
+// its reservation. A recoverer sees neither the key nor the backup and
+// pauses right before it drops the claim; the owner resumes, inserts the
+// key, its backup mark matches nothing, and its journal read finds the
+// claim still there. It must not answer early: the recoverer then drops
+// the claim and the next sweep removes the key as a late insert. Whatever
+// the owner answers, a key it answered must stay live.
+func TestAdvEarly_OwnerAnswersWithBackupMarkUnmatched(t *testing.T) {
+	bg := context.Background()
+	mdb := mongotest.New(t)
+	db := mdb.Database
+	seed(t, db, 4, 3, 3)
+
+	claimed := make(chan struct{})
+	goOn := make(chan struct{})
+	o := newRotator(t, db, rotation.Config{Owner: "o", NoLegacyRotator: true, FinishWithin: time.Nanosecond,
+		AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
+			if s == rotation.StepClaim {
+				close(claimed)
+				<-goOn
+			}
+			return nil
+		}})
+	type answer struct {
+		res rotation.Result
+		err error
+	}
+	answered := make(chan answer, 1)
+	go func() {
+		res, err := o.Rotate(bg, "key-002", "unauthorized")
+		answered <- answer{res, err}
+	}()
+	<-claimed
+	var e struct {
+		BackupID string `bson:"backupId"`
+	}
+	if err := db.Collection(rotation.JournalCollection).FindOne(bg, bson.M{"oldKeyId": "key-002"}).Decode(&e); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Collection(testPool.BackupsCollection).DeleteOne(bg, bson.M{"_id": e.BackupID}); err != nil {
+		t.Fatal(err)
+	}
+	// The recoverer pauses right before it drops the claim.
+	r, rgate := gatedRotator(t, mdb, rotation.Config{Owner: "r"}, onColl("delete", rotation.JournalCollection))
+	recovered := make(chan error, 1)
+	go func() {
+		_, err := r.Recover(bg)
+		recovered <- err
+	}()
+	<-rgate.Reached()
+	close(goOn)
+	a := <-answered
+	t.Logf("owner: %+v, %v", a.res, a.err)
+	if err := o.Wait(bg); err != nil {
+		t.Fatal(err)
+	}
+	rgate.Release()
+	if err := <-recovered; err != nil {
+		t.Logf("recover: %v", err)
+	}
+	if _, err := newRotator(t, db, rotation.Config{Owner: "next"}).Recover(bg); err != nil {
+		t.Logf("recover: %v", err)
+	}
+	if a.err == nil && a.res.Outcome == rotation.Rotated {
+		if n := count(t, db, testPool.KeysCollection, bson.M{"_id": a.res.NewKeyID}); n != 1 {
+			t.Errorf("the key answered, %s, was removed", a.res.NewKeyID)
+		}
+	}
+	if n := danglingBindings(t, db); n != 0 {
+		t.Errorf("%d bindings on no live key", n)
+	}
+	if n := count(t, db, testPool.KeysCollection, bson.M{}); n != 4 {
+		t.Errorf("pool size %d, want 4", n)
+	}
+}
