@@ -51,6 +51,11 @@ type saga struct {
 	// repeating them (checked).
 	answerBefore Step
 	checked      Step
+	// backupMarked says this executor's backup mark matched the backup:
+	// only then may it answer early. A mark that matched nothing (the
+	// backup deleted or taken while reserved) leaves the claim open to a
+	// recoverer's drop, which removes the key as a late insert.
+	backupMarked bool
 }
 
 // errAnswer stops the saga at the early answer: the new key is live, its
@@ -91,7 +96,7 @@ func (s *saga) run(ctx context.Context, from Step) error {
 			if finished {
 				return nil
 			}
-			if st == s.answerBefore {
+			if st == s.answerBefore && s.backupMarked {
 				s.checked = st
 				return errAnswer
 			}
@@ -284,7 +289,7 @@ func (s *saga) markBackup(ctx context.Context) error {
 	// while reserved by this rotation (or by none, as claims of earlier
 	// versions left it): a late mark cannot take a backup given back and
 	// reserved since by another rotation.
-	_, err := s.r.backups.UpdateOne(ctx, bson.M{"_id": s.e.BackupID, "$or": bson.A{
+	res, err := s.r.backups.UpdateOne(ctx, bson.M{"_id": s.e.BackupID, "$or": bson.A{
 		bson.M{claimField: s.e.ID}, bson.M{claimField: bson.M{"$exists": false}},
 	}}, bson.M{"$set": bson.M{
 		FieldIsUsed:    true,
@@ -293,7 +298,11 @@ func (s *saga) markBackup(ctx context.Context) error {
 		FieldUsedAt:    s.e.StartedAt,
 		claimField:     s.e.ID,
 	}})
-	return err
+	if err != nil {
+		return err
+	}
+	s.backupMarked = res.MatchedCount == 1
+	return nil
 }
 
 // activateKey removes the insert mark from the new key: from now on a copy
