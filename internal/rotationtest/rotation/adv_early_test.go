@@ -2,6 +2,8 @@ package rotation_test
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
 	"sync"
 	"testing"
 	"time"
@@ -286,4 +288,403 @@ func TestAdvEarly_OwnerAnswersWithBackupMarkUnmatched(t *testing.T) {
 	if n := count(t, db, testPool.KeysCollection, bson.M{}); n != 4 {
 		t.Errorf("pool size %d, want 4", n)
 	}
+}
+
+// crashForwardOnly leaves key-001's forward-only rotation as a process
+// killed at once after step s leaves it (its claim recorded forwardOnly).
+func crashForwardOnly(s rotation.Step) func(t *testing.T, db *mongo.Database) {
+	return func(t *testing.T, db *mongo.Database) {
+		t.Helper()
+		r := newRotator(t, db, rotation.Config{Owner: "crashed", NoLegacyRotator: true, FinishWithin: time.Nanosecond, AfterStep: crashAfter(s)})
+		res, err := r.Rotate(context.Background(), "key-001", "manual")
+		if err := r.Wait(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if n := count(t, db, rotation.JournalCollection, bson.M{"oldKeyId": "key-001", "state": "claimed", "forwardOnly": true}); n != 1 {
+			t.Fatalf("rotate: %+v, %v: no unfinished forward-only rotation left", res, err)
+		}
+	}
+}
+
+// TestHeldCommandDeliveredLate for the recoverer of a forward-only
+// rotation (never undone), left right after its claim (recovered by a
+// rotator without the option) and with its key inserted and its backup
+// marked, where it answers (recovered by one with the option): every
+// command of the recovery held, its sender giving up, another process
+// recovering and rotating onward, then the command delivered. A guard:
+// the held runs of the existing test recover only entries that are not
+// forward-only.
+func TestAdvEarly_HeldCommandForwardOnlyRecoverer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a fresh store for each command held")
+	}
+	recoverRun := func(ctx context.Context, r *rotation.Rotator) error {
+		_, err := r.Recover(ctx)
+		return err
+	}
+	runs := []heldRun{
+		{name: "fo-claimed-recoverer", prepare: crashForwardOnly(rotation.StepClaim), run: recoverRun},
+		{name: "fo-answered-recoverer", prepare: crashForwardOnly(rotation.StepMarkBackup), run: recoverRun, early: true},
+	}
+	for _, h := range runs {
+		steps := commandsOf(t, h)
+		t.Logf("a clean %s run sends %d data commands: %v", h.name, len(steps), steps)
+		for k := range steps {
+			t.Run(fmt.Sprintf("%s %02d %s", h.name, k+1, steps[k]), func(t *testing.T) {
+				bg := context.Background()
+				mdb := mongotest.New(t)
+				db := mdb.Database
+				seed(t, db, 3, 3, 2)
+				h.prepare(t, db)
+				proxy := mdb.Proxy(t)
+				p := newRotator(t, mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name), rotation.Config{Owner: "p", NoLegacyRotator: h.early})
+				held := proxy.HoldCommand(k + 1)
+				ctx, cancel := context.WithCancel(bg)
+				defer cancel()
+				done := make(chan error, 1)
+				go func() { done <- h.run(ctx, p) }()
+				select {
+				case <-held.Arrived():
+					cancel()
+					_ = p.Close(ctx)
+				case err := <-done:
+					t.Fatalf("run ended without sending command %d: %v", k+1, err)
+				}
+				<-done
+				q := newRotator(t, db, rotation.Config{Owner: "q"})
+				if _, err := q.Recover(bg); err != nil {
+					t.Fatalf("recover: %v", err)
+				}
+				if res, err := q.Rotate(bg, "key-001", "manual"); err != nil || (res.Outcome != rotation.Rotated && res.Outcome != rotation.AlreadyRotated) {
+					t.Fatalf("rotate key-001 after recovery: %+v, %v", res, err)
+				}
+				b := newKeyOf(t, db, "key-001")
+				if res, err := q.Rotate(bg, b, "unauthorized"); err != nil || res.Outcome != rotation.Rotated {
+					t.Fatalf("rotate %s onward: %+v, %v", b, res, err)
+				}
+				dctx, dcancel := context.WithTimeout(bg, 5*time.Minute) // a guard against a hang
+				defer dcancel()
+				reply, err := held.Deliver(dctx)
+				if err != nil {
+					t.Fatalf("deliver held %s: %v", held.Command, err)
+				}
+				t.Logf("held %s delivered late: %s", held.Command, reply)
+				if _, err := newRotator(t, db, rotation.Config{Owner: "next"}).Recover(bg); err != nil {
+					t.Fatalf("recover after late delivery: %v", err)
+				}
+				checkInvariants(t, db, 3)
+				for _, key := range []string{"key-001", b} {
+					if n := count(t, db, rotation.JournalCollection, bson.M{"oldKeyId": key, "state": "done"}); n != 1 {
+						t.Errorf("%s rotated %d times, want once", key, n)
+					}
+					if n := count(t, db, testPool.KeysCollection, bson.M{"_id": key}); n != 0 {
+						t.Errorf("%s is live again", key)
+					}
+				}
+			})
+		}
+	}
+}
+
+// Three processes rotate keys answering early, and at once rotate the keys
+// they were answered onward, crashing at random steps (their completions
+// too), while a recoverer without the option runs pass after pass. After
+// the last recovery every answered key is live or was itself rotated
+// onward, and every invariant holds.
+func TestAdvEarly_ChainsWithRecoverersRacing(t *testing.T) {
+	bg := context.Background()
+	mdb := mongotest.New(t)
+	db := mdb.Database
+	const keys, backups, rotations = 5, 30, 14
+	seed(t, db, keys, backups, 2)
+
+	var mu sync.Mutex
+	var answered []string
+	budget := rotations
+	take := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		budget--
+		return budget >= 0
+	}
+	liveKeys := func() []string {
+		cur, err := db.Collection(testPool.KeysCollection).Find(bg, bson.M{}, options.Find().SetProjection(bson.M{"_id": 1}))
+		if err != nil {
+			t.Error(err)
+			return nil
+		}
+		var ids []string
+		for cur.Next(bg) {
+			ids = append(ids, cur.Current.Lookup("_id").StringValue())
+		}
+		return ids
+	}
+	stop := make(chan struct{})
+	recDone := make(chan struct{})
+	go func() {
+		defer close(recDone)
+		q := newRotator(t, mdb.NewClient(t).Database(mdb.Name), rotation.Config{Owner: "rec"})
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_, _ = q.Recover(bg)
+		}
+	}()
+	var wg sync.WaitGroup
+	var procs []*rotation.Rotator
+	for p := range 3 {
+		rng := newLockedRand(uint64(p + 1))
+		r := newRotator(t, mdb.NewClient(t).Database(mdb.Name), rotation.Config{Owner: fmt.Sprintf("p%d", p), NoLegacyRotator: true,
+			AfterStep: func(context.Context, string, rotation.Step) error {
+				if rng.chance(0.08) {
+					return errCrash
+				}
+				return nil
+			}})
+		procs = append(procs, r)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			next := ""
+			for take() {
+				key := next
+				if key == "" {
+					ids := liveKeys()
+					if len(ids) == 0 {
+						return
+					}
+					key = ids[rng.intN(len(ids))]
+				}
+				res, err := r.Rotate(bg, key, "manual")
+				next = ""
+				if err == nil && res.Outcome == rotation.Rotated {
+					mu.Lock()
+					answered = append(answered, res.NewKeyID)
+					mu.Unlock()
+					if rng.chance(0.5) {
+						next = res.NewKeyID
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	<-recDone
+	for _, r := range procs {
+		if err := r.Wait(bg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 {
+		if rep, err := newRotator(t, db, rotation.Config{Owner: "last"}).Recover(bg); err != nil || rep.Failed != 0 {
+			t.Errorf("recover: %+v, %v", rep, err)
+		}
+	}
+	t.Logf("%d rotations answered", len(answered))
+	for _, k := range answered {
+		live := count(t, db, testPool.KeysCollection, bson.M{"_id": k})
+		onward := count(t, db, rotation.JournalCollection, bson.M{"oldKeyId": k, "state": "done"})
+		if live+onward != 1 {
+			t.Errorf("answered key %s: live %d, rotated onward %d", k, live, onward)
+		}
+	}
+	if n := danglingBindings(t, db); n != 0 {
+		t.Errorf("%d bindings on no live key", n)
+	}
+	checkInvariants(t, db, keys)
+}
+
+// lockedRand is a seeded source shared by a process's goroutines.
+type lockedRand struct {
+	mu  sync.Mutex
+	rng *rand.Rand
+}
+
+func newLockedRand(seed uint64) *lockedRand {
+	return &lockedRand{rng: rand.New(rand.NewPCG(seed, seed))}
+}
+
+func (l *lockedRand) chance(p float64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.rng.Float64() < p
+}
+
+func (l *lockedRand) intN(n int) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.rng.IntN(n)
+}
+
+// Misconfigured: a forward-only rotation (NoLegacyRotator) runs next to the
+// proxy's own rotator after all, which runs whole at every step of ours, and
+// ours whole at every step of it. Documented as the option's precondition:
+// the pool may grow by one. Nothing may be lost: the key ours answered
+// stays live, no binding is left on a deleted key, every used backup is a
+// live key, and a rotation of ours that completed keeps its history record.
+// A guard (it passes): it pins what the misconfiguration costs.
+func TestAdvEarly_ForwardOnlyNextToLegacy(t *testing.T) {
+	ctx := context.Background()
+	check := func(t *testing.T, db *mongo.Database, res rotation.Result, err error) {
+		t.Helper()
+		t.Logf("ours: %+v, %v", res, err)
+		for range 2 {
+			if _, err := newRotator(t, db, rotation.Config{}).Recover(ctx); err != nil {
+				t.Fatalf("recover: %v", err)
+			}
+		}
+		n := count(t, db, testPool.KeysCollection, bson.M{})
+		if n != 3 && n != 4 {
+			t.Errorf("pool size %d, want 3 (or 4: both replacements kept)", n)
+		}
+		if err == nil && res.Outcome == rotation.Rotated {
+			if count(t, db, testPool.KeysCollection, bson.M{"_id": res.NewKeyID}) != 1 {
+				t.Errorf("the answered key %s is not live", res.NewKeyID)
+			}
+		}
+		if count(t, db, testPool.KeysCollection, bson.M{"_id": "key-001"}) != 0 {
+			t.Error("key-001 still live")
+		}
+		if n := danglingBindings(t, db); n != 0 {
+			t.Errorf("%d bindings on no live key", n)
+		}
+		if n := count(t, db, testPool.BindingsCollection, bson.M{}); n != 6 {
+			t.Errorf("%d bindings, want 6", n)
+		}
+		if reps := count(t, db, testPool.KeysCollection, bson.M{"replacedKey": "key-001"}); reps < 1 {
+			t.Error("key-001 has no live replacement")
+		}
+		cur, err := db.Collection(testPool.BackupsCollection).Find(ctx, bson.M{"isUsed": true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for cur.Next(ctx) {
+			id := cur.Current.Lookup("_id").StringValue()
+			if count(t, db, testPool.KeysCollection, bson.M{"_id": id}) == 0 {
+				t.Errorf("used backup %s is not a live key", id)
+			}
+		}
+		done := count(t, db, rotation.JournalCollection, bson.M{"state": "done"})
+		if h := count(t, db, testPool.HistoryCollection, bson.M{"_id": bson.M{"$regex": "^rot_"}}); h != done {
+			t.Errorf("%d history records of ours for %d rotations done", h, done)
+		}
+		if n := count(t, db, rotation.JournalCollection, bson.M{"state": bson.M{"$ne": "done"}}); n != 0 {
+			t.Errorf("%d rotations of ours not done", n)
+		}
+	}
+	for _, k := range rotation.Steps {
+		t.Run("legacy after our "+k.String(), func(t *testing.T) {
+			db := mongotest.New(t).Database
+			seed(t, db, 3, 4, 2)
+			ran := false
+			r := newRotator(t, db, rotation.Config{NoLegacyRotator: true, AfterStep: func(_ context.Context, _ string, s rotation.Step) error {
+				if s == k && !ran {
+					ran = true
+					legacyRotate(t, db, "key-001", nil)
+				}
+				return nil
+			}})
+			res, err := r.Rotate(ctx, "key-001", "manual")
+			if werr := r.Wait(ctx); werr != nil {
+				t.Fatal(werr)
+			}
+			check(t, db, res, err)
+		})
+	}
+	for j := 1; j <= legacySteps; j++ {
+		t.Run(fmt.Sprintf("ours after legacy step %d", j), func(t *testing.T) {
+			db := mongotest.New(t).Database
+			seed(t, db, 3, 4, 2)
+			r := newRotator(t, db, rotation.Config{NoLegacyRotator: true})
+			var res rotation.Result
+			var err error
+			legacyRotate(t, db, "key-001", func(step int) {
+				if step == j {
+					res, err = r.Rotate(ctx, "key-001", "manual")
+					if werr := r.Wait(ctx); werr != nil {
+						t.Error(werr)
+					}
+				}
+			})
+			check(t, db, res, err)
+		})
+	}
+}
+
+// Close is called, with an ended context, while rotations answering early
+// are under way: every key answered stays live, no command of the rotator
+// is sent once Close and every Rotate returned (nothing runs on in the
+// background), and recovery completes what Close cut. A guard (it passes).
+func TestAdvEarly_CloseRacingRotate(t *testing.T) {
+	bg := context.Background()
+	mdb := mongotest.New(t)
+	db := mdb.Database
+	const keys = 6
+	seed(t, db, keys+1, keys+1, 2)
+	var after sync.Mutex
+	closedAll := false
+	late := 0
+	c := mdb.NewClient(t, options.Client().SetMonitor(&event.CommandMonitor{Started: func(context.Context, *event.CommandStartedEvent) {
+		after.Lock()
+		defer after.Unlock()
+		if closedAll {
+			late++
+		}
+	}}))
+	r := newRotator(t, c.Database(mdb.Name), rotation.Config{NoLegacyRotator: true})
+	var wg sync.WaitGroup
+	results := make([]rotation.Result, keys)
+	start := make(chan struct{})
+	first := make(chan struct{}, keys)
+	for i := range keys {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			results[i], _ = r.Rotate(bg, fmt.Sprintf("key-%03d", i), "manual")
+			first <- struct{}{}
+		}()
+	}
+	ended, cancel := context.WithCancel(bg)
+	cancel()
+	close(start)
+	<-first // Close once one answer was given, the others under way
+	closeErr := r.Close(ended)
+	wg.Wait()
+	after.Lock()
+	closedAll = true
+	after.Unlock()
+	t.Logf("close: %v", closeErr)
+	for i, res := range results {
+		if res.Outcome == rotation.Rotated && count(t, db, testPool.KeysCollection, bson.M{"_id": res.NewKeyID}) != 1 {
+			t.Errorf("key-%03d: answered %s, not live", i, res.NewKeyID)
+		}
+	}
+	for range 2 {
+		if rep, err := newRotator(t, db, rotation.Config{Owner: "next"}).Recover(bg); err != nil || rep.Failed != 0 {
+			t.Errorf("recover: %+v, %v", rep, err)
+		}
+	}
+	for i, res := range results {
+		if res.Outcome == rotation.Rotated && count(t, db, testPool.KeysCollection, bson.M{"_id": res.NewKeyID}) != 1 {
+			t.Errorf("key-%03d: answered %s, not live after recovery", i, res.NewKeyID)
+		}
+	}
+	after.Lock()
+	closedAll = false
+	sent := late
+	after.Unlock()
+	if sent != 0 {
+		t.Errorf("%d commands sent after Close and every Rotate returned", sent)
+	}
+	// A last Rotate on the closed rotator answers only once done.
+	res, err := r.Rotate(bg, fmt.Sprintf("key-%03d", keys), "manual")
+	if err != nil || res.Outcome != rotation.Rotated || count(t, db, rotation.JournalCollection, bson.M{"_id": res.RotationID, "state": "done"}) != 1 {
+		t.Errorf("rotate after close: %+v, %v; want rotated and done", res, err)
+	}
+	checkInvariants(t, db, keys+1)
 }
