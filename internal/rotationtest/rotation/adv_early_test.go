@@ -688,3 +688,31 @@ func TestAdvEarly_CloseRacingRotate(t *testing.T) {
 	}
 	checkInvariants(t, db, keys+1)
 }
+
+// An entry claimed without the option (no forwardOnly: an older version,
+// or a process not told) is recovered by a rotator with the option after
+// the proxy's own rotator rotated its key: it was never answered early, so
+// it still undoes itself and the pool keeps its size. A guard (it passes).
+func TestAdvEarly_EntryWithoutForwardOnlyStillUndone(t *testing.T) {
+	ctx := context.Background()
+	for _, after := range []rotation.Step{rotation.StepClaim, rotation.StepInsertKey, rotation.StepMarkBackup, rotation.StepActivateKey} {
+		t.Run("crash after "+after.String(), func(t *testing.T) {
+			db := mongotest.New(t).Database
+			seed(t, db, 3, 4, 2)
+			r := newRotator(t, db, rotation.Config{AfterStep: crashAfter(after)})
+			if _, err := r.Rotate(ctx, "key-001", "manual"); err == nil {
+				t.Fatal("want the simulated crash")
+			}
+			if n := count(t, db, rotation.JournalCollection, bson.M{"forwardOnly": bson.M{"$exists": true}}); n != 0 {
+				t.Fatalf("the entry records forwardOnly")
+			}
+			legacyRotate(t, db, "key-001", nil)
+			for range 2 {
+				if _, err := newRotator(t, db, rotation.Config{NoLegacyRotator: true}).Recover(ctx); err != nil {
+					t.Fatalf("recover: %v", err)
+				}
+			}
+			coexistInvariants(t, db)
+		})
+	}
+}
