@@ -60,6 +60,9 @@ func adaptive(ctx context.Context, s settings) error {
 	}
 	defer ch.stop()
 	fmt.Printf("\n## adaptive vs fixed polling: %d keys, one simulated hour, cycle and min interval 10 s, max 30 min, threshold $9.95, seed %d\n", s.simKeys, s.seed)
+	if s.burstFactor > 0 || s.ratePrior > 0 {
+		fmt.Printf("configured: burst factor %g (0: learned), rate prior %g $/s (0: the threshold per hour)\n", s.burstFactor, s.ratePrior)
+	}
 	fmt.Printf("%-11s %12s %12s %7s %11s %22s %10s %10s %9s %9s  %s\n", "scenario", "fixed calls", "adapt calls", "fewer", "rotations", "worst overshoot f / a",
 		"pool-peak", "ideal", "a / pp", "a / ideal", "targets: worst a <= f, a / pp <= 1.05")
 	var fixedAll, adaptiveAll, peakAll, idealAll int64
@@ -173,7 +176,7 @@ func simulate(ctx context.Context, db *mongo.Database, indexIDs func() error, s 
 	if err := fixture.Write(ctx, db, pool, seed); err != nil {
 		return res, err
 	}
-	chk, err := newSimChecker(db, up.URL, adaptiveOn, clock)
+	chk, err := newSimChecker(db, up.URL, adaptiveOn, clock, s)
 	if err != nil {
 		return res, err
 	}
@@ -183,7 +186,10 @@ func simulate(ctx context.Context, db *mongo.Database, indexIDs func() error, s 
 	hist := db.Collection(pool.HistoryCollection)
 	seen := map[string]bool{}
 	var sum float64
-	for range s.ticks() {
+	debug := os.Getenv("BENCH_DEBUG") != ""
+	checked := make([][]int, len(traj)) // BENCH_DEBUG: ticks each key was checked at
+	checkedAt := make([][]float64, len(traj))
+	for n := range s.ticks() {
 		clock.Advance(tick)
 		for i := range traj {
 			traj[i].step(tick)
@@ -191,6 +197,14 @@ func simulate(ctx context.Context, db *mongo.Database, indexIDs func() error, s 
 		}
 		if _, err := chk.Cycle(ctx); err != nil {
 			return res, err
+		}
+		if debug {
+			for i := range traj {
+				if c := up.Calls(secretOf(i)); c > len(checked[i]) {
+					checked[i] = append(checked[i], n+1)
+					checkedAt[i] = append(checkedAt[i], traj[i].reported(tick))
+				}
+			}
 		}
 		cur, err := hist.Find(ctx, bson.M{"rotatedAt": bson.M{"$gte": clock.Now().Add(-time.Second)}})
 		if err != nil {
@@ -219,8 +233,11 @@ func simulate(ctx context.Context, db *mongo.Database, indexIDs func() error, s 
 				return res, fmt.Errorf("new key %q: %w", r.NewKeyID, err)
 			}
 			traj[j].live = true
-			if over > res.worst && os.Getenv("BENCH_DEBUG") != "" {
-				fmt.Fprintf(os.Stderr, "worst so far %s: over %.4f at %v, base %.6f burst %.6f idle-left %d\n", r.KeyID, over, clock.Since(start), traj[i].base, traj[i].burst, traj[i].idleTicks)
+			if debug && over > 0.1 {
+				c := checked[i]
+				from := max(0, len(c)-4)
+				fmt.Fprintf(os.Stderr, "%s %s: over %.4f at tick %d, base %.6f burst %.6f (burst from step %d) lag %v idle-left %d; last checks at ticks %v reading %.4f\n",
+					sc.name, r.KeyID, over, n+1, traj[i].base, traj[i].burst, traj[i].burstFrom, traj[i].lag, traj[i].idleTicks, c[from:], checkedAt[i][from:])
 			}
 			res.worst = max(res.worst, over)
 			sum += over
