@@ -221,13 +221,16 @@ func (c *Checker) measure(k keyInfo, res spend.Result, at time.Time) (seen, know
 	return seen, known, unknown
 }
 
-// learn teaches the pool from a check that crossed the threshold, which
-// plan never sees: the interval that carried a key over is the likeliest to
-// show a burst or a faster rate than the pool has seen (docs/design.md
-// "Adaptive cadence").
+// learn teaches the pool the rate of a check that crossed the threshold,
+// which plan never sees: the interval that carried a key over is the
+// likeliest to show a rate faster than the pool has seen, and the prior it
+// raises bounds every key (docs/design.md "Adaptive cadence"). Not its
+// ratio to the key's sustained rate: a key that just woke crosses on a
+// sustained rate still built from its idle stretch, and would teach a burst
+// factor no key of the pool shows.
 func (c *Checker) learn(p *poolRun, k keyInfo, res spend.Result, at time.Time) {
-	seen, known, _ := c.measure(k, res, at)
-	p.cad.observe(known, seen, p.basePrior())
+	seen, _, _ := c.measure(k, res, at)
+	p.cad.observe(-1, seen, p.basePrior())
 }
 
 // basePrior is the pool's configured prior, or the threshold per hour.

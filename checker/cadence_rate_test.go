@@ -103,10 +103,10 @@ func TestIdleKeyPlannedAtThePoolsPrior(t *testing.T) {
 }
 
 // A key that crosses its threshold in a burst is rotated, not planned; the
-// interval that carried it over must still teach the pool its rate and its
-// burst. Otherwise the pool's first 10× burst teaches nothing, and a key of
-// the same kind bursting next is planned for 8× again and overshoots as far
-// (BENCHMARKS.md, burst10).
+// interval that carried it over must still teach the pool its rate, the
+// prior that bounds every key. Otherwise the pool's first 10× burst teaches
+// nothing, and a key of the same kind bursting next is planned for 8× again
+// and overshoots as far (BENCHMARKS.md, burst10).
 func TestKeyCrossingInABurstTeachesThePool(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -115,10 +115,10 @@ func TestKeyCrossingInABurstTeachesThePool(t *testing.T) {
 		// pool then assumes for it.
 		wantMax time.Duration
 	}{
-		// Learned: 10 × 0.002 $/s, the pool's fastest too: 8.93/0.02 = 447 s.
-		// Not learned: 8 × 0.002: 558 s.
+		// Learned: the pool's fastest is 10 × 0.002 $/s: 8.93/0.02 = 447 s.
+		// Not learned: 8 × 0.002 (steady's burst cover): 558 s.
 		{"10x burst", 10, 460 * time.Second},
-		// Learned: 20×: 223 s.
+		// Learned: 0.04 $/s: 223 s.
 		{"20x burst", 20, 240 * time.Second},
 	}
 	for _, tt := range tests {
