@@ -60,6 +60,9 @@ func adaptive(ctx context.Context, s settings) error {
 	}
 	defer ch.stop()
 	fmt.Printf("\n## adaptive vs fixed polling: %d keys, one simulated hour, cycle and min interval 10 s, max 30 min, threshold $9.95, seed %d\n", s.simKeys, s.seed)
+	if s.burstFactor > 0 || s.ratePrior > 0 {
+		fmt.Printf("configured: burst factor %g (0: learned), rate prior %g $/s (0: the threshold per hour)\n", s.burstFactor, s.ratePrior)
+	}
 	fmt.Printf("%-11s %12s %12s %7s %11s %22s %10s %10s %9s %9s  %s\n", "scenario", "fixed calls", "adapt calls", "fewer", "rotations", "worst overshoot f / a",
 		"pool-peak", "ideal", "a / pp", "a / ideal", "targets: worst a <= f, a / pp <= 1.05")
 	var fixedAll, adaptiveAll, peakAll, idealAll int64
@@ -68,9 +71,11 @@ func adaptive(ctx context.Context, s settings) error {
 		if s.scenarios != "" && !strings.Contains(","+s.scenarios+",", ","+sc.name+",") {
 			continue
 		}
-		// Fixed polling on the model: no store, so it runs in milliseconds;
-		// its figures stand in for the checker's when -variants leaves the
-		// fixed run out (marked *), and are printed beside them otherwise.
+		// Fixed polling on the model: no store, so it runs in milliseconds.
+		// It is deterministic (every key every cycle), so its figures are
+		// the checker's (TestModelFixedPollingIsTheCheckers); they stand in
+		// for them (marked *) unless -variants names fixed, which runs the
+		// real checker too: 72,000 polls and write-backs a scenario.
 		fm := model(s, sc, fixedPolicy)
 		f, mark := fm, "*"
 		if strings.Contains(s.variants, "fixed") {
@@ -78,6 +83,10 @@ func adaptive(ctx context.Context, s settings) error {
 				return fmt.Errorf("%s fixed: %w", sc.name, err)
 			}
 			mark = ""
+			if f.calls != fm.calls || f.rotations != fm.rotations || f.worst != fm.worst {
+				fmt.Printf("%s: the model's fixed polling differs from the checker's: %d calls, %d rotations, worst $%.4f against %d, %d, $%.4f\n",
+					sc.name, fm.calls, fm.rotations, fm.worst, f.calls, f.rotations, f.worst)
+			}
 		}
 		var a simResult
 		if strings.Contains(s.variants, "adaptive") {
@@ -125,7 +134,7 @@ func adaptive(ctx context.Context, s settings) error {
 		float64(fixedAll)/float64(max(adaptiveAll, 1)), float64(fixedAll)/float64(max(peakAll, 1)), float64(fixedAll)/float64(max(idealAll, 1)),
 		float64(adaptiveAll)/float64(max(peakAll, 1)), float64(adaptiveAll)/float64(max(idealAll, 1)), worse)
 	if !strings.Contains(s.variants, "fixed") {
-		fmt.Println("* fixed polling's figures from the model (-variants without fixed)")
+		fmt.Println("* fixed polling's figures from the model (-variants fixed,adaptive runs the real checker for them too)")
 	}
 	return nil
 }
@@ -167,7 +176,7 @@ func simulate(ctx context.Context, db *mongo.Database, indexIDs func() error, s 
 	if err := fixture.Write(ctx, db, pool, seed); err != nil {
 		return res, err
 	}
-	chk, err := newSimChecker(db, up.URL, adaptiveOn, clock)
+	chk, err := newSimChecker(db, up.URL, adaptiveOn, clock, s)
 	if err != nil {
 		return res, err
 	}
@@ -177,7 +186,10 @@ func simulate(ctx context.Context, db *mongo.Database, indexIDs func() error, s 
 	hist := db.Collection(pool.HistoryCollection)
 	seen := map[string]bool{}
 	var sum float64
-	for range s.ticks() {
+	debug := os.Getenv("BENCH_DEBUG") != ""
+	checked := make([][]int, len(traj)) // BENCH_DEBUG: ticks each key was checked at
+	checkedAt := make([][]float64, len(traj))
+	for n := range s.ticks() {
 		clock.Advance(tick)
 		for i := range traj {
 			traj[i].step(tick)
@@ -185,6 +197,14 @@ func simulate(ctx context.Context, db *mongo.Database, indexIDs func() error, s 
 		}
 		if _, err := chk.Cycle(ctx); err != nil {
 			return res, err
+		}
+		if debug {
+			for i := range traj {
+				if c := up.Calls(secretOf(i)); c > len(checked[i]) {
+					checked[i] = append(checked[i], n+1)
+					checkedAt[i] = append(checkedAt[i], traj[i].reported(tick))
+				}
+			}
 		}
 		cur, err := hist.Find(ctx, bson.M{"rotatedAt": bson.M{"$gte": clock.Now().Add(-time.Second)}})
 		if err != nil {
@@ -213,8 +233,11 @@ func simulate(ctx context.Context, db *mongo.Database, indexIDs func() error, s 
 				return res, fmt.Errorf("new key %q: %w", r.NewKeyID, err)
 			}
 			traj[j].live = true
-			if over > res.worst && os.Getenv("BENCH_DEBUG") != "" {
-				fmt.Fprintf(os.Stderr, "worst so far %s: over %.4f at %v, base %.6f burst %.6f idle-left %d\n", r.KeyID, over, clock.Since(start), traj[i].base, traj[i].burst, traj[i].idleTicks)
+			if debug && over > 0.1 {
+				c := checked[i]
+				from := max(0, len(c)-4)
+				fmt.Fprintf(os.Stderr, "%s %s: over %.4f at tick %d, base %.6f burst %.6f (burst from step %d) lag %v idle-left %d; last checks at ticks %v reading %.4f\n",
+					sc.name, r.KeyID, over, n+1, traj[i].base, traj[i].burst, traj[i].burstFrom, traj[i].lag, traj[i].idleTicks, c[from:], checkedAt[i][from:])
 			}
 			res.worst = max(res.worst, over)
 			sum += over

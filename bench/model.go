@@ -22,6 +22,7 @@ func model(s settings, sc scenario, plan policy) simResult {
 	var res simResult
 	traj, _ := population(s, sc)
 	next := make([]int, len(traj)) // tick of the next check; 0: at the next cycle
+	res.checks = make([]int, len(traj))
 	backup := s.simKeys
 	var sum float64
 	for n := 1; n <= s.ticks(); n++ {
@@ -35,6 +36,7 @@ func model(s settings, sc scenario, plan policy) simResult {
 				continue
 			}
 			res.calls++
+			res.checks[i]++
 			seen := t.reported(simTick)
 			if atLeast(seen, simThreshold) && backup < len(traj) {
 				over := t.truth - simThreshold

@@ -27,6 +27,9 @@ type trajectory struct {
 	truth       float64   // spend so far
 	past        []float64 // truth at the last few ticks, newest last
 	rng         *rand.Rand
+	// For BENCH_DEBUG: ticks stepped in service, and the tick the current
+	// (or last) burst began.
+	steps, burstFrom int
 }
 
 // peak is the fastest the key ever spends.
@@ -42,12 +45,14 @@ func (t *trajectory) step(tick time.Duration) {
 	default:
 		if t.burstLeft == 0 && t.rng.Float64() < 0.01 { // a burst every ~17 min on average
 			t.burstLeft = 1 + t.rng.IntN(30) // up to 5 minutes
+			t.burstFrom = t.steps
 		}
 		r = t.base
 		if t.burstLeft > 0 {
 			r, t.burstLeft = t.burst, t.burstLeft-1
 		}
 	}
+	t.steps++
 	t.truth += r * tick.Seconds()
 	t.past = append(t.past, t.truth)
 	if len(t.past) > 4 {

@@ -41,9 +41,10 @@ type cadence struct {
 	// planFastest and planBurst are fastest and burst at the cycle's start:
 	// what its plans use.
 	planFastest, planBurst float64
-	// replanned is the pool prior every stored plan was last pulled forward
-	// to (0: not yet in this process).
-	replanned float64
+	// replanned and replannedBurst are the pool prior and burst factor
+	// every stored plan was last pulled forward to (0: not yet in this
+	// process).
+	replanned, replannedBurst float64
 }
 
 // begin fixes what the cycle's plans use.
@@ -121,34 +122,7 @@ const fieldRateSustained = "spendRateSustained"
 func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) observation {
 	fastestKey := k.rate // the key's fastest rate seen, kept for ever
 	avg := k.avg         // its sustained rate
-	seen := -1.0         // the rate over the interval since the last check
-	unknown := !k.hasRate
-	// Issue 16, the remaining kind (docs/providers.md): a balance falls as
-	// its keys spend, so the fall is the spend; no earlier balance reading,
-	// no rate yet.
-	now, before := res.Spend, k.spend
-	if res.Remaining != nil {
-		now, before = -*res.Remaining, math.Inf(1)
-		if k.remaining != nil {
-			before = -*k.remaining
-		}
-	}
-	// End of the remaining kind's inputs.
-	switch {
-	case !k.lastCheck.IsZero() && at.Sub(k.lastCheck) < c.cfg.MinInterval/2:
-		// Checked moments ago (by another writer, or a clock ahead of
-		// ours): a rate over so short an interval is noise, and the
-		// fastest rates never decay, so it is not learned (docs/design.md
-		// "Adaptive cadence").
-	case !k.lastCheck.IsZero() && at.After(k.lastCheck) && now >= before: // issue 16: was res.Spend >= k.spend
-		seen = (now - before) / at.Sub(k.lastCheck).Seconds() // issue 16: was res.Spend - k.spend
-	case k.lastCheck.IsZero() && k.rate <= 0:
-		unknown = true // first check: no rate yet
-	}
-	known := -1.0 // the sustained rate a burst is measured against
-	if k.hasAvg {
-		known = avg
-	}
+	seen, known, unknown := c.measure(k, res, at)
 	if seen >= 0 {
 		fastestKey = max(fastestKey, seen)
 		if k.hasAvg {
@@ -201,7 +175,7 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 	if headroom > 0 && planRate >= 0 {
 		// What replan needs to plan the key again from this reading under a
 		// higher pool prior, without polling it.
-		pl = storedPlan{prior: poolPrior, headroom: headroom, own: max(planRate*burst, fastestKey)}
+		pl = storedPlan{prior: poolPrior, burst: burst, headroom: headroom, own: max(planRate*burst, fastestKey), rate: planRate}
 		// Due half a minimum interval after the key could cross at the
 		// rate assumed: a cycle polls a key up to half an interval past
 		// its plan, so it is at most one interval late, which is what
@@ -212,6 +186,51 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 	next := NextInterval(headroom, planRate, prior, burst, c.cfg.MinInterval, c.cfg.MaxInterval)
 	return observation{id: k.id, spend: res.Spend, rate: max(fastestKey, 0), avg: avg, nextCheck: at.Add(next), at: at, budget: res.Budget,
 		remaining: res.Remaining, currency: res.Currency, plan: pl} // issue 16: the balance read
+}
+
+// measure is the key's rate over the interval since its last check (seen;
+// < 0: none), the sustained rate a burst is measured against (known; < 0:
+// none), and whether the key's rate is still unknown.
+func (c *Checker) measure(k keyInfo, res spend.Result, at time.Time) (seen, known float64, unknown bool) {
+	seen, known, unknown = -1, -1, !k.hasRate
+	// Issue 16, the remaining kind (docs/providers.md): a balance falls as
+	// its keys spend, so the fall is the spend; no earlier balance reading,
+	// no rate yet.
+	now, before := res.Spend, k.spend
+	if res.Remaining != nil {
+		now, before = -*res.Remaining, math.Inf(1)
+		if k.remaining != nil {
+			before = -*k.remaining
+		}
+	}
+	// End of the remaining kind's inputs.
+	switch {
+	case !k.lastCheck.IsZero() && at.Sub(k.lastCheck) < c.cfg.MinInterval/2:
+		// Checked moments ago (by another writer, or a clock ahead of
+		// ours): a rate over so short an interval is noise, and the
+		// fastest rates never decay, so it is not learned (docs/design.md
+		// "Adaptive cadence").
+	case !k.lastCheck.IsZero() && at.After(k.lastCheck) && now >= before: // issue 16: was res.Spend >= k.spend
+		seen = (now - before) / at.Sub(k.lastCheck).Seconds() // issue 16: was res.Spend - k.spend
+	case k.lastCheck.IsZero() && k.rate <= 0:
+		unknown = true // first check: no rate yet
+	}
+	if k.hasAvg {
+		known = k.avg
+	}
+	return seen, known, unknown
+}
+
+// learn teaches the pool the rate of a check that crossed the threshold,
+// which plan never sees: the interval that carried a key over is the
+// likeliest to show a rate faster than the pool has seen, and the prior it
+// raises bounds every key (docs/design.md "Adaptive cadence"). Not its
+// ratio to the key's sustained rate: a key that just woke crosses on a
+// sustained rate still built from its idle stretch, and would teach a burst
+// factor no key of the pool shows.
+func (c *Checker) learn(p *poolRun, k keyInfo, res spend.Result, at time.Time) {
+	seen, _, _ := c.measure(k, res, at)
+	p.cad.observe(-1, seen, p.basePrior())
 }
 
 // basePrior is the pool's configured prior, or the threshold per hour.

@@ -101,3 +101,56 @@ func TestIdleKeyPlannedAtThePoolsPrior(t *testing.T) {
 		t.Fatalf("idle key 0.95 under its threshold planned %v ahead, want ~349 s", got)
 	}
 }
+
+// A key that crosses its threshold in a burst is rotated, not planned; the
+// interval that carried it over must still teach the pool its rate, the
+// prior that bounds every key. Otherwise the pool's first 10× burst teaches
+// nothing, and a key of the same kind bursting next is planned for 8× again
+// and overshoots as far (BENCHMARKS.md, burst10).
+func TestKeyCrossingInABurstTeachesThePool(t *testing.T) {
+	tests := []struct {
+		name  string
+		burst float64 // the crossing key's rate over its last interval, × its sustained 0.002 $/s
+		// steady's plan after the crossing: headroom 8.93 at the rate the
+		// pool then assumes for it.
+		wantMax time.Duration
+	}{
+		// Learned: the pool's fastest is 10 × 0.002 $/s: 8.93/0.02 = 447 s.
+		// Not learned: 8 × 0.002 (steady's burst cover): 558 s.
+		{"10x burst", 10, 460 * time.Second},
+		// Learned: 0.04 $/s: 223 s.
+		{"20x burst", 20, 240 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			clock := clockwork.NewFakeClockAt(t0)
+			s := adaptiveSetup(t, map[string]float64{"hot": 9.0, "steady": 1.0}, clock, nil)
+			for id, spent := range map[string]float64{"hot": 9.0, "steady": 1.0} {
+				setFields(t, s, id, bson.M{"totalSpend": spent, "spendRate": 0.002, "spendRateSustained": 0.002,
+					"lastSpendCheck": t0.Add(-60 * time.Second), "spendEpoch": int64(3)})
+			}
+			setFields(t, s, "steady", bson.M{"nextSpendCheck": t0.Add(5 * time.Minute)})
+			// hot's last minute: over its threshold at burst × its rate.
+			s.up.AddSpend(secret("hot"), tt.burst*0.002*60)
+			if _, err := s.chk.Cycle(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if n := s.up.Calls(secret("steady")); n != 0 {
+				t.Fatalf("steady polled %d times in the first cycle; the test needs it planned later", n)
+			}
+			if n := countDocs(t, s.db.Collection(openhands.HistoryCollection), bson.M{"keyId": "hot"}); n != 1 {
+				t.Fatalf("hot rotated %d times, want once", n)
+			}
+			clock.Advance(10 * time.Second)
+			setFields(t, s, "steady", bson.M{"nextSpendCheck": t0})
+			s.up.AddSpend(secret("steady"), 0.002*70)
+			if _, err := s.chk.Cycle(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if got := planned(t, s, "steady"); got > tt.wantMax {
+				t.Errorf("steady planned %v ahead after a key of its pool crossed at %g× its rate, want at most %v", got, tt.burst, tt.wantMax)
+			}
+		})
+	}
+}

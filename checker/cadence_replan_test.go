@@ -89,3 +89,54 @@ func TestKeysPlannedUnderALowerPriorArePulledForward(t *testing.T) {
 		})
 	}
 }
+
+// A key planned for bursts of 8 times its rate (the default burst factor)
+// must not wait out that plan once the pool has shown a burst of 20: the
+// plan is pulled forward to what the new factor allows, without polling the
+// key. Here the pool's prior stays below what the key's own rate asked for,
+// so only the burst factor moves the plan.
+func TestKeysPlannedUnderALowerBurstFactorArePulledForward(t *testing.T) {
+	tests := []struct {
+		name       string
+		hotBurst   float64 // hot's rate over its last interval, × its sustained 0.0005 $/s
+		wantAtMost time.Duration
+	}{
+		// calm: headroom 8.83 at 0.002 $/s. Burst 8: 557 s; burst 20: 226 s.
+		{"burst of 20 learned", 20, 240 * time.Second},
+		// Burst 32 (the cap): 0.064 $/s, 143 s.
+		{"burst past the cap", 40, 150 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			clock := clockwork.NewFakeClockAt(t0)
+			s := adaptiveSetup(t, map[string]float64{"calm": 1.0, "hot": 5.0}, clock, nil)
+			setFields(t, s, "calm", bson.M{"totalSpend": 1.0, "spendRate": 0.002, "spendRateSustained": 0.002,
+				"lastSpendCheck": t0.Add(-60 * time.Second), "spendEpoch": int64(3)})
+			setFields(t, s, "hot", bson.M{"totalSpend": 5.0, "spendRate": 0.0005, "spendRateSustained": 0.0005,
+				"lastSpendCheck": t0.Add(-50 * time.Second), "nextSpendCheck": t0.Add(10 * time.Second), "spendEpoch": int64(3)})
+			s.up.AddSpend(secret("calm"), 0.002*60)
+			if _, err := s.chk.Cycle(ctx); err != nil { // calm planned under burst 8
+				t.Fatal(err)
+			}
+			if got := planned(t, s, "calm"); got < 500*time.Second {
+				t.Fatalf("calm planned %v ahead under burst 8, want about 557 s", got)
+			}
+			clock.Advance(10 * time.Second)
+			s.up.AddSpend(secret("hot"), tt.hotBurst*0.0005*60) // a burst of 0.01 or 0.02 $/s, below calm's cover of 0.016
+			calls := s.up.Calls(secret("calm"))
+			if _, err := s.chk.Cycle(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if n := s.up.Calls(secret("hot")); n != 1 {
+				t.Fatalf("hot polled %d times, want once", n)
+			}
+			if got := s.up.Calls(secret("calm")); got != calls {
+				t.Errorf("calm polled %d times to pull its plan forward, want none", got-calls)
+			}
+			if got := planned(t, s, "calm"); got > tt.wantAtMost {
+				t.Errorf("calm planned %v ahead after the pool showed a burst of %g×, want at most %v", got, tt.hotBurst, tt.wantAtMost)
+			}
+		})
+	}
+}

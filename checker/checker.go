@@ -237,6 +237,10 @@ func (c *Checker) EnsureIndexes(ctx context.Context) error {
 			Keys: bson.D{{Key: fieldPlanPrior, Value: 1}}}); err != nil {
 			return err
 		}
+		if err := mongoidx.Ensure(ctx, p.keys, mongoidx.Index{Name: fieldPlanBurst + "_1",
+			Keys: bson.D{{Key: fieldPlanBurst, Value: 1}}}); err != nil {
+			return err
+		}
 	}
 	return nil
 }

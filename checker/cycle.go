@@ -356,6 +356,7 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 		hold(k.id, false, func() { c.rotateKey(ctx, p, k, doc, res, reason, at, log, count, send) })
 		return
 	}
+	c.learn(p, k, res, at)
 	c.rotateKey(ctx, p, k, doc, res, reason, at, log, count, send)
 }
 

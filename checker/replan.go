@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -11,42 +12,56 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
-// Fields of a key's plan that replan reads: the pool prior it was made
-// under, the headroom at its reading (lastSpendCheck), and the rate the
-// key's own history demanded (burst × its rate, or its fastest). With them
-// a plan can be made again under a higher prior without polling the key.
+// Fields of a key's plan that replan reads: the pool prior and the burst
+// factor it was made under, the headroom at its reading (lastSpendCheck),
+// the rate the key's own history demanded (burst × its rate, or its
+// fastest) and the rate the burst factor multiplied. With them a plan can
+// be made again under a higher prior or burst factor without polling the
+// key.
 const (
 	fieldPlanPrior    = "spendPlanPrior"
+	fieldPlanBurst    = "spendPlanBurst"
 	fieldPlanHeadroom = "spendPlanHeadroom"
 	fieldPlanOwn      = "spendPlanOwnRate"
+	fieldPlanRate     = "spendPlanRate"
 )
 
 // storedPlan is what plan stores for replan; prior 0: nothing to replan
 // (a key checked again at the minimum interval anyway).
 type storedPlan struct {
-	prior, headroom, own float64
+	prior, burst, headroom, own, rate float64
 }
 
-// replan pulls forward the plans made under a lower pool prior than the
-// pool's now (docs/design.md "Adaptive cadence"): a key idle near its
-// threshold, planned under the default prior, must not wait out that plan
-// once the pool is known to spend many times faster. It reads only the keys
-// planned under a lower prior that are not due by the next cycle, and only
-// when the prior rose since the last replan (once per process at first, for
-// plans an earlier process or a lower configured prior made).
+// replan pulls forward the plans made under a lower pool prior or burst
+// factor than the pool's now (docs/design.md "Adaptive cadence"): a key idle
+// near its threshold, planned under the default prior, must not wait out
+// that plan once the pool is known to spend many times faster, nor a key
+// planned for bursts of 8 times its rate once the pool has shown 20. It
+// reads only the keys planned under a lower prior or factor that are not
+// due by the next cycle, and only when one rose since the last replan (once
+// per process at first, for plans an earlier process or a lower configured
+// prior made).
 func (c *Checker) replan(ctx context.Context, p *poolRun, now time.Time) error {
 	base := p.basePrior()
 	p.cad.mu.Lock()
 	fastest, done := p.cad.fastest, p.cad.replanned
+	burst, doneBurst := max(DefaultBurstFactor, p.cad.burst), p.cad.replannedBurst
 	p.cad.mu.Unlock()
+	if p.BurstFactor > 0 {
+		burst = p.BurstFactor
+	}
 	prior := max(base, fastest)
-	if prior <= done {
+	if prior <= done && burst <= doneBurst {
 		return nil
 	}
 	minI, maxI := c.cfg.MinInterval, c.cfg.MaxInterval
-	filter := bson.M{fieldPlanPrior: bson.M{"$lt": prior}, FieldNextCheck: bson.M{"$gt": now.Add(minI / 2)}}
+	lower := bson.A{bson.M{fieldPlanPrior: bson.M{"$lt": prior}}}
+	if burst > doneBurst {
+		lower = append(lower, bson.M{fieldPlanBurst: bson.M{"$lt": burst}})
+	}
+	filter := bson.M{"$or": lower, FieldNextCheck: bson.M{"$gt": now.Add(minI / 2)}}
 	cur, err := p.keys.Find(ctx, filter, options.Find().SetBatchSize(int32(c.cfg.BatchSize)).SetProjection(bson.M{
-		FieldLastCheck: 1, FieldNextCheck: 1, fieldRate: 1, fieldPlanHeadroom: 1, fieldPlanOwn: 1}))
+		FieldLastCheck: 1, FieldNextCheck: 1, fieldRate: 1, fieldPlanHeadroom: 1, fieldPlanOwn: 1, fieldPlanRate: 1}))
 	if err != nil {
 		return fmt.Errorf("find plans under a lower prior: %w", err)
 	}
@@ -78,6 +93,13 @@ func (c *Checker) replan(ctx context.Context, p *poolRun, now time.Time) error {
 		if r, _ := d.Lookup(fieldRate).AsFloat64OK(); !(r > 0) {
 			eff = max(eff, idlePriorFactor*fastest) // as plan does for a key never seen spending
 		}
+		raised := bson.M{fieldPlanPrior: prior}
+		if r, ok := d.Lookup(fieldPlanRate).AsFloat64OK(); ok && r >= 0 && !math.IsInf(r, 0) {
+			// The burst factor scales the key's rate (a plan written by an
+			// older version stores none, and holds until its check).
+			eff = max(eff, r*burst)
+			raised[fieldPlanBurst] = burst
+		}
 		// As plan: due half a minimum interval after the key could cross.
 		again := last.Add(NextInterval(headroom+eff*minI.Seconds()/2, 0, eff, 1, minI, maxI))
 		if !again.Before(next) {
@@ -87,7 +109,7 @@ func (c *Checker) replan(ctx context.Context, p *poolRun, now time.Time) error {
 		// written meanwhile that is earlier still stays, and FerretDB v1
 		// finds a document by _id without scanning the collection.
 		batch = append(batch, mongo.NewUpdateOneModel().SetFilter(bson.M{"_id": id}).SetUpdate(bson.M{
-			"$min": bson.M{FieldNextCheck: again}, "$max": bson.M{fieldPlanPrior: prior}}))
+			"$min": bson.M{FieldNextCheck: again}, "$max": raised}))
 		if len(batch) == cap(batch) {
 			flush()
 		}
@@ -101,6 +123,7 @@ func (c *Checker) replan(ctx context.Context, p *poolRun, now time.Time) error {
 	}
 	p.cad.mu.Lock()
 	p.cad.replanned = max(p.cad.replanned, prior)
+	p.cad.replannedBurst = max(p.cad.replannedBurst, burst)
 	p.cad.mu.Unlock()
 	return nil
 }

@@ -158,9 +158,11 @@ func (c *Checker) writeBack(ctx context.Context, keys *mongo.Collection, epoch i
 		unset := bson.M{}
 		if o.plan.prior > 0 && !o.planOnly && !o.rejected {
 			set[fieldPlanPrior], set[fieldPlanHeadroom], set[fieldPlanOwn] = o.plan.prior, o.plan.headroom, o.plan.own
+			set[fieldPlanBurst], set[fieldPlanRate] = o.plan.burst, o.plan.rate
 		} else {
 			// No plan replan may pull forward (a Retry-After among them).
 			unset[fieldPlanPrior], unset[fieldPlanHeadroom], unset[fieldPlanOwn] = "", "", ""
+			unset[fieldPlanBurst], unset[fieldPlanRate] = "", ""
 		}
 		if o.avg < 0 && !o.planOnly && !o.rejected {
 			delete(set, fieldRateSustained)
