@@ -44,6 +44,7 @@ type settings struct {
 	what        string
 	keys        int
 	fullKeys    int
+	pollingOnly bool
 	concurrency int
 	memKeys     string
 	simKeys     int
@@ -70,6 +71,7 @@ func run(args []string) error {
 	fs.IntVar(&s.keys, "keys", 10000, "keys in the throughput cycle")
 	fs.IntVar(&s.concurrency, "concurrency", 100, "upstream concurrency in the throughput cycle")
 	fs.IntVar(&s.fullKeys, "full-keys", 10000, "keys in the full (write-back) throughput cycle")
+	fs.BoolVar(&s.pollingOnly, "polling-only", false, "throughput: only the polling path (dry run, batches of 500)")
 	fs.StringVar(&s.memKeys, "mem-keys", "1000,10000,100000", "key counts for the memory figures")
 	fs.IntVar(&s.simKeys, "sim-keys", 200, "keys in the simulated hour")
 	fs.Uint64Var(&s.seed, "seed", 1, "random seed of the simulated trajectories")

@@ -95,8 +95,6 @@ func (c *Checker) checkPool(ctx context.Context, p *poolRun) (PoolSummary, error
 
 	var (
 		mu   sync.Mutex
-		wg   sync.WaitGroup
-		sem  = make(chan struct{}, c.cfg.Concurrency)
 		obs  = make(chan observation, c.cfg.BatchSize)
 		wErr = make(chan error, 1)
 	)
@@ -115,7 +113,9 @@ func (c *Checker) checkPool(ctx context.Context, p *poolRun) (PoolSummary, error
 	// batch overlaps with the polls in flight instead of stalling them.
 	docs := make(chan bson.Raw, c.cfg.BatchSize)
 	var streamErr error
+	streamed := make(chan struct{})
 	go func() {
+		defer close(streamed)
 		defer close(docs)
 		for cur.Next(ctx) {
 			doc := make(bson.Raw, len(cur.Current))
@@ -128,34 +128,20 @@ func (c *Checker) checkPool(ctx context.Context, p *poolRun) (PoolSummary, error
 		}
 		streamErr = cur.Err()
 	}()
-	for doc := range docs {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			c.checkKey(ctx, p, doc, log, count, obs, func(id string, rejected bool, f func()) {
-				mu.Lock()
-				defer mu.Unlock()
-				if !rejected {
-					later = append(later, f)
-					return
-				}
-				pending = append(pending, f)
-				held = append(held, id)
-			})
-		}()
-	}
-	for range docs {
-		// Drain after a cancellation, so the reader can finish.
-	}
-	wg.Wait()
+	pollEach(ctx, c.cfg.Concurrency, docs, func(doc bson.Raw) {
+		c.checkKey(ctx, p, doc, log, count, obs, func(id string, rejected bool, f func()) {
+			mu.Lock()
+			defer mu.Unlock()
+			if !rejected {
+				later = append(later, f)
+				return
+			}
+			pending = append(pending, f)
+			held = append(held, id)
+		})
+	})
+	// The reader stops on ctx too; its error is read once it has.
+	<-streamed
 	// Every key refused for its owner's budget this cycle has its user
 	// recorded by now, so two keys of one user see each other and are held.
 	for _, rotate := range later {
@@ -386,8 +372,9 @@ func readKey(doc bson.Raw) (keyInfo, error) {
 	if err != nil {
 		return keyInfo{}, err
 	}
+	lastCheck := doc.Lookup(FieldLastCheck)
 	k := keyInfo{id: kd.ID, secret: kd.APIKey, spend: kd.TotalSpend, createdAt: kd.CreatedAt, upID: kd.UpstreamKeyID,
-		rotatedIn: kd.ReplacedKey != "", fence: readFence(doc)}
+		rotatedIn: kd.ReplacedKey != "", fence: fenceOf(lastCheck, kd.APIKey, doc)}
 	if v, err := doc.LookupErr(fieldRate); err == nil {
 		k.rate, k.hasRate = v.AsFloat64OK()
 		if math.IsNaN(k.rate) || math.IsInf(k.rate, 0) || k.rate < 0 {
@@ -402,10 +389,8 @@ func readKey(doc bson.Raw) (keyInfo, error) {
 			k.avg, k.hasAvg = 0, false
 		}
 	}
-	if v, err := doc.LookupErr(FieldLastCheck); err == nil {
-		if t, ok := v.TimeOK(); ok {
-			k.lastCheck = t
-		}
+	if t, ok := lastCheck.TimeOK(); ok {
+		k.lastCheck = t
 	}
 	if v, err := doc.LookupErr(FieldRejectedAt); err == nil {
 		if t, ok := v.TimeOK(); ok {

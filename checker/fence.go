@@ -83,9 +83,15 @@ type storedEpoch struct {
 }
 
 func readFence(doc bson.Raw) fenceRead {
+	s, _ := doc.Lookup(rotation.FieldAPIKey).StringValueOK()
+	return fenceOf(doc.Lookup(FieldLastCheck), s, doc)
+}
+
+// fenceOf is readFence with the fields readKey has already looked up.
+func fenceOf(lastCheck bson.RawValue, secret string, doc bson.Raw) fenceRead {
 	var r fenceRead
-	r.check, r.checkDate = doc.Lookup(FieldLastCheck).DateTimeOK()
-	r.secret, _ = doc.Lookup(rotation.FieldAPIKey).StringValueOK()
+	r.check, r.checkDate = lastCheck.DateTimeOK()
+	r.secret = secret
 	v := doc.Lookup(FieldEpoch)
 	switch v.Type {
 	case bson.TypeInt32:

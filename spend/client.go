@@ -254,7 +254,7 @@ func (c *Client) do(ctx context.Context, rq request) (Response, error) {
 	if err != nil {
 		return resp, secret.Redact(err, rq.key)
 	}
-	if len(rq.key) > 12 {
+	if len(rq.key) > 12 && secret.MayHold(resp.Body, rq.key) {
 		// Shorter keys are masked whole ("…"); a short string could also
 		// be a figure of the answer.
 		if b := secret.RedactString(string(resp.Body), rq.key); len(b) != len(resp.Body) || b != string(resp.Body) {

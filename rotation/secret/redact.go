@@ -38,7 +38,7 @@ func RedactText(err error, text, shown string) error {
 
 // RedactString masks every form of the secret s in text.
 func RedactString(text, s string) string {
-	if s == "" {
+	if s == "" || !mayHold(text, s) {
 		return text
 	}
 	mask := Mask(s)
@@ -60,6 +60,45 @@ func RedactBody(body []byte, s string) []byte {
 		return body
 	}
 	return bytes.ReplaceAll(body, []byte(s), []byte(Mask(s)))
+}
+
+// MayHold reports whether text may hold a form of the secret s: when it
+// says no, RedactString leaves text as it is. One substring search, so a
+// caller can skip the copy and the forms (built per call) for the answers
+// that do not echo the key: nearly all of them.
+func MayHold(text []byte, s string) bool {
+	if s == "" {
+		return false
+	}
+	run := plainRun(s)
+	return run == "" || bytes.Contains(text, []byte(run))
+}
+
+func mayHold(text, s string) bool {
+	run := plainRun(s)
+	return run == "" || strings.Contains(text, run)
+}
+
+// plainRun is the longest run of s made of letters, digits and -._~ (the
+// characters URLs leave unreserved): none of the escapers behind forms
+// changes one of them, so every form of s holds this run as it is. For
+// most keys it is the whole key.
+func plainRun(s string) string {
+	best, start := "", 0
+	for i := 0; i <= len(s); i++ {
+		if i < len(s) && unreserved(s[i]) {
+			continue
+		}
+		if i-start > len(best) {
+			best = s[start:i]
+		}
+		start = i + 1
+	}
+	return best
+}
+
+func unreserved(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~'
 }
 
 // forms are the spellings of a secret an error or a quoted body may carry:

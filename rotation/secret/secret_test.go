@@ -198,3 +198,49 @@ func TestRedactText(t *testing.T) {
 		t.Error("RedactText(nil) is not nil")
 	}
 }
+
+func TestMayHold(t *testing.T) {
+	const plain = "sk-live-0123456789abcdefWXYZ"
+	const odd = "sk-live+AbCd/EfGh<IjKl>'MnOp\"=="
+	tests := []struct {
+		name, text, secret string
+		want               bool
+	}{
+		{"raw", "key " + plain, plain, true},
+		{"absent", `{"spend": 1.0}`, plain, false},
+		{"a part only", "sk-live-0123", plain, false},
+		{"query-escaped", "?key=" + url.QueryEscape(odd), odd, true},
+		{"js-escaped", template.JSEscapeString(odd), odd, true},
+		{"no plain run: may hold", "anything", "+/=", true},
+		{"empty secret", "anything", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := secret.MayHold([]byte(tt.text), tt.secret); got != tt.want {
+				t.Errorf("MayHold(%q, %q) = %v, want %v", tt.text, tt.secret, got, tt.want)
+			}
+			// No means RedactString leaves the text alone.
+			if !tt.want && secret.RedactString(tt.text, tt.secret) != tt.text {
+				t.Errorf("MayHold(%q, %q) = false, but RedactString changes it", tt.text, tt.secret)
+			}
+		})
+	}
+}
+
+// BenchmarkRedactString is the masking of an upstream's answer, run on
+// every answer: the common answer does not hold the key.
+func BenchmarkRedactString(b *testing.B) {
+	const body = `{"user_id":"u-123","spend":1.25,"max_budget":10.0,"key_alias":"team-a","models":[],"expires":null}`
+	for _, bb := range []struct{ name, text, secret string }{
+		{"plain key, absent", body, "sk-live-0123456789abcdefWXYZ"},
+		{"odd key, absent", body, "sk-live+AbCd/EfGh<IjKl>'MnOp\"=="},
+		{"plain key, echoed", body + " sk-live-0123456789abcdefWXYZ", "sk-live-0123456789abcdefWXYZ"},
+	} {
+		b.Run(bb.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				_ = secret.RedactString(bb.text, bb.secret)
+			}
+		})
+	}
+}
