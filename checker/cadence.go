@@ -228,9 +228,16 @@ func (c *Checker) measure(k keyInfo, res spend.Result, at time.Time) (seen, know
 // ratio to the key's sustained rate: a key that just woke crosses on a
 // sustained rate still built from its idle stretch, and would teach a burst
 // factor no key of the pool shows.
+//
+// A figure over the threshold is bounded by nothing the planner measured:
+// one absurd answer would teach a rate that pins every key of the pool at
+// the minimum interval for the rest of the process. So a crossing teaches
+// at most maxBurstFactor times the larger of the configured prior and the
+// key's own stored rates, the most a burst is ever taken to be; from those
+// and not the pool's learned fastest, so crossings cannot compound.
 func (c *Checker) learn(p *poolRun, k keyInfo, res spend.Result, at time.Time) {
 	seen, _, _ := c.measure(k, res, at)
-	p.cad.observe(-1, seen, p.basePrior())
+	p.cad.observe(-1, min(seen, maxBurstFactor*max(p.basePrior(), k.rate, k.avg)), p.basePrior())
 }
 
 // basePrior is the pool's configured prior, or the threshold per hour.
