@@ -2,11 +2,19 @@ package checker_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/jonboulle/clockwork"
 	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/spendchecker/spendchecker/checker"
+	"github.com/spendchecker/spendchecker/spend"
 )
 
 // A crossing teaches the pool its rate (learn) from a reading the plan path
@@ -56,4 +64,109 @@ func TestAdvCheck_AbsurdCrossingPinsPoolAtMinimum(t *testing.T) {
 			}
 		})
 	}
+}
+
+// advBlocking holds every poll until released (not on ctx: a slow upstream
+// that answers after the lease is lost), counting starts and returns.
+type advBlocking struct {
+	spend.Provider
+	mu               sync.Mutex
+	started, retired int
+	polled           map[string]bool
+	starts           chan struct{}
+	release          chan struct{}
+}
+
+func (p *advBlocking) Spend(ctx context.Context, k spend.Key) (spend.Result, error) {
+	p.mu.Lock()
+	p.started++
+	p.polled[k.ID] = true
+	p.mu.Unlock()
+	p.starts <- struct{}{}
+	<-p.release
+	defer func() {
+		p.mu.Lock()
+		p.retired++
+		p.mu.Unlock()
+	}()
+	return spend.Result{Spend: 1}, nil
+}
+
+// The lease lost mid-cycle (ctx cancelled) with Concurrency polls in
+// flight: no poll starts after the cancel, Cycle returns only once every
+// poll started has returned and every goroutine it started has stopped,
+// and the keys whose poll was dropped are not marked checked (due again
+// next cycle).
+func TestAdvCheck_CancelMidCycleWithWorkers(t *testing.T) {
+	for _, conc := range []int{1, 3} {
+		t.Run(fmt.Sprintf("concurrency %d", conc), func(t *testing.T) {
+			keys := map[string]float64{}
+			for i := range 12 {
+				keys[fmt.Sprintf("k%02d", i)] = 1
+			}
+			prov := &advBlocking{polled: map[string]bool{}, starts: make(chan struct{}), release: make(chan struct{})}
+			s := newSetup(t, keys, 0, func(c *checker.Config) {
+				c.Concurrency, c.BatchSize = conc, 4
+				c.Pools[0].Provider = prov
+			})
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { _, err := s.chk.Cycle(ctx); done <- err }()
+			for range conc {
+				<-prov.starts
+			}
+			cancel()
+			// Release the polls in flight; any poll started after the
+			// cancel would block on starts and be counted.
+			close(prov.release)
+			var err error
+		wait:
+			for {
+				select {
+				case <-prov.starts:
+				case err = <-done:
+					break wait
+				}
+			}
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("Cycle after a cancel: %v, want context.Canceled", err)
+			}
+			prov.mu.Lock()
+			started, retired, polled := prov.started, prov.retired, len(prov.polled)
+			prov.mu.Unlock()
+			if started != conc {
+				t.Errorf("%d polls started, want the %d in flight at the cancel and none after", started, conc)
+			}
+			if retired != started {
+				t.Errorf("Cycle returned with %d of %d polls still running", started-retired, started)
+			}
+			if n := countDocs(t, s.db.Collection(openhands.KeysCollection), bson.M{"lastSpendCheck": bson.M{"$exists": true}, "_id": bson.M{"$regex": "^k"}}); n > int64(polled) {
+				t.Errorf("%d keys marked checked, %d polled", n, polled)
+			}
+			// Goroutines the cycle started have stopped: none runs in the
+			// checker's code (the driver's pool and the test server's keep
+			// theirs). context.AfterFunc may still be finishing its call.
+			deadline := time.Now().Add(10 * time.Second)
+			for checkerGoroutines() != "" && time.Now().Before(deadline) {
+				runtime.Gosched()
+			}
+			if g := checkerGoroutines(); g != "" {
+				t.Errorf("goroutines of the cycle still running after Cycle returned:\n%s", g)
+			}
+		})
+	}
+}
+
+// checkerGoroutines is the stacks of the goroutines other than this one
+// running in package checker's non-test code.
+func checkerGoroutines() string {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var out []string
+	for i, g := range strings.Split(string(buf), "\n\n") {
+		if i > 0 && strings.Contains(g, "spendchecker/checker.") && !strings.Contains(g, "checker_test.") {
+			out = append(out, g)
+		}
+	}
+	return strings.Join(out, "\n\n")
 }
