@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -12,8 +13,11 @@ import (
 
 	"github.com/jonboulle/clockwork"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/spendchecker/spendchecker/checker"
+	"github.com/spendchecker/spendchecker/internal/fakeupstream"
+	"github.com/spendchecker/spendchecker/internal/mongotest"
 	"github.com/spendchecker/spendchecker/spend"
 )
 
@@ -169,4 +173,54 @@ func checkerGoroutines() string {
 		}
 	}
 	return strings.Join(out, "\n\n")
+}
+
+// The store dies mid-stream (a getMore cut): the cycle reports the cursor's
+// error ("stream keys"), not success, and polls only the keys it received.
+// DryRun keeps the cycle's commands in a fixed order (no write-back, no
+// recovery), so the n-th command is the one the test means.
+func TestAdvCheck_StreamErrorMidCycleIsReported(t *testing.T) {
+	for _, when := range []mongotest.Fault{mongotest.Before, mongotest.After} {
+		t.Run(when.String(), func(t *testing.T) {
+			ctx := context.Background()
+			mdb := mongotest.New(t)
+			up := fakeupstream.New("openhands")
+			t.Cleanup(up.Close)
+			keys := map[string]float64{}
+			for i := range 9 {
+				keys[fmt.Sprintf("k%02d", i)] = 1
+			}
+			seedPool(t, mdb.Database, up, openhands, keys, 0)
+			proxy := mdb.Proxy(t)
+			db := mdb.NewClient(t, options.Client().ApplyURI(proxy.URI()).SetTimeout(time.Minute)).Database(mdb.Name)
+			prov, err := spend.New("openhands", up.URL, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			chk, err := checker.New(db, checker.Config{
+				Pools:    []checker.Pool{{Pool: openhands, Provider: prov, Threshold: 9.95}},
+				Instance: "stream", DryRun: true, BatchSize: 2, Concurrency: 2,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			proxy.ResetCommands()
+			if _, err := chk.Cycle(ctx); err != nil {
+				t.Fatalf("clean cycle: %v", err)
+			}
+			cmds := proxy.Commands()
+			getMore := slices.IndexFunc(cmds, func(c string) bool { return strings.HasPrefix(c, "getMore") })
+			if getMore < 0 {
+				t.Fatalf("no getMore in a clean cycle: %v", cmds)
+			}
+			proxy.FailCommand(getMore+1, when)
+			_, err = chk.Cycle(ctx)
+			if got := proxy.Commands(); len(got) <= getMore || !strings.HasPrefix(got[getMore], "getMore") {
+				t.Fatalf("the cut command is not the getMore: %v", got)
+			}
+			if err == nil || !strings.Contains(err.Error(), "stream keys") {
+				t.Fatalf("Cycle with its cursor cut mid-stream: %v, want a stream keys error", err)
+			}
+		})
+	}
 }
