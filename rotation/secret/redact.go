@@ -2,6 +2,7 @@ package secret
 
 import (
 	"bytes"
+	"encoding/json"
 	"net/url"
 	"sort"
 	"strconv"
@@ -103,9 +104,10 @@ func unreserved(c byte) bool {
 
 // forms are the spellings of a secret an error or a quoted body may carry:
 // raw; percent-encoded as a query value, a path segment and twice (a URL
-// quoted into another); as text/template's html and js escapes write it (a
-// configured provider's templates may use them); with JSON's escaped slash;
-// and each of those as Go's %q quotes it. Longest first, so a form is
+// quoted into another), in upper- or lowercase hex; as text/template's html
+// and js escapes write it (a configured provider's templates may use them);
+// as encoding/json writes it, and with JSON's escaped slash; and each of
+// those as Go's %q quotes it. Longest first, so a form is
 // masked whole before a shorter one inside it.
 func forms(s string) []string {
 	seen := map[string]bool{}
@@ -116,9 +118,15 @@ func forms(s string) []string {
 			out = append(out, f)
 		}
 	}
-	q := url.QueryEscape(s)
-	base := []string{s, q, url.PathEscape(s), strings.ReplaceAll(q, "%", "%25"),
-		template.HTMLEscapeString(s), template.JSEscapeString(s), strings.ReplaceAll(s, "/", `\/`)}
+	q, path := url.QueryEscape(s), url.PathEscape(s)
+	j, _ := json.Marshal(s) // a string always marshals
+	base := []string{s, q, path, strings.ReplaceAll(q, "%", "%25"), url.QueryEscape(q),
+		// Percent-encoding with lowercase hex digits, as some servers echo
+		// a URL (RFC 3986 allows both).
+		lowerHex(q), lowerHex(path), lowerHex(url.QueryEscape(q)),
+		template.HTMLEscapeString(s), template.JSEscapeString(s), strings.ReplaceAll(s, "/", `\/`),
+		// encoding/json's escapes (\u003c, lowercase; JSEscape writes \u003C).
+		string(j[1 : len(j)-1])}
 	for _, f := range base {
 		add(f)
 		qq := strconv.Quote(f)
@@ -126,6 +134,25 @@ func forms(s string) []string {
 	}
 	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
 	return out
+}
+
+// lowerHex is f with the hex digits of its percent-escapes in lowercase.
+func lowerHex(f string) string {
+	b := []byte(f)
+	for i := 0; i+2 < len(b); i++ {
+		if b[i] == '%' {
+			b[i+1], b[i+2] = lowerByte(b[i+1]), lowerByte(b[i+2])
+			i += 2
+		}
+	}
+	return string(b)
+}
+
+func lowerByte(c byte) byte {
+	if 'A' <= c && c <= 'F' {
+		return c + 'a' - 'A'
+	}
+	return c
 }
 
 // redactedError is an error with its text redacted; errors.Is and As
