@@ -224,3 +224,49 @@ func TestAdvCheck_StreamErrorMidCycleIsReported(t *testing.T) {
 		})
 	}
 }
+
+// An existing deployment upgraded: its keys collection has every index but
+// the new spendPlanBurst_1, and several replicas start at once. Each one's
+// EnsureIndexes succeeds and the index is there once.
+func TestAdvCheck_NewIndexBySeveralReplicasAtOnce(t *testing.T) {
+	ctx := context.Background()
+	s := newSetup(t, map[string]float64{"a": 1, "b": 2}, 0, nil)
+	keys := s.db.Collection(openhands.KeysCollection)
+	if err := keys.Indexes().DropOne(ctx, "spendPlanBurst_1"); err != nil {
+		t.Fatal(err)
+	}
+	const replicas = 4
+	errs := make(chan error, replicas)
+	start := make(chan struct{})
+	for i := range replicas {
+		chk, err := checker.New(s.db, checker.Config{
+			Pools:    []checker.Pool{{Pool: openhands, Provider: advNoSpend{}, Threshold: 9.95}},
+			Instance: fmt.Sprintf("replica-%d", i), Adaptive: true,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { <-start; errs <- chk.EnsureIndexes(ctx) }()
+	}
+	close(start)
+	for range replicas {
+		if err := <-errs; err != nil {
+			t.Errorf("EnsureIndexes beside other replicas: %v", err)
+		}
+	}
+	specs, err := keys.Indexes().ListSpecifications(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, sp := range specs {
+		if sp.Name == "spendPlanBurst_1" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d spendPlanBurst_1 indexes, want 1: %v", n, specs)
+	}
+}
+
+type advNoSpend struct{ spend.Provider }
