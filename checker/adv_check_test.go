@@ -270,3 +270,38 @@ func TestAdvCheck_NewIndexBySeveralReplicasAtOnce(t *testing.T) {
 }
 
 type advNoSpend struct{ spend.Provider }
+
+// A pool with no key, and one whose keys are all planned later: the cycle
+// ends cleanly, polls nothing, and writes nothing, at any concurrency.
+func TestAdvCheck_EmptyAndZeroDueCycles(t *testing.T) {
+	tests := []struct {
+		name string
+		keys map[string]float64
+		conc int
+	}{
+		{"no key", map[string]float64{}, 1},
+		{"no key, many workers", map[string]float64{}, 64},
+		{"none due", map[string]float64{"a": 1, "b": 2}, 4},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clock := clockwork.NewFakeClockAt(t0)
+			s := adaptiveSetup(t, tt.keys, clock, func(c *checker.Config) { c.Concurrency = tt.conc })
+			for id := range tt.keys {
+				setFields(t, s, id, bson.M{"lastSpendCheck": t0.Add(-time.Minute), "nextSpendCheck": t0.Add(10 * time.Minute), "spendRate": 0.0, "spendEpoch": int64(3)})
+			}
+			sum, err := s.chk.Cycle(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := sum.Total(); got.Due != 0 || got.Checked != 0 || got.Failed != 0 || len(got.Errors) != 0 {
+				t.Errorf("summary %+v, want nothing due, checked or failed", got)
+			}
+			for id := range tt.keys {
+				if n := s.up.Calls(secret(id)); n != 0 {
+					t.Errorf("%s polled %d times, planned 10 minutes ahead", id, n)
+				}
+			}
+		})
+	}
+}
