@@ -305,3 +305,50 @@ func TestAdvCheck_EmptyAndZeroDueCycles(t *testing.T) {
 		})
 	}
 }
+
+// A pool whose fastest key speeds up by 1% a cycle (a growing workload)
+// raises the pool's prior every cycle. Each rise pulls forward every plan
+// made under the previous prior, by about 1%: every cycle reads and
+// rewrites every key planned ahead, the O(keys) work per cycle the planner
+// exists to avoid ("a cycle in which the prior did not rise reads nothing
+// more" holds, but the prior rises every cycle).
+func TestAdvCheck_CreepingPriorRewritesEveryPlanEachCycle(t *testing.T) {
+	t.Skip("defect: a prior rising by a hair each cycle makes replan read and rewrite every key planned ahead each cycle; needs a design decision (a minimum rise before replanning loosens the one-interval guarantee by that fraction)")
+	ctx := context.Background()
+	clock := clockwork.NewFakeClockAt(t0)
+	keys := map[string]float64{"creeper": 1}
+	const parked = 30
+	for i := range parked {
+		keys[fmt.Sprintf("p%02d", i)] = 1
+	}
+	s := adaptiveSetup(t, keys, clock, nil)
+	for i := range parked {
+		setFields(t, s, fmt.Sprintf("p%02d", i), bson.M{"spendRate": 0.001, "spendRateSustained": 0.001, "spendEpoch": int64(3),
+			"lastSpendCheck": t0.Add(-time.Minute), "nextSpendCheck": t0.Add(20 * time.Minute),
+			"spendPlanPrior": 9.95 / 3600, "spendPlanBurst": 8.0, "spendPlanHeadroom": 8.95, "spendPlanOwnRate": 0.008, "spendPlanRate": 0.001})
+	}
+	setFields(t, s, "creeper", bson.M{"spendRate": 0.01, "spendRateSustained": 0.01, "spendEpoch": int64(3), "lastSpendCheck": t0.Add(-10 * time.Second)})
+	rate := 0.01
+	rewritten := 0
+	for cycle := range 6 {
+		rate *= 1.01
+		s.up.AddSpend(secret("creeper"), rate*10)
+		setFields(t, s, "creeper", bson.M{"nextSpendCheck": clock.Now()})
+		if _, err := s.chk.Cycle(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var d bson.M
+		if err := s.db.Collection(openhands.KeysCollection).FindOne(ctx, bson.M{"_id": "creeper"}).Decode(&d); err != nil {
+			t.Fatal(err)
+		}
+		n := countDocs(t, s.db.Collection(openhands.KeysCollection), bson.M{"_id": bson.M{"$regex": "^p"}, "spendPlanPrior": bson.M{"$gt": rate * 0.999}})
+		t.Logf("cycle %d: creeper at %.5f $/s, %d of %d parked plans rewritten under it", cycle, rate, n, parked)
+		if cycle > 0 {
+			rewritten += int(n)
+		}
+		clock.Advance(10 * time.Second)
+	}
+	if rewritten > parked {
+		t.Errorf("%d plan rewrites of %d parked keys over 5 cycles in which the prior rose by 1%% each", rewritten, parked)
+	}
+}
