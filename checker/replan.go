@@ -26,6 +26,13 @@ const (
 	fieldPlanRate     = "spendPlanRate"
 )
 
+// replanRise is how far the prior must rise above the one plans were last
+// pulled forward under before they are pulled forward again: a prior
+// creeping up by a percent a cycle would otherwise have every plan read and
+// rewritten every cycle. A plan is then made under a prior at most this
+// factor below the pool's.
+const replanRise = 1.25
+
 // storedPlan is what plan stores for replan; prior 0: nothing to replan
 // (a key checked again at the minimum interval anyway).
 type storedPlan struct {
@@ -51,7 +58,7 @@ func (c *Checker) replan(ctx context.Context, p *poolRun, now time.Time) error {
 		burst = p.BurstFactor
 	}
 	prior := max(base, fastest)
-	if prior <= done && burst <= doneBurst {
+	if prior <= done*replanRise && burst <= doneBurst {
 		return nil
 	}
 	minI, maxI := c.cfg.MinInterval, c.cfg.MaxInterval
