@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
-
-	"github.com/spendchecker/spendchecker/rotation"
 )
 
 // WriteFence says where the write-back's fence (docs/design.md "Lease") is
@@ -82,12 +80,8 @@ type storedEpoch struct {
 	f             float64
 }
 
-func readFence(doc bson.Raw) fenceRead {
-	s, _ := doc.Lookup(rotation.FieldAPIKey).StringValueOK()
-	return fenceOf(doc.Lookup(FieldLastCheck), s, doc)
-}
-
-// fenceOf is readFence with the fields readKey has already looked up.
+// fenceOf reads a key document's fence from the fields readKey has
+// already looked up (lastSpendCheck, apiKey) and the rest of doc.
 func fenceOf(lastCheck bson.RawValue, secret string, doc bson.Raw) fenceRead {
 	var r fenceRead
 	r.check, r.checkDate = lastCheck.DateTimeOK()

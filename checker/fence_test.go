@@ -11,7 +11,14 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/spendchecker/spendchecker/internal/mongotest"
+	"github.com/spendchecker/spendchecker/rotation"
 )
+
+// readFence reads doc's fence as readKey does.
+func readFence(doc bson.Raw) fenceRead {
+	s, _ := doc.Lookup(rotation.FieldAPIKey).StringValueOK()
+	return fenceOf(doc.Lookup(FieldLastCheck), s, doc)
+}
 
 // The fence checked on read (FenceOnRead) is the fence's filter
 // (FenceInFilter) evaluated by the checker: over every kind of stored
