@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"math"
 	"strconv"
 	"strings"
 	"testing"
@@ -183,16 +182,6 @@ func TestJSONNonFiniteNumbers(t *testing.T) {
 				t.Errorf("text: exit %d, stdout %q, stderr %q", code, out, stderr)
 			}
 		})
-	}
-}
-
-// An encoding error is exit 1 with one line, and nothing on stdout.
-func TestWriteJSONError(t *testing.T) {
-	var stdout, stderr bytes.Buffer
-	err := writeJSON(&stdout, map[string]any{"x": math.Inf(1)})
-	code := exitCode(err, Env{Stdout: &stdout, Stderr: &stderr})
-	if code != ExitPartial || stdout.Len() != 0 || strings.Count(stderr.String(), "\n") != 1 || !strings.Contains(stderr.String(), "JSON") {
-		t.Fatalf("exit %d, stdout %q, stderr %q", code, stdout.String(), stderr.String())
 	}
 }
 

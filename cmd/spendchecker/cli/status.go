@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"log/slog"
 	"time"
@@ -33,17 +32,6 @@ func (a *app) status(ctx context.Context, out io.Writer) error {
 		return partial("status: %d part(s) could not be read: %s", len(snap.Errors), snap.Errors[0])
 	}
 	return nil
-}
-
-// writeJSON writes v as indented JSON, all or nothing: a value that cannot
-// be encoded is exit 1 with one line, never empty output with exit 0.
-func writeJSON(out io.Writer, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return partial("cannot write the output as JSON: %w", err)
-	}
-	_, err = out.Write(append(b, '\n'))
-	return err
 }
 
 // statusSource is what status and the status page read.
