@@ -326,64 +326,7 @@ func TestAdvEarly_HeldCommandForwardOnlyRecoverer(t *testing.T) {
 		{name: "fo-claimed-recoverer", prepare: crashForwardOnly(rotation.StepClaim), run: recoverRun},
 		{name: "fo-answered-recoverer", prepare: crashForwardOnly(rotation.StepMarkBackup), run: recoverRun, early: true},
 	}
-	for _, h := range runs {
-		steps := commandsOf(t, h)
-		t.Logf("a clean %s run sends %d data commands: %v", h.name, len(steps), steps)
-		for k := range steps {
-			t.Run(fmt.Sprintf("%s %02d %s", h.name, k+1, steps[k]), func(t *testing.T) {
-				bg := context.Background()
-				mdb := mongotest.New(t)
-				db := mdb.Database
-				seed(t, db, 3, 3, 2)
-				h.prepare(t, db)
-				proxy := mdb.Proxy(t)
-				p := newRotator(t, mdb.NewClient(t, options.Client().ApplyURI(proxy.URI())).Database(mdb.Name), rotation.Config{Owner: "p", NoLegacyRotator: h.early})
-				held := proxy.HoldCommand(k + 1)
-				ctx, cancel := context.WithCancel(bg)
-				defer cancel()
-				done := make(chan error, 1)
-				go func() { done <- h.run(ctx, p) }()
-				select {
-				case <-held.Arrived():
-					cancel()
-					_ = p.Close(ctx)
-				case err := <-done:
-					t.Fatalf("run ended without sending command %d: %v", k+1, err)
-				}
-				<-done
-				q := newRotator(t, db, rotation.Config{Owner: "q"})
-				if _, err := q.Recover(bg); err != nil {
-					t.Fatalf("recover: %v", err)
-				}
-				if res, err := q.Rotate(bg, "key-001", "manual"); err != nil || (res.Outcome != rotation.Rotated && res.Outcome != rotation.AlreadyRotated) {
-					t.Fatalf("rotate key-001 after recovery: %+v, %v", res, err)
-				}
-				b := newKeyOf(t, db, "key-001")
-				if res, err := q.Rotate(bg, b, "unauthorized"); err != nil || res.Outcome != rotation.Rotated {
-					t.Fatalf("rotate %s onward: %+v, %v", b, res, err)
-				}
-				dctx, dcancel := context.WithTimeout(bg, 5*time.Minute) // a guard against a hang
-				defer dcancel()
-				reply, err := held.Deliver(dctx)
-				if err != nil {
-					t.Fatalf("deliver held %s: %v", held.Command, err)
-				}
-				t.Logf("held %s delivered late: %s", held.Command, reply)
-				if _, err := newRotator(t, db, rotation.Config{Owner: "next"}).Recover(bg); err != nil {
-					t.Fatalf("recover after late delivery: %v", err)
-				}
-				checkInvariants(t, db, 3)
-				for _, key := range []string{"key-001", b} {
-					if n := count(t, db, rotation.JournalCollection, bson.M{"oldKeyId": key, "state": "done"}); n != 1 {
-						t.Errorf("%s rotated %d times, want once", key, n)
-					}
-					if n := count(t, db, testPool.KeysCollection, bson.M{"_id": key}); n != 0 {
-						t.Errorf("%s is live again", key)
-					}
-				}
-			})
-		}
-	}
+	heldDeliveredLate(t, runs)
 }
 
 // Three processes rotate keys answering early, and at once rotate the keys

@@ -150,7 +150,13 @@ func TestHeldCommandDeliveredLate(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a fresh store for each command held")
 	}
-	for _, h := range heldRuns {
+	heldDeliveredLate(t, heldRuns)
+}
+
+// heldDeliveredLate holds each command of each run in turn (see
+// TestHeldCommandDeliveredLate).
+func heldDeliveredLate(t *testing.T, runs []heldRun) {
+	for _, h := range runs {
 		steps := commandsOf(t, h)
 		t.Logf("a clean %s run sends %d data commands: %v", h.name, len(steps), steps)
 		for k := range steps {
