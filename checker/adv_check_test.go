@@ -40,12 +40,7 @@ func TestAdvCheck_AbsurdCrossingPinsPoolAtMinimum(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := context.Background()
 			clock := clockwork.NewFakeClockAt(t0)
-			s := adaptiveSetup(t, map[string]float64{"hot": 9.0, "steady": 1.0}, clock, nil)
-			for id, spent := range map[string]float64{"hot": 9.0, "steady": 1.0} {
-				setFields(t, s, id, bson.M{"totalSpend": spent, "spendRate": 0.002, "spendRateSustained": 0.002,
-					"lastSpendCheck": t0.Add(-60 * time.Second), "spendEpoch": int64(3)})
-			}
-			setFields(t, s, "steady", bson.M{"nextSpendCheck": t0.Add(5 * time.Minute)})
+			s := hotAndSteady(t, clock, map[string]float64{"hot": 9.0, "steady": 1.0})
 			s.up.SetSpend(secret("hot"), tt.spend)
 			if _, err := s.chk.Cycle(ctx); err != nil {
 				t.Fatal(err)
@@ -380,12 +375,7 @@ func TestAdvCheck_ReKeyedInPlaceTeachesARateNoKeySpent(t *testing.T) {
 	t.Skip("defect: a rate is measured across two secrets of one _id; needs the secret's fingerprint stored with the reading (a schema field) to tell")
 	ctx := context.Background()
 	clock := clockwork.NewFakeClockAt(t0)
-	s := adaptiveSetup(t, map[string]float64{"swapped": 0.1, "steady": 1.0}, clock, nil)
-	for id, spent := range map[string]float64{"swapped": 0.1, "steady": 1.0} {
-		setFields(t, s, id, bson.M{"totalSpend": spent, "spendRate": 0.002, "spendRateSustained": 0.002,
-			"lastSpendCheck": t0.Add(-60 * time.Second), "spendEpoch": int64(3)})
-	}
-	setFields(t, s, "steady", bson.M{"nextSpendCheck": t0.Add(5 * time.Minute)})
+	s := hotAndSteady(t, clock, map[string]float64{"swapped": 0.1, "steady": 1.0})
 	// Another secret, one already used to $9, put under "swapped".
 	other := "sk-test-other-used-key-0123456789"
 	s.up.SetSpend(other, 9.0)

@@ -125,12 +125,7 @@ func TestKeyCrossingInABurstTeachesThePool(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := context.Background()
 			clock := clockwork.NewFakeClockAt(t0)
-			s := adaptiveSetup(t, map[string]float64{"hot": 9.0, "steady": 1.0}, clock, nil)
-			for id, spent := range map[string]float64{"hot": 9.0, "steady": 1.0} {
-				setFields(t, s, id, bson.M{"totalSpend": spent, "spendRate": 0.002, "spendRateSustained": 0.002,
-					"lastSpendCheck": t0.Add(-60 * time.Second), "spendEpoch": int64(3)})
-			}
-			setFields(t, s, "steady", bson.M{"nextSpendCheck": t0.Add(5 * time.Minute)})
+			s := hotAndSteady(t, clock, map[string]float64{"hot": 9.0, "steady": 1.0})
 			// hot's last minute: over its threshold at burst × its rate.
 			s.up.AddSpend(secret("hot"), tt.burst*0.002*60)
 			if _, err := s.chk.Cycle(ctx); err != nil {
@@ -153,4 +148,17 @@ func TestKeyCrossingInABurstTeachesThePool(t *testing.T) {
 			}
 		})
 	}
+}
+
+// hotAndSteady sets up keys that have spent as given, each read a minute
+// ago at 0.002 $/s, with "steady" planned 5 minutes ahead.
+func hotAndSteady(t *testing.T, clock clockwork.Clock, spent map[string]float64) setup {
+	t.Helper()
+	s := adaptiveSetup(t, spent, clock, nil)
+	for id, v := range spent {
+		setFields(t, s, id, bson.M{"totalSpend": v, "spendRate": 0.002, "spendRateSustained": 0.002,
+			"lastSpendCheck": t0.Add(-60 * time.Second), "spendEpoch": int64(3)})
+	}
+	setFields(t, s, "steady", bson.M{"nextSpendCheck": t0.Add(5 * time.Minute)})
+	return s
 }
