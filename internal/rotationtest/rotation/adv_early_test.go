@@ -114,15 +114,7 @@ func TestAdvEarly_RecovererBackupDeletedAfterAnswer(t *testing.T) {
 				cfg.FinishWithin = time.Nanosecond
 				o = newRotator(t, db, cfg)
 			}
-			type answer struct {
-				res rotation.Result
-				err error
-			}
-			answered := make(chan answer, 1)
-			go func() {
-				res, err := o.Rotate(bg, "key-002", "unauthorized")
-				answered <- answer{res, err}
-			}()
+			answered := rotateAsync(o, "key-002", "unauthorized")
 			<-claimed
 
 			// The recoverer pauses right before its reservation.
@@ -237,15 +229,7 @@ func TestAdvEarly_OwnerAnswersWithBackupMarkUnmatched(t *testing.T) {
 			}
 			return nil
 		}})
-	type answer struct {
-		res rotation.Result
-		err error
-	}
-	answered := make(chan answer, 1)
-	go func() {
-		res, err := o.Rotate(bg, "key-002", "unauthorized")
-		answered <- answer{res, err}
-	}()
+	answered := rotateAsync(o, "key-002", "unauthorized")
 	<-claimed
 	var e struct {
 		BackupID string `bson:"backupId"`
@@ -658,4 +642,21 @@ func TestAdvEarly_EntryWithoutForwardOnlyStillUndone(t *testing.T) {
 			coexistInvariants(t, db)
 		})
 	}
+}
+
+// answer is what Rotate answered.
+type answer struct {
+	res rotation.Result
+	err error
+}
+
+// rotateAsync rotates key in a goroutine of its own and hands the answer
+// over once Rotate returns.
+func rotateAsync(r *rotation.Rotator, key, reason string) <-chan answer {
+	answered := make(chan answer, 1)
+	go func() {
+		res, err := r.Rotate(context.Background(), key, reason)
+		answered <- answer{res, err}
+	}()
+	return answered
 }
