@@ -57,6 +57,10 @@ type observation struct {
 	rejected, clearRejected bool
 	read                    fenceRead  // the key's last observation as read
 	plan                    storedPlan // zero: a plan replan leaves alone
+	// readingOf: the secret's fingerprint, for a spend read from it
+	// (fieldReadingOf); "" when the figure written is not this secret's
+	// reading (the last spend kept), which leaves the stored one.
+	readingOf string
 }
 
 func (c *Checker) checkPool(ctx context.Context, p *poolRun) (PoolSummary, error) {
@@ -319,7 +323,7 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 	}
 	if reason == "" {
 		o := c.plan(p, k, res, at)
-		o.clearRejected = !k.rejAt.IsZero()
+		o.clearRejected, o.readingOf = !k.rejAt.IsZero(), k.readingOf
 		send(o)
 		log.Debug("spend checked", "spend", res.Spend, "threshold", p.Threshold)
 		return
@@ -362,6 +366,7 @@ type keyInfo struct {
 	rotatedIn bool     // inserted by a rotation (replacedKey)
 	remaining *float64 // the last balance reading, for the remaining kind
 	fence     fenceRead
+	readingOf string // the secret's fingerprint, stored with a reading of it
 }
 
 // readKey reads a key: the proxy's fields as rotation decodes them (only a
@@ -402,6 +407,15 @@ func readKey(doc bson.Raw) (keyInfo, error) {
 		if f, ok := v.AsFloat64OK(); ok && !math.IsNaN(f) && !math.IsInf(f, 0) {
 			k.remaining = &f
 		}
+	}
+	k.readingOf = secret.Fingerprint(k.secret)
+	if of, err := doc.LookupErr(fieldReadingOf); err == nil && of.StringValue() != k.readingOf {
+		// The last reading is another secret's (the key re-keyed in place,
+		// or a write-back of the old secret's reading that landed after
+		// it): no rate spans two secrets. The key is measured afresh, as a
+		// key never planned before; its spend and rejection stay as
+		// recorded (docs/design.md "Adaptive cadence").
+		k.lastCheck, k.rate, k.hasRate, k.avg, k.hasAvg, k.remaining = time.Time{}, 0, false, 0, false, nil
 	}
 	return k, nil
 }

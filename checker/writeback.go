@@ -145,6 +145,9 @@ func (c *Checker) writeBack(ctx context.Context, keys *mongo.Collection, epoch i
 		if o.budget != nil {
 			set[FieldBudget] = *o.budget
 		}
+		if o.readingOf != "" && !o.planOnly && !o.rejected {
+			set[fieldReadingOf] = o.readingOf
+		}
 		if o.checkErr == "no_reading" {
 			// No figure: the last spend stays, not replaced by a reading.
 			delete(set, rotation.FieldTotalSpend)
