@@ -154,7 +154,14 @@ func TestKeyCrossingInABurstTeachesThePool(t *testing.T) {
 // ago at 0.002 $/s, with "steady" planned 5 minutes ahead.
 func hotAndSteady(t *testing.T, clock clockwork.Clock, spent map[string]float64) setup {
 	t.Helper()
-	s := adaptiveSetup(t, spent, clock, nil)
+	return hotAndSteadyWith(t, clock, spent, nil)
+}
+
+// hotAndSteadyWith is hotAndSteady with the checker's configuration
+// changed by mutate.
+func hotAndSteadyWith(t *testing.T, clock clockwork.Clock, spent map[string]float64, mutate func(*checker.Config)) setup {
+	t.Helper()
+	s := adaptiveSetup(t, spent, clock, mutate)
 	for id, v := range spent {
 		setFields(t, s, id, bson.M{"totalSpend": v, "spendRate": 0.002, "spendRateSustained": 0.002,
 			"lastSpendCheck": t0.Add(-60 * time.Second), "spendEpoch": int64(3)})

@@ -38,13 +38,8 @@ func TestReKeyedInPlaceTeachesNoRateAcrossSecrets(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
 			clock := clockwork.NewFakeClockAt(t0)
-			spent := map[string]float64{"swapped": 0.1, "steady": 1.0}
-			s := adaptiveSetup(t, spent, clock, func(c *checker.Config) { c.Pools[0].RotateUnauthorized = !tc.rejectedFirst })
-			for id, v := range spent {
-				setFields(t, s, id, bson.M{"totalSpend": v, "spendRate": 0.002, "spendRateSustained": 0.002,
-					"lastSpendCheck": t0.Add(-60 * time.Second), "spendEpoch": int64(3)})
-			}
-			setFields(t, s, "steady", bson.M{"nextSpendCheck": t0.Add(5 * time.Minute)})
+			s := hotAndSteadyWith(t, clock, map[string]float64{"swapped": 0.1, "steady": 1.0},
+				func(c *checker.Config) { c.Pools[0].RotateUnauthorized = !tc.rejectedFirst })
 			cycle := func() {
 				t.Helper()
 				if _, err := s.chk.Cycle(ctx); err != nil {
