@@ -409,7 +409,9 @@ func readKey(doc bson.Raw) (keyInfo, error) {
 		}
 	}
 	k.readingOf = secret.Fingerprint(k.secret)
-	if of, err := doc.LookupErr(fieldReadingOf); err == nil && of.StringValue() != k.readingOf {
+	// Not a string: no fingerprint, taken as the current secret's, as a
+	// reading stored without one (StringValue would panic the worker).
+	if of, ok := doc.Lookup(fieldReadingOf).StringValueOK(); ok && of != k.readingOf {
 		// The last reading is another secret's (the key re-keyed in place,
 		// or a write-back of the old secret's reading that landed after
 		// it): no rate spans two secrets. The key is measured afresh, as a
