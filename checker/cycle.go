@@ -213,7 +213,7 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 	// Batch providers find the key in their report by _id or upstreamKeyId,
 	// and fail a figure below the one recorded (docs/providers.md, "Batch reports").
 	res, err := p.Provider.Spend(ctx, spend.Key{Secret: k.secret, CreatedAt: k.createdAt, Account: account,
-		Pool: p.rot.Pool().Name, ID: k.id, UpstreamID: k.upID, Recorded: k.spend})
+		Pool: p.rot.Pool().Name, ID: k.id, UpstreamID: k.upID, Recorded: k.recorded()})
 	// Upstream texts may echo the key: never let it reach a log line.
 	err = secret.Redact(err, k.secret)
 	send := func(o observation) {
@@ -367,6 +367,17 @@ type keyInfo struct {
 	remaining *float64 // the last balance reading, for the remaining kind
 	fence     fenceRead
 	readingOf string // the secret's fingerprint, stored with a reading of it
+	// othersReading: the stored reading (spend) is another secret's.
+	othersReading bool
+}
+
+// recorded is the spend recorded for this secret, 0 when none: another
+// secret's says nothing of what a batch report shows for this one.
+func (k keyInfo) recorded() float64 {
+	if k.othersReading {
+		return 0
+	}
+	return k.spend
 }
 
 // readKey reads a key: the proxy's fields as rotation decodes them (only a
@@ -418,6 +429,7 @@ func readKey(doc bson.Raw) (keyInfo, error) {
 		// key never planned before; its spend and rejection stay as
 		// recorded (docs/design.md "Adaptive cadence").
 		k.lastCheck, k.rate, k.hasRate, k.avg, k.hasAvg, k.remaining = time.Time{}, 0, false, 0, false, nil
+		k.othersReading = true
 	}
 	return k, nil
 }
