@@ -116,12 +116,16 @@ const sustainWindow = 10 * time.Minute
 // its fastest (docs/design.md "Adaptive cadence").
 const fieldRateSustained = "spendRateSustained"
 
-// fieldReadingOf names, beside a key's reading (totalSpend, lastSpendCheck,
+// FieldReadingOf names, beside a key's reading (totalSpend, lastSpendCheck,
 // its rates), the secret it was read for: secret.Fingerprint of the apiKey.
 // A secret replaced in place under the key's _id is then not measured
-// against the old one's reading. A reading stored without it (by a version
-// before it) is taken to be the current secret's.
-const fieldReadingOf = "spendReadingOf"
+// against the old one's reading, nor shown with it (status). A reading
+// stored without it (by a version before it) is taken to be the current
+// secret's.
+const (
+	FieldReadingOf = "spendReadingOf"
+	fieldReadingOf = FieldReadingOf
+)
 
 // plan decides the key's next check (docs/design.md "Adaptive cadence"). at is the
 // time of the reading (when the request was made): a slow answer does not

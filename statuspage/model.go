@@ -376,6 +376,12 @@ func keyView(d bson.Raw, threshold float64, minRemaining *float64) KeyView {
 	k.LastCheck = date(d, fieldLastCheck)
 	k.NextCheck = date(d, fieldNextCheck)
 	k.NoReading = k.CheckError == checkNoReading
+	if of, ok := d.Lookup(checker.FieldReadingOf).StringValueOK(); ok && of != secret.Fingerprint(apiKey) {
+		// The reading stored is another secret's (re-keyed in place): the
+		// key's own is not read yet.
+		k.Spend, k.Budget = nil, nil
+		return k
+	}
 	if k.Remaining = number(d, fieldRemaining); k.Remaining != nil {
 		// A balance, not a spend (docs/providers.md, "Providers").
 		k.Currency, _ = d.Lookup(fieldCurrency).StringValueOK()
