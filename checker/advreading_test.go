@@ -5,6 +5,7 @@ package checker_test
 import (
 	"context"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -198,5 +199,83 @@ func TestAdvReading_RejectionBetweenReadingsShortensTheRatesInterval(t *testing.
 	// At its own rate (× the burst factor of 8) steady has over 9 minutes.
 	if got := planned(t, s, "steady"); got < 5*time.Minute {
 		t.Errorf("steady (headroom $8.8 at $0.002/s) planned %v ahead after a key was re-keyed to a refused secret and back", got)
+	}
+}
+
+// Attacks that held: another secret put under the key while the old one is
+// polled (its write-back lands on the new secret's document where the
+// fence is checked on read, and is refused where it is in the filter), and
+// a re-key back to the old secret (A→B→A) after B was read. In each case
+// the next reading of the secret under the key learns no rate across two
+// secrets, and the pool is not taught one.
+func TestAdvReading_ReKeyedWhileOldSecretPolledAndBack(t *testing.T) {
+	other := "sk-test-other-used-key-0123456789"
+	for _, tc := range []struct {
+		name  string
+		fence checker.WriteFence
+		back  bool // then put the old secret back, read again
+	}{
+		{"in flight, fence in filter", checker.FenceInFilter, false},
+		{"in flight, fence on read", checker.FenceOnRead, false},
+		{"in flight, fence on read, then back", checker.FenceOnRead, true},
+		{"in flight, fence in filter, then back", checker.FenceInFilter, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			clock := clockwork.NewFakeClockAt(t0)
+			spent := map[string]float64{"swapped": 0.1, "steady": 1.0}
+			s := adaptiveSetup(t, spent, clock, func(c *checker.Config) { c.WriteFence = tc.fence })
+			for id, v := range spent {
+				setFields(t, s, id, bson.M{"totalSpend": v, "spendRate": 0.002, "spendRateSustained": 0.002,
+					"lastSpendCheck": t0.Add(-60 * time.Second), "spendEpoch": int64(3)})
+			}
+			setFields(t, s, "steady", bson.M{"nextSpendCheck": t0.Add(5 * time.Minute)})
+			cycle := func() {
+				t.Helper()
+				if _, err := s.chk.Cycle(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s.up.AddSpend(secret("swapped"), 0.12)
+			cycle() // A read: its reading names it
+			clock.Advance(10 * time.Second)
+			s.up.SetSpend(other, 9.0)
+			var once sync.Once
+			s.up.OnRequest = func(sec string) {
+				if sec == secret("swapped") {
+					once.Do(func() { setFields(t, s, "swapped", bson.M{"apiKey": other}) })
+				}
+			}
+			setFields(t, s, "swapped", bson.M{"nextSpendCheck": clock.Now()})
+			cycle() // A polled; B put under the key meanwhile
+			if d := keyDoc(t, s, "swapped"); d["apiKey"] != other {
+				t.Fatalf("the re-key did not happen: %v", d)
+			}
+			want := other
+			clock.Advance(10 * time.Second)
+			setFields(t, s, "swapped", bson.M{"nextSpendCheck": clock.Now()})
+			cycle() // B read
+			if tc.back {
+				clock.Advance(10 * time.Second)
+				s.up.AddSpend(secret("swapped"), 5.0) // A used elsewhere meanwhile
+				setFields(t, s, "swapped", bson.M{"apiKey": secret("swapped"), "nextSpendCheck": clock.Now()})
+				cycle() // A read again
+				want = secret("swapped")
+			}
+			d := keyDoc(t, s, "swapped")
+			if r, _ := d["spendRate"].(float64); r > 0.01 {
+				t.Errorf("stored spendRate %v $/s: a rate across two secrets", r)
+			}
+			if got := d["spendReadingOf"]; got != keysecret.Fingerprint(want) {
+				t.Errorf("spendReadingOf %v, want the fingerprint of the secret under the key", got)
+			}
+			clock.Advance(10 * time.Second)
+			setFields(t, s, "steady", bson.M{"nextSpendCheck": clock.Now()})
+			s.up.AddSpend(secret("steady"), 0.002*90)
+			cycle()
+			if got := planned(t, s, "steady"); got < 5*time.Minute {
+				t.Errorf("steady (headroom $8.8 at $0.002/s) planned %v ahead", got)
+			}
+		})
 	}
 }
