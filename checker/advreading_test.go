@@ -279,3 +279,42 @@ func TestAdvReading_ReKeyedWhileOldSecretPolledAndBack(t *testing.T) {
 		})
 	}
 }
+
+// Attack that held: the new secret put under a key is already over the
+// threshold. The check rotates it, and the crossing (learn) teaches the
+// pool no rate from the old secret's spend to the new one's.
+func TestAdvReading_ReKeyedOverThresholdRotatesAndTeachesNothing(t *testing.T) {
+	ctx := context.Background()
+	clock := clockwork.NewFakeClockAt(t0)
+	other := "sk-test-other-used-key-0123456789"
+	spent := map[string]float64{"swapped": 0.1, "steady": 1.0}
+	s := adaptiveSetup(t, spent, clock, nil)
+	for id, v := range spent {
+		setFields(t, s, id, bson.M{"totalSpend": v, "spendRate": 0.002, "spendRateSustained": 0.002,
+			"lastSpendCheck": t0.Add(-60 * time.Second), "spendEpoch": int64(3)})
+	}
+	setFields(t, s, "steady", bson.M{"nextSpendCheck": t0.Add(5 * time.Minute)})
+	cycle := func() checker.PoolSummary {
+		t.Helper()
+		sum, err := s.chk.Cycle(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sum.Pools[0]
+	}
+	s.up.AddSpend(secret("swapped"), 0.12)
+	cycle()
+	clock.Advance(10 * time.Second)
+	s.up.SetSpend(other, 12.0)
+	setFields(t, s, "swapped", bson.M{"apiKey": other, "nextSpendCheck": clock.Now()})
+	if ps := cycle(); ps.Rotated != 1 {
+		t.Fatalf("new secret at $12 of $9.95 not rotated: %+v", ps)
+	}
+	clock.Advance(10 * time.Second)
+	setFields(t, s, "steady", bson.M{"nextSpendCheck": clock.Now()})
+	s.up.AddSpend(secret("steady"), 0.002*80)
+	cycle()
+	if got := planned(t, s, "steady"); got < 5*time.Minute {
+		t.Errorf("steady (headroom $8.8 at $0.002/s) planned %v ahead after a re-keyed key crossed", got)
+	}
+}
