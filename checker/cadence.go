@@ -122,10 +122,7 @@ const fieldRateSustained = "spendRateSustained"
 // against the old one's reading, nor shown with it (status). A reading
 // stored without it (by a version before it) is taken to be the current
 // secret's.
-const (
-	FieldReadingOf = "spendReadingOf"
-	fieldReadingOf = FieldReadingOf
-)
+const FieldReadingOf = "spendReadingOf"
 
 // plan decides the key's next check (docs/design.md "Adaptive cadence"). at is the
 // time of the reading (when the request was made): a slow answer does not

@@ -58,7 +58,7 @@ type observation struct {
 	read                    fenceRead  // the key's last observation as read
 	plan                    storedPlan // zero: a plan replan leaves alone
 	// readingOf: the secret's fingerprint, for a spend read from it
-	// (fieldReadingOf); "" when the figure written is not this secret's
+	// (FieldReadingOf); "" when the figure written is not this secret's
 	// reading (the last spend kept), which leaves the stored one.
 	readingOf string
 }
@@ -422,7 +422,7 @@ func readKey(doc bson.Raw) (keyInfo, error) {
 	k.readingOf = secret.Fingerprint(k.secret)
 	// Not a string: no fingerprint, taken as the current secret's, as a
 	// reading stored without one (StringValue would panic the worker).
-	if of, ok := doc.Lookup(fieldReadingOf).StringValueOK(); ok && of != k.readingOf {
+	if of, ok := doc.Lookup(FieldReadingOf).StringValueOK(); ok && of != k.readingOf {
 		// The last reading is another secret's (the key re-keyed in place,
 		// or a write-back of the old secret's reading that landed after
 		// it): no rate spans two secrets. The key is measured afresh, as a

@@ -146,7 +146,7 @@ func (c *Checker) writeBack(ctx context.Context, keys *mongo.Collection, epoch i
 			set[FieldBudget] = *o.budget
 		}
 		if o.readingOf != "" && !o.planOnly && !o.rejected {
-			set[fieldReadingOf] = o.readingOf
+			set[FieldReadingOf] = o.readingOf
 		}
 		if o.checkErr == "no_reading" {
 			// No figure: the last spend stays, not replaced by a reading.

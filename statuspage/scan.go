@@ -8,6 +8,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/spendchecker/spendchecker/checker"
 	"github.com/spendchecker/spendchecker/rotation"
 )
 
@@ -15,7 +16,7 @@ import (
 // keyView reads, and no others (a proxy may keep much more in a key).
 var keyFields = bson.M{rotation.FieldID: 1, rotation.FieldAPIKey: 1, rotation.FieldStatus: 1, fieldCheckError: 1,
 	rotation.FieldBudgetUser: 1, fieldSpend: 1, fieldBudget: 1, fieldLastCheck: 1, fieldNextCheck: 1,
-	fieldRemaining: 1, fieldCurrency: 1, fieldRate: 1}
+	fieldRemaining: 1, fieldCurrency: 1, fieldRate: 1, checker.FieldReadingOf: 1}
 
 // scanBatch bounds one cursor batch: what a read holds at once.
 const scanBatch = 500
