@@ -103,17 +103,13 @@ func TestAdvReading_BatchReKeyedFailsAgainstOldSecretsSpend(t *testing.T) {
 	}
 }
 
-// UNFIXED DEFECT (fails on main and before spendReadingOf; see the
-// review's report for the fix).
-//
 // A key rejected once (401) with rotate-unauthorized on is asked again
 // before it is called dead: LiteLLM answers 401 for any failure on its auth
 // path. Re-keyed in place after the old secret's first rejection (the
 // operator replacing a secret the upstream refused), the new secret's first
 // 401 is taken for the second rejection of the old one and the key is
-// rotated at once. spendReadingOf tells the last reading was another
-// secret's, but the rejection (rejectedAt) is read as the new secret's.
-// (Already so before spendReadingOf: rejectedAt never named its secret.)
+// rotated at once: the rejection (rejectedAt) was read as the new
+// secret's. Now the rejection names its secret (spendRejectedOf).
 func TestAdvReading_NewSecretsFirst401IsNotASecondRejection(t *testing.T) {
 	ctx := context.Background()
 	clock := clockwork.NewFakeClockAt(t0)
@@ -144,9 +140,6 @@ func TestAdvReading_NewSecretsFirst401IsNotASecondRejection(t *testing.T) {
 	}
 }
 
-// UNFIXED DEFECT (fails on main and before spendReadingOf; see the
-// review's report for the fix).
-//
 // spendReadingOf pairs the key's reading (totalSpend, lastSpendCheck) with
 // a secret; writes that are no reading leave it. But the write of a
 // rejection with rotate-unauthorized off (and of a key held for its user's
@@ -157,8 +150,8 @@ func TestAdvReading_NewSecretsFirst401IsNotASecondRejection(t *testing.T) {
 // rejection. The rate is learned as the key's fastest and the pool's, and
 // every key of the pool is planned at the minimum interval. (The same
 // happens to a key rejected once by a transient 401 with
-// rotate-unauthorized off, without any re-key: already so before
-// spendReadingOf.)
+// rotate-unauthorized off, without any re-key.) Now rates count from the
+// reading's own time (spendReadingAt).
 func TestAdvReading_RejectionBetweenReadingsShortensTheRatesInterval(t *testing.T) {
 	ctx := context.Background()
 	clock := clockwork.NewFakeClockAt(t0)

@@ -124,6 +124,15 @@ const fieldRateSustained = "spendRateSustained"
 // secret's.
 const FieldReadingOf = "spendReadingOf"
 
+// fieldReadingAt is when that reading was made. A write that carries no
+// reading of the key's secret (a rejection with rotate-unauthorized off, a
+// key held for its user's budget, no_reading) moves lastSpendCheck but
+// keeps the last spend: a rate measured from lastSpendCheck would divide
+// the spend of the whole stretch since the reading by the few seconds
+// since that write. Rates are measured from here; a key stored without it
+// (by a version before it) from lastSpendCheck.
+const fieldReadingAt = "spendReadingAt"
+
 // plan decides the key's next check (docs/design.md "Adaptive cadence"). at is the
 // time of the reading (when the request was made): a slow answer does not
 // move the plan later.
@@ -134,7 +143,7 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 	if seen >= 0 {
 		fastestKey = max(fastestKey, seen)
 		if k.hasAvg {
-			w := math.Exp(-at.Sub(k.lastCheck).Seconds() / sustainWindow.Seconds())
+			w := math.Exp(-at.Sub(k.readAt).Seconds() / sustainWindow.Seconds())
 			avg = w*avg + (1-w)*seen
 		} else {
 			avg = seen // stored before the sustained rate was kept
@@ -213,14 +222,14 @@ func (c *Checker) measure(k keyInfo, res spend.Result, at time.Time) (seen, know
 	}
 	// End of the remaining kind's inputs.
 	switch {
-	case !k.lastCheck.IsZero() && at.Sub(k.lastCheck) < c.cfg.MinInterval/2:
+	case !k.readAt.IsZero() && at.Sub(k.readAt) < c.cfg.MinInterval/2:
 		// Checked moments ago (by another writer, or a clock ahead of
 		// ours): a rate over so short an interval is noise, and the
 		// fastest rates never decay, so it is not learned (docs/design.md
 		// "Adaptive cadence").
-	case !k.lastCheck.IsZero() && at.After(k.lastCheck) && now >= before: // issue 16: was res.Spend >= k.spend
-		seen = (now - before) / at.Sub(k.lastCheck).Seconds() // issue 16: was res.Spend - k.spend
-	case k.lastCheck.IsZero() && k.rate <= 0:
+	case !k.readAt.IsZero() && at.After(k.readAt) && now >= before: // issue 16: was res.Spend >= k.spend
+		seen = (now - before) / at.Sub(k.readAt).Seconds() // issue 16: was res.Spend - k.spend
+	case k.readAt.IsZero() && k.rate <= 0:
 		unknown = true // first check: no rate yet
 	}
 	if k.hasAvg {
@@ -290,10 +299,10 @@ func NextInterval(headroom, rate, prior, burst float64, minI, maxI time.Duration
 // with no rise of its own hides nothing. A figure that does not lag hides
 // nothing.
 func (c *Checker) lagSpend(k keyInfo, res spend.Result, at time.Time) float64 {
-	if res.Lag <= 0 || k.lastCheck.IsZero() || !at.After(k.lastCheck) || res.Spend <= k.spend {
+	if res.Lag <= 0 || k.readAt.IsZero() || !at.After(k.readAt) || res.Spend <= k.spend {
 		return 0
 	}
-	dt := at.Sub(k.lastCheck)
+	dt := at.Sub(k.readAt)
 	rate := (res.Spend - k.spend) / (dt + res.Lag).Seconds()
 	return res.Lag.Seconds() * rate
 }

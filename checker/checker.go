@@ -46,6 +46,10 @@ const (
 	// lately from the store, so its window survives --once runs, restarts
 	// and leader changes (docs/reliability.md, Reliability).
 	FieldRejectedAt = "spendRejectedAt"
+	// FieldRejectedOf names the secret rejected (secret.Fingerprint): a
+	// rejection of another secret, put under the key's _id since, is not
+	// the first of two for the one there now.
+	FieldRejectedOf = "spendRejectedOf"
 	// FieldRejectHeldAt is when the guard last held the key's rotation: while
 	// a hold is recent the guard keeps holding as long as the rejected share
 	// stays high, however few keys a cycle polls.

@@ -295,7 +295,7 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 			count(func(s *PoolSummary) { s.Checked++; s.NoReading++ })
 			if !c.cfg.DryRun {
 				o := c.plan(p, k, spend.Result{Spend: k.spend}, at)
-				o.checkErr, o.clearRejected = "no_reading", !k.rejAt.IsZero()
+				o.checkErr, o.clearRejected = "no_reading", k.rejectionStored()
 				send(o)
 			}
 			return
@@ -323,7 +323,7 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 	}
 	if reason == "" {
 		o := c.plan(p, k, res, at)
-		o.clearRejected, o.readingOf = !k.rejAt.IsZero(), k.readingOf
+		o.clearRejected, o.readingOf = k.rejectionStored(), k.readingOf
 		send(o)
 		log.Debug("spend checked", "spend", res.Spend, "threshold", p.Threshold)
 		return
@@ -354,7 +354,7 @@ type keyInfo struct {
 	id        string
 	secret    string
 	spend     float64
-	lastCheck time.Time
+	readAt    time.Time // the last reading (spendReadingAt, else lastSpendCheck): rates count from it
 	rate      float64
 	hasRate   bool // planned by us before (a migrated key has none)
 	avg       float64
@@ -369,6 +369,15 @@ type keyInfo struct {
 	readingOf string // the secret's fingerprint, stored with a reading of it
 	// othersReading: the stored reading (spend) is another secret's.
 	othersReading bool
+	// othersRejection: the stored rejection is another secret's (rejAt is
+	// then zero), cleared like one of this secret.
+	othersRejection bool
+}
+
+// rejectionStored says whether a rejection is stored for the key, this
+// secret's or another's: a clear answer clears it.
+func (k keyInfo) rejectionStored() bool {
+	return !k.rejAt.IsZero() || k.othersRejection
 }
 
 // recorded is the spend recorded for this secret, 0 when none: another
@@ -406,7 +415,10 @@ func readKey(doc bson.Raw) (keyInfo, error) {
 		}
 	}
 	if t, ok := lastCheck.TimeOK(); ok {
-		k.lastCheck = t
+		k.readAt = t
+	}
+	if t, ok := doc.Lookup(fieldReadingAt).TimeOK(); ok {
+		k.readAt = t // the reading's own time (fieldReadingAt)
 	}
 	if v, err := doc.LookupErr(FieldRejectedAt); err == nil {
 		if t, ok := v.TimeOK(); ok {
@@ -428,8 +440,13 @@ func readKey(doc bson.Raw) (keyInfo, error) {
 		// it): no rate spans two secrets. The key is measured afresh, as a
 		// key never planned before; its spend and rejection stay as
 		// recorded (docs/design.md "Adaptive cadence").
-		k.lastCheck, k.rate, k.hasRate, k.avg, k.hasAvg, k.remaining = time.Time{}, 0, false, 0, false, nil
+		k.readAt, k.rate, k.hasRate, k.avg, k.hasAvg, k.remaining = time.Time{}, 0, false, 0, false, nil
 		k.othersReading = true
+	}
+	if of, ok := doc.Lookup(FieldRejectedOf).StringValueOK(); ok && of != k.readingOf && !k.rejAt.IsZero() {
+		// Another secret's rejection: this secret's first 401 is a first
+		// rejection, asked again before the key is called dead.
+		k.rejAt, k.othersRejection = time.Time{}, true
 	}
 	return k, nil
 }

@@ -15,6 +15,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/spendchecker/spendchecker/rotation"
+	"github.com/spendchecker/spendchecker/rotation/secret"
 )
 
 // FerretWriteBatch caps write-back commands on FerretDB v1, which keeps a
@@ -140,13 +141,13 @@ func (c *Checker) writeBack(ctx context.Context, keys *mongo.Collection, epoch i
 			set = bson.M{FieldNextCheck: o.nextCheck}
 		}
 		if o.rejected {
-			set = bson.M{FieldRejectedAt: o.at, FieldNextCheck: o.nextCheck}
+			set = bson.M{FieldRejectedAt: o.at, FieldRejectedOf: secret.Fingerprint(o.read.secret), FieldNextCheck: o.nextCheck}
 		}
 		if o.budget != nil {
 			set[FieldBudget] = *o.budget
 		}
 		if o.readingOf != "" && !o.planOnly && !o.rejected {
-			set[FieldReadingOf] = o.readingOf
+			set[FieldReadingOf], set[fieldReadingAt] = o.readingOf, o.at
 		}
 		if o.checkErr == "no_reading" {
 			// No figure: the last spend stays, not replaced by a reading.
@@ -179,7 +180,7 @@ func (c *Checker) writeBack(ctx context.Context, keys *mongo.Collection, epoch i
 			unset[FieldCheckError] = ""
 		}
 		if o.clearRejected {
-			unset[FieldRejectedAt], unset[FieldRejectHeldAt] = "", ""
+			unset[FieldRejectedAt], unset[FieldRejectedOf], unset[FieldRejectHeldAt] = "", "", ""
 		}
 		if len(unset) > 0 {
 			update["$unset"] = unset
