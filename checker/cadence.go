@@ -205,6 +205,25 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 		remaining: res.Remaining, currency: res.Currency, plan: pl} // issue 16: the balance read
 }
 
+// planKept plans a key on its last spend, kept by a check that read no
+// figure of it (a rejection with rotate-unauthorized off, a key held for
+// its user's budget, no_reading). Nothing was read, so nothing is measured:
+// a rate of zero since the reading would decay the sustained rate, which
+// the next reading decays again over the same stretch. A key stored without
+// spendReadingAt (by a version before it) gets its reading's time written,
+// since this write moves lastSpendCheck.
+func (c *Checker) planKept(p *poolRun, k keyInfo, at time.Time) observation {
+	readAt := k.readAt
+	if !readAt.IsZero() {
+		k.readAt = at // measure: checked moments ago, no rate
+	}
+	o := c.plan(p, k, spend.Result{Spend: k.spend}, at)
+	if !k.readAtStored {
+		o.readingAt = readAt
+	}
+	return o
+}
+
 // measure is the key's rate over the interval since its last check (seen;
 // < 0: none), the sustained rate a burst is measured against (known; < 0:
 // none), and whether the key's rate is still unknown.

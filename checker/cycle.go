@@ -61,6 +61,10 @@ type observation struct {
 	// (FieldReadingOf); "" when the figure written is not this secret's
 	// reading (the last spend kept), which leaves the stored one.
 	readingOf string
+	// readingAt, for a figure that is the last spend kept (planKept) of a
+	// key stored without spendReadingAt: its reading's time, written as
+	// spendReadingAt, since lastSpendCheck moves.
+	readingAt time.Time
 }
 
 func (c *Checker) checkPool(ctx context.Context, p *poolRun) (PoolSummary, error) {
@@ -253,7 +257,7 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 			if !c.cfg.DryRun {
 				// Planned like any key, on its last known spend, and
 				// recorded for status: not polled every cycle for ever.
-				o := c.plan(p, k, spend.Result{Spend: k.spend}, at)
+				o := c.planKept(p, k, at)
 				o.checkErr = "unauthorized"
 				send(o)
 			}
@@ -294,7 +298,7 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 			// says so; the last spend stays as it was (docs/providers.md).
 			count(func(s *PoolSummary) { s.Checked++; s.NoReading++ })
 			if !c.cfg.DryRun {
-				o := c.plan(p, k, spend.Result{Spend: k.spend}, at)
+				o := c.planKept(p, k, at)
 				o.checkErr, o.clearRejected = "no_reading", k.rejectionStored()
 				send(o)
 			}
@@ -351,22 +355,24 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 }
 
 type keyInfo struct {
-	id        string
-	secret    string
-	spend     float64
-	readAt    time.Time // the last reading (spendReadingAt, else lastSpendCheck): rates count from it
-	rate      float64
-	hasRate   bool // planned by us before (a migrated key has none)
-	avg       float64
-	hasAvg    bool
-	createdAt time.Time
-	rejAt     time.Time
-	account   string
-	upID      string   // upstreamKeyId: the key's id in a batch report
-	rotatedIn bool     // inserted by a rotation (replacedKey)
-	remaining *float64 // the last balance reading, for the remaining kind
-	fence     fenceRead
-	readingOf string // the secret's fingerprint, stored with a reading of it
+	id     string
+	secret string
+	spend  float64
+	readAt time.Time // the last reading (spendReadingAt, else lastSpendCheck): rates count from it
+	// readAtStored: readAt is the stored spendReadingAt.
+	readAtStored bool
+	rate         float64
+	hasRate      bool // planned by us before (a migrated key has none)
+	avg          float64
+	hasAvg       bool
+	createdAt    time.Time
+	rejAt        time.Time
+	account      string
+	upID         string   // upstreamKeyId: the key's id in a batch report
+	rotatedIn    bool     // inserted by a rotation (replacedKey)
+	remaining    *float64 // the last balance reading, for the remaining kind
+	fence        fenceRead
+	readingOf    string // the secret's fingerprint, stored with a reading of it
 	// othersReading: the stored reading (spend) is another secret's.
 	othersReading bool
 	// othersRejection: the stored rejection is another secret's (rejAt is
@@ -418,7 +424,7 @@ func readKey(doc bson.Raw) (keyInfo, error) {
 		k.readAt = t
 	}
 	if t, ok := doc.Lookup(fieldReadingAt).TimeOK(); ok {
-		k.readAt = t // the reading's own time (fieldReadingAt)
+		k.readAt, k.readAtStored = t, true // the reading's own time (fieldReadingAt)
 	}
 	if v, err := doc.LookupErr(FieldRejectedAt); err == nil {
 		if t, ok := v.TimeOK(); ok {

@@ -71,7 +71,7 @@ func (c *Checker) rotateKey(ctx context.Context, p *poolRun, k keyInfo, doc bson
 		if send != nil {
 			// Planned on its last known spend (the refusal's figures are
 			// the user's), and recorded for status.
-			o := c.plan(p, k, spend.Result{Spend: k.spend}, at)
+			o := c.planKept(p, k, at)
 			o.checkErr = CheckUserBudgetShared
 			send(o)
 		}

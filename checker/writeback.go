@@ -149,6 +149,9 @@ func (c *Checker) writeBack(ctx context.Context, keys *mongo.Collection, epoch i
 		if o.readingOf != "" && !o.planOnly && !o.rejected {
 			set[FieldReadingOf], set[fieldReadingAt] = o.readingOf, o.at
 		}
+		if !o.readingAt.IsZero() && !o.planOnly && !o.rejected {
+			set[fieldReadingAt] = o.readingAt
+		}
 		if o.checkErr == "no_reading" {
 			// No figure: the last spend stays, not replaced by a reading.
 			delete(set, rotation.FieldTotalSpend)

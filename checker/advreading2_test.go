@@ -1,0 +1,105 @@
+package checker_test
+
+// Adversarial review of "rates count from the reading's own time"
+// (spendReadingAt) and "a rejection names its secret" (spendRejectedOf).
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/spendchecker/spendchecker/checker"
+)
+
+// steadyKeySetup is a pool of one key, "k", at $1 of $9.95, spending a
+// steady $0.002/s (its stored rates say so), last read 60s before t0 by the
+// leader of epoch 3, with rotate-unauthorized off.
+func steadyKeySetup(t *testing.T, clock clockwork.Clock, readingAt bool) setup {
+	t.Helper()
+	s := adaptiveSetup(t, map[string]float64{"k": 1.0}, clock, func(c *checker.Config) { c.Pools[0].RotateUnauthorized = false })
+	f := bson.M{"totalSpend": 1.0, "spendRate": 0.002, "spendRateSustained": 0.002,
+		"lastSpendCheck": t0.Add(-60 * time.Second), "spendEpoch": int64(3)}
+	if readingAt {
+		f["spendReadingAt"] = t0.Add(-60 * time.Second)
+	}
+	setFields(t, s, "k", f)
+	return s
+}
+
+// A check that reads no figure (a transient 401 with rotate-unauthorized
+// off; likewise a key held for its user's budget) keeps the last spend, and
+// now leaves spendReadingAt. But it still runs the sustained rate's decay
+// as if it had read a rate of zero over the stretch since the reading; the
+// next reading then decays the sustained rate again over that same stretch
+// (its weight now counts from spendReadingAt, not from the write that last
+// updated the sustained rate). A key spending a steady $0.002/s throughout
+// ends with a sustained rate far below it: later plans assume it spends
+// slower than it does.
+func TestAdvReading2_NonReadingDecaysTheSustainedRateTwice(t *testing.T) {
+	ctx := context.Background()
+	clock := clockwork.NewFakeClockAt(t0)
+	s := steadyKeySetup(t, clock, true)
+	cycle := func() {
+		t.Helper()
+		if _, err := s.chk.Cycle(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const rate = 0.002
+	s.up.AddSpend(secret("k"), rate*60)
+	cycle() // read at t0: $0.002/s, planned minutes ahead
+	ahead := planned(t, s, "k")
+	if ahead < 2*time.Minute {
+		t.Fatalf("k planned %v ahead; the test needs a long plan", ahead)
+	}
+	clock.Advance(ahead)
+	s.up.AddSpend(secret("k"), rate*ahead.Seconds())
+	s.up.SetStatus(secret("k"), 401) // transient
+	cycle()
+	s.up.SetStatus(secret("k"), 0)
+	clock.Advance(10 * time.Second)
+	s.up.AddSpend(secret("k"), rate*10)
+	setFields(t, s, "k", bson.M{"nextSpendCheck": clock.Now()})
+	cycle() // read again: $0.002/s since t0
+	d := keyDoc(t, s, "k")
+	if got, _ := d["spendRateSustained"].(float64); got < 0.9*rate || got > 1.1*rate {
+		t.Errorf("spendRateSustained %v $/s after reading, 401, reading of a key spending a steady %v $/s", got, rate)
+	}
+}
+
+// A key stored by the version before spendReadingAt (every key of a
+// deployment at the upgrade) counts its rate from lastSpendCheck. A check
+// that reads no figure still moves lastSpendCheck and writes no
+// spendReadingAt: the defect spendReadingAt fixed comes back for such a
+// key. Its next reading divides the spend of the whole stretch since its
+// reading by the seconds since the 401, and that rate is stored as the
+// key's fastest (for ever) and taught to the pool.
+func TestAdvReading2_KeyWithoutReadingAtRejectedBetweenReadings(t *testing.T) {
+	ctx := context.Background()
+	clock := clockwork.NewFakeClockAt(t0)
+	s := steadyKeySetup(t, clock, false)
+	cycle := func() {
+		t.Helper()
+		if _, err := s.chk.Cycle(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const rate = 0.002
+	// Ten minutes since its reading at the previous version, spending.
+	clock.Advance(10 * time.Minute)
+	s.up.AddSpend(secret("k"), rate*660)
+	s.up.SetStatus(secret("k"), 401) // transient
+	setFields(t, s, "k", bson.M{"nextSpendCheck": clock.Now()})
+	cycle()
+	s.up.SetStatus(secret("k"), 0)
+	clock.Advance(10 * time.Second)
+	s.up.AddSpend(secret("k"), rate*10)
+	setFields(t, s, "k", bson.M{"nextSpendCheck": clock.Now()})
+	cycle()
+	if r, _ := keyDoc(t, s, "k")["spendRate"].(float64); r > 1.1*rate {
+		t.Errorf("k (spending a steady %v $/s) stored spendRate %v $/s after a 401 between two readings", rate, r)
+	}
+}
