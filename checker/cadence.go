@@ -218,6 +218,7 @@ func (c *Checker) planKept(p *poolRun, k keyInfo, at time.Time) observation {
 		k.readAt = at // measure: checked moments ago, no rate
 	}
 	o := c.plan(p, k, spend.Result{Spend: k.spend}, at)
+	o.kept = true
 	if !k.readAtStored {
 		o.readingAt = readAt
 	}

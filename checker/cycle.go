@@ -65,6 +65,10 @@ type observation struct {
 	// key stored without spendReadingAt: its reading's time, written as
 	// spendReadingAt, since lastSpendCheck moves.
 	readingAt time.Time
+	// kept: the spend is the last one kept, not read (planKept): not
+	// written, so a write that lands after a newer reading (the fence
+	// checked on read) does not pair an older spend with its time.
+	kept bool
 }
 
 func (c *Checker) checkPool(ctx context.Context, p *poolRun) (PoolSummary, error) {

@@ -152,7 +152,7 @@ func (c *Checker) writeBack(ctx context.Context, keys *mongo.Collection, epoch i
 		if !o.readingAt.IsZero() && !o.planOnly && !o.rejected {
 			set[fieldReadingAt] = o.readingAt
 		}
-		if o.checkErr == "no_reading" {
+		if o.kept {
 			// No figure: the last spend stays, not replaced by a reading.
 			delete(set, rotation.FieldTotalSpend)
 		}
