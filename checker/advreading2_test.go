@@ -152,17 +152,14 @@ func TestAdvReading2_KeptSpendWrittenOverANewerReading(t *testing.T) {
 	}
 }
 
-// UNFIXED DEFECT (fails on main; see the review's report for the fix and
-// its trade-off).
-//
 // A plan is made so that a key bursting at burst × its sustained rate from
 // its reading is checked again before it can cross. A check that reads no
 // figure (a transient 401 with rotate-unauthorized off, a key held for its
 // user's budget) plans again on the last spend, its headroom as at the
 // reading, but counted from now: the check the plan was made for is
 // deferred by a whole plan, and the key, bursting as the plan allows, is
-// over its threshold long before it is read again. The plan should count
-// from the reading's time (spendReadingAt), as the rates now do.
+// over its threshold long before it is read again. The first such check
+// since a reading plans from the reading's time.
 func TestAdvReading2_NonReadingDefersTheCheckByAWholePlan(t *testing.T) {
 	ctx := context.Background()
 	clock := clockwork.NewFakeClockAt(t0)
@@ -185,5 +182,15 @@ func TestAdvReading2_NonReadingDefersTheCheckByAWholePlan(t *testing.T) {
 	}
 	if got := planned(t, s, "k"); got > 10*time.Second {
 		t.Errorf("k, due by its plan, answered one 401 and was planned %v ahead again (plan from its reading: %v); a burst the planner allows crosses meanwhile", got, ahead)
+	}
+	// Still refused at the next check: planned on as before, not polled at
+	// the minimum for as long as it is refused.
+	clock.Advance(10 * time.Second)
+	setFields(t, s, "k", bson.M{"nextSpendCheck": clock.Now()})
+	if _, err := s.chk.Cycle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := planned(t, s, "k"); got < time.Minute {
+		t.Errorf("k refused at two checks in a row planned %v ahead: a refused key polled at the minimum", got)
 	}
 }

@@ -212,13 +212,29 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 // the next reading decays again over the same stretch. A key stored without
 // spendReadingAt (by a version before it) gets its reading's time written,
 // since this write moves lastSpendCheck.
+//
+// The headroom is the reading's, so the first such check since the reading
+// plans from the reading's time: a key due by its plan, and so maybe near
+// its threshold after a burst the plan allowed, is not deferred by a whole
+// plan for one transient answer. Later ones plan from now, so a key that
+// keeps answering so is not polled at the minimum for ever.
 func (c *Checker) planKept(p *poolRun, k keyInfo, at time.Time) observation {
 	readAt := k.readAt
+	// The last write was the reading (lastSpendCheck is its time).
+	first := k.fence.checkDate && !readAt.IsZero() && k.fence.check == readAt.UnixMilli()
 	if !readAt.IsZero() {
 		k.readAt = at // measure: checked moments ago, no rate
 	}
 	o := c.plan(p, k, spend.Result{Spend: k.spend}, at)
 	o.kept = true
+	if first && readAt.Before(at) {
+		if due := readAt.Add(o.nextCheck.Sub(at)); due.Before(o.nextCheck) {
+			o.nextCheck = at.Add(c.cfg.MinInterval)
+			if due.After(o.nextCheck) {
+				o.nextCheck = due
+			}
+		}
+	}
 	if !k.readAtStored {
 		o.readingAt = readAt
 	}
