@@ -194,3 +194,44 @@ func TestAdvReading2_NonReadingDefersTheCheckByAWholePlan(t *testing.T) {
 		t.Errorf("k refused at two checks in a row planned %v ahead: a refused key polled at the minimum", got)
 	}
 }
+
+// Attacks on "a rejection names its secret" that held, with
+// rotate-unauthorized on: re-keyed A→B→A, each secret's first 401 under the
+// key is a first rejection (asked again), whoever was rejected before it;
+// and a secret rejected at two checks in a row is called dead, whatever
+// was rejected between (nothing: the checks are of A alone).
+func TestAdvReading2_RejectionsAcrossReKeysAtoBtoA(t *testing.T) {
+	ctx := context.Background()
+	clock := clockwork.NewFakeClockAt(t0)
+	s := adaptiveSetup(t, map[string]float64{"k": 1.0, "other": 1.0}, clock, nil)
+	b := "sk-test-the-new-secret-0123456789"
+	check := func(apiKey string) checker.PoolSummary {
+		t.Helper()
+		clock.Advance(10 * time.Second)
+		setFields(t, s, "k", bson.M{"apiKey": apiKey, "nextSpendCheck": clock.Now()})
+		sum, err := s.chk.Cycle(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sum.Pools[0]
+	}
+	if _, err := s.chk.Cycle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.up.SetStatus(secret("k"), 401)
+	s.up.SetStatus(b, 401)
+	for i, step := range []struct {
+		apiKey string
+		dead   bool
+	}{
+		{secret("k"), false}, // A's first
+		{b, false},           // B's first
+		{secret("k"), false}, // A's first again: B's was between
+		{secret("k"), true},  // A's second in a row
+	} {
+		ps := check(step.apiKey)
+		if dead := ps.Unauthorized > 0; dead != step.dead {
+			t.Fatalf("step %d: called dead %v, want %v (summary %+v)", i, dead, step.dead, ps)
+		}
+	}
+}
