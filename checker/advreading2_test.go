@@ -32,6 +32,17 @@ func steadyKeySetup(t *testing.T, clock clockwork.Clock, readingAt bool, fence c
 	return s
 }
 
+// readAgain: the upstream answers for "k" again, and 10 s later "k", still
+// spending at rate, is read.
+func readAgain(t *testing.T, s setup, clock *clockwork.FakeClock, rate float64) {
+	t.Helper()
+	s.up.SetStatus(secret("k"), 0)
+	clock.Advance(10 * time.Second)
+	s.up.AddSpend(secret("k"), rate*10)
+	setFields(t, s, "k", bson.M{"nextSpendCheck": clock.Now()})
+	cycle(t, s.chk)
+}
+
 // A check that reads no figure (a transient 401 with rotate-unauthorized
 // off; likewise a key held for its user's budget) keeps the last spend, and
 // now leaves spendReadingAt. But it still runs the sustained rate's decay
@@ -42,18 +53,11 @@ func steadyKeySetup(t *testing.T, clock clockwork.Clock, readingAt bool, fence c
 // ends with a sustained rate far below it: later plans assume it spends
 // slower than it does.
 func TestAdvReading2_NonReadingDecaysTheSustainedRateTwice(t *testing.T) {
-	ctx := context.Background()
 	clock := clockwork.NewFakeClockAt(t0)
 	s := steadyKeySetup(t, clock, true, checker.FenceAuto)
-	cycle := func() {
-		t.Helper()
-		if _, err := s.chk.Cycle(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
 	const rate = 0.002
 	s.up.AddSpend(secret("k"), rate*60)
-	cycle() // read at t0: $0.002/s, planned minutes ahead
+	cycle(t, s.chk) // read at t0: $0.002/s, planned minutes ahead
 	ahead := planned(t, s, "k")
 	if ahead < 2*time.Minute {
 		t.Fatalf("k planned %v ahead; the test needs a long plan", ahead)
@@ -61,12 +65,8 @@ func TestAdvReading2_NonReadingDecaysTheSustainedRateTwice(t *testing.T) {
 	clock.Advance(ahead)
 	s.up.AddSpend(secret("k"), rate*ahead.Seconds())
 	s.up.SetStatus(secret("k"), 401) // transient
-	cycle()
-	s.up.SetStatus(secret("k"), 0)
-	clock.Advance(10 * time.Second)
-	s.up.AddSpend(secret("k"), rate*10)
-	setFields(t, s, "k", bson.M{"nextSpendCheck": clock.Now()})
-	cycle() // read again: $0.002/s since t0
+	cycle(t, s.chk)
+	readAgain(t, s, clock, rate)
 	d := keyDoc(t, s, "k")
 	if got, _ := d["spendRateSustained"].(float64); got < 0.9*rate || got > 1.1*rate {
 		t.Errorf("spendRateSustained %v $/s after reading, 401, reading of a key spending a steady %v $/s", got, rate)
@@ -81,27 +81,16 @@ func TestAdvReading2_NonReadingDecaysTheSustainedRateTwice(t *testing.T) {
 // reading by the seconds since the 401, and that rate is stored as the
 // key's fastest (for ever) and taught to the pool.
 func TestAdvReading2_KeyWithoutReadingAtRejectedBetweenReadings(t *testing.T) {
-	ctx := context.Background()
 	clock := clockwork.NewFakeClockAt(t0)
 	s := steadyKeySetup(t, clock, false, checker.FenceAuto)
-	cycle := func() {
-		t.Helper()
-		if _, err := s.chk.Cycle(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
 	const rate = 0.002
 	// Ten minutes since its reading at the previous version, spending.
 	clock.Advance(10 * time.Minute)
 	s.up.AddSpend(secret("k"), rate*660)
 	s.up.SetStatus(secret("k"), 401) // transient
 	setFields(t, s, "k", bson.M{"nextSpendCheck": clock.Now()})
-	cycle()
-	s.up.SetStatus(secret("k"), 0)
-	clock.Advance(10 * time.Second)
-	s.up.AddSpend(secret("k"), rate*10)
-	setFields(t, s, "k", bson.M{"nextSpendCheck": clock.Now()})
-	cycle()
+	cycle(t, s.chk)
+	readAgain(t, s, clock, rate)
 	if r, _ := keyDoc(t, s, "k")["spendRate"].(float64); r > 1.1*rate {
 		t.Errorf("k (spending a steady %v $/s) stored spendRate %v $/s after a 401 between two readings", rate, r)
 	}
@@ -116,18 +105,11 @@ func TestAdvReading2_KeyWithoutReadingAtRejectedBetweenReadings(t *testing.T) {
 // seconds since the newer one, stored as the key's fastest rate for ever.
 // A write that keeps the last spend has no spend to write.
 func TestAdvReading2_KeptSpendWrittenOverANewerReading(t *testing.T) {
-	ctx := context.Background()
 	clock := clockwork.NewFakeClockAt(t0)
 	s := steadyKeySetup(t, clock, true, checker.FenceOnRead)
-	cycle := func() {
-		t.Helper()
-		if _, err := s.chk.Cycle(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
 	const rate = 0.002
 	s.up.AddSpend(secret("k"), rate*60)
-	cycle() // read at t0
+	cycle(t, s.chk) // read at t0
 	clock.Advance(10 * time.Minute)
 	s.up.AddSpend(secret("k"), rate*600)
 	s.up.SetStatus(secret("k"), 401) // to this replica only (transient)
@@ -140,13 +122,9 @@ func TestAdvReading2_KeptSpendWrittenOverANewerReading(t *testing.T) {
 		})
 	}
 	setFields(t, s, "k", bson.M{"nextSpendCheck": clock.Now()})
-	cycle()
+	cycle(t, s.chk)
 	s.up.OnRequest = nil
-	s.up.SetStatus(secret("k"), 0)
-	clock.Advance(10 * time.Second)
-	s.up.AddSpend(secret("k"), rate*10)
-	setFields(t, s, "k", bson.M{"nextSpendCheck": clock.Now()})
-	cycle()
+	readAgain(t, s, clock, rate)
 	if r, _ := keyDoc(t, s, "k")["spendRate"].(float64); r > 1.1*rate {
 		t.Errorf("k (spending a steady %v $/s) stored spendRate %v $/s after its kept spend was written over a newer reading", rate, r)
 	}

@@ -111,23 +111,14 @@ func TestAdvReading_BatchReKeyedFailsAgainstOldSecretsSpend(t *testing.T) {
 // rotated at once: the rejection (rejectedAt) was read as the new
 // secret's. Now the rejection names its secret (spendRejectedOf).
 func TestAdvReading_NewSecretsFirst401IsNotASecondRejection(t *testing.T) {
-	ctx := context.Background()
 	clock := clockwork.NewFakeClockAt(t0)
 	s := adaptiveSetup(t, map[string]float64{"k": 1.0, "other": 1.0}, clock, nil)
 	coll := s.db.Collection(openhands.KeysCollection)
-	cycle := func() checker.PoolSummary {
-		t.Helper()
-		sum, err := s.chk.Cycle(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return sum.Pools[0]
-	}
-	cycle() // read: spendReadingOf names the old secret
+	cycle(t, s.chk) // read: spendReadingOf names the old secret
 	clock.Advance(10 * time.Second)
 	s.up.SetStatus(secret("k"), 401)
 	setFields(t, s, "k", bson.M{"nextSpendCheck": clock.Now()})
-	if ps := cycle(); ps.Rotated != 0 {
+	if ps := cycle(t, s.chk); ps.Rotated != 0 {
 		t.Fatalf("rotated on the old secret's first rejection: %+v", ps)
 	}
 	// Another secret under "k"; its first answer is a (transient) 401.
@@ -135,7 +126,7 @@ func TestAdvReading_NewSecretsFirst401IsNotASecondRejection(t *testing.T) {
 	newSecret := "sk-test-the-new-secret-0123456789"
 	s.up.SetStatus(newSecret, 401)
 	setFields(t, s, "k", bson.M{"apiKey": newSecret, "nextSpendCheck": clock.Now()})
-	if ps := cycle(); ps.Rotated != 0 || countDocs(t, coll, bson.M{"_id": "k"}) != 1 {
+	if ps := cycle(t, s.chk); ps.Rotated != 0 || countDocs(t, coll, bson.M{"_id": "k"}) != 1 {
 		t.Fatalf("the new secret rotated on its first 401 (summary %+v): the old secret's rejection counted as its first", ps)
 	}
 }
@@ -153,22 +144,10 @@ func TestAdvReading_NewSecretsFirst401IsNotASecondRejection(t *testing.T) {
 // rotate-unauthorized off, without any re-key.) Now rates count from the
 // reading's own time (spendReadingAt).
 func TestAdvReading_RejectionBetweenReadingsShortensTheRatesInterval(t *testing.T) {
-	ctx := context.Background()
 	clock := clockwork.NewFakeClockAt(t0)
-	s := adaptiveSetup(t, map[string]float64{"swapped": 1.0, "steady": 1.0}, clock, func(c *checker.Config) { c.Pools[0].RotateUnauthorized = false })
-	for id, v := range map[string]float64{"swapped": 1.0, "steady": 1.0} {
-		setFields(t, s, id, bson.M{"totalSpend": v, "spendRate": 0.002, "spendRateSustained": 0.002,
-			"lastSpendCheck": t0.Add(-60 * time.Second), "spendEpoch": int64(3)})
-	}
-	setFields(t, s, "steady", bson.M{"nextSpendCheck": t0.Add(5 * time.Minute)})
-	cycle := func() {
-		t.Helper()
-		if _, err := s.chk.Cycle(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	s := hotAndSteadyWith(t, clock, map[string]float64{"swapped": 1.0, "steady": 1.0}, func(c *checker.Config) { c.Pools[0].RotateUnauthorized = false })
 	s.up.AddSpend(secret("swapped"), 0.002*60)
-	cycle() // A read at t0, planned minutes ahead
+	cycle(t, s.chk) // A read at t0, planned minutes ahead
 	ahead := planned(t, s, "swapped")
 	if ahead < 2*time.Minute {
 		t.Fatalf("swapped planned %v ahead; the test needs a long plan", ahead)
@@ -180,12 +159,12 @@ func TestAdvReading_RejectionBetweenReadingsShortensTheRatesInterval(t *testing.
 	refused := "sk-test-refused-secret-0123456789"
 	s.up.SetStatus(refused, 401)
 	setFields(t, s, "swapped", bson.M{"apiKey": refused})
-	cycle()
+	cycle(t, s.chk)
 	// Put back: A again, idle meanwhile, read at the next check.
 	clock.Advance(10 * time.Second)
 	setFields(t, s, "swapped", bson.M{"apiKey": secret("swapped"), "nextSpendCheck": clock.Now()})
 	setFields(t, s, "steady", bson.M{"nextSpendCheck": clock.Now()})
-	cycle()
+	cycle(t, s.chk)
 	if r, _ := keyDoc(t, s, "swapped")["spendRate"].(float64); r > 0.0021 {
 		t.Errorf("swapped (spending $0.002/s, idle since) stored spendRate %v $/s after A→B(401)→A", r)
 	}
@@ -214,23 +193,10 @@ func TestAdvReading_ReKeyedWhileOldSecretPolledAndBack(t *testing.T) {
 		{"in flight, fence in filter, then back", checker.FenceInFilter, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx := context.Background()
 			clock := clockwork.NewFakeClockAt(t0)
-			spent := map[string]float64{"swapped": 0.1, "steady": 1.0}
-			s := adaptiveSetup(t, spent, clock, func(c *checker.Config) { c.WriteFence = tc.fence })
-			for id, v := range spent {
-				setFields(t, s, id, bson.M{"totalSpend": v, "spendRate": 0.002, "spendRateSustained": 0.002,
-					"lastSpendCheck": t0.Add(-60 * time.Second), "spendEpoch": int64(3)})
-			}
-			setFields(t, s, "steady", bson.M{"nextSpendCheck": t0.Add(5 * time.Minute)})
-			cycle := func() {
-				t.Helper()
-				if _, err := s.chk.Cycle(ctx); err != nil {
-					t.Fatal(err)
-				}
-			}
+			s := hotAndSteadyWith(t, clock, map[string]float64{"swapped": 0.1, "steady": 1.0}, func(c *checker.Config) { c.WriteFence = tc.fence })
 			s.up.AddSpend(secret("swapped"), 0.12)
-			cycle() // A read: its reading names it
+			cycle(t, s.chk) // A read: its reading names it
 			clock.Advance(10 * time.Second)
 			s.up.SetSpend(other, 9.0)
 			var once sync.Once
@@ -240,19 +206,19 @@ func TestAdvReading_ReKeyedWhileOldSecretPolledAndBack(t *testing.T) {
 				}
 			}
 			setFields(t, s, "swapped", bson.M{"nextSpendCheck": clock.Now()})
-			cycle() // A polled; B put under the key meanwhile
+			cycle(t, s.chk) // A polled; B put under the key meanwhile
 			if d := keyDoc(t, s, "swapped"); d["apiKey"] != other {
 				t.Fatalf("the re-key did not happen: %v", d)
 			}
 			want := other
 			clock.Advance(10 * time.Second)
 			setFields(t, s, "swapped", bson.M{"nextSpendCheck": clock.Now()})
-			cycle() // B read
+			cycle(t, s.chk) // B read
 			if tc.back {
 				clock.Advance(10 * time.Second)
 				s.up.AddSpend(secret("swapped"), 5.0) // A used elsewhere meanwhile
 				setFields(t, s, "swapped", bson.M{"apiKey": secret("swapped"), "nextSpendCheck": clock.Now()})
-				cycle() // A read again
+				cycle(t, s.chk) // A read again
 				want = secret("swapped")
 			}
 			d := keyDoc(t, s, "swapped")
@@ -265,7 +231,7 @@ func TestAdvReading_ReKeyedWhileOldSecretPolledAndBack(t *testing.T) {
 			clock.Advance(10 * time.Second)
 			setFields(t, s, "steady", bson.M{"nextSpendCheck": clock.Now()})
 			s.up.AddSpend(secret("steady"), 0.002*90)
-			cycle()
+			cycle(t, s.chk)
 			if got := planned(t, s, "steady"); got < 5*time.Minute {
 				t.Errorf("steady (headroom $8.8 at $0.002/s) planned %v ahead", got)
 			}
@@ -277,7 +243,6 @@ func TestAdvReading_ReKeyedWhileOldSecretPolledAndBack(t *testing.T) {
 // threshold. The check rotates it, and the crossing (learn) teaches the
 // pool no rate from the old secret's spend to the new one's.
 func TestAdvReading_ReKeyedOverThresholdRotatesAndTeachesNothing(t *testing.T) {
-	ctx := context.Background()
 	clock := clockwork.NewFakeClockAt(t0)
 	other := "sk-test-other-used-key-0123456789"
 	spent := map[string]float64{"swapped": 0.1, "steady": 1.0}
@@ -287,26 +252,18 @@ func TestAdvReading_ReKeyedOverThresholdRotatesAndTeachesNothing(t *testing.T) {
 			"lastSpendCheck": t0.Add(-60 * time.Second), "spendEpoch": int64(3)})
 	}
 	setFields(t, s, "steady", bson.M{"nextSpendCheck": t0.Add(5 * time.Minute)})
-	cycle := func() checker.PoolSummary {
-		t.Helper()
-		sum, err := s.chk.Cycle(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return sum.Pools[0]
-	}
 	s.up.AddSpend(secret("swapped"), 0.12)
-	cycle()
+	cycle(t, s.chk)
 	clock.Advance(10 * time.Second)
 	s.up.SetSpend(other, 12.0)
 	setFields(t, s, "swapped", bson.M{"apiKey": other, "nextSpendCheck": clock.Now()})
-	if ps := cycle(); ps.Rotated != 1 {
+	if ps := cycle(t, s.chk); ps.Rotated != 1 {
 		t.Fatalf("new secret at $12 of $9.95 not rotated: %+v", ps)
 	}
 	clock.Advance(10 * time.Second)
 	setFields(t, s, "steady", bson.M{"nextSpendCheck": clock.Now()})
 	s.up.AddSpend(secret("steady"), 0.002*80)
-	cycle()
+	cycle(t, s.chk)
 	if got := planned(t, s, "steady"); got < 5*time.Minute {
 		t.Errorf("steady (headroom $8.8 at $0.002/s) planned %v ahead after a re-keyed key crossed", got)
 	}

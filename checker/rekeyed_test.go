@@ -1,7 +1,6 @@
 package checker_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -36,17 +35,10 @@ func TestReKeyedInPlaceTeachesNoRateAcrossSecrets(t *testing.T) {
 		{"rejected first, rotate-unauthorized off", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx := context.Background()
 			clock := clockwork.NewFakeClockAt(t0)
 			s := hotAndSteadyWith(t, clock, map[string]float64{"swapped": 0.1, "steady": 1.0},
 				func(c *checker.Config) { c.Pools[0].RotateUnauthorized = !tc.rejectedFirst })
-			cycle := func() {
-				t.Helper()
-				if _, err := s.chk.Cycle(ctx); err != nil {
-					t.Fatal(err)
-				}
-			}
-			cycle() // "swapped" read once: its reading names its secret
+			cycle(t, s.chk) // "swapped" read once: its reading names its secret
 			if got, want := keyDoc(t, s, "swapped")["spendReadingOf"], keysecret.Fingerprint(secret("swapped")); got != want {
 				t.Fatalf("spendReadingOf after a reading = %v, want %v", got, want)
 			}
@@ -56,12 +48,12 @@ func TestReKeyedInPlaceTeachesNoRateAcrossSecrets(t *testing.T) {
 			setFields(t, s, "swapped", bson.M{"apiKey": other, "nextSpendCheck": clock.Now()})
 			if tc.rejectedFirst {
 				s.up.SetStatus(other, 401)
-				cycle()
+				cycle(t, s.chk)
 				s.up.SetStatus(other, 0)
 				clock.Advance(10 * time.Second)
 				setFields(t, s, "swapped", bson.M{"nextSpendCheck": clock.Now()})
 			}
-			cycle()
+			cycle(t, s.chk)
 			d := keyDoc(t, s, "swapped")
 			if r, _ := d["spendRate"].(float64); r > 0.01 {
 				t.Errorf("re-keyed key stored spendRate %v $/s: a rate across two secrets", r)
@@ -78,7 +70,7 @@ func TestReKeyedInPlaceTeachesNoRateAcrossSecrets(t *testing.T) {
 			setFields(t, s, "steady", bson.M{"nextSpendCheck": clock.Now()})
 			s.up.AddSpend(secret("steady"), 0.002*80)
 			s.up.AddSpend(other, 0.02)
-			cycle()
+			cycle(t, s.chk)
 			if got := planned(t, s, "steady"); got < time.Minute {
 				t.Errorf("steady (headroom $8.8 at $0.002/s) planned %v ahead after another secret was put under a key's _id", got)
 			}
