@@ -48,17 +48,11 @@ func TestAdvCheck_AbsurdCrossingPinsPoolAtMinimum(t *testing.T) {
 			if n := s.up.Calls(secret("steady")); n != 0 {
 				t.Fatalf("steady polled %d times in the first cycle; the test needs it planned later", n)
 			}
-			clock.Advance(10 * time.Second)
-			setFields(t, s, "steady", bson.M{"nextSpendCheck": t0})
-			s.up.AddSpend(secret("steady"), 0.002*70)
-			if _, err := s.chk.Cycle(ctx); err != nil {
-				t.Fatal(err)
-			}
 			// steady: headroom 8.81 at 0.002 $/s, 8× burst cover: ~550 s.
 			// A pool that had seen a key burst at the largest factor (32×)
 			// over the default prior (0.00276 $/s) still plans it ~105 s
 			// ahead.
-			if got := planned(t, s, "steady"); got < time.Minute {
+			if got := steadyPlan(t, s, clock, 70); got < time.Minute {
 				t.Errorf("steady (headroom $8.8 at $0.002/s) planned %v ahead after one key answered $%g: one answer pinned the pool at the minimum interval", got, tt.spend)
 			}
 		})

@@ -228,11 +228,7 @@ func TestAdvReading_ReKeyedWhileOldSecretPolledAndBack(t *testing.T) {
 			if got := d["spendReadingOf"]; got != keysecret.Fingerprint(want) {
 				t.Errorf("spendReadingOf %v, want the fingerprint of the secret under the key", got)
 			}
-			clock.Advance(10 * time.Second)
-			setFields(t, s, "steady", bson.M{"nextSpendCheck": clock.Now()})
-			s.up.AddSpend(secret("steady"), 0.002*90)
-			cycle(t, s.chk)
-			if got := planned(t, s, "steady"); got < 5*time.Minute {
+			if got := steadyPlan(t, s, clock, 90); got < 5*time.Minute {
 				t.Errorf("steady (headroom $8.8 at $0.002/s) planned %v ahead", got)
 			}
 		})
@@ -245,13 +241,7 @@ func TestAdvReading_ReKeyedWhileOldSecretPolledAndBack(t *testing.T) {
 func TestAdvReading_ReKeyedOverThresholdRotatesAndTeachesNothing(t *testing.T) {
 	clock := clockwork.NewFakeClockAt(t0)
 	other := "sk-test-other-used-key-0123456789"
-	spent := map[string]float64{"swapped": 0.1, "steady": 1.0}
-	s := adaptiveSetup(t, spent, clock, nil)
-	for id, v := range spent {
-		setFields(t, s, id, bson.M{"totalSpend": v, "spendRate": 0.002, "spendRateSustained": 0.002,
-			"lastSpendCheck": t0.Add(-60 * time.Second), "spendEpoch": int64(3)})
-	}
-	setFields(t, s, "steady", bson.M{"nextSpendCheck": t0.Add(5 * time.Minute)})
+	s := hotAndSteady(t, clock, map[string]float64{"swapped": 0.1, "steady": 1.0})
 	s.up.AddSpend(secret("swapped"), 0.12)
 	cycle(t, s.chk)
 	clock.Advance(10 * time.Second)
@@ -260,11 +250,7 @@ func TestAdvReading_ReKeyedOverThresholdRotatesAndTeachesNothing(t *testing.T) {
 	if ps := cycle(t, s.chk); ps.Rotated != 1 {
 		t.Fatalf("new secret at $12 of $9.95 not rotated: %+v", ps)
 	}
-	clock.Advance(10 * time.Second)
-	setFields(t, s, "steady", bson.M{"nextSpendCheck": clock.Now()})
-	s.up.AddSpend(secret("steady"), 0.002*80)
-	cycle(t, s.chk)
-	if got := planned(t, s, "steady"); got < 5*time.Minute {
+	if got := steadyPlan(t, s, clock, 80); got < 5*time.Minute {
 		t.Errorf("steady (headroom $8.8 at $0.002/s) planned %v ahead after a re-keyed key crossed", got)
 	}
 }

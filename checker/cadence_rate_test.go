@@ -137,13 +137,7 @@ func TestKeyCrossingInABurstTeachesThePool(t *testing.T) {
 			if n := countDocs(t, s.db.Collection(openhands.HistoryCollection), bson.M{"keyId": "hot"}); n != 1 {
 				t.Fatalf("hot rotated %d times, want once", n)
 			}
-			clock.Advance(10 * time.Second)
-			setFields(t, s, "steady", bson.M{"nextSpendCheck": t0})
-			s.up.AddSpend(secret("steady"), 0.002*70)
-			if _, err := s.chk.Cycle(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if got := planned(t, s, "steady"); got > tt.wantMax {
+			if got := steadyPlan(t, s, clock, 70); got > tt.wantMax {
 				t.Errorf("steady planned %v ahead after a key of its pool crossed at %g× its rate, want at most %v", got, tt.burst, tt.wantMax)
 			}
 		})
@@ -155,6 +149,17 @@ func TestKeyCrossingInABurstTeachesThePool(t *testing.T) {
 func hotAndSteady(t *testing.T, clock clockwork.Clock, spent map[string]float64) setup {
 	t.Helper()
 	return hotAndSteadyWith(t, clock, spent, nil)
+}
+
+// steadyPlan reads "steady" again 10 s on, secs seconds of spend at 0.002
+// $/s since its last reading, and returns how far ahead it is planned then.
+func steadyPlan(t *testing.T, s setup, clock *clockwork.FakeClock, secs float64) time.Duration {
+	t.Helper()
+	clock.Advance(10 * time.Second)
+	setFields(t, s, "steady", bson.M{"nextSpendCheck": clock.Now()})
+	s.up.AddSpend(secret("steady"), 0.002*secs)
+	cycle(t, s.chk)
+	return planned(t, s, "steady")
 }
 
 // hotAndSteadyWith is hotAndSteady with the checker's configuration

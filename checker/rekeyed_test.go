@@ -66,12 +66,8 @@ func TestReKeyedInPlaceTeachesNoRateAcrossSecrets(t *testing.T) {
 			}
 			// The pool learned nothing from it: a steady key far from its
 			// threshold is not pulled to the minimum.
-			clock.Advance(10 * time.Second)
-			setFields(t, s, "steady", bson.M{"nextSpendCheck": clock.Now()})
-			s.up.AddSpend(secret("steady"), 0.002*80)
 			s.up.AddSpend(other, 0.02)
-			cycle(t, s.chk)
-			if got := planned(t, s, "steady"); got < time.Minute {
+			if got := steadyPlan(t, s, clock, 80); got < time.Minute {
 				t.Errorf("steady (headroom $8.8 at $0.002/s) planned %v ahead after another secret was put under a key's _id", got)
 			}
 			// From its own readings on, the new secret has a rate again.
