@@ -13,10 +13,8 @@ import (
 
 	"github.com/jonboulle/clockwork"
 	"go.mongodb.org/mongo-driver/v2/bson"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/spendchecker/spendchecker/checker"
-	"github.com/spendchecker/spendchecker/internal/fakeupstream"
 	"github.com/spendchecker/spendchecker/internal/mongotest"
 	"github.com/spendchecker/spendchecker/spend"
 )
@@ -172,27 +170,14 @@ func TestAdvCheck_StreamErrorMidCycleIsReported(t *testing.T) {
 	for _, when := range []mongotest.Fault{mongotest.Before, mongotest.After} {
 		t.Run(when.String(), func(t *testing.T) {
 			ctx := context.Background()
-			mdb := mongotest.New(t)
-			up := fakeupstream.New("openhands")
-			t.Cleanup(up.Close)
 			keys := map[string]float64{}
 			for i := range 9 {
 				keys[fmt.Sprintf("k%02d", i)] = 1
 			}
-			seedPool(t, mdb.Database, up, openhands, keys, 0)
-			proxy := mdb.Proxy(t)
-			db := mdb.NewClient(t, options.Client().ApplyURI(proxy.URI()).SetTimeout(time.Minute)).Database(mdb.Name)
-			prov, err := spend.New("openhands", up.URL, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			chk, err := checker.New(db, checker.Config{
-				Pools:    []checker.Pool{{Pool: openhands, Provider: prov, Threshold: 9.95}},
-				Instance: "stream", DryRun: true, BatchSize: 2, Concurrency: 2,
+			s, proxy := proxiedSetup(t, keys, 0, func(c *checker.Config) {
+				c.Instance, c.DryRun, c.BatchSize, c.Concurrency = "stream", true, 2, 2
 			})
-			if err != nil {
-				t.Fatal(err)
-			}
+			chk := s.chk
 			proxy.ResetCommands()
 			if _, err := chk.Cycle(ctx); err != nil {
 				t.Fatalf("clean cycle: %v", err)
@@ -203,7 +188,7 @@ func TestAdvCheck_StreamErrorMidCycleIsReported(t *testing.T) {
 				t.Fatalf("no getMore in a clean cycle: %v", cmds)
 			}
 			proxy.FailCommand(getMore+1, when)
-			_, err = chk.Cycle(ctx)
+			_, err := chk.Cycle(ctx)
 			if got := proxy.Commands(); len(got) <= getMore || !strings.HasPrefix(got[getMore], "getMore") {
 				t.Fatalf("the cut command is not the getMore: %v", got)
 			}

@@ -30,27 +30,11 @@ func TestStoreFaultsDuringCycle(t *testing.T) {
 		s     setup
 	}
 	build := func(t *testing.T) env {
-		mdb := mongotest.New(t)
-		up := fakeupstream.New("openhands")
-		t.Cleanup(up.Close)
-		seedPool(t, mdb.Database, up, openhands, keys, 2)
-		proxy := mdb.Proxy(t)
-		db := mdb.NewClient(t, options.Client().ApplyURI(proxy.URI()).SetTimeout(time.Minute)).Database(mdb.Name)
-		prov, err := spend.New("openhands", up.URL, nil)
-		if err != nil {
+		s, proxy := proxiedSetup(t, keys, 2, func(c *checker.Config) { c.Adaptive, c.Instance = true, "faulty" })
+		if err := s.chk.EnsureIndexes(ctx); err != nil {
 			t.Fatal(err)
 		}
-		chk, err := checker.New(db, checker.Config{
-			Pools:    []checker.Pool{{Pool: openhands, Provider: prov, Threshold: 9.95}},
-			Adaptive: true, Instance: "faulty",
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := chk.EnsureIndexes(ctx); err != nil {
-			t.Fatal(err)
-		}
-		return env{proxy, setup{db: mdb.Database, up: up, chk: chk}}
+		return env{proxy, s}
 	}
 	var steps []string
 	{
@@ -95,4 +79,29 @@ func TestStoreFaultsDuringCycle(t *testing.T) {
 			})
 		}
 	}
+}
+
+// proxiedSetup seeds keys (and backups) into a fresh store, as newSetup
+// does, and builds a checker that reaches the store through a proxy able
+// to cut each command (mongotest.Proxy); mutate completes its
+// configuration.
+func proxiedSetup(t *testing.T, keys map[string]float64, backups int, mutate func(*checker.Config)) (setup, *mongotest.Proxy) {
+	t.Helper()
+	mdb := mongotest.New(t)
+	up := fakeupstream.New("openhands")
+	t.Cleanup(up.Close)
+	seedPool(t, mdb.Database, up, openhands, keys, backups)
+	proxy := mdb.Proxy(t)
+	db := mdb.NewClient(t, options.Client().ApplyURI(proxy.URI()).SetTimeout(time.Minute)).Database(mdb.Name)
+	prov, err := spend.New("openhands", up.URL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := checker.Config{Pools: []checker.Pool{{Pool: openhands, Provider: prov, Threshold: 9.95}}}
+	mutate(&cfg)
+	chk, err := checker.New(db, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return setup{db: mdb.Database, up: up, chk: chk}, proxy
 }
