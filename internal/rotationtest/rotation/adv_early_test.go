@@ -119,11 +119,7 @@ func TestAdvEarly_RecovererBackupDeletedAfterAnswer(t *testing.T) {
 
 			// The recoverer pauses right before its reservation.
 			r, rgate := gatedRotator(t, mdb, rotation.Config{Owner: "r"}, onColl("findAndModify", testPool.BackupsCollection))
-			recovered := make(chan error, 1)
-			go func() {
-				_, err := r.Recover(bg)
-				recovered <- err
-			}()
+			recovered := recoverAsync(r)
 			<-rgate.Reached()
 
 			close(goOn)
@@ -242,11 +238,7 @@ func TestAdvEarly_OwnerAnswersWithBackupMarkUnmatched(t *testing.T) {
 	}
 	// The recoverer pauses right before it drops the claim.
 	r, rgate := gatedRotator(t, mdb, rotation.Config{Owner: "r"}, onColl("delete", rotation.JournalCollection))
-	recovered := make(chan error, 1)
-	go func() {
-		_, err := r.Recover(bg)
-		recovered <- err
-	}()
+	recovered := recoverAsync(r)
 	<-rgate.Reached()
 	close(goOn)
 	a := <-answered
@@ -659,4 +651,15 @@ func rotateAsync(r *rotation.Rotator, key, reason string) <-chan answer {
 		answered <- answer{res, err}
 	}()
 	return answered
+}
+
+// recoverAsync runs r.Recover in a goroutine; its error arrives on the
+// channel returned.
+func recoverAsync(r *rotation.Rotator) <-chan error {
+	recovered := make(chan error, 1)
+	go func() {
+		_, err := r.Recover(context.Background())
+		recovered <- err
+	}()
+	return recovered
 }
