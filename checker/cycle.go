@@ -57,10 +57,9 @@ type observation struct {
 	rejected, clearRejected bool
 	read                    fenceRead  // the key's last observation as read
 	plan                    storedPlan // zero: a plan replan leaves alone
-	// readingOf: the secret's fingerprint, for a spend read from it
-	// (FieldReadingOf); "" when the figure written is not this secret's
-	// reading (the last spend kept), which leaves the stored one.
-	readingOf string
+	// of: the fingerprint of the secret read (secret.Fingerprint), which
+	// a reading or a rejection is stored with.
+	of string
 	// readingAt, for a figure that is the last spend kept (planKept) of a
 	// key stored without spendReadingAt: its reading's time, written as
 	// spendReadingAt, since lastSpendCheck moves.
@@ -228,7 +227,7 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 		if c.cfg.DryRun {
 			return
 		}
-		o.read = k.fence
+		o.read, o.of = k.fence, k.readingOf
 		select {
 		case obs <- o:
 		case <-ctx.Done():
@@ -331,7 +330,7 @@ func (c *Checker) checkKey(ctx context.Context, p *poolRun, doc bson.Raw, log *s
 	}
 	if reason == "" {
 		o := c.plan(p, k, res, at)
-		o.clearRejected, o.readingOf = k.rejectionStored(), k.readingOf
+		o.clearRejected = k.rejectionStored()
 		send(o)
 		log.Debug("spend checked", "spend", res.Spend, "threshold", p.Threshold)
 		return

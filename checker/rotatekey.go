@@ -61,7 +61,7 @@ func (c *Checker) rotateKey(ctx context.Context, p *poolRun, k keyInfo, doc bson
 		if send != nil {
 			// The key stays in service: what it spent is still worth showing.
 			o := c.plan(p, k, res, at)
-			o.clearRejected, o.readingOf = k.rejectionStored(), k.readingOf
+			o.clearRejected = k.rejectionStored()
 			send(o)
 		}
 	case r.Outcome == rotation.Held:

@@ -15,7 +15,6 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/spendchecker/spendchecker/rotation"
-	"github.com/spendchecker/spendchecker/rotation/secret"
 )
 
 // FerretWriteBatch caps write-back commands on FerretDB v1, which keeps a
@@ -141,20 +140,23 @@ func (c *Checker) writeBack(ctx context.Context, keys *mongo.Collection, epoch i
 			set = bson.M{FieldNextCheck: o.nextCheck}
 		}
 		if o.rejected {
-			set = bson.M{FieldRejectedAt: o.at, FieldRejectedOf: secret.Fingerprint(o.read.secret), FieldNextCheck: o.nextCheck}
+			set = bson.M{FieldRejectedAt: o.at, FieldRejectedOf: o.of, FieldNextCheck: o.nextCheck}
 		}
 		if o.budget != nil {
 			set[FieldBudget] = *o.budget
 		}
-		if o.readingOf != "" && !o.planOnly && !o.rejected {
-			set[FieldReadingOf], set[fieldReadingAt] = o.readingOf, o.at
-		}
-		if !o.readingAt.IsZero() && !o.planOnly && !o.rejected {
-			set[fieldReadingAt] = o.readingAt
-		}
-		if o.kept {
-			// No figure: the last spend stays, not replaced by a reading.
+		switch {
+		case o.planOnly, o.rejected:
+		case o.kept:
+			// No figure: the last spend stays, not replaced by a reading,
+			// and so does the reading it names (a key stored without its
+			// time gets it, planKept).
 			delete(set, rotation.FieldTotalSpend)
+			if !o.readingAt.IsZero() {
+				set[fieldReadingAt] = o.readingAt
+			}
+		default:
+			set[FieldReadingOf], set[fieldReadingAt] = o.of, o.at
 		}
 		if o.remaining != nil && !o.planOnly && !o.rejected {
 			// The remaining kind: the balance, not a spend of 0.
