@@ -23,7 +23,8 @@ import (
 // serve is the child: the store and an upstream where every key has spent
 // $1, until stdin closes. A line "index DB" on stdin gives DB's collections
 // the _id index FerretDB's updates can use (embedded.Store.IndexIDs) and
-// answers "ok".
+// answers "ok"; a line "answering" gets the upstream's time spent answering
+// so far, in ns, and its number of answers (fakeupstream.Server.Answering).
 func serve(latency time.Duration) error {
 	dir, err := os.MkdirTemp("", "spendchecker-bench-")
 	if err != nil {
@@ -42,6 +43,11 @@ func serve(latency time.Duration) error {
 	fmt.Println(store.URI(), up.URL)
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
+		if in.Text() == "answering" {
+			d, n := up.Answering()
+			fmt.Println(int64(d), n)
+			continue
+		}
 		db, ok := strings.CutPrefix(in.Text(), "index ")
 		if !ok {
 			return fmt.Errorf("serve: unknown request %q", in.Text())
@@ -108,6 +114,23 @@ func (c *child) indexIDs(db string) error {
 		return fmt.Errorf("child could not index %s: %q %v", db, line, err)
 	}
 	return nil
+}
+
+// answering returns the upstream's time spent answering so far and its
+// number of answers.
+func (c *child) answering() (time.Duration, int64, error) {
+	if _, err := fmt.Fprintln(c.stdin, "answering"); err != nil {
+		return 0, 0, err
+	}
+	line, err := c.stdout.ReadString('\n')
+	var ns, n int64
+	if err == nil {
+		_, err = fmt.Sscan(line, &ns, &n)
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("child's answering time: %q %w", line, err)
+	}
+	return time.Duration(ns), n, nil
 }
 
 func (c *child) stop() {

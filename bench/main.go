@@ -149,7 +149,17 @@ func seedKeys(ctx context.Context, db *mongo.Database, n int) error {
 }
 
 func newChecker(db *mongo.Database, upstream string, conc, batch int, adaptive, dryRun bool, clock clockwork.Clock) (*checker.Checker, error) {
-	hc := &http.Client{Transport: &http.Transport{MaxIdleConns: conc, MaxIdleConnsPerHost: conc}}
+	return newTimedChecker(db, upstream, conc, batch, adaptive, dryRun, clock, nil)
+}
+
+// newTimedChecker is newChecker whose upstream calls calls times, when not nil.
+func newTimedChecker(db *mongo.Database, upstream string, conc, batch int, adaptive, dryRun bool, clock clockwork.Clock, calls *callTimes) (*checker.Checker, error) {
+	var tr http.RoundTripper = &http.Transport{MaxIdleConns: conc, MaxIdleConnsPerHost: conc}
+	if calls != nil {
+		calls.next = tr
+		tr = calls
+	}
+	hc := &http.Client{Transport: tr}
 	prov, err := spend.New("openhands", upstream, &spend.Client{HTTP: hc})
 	if err != nil {
 		return nil, err

@@ -46,7 +46,7 @@ func throughput(ctx context.Context, s settings) error {
 	if s.pollingOnly {
 		variants = variants[:1]
 	}
-	for _, v := range variants {
+	for i, v := range variants {
 		db := client.Database(fmt.Sprintf("throughput_%d", v.keys))
 		if n, _ := db.Collection(pool.KeysCollection).EstimatedDocumentCount(ctx); n == 0 {
 			if err := seedKeys(ctx, db, v.keys); err != nil {
@@ -56,13 +56,24 @@ func throughput(ctx context.Context, s settings) error {
 				return err
 			}
 		}
-		chk, err := newChecker(db, ch.upstream, s.concurrency, v.batch, false, v.dryRun, nil)
+		var calls *callTimes
+		if i == 0 {
+			calls = &callTimes{}
+		}
+		chk, err := newTimedChecker(db, ch.upstream, s.concurrency, v.batch, false, v.dryRun, nil, calls)
 		if err != nil {
 			return err
 		}
 		ideal := time.Duration(float64(v.keys) * float64(s.latency) / float64(s.concurrency))
 		rt.n.Store(0)
+		ans0, _, err := ch.answering()
+		if err != nil {
+			return err
+		}
 		cpu0 := readCPU(ch.cmd.Process.Pid)
+		if calls != nil {
+			calls.reset()
+		}
 		d, err := cycleOnce(ctx, chk, v.keys)
 		if err != nil {
 			return err
@@ -71,6 +82,15 @@ func throughput(ctx context.Context, s settings) error {
 		n := rt.n.Load()
 		fmt.Printf("%-44s %7d %9v %9v %8.3fx %12d %9.2fx %11s %11s\n", v.name, v.keys, ideal, d.Round(time.Millisecond), float64(d)/float64(ideal), n, float64(n)/(float64(v.keys)/250),
 			perKey(cpu0.self, cpu1.self, v.keys), perKey(cpu0.child, cpu1.child, v.keys))
+		if calls != nil {
+			ans1, _, err := ch.answering()
+			if err != nil {
+				return err
+			}
+			if err := callsLine(v.keys, s, d, calls, ans1-ans0); err != nil {
+				return err
+			}
+		}
 		if !v.dryRun {
 			full = d
 		}
@@ -91,6 +111,26 @@ func throughput(ctx context.Context, s settings) error {
 		float64(alone)/float64(ideal), rt.n.Load(), float64(rt.n.Load())/(float64(s.fullKeys)/250))
 	bound := max(ideal, alone)
 	fmt.Printf("full cycle vs its bound max(ideal, store alone) = %v: %.3fx\n", bound.Round(time.Millisecond), float64(full)/float64(bound))
+	return nil
+}
+
+// callsLine says where the polling path's time went past the ideal: the
+// time to its first upstream call, and each call's time as the checker saw
+// it against the upstream's own time answering it (its latency included).
+// At C calls in flight the cycle takes about first + N·call/C.
+func callsLine(keys int, s settings, wall time.Duration, calls *callTimes, answering time.Duration) error {
+	n := calls.n.Load()
+	if n != int64(keys) {
+		return fmt.Errorf("timed %d upstream calls for %d keys", n, keys)
+	}
+	first := time.Duration(calls.first.Load())
+	call := calls.mean()
+	inUpstream := answering / time.Duration(n)
+	est := first + time.Duration(float64(keys)*float64(call)/float64(s.concurrency))
+	fmt.Printf("  its calls: first after %v; %v a call as the checker saw it, %v of it in the upstream's handler (latency %v); first + N·call/C = %v (%.3fx ideal, wall %.3fx)\n",
+		first.Round(time.Millisecond), call.Round(10*time.Microsecond), inUpstream.Round(10*time.Microsecond), s.latency,
+		est.Round(time.Millisecond), float64(est)/float64(time.Duration(float64(keys)*float64(s.latency)/float64(s.concurrency))),
+		float64(wall)/float64(time.Duration(float64(keys)*float64(s.latency)/float64(s.concurrency))))
 	return nil
 }
 

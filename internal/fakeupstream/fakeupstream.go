@@ -46,6 +46,7 @@ type Server struct {
 
 	inflight, maxInflight atomic.Int64
 	total                 atomic.Int64
+	answering             atomic.Int64 // ns spent in queries, from handler entry to return
 
 	// adm is the key-management API (admin.go), off until EnableAdmin.
 	adm admin
@@ -159,6 +160,14 @@ func (s *Server) MaxServed(secret string) float64 {
 // TotalCalls returns the number of queries.
 func (s *Server) TotalCalls() int64 { return s.total.Load() }
 
+// Answering returns the time spent answering queries, summed from each
+// handler's entry to its return (Latency included), and their number: a
+// benchmark tells the upstream's share of a call from the network's and
+// the caller's.
+func (s *Server) Answering() (time.Duration, int64) {
+	return time.Duration(s.answering.Load()), s.total.Load()
+}
+
 // MaxInFlight returns the most queries that were ever being answered at once.
 func (s *Server) MaxInFlight() int64 { return s.maxInflight.Load() }
 
@@ -166,6 +175,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	if s.serveAdmin(w, r) {
 		return
 	}
+	start := time.Now()
+	defer func() { s.answering.Add(int64(time.Since(start))) }()
 	n := s.inflight.Add(1)
 	defer s.inflight.Add(-1)
 	for {
