@@ -275,15 +275,15 @@ func BenchmarkRecoverIdle(b *testing.B) {
 	}
 }
 
-// callerTrips is the context key under which a caller's round-trip counter
+// callerTrips is the context key under which a caller's command counter
 // travels: the command monitor sees each command's context.
 type callerTrips struct{}
 
 // BenchmarkRotateBlocking measures how long Rotate holds the request that
 // called it: per op, 41 callers (two proxies' 20 goroutines and the CLI)
 // race one key. It reports the winner's latency, the others' median and
-// worst, and the most round trips any caller made (multiply by the store's
-// round-trip time for a remote MongoDB).
+// worst, and the most commands any caller sent (some go together:
+// BenchmarkRotate counts the round trips one after another).
 //
 //	go test -run '^$' -bench BenchmarkRotateBlocking -benchtime 20x ./internal/rotationtest/rotation
 func BenchmarkRotateBlocking(b *testing.B) {
@@ -348,7 +348,7 @@ func BenchmarkRotateBlocking(b *testing.B) {
 				b.ReportMetric(ms(others[len(others)/2]), "others-ms-p50")
 				b.ReportMetric(ms(others[len(others)-1]), "others-ms-max")
 			}
-			b.ReportMetric(float64(maxTrips), "max-roundtrips/caller")
+			b.ReportMetric(float64(maxTrips), "max-commands/caller")
 		})
 	}
 }
