@@ -8,10 +8,13 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -141,11 +144,35 @@ func (c *child) stop() {
 	_ = c.cmd.Wait()
 }
 
-// roundTrips counts the commands a client sends.
-type roundTrips struct{ n atomic.Int64 }
+// roundTrips counts the commands a client sends and, while keep is set,
+// keeps the update commands (for the write-back's store-alone bound).
+type roundTrips struct {
+	n       atomic.Int64
+	keep    atomic.Bool
+	mu      sync.Mutex
+	updates []bson.Raw
+}
 
 func (r *roundTrips) monitor() *event.CommandMonitor {
-	return &event.CommandMonitor{Started: func(context.Context, *event.CommandStartedEvent) { r.n.Add(1) }}
+	return &event.CommandMonitor{Started: func(_ context.Context, e *event.CommandStartedEvent) {
+		r.n.Add(1)
+		if e.CommandName == "update" && r.keep.Load() {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.updates = append(r.updates, slices.Clone(e.Command))
+		}
+	}}
+}
+
+// kept returns the update commands kept since the last call, and stops
+// keeping them.
+func (r *roundTrips) kept() []bson.Raw {
+	r.keep.Store(false)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	u := r.updates
+	r.updates = nil
+	return u
 }
 
 func connect(uri string, rt *roundTrips) (*mongo.Client, error) {

@@ -9,8 +9,6 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
-	"github.com/spendchecker/spendchecker/checker"
-	"github.com/spendchecker/spendchecker/rotation"
 )
 
 // throughput: one cycle over N keys, upstream latency L, concurrency C,
@@ -32,6 +30,7 @@ func throughput(ctx context.Context, s settings) error {
 	client := ch.client
 	fmt.Printf("\n## cycle throughput: upstream latency %v, concurrency %d; ideal = N·L/C\n", s.latency, s.concurrency)
 	var full time.Duration
+	var updates []bson.Raw // the full cycle's update commands
 	fmt.Printf("%-44s %7s %9s %9s %9s %12s %10s %11s %11s\n", "variant", "keys", "ideal", "wall", "vs ideal", "round trips", "vs N/250", "CPU µs/key", "child µs/key")
 	variants := []struct {
 		name   string
@@ -74,6 +73,7 @@ func throughput(ctx context.Context, s settings) error {
 		if calls != nil {
 			calls.reset()
 		}
+		rt.keep.Store(!v.dryRun)
 		d, err := cycleOnce(ctx, chk, v.keys)
 		if err != nil {
 			return err
@@ -93,16 +93,25 @@ func throughput(ctx context.Context, s settings) error {
 		}
 		if !v.dryRun {
 			full = d
+			updates = rt.kept()
 		}
 	}
 	if s.pollingOnly {
 		return nil
 	}
 	// The full cycle cannot beat the store: the same write-back alone, with
-	// no polling, is its other bound.
-	db := client.Database(fmt.Sprintf("throughput_%d", s.fullKeys))
+	// no polling, is its other bound. The same update commands, sent to a
+	// copy of the keys as the cycle found them, so that each changes its
+	// key as it did in the cycle.
+	db := client.Database(fmt.Sprintf("throughput_alone_%d", s.fullKeys))
+	if err := seedKeys(ctx, db, s.fullKeys); err != nil {
+		return fmt.Errorf("seed the copy: %w", err)
+	}
+	if err := ch.indexIDs(db.Name()); err != nil {
+		return err
+	}
 	rt.n.Store(0)
-	alone, err := writeBackAlone(ctx, db, s.fullKeys)
+	alone, err := writeBackAlone(ctx, db, updates, s.fullKeys)
 	if err != nil {
 		return err
 	}
@@ -134,23 +143,44 @@ func callsLine(keys int, s settings, wall time.Duration, calls *callTimes, answe
 	return nil
 }
 
-// writeBackAlone updates every key's spend fields as the checker's
-// write-back does on FerretDB (checker.FerretWriteBatch statements per
-// command), one command at a time, and times it.
-func writeBackAlone(ctx context.Context, db *mongo.Database, n int) (time.Duration, error) {
-	keys := db.Collection(pool.KeysCollection)
-	at := time.Now().UTC()
-	start := time.Now()
-	batch := make([]mongo.WriteModel, 0, checker.FerretWriteBatch)
-	for i := range n {
-		set := bson.M{rotation.FieldTotalSpend: 1.0, checker.FieldLastCheck: at, checker.FieldNextCheck: at.Add(time.Minute), checker.FieldRate: 0.0}
-		batch = append(batch, mongo.NewUpdateOneModel().SetFilter(bson.M{rotation.FieldID: fmt.Sprintf("key-%07d", i)}).SetUpdate(bson.M{"$set": set}))
-		if len(batch) == cap(batch) || i == n-1 {
-			if _, err := keys.BulkWrite(ctx, batch, options.BulkWrite().SetOrdered(false)); err != nil {
-				return 0, err
-			}
-			batch = batch[:0]
+// writeBackAlone sends the full cycle's update commands again, one at a
+// time and statement for statement, to db (a copy of the keys as the cycle
+// found them), and times them. Each key must be updated once, as in the
+// cycle.
+func writeBackAlone(ctx context.Context, db *mongo.Database, updates []bson.Raw, n int) (time.Duration, error) {
+	cmds := make([][]mongo.WriteModel, 0, len(updates))
+	for _, u := range updates {
+		stmts, ok := u.Lookup("updates").ArrayOK()
+		if !ok {
+			return 0, fmt.Errorf("an update command without its statements: %v", u)
 		}
+		vals, err := stmts.Values()
+		if err != nil {
+			return 0, err
+		}
+		models := make([]mongo.WriteModel, 0, len(vals))
+		for _, v := range vals {
+			st, ok := v.DocumentOK()
+			if !ok {
+				return 0, fmt.Errorf("an update statement that is not a document: %v", v)
+			}
+			models = append(models, mongo.NewUpdateOneModel().SetFilter(st.Lookup("q").Document()).SetUpdate(st.Lookup("u").Document()))
+		}
+		cmds = append(cmds, models)
 	}
-	return time.Since(start), nil
+	keys := db.Collection(pool.KeysCollection)
+	var modified int64
+	start := time.Now()
+	for _, models := range cmds {
+		res, err := keys.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
+		if err != nil {
+			return 0, fmt.Errorf("update: %w", err)
+		}
+		modified += res.ModifiedCount
+	}
+	d := time.Since(start)
+	if modified != int64(n) {
+		return d, fmt.Errorf("the write-back alone updated %d keys, the cycle %d", modified, n)
+	}
+	return d, nil
 }
