@@ -101,13 +101,18 @@ func throughput(ctx context.Context, s settings) error {
 	}
 	// The full cycle cannot beat the store: the same write-back alone, with
 	// no polling, is its other bound. The same update commands, sent to a
-	// copy of the keys as the cycle found them, so that each changes its
-	// key as it did in the cycle.
+	// copy of the keys as the cycle found them (indexes included), so that
+	// each changes its key as it did in the cycle.
 	db := client.Database(fmt.Sprintf("throughput_alone_%d", s.fullKeys))
 	if err := seedKeys(ctx, db, s.fullKeys); err != nil {
 		return fmt.Errorf("seed the copy: %w", err)
 	}
 	if err := ch.indexIDs(db.Name()); err != nil {
+		return err
+	}
+	// With the indexes the checker and the rotator create, which every
+	// update maintains, as on the cycle's keys.
+	if _, err := newChecker(db, ch.upstream, s.concurrency, 500, false, false, nil); err != nil {
 		return err
 	}
 	rt.n.Store(0)
