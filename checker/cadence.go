@@ -18,9 +18,10 @@ import (
 // ran at up to 4 times a key's usual rate; the rest is margin.
 const DefaultBurstFactor = 8
 
-// maxBurstFactor caps what a pool can teach the planner: a key whose rate
-// was measured over a nearly idle stretch can show any ratio.
-const maxBurstFactor = 32
+// MaxBurstFactor caps what a pool can teach the planner, and a configured
+// factor: a key whose rate was measured over a nearly idle stretch can show
+// any ratio.
+const MaxBurstFactor = 32
 
 // cadence is what a pool's observations teach the planner: the fastest
 // rate seen for any of its keys (the prior for keys with no rate of their
@@ -67,7 +68,7 @@ func (cd *cadence) observe(known, seen, base float64) (fastest, burst float64) {
 	defer cd.mu.Unlock()
 	if seen > 0 {
 		if known > 0 && seen > max(base, cd.planFastest) {
-			cd.burst = max(cd.burst, min(seen/known, maxBurstFactor))
+			cd.burst = max(cd.burst, min(seen/known, MaxBurstFactor))
 		}
 		cd.fastest = max(cd.fastest, seen)
 	}
@@ -285,12 +286,12 @@ func (c *Checker) measure(k keyInfo, res spend.Result, at time.Time) (seen, know
 // A figure over the threshold is bounded by nothing the planner measured:
 // one absurd answer would teach a rate that pins every key of the pool at
 // the minimum interval for the rest of the process. So a crossing teaches
-// at most maxBurstFactor times the larger of the configured prior and the
+// at most MaxBurstFactor times the larger of the configured prior and the
 // key's own stored rates, the most a burst is ever taken to be; from those
 // and not the pool's learned fastest, so crossings cannot compound.
 func (c *Checker) learn(p *poolRun, k keyInfo, res spend.Result, at time.Time) {
 	seen, _, _ := c.measure(k, res, at)
-	p.cad.observe(-1, min(seen, maxBurstFactor*max(p.basePrior(), k.rate, k.avg)), p.basePrior())
+	p.cad.observe(-1, min(seen, MaxBurstFactor*max(p.basePrior(), k.rate, k.avg)), p.basePrior())
 }
 
 // basePrior is the pool's configured prior, or the threshold per hour.

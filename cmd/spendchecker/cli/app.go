@@ -92,7 +92,7 @@ func connect(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 		ub, _ := rotation.ParseUserBudget(p.UserBudget) // validated by Parse
 		pools = append(pools, checker.Pool{Pool: pool, Provider: prov, Threshold: p.Threshold, BudgetRatio: p.BudgetRatio,
 			RotateUnauthorized: p.RotateUnauthorized == nil || *p.RotateUnauthorized, MinRemaining: p.MinRemaining, Account: p.Account,
-			UserBudget: ub})
+			UserBudget: ub, RatePrior: p.RatePrior / 3600, BurstFactor: p.BurstFactor})
 	}
 	a := &app{cfg: cfg, log: log, client: client, db: db, leases: db.Collection(lease.Collection), met: newMetrics(), prog: prog,
 		clock: clockwork.NewRealClock(), reach: reach}

@@ -32,9 +32,13 @@ type PoolConfig struct {
 	UserBudget string `json:"user-budget"`
 	// MinRemaining and Account serve balance providers (docs/providers.md);
 	// Custom configures the custom provider (config file only).
-	MinRemaining float64           `json:"min-remaining"`
-	Account      string            `json:"account"`
-	Custom       *spend.CustomSpec `json:"custom,omitempty"`
+	MinRemaining float64 `json:"min-remaining"`
+	// RatePrior (USD an hour) and BurstFactor tune the adaptive planner
+	// (checker.Pool; docs/design.md, "Adaptive cadence"); 0 is the default.
+	RatePrior   float64           `json:"rate-prior"`
+	BurstFactor float64           `json:"burst-factor"`
+	Account     string            `json:"account"`
+	Custom      *spend.CustomSpec `json:"custom,omitempty"`
 	// Batch providers only, config file only (batch.go; docs/providers.md, "Batch
 	// reports"). report-lag "" is the provider's default (spend.DefaultLag).
 	AdminKeyFile   string            `json:"admin-key-file"`

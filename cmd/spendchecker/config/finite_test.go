@@ -16,7 +16,7 @@ func TestNumberSettingsRefuseNonFinite(t *testing.T) {
 		name string
 		pool bool // a pool setting: also read from a pool entry
 	}{
-		{"threshold", true}, {"budget-ratio", true}, {"min-remaining", true},
+		{"threshold", true}, {"budget-ratio", true}, {"min-remaining", true}, {"rate-prior", true}, {"burst-factor", true},
 		{"rate-limit", false}, {"host-rate", false}, {"reject-share", false},
 	}
 	values := []string{"Inf", "+Inf", "-Inf", "inf", "infinity", "+Infinity", "-INFINITY", "NaN", "nan", "+NaN"}

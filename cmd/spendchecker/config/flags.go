@@ -87,6 +87,10 @@ func poolSettingFlag(fs *flag.FlagSet, st *parseState, name string) {
 		finiteFloatVar(fs, &p.MinRemaining, name, DefaultMinRemaining, "balance providers: rotate a key when its account's remaining balance is at or below this (the balance's currency)")
 	case "user-budget":
 		fs.StringVar(&p.UserBudget, name, DefaultUserBudget, "LiteLLM's refusal of a key owner's personal budget: auto (rotate unless another key of the pool names the same user: then hold), rotate or hold")
+	case "rate-prior":
+		finiteFloatVar(fs, &p.RatePrior, name, 0, "adaptive: USD an hour any key of the pool may start spending at, before it shows a rate of its own (0: the threshold an hour)")
+	case "burst-factor":
+		finiteFloatVar(fs, &p.BurstFactor, name, 0, "adaptive: how many times its sustained rate a key may burst to, from 1 to 32 (0: learned, from 8 up)")
 	case "account":
 		fs.StringVar(&p.Account, name, "", "balance providers: the upstream account every key of the pool belongs to (one request per cycle; one pool only); a key's spendAccount wins, and a key rotated in from a backup without one is its own account")
 	default:

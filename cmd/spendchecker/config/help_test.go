@@ -59,7 +59,7 @@ func TestHelpReadsRight(t *testing.T) {
 // rotate records the threshold in the history; history, verify and
 // recover read none. The pool's upstream (--provider) every command has.
 func TestCommandsListOnlyThePoolSettingsTheyRead(t *testing.T) {
-	all := []string{"--threshold", "--budget-ratio", "--rotate-unauthorized", "--min-remaining", "--account"}
+	all := []string{"--threshold", "--budget-ratio", "--rotate-unauthorized", "--min-remaining", "--account", "--rate-prior", "--burst-factor"}
 	tests := []struct {
 		cmd  string
 		uses []string

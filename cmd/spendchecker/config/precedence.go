@@ -18,7 +18,7 @@ type fileState struct {
 // one pool's collections.
 var (
 	poolSettings       = append([]string{"provider", "provider-url"}, rotationSettings...)
-	rotationSettings   = []string{"threshold", "budget-ratio", "rotate-unauthorized", "min-remaining", "account", "user-budget"}
+	rotationSettings   = []string{"threshold", "budget-ratio", "rotate-unauthorized", "min-remaining", "account", "user-budget", "rate-prior", "burst-factor"}
 	collectionSettings = []string{"keys-collection", "backups-collection", "bindings-collection", "binding-key-field", "history-collection"}
 )
 
@@ -111,6 +111,10 @@ func (p *PoolConfig) setting(k string) any {
 		return &p.RotateUnauthorized
 	case "min-remaining":
 		return &p.MinRemaining
+	case "rate-prior":
+		return &p.RatePrior
+	case "burst-factor":
+		return &p.BurstFactor
 	case "account":
 		return &p.Account
 	case "user-budget":

@@ -13,6 +13,7 @@ import (
 
 	"github.com/robfig/cron/v3"
 
+	"github.com/spendchecker/spendchecker/checker"
 	"github.com/spendchecker/spendchecker/rotation"
 	"github.com/spendchecker/spendchecker/spend"
 )
@@ -165,6 +166,12 @@ func (c *Config) validate() error {
 		if !(p.MinRemaining >= 0) || math.IsInf(p.MinRemaining, 1) {
 			// NaN never rotates, +Inf rotates every key (docs/providers.md).
 			return usage("pool %s: --min-remaining must be a finite number, 0 or more", pool.Name)
+		}
+		if !(p.RatePrior >= 0) || math.IsInf(p.RatePrior, 1) {
+			return usage("pool %s: --rate-prior must be a finite number of USD an hour, 0 or more", pool.Name)
+		}
+		if !(p.BurstFactor == 0 || p.BurstFactor >= 1 && p.BurstFactor <= checker.MaxBurstFactor) {
+			return usage("pool %s: --burst-factor must be 0 (learned) or from 1 to %d", pool.Name, checker.MaxBurstFactor)
 		}
 		if _, err := rotation.ParseUserBudget(p.UserBudget); err != nil {
 			return usage("pool %s: --%v", pool.Name, err)
