@@ -199,7 +199,7 @@ func (c *Checker) plan(p *poolRun, k keyInfo, res spend.Result, at time.Time) ob
 		// its plan, so it is at most one interval late, which is what
 		// polling every key at the minimum interval allows (docs/design.md
 		// "Adaptive cadence").
-		headroom += max(planRate*burst, prior) * c.cfg.MinInterval.Seconds() / 2
+		headroom = padded(headroom, max(planRate*burst, prior), c.cfg.MinInterval)
 	}
 	next := NextInterval(headroom, planRate, prior, burst, c.cfg.MinInterval, c.cfg.MaxInterval)
 	return observation{id: k.id, spend: res.Spend, rate: max(fastestKey, 0), avg: avg, nextCheck: at.Add(next), at: at, budget: res.Budget,
@@ -300,6 +300,15 @@ func (p *poolRun) basePrior() float64 {
 		return p.RatePrior
 	}
 	return p.Threshold / 3600
+}
+
+// padded is the headroom plus half a minimum interval's spend at rate eff.
+// A configured prior may be any finite number (--rate-prior 1e308): the sum
+// is capped at the largest float, not +Inf, which NextInterval would read
+// as no risk at all and park the key for the maximum interval. Capped, the
+// wait is at most what the cap allows, so the key is due no later.
+func padded(headroom, eff float64, minI time.Duration) float64 {
+	return min(headroom+eff*minI.Seconds()/2, math.MaxFloat64)
 }
 
 // NextInterval plans the wait before a key's next check: the time the key

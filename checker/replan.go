@@ -108,7 +108,7 @@ func (c *Checker) replan(ctx context.Context, p *poolRun, now time.Time) error {
 			raised[fieldPlanBurst] = burst
 		}
 		// As plan: due half a minimum interval after the key could cross.
-		again := last.Add(NextInterval(headroom+eff*minI.Seconds()/2, 0, eff, 1, minI, maxI))
+		again := last.Add(NextInterval(padded(headroom, eff, minI), 0, eff, 1, minI, maxI))
 		if !again.Before(next) {
 			continue
 		}
