@@ -15,16 +15,70 @@ import (
 	"github.com/spendchecker/spendchecker/rotation"
 )
 
-// --rate-prior and --burst-factor reach the planner, in their units: a key
-// idle at $9 of $9.95 is planned for the prior (USD an hour), and a key
-// spending $0.01 a second for its burst cover (the factor × that rate).
-func TestPlannerSettingsReachThePlanner(t *testing.T) {
+// keyPlan is a key's last reading and its next check.
+type keyPlan struct {
+	Last time.Time `bson:"lastSpendCheck"`
+	Next time.Time `bson:"nextSpendCheck"`
+}
+
+// plannedKey is a store with one key of the openhands pool, due now, whose
+// last reading (100 s ago, at last) was spendThen with rate stored as its
+// fastest and sustained rate (USD/s), and an upstream answering spendNow.
+// Its run starts the daemon --once with extra flags and returns the key's
+// plan.
+type plannedKey struct {
+	last time.Time
+	up   *fakeupstream.Server
+	run  func(extra ...string) keyPlan
+}
+
+const plannedSecret = "sk-secret-key-000000-abcdef"
+
+func newPlannedKey(t *testing.T, spendThen, rate, spendNow float64) plannedKey {
+	t.Helper()
 	pool, err := rotation.Preset("openhands")
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Each key in a pool of its own: the idle key would otherwise be
-	// planned for the spending key's rate, which the pool learns.
+	mdb := mongotest.New(t)
+	ctx := context.Background()
+	now := time.Now().UTC()
+	last := now.Add(-100 * time.Second)
+	f := fixture.Pool{CreatedAt: now, Keys: []fixture.Key{{ID: "k", Secret: plannedSecret, Fields: bson.M{
+		rotation.FieldTotalSpend: spendThen, checker.FieldLastCheck: last, checker.FieldNextCheck: now.Add(-time.Second),
+		checker.FieldRate: rate, "spendRateSustained": rate, "spendReadingAt": last}}}}
+	if err := fixture.Write(ctx, mdb.Database, pool, f); err != nil {
+		t.Fatal(err)
+	}
+	releasedLease(t, mdb.Database)
+	up := fakeupstream.New("openhands")
+	t.Cleanup(up.Close)
+	up.SetSpend(plannedSecret, spendNow)
+	return plannedKey{last: last, up: up, run: func(extra ...string) keyPlan {
+		t.Helper()
+		var out bytes.Buffer
+		args := append([]string{"--once", "--listen", "", "--mongo-uri", mdb.URI, "--database", mdb.Name, "--log-level", "error",
+			"--provider-url", up.URL}, extra...)
+		if code := Run(ctx, args, Env{Stdout: &out, Stderr: &out}); code != ExitOK {
+			t.Fatalf("--once %v exit %d: %s", extra, code, out.String())
+		}
+		var p keyPlan
+		if err := mdb.Database.Collection(pool.KeysCollection).FindOne(ctx, bson.M{"_id": "k"}).Decode(&p); err != nil {
+			t.Fatal(err)
+		}
+		if !p.Last.After(last) {
+			t.Fatalf("--once %v did not check the key: %s", extra, out.String())
+		}
+		return p
+	}}
+}
+
+// --rate-prior and --burst-factor reach the planner, in their units: a key
+// idle at $9 of $9.95 is planned for the prior (USD an hour), and a key
+// spending $0.01 a second for its burst cover (the factor × that rate).
+// Each key is in a pool of its own: the idle key would otherwise be planned
+// for the spending key's rate, which the pool learns.
+func TestPlannerSettingsReachThePlanner(t *testing.T) {
 	tests := []struct {
 		name     string
 		args     []string
@@ -44,37 +98,8 @@ func TestPlannerSettingsReachThePlanner(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			mdb := mongotest.New(t)
-			ctx := context.Background()
-			now := time.Now().UTC()
-			last := now.Add(-100 * time.Second)
-			f := fixture.Pool{CreatedAt: now, Keys: []fixture.Key{{ID: "k", Secret: "sk-secret-key-000000-abcdef", Fields: bson.M{
-				rotation.FieldTotalSpend: tt.spend, checker.FieldLastCheck: last, checker.FieldNextCheck: now.Add(-time.Second),
-				checker.FieldRate: tt.rate, "spendRateSustained": tt.rate, "spendReadingAt": last}}}}
-			if err := fixture.Write(ctx, mdb.Database, pool, f); err != nil {
-				t.Fatal(err)
-			}
-			releasedLease(t, mdb.Database)
-			up := fakeupstream.New("openhands")
-			t.Cleanup(up.Close)
-			up.SetSpend("sk-secret-key-000000-abcdef", 9)
-			var out bytes.Buffer
-			args := append([]string{"--once", "--listen", "", "--mongo-uri", mdb.URI, "--database", mdb.Name, "--log-level", "error",
-				"--provider-url", up.URL}, tt.args...)
-			if code := Run(ctx, args, Env{Stdout: &out, Stderr: &out}); code != ExitOK {
-				t.Fatalf("--once exit %d: %s", code, out.String())
-			}
-			var doc struct {
-				Last time.Time `bson:"lastSpendCheck"`
-				Next time.Time `bson:"nextSpendCheck"`
-			}
-			if err := mdb.Database.Collection(pool.KeysCollection).FindOne(ctx, bson.M{"_id": "k"}).Decode(&doc); err != nil {
-				t.Fatal(err)
-			}
-			if !doc.Last.After(last) {
-				t.Fatalf("the key was not checked: %s", out.String())
-			}
-			if wait := doc.Next.Sub(doc.Last); wait < tt.from || wait > tt.to {
+			p := newPlannedKey(t, tt.spend, tt.rate, 9).run(tt.args...)
+			if wait := p.Next.Sub(p.Last); wait < tt.from || wait > tt.to {
 				t.Errorf("next check %v after the reading, want %v to %v", wait, tt.from, tt.to)
 			}
 		})
