@@ -88,7 +88,7 @@ func throughput(ctx context.Context, s settings) error {
 			if err != nil {
 				return err
 			}
-			if err := callsLine(v.keys, s, d, calls, ans1-ans0); err != nil {
+			if err := callsLine(v.keys, s, ideal, d, calls, ans1-ans0); err != nil {
 				return err
 			}
 		}
@@ -149,7 +149,7 @@ func throughput(ctx context.Context, s settings) error {
 // time to its first upstream call, and each call's time as the checker saw
 // it against the upstream's own time answering it (its latency included).
 // At C calls in flight the cycle takes about first + N·call/C.
-func callsLine(keys int, s settings, wall time.Duration, calls *callTimes, answering time.Duration) error {
+func callsLine(keys int, s settings, ideal, wall time.Duration, calls *callTimes, answering time.Duration) error {
 	n := calls.n.Load()
 	if n != int64(keys) {
 		return fmt.Errorf("timed %d upstream calls for %d keys", n, keys)
@@ -160,8 +160,7 @@ func callsLine(keys int, s settings, wall time.Duration, calls *callTimes, answe
 	est := first + time.Duration(float64(keys)*float64(call)/float64(s.concurrency))
 	fmt.Printf("  its calls: first after %v; %v a call as the checker saw it, %v of it in the upstream's handler (latency %v); first + N·call/C = %v (%.3fx ideal, wall %.3fx)\n",
 		first.Round(time.Millisecond), call.Round(10*time.Microsecond), inUpstream.Round(10*time.Microsecond), s.latency,
-		est.Round(time.Millisecond), float64(est)/float64(time.Duration(float64(keys)*float64(s.latency)/float64(s.concurrency))),
-		float64(wall)/float64(time.Duration(float64(keys)*float64(s.latency)/float64(s.concurrency))))
+		est.Round(time.Millisecond), float64(est)/float64(ideal), float64(wall)/float64(ideal))
 	return nil
 }
 
