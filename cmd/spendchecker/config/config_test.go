@@ -21,6 +21,20 @@ func writeFile(t *testing.T, text string) string {
 	return p
 }
 
+// parseWith parses args after --mongo-uri, with env set and, when file is
+// not empty, a config file holding the mongo URI and then file (JSON keys).
+func parseWith(t *testing.T, args []string, env map[string]string, file string) (*Config, error) {
+	t.Helper()
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	args = append([]string{"--mongo-uri", uri}, args...)
+	if file != "" {
+		args = append(args, "--config", writeFile(t, `{"mongo-uri": "`+uri+`", `+file+`}`))
+	}
+	return Parse(args)
+}
+
 func TestParseValid(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -322,14 +336,7 @@ func TestPoolPrecedence(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			for k, v := range tt.env {
-				t.Setenv(k, v)
-			}
-			args := append([]string{"--mongo-uri", uri}, tt.args...)
-			if tt.file != "" {
-				args = append(args, "--config", writeFile(t, `{"mongo-uri": "`+uri+`", `+tt.file+`}`))
-			}
-			c, err := Parse(args)
+			c, err := parseWith(t, tt.args, tt.env, tt.file)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err %v, want %q", err, tt.wantErr)

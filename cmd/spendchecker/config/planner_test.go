@@ -36,14 +36,7 @@ func TestPlannerSettings(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			for k, v := range tt.env {
-				t.Setenv(k, v)
-			}
-			args := append([]string{"--mongo-uri", uri}, tt.args...)
-			if tt.file != "" {
-				args = append(args, "--config", writeFile(t, `{"mongo-uri": "`+uri+`", `+tt.file+`}`))
-			}
-			c, err := Parse(args)
+			c, err := parseWith(t, tt.args, tt.env, tt.file)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || strings.Contains(err.Error(), "\n") {
 					t.Fatalf("err %v, want one line with %q", err, tt.wantErr)

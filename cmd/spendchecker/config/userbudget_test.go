@@ -30,14 +30,7 @@ func TestUserBudgetSetting(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			for k, v := range tt.env {
-				t.Setenv(k, v)
-			}
-			args := append([]string{"--mongo-uri", uri}, tt.args...)
-			if tt.file != "" {
-				args = append(args, "--config", writeFile(t, `{"mongo-uri": "`+uri+`", `+tt.file+`}`))
-			}
-			c, err := Parse(args)
+			c, err := parseWith(t, tt.args, tt.env, tt.file)
 			if tt.wantErr != "" {
 				var ue *UsageError
 				if !errors.As(err, &ue) || !strings.Contains(err.Error(), tt.wantErr) || strings.Contains(err.Error(), "\n") {
